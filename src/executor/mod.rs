@@ -1,0 +1,82 @@
+//! Executors: where a ready stage's process actually runs.
+//!
+//! The scheduler decides *what* may run (dependencies, `-j`, resource slots); an executor
+//! decides *where*: as a local child process, or as a Slurm job. Both sit behind [`Executor`],
+//! and neither hashes, caches nor records anything: the engine does that the same way for
+//! every executor, so the cache, lock file and `repro status` do not depend on which one ran
+//! a stage.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+
+pub mod local;
+
+/// Engine-assigned identifier of a submitted job (index of the stage in the run).
+pub type JobId = usize;
+
+/// Resources a stage declared (`resources:` in pipeline.yaml), already resolved.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Resources {
+    /// CPU threads (default 1).
+    pub cpus: usize,
+    /// Number of GPUs.
+    pub gpus: usize,
+    /// Memory in MiB (Slurm `--mem`), if declared.
+    pub mem_mb: Option<u64>,
+    /// Wall-time limit in minutes (Slurm `--time`), if declared.
+    pub time_min: Option<u64>,
+    /// Slurm partition, if declared.
+    pub partition: Option<String>,
+}
+
+/// One process to run for one stage.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub id: JobId,
+    /// Stage name, for messages and job names.
+    pub stage: String,
+    /// Program and arguments (`["sh", "-c", cmd]`, or the repro binary running a kind).
+    pub argv: Vec<String>,
+    /// Extra environment (e.g. `CUDA_VISIBLE_DEVICES` for local GPU slots).
+    pub env: Vec<(String, String)>,
+    /// Working directory (the workspace root).
+    pub cwd: PathBuf,
+    /// Where the stage's stdout and stderr go.
+    pub log: PathBuf,
+    pub resources: Resources,
+    /// Concrete GPU indices assigned by the local scheduler (empty under Slurm, which assigns
+    /// its own).
+    pub gpus: Vec<usize>,
+}
+
+/// How a job ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Succeeded,
+    /// Non-zero exit, signal, or a scheduler's verdict (e.g. Slurm `TIMEOUT`), in words.
+    Failed(String),
+}
+
+/// Something that happened to a running job.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A progress line relayed from the job (see `kinds::progress`).
+    Progress { id: JobId, message: String, fraction: Option<f64> },
+    /// The job finished.
+    Finished { id: JobId, outcome: Outcome },
+}
+
+/// A place to run jobs.
+pub trait Executor: Send {
+    /// Start a job without waiting for it.
+    fn submit(&mut self, job: Job) -> Result<()>;
+    /// Wait up to `timeout` for events of running jobs; returns what happened (possibly
+    /// nothing). Must be cheap to call in a loop.
+    fn poll(&mut self, timeout: Duration) -> Result<Vec<Event>>;
+    /// Stop every running or queued job (Ctrl-C); returns once they are gone.
+    fn cancel_all(&mut self);
+    /// Number of jobs submitted and not yet reported finished.
+    fn running(&self) -> usize;
+}

@@ -1,0 +1,77 @@
+//! Built-in stage kinds (`uses:` in pipeline.yaml) behind one small trait.
+//!
+//! The engine runs a built-in stage as a child process (`repro internal run-kind`), so a kind
+//! is ordinary code that reads its resolved parameters, reads its deps from the workspace, and
+//! writes its declared outputs. A kind knows nothing about hashing, caching or scheduling; the
+//! engine knows nothing about tensors. `version()` enters the stage key: bump it whenever a
+//! change to the kind could change its outputs, so that cached results are not reused wrongly.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::de::DeserializeOwned;
+
+pub mod progress;
+
+/// What a kind gets to run one stage.
+pub struct StageContext {
+    /// Stage name as expanded (`train@bce-nu`), for messages.
+    pub stage: String,
+    /// The resolved `with:` parameters (all `${…}` interpolated).
+    pub params: serde_json::Value,
+    /// Workspace root; the child's working directory is set to it, and every path in `params`
+    /// is relative to it.
+    pub workspace: PathBuf,
+    /// A directory that survives interruption, excluded from the stage key and outputs, for
+    /// resuming long stages (declared with `checkpoint:`). `None` when not declared.
+    pub checkpoint: Option<PathBuf>,
+    /// CPU threads this stage may use (from its `resources: {cpus: N}`), so parallel stages do
+    /// not oversubscribe the cores.
+    pub threads: usize,
+    /// GPUs assigned to this stage (also exported as `CUDA_VISIBLE_DEVICES`); empty for CPU.
+    pub gpus: Vec<usize>,
+}
+
+impl StageContext {
+    /// Deserialise the `with:` parameters into the kind's own typed struct; unknown fields are
+    /// rejected by `#[serde(deny_unknown_fields)]` on that struct.
+    pub fn params<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(self.params.clone())
+            .with_context(|| format!("stage '{}': invalid `with:` parameters", self.stage))
+    }
+
+    /// A workspace-relative path made absolute.
+    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.workspace.join(rel)
+    }
+}
+
+/// One built-in stage kind.
+pub trait StageKind: Send + Sync {
+    /// The name used in `uses:`.
+    fn name(&self) -> &'static str;
+    /// Implementation version; part of the stage key.
+    fn version(&self) -> u32;
+    /// Check the `with:` parameters without running (called during validation, before
+    /// anything runs). Return a message naming the offending parameter.
+    fn validate(&self, params: &serde_json::Value) -> Result<()>;
+    /// Run the stage: read deps, write outputs. Errors end the stage as failed.
+    fn run(&self, ctx: &StageContext) -> Result<()>;
+}
+
+/// All built-in kinds, by name.
+pub fn registry() -> Vec<Box<dyn StageKind>> {
+    vec![
+        // Each concern registers its kind here.
+    ]
+}
+
+/// Look up a kind by name, with a message listing the known kinds.
+pub fn lookup(name: &str) -> Result<Box<dyn StageKind>> {
+    let mut all = registry();
+    if let Some(i) = all.iter().position(|k| k.name() == name) {
+        return Ok(all.swap_remove(i));
+    }
+    let known: Vec<_> = all.iter().map(|k| k.name()).collect();
+    bail!("unknown stage kind '{name}' (known kinds: {})", known.join(", "))
+}
