@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 pub mod local;
+pub mod slurm;
 
 /// Engine-assigned identifier of a submitted job (index of the stage in the run).
 pub type JobId = usize;
