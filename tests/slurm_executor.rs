@@ -50,7 +50,10 @@ fn sh_job(id: JobId, stage: &str, ws: &Path, script: &str, resources: Resources)
         env: vec![],
         cwd: ws.to_path_buf(),
         log: ws.join("logs").join(format!("{stage}.log")),
-        resources: Resources { cpus: resources.cpus.max(1), ..resources },
+        resources: Resources {
+            cpus: resources.cpus.max(1),
+            ..resources
+        },
         gpus: vec![],
     }
 }
@@ -64,7 +67,10 @@ fn wait_all(
     let start = Instant::now();
     let (mut done, mut progress) = (HashMap::new(), Vec::new());
     while done.len() < n {
-        assert!(start.elapsed() < limit, "jobs not finished after {limit:?}: {done:?}");
+        assert!(
+            start.elapsed() < limit,
+            "jobs not finished after {limit:?}: {done:?}"
+        );
         for ev in ex.poll(Duration::from_millis(500)).expect("poll") {
             match ev {
                 Event::Finished { id, outcome } => {
@@ -109,17 +115,32 @@ fn runs_stages_and_reports_success_and_failure() {
     };
     ok.stage = "ok stage".into();
     ex.submit(ok).unwrap();
-    ex.submit(sh_job(1, "fail", ws.path(), "echo oops >&2; exit 3", Resources::default())).unwrap();
+    ex.submit(sh_job(
+        1,
+        "fail",
+        ws.path(),
+        "echo oops >&2; exit 3",
+        Resources::default(),
+    ))
+    .unwrap();
     assert_eq!(ex.running(), 2);
 
     let (done, progress) = wait_all(&mut ex, 2, Duration::from_secs(60));
     assert_eq!(done[&0], Outcome::Succeeded);
-    let Outcome::Failed(msg) = &done[&1] else { panic!("job 1 should fail: {done:?}") };
-    assert!(msg.contains("FAILED") && msg.contains("exit code 3"), "{msg}");
+    let Outcome::Failed(msg) = &done[&1] else {
+        panic!("job 1 should fail: {done:?}")
+    };
+    assert!(
+        msg.contains("FAILED") && msg.contains("exit code 3"),
+        "{msg}"
+    );
 
     let out = fs::read_to_string(ws.path().join("out.txt")).unwrap();
     let cwd = fs::canonicalize(ws.path()).unwrap();
-    assert_eq!(out, format!("{tricky}\nvalue with spaces\n{}\n", cwd.display()));
+    assert_eq!(
+        out,
+        format!("{tricky}\nvalue with spaces\n{}\n", cwd.display())
+    );
     let log = fs::read_to_string(ws.path().join("logs/ok.log")).unwrap();
     assert!(log.contains("hello-stdout"), "{log}");
     let log = fs::read_to_string(ws.path().join("logs/fail.log")).unwrap();
@@ -134,7 +155,14 @@ fn runs_stages_and_reports_success_and_failure() {
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(scripts.len(), 1, "{scripts:?}");
-    assert!(scripts[0].file_name().unwrap().to_str().unwrap().starts_with("fail-1-"));
+    assert!(
+        scripts[0]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("fail-1-")
+    );
 }
 
 #[test]
@@ -169,29 +197,59 @@ fn gpu_stages_get_distinct_devices_and_a_third_waits() {
     let script = "date +%s.%N > start.$1; echo \"$CUDA_VISIBLE_DEVICES\" > dev.$1; sleep 4; \
                   date +%s.%N > end.$1";
     for i in 0..3 {
-        let mut j = sh_job(i, &format!("gpu{i}"), ws.path(), "", Resources {
-            gpus: 1,
-            ..Default::default()
-        });
-        j.argv = vec!["sh".into(), "-c".into(), script.into(), "sh".into(), i.to_string()];
+        let mut j = sh_job(
+            i,
+            &format!("gpu{i}"),
+            ws.path(),
+            "",
+            Resources {
+                gpus: 1,
+                ..Default::default()
+            },
+        );
+        j.argv = vec![
+            "sh".into(),
+            "-c".into(),
+            script.into(),
+            "sh".into(),
+            i.to_string(),
+        ];
         ex.submit(j).unwrap();
     }
     let (done, progress) = wait_all(&mut ex, 3, Duration::from_secs(90));
     assert!(done.values().all(|o| *o == Outcome::Succeeded), "{done:?}");
 
-    let read = |name: String| fs::read_to_string(ws.path().join(name)).unwrap().trim().to_string();
+    let read = |name: String| {
+        fs::read_to_string(ws.path().join(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
     let num = |name: String| read(name).parse::<f64>().unwrap();
-    let mut runs: Vec<(f64, f64, String)> =
-        (0..3).map(|i| (num(format!("start.{i}")), num(format!("end.{i}")), read(format!("dev.{i}")))).collect();
+    let mut runs: Vec<(f64, f64, String)> = (0..3)
+        .map(|i| {
+            (
+                num(format!("start.{i}")),
+                num(format!("end.{i}")),
+                read(format!("dev.{i}")),
+            )
+        })
+        .collect();
     runs.sort_by(|a, b| a.0.total_cmp(&b.0));
     // The first two ran together on different devices...
-    assert!(runs[1].0 < runs[0].1, "the first two GPU jobs overlap: {runs:?}");
+    assert!(
+        runs[1].0 < runs[0].1,
+        "the first two GPU jobs overlap: {runs:?}"
+    );
     let mut first_two = [runs[0].2.clone(), runs[1].2.clone()];
     first_two.sort();
     assert_eq!(first_two, ["0".to_string(), "1".to_string()], "{runs:?}");
     // ...and the third started only once one of them had released its GPU.
     let first_end = runs[0].1.min(runs[1].1);
-    assert!(runs[2].0 >= first_end - 0.05, "third GPU job waited: {runs:?}");
+    assert!(
+        runs[2].0 >= first_end - 0.05,
+        "third GPU job waited: {runs:?}"
+    );
     assert!(runs[2].2 == "0" || runs[2].2 == "1", "{runs:?}");
     assert!(
         progress.iter().any(|(_, m)| m.contains("pending")),
@@ -204,26 +262,49 @@ fn time_limit_is_reported_with_slurms_reason() {
     // Slurm's time limits are whole minutes: this takes about 75 s.
     let ws = tempfile::tempdir().unwrap();
     let mut ex = executor_with(options());
-    let res = Resources { time_min: Some(1), ..Default::default() };
-    ex.submit(sh_job(0, "slow", ws.path(), "echo started; sleep 600", res)).unwrap();
+    let res = Resources {
+        time_min: Some(1),
+        ..Default::default()
+    };
+    ex.submit(sh_job(0, "slow", ws.path(), "echo started; sleep 600", res))
+        .unwrap();
     let (done, _) = wait_all(&mut ex, 1, Duration::from_secs(240));
-    let Outcome::Failed(msg) = &done[&0] else { panic!("must fail: {done:?}") };
+    let Outcome::Failed(msg) = &done[&0] else {
+        panic!("must fail: {done:?}")
+    };
     assert!(msg.starts_with("Slurm: TIMEOUT"), "{msg}");
-    assert!(msg.contains("TimeLimit") && msg.contains("time limit of 1 min"), "{msg}");
+    assert!(
+        msg.contains("TimeLimit") && msg.contains("time limit of 1 min"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn cancel_all_stops_running_and_queued_jobs() {
     let ws = tempfile::tempdir().unwrap();
     let mut ex = executor_with(options());
-    ex.submit(sh_job(0, "runs", ws.path(), "echo $$ > pid; exec sleep 600", Resources::default()))
-        .unwrap();
+    ex.submit(sh_job(
+        0,
+        "runs",
+        ws.path(),
+        "echo $$ > pid; exec sleep 600",
+        Resources::default(),
+    ))
+    .unwrap();
     // A second executor whose jobs may not start for ten minutes: a queued job.
     let mut later = executor_with(SlurmOptions {
         extra_args: vec!["--begin=now+600".into()],
         ..options()
     });
-    later.submit(sh_job(1, "queued", ws.path(), "touch ran", Resources::default())).unwrap();
+    later
+        .submit(sh_job(
+            1,
+            "queued",
+            ws.path(),
+            "touch ran",
+            Resources::default(),
+        ))
+        .unwrap();
     let (run_id, queued_id) = (ex.slurm_id(0).unwrap(), later.slurm_id(1).unwrap());
 
     // Wait until the first job is really running (its pid file exists).
@@ -232,7 +313,11 @@ fn cancel_all_stops_running_and_queued_jobs() {
         assert!(t0.elapsed() < Duration::from_secs(60), "job never started");
         ex.poll(Duration::from_millis(200)).unwrap();
     }
-    let pid: i32 = fs::read_to_string(ws.path().join("pid")).unwrap().trim().parse().unwrap();
+    let pid: i32 = fs::read_to_string(ws.path().join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(squeue_state(queued_id), "PENDING");
 
     ex.cancel_all();
@@ -241,7 +326,10 @@ fn cancel_all_stops_running_and_queued_jobs() {
     assert_eq!(squeue_state(run_id), "CANCELLED");
     assert_eq!(squeue_state(queued_id), "CANCELLED");
     // The stage's process is gone, and the queued one never ran.
-    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "process {pid} still alive");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "process {pid} still alive"
+    );
     assert!(!ws.path().join("ran").exists());
     assert!(ex.poll(Duration::from_millis(10)).unwrap().is_empty());
 }
@@ -250,10 +338,20 @@ fn cancel_all_stops_running_and_queued_jobs() {
 fn polling_is_batched_and_rate_limited() {
     let ws = tempfile::tempdir().unwrap();
     let interval = Duration::from_millis(500);
-    let mut ex = executor_with(SlurmOptions { poll_interval: interval, ..options() });
+    let mut ex = executor_with(SlurmOptions {
+        poll_interval: interval,
+        ..options()
+    });
     let n = 6;
     for i in 0..n {
-        ex.submit(sh_job(i, &format!("b{i}"), ws.path(), "sleep 3", Resources::default())).unwrap();
+        ex.submit(sh_job(
+            i,
+            &format!("b{i}"),
+            ws.path(),
+            "sleep 3",
+            Resources::default(),
+        ))
+        .unwrap();
     }
     // Poll as fast as an eager engine might.
     let start = Instant::now();
@@ -265,7 +363,15 @@ fn polling_is_batched_and_rate_limited() {
             .poll(Duration::from_millis(1))
             .unwrap()
             .iter()
-            .filter(|e| matches!(e, Event::Finished { outcome: Outcome::Succeeded, .. }))
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::Finished {
+                        outcome: Outcome::Succeeded,
+                        ..
+                    }
+                )
+            })
             .count();
     }
     let elapsed = start.elapsed();
@@ -275,7 +381,11 @@ fn polling_is_batched_and_rate_limited() {
         "{} queries in {elapsed:?} for {n} jobs and {polls} polls (allowed {allowed})",
         ex.queries()
     );
-    assert!(polls > ex.queries(), "polls {polls}, queries {}", ex.queries());
+    assert!(
+        polls > ex.queries(),
+        "polls {polls}, queries {}",
+        ex.queries()
+    );
     assert_eq!(ex.submits(), n);
 }
 
@@ -283,14 +393,29 @@ fn polling_is_batched_and_rate_limited() {
 fn refused_submissions_name_the_stage_and_the_problem() {
     let ws = tempfile::tempdir().unwrap();
     let mut ex = executor_with(options());
-    let res = Resources { partition: Some("no-such-partition".into()), ..Default::default() };
-    let err = ex.submit(sh_job(0, "lost", ws.path(), "true", res)).unwrap_err();
+    let res = Resources {
+        partition: Some("no-such-partition".into()),
+        ..Default::default()
+    };
+    let err = ex
+        .submit(sh_job(0, "lost", ws.path(), "true", res))
+        .unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("stage 'lost'") && msg.contains("no-such-partition"), "{msg}");
+    assert!(
+        msg.contains("stage 'lost'") && msg.contains("no-such-partition"),
+        "{msg}"
+    );
     assert_eq!(ex.running(), 0);
     // More GPUs than any node has.
-    let res = Resources { gpus: 64, ..Default::default() };
-    let msg = format!("{:#}", ex.submit(sh_job(1, "greedy", ws.path(), "true", res)).unwrap_err());
+    let res = Resources {
+        gpus: 64,
+        ..Default::default()
+    };
+    let msg = format!(
+        "{:#}",
+        ex.submit(sh_job(1, "greedy", ws.path(), "true", res))
+            .unwrap_err()
+    );
     assert!(msg.contains("stage 'greedy'"), "{msg}");
 
     // An unreachable or unconfigured Slurm is reported before anything is submitted.
@@ -299,5 +424,8 @@ fn refused_submissions_name_the_stage_and_the_problem() {
         ..Default::default()
     };
     let msg = format!("{:#}", SlurmExecutor::new(bad).err().expect("must fail"));
-    assert!(msg.contains("/nonexistent/slurm.conf") && msg.contains("slurm-up.sh"), "{msg}");
+    assert!(
+        msg.contains("/nonexistent/slurm.conf") && msg.contains("slurm-up.sh"),
+        "{msg}"
+    );
 }

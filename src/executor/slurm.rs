@@ -60,6 +60,51 @@ impl Default for SlurmOptions {
     }
 }
 
+impl SlurmOptions {
+    /// Options from a pipeline's (or profile's) `slurm:` block, e.g.
+    /// `{partition: gpu, account: ml, qos: low, sbatch_args: ["--constraint=a100"],
+    /// poll_seconds: 2}`. `null` (no block) gives the defaults. Unknown keys are errors, so a
+    /// typo does not silently submit to the wrong place.
+    pub fn from_settings(settings: &serde_json::Value) -> Result<SlurmOptions> {
+        const KNOWN: &str = "partition, account, qos, sbatch_args, poll_seconds";
+        let mut opts = SlurmOptions::default();
+        let map = match settings {
+            serde_json::Value::Null => return Ok(opts),
+            serde_json::Value::Object(m) => m,
+            other => bail!("`slurm:` must be a mapping ({KNOWN}), not {other}"),
+        };
+        let text = |key: &str, v: &serde_json::Value| -> Result<String> {
+            match v {
+                serde_json::Value::String(s) if !s.trim().is_empty() => Ok(s.clone()),
+                _ => bail!("`slurm: {{{key}: …}}` must be a non-empty string, not {v}"),
+            }
+        };
+        for (key, v) in map {
+            match key.as_str() {
+                "partition" => opts.default_partition = Some(text(key, v)?),
+                "account" => opts.extra_args.push(format!("--account={}", text(key, v)?)),
+                "qos" => opts.extra_args.push(format!("--qos={}", text(key, v)?)),
+                "sbatch_args" => {
+                    let items = v.as_array().with_context(|| {
+                        format!("`slurm: {{sbatch_args: …}}` must be a list of strings, not {v}")
+                    })?;
+                    for item in items {
+                        opts.extra_args.push(text("sbatch_args", item)?);
+                    }
+                }
+                "poll_seconds" => {
+                    let secs = v.as_f64().filter(|s| *s >= 0.1 && *s <= 3600.0).with_context(|| {
+                        format!("`slurm: {{poll_seconds: …}}` must be a number from 0.1 to 3600, not {v}")
+                    })?;
+                    opts.poll_interval = Duration::from_secs_f64(secs);
+                }
+                other => bail!("unknown key `{other}` under `slurm:` (known: {KNOWN})"),
+            }
+        }
+        Ok(opts)
+    }
+}
+
 /// One job the executor submitted and has not yet reported finished.
 struct Tracked {
     id: JobId,
@@ -190,7 +235,11 @@ impl SlurmExecutor {
             statuses.into_iter().map(|s| (s.slurm_id, s)).collect();
 
         // Jobs squeue no longer lists (purged after MinJobAge): ask the accounting records.
-        let missing: Vec<u64> = ids.iter().copied().filter(|i| !by_id.contains_key(i)).collect();
+        let missing: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|i| !by_id.contains_key(i))
+            .collect();
         if !missing.is_empty() {
             self.queries += 1;
             for s in sacct(&self.opts, &missing) {
@@ -251,7 +300,11 @@ impl SlurmExecutor {
 
 impl Executor for SlurmExecutor {
     fn submit(&mut self, job: Job) -> Result<()> {
-        let log = if job.log.is_absolute() { job.log.clone() } else { job.cwd.join(&job.log) };
+        let log = if job.log.is_absolute() {
+            job.log.clone()
+        } else {
+            job.cwd.join(&job.log)
+        };
         if let Some(parent) = log.parent() {
             fs::create_dir_all(parent)
                 .with_context(|| format!("creating the log directory {}", parent.display()))?;
@@ -286,7 +339,11 @@ impl Executor for SlurmExecutor {
         // `--parsable` prints `id` or `id;cluster`.
         let first = out.stdout.trim().split(';').next().unwrap_or("");
         let slurm_id: u64 = first.parse().with_context(|| {
-            format!("stage '{}': unexpected sbatch output {:?}", job.stage, out.stdout.trim())
+            format!(
+                "stage '{}': unexpected sbatch output {:?}",
+                job.stage,
+                out.stdout.trim()
+            )
         })?;
         self.jobs.push(Tracked {
             id: job.id,
@@ -354,7 +411,10 @@ impl Executor for SlurmExecutor {
             }
         }
         for t in &self.jobs {
-            eprintln!("repro: cancelled Slurm job {} (stage '{}')", t.slurm_id, t.stage);
+            eprintln!(
+                "repro: cancelled Slurm job {} (stage '{}')",
+                t.slurm_id, t.stage
+            );
         }
         self.jobs.clear();
     }
@@ -436,7 +496,10 @@ pub fn batch_script(job: &Job, log: &Path, sbatch_args: &[String]) -> Result<Str
             || k.starts_with(|c: char| c.is_ascii_digit())
             || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
-            bail!("stage '{}': environment variable name {k:?} is not valid in a shell", job.stage);
+            bail!(
+                "stage '{}': environment variable name {k:?} is not valid in a shell",
+                job.stage
+            );
         }
         s.push_str(&format!("export {k}={}\n", sh_quote(v)));
     }
@@ -452,15 +515,26 @@ pub fn batch_script(job: &Job, log: &Path, sbatch_args: &[String]) -> Result<Str
 /// Quote a word for a POSIX shell: bare when it is plainly safe, else single-quoted.
 pub fn sh_quote(s: &str) -> String {
     let safe = !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c));
-    if safe { s.to_string() } else { format!("'{}'", s.replace('\'', r"'\''")) }
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c));
+    if safe {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 /// A stage name made safe for a file name.
 fn sanitize(stage: &str) -> String {
     let s: String = stage
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.@".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(80)
         .collect();
     if s.is_empty() { "stage".to_string() } else { s }
@@ -470,8 +544,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -512,7 +588,9 @@ pub fn outcome_of(s: &JobStatus, time_min: Option<u64>) -> Option<Outcome> {
         ("TIMEOUT", Some(m)) => msg.push_str(&format!(
             "; it ran past its time limit of {m} min (raise `resources: {{time_min: …}}`)"
         )),
-        ("OUT_OF_MEMORY", _) => msg.push_str("; it ran out of memory (raise `resources: {mem_mb: …}`)"),
+        ("OUT_OF_MEMORY", _) => {
+            msg.push_str("; it ran out of memory (raise `resources: {mem_mb: …}`)")
+        }
         ("PREEMPTED" | "NODE_FAIL" | "BOOT_FAIL", _) => {
             msg.push_str("; it will rerun (and resume from its checkpoint) on the next `repro run`")
         }
@@ -536,7 +614,9 @@ fn describe_active(s: &JobStatus) -> String {
 }
 
 fn tail_one(t: &mut Tracked, events: &mut Vec<Event>) {
-    let Ok(mut f) = fs::File::open(&t.log) else { return };
+    let Ok(mut f) = fs::File::open(&t.log) else {
+        return;
+    };
     let Ok(meta) = f.metadata() else { return };
     if meta.len() < t.log_offset {
         t.log_offset = 0; // truncated (rewritten): start over
@@ -549,11 +629,17 @@ fn tail_one(t: &mut Tracked, events: &mut Vec<Event>) {
         return;
     }
     // Only whole lines; a partial last line is read again next time.
-    let Some(end) = buf.iter().rposition(|&b| b == b'\n') else { return };
+    let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+        return;
+    };
     t.log_offset += end as u64 + 1;
     for line in String::from_utf8_lossy(&buf[..end]).lines() {
         if let Some((message, fraction)) = progress::parse(line) {
-            events.push(Event::Progress { id: t.id, message, fraction });
+            events.push(Event::Progress {
+                id: t.id,
+                message,
+                fraction,
+            });
         }
     }
 }
@@ -592,7 +678,11 @@ pub fn parse_squeue(text: &str) -> Vec<JobStatus> {
             let slurm_id = f[0].parse().ok()?;
             // exit_code is the raw wait status of the batch script.
             let exit = f[3].parse::<i32>().ok().map(|w| {
-                if w & 0x7f != 0 { ExitStatus::Signal(w & 0x7f) } else { ExitStatus::Code(w >> 8) }
+                if w & 0x7f != 0 {
+                    ExitStatus::Signal(w & 0x7f)
+                } else {
+                    ExitStatus::Code(w >> 8)
+                }
             });
             Some(JobStatus {
                 slurm_id,
@@ -610,8 +700,18 @@ pub fn parse_squeue(text: &str) -> Vec<JobStatus> {
 fn sacct(opts: &SlurmOptions, ids: &[u64]) -> Vec<JobStatus> {
     let list = join_ids(ids);
     let attempts: [&[&str]; 2] = [
-        &["--noheader", "--parsable2", "--allocations", "--format=JobIDRaw,State,ExitCode,Reason"],
-        &["--completion", "--noheader", "--parsable2", "--format=JobID,State,ExitCode"],
+        &[
+            "--noheader",
+            "--parsable2",
+            "--allocations",
+            "--format=JobIDRaw,State,ExitCode,Reason",
+        ],
+        &[
+            "--completion",
+            "--noheader",
+            "--parsable2",
+            "--format=JobID,State,ExitCode",
+        ],
     ];
     for base in attempts {
         let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
@@ -641,7 +741,11 @@ pub fn parse_sacct(text: &str) -> Vec<JobStatus> {
             let state = f[1].split_whitespace().next()?.to_string();
             let exit = f[2].split_once(':').and_then(|(c, s)| {
                 let (c, s) = (c.parse::<i32>().ok()?, s.parse::<i32>().ok()?);
-                Some(if s != 0 { ExitStatus::Signal(s) } else { ExitStatus::Code(c) })
+                Some(if s != 0 {
+                    ExitStatus::Signal(s)
+                } else {
+                    ExitStatus::Code(c)
+                })
             });
             let reason = f.get(3).map(|r| r.trim().to_string()).unwrap_or_default();
             seen.insert(slurm_id).then_some(JobStatus {
@@ -664,9 +768,17 @@ struct ClientOutput {
 
 impl ClientOutput {
     fn summary(&self) -> String {
-        let text = if self.stderr.trim().is_empty() { &self.stdout } else { &self.stderr };
+        let text = if self.stderr.trim().is_empty() {
+            &self.stdout
+        } else {
+            &self.stderr
+        };
         let text = text.trim();
-        if text.is_empty() { "no output".to_string() } else { text.to_string() }
+        if text.is_empty() {
+            "no output".to_string()
+        } else {
+            text.to_string()
+        }
     }
 }
 
@@ -751,8 +863,15 @@ mod tests {
         Job {
             id: 7,
             stage: "train@bce nu".to_string(),
-            argv: vec!["/opt/repro".into(), "internal".into(), "it's \"quoted\" $HOME".into()],
-            env: vec![("REPRO_X".into(), "a b".into()), ("CUDA_VISIBLE_DEVICES".into(), "3".into())],
+            argv: vec![
+                "/opt/repro".into(),
+                "internal".into(),
+                "it's \"quoted\" $HOME".into(),
+            ],
+            env: vec![
+                ("REPRO_X".into(), "a b".into()),
+                ("CUDA_VISIBLE_DEVICES".into(), "3".into()),
+            ],
             cwd: PathBuf::from("/ws"),
             log: PathBuf::from("/ws/logs/train.log"),
             resources: Resources {
@@ -791,27 +910,42 @@ mod tests {
         }
         // Without a stage partition, the default applies; without GPUs, no gres.
         let mut cpu = job();
-        cpu.resources = Resources { cpus: 0, ..Default::default() };
+        cpu.resources = Resources {
+            cpus: 0,
+            ..Default::default()
+        };
         let a = sbatch_args(&cpu, &cpu.log, &opts);
         assert!(a.contains(&"--partition=cpu".to_string()));
         assert!(a.contains(&"--cpus-per-task=1".to_string()));
-        assert!(!a.iter().any(|x| x.starts_with("--gres") || x.starts_with("--mem")));
+        assert!(
+            !a.iter()
+                .any(|x| x.starts_with("--gres") || x.starts_with("--mem"))
+        );
     }
 
     #[test]
     fn script_execs_argv_verbatim_through_sh() {
         let j = job();
         let text = batch_script(&j, &j.log, &[]).unwrap();
-        assert!(!text.contains("CUDA_VISIBLE_DEVICES=3"), "Slurm assigns GPUs:\n{text}");
+        assert!(
+            !text.contains("CUDA_VISIBLE_DEVICES=3"),
+            "Slurm assigns GPUs:\n{text}"
+        );
         let exec_line = text.lines().find(|l| l.starts_with("exec ")).unwrap();
         // Let a real shell split the line back into words.
         let printed = Command::new("sh")
             .arg("-c")
-            .arg(format!("printf '%s\\n' {}", exec_line.trim_start_matches("exec ")))
+            .arg(format!(
+                "printf '%s\\n' {}",
+                exec_line.trim_start_matches("exec ")
+            ))
             .output()
             .unwrap();
-        let words: Vec<String> =
-            String::from_utf8(printed.stdout).unwrap().lines().map(String::from).collect();
+        let words: Vec<String> = String::from_utf8(printed.stdout)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
         assert_eq!(words, j.argv);
         assert!(text.contains("export REPRO_X='a b'\n"));
     }
@@ -846,8 +980,13 @@ mod tests {
         assert_eq!(s[1].exit, Some(ExitStatus::Code(3)));
         assert_eq!(s[2].exit, Some(ExitStatus::Signal(15)));
         assert_eq!(outcome_of(&s[0], None), Some(Outcome::Succeeded));
-        let Some(Outcome::Failed(m)) = outcome_of(&s[1], None) else { panic!() };
-        assert!(m.contains("FAILED (NonZeroExitCode)") && m.contains("exit code 3"), "{m}");
+        let Some(Outcome::Failed(m)) = outcome_of(&s[1], None) else {
+            panic!()
+        };
+        assert!(
+            m.contains("FAILED (NonZeroExitCode)") && m.contains("exit code 3"),
+            "{m}"
+        );
         assert_eq!(outcome_of(&s[3], None), None);
         assert_eq!(describe_active(&s[3]), "slurm job 9 pending (Resources)");
     }
@@ -861,12 +1000,23 @@ mod tests {
             nodes: "node1".into(),
             exit: Some(ExitStatus::Code(0)),
         };
-        let Some(Outcome::Failed(m)) = outcome_of(&t, Some(1)) else { panic!() };
+        let Some(Outcome::Failed(m)) = outcome_of(&t, Some(1)) else {
+            panic!()
+        };
         assert!(m.starts_with("Slurm: TIMEOUT (TimeLimit), job 12"), "{m}");
         assert!(m.contains("time limit of 1 min"), "{m}");
-        let p = JobStatus { state: "PREEMPTED".into(), reason: "None".into(), ..t };
-        let Some(Outcome::Failed(m)) = outcome_of(&p, None) else { panic!() };
-        assert!(m.contains("PREEMPTED") && m.contains("next `repro run`"), "{m}");
+        let p = JobStatus {
+            state: "PREEMPTED".into(),
+            reason: "None".into(),
+            ..t
+        };
+        let Some(Outcome::Failed(m)) = outcome_of(&p, None) else {
+            panic!()
+        };
+        assert!(
+            m.contains("PREEMPTED") && m.contains("next `repro run`"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -877,6 +1027,37 @@ mod tests {
         assert_eq!(s[0].exit, Some(ExitStatus::Code(3)));
         assert_eq!(s[1].state, "CANCELLED");
         assert_eq!(s[1].exit, Some(ExitStatus::Signal(15)));
+    }
+
+    #[test]
+    fn pipeline_settings_become_options() {
+        let v = serde_json::json!({
+            "partition": "gpu", "account": "ml", "qos": "low",
+            "sbatch_args": ["--constraint=a100"], "poll_seconds": 2.5
+        });
+        let o = SlurmOptions::from_settings(&v).unwrap();
+        assert_eq!(o.default_partition.as_deref(), Some("gpu"));
+        assert_eq!(
+            o.extra_args,
+            ["--account=ml", "--qos=low", "--constraint=a100"]
+        );
+        assert_eq!(o.poll_interval, Duration::from_millis(2500));
+        assert_eq!(
+            SlurmOptions::from_settings(&serde_json::Value::Null)
+                .unwrap()
+                .poll_interval,
+            Duration::from_secs(1)
+        );
+        for (bad, needle) in [
+            (serde_json::json!({"partiton": "x"}), "partiton"),
+            (serde_json::json!({"poll_seconds": 0}), "poll_seconds"),
+            (serde_json::json!({"sbatch_args": "--x"}), "sbatch_args"),
+            (serde_json::json!({"account": 3}), "account"),
+            (serde_json::json!(["gpu"]), "mapping"),
+        ] {
+            let e = SlurmOptions::from_settings(&bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
     }
 
     #[test]
