@@ -586,10 +586,10 @@ pub fn outcome_of(s: &JobStatus, time_min: Option<u64>) -> Option<Outcome> {
     msg.push_str(&format!(", job {}", s.slurm_id));
     match (s.state.as_str(), time_min) {
         ("TIMEOUT", Some(m)) => msg.push_str(&format!(
-            "; it ran past its time limit of {m} min (raise `resources: {{time_min: …}}`)"
+            "; it ran past its time limit of {m} min (raise `resources: {{time: …}}`)"
         )),
         ("OUT_OF_MEMORY", _) => {
-            msg.push_str("; it ran out of memory (raise `resources: {mem_mb: …}`)")
+            msg.push_str("; it ran out of memory (raise `resources: {mem: …}`)")
         }
         ("PREEMPTED" | "NODE_FAIL" | "BOOT_FAIL", _) => {
             msg.push_str("; it will rerun (and resume from its checkpoint) on the next `repro run`")
