@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use serde::de::DeserializeOwned;
 
 pub mod progress;
+pub mod report;
 
 /// What a kind gets to run one stage.
 pub struct StageContext {
@@ -63,6 +64,7 @@ pub trait StageKind: Send + Sync {
 pub fn registry() -> Vec<Box<dyn StageKind>> {
     vec![
         // Each concern registers its kind here.
+        Box::new(report::Report),
     ]
 }
 

@@ -1,0 +1,99 @@
+//! The `report` stage kind: renders the paper's tables and figures from the evaluated runs
+//! (see `crate::report`) into `out/report.html`, `out/report.tex`, `out/report.pdf` (when
+//! `pdflatex` is present, or always/never per `pdf:`) and `out/figures/*.svg`.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, ensure};
+use serde::Deserialize;
+
+use super::{StageContext, StageKind};
+use crate::report::{self, PdfMode, figures::Choice};
+
+/// `with:` parameters of a `report` stage.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Run directories, or glob patterns such as `runs/**/metrics.json`.
+    pub runs: Vec<String>,
+    /// Published-values directory (default `stages/published`, else the built-in copy).
+    #[serde(default)]
+    pub published: Option<PathBuf>,
+    /// Template directory overriding the built-in templates (default `templates` if present).
+    #[serde(default)]
+    pub templates: Option<PathBuf>,
+    /// Output directory.
+    pub out: PathBuf,
+    #[serde(default = "default_title")]
+    pub title: String,
+    /// `repro.lock` to hash for provenance (default `repro.lock` if present).
+    #[serde(default)]
+    pub lock: Option<PathBuf>,
+    #[serde(default)]
+    pub pdf: PdfMode,
+    /// Dataset and model of Figs. 2 and 3 (default: the first with matching runs).
+    #[serde(default)]
+    pub figure_dataset: Option<String>,
+    #[serde(default)]
+    pub figure_model: Option<String>,
+    /// Bias initialisation modes shown in Fig. 3 (default 3 and 7, as in the paper).
+    #[serde(default = "default_modes")]
+    pub figure_modes: Vec<u32>,
+}
+
+fn default_title() -> String {
+    "Rediscovering BCE Loss for Uniform Classification: reproduction report".to_string()
+}
+
+fn default_modes() -> Vec<u32> {
+    vec![3, 7]
+}
+
+pub struct Report;
+
+impl Params {
+    fn check(&self) -> Result<()> {
+        ensure!(!self.runs.is_empty(), "report: `runs` is empty; list run directories or a pattern such as runs/**/metrics.json");
+        ensure!(!self.out.as_os_str().is_empty(), "report: `out` is empty; give the output directory");
+        Ok(())
+    }
+}
+
+impl StageKind for Report {
+    fn name(&self) -> &'static str {
+        "report"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn validate(&self, params: &serde_json::Value) -> Result<()> {
+        let p: Params = serde_json::from_value(params.clone()).map_err(|e| anyhow::anyhow!("report: invalid `with:` parameters: {e}"))?;
+        p.check()
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<()> {
+        let p: Params = ctx.params()?;
+        p.check()?;
+        report::progress_report("reading runs", Some(0.0));
+        let opts = report::Options {
+            workspace: ctx.workspace.clone(),
+            runs: p.runs,
+            published: p.published,
+            templates: p.templates,
+            title: p.title,
+            lock: p.lock,
+            revision: None,
+            figures: Choice { dataset: p.figure_dataset, model: p.figure_model, modes: p.figure_modes },
+        };
+        let rendered = report::render(&opts)?;
+        report::progress_report(&format!("rendered {} runs; writing", rendered.runs), Some(0.5));
+        let w = report::output::write(&rendered, &ctx.path(&p.out), p.pdf)?;
+        report::progress_report(
+            &format!("wrote {} ({} figures{})", p.out.display(), w.svgs.len(), if w.pdf.is_some() { ", PDF" } else { "" }),
+            Some(1.0),
+        );
+        Ok(())
+    }
+}
