@@ -1,1 +1,22 @@
-//! (placeholder: filled by its own issue)
+//! Datasets: getting them (`download`), turning them into training-ready files (`preprocess`),
+//! and feeding them to the training loop (`loader`).
+//!
+//! The modules follow the data: [`recipe`] describes a dataset (sources, checksums, archive
+//! layout, the split sizes of the paper's Table IV); [`fetch`] brings one file over HTTP(S) or
+//! from a local path, resuming and retrying, and [`checksum`] verifies it before [`extract`]
+//! unpacks it safely; [`idx`] (Fashion-MNIST) and [`layouts`] + [`shards`] (JPEG image sets)
+//! write the preprocessed form; [`augment`] and [`loader`] read it back as batches of tensors.
+//! Nothing here knows about the engine: the stage kinds in `crate::kinds::{download,
+//! preprocess}` are thin wrappers around these functions.
+
+pub mod atomic;
+// pub mod augment;
+pub mod checksum;
+pub mod extract;
+pub mod fetch;
+pub mod idx;
+// pub mod layouts;
+// pub mod loader;
+pub mod mat;
+pub mod recipe;
+pub mod shards;

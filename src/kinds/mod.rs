@@ -11,8 +11,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::de::DeserializeOwned;
 
+pub mod download;
+pub mod preprocess;
+pub mod evaluate;
 pub mod progress;
 pub mod report;
+pub mod train;
 
 /// What a kind gets to run one stage.
 pub struct StageContext {
@@ -65,6 +69,10 @@ pub fn registry() -> Vec<Box<dyn StageKind>> {
     vec![
         // Each concern registers its kind here.
         Box::new(report::Report),
+        Box::new(evaluate::Evaluate),
+        Box::new(download::Download),
+        Box::new(preprocess::Preprocess),
+        Box::new(train::Train),
     ]
 }
 
