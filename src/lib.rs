@@ -7,8 +7,21 @@
 //! Built-in stage kinds live in `kinds`; the science in `metrics`, `ml`, `data`, `report`
 //! knows nothing about the engine.
 
+pub mod cache;
 pub mod cli;
+pub mod db;
+pub mod engine;
+pub mod executor;
+pub mod fingerprint;
+pub mod graph;
+pub mod hashing;
 pub mod kinds;
+pub mod lockfile;
+pub mod maintenance;
+pub mod progress;
+pub mod run;
+pub mod spec;
+pub mod status;
 
 pub mod data;
 pub mod metrics;

@@ -1,0 +1,328 @@
+//! Content-addressed output cache under `cache/objects/`.
+//!
+//! Each file is stored once, under its blake3 hash (`objects/ab/cdef…`); a directory is stored
+//! as its manifest (see `hashing::manifest_text`) under the manifest's hash, plus its files.
+//! Objects are written to a temporary name and renamed, so a crash never leaves a truncated
+//! object under a valid name; they are re-hashed while being restored, so a corrupted object
+//! is detected, reported by path, dropped, and its stage recomputed. Workspace copies are
+//! reflinks where the file system supports them, else real copies (never hard links: editing a
+//! hard-linked output would corrupt the cache).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::hashing::{Content, FileEntry, manifest_text, parse_manifest};
+
+pub struct Cache {
+    pub dir: PathBuf,
+}
+
+/// A restore that failed because the cache itself is damaged (not the workspace).
+#[derive(Debug)]
+pub struct CorruptObject {
+    pub path: PathBuf,
+    pub detail: String,
+}
+
+impl std::fmt::Display for CorruptObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cache object {} is {}", self.path.display(), self.detail)
+    }
+}
+impl std::error::Error for CorruptObject {}
+
+impl Cache {
+    pub fn new(cache_dir: &Path) -> Cache {
+        Cache { dir: cache_dir.join("objects") }
+    }
+
+    pub fn object_path(&self, hash: &str) -> PathBuf {
+        let (a, b) = hash.split_at(2.min(hash.len()));
+        self.dir.join(a).join(b)
+    }
+
+    pub fn has(&self, hash: &str) -> bool {
+        self.object_path(hash).exists()
+    }
+
+    /// Store a workspace path whose content was just hashed as `content`.
+    pub fn store(&self, full: &Path, content: &Content) -> Result<()> {
+        match content {
+            Content::Missing => bail!("cannot store missing {}", full.display()),
+            Content::File { hash, .. } => self.store_file(full, hash),
+            Content::Dir { hash, files } => {
+                for f in files {
+                    self.store_file(&full.join(&f.path), &f.hash)?;
+                }
+                self.store_bytes(hash, manifest_text(files).as_bytes())
+            }
+        }
+    }
+
+    fn store_file(&self, src: &Path, hash: &str) -> Result<()> {
+        let obj = self.object_path(hash);
+        if obj.exists() {
+            return Ok(());
+        }
+        let tmp = self.temp_for(&obj)?;
+        let got = copy_hashing(src, &tmp, true).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+        if got != hash {
+            let _ = std::fs::remove_file(&tmp);
+            bail!("{} changed while it was being stored in the cache (expected {hash}, read {got})", src.display());
+        }
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))?;
+        std::fs::rename(&tmp, &obj).with_context(|| format!("cannot store {}", obj.display()))?;
+        Ok(())
+    }
+
+    fn store_bytes(&self, hash: &str, bytes: &[u8]) -> Result<()> {
+        let obj = self.object_path(hash);
+        if obj.exists() {
+            return Ok(());
+        }
+        let tmp = self.temp_for(&obj)?;
+        let res = (|| -> Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            Ok(())
+        })();
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("cannot write {}", obj.display()));
+        }
+        std::fs::rename(&tmp, &obj)?;
+        Ok(())
+    }
+
+    fn temp_for(&self, obj: &Path) -> Result<PathBuf> {
+        let dir = obj.parent().expect("object has a parent");
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(dir.join(format!(".tmp-{}-{}", std::process::id(), unique())))
+    }
+
+    /// Read a directory manifest object.
+    pub fn manifest(&self, hash: &str) -> Result<Vec<FileEntry>> {
+        let path = self.object_path(hash);
+        let text = std::fs::read_to_string(&path).map_err(|e| CorruptObject { path: path.clone(), detail: format!("unreadable ({e})") })?;
+        if blake3::hash(text.as_bytes()).to_hex().as_str() != hash {
+            return Err(CorruptObject { path, detail: "corrupted (content does not match its hash)".into() }.into());
+        }
+        parse_manifest(&text)
+    }
+
+    /// Materialise `hash` at `dest` (a file, or a directory if `is_dir`), replacing whatever
+    /// is there, atomically: built under a temporary name, then renamed into place.
+    pub fn restore(&self, hash: &str, is_dir: bool, dest: &Path) -> Result<()> {
+        let parent = dest.parent().expect("dest has a parent");
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+        let tmp = parent.join(format!(".repro-restore-{name}-{}-{}", std::process::id(), unique()));
+        let built = if is_dir {
+            self.manifest(hash).and_then(|files| {
+                std::fs::create_dir_all(&tmp)?;
+                for f in &files {
+                    let to = tmp.join(&f.path);
+                    if let Some(p) = to.parent() {
+                        std::fs::create_dir_all(p)?;
+                    }
+                    self.restore_file(&f.hash, f.executable, &to)?;
+                }
+                Ok(())
+            })
+        } else {
+            let exec = false;
+            self.restore_file(hash, exec, &tmp)
+        };
+        if let Err(e) = built {
+            remove_any(&tmp);
+            return Err(e);
+        }
+        replace(&tmp, dest)
+    }
+
+    fn restore_file(&self, hash: &str, executable: bool, to: &Path) -> Result<()> {
+        let obj = self.object_path(hash);
+        if !obj.exists() {
+            return Err(CorruptObject { path: obj, detail: "missing".into() }.into());
+        }
+        let got = copy_hashing(&obj, to, false)?;
+        if got != hash {
+            let _ = std::fs::remove_file(to);
+            return Err(CorruptObject { path: obj, detail: "corrupted (content does not match its hash)".into() }.into());
+        }
+        let mode = if executable { 0o755 } else { 0o644 };
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))?;
+        Ok(())
+    }
+
+    /// Remove an object (after it was found corrupt).
+    pub fn drop_object(&self, path: &Path) {
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// Every object path with its name-hash.
+    pub fn all_objects(&self) -> Result<Vec<(String, PathBuf)>> {
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&self.dir) else { return Ok(out) };
+        for sub in rd {
+            let sub = sub?;
+            let prefix = sub.file_name().to_string_lossy().to_string();
+            if !sub.file_type()?.is_dir() {
+                continue;
+            }
+            for obj in std::fs::read_dir(sub.path())? {
+                let obj = obj?;
+                let rest = obj.file_name().to_string_lossy().to_string();
+                if rest.starts_with(".tmp-") {
+                    continue;
+                }
+                out.push((format!("{prefix}{rest}"), obj.path()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Re-hash every object; returns the corrupt ones (removed) as messages.
+    pub fn verify(&self) -> Result<(usize, Vec<String>)> {
+        use rayon::prelude::*;
+        let objs = self.all_objects()?;
+        let bad: Vec<String> = objs
+            .par_iter()
+            .filter_map(|(hash, path)| match crate::hashing::hash_file_bytes(path) {
+                Ok(h) if hex::encode(h) == *hash => None,
+                Ok(_) => Some(format!("{}: corrupted (content does not match its hash); removed", path.display())),
+                Err(e) => Some(format!("{}: unreadable ({e}); removed", path.display())),
+            })
+            .collect();
+        for b in &bad {
+            if let Some(p) = b.split(": ").next() {
+                self.drop_object(Path::new(p));
+            }
+        }
+        Ok((objs.len(), bad))
+    }
+}
+
+/// Copy `src` to `dst` (created new), returning the blake3 hash of the bytes copied.
+/// Tries a reflink first (then hashes the source); otherwise copies through a buffer.
+fn copy_hashing(src: &Path, dst: &Path, sync: bool) -> Result<String> {
+    let mut input = File::open(src).with_context(|| format!("cannot read {}", src.display()))?;
+    let mut out = File::create(dst).with_context(|| format!("cannot create {}", dst.display()))?;
+    let mut h = blake3::Hasher::new();
+    if reflink(&input, &out) {
+        h.update_reader(&mut input)?;
+    } else {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = input.read(&mut buf).with_context(|| format!("cannot read {}", src.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(|e| disk_error(e, dst))?;
+        }
+    }
+    if sync {
+        out.sync_all().map_err(|e| disk_error(e, dst))?;
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+fn disk_error(e: std::io::Error, path: &Path) -> anyhow::Error {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        anyhow::anyhow!("no space left on device while writing {}", path.display())
+    } else if e.raw_os_error() == Some(libc::EFBIG) {
+        anyhow::anyhow!("file size limit exceeded while writing {}", path.display())
+    } else {
+        anyhow::Error::new(e).context(format!("cannot write {}", path.display()))
+    }
+}
+
+/// Share the source's blocks (btrfs, XFS, …); false where unsupported.
+fn reflink(src: &File, dst: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    // SAFETY: both are open file descriptors owned by the caller for the call's duration.
+    unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) == 0 }
+}
+
+/// Replace `dest` by `tmp` (file or directory), as atomically as the file system allows.
+pub fn replace(tmp: &Path, dest: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(dest) {
+        Ok(m) if m.is_dir() => {
+            let old = dest.with_file_name(format!(
+                ".repro-old-{}-{}",
+                dest.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+                unique()
+            ));
+            std::fs::rename(dest, &old).with_context(|| format!("cannot move {} aside", dest.display()))?;
+            std::fs::rename(tmp, dest).with_context(|| format!("cannot place {}", dest.display()))?;
+            remove_any(&old);
+        }
+        _ => std::fs::rename(tmp, dest).with_context(|| format!("cannot place {}", dest.display()))?,
+    }
+    Ok(())
+}
+
+pub fn remove_any(p: &Path) {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => {
+            let _ = std::fs::remove_dir_all(p);
+        }
+        Ok(_) => {
+            let _ = std::fs::remove_file(p);
+        }
+        Err(_) => {}
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0);
+    (t << 16) ^ N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hashing::{Hasher, StatCache};
+
+    #[test]
+    fn store_restore_round_trip_and_corruption_detected() {
+        let ws = tempfile::tempdir().unwrap();
+        let cache = Cache::new(&ws.path().join("cache"));
+        std::fs::create_dir_all(ws.path().join("out/sub")).unwrap();
+        std::fs::write(ws.path().join("out/sub/a.txt"), "alpha").unwrap();
+        std::fs::write(ws.path().join("out/b.txt"), "beta").unwrap();
+        let sc = StatCache::default();
+        let content = Hasher { root: ws.path(), cache: &sc }.content("out").unwrap();
+        cache.store(&ws.path().join("out"), &content).unwrap();
+        std::fs::remove_dir_all(ws.path().join("out")).unwrap();
+        cache.restore(content.hash().unwrap(), true, &ws.path().join("out")).unwrap();
+        assert_eq!(std::fs::read_to_string(ws.path().join("out/sub/a.txt")).unwrap(), "alpha");
+        let sc2 = StatCache::default();
+        assert_eq!(Hasher { root: ws.path(), cache: &sc2 }.content("out").unwrap(), content);
+
+        // Corrupt one object: restore fails naming it, verify reports and removes it.
+        let Content::Dir { files, .. } = &content else { panic!() };
+        let obj = cache.object_path(&files[0].hash);
+        std::fs::set_permissions(&obj, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&obj, "tampered").unwrap();
+        let err = cache.restore(content.hash().unwrap(), true, &ws.path().join("out")).unwrap_err();
+        assert!(err.downcast_ref::<CorruptObject>().is_some(), "{err:#}");
+        assert_eq!(std::fs::read_to_string(ws.path().join("out/sub/a.txt")).unwrap(), "alpha", "failed restore must not touch the workspace");
+        let (n, bad) = cache.verify().unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(bad.len(), 1);
+        assert!(!obj.exists());
+    }
+}

@@ -1,0 +1,190 @@
+//! The workspace and the one function that decides whether a stage is fresh.
+//!
+//! `assess` computes a stage's fingerprint from the workspace as it is now and compares it and
+//! the recorded output hashes with the lock entry. `repro run` uses it to decide what to run,
+//! `repro status` to explain; both call exactly this code, so they cannot disagree.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cache::Cache;
+use crate::db::StateDb;
+use crate::fingerprint::Fingerprint;
+use crate::hashing::{Content, Hasher, StatCache};
+use crate::lockfile::{LockEntry, LockFile};
+use crate::spec::{Action, Stage};
+
+/// Paths of one workspace: `pipeline.yaml`'s directory.
+pub struct Workspace {
+    pub root: PathBuf,
+    pub cache_dir: PathBuf,
+    pub lock_path: PathBuf,
+    pub stat: StatCache,
+    pub db: Option<StateDb>,
+    pub objects: Cache,
+}
+
+impl Workspace {
+    /// Open the workspace state. `wait_db`: how long to wait if another process holds the
+    /// state database (a reader may pass zero and work without it).
+    pub fn open(root: &Path, wait_db: Duration) -> Result<Workspace> {
+        let cache_dir = root.join("cache");
+        let db = StateDb::open(&cache_dir.join("state.redb"), wait_db)?;
+        let stat = match &db {
+            Some(db) => StatCache::from_entries(db.load_stat()?),
+            None => StatCache::default(),
+        };
+        Ok(Workspace {
+            root: root.to_path_buf(),
+            lock_path: root.join("repro.lock"),
+            objects: Cache::new(&cache_dir),
+            cache_dir,
+            stat,
+            db,
+        })
+    }
+
+    pub fn hasher(&self) -> Hasher<'_> {
+        Hasher { root: &self.root, cache: &self.stat }
+    }
+
+    /// Persist stat-cache entries learned during this invocation.
+    pub fn save_stat(&self) -> Result<()> {
+        if let Some(db) = &self.db {
+            db.save_stat(&self.stat.take_dirty())?;
+        }
+        Ok(())
+    }
+
+    pub fn log_path(&self, stage: &str) -> PathBuf {
+        self.cache_dir.join("logs").join(format!("{}.log", file_safe(stage)))
+    }
+}
+
+/// A stage name made safe as a file name (expanded names contain `@` and `,`).
+pub fn file_safe(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || "@=,.-_+".contains(c) { c } else { '_' }).collect()
+}
+
+/// The verdict on one stage.
+#[derive(Debug, Clone)]
+pub struct Assessment {
+    pub fingerprint: Fingerprint,
+    pub key: String,
+    /// Empty when fresh; otherwise why not, in words.
+    pub reasons: Vec<String>,
+    /// Current content of each declared output.
+    pub outs: BTreeMap<String, Content>,
+}
+
+impl Assessment {
+    pub fn fresh(&self) -> bool {
+        self.reasons.is_empty()
+    }
+}
+
+/// The fingerprint of a stage from the workspace as it is now.
+pub fn fingerprint(ws: &Workspace, stage: &Stage) -> Result<Fingerprint> {
+    let (action, with) = match &stage.action {
+        Action::Cmd(c) => (format!("cmd: {c}"), serde_json::Value::Null),
+        Action::Uses { kind, with } => {
+            let k = crate::kinds::lookup(kind)?;
+            (format!("uses: {kind}@{}", k.version()), with.clone())
+        }
+    };
+    let paths: Vec<&str> = stage.deps.iter().map(|d| d.path.as_str()).collect();
+    let contents = ws.hasher().contents(&paths).with_context(|| format!("stage '{}': hashing its deps", stage.name))?;
+    let mut deps = BTreeMap::new();
+    for (p, c) in paths.iter().zip(contents) {
+        deps.insert(p.to_string(), c.hash().unwrap_or("missing").to_string());
+    }
+    Ok(Fingerprint {
+        action,
+        with,
+        params: stage.params.clone(),
+        deps,
+        outs: stage.outs.iter().map(|o| o.path.clone()).collect(),
+    })
+}
+
+/// Decide whether `stage` is fresh against its lock entry, and why not.
+pub fn assess(ws: &Workspace, stage: &Stage, entry: Option<&LockEntry>) -> Result<Assessment> {
+    let fingerprint = fingerprint(ws, stage)?;
+    let key = fingerprint.key();
+    let out_paths: Vec<&str> = stage.outs.iter().map(|o| o.path.as_str()).collect();
+    let contents = ws.hasher().contents(&out_paths).with_context(|| format!("stage '{}': hashing its outputs", stage.name))?;
+    let outs: BTreeMap<String, Content> = out_paths.iter().map(|p| p.to_string()).zip(contents).collect();
+    let mut reasons = Vec::new();
+    match entry {
+        None => reasons.push("never run".to_string()),
+        Some(e) => {
+            if e.key != key {
+                reasons.extend(fingerprint.diff(&e.fingerprint));
+            }
+            for (p, c) in &outs {
+                match (c.hash(), e.out_hashes.get(p)) {
+                    (None, _) => reasons.push(format!("output {p} missing")),
+                    (Some(h), Some(rec)) if h != rec => reasons.push(format!("output {p} modified")),
+                    (Some(_), None) => reasons.push(format!("output {p} not recorded")),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(Assessment { fingerprint, key, reasons, outs })
+}
+
+/// An exclusive hold on the workspace for one `repro run`, released when dropped (and by the
+/// kernel if the process dies, so a killed run never leaves a lock that needs clearing).
+pub struct WorkspaceLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl WorkspaceLock {
+    /// Take the lock, waiting for it if `wait`, else failing with the holder's pid.
+    pub fn acquire(cache_dir: &Path, wait: bool) -> Result<WorkspaceLock> {
+        std::fs::create_dir_all(cache_dir).with_context(|| format!("cannot create {}", cache_dir.display()))?;
+        let path = cache_dir.join("run.pid");
+        let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let previous = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<i32>().ok());
+        let flags = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), flags) } != 0 {
+            let holder = previous.map(|p| format!("pid {p}")).unwrap_or_else(|| "another process".into());
+            bail!(
+                "another `repro run` ({holder}) is using this workspace ({}); wait for it to finish, stop it, or pass --wait",
+                path.display()
+            );
+        }
+        if let Some(p) = previous {
+            // SAFETY: kill with signal 0 only checks whether the pid exists.
+            if p != std::process::id() as i32 && unsafe { libc::kill(p, 0) } != 0 {
+                eprintln!("note: taking over the workspace lock left by pid {p}, which is no longer running");
+            }
+        }
+        file.set_len(0)?;
+        write!(file, "{}", std::process::id())?;
+        file.sync_all()?;
+        Ok(WorkspaceLock { file, path })
+    }
+}
+
+impl Drop for WorkspaceLock {
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+        let _ = &self.path;
+    }
+}
+
+/// Read the lock file of a workspace.
+pub fn read_lock(ws: &Workspace) -> Result<LockFile> {
+    LockFile::read(&ws.lock_path)
+}

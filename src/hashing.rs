@@ -1,0 +1,286 @@
+//! Content hashes of files and directories, with a stat cache so unchanged files are never
+//! read twice.
+//!
+//! A file's hash is blake3 of its bytes. A directory's hash is blake3 of its manifest: one
+//! line per file, sorted by relative path, holding the file's hash, executable bit, size and
+//! path — the same text the cache stores to restore the directory. The stat cache maps
+//! (device, inode, size, mtime ns, ctime ns) to the hash; ctime catches tools (tar, mv, touch
+//! with an old mtime) that restore mtimes. Hashing of many files runs in parallel (rayon).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+
+/// Stat fields that must all match for a cached hash to be trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatKey {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl StatKey {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        StatKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        }
+    }
+}
+
+/// Fixed-size encoding of a stat-cache entry: 5 × 8 bytes of stat + 32 bytes of hash.
+pub const ENTRY_LEN: usize = 72;
+
+pub fn encode_entry(k: &StatKey, hash: &[u8; 32]) -> [u8; ENTRY_LEN] {
+    let mut b = [0u8; ENTRY_LEN];
+    b[0..8].copy_from_slice(&k.dev.to_le_bytes());
+    b[8..16].copy_from_slice(&k.ino.to_le_bytes());
+    b[16..24].copy_from_slice(&k.size.to_le_bytes());
+    b[24..32].copy_from_slice(&k.mtime_ns.to_le_bytes());
+    b[32..40].copy_from_slice(&k.ctime_ns.to_le_bytes());
+    b[40..72].copy_from_slice(hash);
+    b
+}
+
+pub fn decode_entry(b: &[u8]) -> Option<(StatKey, [u8; 32])> {
+    if b.len() != ENTRY_LEN {
+        return None;
+    }
+    let u = |r: std::ops::Range<usize>| u64::from_le_bytes(b[r].try_into().unwrap());
+    let k = StatKey { dev: u(0..8), ino: u(8..16), size: u(16..24), mtime_ns: u(24..32) as i64, ctime_ns: u(32..40) as i64 };
+    Some((k, b[40..72].try_into().unwrap()))
+}
+
+/// In-memory stat cache: path → (stat, hash). Loaded from and saved to the state database.
+#[derive(Default)]
+pub struct StatCache {
+    entries: Mutex<HashMap<String, (StatKey, [u8; 32])>>,
+    dirty: Mutex<Vec<String>>,
+}
+
+impl StatCache {
+    pub fn from_entries(entries: HashMap<String, (StatKey, [u8; 32])>) -> Self {
+        StatCache { entries: Mutex::new(entries), dirty: Mutex::default() }
+    }
+
+    fn get(&self, path: &str, k: &StatKey) -> Option<[u8; 32]> {
+        let e = self.entries.lock().unwrap();
+        e.get(path).filter(|(sk, _)| sk == k).map(|(_, h)| *h)
+    }
+
+    fn put(&self, path: &str, k: StatKey, h: [u8; 32]) {
+        self.entries.lock().unwrap().insert(path.to_string(), (k, h));
+        self.dirty.lock().unwrap().push(path.to_string());
+    }
+
+    /// Entries changed since load, to write back.
+    pub fn take_dirty(&self) -> Vec<(String, StatKey, [u8; 32])> {
+        let paths = std::mem::take(&mut *self.dirty.lock().unwrap());
+        let e = self.entries.lock().unwrap();
+        paths.into_iter().filter_map(|p| e.get(&p).map(|(k, h)| (p.clone(), *k, *h))).collect()
+    }
+}
+
+/// One file of a directory manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Path relative to the directory, `/`-separated.
+    pub path: String,
+    pub hash: String,
+    pub size: u64,
+    pub executable: bool,
+}
+
+/// What a path holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Content {
+    Missing,
+    File { hash: String, size: u64, executable: bool },
+    Dir { hash: String, files: Vec<FileEntry> },
+}
+
+impl Content {
+    pub fn hash(&self) -> Option<&str> {
+        match self {
+            Content::Missing => None,
+            Content::File { hash, .. } | Content::Dir { hash, .. } => Some(hash),
+        }
+    }
+}
+
+/// The canonical manifest text of a directory (also what the cache stores for it).
+pub fn manifest_text(files: &[FileEntry]) -> String {
+    let mut s = String::with_capacity(files.len() * 90);
+    for f in files {
+        s.push_str(&format!("{} {} {} {}\n", f.hash, if f.executable { "x" } else { "-" }, f.size, f.path));
+    }
+    s
+}
+
+pub fn parse_manifest(text: &str) -> Result<Vec<FileEntry>> {
+    text.lines()
+        .map(|l| {
+            let mut it = l.splitn(4, ' ');
+            let (Some(hash), Some(mode), Some(size), Some(path)) = (it.next(), it.next(), it.next(), it.next()) else {
+                anyhow::bail!("malformed manifest line '{l}'");
+            };
+            Ok(FileEntry { hash: hash.into(), executable: mode == "x", size: size.parse()?, path: path.into() })
+        })
+        .collect()
+}
+
+/// Hash a file's bytes (large files memory-mapped and hashed in parallel).
+pub fn hash_file_bytes(path: &Path) -> Result<[u8; 32]> {
+    let mut h = blake3::Hasher::new();
+    let meta = std::fs::metadata(path)?;
+    if meta.len() > 16 << 20 {
+        h.update_mmap_rayon(path).with_context(|| format!("reading {}", path.display()))?;
+    } else {
+        let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(*h.finalize().as_bytes())
+}
+
+/// Hashes paths under a root, through a stat cache.
+pub struct Hasher<'a> {
+    pub root: &'a Path,
+    pub cache: &'a StatCache,
+}
+
+impl Hasher<'_> {
+    /// Hash one workspace path (file or directory); `Missing` if it does not exist.
+    pub fn content(&self, rel: &str) -> Result<Content> {
+        let full = self.root.join(rel);
+        let meta = match std::fs::metadata(&full) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Content::Missing),
+            Err(e) => return Err(e).with_context(|| format!("cannot stat {}", full.display())),
+        };
+        if meta.is_dir() {
+            let mut files = Vec::new();
+            walk(&full, "", &mut files)?;
+            files.sort_by(|a, b| a.0.cmp(&b.0));
+            let entries: Vec<FileEntry> = files
+                .par_iter()
+                .map(|(relpath, meta)| {
+                    let key = format!("{rel}/{relpath}");
+                    let hash = self.file_hash(&key, &self.root.join(&key), meta)?;
+                    Ok(FileEntry {
+                        path: relpath.clone(),
+                        hash: hex::encode(hash),
+                        size: meta.len(),
+                        executable: meta.mode() & 0o111 != 0,
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let hash = blake3::hash(manifest_text(&entries).as_bytes()).to_hex().to_string();
+            Ok(Content::Dir { hash, files: entries })
+        } else {
+            let hash = self.file_hash(rel, &full, &meta)?;
+            Ok(Content::File { hash: hex::encode(hash), size: meta.len(), executable: meta.mode() & 0o111 != 0 })
+        }
+    }
+
+    /// Hash many paths in parallel.
+    pub fn contents(&self, rels: &[&str]) -> Result<Vec<Content>> {
+        rels.par_iter().map(|r| self.content(r)).collect()
+    }
+
+    fn file_hash(&self, key: &str, full: &Path, meta: &std::fs::Metadata) -> Result<[u8; 32]> {
+        let sk = StatKey::of(meta);
+        if let Some(h) = self.cache.get(key, &sk) {
+            return Ok(h);
+        }
+        let h = hash_file_bytes(full)?;
+        // Re-stat: a file that changed while we read it must not be cached under the new stat.
+        if let Ok(after) = std::fs::metadata(full) {
+            if StatKey::of(&after) == sk {
+                self.cache.put(key, sk, h);
+            }
+        }
+        Ok(h)
+    }
+}
+
+/// Collect regular files under `dir` (following symlinks to files), relative paths.
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, std::fs::Metadata)>) -> Result<()> {
+    let rd = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    for entry in rd {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_str().with_context(|| format!("non-UTF-8 file name in {}", dir.display()))?;
+        let rel = if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
+        let meta = std::fs::metadata(entry.path()).with_context(|| format!("cannot stat {}", entry.path().display()))?;
+        if meta.is_dir() {
+            walk(&entry.path(), &rel, out)?;
+        } else if meta.is_file() {
+            out.push((rel, meta));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_hash_depends_on_names_and_content_only() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        for d in [a.path(), b.path()] {
+            std::fs::create_dir_all(d.join("x/sub")).unwrap();
+            std::fs::write(d.join("x/sub/f.txt"), "hello").unwrap();
+            std::fs::write(d.join("x/g.txt"), "world").unwrap();
+        }
+        let ca = StatCache::default();
+        let cb = StatCache::default();
+        let ha = Hasher { root: a.path(), cache: &ca }.content("x").unwrap();
+        let hb = Hasher { root: b.path(), cache: &cb }.content("x").unwrap();
+        assert_eq!(ha.hash(), hb.hash());
+        std::fs::write(b.path().join("x/g.txt"), "World").unwrap();
+        let cb2 = StatCache::default();
+        assert_ne!(ha.hash(), Hasher { root: b.path(), cache: &cb2 }.content("x").unwrap().hash());
+    }
+
+    #[test]
+    fn stat_cache_is_used_and_invalidated_by_change() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), "one").unwrap();
+        let c = StatCache::default();
+        let h = Hasher { root: d.path(), cache: &c };
+        let first = h.content("f").unwrap();
+        assert_eq!(c.take_dirty().len(), 1);
+        assert_eq!(h.content("f").unwrap(), first);
+        assert!(c.take_dirty().is_empty(), "unchanged file must not be rehashed");
+        std::fs::write(d.path().join("f"), "two").unwrap();
+        assert_ne!(h.content("f").unwrap(), first);
+    }
+
+    #[test]
+    fn entries_round_trip() {
+        let k = StatKey { dev: 1, ino: 2, size: 3, mtime_ns: -4, ctime_ns: 5 };
+        let e = encode_entry(&k, &[7; 32]);
+        assert_eq!(decode_entry(&e), Some((k, [7; 32])));
+        let files = vec![FileEntry { path: "a b/c".into(), hash: "ab".into(), size: 3, executable: true }];
+        assert_eq!(parse_manifest(&manifest_text(&files)).unwrap(), files);
+    }
+}

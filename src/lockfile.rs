@@ -1,0 +1,95 @@
+//! `repro.lock`: the readable record of what each stage last produced, meant to be committed.
+//!
+//! Deterministic (sorted maps, no timestamps) so it diffs cleanly. Replaced atomically:
+//! written to a temporary file in the same directory, fsync'd, renamed over the old one, and
+//! the directory fsync'd — a run killed at any moment leaves the old or the new lock, whole.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::fingerprint::Fingerprint;
+
+pub const LOCK_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LockFile {
+    pub version: u32,
+    #[serde(default)]
+    pub stages: BTreeMap<String, LockEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LockEntry {
+    pub key: String,
+    #[serde(flatten)]
+    pub fingerprint: Fingerprint,
+    /// Output path → content hash as produced.
+    #[serde(default)]
+    pub out_hashes: BTreeMap<String, String>,
+}
+
+impl LockFile {
+    /// Read the lock file; a missing file is an empty lock. A corrupt one is an error naming it.
+    pub fn read(path: &Path) -> Result<LockFile> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let lock: LockFile = serde_yaml_ng::from_str(&text).with_context(|| {
+                    format!("{} is not a valid lock file (delete it to rebuild it from the cache)", path.display())
+                })?;
+                Ok(lock)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockFile { version: LOCK_VERSION, ..Default::default() }),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    pub fn to_text(&self) -> Result<String> {
+        let body = serde_yaml_ng::to_string(self)?;
+        Ok(format!("# Written by repro: what each stage last produced. Commit it; do not edit.\n{body}"))
+    }
+
+    /// Atomically replace the lock file.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        write_atomic(path, self.to_text()?.as_bytes())
+    }
+}
+
+/// Write a file so that readers see either the old or the new content, never a mix:
+/// temporary file in the same directory, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.as_file().sync_all().with_context(|| format!("cannot sync {}", path.display()))?;
+    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot replace {}", path.display()))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_round_trips_and_is_sorted() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("repro.lock");
+        let mut l = LockFile { version: LOCK_VERSION, ..Default::default() };
+        for name in ["zeta", "alpha"] {
+            let fp = Fingerprint { action: format!("cmd: echo {name}"), ..Default::default() };
+            l.stages.insert(name.into(), LockEntry { key: fp.key(), fingerprint: fp, out_hashes: Default::default() });
+        }
+        l.write(&p).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.find("alpha").unwrap() < text.find("zeta").unwrap());
+        assert_eq!(LockFile::read(&p).unwrap(), l);
+        std::fs::write(&p, "stages: [oops").unwrap();
+        assert!(LockFile::read(&p).unwrap_err().to_string().contains("repro.lock is not a valid lock file"));
+    }
+}

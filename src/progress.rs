@@ -1,0 +1,107 @@
+//! What a run shows while it works: one overall bar and one line per running stage (elapsed
+//! time and the stage's own relayed progress) on a terminal; plain, throttled lines without
+//! escape codes when stdout is not a terminal (CI logs, pipes).
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+pub struct Progress {
+    fancy: Option<(MultiProgress, ProgressBar)>,
+    lines: HashMap<usize, (ProgressBar, Instant)>,
+    plain_last: HashMap<usize, Instant>,
+    started: HashMap<usize, Instant>,
+}
+
+impl Progress {
+    pub fn new(total: usize) -> Progress {
+        let fancy = std::io::stdout().is_terminal().then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10));
+            let overall = multi.add(ProgressBar::new(total as u64));
+            overall.set_style(
+                ProgressStyle::with_template("{elapsed_precise:.dim} [{bar:30.cyan/blue}] {pos}/{len} stages {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            overall.enable_steady_tick(Duration::from_millis(200));
+            (multi, overall)
+        });
+        Progress { fancy, lines: HashMap::new(), plain_last: HashMap::new(), started: HashMap::new() }
+    }
+
+    /// Print a line above the bars (or plainly).
+    pub fn println(&self, msg: &str) {
+        match &self.fancy {
+            Some((multi, _)) => {
+                let _ = multi.println(msg);
+            }
+            None => println!("{msg}"),
+        }
+    }
+
+    pub fn start(&mut self, id: usize, name: &str, verb: &str) {
+        self.started.insert(id, Instant::now());
+        match &self.fancy {
+            Some((multi, overall)) => {
+                let bar = multi.insert_before(overall, ProgressBar::new_spinner());
+                bar.set_style(ProgressStyle::with_template("  {spinner:.green} {prefix:.bold} {elapsed:.dim} {wide_msg}").expect("valid template"));
+                bar.set_prefix(name.to_string());
+                bar.set_message(verb.to_string());
+                bar.enable_steady_tick(Duration::from_millis(120));
+                self.lines.insert(id, (bar, Instant::now()));
+            }
+            None => println!("{verb} {name}"),
+        }
+    }
+
+    /// A stage's own progress message (epoch/batch/…).
+    pub fn update(&mut self, id: usize, name: &str, msg: &str) {
+        if let Some((bar, _)) = self.lines.get(&id) {
+            bar.set_message(msg.to_string());
+            return;
+        }
+        if self.fancy.is_none() {
+            // Plain output: at most one progress line per stage every 10 s.
+            let now = Instant::now();
+            let due = self.plain_last.get(&id).is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(10));
+            if due {
+                self.plain_last.insert(id, now);
+                println!("  {name}: {msg}");
+            }
+        }
+    }
+
+    /// A stage ended (ran, failed, restored, …): one permanent line, and the overall bar moves.
+    pub fn finish(&mut self, id: usize, line: &str) {
+        if let Some((bar, _)) = self.lines.remove(&id) {
+            bar.finish_and_clear();
+        }
+        self.println(line);
+        if let Some((_, overall)) = &self.fancy {
+            overall.inc(1);
+        }
+    }
+
+    /// Seconds since `start(id)`.
+    pub fn elapsed(&self, id: usize) -> f64 {
+        self.started.get(&id).map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0)
+    }
+
+    /// Count a stage that needed no work (fresh) without printing a line for it.
+    pub fn skip_quietly(&mut self) {
+        if let Some((_, overall)) = &self.fancy {
+            overall.inc(1);
+        }
+    }
+
+    pub fn done(&mut self) {
+        for (_, (bar, _)) in self.lines.drain() {
+            bar.finish_and_clear();
+        }
+        if let Some((_, overall)) = &self.fancy {
+            overall.finish_and_clear();
+        }
+    }
+}

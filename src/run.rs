@@ -1,0 +1,502 @@
+//! `repro run`: the scheduler loop.
+//!
+//! Stages become ready when everything upstream of them is done. A ready stage is assessed
+//! against the workspace as it is at that moment (so it sees its upstream's new outputs); if
+//! fresh it is skipped, if its key is in the run cache its outputs are restored, otherwise it
+//! is handed to the executor within the `-j` and GPU slots. A stage is recorded (cache objects,
+//! run cache, lock entry) only after it exited 0 and every declared output exists, so a run
+//! killed at any moment never leaves a stage looking fresh with partial outputs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::cache::CorruptObject;
+use crate::db::RunRecord;
+use crate::engine::{Assessment, Workspace, WorkspaceLock, assess, file_safe};
+use crate::executor::{Event, Executor, Job, Outcome};
+use crate::hashing::Content;
+use crate::lockfile::{LockEntry, LockFile};
+use crate::progress::Progress;
+use crate::spec::{Action, LoadOptions, Pipeline, Stage};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub file: PathBuf,
+    pub load: LoadOptions,
+    pub targets: Vec<String>,
+    pub jobs: usize,
+    pub dry_run: bool,
+    pub force: bool,
+    pub keep_going: bool,
+    /// GPU slots (`--resources gpu=N`); `None` = detect.
+    pub gpus: Option<usize>,
+    /// `--executor`; overrides the pipeline's `executor:`.
+    pub executor: Option<String>,
+    /// Wait for another run holding the workspace instead of failing.
+    pub wait: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub ran: usize,
+    pub fresh: usize,
+    pub restored: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ran, {} fresh, ", self.ran, self.fresh)?;
+        if self.restored > 0 {
+            write!(f, "{} restored, ", self.restored)?;
+        }
+        write!(f, "{} failed", self.failed)?;
+        if self.skipped > 0 {
+            write!(f, ", {} skipped", self.skipped)?;
+        }
+        Ok(())
+    }
+}
+
+/// Load the pipeline and its DAG, printing spec errors the way users should see them.
+pub fn load(file: &Path, opts: &LoadOptions) -> Result<(Pipeline, crate::graph::Dag)> {
+    let p = crate::spec::load(file, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dag = crate::graph::build(&p).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((p, dag))
+}
+
+/// GPUs on this machine: `CUDA_VISIBLE_DEVICES` if set, else `nvidia-smi -L`, else none.
+pub fn detect_gpus() -> usize {
+    if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        return v.split(',').filter(|s| !s.trim().is_empty()).count();
+    }
+    std::process::Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("GPU ")).count())
+        .unwrap_or(0)
+}
+
+struct Running {
+    assessment: Assessment,
+    slots: usize,
+    gpus: Vec<usize>,
+    started: Instant,
+}
+
+/// Run the pipeline; returns the process exit code.
+pub fn run(opts: &RunOptions) -> Result<i32> {
+    let t0 = Instant::now();
+    let (p, dag) = load(&opts.file, &opts.load)?;
+    let selected = crate::graph::select(&p, &dag, &opts.targets)?;
+    if opts.dry_run {
+        return dry_run(&p, &dag, &selected);
+    }
+    let _lock = WorkspaceLock::acquire(&p.root.join("cache"), opts.wait)?;
+    let ws = Workspace::open(&p.root, Duration::from_secs(30))?;
+    if ws.db.is_none() {
+        anyhow::bail!("the state database {} is held by another process", ws.cache_dir.join("state.redb").display());
+    }
+    let mut lock = LockFile::read(&ws.lock_path)?;
+    let lock_text_before = lock.to_text()?;
+    // Entries of stages that no longer exist are dropped (their outputs stay in the cache).
+    let names: BTreeSet<&str> = p.stages.iter().map(|s| s.name.as_str()).collect();
+    lock.stages.retain(|k, _| names.contains(k.as_str()));
+
+    let executor_name = opts.executor.clone().or(p.executor.clone()).unwrap_or_else(|| "local".into());
+    let mut executor = make_executor(&executor_name, &p)?;
+    INTERRUPTED.store(false, Ordering::SeqCst);
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+
+    let jobs = opts.jobs.max(1);
+    let gpu_total = opts.gpus.unwrap_or_else(detect_gpus);
+    let mut free_gpus: Vec<usize> = (0..gpu_total).collect();
+    let mut free_slots = jobs;
+    let warned_no_gpu = std::cell::Cell::new(false);
+
+    let in_run: BTreeSet<usize> = selected.iter().copied().collect();
+    let topo_pos: HashMap<usize, usize> = selected.iter().enumerate().map(|(pos, &i)| (i, pos)).collect();
+    let mut waiting: HashMap<usize, usize> =
+        selected.iter().map(|&i| (i, dag.upstream(i).iter().filter(|u| in_run.contains(u)).count())).collect();
+    let mut ready: BTreeSet<(usize, usize)> =
+        selected.iter().filter(|i| waiting[i] == 0).map(|&i| (topo_pos[&i], i)).collect();
+    let mut running: HashMap<usize, Running> = HashMap::new();
+    let mut summary = Summary::default();
+    let mut progress = Progress::new(selected.len());
+    let mut stop_new = false;
+    let mut lock_dirty = false;
+    let mut last_lock_write = Instant::now();
+    let exe = std::env::current_exe().context("cannot find the repro binary")?;
+
+    // Release a finished stage's dependents.
+    let release = |i: usize, waiting: &mut HashMap<usize, usize>, ready: &mut BTreeSet<(usize, usize)>| {
+        for d in dag.downstream(i) {
+            if let Some(w) = waiting.get_mut(&d) {
+                *w -= 1;
+                if *w == 0 {
+                    ready.insert((topo_pos[&d], d));
+                }
+            }
+        }
+    };
+    // Mark everything downstream of a failed stage as skipped.
+    let skip_downstream = |i: usize, waiting: &mut HashMap<usize, usize>, progress: &mut Progress, summary: &mut Summary| {
+        let mut stack = vec![i];
+        let mut seen = BTreeSet::new();
+        while let Some(s) = stack.pop() {
+            for d in dag.downstream(s) {
+                if in_run.contains(&d) && seen.insert(d) && waiting.remove(&d).is_some() {
+                    summary.skipped += 1;
+                    progress.finish(d, &format!("skipped {} (upstream '{}' failed)", p.stages[d].name, p.stages[i].name));
+                    stack.push(d);
+                }
+            }
+        }
+    };
+
+    loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            progress.println("interrupted: stopping running stages");
+            executor.cancel_all();
+            break;
+        }
+        // Start what can start.
+        while !stop_new {
+            let next = ready.iter().copied().find(|&(_, i)| {
+                let s = &p.stages[i];
+                let slots = s.resources.cpus.clamp(1, jobs);
+                let gpus_needed = if gpu_total == 0 { 0 } else { s.resources.gpus.min(gpu_total) };
+                (slots <= free_slots || running.is_empty()) && gpus_needed <= free_gpus.len()
+            });
+            let Some((pos, i)) = next else { break };
+            ready.remove(&(pos, i));
+            waiting.remove(&i);
+            let stage = &p.stages[i];
+            let outcome = start_stage(&ws, &p, stage, i, &lock, opts.force, &mut progress)
+                .with_context(|| format!("stage '{}'", stage.name));
+            match outcome {
+                Err(e) => {
+                    summary.failed += 1;
+                    progress.finish(i, &format!("FAILED {}: {e:#}", stage.name));
+                    skip_downstream(i, &mut waiting, &mut progress, &mut summary);
+                    stop_new |= !opts.keep_going;
+                }
+                Ok(Start::Fresh) => {
+                    summary.fresh += 1;
+                    progress.skip_quietly();
+                    release(i, &mut waiting, &mut ready);
+                }
+                Ok(Start::Restored(a)) => {
+                    summary.restored += 1;
+                    record_lock(&mut lock, stage, &a);
+                    lock_dirty = true;
+                    progress.finish(i, &format!("restored {} from cache", stage.name));
+                    release(i, &mut waiting, &mut ready);
+                }
+                Ok(Start::Run(a)) => {
+                    if stage.resources.gpus > 0 && gpu_total == 0 && !warned_no_gpu.replace(true) {
+                        progress.println("note: no GPU found; stages that declare `gpu:` run without one (pass --resources gpu=N to set slots)");
+                    }
+                    let slots = stage.resources.cpus.clamp(1, jobs);
+                    let n_gpu = if gpu_total == 0 { 0 } else { stage.resources.gpus.min(gpu_total) };
+                    let gpus: Vec<usize> = free_gpus.drain(..n_gpu).collect();
+                    let job = make_job(&ws, &exe, stage, i, &a, &gpus, executor_name == "slurm")?;
+                    progress.start(i, &stage.name, "running");
+                    if let Err(e) = executor.submit(job) {
+                        free_gpus.extend(gpus);
+                        summary.failed += 1;
+                        progress.finish(i, &format!("FAILED {}: {e:#}", stage.name));
+                        skip_downstream(i, &mut waiting, &mut progress, &mut summary);
+                        stop_new |= !opts.keep_going;
+                        continue;
+                    }
+                    free_slots = free_slots.saturating_sub(slots);
+                    running.insert(i, Running { assessment: a, slots, gpus, started: Instant::now() });
+                }
+            }
+        }
+        if running.is_empty() && (ready.is_empty() || stop_new) {
+            break;
+        }
+        for event in executor.poll(Duration::from_millis(100))? {
+            match event {
+                Event::Progress { id, message, .. } => progress.update(id, &p.stages[id].name, &message),
+                Event::Finished { id, outcome } => {
+                    let Some(r) = running.remove(&id) else { continue };
+                    free_slots += r.slots;
+                    free_gpus.extend(r.gpus.iter().copied());
+                    free_gpus.sort_unstable();
+                    let stage = &p.stages[id];
+                    let secs = r.started.elapsed().as_secs_f64();
+                    let result = match outcome {
+                        Outcome::Succeeded => commit_outputs(&ws, stage, &r.assessment, secs),
+                        Outcome::Failed(why) => Err(anyhow::anyhow!("{why}")),
+                    };
+                    match result {
+                        Ok(a) => {
+                            summary.ran += 1;
+                            record_lock(&mut lock, stage, &a);
+                            lock_dirty = true;
+                            progress.finish(id, &format!("ran {} in {:.1}s", stage.name, secs));
+                            release(id, &mut waiting, &mut ready);
+                        }
+                        Err(e) => {
+                            summary.failed += 1;
+                            let log = ws.log_path(&stage.name);
+                            let tail = log_tail(&log, 20);
+                            progress.finish(id, &format!(
+                                "FAILED {} after {:.1}s: {e:#}\n  log: {}{}",
+                                stage.name, secs, log.display(),
+                                if tail.is_empty() { String::new() } else { format!("\n{tail}") }
+                            ));
+                            skip_downstream(id, &mut waiting, &mut progress, &mut summary);
+                            stop_new |= !opts.keep_going;
+                        }
+                    }
+                }
+            }
+        }
+        if lock_dirty && last_lock_write.elapsed() > Duration::from_secs(1) {
+            lock.write(&ws.lock_path)?;
+            lock_dirty = false;
+            last_lock_write = Instant::now();
+        }
+    }
+    progress.done();
+    let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+    if lock.to_text()? != lock_text_before {
+        lock.write(&ws.lock_path)?;
+    }
+    ws.save_stat()?;
+    let not_run = waiting.len() + ready.len();
+    let mut line = summary.to_string();
+    if not_run > 0 && (interrupted || stop_new) {
+        line.push_str(&format!(", {not_run} not started"));
+    }
+    if summary.ran + summary.restored + summary.failed == 0 && !interrupted {
+        line.push_str(" — everything is up to date");
+    }
+    println!("{line} ({:.2}s)", t0.elapsed().as_secs_f64());
+    Ok(if interrupted { 130 } else if summary.failed > 0 { 1 } else { 0 })
+}
+
+enum Start {
+    Fresh,
+    Restored(Assessment),
+    Run(Assessment),
+}
+
+/// Decide what to do with a ready stage and, for a cache hit, restore it.
+fn start_stage(ws: &Workspace, p: &Pipeline, stage: &Stage, _i: usize, lock: &LockFile, force: bool, progress: &mut Progress) -> Result<Start> {
+    let a = assess(ws, stage, lock.stages.get(&stage.name))?;
+    if !force && a.fresh() {
+        return Ok(Start::Fresh);
+    }
+    let db = ws.db.as_ref().expect("run holds the database");
+    if !force {
+        if let Some(rec) = db.get_run(&a.key)? {
+            match restore(ws, &rec) {
+                Ok(()) => {
+                    let again = assess(ws, stage, None)?;
+                    let matches = rec.outs.iter().all(|(path, h)| again.outs.get(path).and_then(|c| c.hash()) == Some(h.as_str()));
+                    if matches {
+                        return Ok(Start::Restored(again));
+                    }
+                    progress.println(&format!("warning: restored outputs of {} do not match the run cache; recomputing", stage.name));
+                    db.remove_run(&a.key)?;
+                }
+                Err(e) => {
+                    if let Some(c) = e.downcast_ref::<CorruptObject>() {
+                        progress.println(&format!("warning: {c}; dropped it, recomputing {}", stage.name));
+                        ws.objects.drop_object(&c.path);
+                    } else {
+                        progress.println(&format!("warning: cannot restore {} from cache ({e:#}); recomputing", stage.name));
+                    }
+                    db.remove_run(&a.key)?;
+                }
+            }
+        }
+    }
+    prepare_outputs(ws, p, stage, &a)?;
+    Ok(Start::Run(a))
+}
+
+fn restore(ws: &Workspace, rec: &RunRecord) -> Result<()> {
+    // Check every object first, so a damaged entry does not half-restore a stage.
+    for (path, hash) in &rec.outs {
+        let is_dir = rec.dirs.contains(path);
+        if is_dir {
+            for f in ws.objects.manifest(hash)? {
+                if !ws.objects.has(&f.hash) {
+                    return Err(CorruptObject { path: ws.objects.object_path(&f.hash), detail: "missing".into() }.into());
+                }
+            }
+        } else if !ws.objects.has(hash) {
+            return Err(CorruptObject { path: ws.objects.object_path(hash), detail: "missing".into() }.into());
+        }
+    }
+    for (path, hash) in &rec.outs {
+        ws.objects.restore(hash, rec.dirs.contains(path), &ws.root.join(path))?;
+    }
+    Ok(())
+}
+
+/// Before a stage runs: keep what its outputs hold now (in the cache, so nothing is lost),
+/// clear them so a stage never builds on its own stale output, create their parents, and
+/// ready the checkpoint directory (wiped if it belongs to another configuration).
+fn prepare_outputs(ws: &Workspace, _p: &Pipeline, stage: &Stage, a: &Assessment) -> Result<()> {
+    for (path, content) in &a.outs {
+        let full = ws.root.join(path);
+        if !matches!(content, Content::Missing) {
+            ws.objects.store(&full, content).with_context(|| format!("saving the previous {path} in the cache"))?;
+            crate::cache::remove_any(&full);
+        }
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+    }
+    if let Some(cp) = &stage.checkpoint {
+        let dir = ws.root.join(cp);
+        let marker = dir.join(".repro-key");
+        let owner = std::fs::read_to_string(&marker).unwrap_or_default();
+        if owner.trim() != a.key {
+            crate::cache::remove_any(&dir);
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create checkpoint directory {}", dir.display()))?;
+        std::fs::write(&marker, &a.key)?;
+    }
+    Ok(())
+}
+
+fn make_job(ws: &Workspace, exe: &Path, stage: &Stage, id: usize, a: &Assessment, gpus: &[usize], slurm: bool) -> Result<Job> {
+    let mut env = vec![
+        ("REPRO_STAGE".to_string(), stage.name.clone()),
+        ("REPRO_KEY".to_string(), a.key.clone()),
+        ("OMP_NUM_THREADS".to_string(), stage.resources.cpus.to_string()),
+    ];
+    if let Some(cp) = &stage.checkpoint {
+        env.push(("REPRO_CHECKPOINT".into(), ws.root.join(cp).display().to_string()));
+    }
+    if !gpus.is_empty() && !slurm {
+        env.push(("CUDA_VISIBLE_DEVICES".into(), gpus.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(",")));
+    }
+    let argv = match &stage.action {
+        Action::Cmd(c) => vec!["sh".to_string(), "-c".to_string(), c.clone()],
+        Action::Uses { kind, with } => {
+            let spec = crate::cli::KindSpec {
+                stage: stage.name.clone(),
+                kind: kind.clone(),
+                params: with.clone(),
+                checkpoint: stage.checkpoint.as_ref().map(|c| ws.root.join(c)),
+                threads: stage.resources.cpus,
+                // Inside the child, the visible devices are renumbered from 0.
+                gpus: (0..gpus.len().max(if slurm { stage.resources.gpus } else { 0 })).collect(),
+            };
+            let path = ws.cache_dir.join("specs").join(format!("{}.json", file_safe(&stage.name)));
+            std::fs::create_dir_all(path.parent().expect("has parent"))?;
+            crate::lockfile::write_atomic(&path, serde_json::to_string_pretty(&spec)?.as_bytes())?;
+            vec![exe.display().to_string(), "internal".into(), "run-kind".into(), path.display().to_string()]
+        }
+    };
+    Ok(Job {
+        id,
+        stage: stage.name.clone(),
+        argv,
+        env,
+        cwd: ws.root.clone(),
+        log: ws.log_path(&stage.name),
+        resources: stage.resources.clone(),
+        gpus: gpus.to_vec(),
+    })
+}
+
+/// After a stage exited 0: check its outputs, store them, record the run.
+fn commit_outputs(ws: &Workspace, stage: &Stage, before: &Assessment, seconds: f64) -> Result<Assessment> {
+    let missing: Vec<&str> = stage.outs.iter().map(|o| o.path.as_str()).filter(|o| !ws.root.join(o).exists()).collect();
+    if !missing.is_empty() {
+        anyhow::bail!("exited 0 but did not produce declared output{} {}", if missing.len() > 1 { "s" } else { "" }, missing.join(", "));
+    }
+    let paths: Vec<&str> = stage.outs.iter().map(|o| o.path.as_str()).collect();
+    let contents = ws.hasher().contents(&paths)?;
+    let mut outs = BTreeMap::new();
+    let mut dirs = Vec::new();
+    for (path, content) in paths.iter().zip(&contents) {
+        ws.objects.store(&ws.root.join(path), content).with_context(|| format!("storing output {path} in the cache"))?;
+        outs.insert(path.to_string(), content.hash().expect("exists").to_string());
+        if matches!(content, Content::Dir { .. }) {
+            dirs.push(path.to_string());
+        }
+    }
+    let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let rec = RunRecord { stage: stage.name.clone(), outs, dirs, created, seconds };
+    ws.db.as_ref().expect("run holds the database").put_run(&before.key, &rec)?;
+    if let Some(cp) = &stage.checkpoint {
+        // Done: the checkpoint has served its purpose.
+        crate::cache::remove_any(&ws.root.join(cp));
+    }
+    let mut a = before.clone();
+    a.outs = paths.iter().map(|p| p.to_string()).zip(contents).collect();
+    a.reasons.clear();
+    Ok(a)
+}
+
+fn record_lock(lock: &mut LockFile, stage: &Stage, a: &Assessment) {
+    let out_hashes = a.outs.iter().filter_map(|(p, c)| c.hash().map(|h| (p.clone(), h.to_string()))).collect();
+    lock.stages.insert(stage.name.clone(), LockEntry { key: a.key.clone(), fingerprint: a.fingerprint.clone(), out_hashes });
+}
+
+/// The last `n` lines of a log, indented, for failure messages.
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    lines[start..].iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+}
+
+fn make_executor(name: &str, p: &Pipeline) -> Result<Box<dyn Executor>> {
+    match name {
+        "local" => Ok(Box::new(crate::executor::local::LocalExecutor::default())),
+        "slurm" => crate::executor::make_slurm(p),
+        other => anyhow::bail!("unknown executor '{other}' (known: local, slurm)"),
+    }
+}
+
+/// `--dry-run`: what would happen, without running or recording anything.
+fn dry_run(p: &Pipeline, dag: &crate::graph::Dag, selected: &[usize]) -> Result<i32> {
+    let ws = Workspace::open(&p.root, Duration::ZERO)?;
+    let lock = LockFile::read(&ws.lock_path)?;
+    let mut will_change: BTreeSet<usize> = BTreeSet::new();
+    let mut counts = (0, 0, 0);
+    for &i in selected {
+        let s = &p.stages[i];
+        let upstream: Vec<&str> = dag.upstream(i).into_iter().filter(|u| will_change.contains(u)).map(|u| p.stages[u].name.as_str()).collect();
+        let a = assess(&ws, s, lock.stages.get(&s.name))?;
+        if a.fresh() && upstream.is_empty() {
+            counts.1 += 1;
+            continue;
+        }
+        will_change.insert(i);
+        let cached = ws.db.as_ref().map(|db| db.get_run(&a.key)).transpose()?.flatten().is_some();
+        if !upstream.is_empty() && a.fresh() {
+            println!("may run {} (upstream {} will run)", s.name, upstream.join(", "));
+            counts.0 += 1;
+        } else if cached {
+            println!("would restore {} ({})", s.name, a.reasons.join("; "));
+            counts.2 += 1;
+        } else {
+            println!("would run {} ({})", s.name, a.reasons.join("; "));
+            counts.0 += 1;
+        }
+    }
+    println!("dry run: {} would run, {} fresh, {} would be restored", counts.0, counts.1, counts.2);
+    Ok(0)
+}

@@ -1,0 +1,65 @@
+//! `repro status`: per stage, fresh or stale and exactly why — computed by `engine::assess`,
+//! the same code `repro run` uses to decide. Never takes the workspace lock: it reads the
+//! lock file and, when the state database is free, its stat cache.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::engine::{Workspace, assess};
+use crate::lockfile::LockFile;
+use crate::spec::LoadOptions;
+
+#[derive(Serialize)]
+pub struct StageStatus {
+    pub stage: String,
+    pub state: &'static str,
+    pub reasons: Vec<String>,
+    /// Whether the run cache can restore this stage without running it.
+    pub restorable: bool,
+}
+
+pub fn status(file: &std::path::Path, opts: &LoadOptions, targets: &[String]) -> Result<Vec<StageStatus>> {
+    let (p, dag) = crate::run::load(file, opts)?;
+    let selected = crate::graph::select(&p, &dag, targets)?;
+    let ws = Workspace::open(&p.root, Duration::ZERO)?;
+    let lock = LockFile::read(&ws.lock_path)?;
+    let mut stale: BTreeSet<usize> = BTreeSet::new();
+    let mut out = Vec::new();
+    for &i in &selected {
+        let s = &p.stages[i];
+        let a = assess(&ws, s, lock.stages.get(&s.name))?;
+        let mut reasons = a.reasons.clone();
+        for u in dag.upstream(i) {
+            if stale.contains(&u) {
+                reasons.push(format!("upstream stage '{}' is stale", p.stages[u].name));
+            }
+        }
+        let restorable = !a.fresh() && ws.db.as_ref().map(|db| db.get_run(&a.key)).transpose()?.flatten().is_some();
+        if !reasons.is_empty() {
+            stale.insert(i);
+        }
+        out.push(StageStatus { stage: s.name.clone(), state: if reasons.is_empty() { "fresh" } else { "stale" }, reasons, restorable });
+    }
+    // Only persist stat entries if we hold the database.
+    ws.save_stat()?;
+    Ok(out)
+}
+
+/// Human-readable rendering.
+pub fn print(statuses: &[StageStatus]) {
+    let stale = statuses.iter().filter(|s| s.state == "stale").count();
+    for s in statuses {
+        if s.state == "fresh" {
+            println!("  fresh  {}", s.stage);
+        } else {
+            println!("  stale  {}{}", s.stage, if s.restorable { "  (restorable from cache)" } else { "" });
+            for r in &s.reasons {
+                println!("           - {r}");
+            }
+        }
+    }
+    println!("{} stages: {} fresh, {stale} stale", statuses.len(), statuses.len() - stale);
+}

@@ -1,0 +1,87 @@
+//! Helpers shared by the end-to-end tests: a temporary workspace and the real binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub struct Ws {
+    pub dir: tempfile::TempDir,
+}
+
+impl Ws {
+    pub fn new(pipeline: &str) -> Ws {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pipeline.yaml"), pipeline).unwrap();
+        Ws { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path(rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(p, text).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_default()
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args).current_dir(self.dir.path()).stdin(Stdio::null());
+        c
+    }
+
+    pub fn output(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Run and expect success; returns stdout + stderr.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.output(args);
+        let text = both(&o);
+        assert!(o.status.success(), "repro {args:?} failed:\n{text}");
+        text
+    }
+
+    /// Run and expect failure; returns stdout + stderr.
+    pub fn fail(&self, args: &[&str]) -> String {
+        let o = self.output(args);
+        let text = both(&o);
+        assert!(!o.status.success(), "repro {args:?} should have failed:\n{text}");
+        text
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    }
+
+    pub fn sh(&self, script: &str) {
+        let s = Command::new("sh").arg("-c").arg(script).current_dir(self.dir.path()).status().unwrap();
+        assert!(s.success(), "{script}");
+    }
+
+    /// Lines of `executions.log` (stages append their names to it).
+    pub fn executions(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.read("executions.log").lines().map(String::from).collect();
+        v.sort();
+        v
+    }
+
+    pub fn clear_executions(&self) {
+        let _ = std::fs::remove_file(self.path("executions.log"));
+    }
+}
+
+pub fn both(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+pub fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_repro"))
+}
