@@ -1,0 +1,142 @@
+//! The built-in `evaluate` stage kind: a logits file in, metrics.json out.
+//!
+//! ```yaml
+//! evaluate:
+//!   uses: evaluate
+//!   with:
+//!     logits: runs/bce-nu/logits.safetensors   # required
+//!     out: runs/bce-nu/metrics.json            # default: metrics.json next to `logits`
+//!     bins: 100                                # histogram bins (default 100)
+//!     meta: {dataset: cifar100, loss: bce-nu}  # copied verbatim to `run` in metrics.json
+//! ```
+//!
+//! The output is written to a temporary file in the same directory and renamed into place,
+//! so an interrupted stage never leaves a complete-looking partial metrics.json.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use super::{StageContext, StageKind, progress};
+use crate::metrics;
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    logits: PathBuf,
+    #[serde(default)]
+    out: Option<PathBuf>,
+    #[serde(default)]
+    meta: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    bins: Option<usize>,
+}
+
+impl Params {
+    fn parse(v: &serde_json::Value) -> Result<Self> {
+        let p: Params = serde_json::from_value(v.clone())
+            .context("evaluate: invalid `with:` parameters (allowed: logits, out, meta, bins)")?;
+        if p.bins == Some(0) {
+            bail!("evaluate: `bins` must be at least 1");
+        }
+        if p.logits.as_os_str().is_empty() {
+            bail!("evaluate: `logits` must name the safetensors file to evaluate");
+        }
+        Ok(p)
+    }
+
+    fn out(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| match self.logits.parent() {
+            Some(dir) => dir.join("metrics.json"),
+            None => PathBuf::from("metrics.json"),
+        })
+    }
+}
+
+pub struct Evaluate;
+
+impl StageKind for Evaluate {
+    fn name(&self) -> &'static str {
+        "evaluate"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn validate(&self, params: &serde_json::Value) -> Result<()> {
+        Params::parse(params).map(|_| ())
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<()> {
+        let p = Params::parse(&ctx.params).with_context(|| format!("stage '{}'", ctx.stage))?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(ctx.threads.max(1))
+            .build()
+            .context("evaluate: cannot start worker threads")?;
+        let logits = ctx.path(&p.logits);
+        progress::report(&format!("reading {}", p.logits.display()), Some(0.0));
+        let file = metrics::LogitsFile::open(&logits)?;
+        let input = file.read()?;
+        progress::report(
+            &format!("evaluating {} x {}", input.logits.rows, input.logits.cols),
+            Some(0.2),
+        );
+        let ev = pool.install(|| metrics::evaluate_full(&input, p.bins.unwrap_or(metrics::DEFAULT_BINS)));
+        let run = serde_json::Value::Object(p.meta.clone().unwrap_or_default());
+        let json = metrics::output::to_json(&ev, &input, &run);
+        let out = ctx.path(p.out());
+        write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())?;
+        progress::report(
+            &format!(
+                "A_SW {:.2} A_CW {:.2} A_Uni {:.2}",
+                ev.raw.pct(ev.raw.count_sw),
+                ev.raw.pct(ev.raw.count_cw),
+                ev.raw.pct(ev.raw.count_uni)
+            ),
+            Some(1.0),
+        );
+        Ok(())
+    }
+}
+
+/// Write `bytes` to `path` via a temporary file in the same directory and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create output directory", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
+    // Temporary files are created private; the output should be as readable as any other.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .with_context(|| format!("{}: cannot write", tmp.path().display()))?;
+    tmp.persist(path).with_context(|| format!("{}: cannot move output into place", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_checked() {
+        let k = Evaluate;
+        assert!(k.validate(&serde_json::json!({"logits": "a/l.safetensors"})).is_ok());
+        assert!(k.validate(&serde_json::json!({"logits": "l", "bins": 0})).is_err());
+        assert!(k.validate(&serde_json::json!({"logits": "l", "colour": 1})).is_err());
+        assert!(k.validate(&serde_json::json!({})).is_err());
+        let p = Params::parse(&serde_json::json!({"logits": "a/l.safetensors"})).unwrap();
+        assert_eq!(p.out(), PathBuf::from("a/metrics.json"));
+    }
+}

@@ -1,0 +1,115 @@
+//! A_SW, A_CW and A_Uni with their thresholds (Eqs. 11, 13–22), from per-sample statistics.
+//!
+//! Sample-wise (Eq. 11): a sample counts iff p > q (some threshold separates its positive from
+//! its negatives). Uniform (Eqs. 13–16): the best single threshold over all samples.
+//! Class-wise (Eqs. 17–22): the best threshold per class, counts summed. Each is computed on
+//! the metrics as given ([`Domain::Raw`]) and after SoftMax over each sample's metric vector
+//! ([`Domain::Softmax`], Supplement S.IV). SoftMax is monotone within a row, so a sample's
+//! SoftMax positive and maximum negative are exp(p − lse) and exp(q − lse); the sweep runs on
+//! the logarithms p − lse and q − lse (f64, no underflow to 0) and the thresholds are mapped
+//! back with exp. Samples whose row has a non-finite metric count as wrong everywhere.
+
+use rayon::prelude::*;
+
+use super::rows::RowStat;
+use super::sweep::{Best, best_threshold};
+
+/// Which metric values the thresholds act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Domain {
+    Raw,
+    Softmax,
+}
+
+/// The three accuracies (as counts) and thresholds in one domain.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Accuracies {
+    pub n: usize,
+    pub count_sw: usize,
+    pub count_cw: usize,
+    pub count_uni: usize,
+    /// Uniform threshold: best count and first maximising interval, in the domain's units.
+    pub uni: Best,
+    /// Per class: best count and interval (count 0 and no interval for an empty class).
+    pub class: Vec<Best>,
+}
+
+impl Accuracies {
+    pub fn pct(&self, count: usize) -> f64 {
+        100.0 * count as f64 / self.n as f64
+    }
+    /// Eq. 26: A_Uni ≤ A_CW ≤ A_SW (holds by construction; checked, never assumed).
+    pub fn ordering_holds(&self) -> bool {
+        self.count_uni <= self.count_cw && self.count_cw <= self.count_sw
+    }
+}
+
+/// The (start, end) of the interval of thresholds that count a sample, in the given domain.
+/// Non-finite rows yield an empty interval.
+#[inline]
+fn interval(s: &RowStat, domain: Domain) -> (f64, f64) {
+    if !s.finite {
+        return (f64::NAN, f64::NAN);
+    }
+    match domain {
+        Domain::Raw => (s.neg as f64, s.pos as f64),
+        Domain::Softmax => (s.neg as f64 - s.lse, s.pos as f64 - s.lse),
+    }
+}
+
+/// Map a log-domain threshold interval back to SoftMax values. A lower end of −∞ (no
+/// negatives: a single class) stays −∞, since every t < hi then counts, negative t included.
+fn exp_best(b: Best) -> Best {
+    let exp = |v: f64| if v == f64::NEG_INFINITY { v } else { v.exp() };
+    Best { count: b.count, interval: b.interval.map(|(lo, hi)| (exp(lo), exp(hi))) }
+}
+
+/// Evaluate one domain. `classes` is N; `labels[i]` < N.
+pub fn accuracies(stats: &[RowStat], labels: &[u32], classes: usize, domain: Domain) -> Accuracies {
+    assert_eq!(stats.len(), labels.len());
+    let n = stats.len();
+    let mut starts = Vec::with_capacity(n);
+    let mut ends = Vec::with_capacity(n);
+    let iv = |s: &RowStat| interval(s, domain);
+
+    let count_sw = stats
+        .iter()
+        .filter(|s| {
+            let (q, p) = iv(s);
+            q < p
+        })
+        .count();
+    let mut uni = best_threshold(stats.iter().map(iv), &mut starts, &mut ends);
+
+    // Group sample indices by class (counting sort), then one sweep per class in parallel.
+    let mut offsets = vec![0usize; classes + 1];
+    for &y in labels {
+        offsets[y as usize + 1] += 1;
+    }
+    for c in 0..classes {
+        offsets[c + 1] += offsets[c];
+    }
+    let mut order = vec![0u32; n];
+    let mut fill = offsets.clone();
+    for (i, &y) in labels.iter().enumerate() {
+        order[fill[y as usize]] = i as u32;
+        fill[y as usize] += 1;
+    }
+    let mut class: Vec<Best> = (0..classes)
+        .into_par_iter()
+        .map_init(
+            || (Vec::new(), Vec::new()),
+            |(st, en), c| {
+                let members = &order[offsets[c]..offsets[c + 1]];
+                best_threshold(members.iter().map(|&i| iv(&stats[i as usize])), st, en)
+            },
+        )
+        .collect();
+    let count_cw = class.iter().map(|b| b.count).sum();
+
+    if domain == Domain::Softmax {
+        uni = exp_best(uni);
+        class = class.into_iter().map(exp_best).collect();
+    }
+    Accuracies { n, count_sw, count_cw, count_uni: uni.count, uni, class }
+}

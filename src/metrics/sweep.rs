@@ -1,0 +1,122 @@
+//! The best single threshold for a set of samples, by one sort and a sweep.
+//!
+//! A sample with positive metric p and maximum negative metric q is counted at threshold t iff
+//! p > t ≥ q (Eq. 7), i.e. iff t lies in the half-open interval [q, p). The number of samples
+//! counted at t is therefore a step function that rises at every q and falls at every p; its
+//! maximum over t (Eqs. 14–16) is found by sorting the 2n endpoints and sweeping once:
+//! O(n log n). Every endpoint value v is handled as one event (all rises and falls at v
+//! together), because the count at t = v already includes the samples starting at v and
+//! excludes those ending at v. The count is constant on [v_k, v_{k+1}) between consecutive
+//! distinct endpoints, so the maximisers are a union of such pieces; we report the first
+//! maximal run of pieces as the interval [lo, hi) and its midpoint as t*.
+
+/// The best threshold for one set of samples.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Best {
+    /// The largest number of samples counted at one threshold.
+    pub count: usize,
+    /// The first maximising interval [lo, hi): every t in it counts `count` samples, t just
+    /// below lo and t = hi count fewer. `None` when `count` is 0 (every t is a maximiser).
+    /// `lo` is −∞ when a sample has no negatives (a single class).
+    pub interval: Option<(f64, f64)>,
+}
+
+impl Best {
+    /// The reported threshold: the midpoint of the first maximising interval, or `None` when
+    /// that is undefined (no sample classifiable, or the interval is unbounded).
+    pub fn t_star(&self) -> Option<f64> {
+        let (lo, hi) = self.interval?;
+        (lo.is_finite() && hi.is_finite()).then(|| lo + (hi - lo) / 2.0)
+    }
+}
+
+/// Best threshold for intervals [q_i, p_i). Pairs with q ≥ p (empty interval: not sample-wise
+/// correct) or NaN are ignored. `starts` and `ends` are scratch buffers reused across calls.
+pub fn best_threshold(
+    pairs: impl Iterator<Item = (f64, f64)>,
+    starts: &mut Vec<f64>,
+    ends: &mut Vec<f64>,
+) -> Best {
+    starts.clear();
+    ends.clear();
+    for (q, p) in pairs {
+        if q < p {
+            starts.push(q);
+            ends.push(p);
+        }
+    }
+    if starts.is_empty() {
+        return Best { count: 0, interval: None };
+    }
+    starts.sort_unstable_by(f64::total_cmp);
+    ends.sort_unstable_by(f64::total_cmp);
+
+    let (mut i, mut j) = (0usize, 0usize);
+    let mut count = 0usize;
+    let mut best = 0usize;
+    let mut lo = f64::NAN;
+    let mut hi = f64::NAN;
+    // Whether the previous piece was part of the current best run (so an equal count extends it).
+    let mut in_best_run = false;
+    while i < starts.len() || j < ends.len() {
+        // The next distinct endpoint value.
+        let v = match (starts.get(i), ends.get(j)) {
+            (Some(&s), Some(&e)) => s.min(e),
+            (Some(&s), None) => s,
+            (None, Some(&e)) => e,
+            (None, None) => unreachable!(),
+        };
+        while i < starts.len() && starts[i] == v {
+            count += 1;
+            i += 1;
+        }
+        while j < ends.len() && ends[j] == v {
+            count -= 1;
+            j += 1;
+        }
+        // The piece [v, next) has `count`; close a best run that ends at v.
+        if in_best_run && count != best {
+            hi = v;
+            in_best_run = false;
+        }
+        if count > best {
+            best = count;
+            lo = v;
+            in_best_run = true;
+        }
+    }
+    // The last endpoint is an end, after which the count is 0 < best, so the run was closed.
+    debug_assert!(!in_best_run);
+    Best { count: best, interval: Some((lo, hi)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn best(pairs: &[(f64, f64)]) -> Best {
+        best_threshold(pairs.iter().copied(), &mut Vec::new(), &mut Vec::new())
+    }
+
+    #[test]
+    fn hand_worked() {
+        // [0,2), [1,3), [2,4): t in [1,2) counts two, t = 2 counts two ([1,3),[2,4)) as well.
+        let b = best(&[(0.0, 2.0), (1.0, 3.0), (2.0, 4.0)]);
+        assert_eq!(b.count, 2);
+        assert_eq!(b.interval, Some((1.0, 3.0)));
+        assert_eq!(b.t_star(), Some(2.0));
+        // Touching intervals [0,1) and [1,2) never overlap: the best count is 1 on [0, 2).
+        let b = best(&[(0.0, 1.0), (1.0, 2.0)]);
+        assert_eq!((b.count, b.interval), (1, Some((0.0, 2.0))));
+        // Two separate maximal runs: the first is reported.
+        let b = best(&[(0.0, 1.0), (0.0, 1.0), (5.0, 6.0), (5.0, 6.0)]);
+        assert_eq!((b.count, b.interval), (2, Some((0.0, 1.0))));
+        // Empty intervals count nothing.
+        let b = best(&[(1.0, 1.0), (2.0, 0.0)]);
+        assert_eq!((b.count, b.interval, b.t_star()), (0, None, None));
+        // A single class: no negatives, lower end −∞, t* undefined.
+        let b = best(&[(f64::NEG_INFINITY, 3.0), (f64::NEG_INFINITY, 1.0)]);
+        assert_eq!((b.count, b.interval), (2, Some((f64::NEG_INFINITY, 1.0))));
+        assert_eq!(b.t_star(), None);
+    }
+}
