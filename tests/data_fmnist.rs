@@ -46,8 +46,8 @@ fn debian_fashion_mnist_parses_to_the_published_counts() {
         serde_json::from_slice(&std::fs::read(out.join("meta.json")).unwrap()).unwrap();
     assert_eq!(meta["counts"]["train"]["total"], 60000);
     assert_eq!(meta["counts"]["test"]["total"], 10000);
-    assert_eq!(meta["counts"]["train"]["per_class"], serde_json::json!([6000; 10]));
-    assert_eq!(meta["counts"]["test"]["per_class"], serde_json::json!([1000; 10]));
+    assert_eq!(meta["counts"]["train"]["per_class"], serde_json::json!(vec![6000; 10]));
+    assert_eq!(meta["counts"]["test"]["per_class"], serde_json::json!(vec![1000; 10]));
     let classes: Vec<String> =
         serde_json::from_slice(&std::fs::read(out.join("classes.json")).unwrap()).unwrap();
     assert_eq!(classes[9], "Ankle boot");

@@ -10,13 +10,13 @@
 //! preprocess}` are thin wrappers around these functions.
 
 pub mod atomic;
-// pub mod augment;
+pub mod augment;
 pub mod checksum;
 pub mod extract;
 pub mod fetch;
 pub mod idx;
-// pub mod layouts;
-// pub mod loader;
+pub mod layouts;
+pub mod loader;
 pub mod mat;
 pub mod recipe;
 pub mod shards;
