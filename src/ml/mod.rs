@@ -1,4 +1,82 @@
-//! (placeholder: filled by the training issue)
+//! The experimental core: the twelve losses of Table I (`loss`), feature extractors
+//! (`models`), in-memory data and batches (`data`), SGD with cosine decay (`sgd`) and the
+//! training run that writes a model, test-set logits and a training record (`train`).
+//!
+//! Nothing here knows about the pipeline engine; the `train` stage kind
+//! (`kinds::train`) turns a stage's parameters into a [`train::TrainConfig`] and calls
+//! [`train::run`]. `repro doctor` ([`doctor`]) reports what libtorch this binary runs on.
+
+pub mod data;
+pub mod io;
+pub mod loss;
+pub mod models;
+pub mod sgd;
+pub mod train;
+
+use std::path::PathBuf;
+
+/// The directory of the libtorch this process loaded, found from the process's own memory
+/// map (so it is the library actually in use, whatever the rpath or environment said).
+pub fn libtorch_dir() -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.ends_with("/libtorch_cpu.so") || p.contains("/libtorch_cpu.so."))
+        .and_then(|p| PathBuf::from(p).parent().map(|d| d.to_path_buf()))
+}
+
+/// The libtorch version, e.g. `2.11.0+cu130`: read from the PyPI wheel's `torch/version.py`
+/// or a libtorch archive's `build-version`, next to the loaded library; "unknown" otherwise.
+pub fn libtorch_version() -> String {
+    // Make sure libtorch is loaded and mapped before looking.
+    let _ = tch::utils::has_cuda();
+    let Some(lib) = libtorch_dir() else { return "unknown".into() };
+    let root = lib.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    if let Ok(text) = std::fs::read_to_string(root.join("version.py")) {
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("__version__ = ") {
+                return v.trim().trim_matches(|c| c == '\'' || c == '"').to_string();
+            }
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string(root.join("build-version")) {
+        return text.trim().to_string();
+    }
+    "unknown".into()
+}
+
+/// `repro doctor`: libtorch version and location, CPU threads, CUDA/cuDNN availability and the
+/// visible devices. Exit code 0 always (it is a report, not a check).
 pub fn doctor() -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+    println!("libtorch        {}", libtorch_version());
+    println!(
+        "libtorch path   {}",
+        libtorch_dir().map_or("(not found in the process map)".into(), |p| p.display().to_string())
+    );
+    println!("CPU threads     {}", tch::get_num_threads());
+    println!("MKL / OpenMP    {} / {}", tch::utils::has_mkl(), tch::utils::has_openmp());
+    println!("built with CUDA {}", tch::utils::has_cuda());
+    let cuda = tch::Cuda::is_available();
+    println!("CUDA available  {cuda}");
+    if cuda {
+        let n = tch::Cuda::device_count();
+        println!("CUDA devices    {n}");
+        let v = tch::utils::version_cudart();
+        println!("CUDA runtime    {}.{}", v / 1000, (v % 1000) / 10);
+        println!("cuDNN available {}", tch::Cuda::cudnn_is_available());
+        if tch::Cuda::cudnn_is_available() {
+            println!("cuDNN version   {}", tch::utils::version_cudnn());
+        }
+        for i in 0..n {
+            // A small allocation proves the device is usable, not just enumerated.
+            let ok = tch::Tensor::ones([1], (tch::Kind::Float, tch::Device::Cuda(i as usize)))
+                .sum(tch::Kind::Float)
+                .double_value(&[])
+                == 1.0;
+            println!("  cuda:{i}        {}", if ok { "usable" } else { "allocation failed" });
+        }
+    } else {
+        println!("cuDNN available false");
+    }
+    Ok(0)
 }

@@ -1,0 +1,66 @@
+//! Atomic output files for training: every file is written to a temporary name in its final
+//! directory, flushed to disk, then renamed over the final name, so an interrupted run never
+//! leaves a complete-looking partial file.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use tch::Tensor;
+
+/// A temporary sibling of `path` (same directory, so the rename is atomic).
+fn temp_for(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+fn promote(tmp: &Path, path: &Path) -> Result<()> {
+    if let Ok(f) = fs::File::open(tmp) {
+        let _ = f.sync_all();
+    }
+    fs::rename(tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+/// Write bytes atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = temp_for(path);
+    let mut f = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    drop(f);
+    promote(&tmp, path)
+}
+
+/// Write a JSON value (pretty, with a final newline) atomically.
+pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+}
+
+/// Write named tensors as safetensors atomically. Tensors are moved to the CPU and made
+/// contiguous; names are sorted so the same values give the same bytes.
+pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut named: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.detach().to_device(tch::Device::Cpu).contiguous()))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let tmp = temp_for(path);
+    Tensor::write_safetensors(&named, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    promote(&tmp, path)
+}
+
+/// Read every tensor of a safetensors file, by name.
+pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let v = Tensor::read_safetensors(path)
+        .with_context(|| format!("{}: cannot read as safetensors", path.display()))?;
+    Ok(v.into_iter().collect())
+}

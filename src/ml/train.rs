@@ -1,0 +1,570 @@
+//! The training run behind the `train` stage: build a feature extractor and a classifier head
+//! for one of the twelve losses, pre-train or fine-tune it with SGD and cosine decay, and write
+//! `model.safetensors`, `logits.safetensors` (test split) and `train.json`.
+//!
+//! Robustness rules: a step whose loss or gradients are not finite is skipped and counted
+//! (`on_nonfinite: skip`, as a mixed-precision gradient scaler does) or ends training
+//! (`on_nonfinite: stop`); either way the evaluation outputs are still written, with
+//! `diverged` recorded. With a checkpoint directory, the state after each epoch is saved there
+//! and a rerun with the same parameters resumes from it ("resuming from epoch K").
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tch::nn::ModuleT;
+use tch::{Device, Kind, Tensor, nn};
+
+use super::data::{Augment, Batcher, Dataset, Normalize};
+use super::io;
+use super::loss::{BiasInit, BiasMode, DEFAULT_GAMMA, Head, LossKind};
+use super::models::{self, ModelName};
+use super::sgd::{Param, Sgd, cosine_lr};
+
+/// What to do with a step whose loss or gradients are not finite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNonFinite {
+    Skip,
+    Stop,
+}
+
+/// The `with:` parameters of a `train` stage (paths relative to the workspace).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Dataset directory (train.safetensors, test.safetensors, classes.json).
+    pub data: PathBuf,
+    /// Output directory: model.safetensors, logits.safetensors, train.json.
+    pub out: PathBuf,
+    /// One of the twelve losses (`soft-d`, `bce-nu`, …).
+    pub loss: String,
+    /// mlp | cnn | resnet-small | resnet50 | resnet101 | densenet161.
+    #[serde(default = "d_model")]
+    pub model: String,
+    /// Scale of the normalized classifier.
+    #[serde(default = "d_gamma")]
+    pub gamma: f64,
+    /// Diverse-bias initialisation, 0 (random, mean zero) or 1–7 (Section V-B).
+    #[serde(default)]
+    pub bias_mode: u8,
+    /// Initial unified bias; default log(N−1) with the classifier's sign (see docs).
+    #[serde(default)]
+    pub unified_bias_init: Option<f64>,
+    #[serde(default = "d_epochs")]
+    pub epochs: usize,
+    /// Initial learning rate (cosine decay to 0 over all steps).
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    #[serde(default = "d_momentum")]
+    pub momentum: f64,
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub seed: u64,
+    /// auto | cpu | cuda.
+    #[serde(default = "d_device")]
+    pub device: String,
+    /// Random crop (zero padding) and horizontal flip on training images.
+    #[serde(default = "d_true")]
+    pub augment: bool,
+    /// Padding of the random crop in pixels; default H/8.
+    #[serde(default)]
+    pub crop_padding: Option<usize>,
+    /// A model.safetensors (or torchvision weights as safetensors) to fine-tune from: the
+    /// feature extractor is loaded, the head is new.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
+    #[serde(default)]
+    pub limit_train: Option<usize>,
+    #[serde(default)]
+    pub limit_test: Option<usize>,
+    #[serde(default = "d_nonfinite")]
+    pub on_nonfinite: OnNonFinite,
+    /// Batch size of the test-set evaluation.
+    #[serde(default = "d_eval_batch")]
+    pub eval_batch_size: usize,
+}
+
+fn d_model() -> String {
+    "cnn".into()
+}
+fn d_gamma() -> f64 {
+    DEFAULT_GAMMA
+}
+fn d_epochs() -> usize {
+    2
+}
+fn d_lr() -> f64 {
+    0.05
+}
+fn d_momentum() -> f64 {
+    0.9
+}
+fn d_wd() -> f64 {
+    5e-4
+}
+fn d_batch() -> usize {
+    128
+}
+fn d_device() -> String {
+    "auto".into()
+}
+fn d_true() -> bool {
+    true
+}
+fn d_nonfinite() -> OnNonFinite {
+    OnNonFinite::Skip
+}
+fn d_eval_batch() -> usize {
+    512
+}
+
+impl TrainConfig {
+    /// Check everything that can be checked without reading data.
+    pub fn validate(&self) -> Result<(LossKind, ModelName)> {
+        let kind: LossKind = self.loss.parse().context("parameter `loss`")?;
+        let model: ModelName = self.model.parse().context("parameter `model`")?;
+        if !(self.gamma.is_finite() && self.gamma > 0.0) {
+            bail!("parameter `gamma` must be a positive number, got {}", self.gamma);
+        }
+        if self.bias_mode > 7 {
+            bail!("parameter `bias_mode` must be 0–7 (Section V-B), got {}", self.bias_mode);
+        }
+        if self.bias_mode != 0 && kind.bias != BiasMode::Diverse {
+            bail!(
+                "parameter `bias_mode` applies to diverse-bias losses only (soft-d, soft-nd, bce-d, bce-nd), not {kind}"
+            );
+        }
+        if self.unified_bias_init.is_some() && kind.bias != BiasMode::Unified {
+            bail!("parameter `unified_bias_init` applies to unified-bias losses only (*-u, *-nu), not {kind}");
+        }
+        if self.epochs == 0 {
+            bail!("parameter `epochs` must be at least 1");
+        }
+        if self.batch_size < 2 || self.eval_batch_size == 0 {
+            bail!("parameter `batch_size` must be at least 2 (batch norm needs two samples)");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("parameter `lr` must be a positive number, got {}", self.lr);
+        }
+        if !(0.0..1.0).contains(&self.momentum) || self.weight_decay < 0.0 {
+            bail!("parameters `momentum` must be in [0, 1) and `weight_decay` ≥ 0");
+        }
+        parse_device(&self.device)?;
+        Ok((kind, model))
+    }
+}
+
+fn parse_device(s: &str) -> Result<Device> {
+    Ok(match s {
+        "auto" => Device::cuda_if_available(),
+        "cpu" => Device::Cpu,
+        "cuda" => {
+            if !tch::Cuda::is_available() {
+                bail!("parameter `device: cuda` but CUDA is not available here (run `repro doctor`); use `auto` or `cpu`");
+            }
+            Device::Cuda(0)
+        }
+        _ => bail!("parameter `device` must be auto, cpu or cuda, got '{s}'"),
+    })
+}
+
+/// Everything the run needs besides its config.
+pub struct RunEnv {
+    /// Base directory for the relative paths of the config (the workspace).
+    pub base: PathBuf,
+    /// Checkpoint directory for resuming, if any.
+    pub checkpoint: Option<PathBuf>,
+    /// CPU threads for libtorch.
+    pub threads: usize,
+    /// Where progress goes (message, fraction done); the stage kind relays it to the engine.
+    pub progress: Box<dyn Fn(&str, Option<f64>)>,
+}
+
+/// One epoch's record in train.json.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochStats {
+    pub epoch: usize,
+    /// Mean loss over the finite steps of the epoch (null if none).
+    pub loss: Option<f64>,
+    /// Learning rate at the first and last step of the epoch.
+    pub lr_start: f64,
+    pub lr_end: f64,
+    pub seconds: f64,
+    pub images_per_s: f64,
+    pub steps: usize,
+    pub skipped_steps: usize,
+}
+
+/// What is saved after each epoch to resume.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CheckpointMeta {
+    fingerprint: String,
+    epochs_done: usize,
+    stats: Vec<EpochStats>,
+    stopped: bool,
+}
+
+/// Summary returned to the caller (also in train.json).
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    pub diverged: bool,
+    pub skipped_steps: usize,
+    pub test_accuracy: f64,
+    pub resumed_from: Option<usize>,
+}
+
+const STATE_FILE: &str = "train-state.safetensors";
+const META_FILE: &str = "train-state.json";
+
+/// Run a training as configured; writes the outputs into `cfg.out`.
+pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
+    let (kind, model_name) = cfg.validate()?;
+    let device = parse_device(&cfg.device)?;
+    tch::set_num_threads(env.threads.max(1) as i32);
+    let abs = |p: &Path| env.base.join(p);
+    let data_dir = abs(&cfg.data);
+    let out_dir = abs(&cfg.out);
+    let data = Dataset::load(&data_dir, cfg.limit_train, cfg.limit_test)?;
+    let classes = data.classes.len() as i64;
+    let (h, w, c) = (data.train.h as i64, data.train.w as i64, data.train.c as i64);
+    let model_channels = if model_name.is_imagenet() { 3 } else { c };
+    if model_name.is_imagenet() && c != 1 && c != 3 {
+        bail!("{}: images have {c} channels; {model_name} takes 1 (repeated) or 3", data_dir.display());
+    }
+    let norm = if model_name.is_imagenet() { Normalize::imagenet() } else { Normalize::of(&data.train) };
+
+    // Model and head, in a fixed order after seeding, so the initial weights depend on the seed.
+    tch::manual_seed(cfg.seed as i64);
+    let vs = nn::VarStore::new(device);
+    let root = vs.root();
+    let backbone = models::build(&root, model_name, model_channels, h, w)?;
+    let init = BiasInit { mode: cfg.bias_mode, unified: cfg.unified_bias_init };
+    let head = Head::new(&(&root / "head"), backbone.dim, classes, kind, cfg.gamma, &init)?;
+    if let Some(src) = &cfg.init_from {
+        load_feature_extractor(&vs, &abs(src), model_name)?;
+    }
+    let bias_init = head.bias_values();
+
+    let mut params: Vec<Param> = {
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        // The head's bias is a threshold (Corollary 1); decay would pull it towards 0.
+        vars.into_iter()
+            .map(|(name, tensor)| Param { decay: name != "head.bias", name, tensor, momentum: None })
+            .collect()
+    };
+    let n_params: i64 = params.iter().map(|p| p.tensor.numel() as i64).sum();
+
+    // Resume from the checkpoint when it belongs to this very configuration.
+    let fingerprint = fingerprint(cfg, &data_dir, env)?;
+    let mut stats: Vec<EpochStats> = Vec::new();
+    let mut start_epoch = 0;
+    let mut stopped = false;
+    let mut resumed_from = None;
+    if let Some(dir) = &env.checkpoint
+        && let Some(meta) = read_checkpoint(dir, &fingerprint)?
+    {
+        let state = io::read_safetensors(&dir.join(STATE_FILE))?;
+        restore(&vs, &mut params, &state, device).with_context(|| {
+            format!("{}: checkpoint does not match the model; delete the directory to start over", dir.display())
+        })?;
+        start_epoch = meta.epochs_done;
+        stats = meta.stats;
+        stopped = meta.stopped;
+        resumed_from = Some(start_epoch);
+        println!("resuming from epoch {start_epoch}");
+    }
+    let mut opt = Sgd::new(params, cfg.momentum, cfg.weight_decay);
+
+    let batcher = Batcher::new(&data.train, model_channels as usize, norm.clone(), device);
+    let bs = cfg.batch_size;
+    // The last partial batch is used unless it has a single sample (batch norm cannot train on it).
+    let steps_per_epoch = data.train.n / bs + usize::from(data.train.n % bs >= 2);
+    let total_steps = steps_per_epoch * cfg.epochs;
+    let aug = cfg.augment.then(|| Augment { pad: cfg.crop_padding.unwrap_or(data.train.h / 8), flip: true });
+    let train_start = Instant::now();
+    let prior_seconds: f64 = stats.iter().map(|s| s.seconds).sum();
+
+    let mut epoch = start_epoch;
+    while epoch < cfg.epochs && !stopped {
+        let t0 = Instant::now();
+        // One stream per epoch: the batch order and augmentation depend on (seed, epoch) only,
+        // so a resumed run draws exactly what the uninterrupted one would have.
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        rng.set_stream(epoch as u64 + 1);
+        let order = batcher.shuffled(&mut rng);
+        let (mut loss_sum, mut ok_steps, mut skipped, mut images) = (0.0, 0usize, 0usize, 0usize);
+        let mut last_report = Instant::now();
+        let lr_start = cosine_lr(cfg.lr, epoch * steps_per_epoch, total_steps);
+        let mut lr = lr_start;
+        for (b, chunk) in order.chunks(bs).enumerate() {
+            if chunk.len() < 2 {
+                continue;
+            }
+            let step = epoch * steps_per_epoch + b;
+            lr = cosine_lr(cfg.lr, step, total_steps);
+            let (x, y) = batcher.batch(chunk, aug, &mut rng);
+            opt.zero_grad();
+            let feats = backbone.net.forward_t(&x, true);
+            let loss = head.loss(&feats, &y);
+            loss.backward();
+            // One device sync per step: finiteness of loss and gradients, and the loss value.
+            let ok = loss.isfinite().logical_and(&opt.grads_finite());
+            let vals = Vec::<f64>::try_from(&Tensor::stack(
+                &[ok.to_kind(Kind::Double), loss.detach().to_kind(Kind::Double)],
+                0,
+            ))?;
+            images += chunk.len();
+            if vals[0] != 0.0 {
+                opt.step(lr);
+                loss_sum += vals[1];
+                ok_steps += 1;
+            } else {
+                skipped += 1;
+                if cfg.on_nonfinite == OnNonFinite::Stop {
+                    println!("non-finite loss or gradient at epoch {} step {}: stopping", epoch + 1, b + 1);
+                    stopped = true;
+                    break;
+                }
+            }
+            if last_report.elapsed().as_secs_f64() >= 1.0 || b + 1 == steps_per_epoch {
+                last_report = Instant::now();
+                let rate = images as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                let mean = if ok_steps > 0 { loss_sum / ok_steps as f64 } else { f64::NAN };
+                let frac = (step + 1) as f64 / total_steps.max(1) as f64;
+                (env.progress)(
+                    &format!(
+                        "epoch {}/{} batch {}/{} loss {:.4} {:.0} img/s{}",
+                        epoch + 1,
+                        cfg.epochs,
+                        b + 1,
+                        steps_per_epoch,
+                        mean,
+                        rate,
+                        if skipped > 0 { format!(" skipped {skipped}") } else { String::new() }
+                    ),
+                    Some(frac),
+                );
+            }
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        stats.push(EpochStats {
+            epoch: epoch + 1,
+            loss: (ok_steps > 0).then(|| loss_sum / ok_steps as f64),
+            lr_start,
+            lr_end: lr,
+            seconds,
+            images_per_s: images as f64 / seconds.max(1e-9),
+            steps: ok_steps + skipped,
+            skipped_steps: skipped,
+        });
+        epoch += 1;
+        if let Some(dir) = &env.checkpoint {
+            save_checkpoint(dir, &vs, &opt, &CheckpointMeta {
+                fingerprint: fingerprint.clone(),
+                epochs_done: epoch,
+                stats: stats.clone(),
+                stopped,
+            })?;
+        }
+    }
+    let train_seconds = prior_seconds + train_start.elapsed().as_secs_f64();
+
+    // Evaluation on the test split (always written, also after divergence).
+    (env.progress)("evaluating on the test split", None);
+    let (logits, logits_nobias) = evaluate(&backbone, &head, &data, model_channels as usize, &norm, device, cfg.eval_batch_size);
+    let labels = Tensor::from_slice(&data.test.labels);
+    let correct = logits.argmax(1, false).eq_tensor(&labels).sum(Kind::Int64).int64_value(&[]);
+    let test_accuracy = 100.0 * correct as f64 / data.test.n as f64;
+    let logits_finite = logits.isfinite().all().int64_value(&[]) != 0;
+    let bias_final = head.bias_values();
+
+    let skipped_steps: usize = stats.iter().map(|s| s.skipped_steps).sum();
+    let last_mostly_skipped = stats.last().is_some_and(|s| s.skipped_steps * 2 > s.steps);
+    let diverged = stopped || !logits_finite || last_mostly_skipped;
+
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    io::write_safetensors(&out_dir.join("model.safetensors"), &named)?;
+    let f32v = |v: &[f32]| Tensor::from_slice(v);
+    io::write_safetensors(&out_dir.join("logits.safetensors"), &[
+        ("logits".into(), logits.to_kind(Kind::Float)),
+        ("logits_nobias".into(), logits_nobias.to_kind(Kind::Float)),
+        ("labels".into(), labels.shallow_clone()),
+        ("bias".into(), f32v(&bias_final)),
+        ("bias_init".into(), f32v(&bias_init)),
+    ])?;
+    let device_name = match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".into(),
+    };
+    let report = json!({
+        "loss": kind.to_string(),
+        "model": model_name.to_string(),
+        "gamma": cfg.gamma,
+        "bias_mode": cfg.bias_mode,
+        "bias_init": bias_init,
+        "bias_final": bias_final,
+        "classes": classes,
+        "feature_dim": backbone.dim,
+        "parameters": n_params,
+        "train_samples": data.train.n,
+        "test_samples": data.test.n,
+        "image_size": [h, w, c],
+        "normalize": norm,
+        "epochs": stats,
+        "skipped_steps": skipped_steps,
+        "stopped_on_nonfinite": stopped,
+        "diverged": diverged,
+        "test_accuracy": test_accuracy,
+        "seed": cfg.seed,
+        "device": device_name,
+        "threads": env.threads,
+        "libtorch": super::libtorch_version(),
+        "train_seconds": train_seconds,
+        "resumed_from_epoch": resumed_from,
+        "params": cfg,
+    });
+    io::write_json(&out_dir.join("train.json"), &report)?;
+    println!(
+        "{kind} on {model_name}: test accuracy {test_accuracy:.2}%, {skipped_steps} skipped steps{}, {train_seconds:.1} s",
+        if diverged { ", DIVERGED" } else { "" }
+    );
+    Ok(TrainSummary { diverged, skipped_steps, test_accuracy, resumed_from })
+}
+
+/// Forward the test split in eval mode: (logits with bias, logits without), on the CPU.
+fn evaluate(
+    backbone: &models::Backbone,
+    head: &Head,
+    data: &Dataset,
+    model_channels: usize,
+    norm: &Normalize,
+    device: Device,
+    eval_bs: usize,
+) -> (Tensor, Tensor) {
+    let batcher = Batcher::new(&data.test, model_channels, norm.clone(), device);
+    let mut rng = ChaCha8Rng::seed_from_u64(0); // unused without augmentation
+    let idx: Vec<usize> = (0..data.test.n).collect();
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    tch::no_grad(|| {
+        for chunk in idx.chunks(eval_bs) {
+            let (x, _) = batcher.batch(chunk, None, &mut rng);
+            let feats = backbone.net.forward_t(&x, false);
+            let (a, b) = head.metrics(&feats);
+            with.push(a.to_device(Device::Cpu));
+            without.push(b.to_device(Device::Cpu));
+        }
+    });
+    (Tensor::cat(&with, 0), Tensor::cat(&without, 0))
+}
+
+/// Load the feature extractor's variables from `path` (everything but `head.*`); a
+/// torchvision file's own classifier (`fc.*`, `classifier.*`) is simply not used.
+fn load_feature_extractor(vs: &nn::VarStore, path: &Path, model: ModelName) -> Result<()> {
+    let file = io::read_safetensors(path).with_context(|| format!("parameter `init_from` ({})", path.display()))?;
+    let mut missing = Vec::new();
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, mut var) in vars {
+        if name.starts_with("head.") {
+            continue;
+        }
+        match file.get(&name) {
+            None => missing.push(name),
+            Some(src) => {
+                if src.size() != var.size() {
+                    bail!(
+                        "{}: `{name}` has shape {:?} but {model} needs {:?}; is this a {model} checkpoint for images with the same channels?",
+                        path.display(),
+                        src.size(),
+                        var.size()
+                    );
+                }
+                tch::no_grad(|| var.copy_(&src.to_kind(var.kind())));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let shown: Vec<_> = missing.iter().take(5).cloned().collect();
+        bail!(
+            "{}: not a {model} feature extractor: {} of its variables are missing (e.g. {}); the file must use torchvision's variable names",
+            path.display(),
+            missing.len(),
+            shown.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// A hash of everything that determines the training trajectory: the resolved parameters
+/// (without the output path), the data files and the starting weights, and the thread count.
+fn fingerprint(cfg: &TrainConfig, data_dir: &Path, env: &RunEnv) -> Result<String> {
+    let mut h = blake3::Hasher::new();
+    let mut c = cfg.clone();
+    c.out = PathBuf::new();
+    h.update(serde_json::to_string(&c)?.as_bytes());
+    h.update(&(env.threads as u64).to_le_bytes());
+    let mut files = vec![data_dir.join("train.safetensors"), data_dir.join("classes.json")];
+    if let Some(p) = &cfg.init_from {
+        files.push(env.base.join(p));
+    }
+    for f in files {
+        let mut fh = std::fs::File::open(&f).with_context(|| format!("reading {}", f.display()))?;
+        std::io::copy(&mut fh, &mut h)?;
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+fn read_checkpoint(dir: &Path, fingerprint: &str) -> Result<Option<CheckpointMeta>> {
+    let meta_path = dir.join(META_FILE);
+    let Ok(text) = std::fs::read_to_string(&meta_path) else { return Ok(None) };
+    let Ok(meta) = serde_json::from_str::<CheckpointMeta>(&text) else {
+        println!("ignoring unreadable checkpoint {}", meta_path.display());
+        return Ok(None);
+    };
+    if meta.fingerprint != fingerprint {
+        println!("ignoring checkpoint in {} (made with other parameters or data)", dir.display());
+        return Ok(None);
+    }
+    if !dir.join(STATE_FILE).exists() {
+        return Ok(None);
+    }
+    Ok(Some(meta))
+}
+
+fn save_checkpoint(dir: &Path, vs: &nn::VarStore, opt: &Sgd, meta: &CheckpointMeta) -> Result<()> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    for p in &opt.params {
+        if let Some(m) = &p.momentum {
+            named.push((format!("momentum:{}", p.name), m.shallow_clone()));
+        }
+    }
+    // Metadata removed first and rewritten last: a crash in between leaves no metadata, so
+    // the next run starts afresh instead of pairing a new state with an old epoch count.
+    let meta_path = dir.join(META_FILE);
+    let _ = std::fs::remove_file(&meta_path);
+    io::write_safetensors(&dir.join(STATE_FILE), &named)?;
+    io::write_json(&meta_path, &serde_json::to_value(meta)?)
+}
+
+fn restore(vs: &nn::VarStore, params: &mut [Param], state: &std::collections::HashMap<String, Tensor>, device: Device) -> Result<()> {
+    for (name, mut var) in vs.variables() {
+        let src = state.get(&name).with_context(|| format!("variable `{name}` missing"))?;
+        tch::no_grad(|| var.f_copy_(src))?;
+    }
+    for p in params {
+        p.momentum = state.get(&format!("momentum:{}", p.name)).map(|m| m.to_device(device));
+    }
+    Ok(())
+}
