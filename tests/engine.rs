@@ -177,7 +177,7 @@ stages:
       model: ${models}
       loss: [soft-d, bce-nu]
     cmd: echo ${item.model} ${item.loss} > out/${item.model}-${item.loss}.txt
-    outs: [out/${item.model}-${item.loss}.txt]
+    outs: ["out/${item.model}-${item.loss}.txt"]
   collect:
     cmd: cat out/*.txt | sort > all.txt
     deps: [out]
@@ -208,7 +208,7 @@ fn validation_errors_name_file_line_stage_and_quote() {
         ("stages:\n  a:\n    cmd: x\n    outs: [o]\n  b:\n    cmd: x\n    outs: [o]\n", &["output 'o' is declared by two stages: 'a' and 'b'", "pipeline.yaml:7:12"]),
         ("stages:\n  a:\n    cmd: x\n    outs: [d]\n  b:\n    cmd: x\n    outs: [d/f]\n", &["output 'd/f' is inside output 'd'"]),
         ("stages:\n  a:\n    cmd: x\n    deps: [nowhere.csv]\n", &["dependency 'nowhere.csv' does not exist and no stage produces it", "pipeline.yaml:4:12"]),
-        ("stages:\n  a:\n    cmd: x\n    resources: {gpuz: 1}\n", &["unknown resource 'gpuz'", "did you mean 'gpus'"]),
+        ("stages:\n  a:\n    cmd: x\n    resources: {gpuz: 1}\n", &["unknown resource 'gpuz'", "did you mean 'gpu"]),
         ("stages:\n  a:\n    cmd: x\n    params: [lr]\n", &["param `lr` is not defined in vars"]),
         ("stages:\n  a:\n    cmd: x\n    uses: nosuchkind\n", &["either `cmd:` or `uses:`"]),
         ("stages:\n  a:\n    uses: nosuchkind\n", &["unknown stage kind 'nosuchkind'"]),

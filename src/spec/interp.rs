@@ -182,7 +182,7 @@ mod tests {
         let e = interpolate_node(&root, &scope(&vars)).unwrap_err();
         let text = e.to_string();
         assert!(text.contains("undefined variable `${gama}`"), "{text}");
-        assert!(text.contains("p.yaml:1:15"), "{text}");
+        assert!(text.contains("p.yaml:1:14"), "{text}");
         assert!(text.contains("did you mean `${gamma}`"), "{text}");
     }
 

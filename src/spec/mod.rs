@@ -281,8 +281,14 @@ fn expand_stage(name: &str, key: &Node, body: &Node, vars: &Json, out: &mut Vec<
                 return;
             }
             Ok(Json::Object(axes)) => {
+                // Axes in the order written (the JSON map may be sorted).
+                let order: Vec<String> = match m.as_map() {
+                    Some(entries) => entries.iter().filter_map(|(k, _)| k.as_str().map(String::from)).collect(),
+                    None => axes.keys().cloned().collect(),
+                };
                 let mut combos: Vec<serde_json::Map<String, Json>> = vec![Default::default()];
-                for (axis, values) in &axes {
+                for axis in &order {
+                    let values = &axes[axis];
                     let Json::Array(values) = values else {
                         errors.push(SpecError::at(&m.mark, format!("matrix axis '{axis}' must be a list")).in_stage(name));
                         return;
@@ -301,7 +307,7 @@ fn expand_stage(name: &str, key: &Node, body: &Node, vars: &Json, out: &mut Vec<
                 combos
                     .into_iter()
                     .map(|c| {
-                        let label: Vec<String> = c.values().map(item_label).collect();
+                        let label: Vec<String> = order.iter().map(|a| item_label(&c[a])).collect();
                         (format!("{name}@{}", label.join(",")), vec![("item", Json::Object(c))])
                     })
                     .collect()
@@ -607,7 +613,7 @@ mod tests {
     #[test]
     fn foreach_and_matrix_expand_with_readable_names() {
         let p = load_text(
-            "vars:\n  losses: [soft-d, bce-nu]\nstages:\n  a:\n    foreach: ${losses}\n    cmd: echo ${item} > out/${item}\n    outs: [out/${item}]\n  b:\n    matrix: {model: [cnn, mlp], loss: ${losses}}\n    cmd: echo ${item.model} ${item.loss}\n",
+            "vars:\n  losses: [soft-d, bce-nu]\nstages:\n  a:\n    foreach: ${losses}\n    cmd: echo ${item} > out/${item}\n    outs: [\"out/${item}\"]\n  b:\n    matrix: {model: [cnn, mlp], loss: \"${losses}\"}\n    cmd: echo ${item.model} ${item.loss}\n",
         )
         .unwrap();
         let names: Vec<_> = p.stages.iter().map(|s| s.name.as_str()).collect();

@@ -159,7 +159,11 @@ pub fn parse_str(path: &Path, text: String) -> Result<Node, SpecError> {
     if let Err(e) = parser.load(&mut builder, false) {
         let m = e.marker();
         let mark = Mark { source: source.clone(), line: m.line(), col: m.col() + 1 };
-        return Err(SpecError::at(&mark, format!("invalid YAML: {}", e.info())));
+        let mut err = SpecError::at(&mark, format!("invalid YAML: {}", e.info()));
+        if source.line(mark.line).contains("${") {
+            err = err.note("inside [ ] or { }, quote values that contain ${…}: [\"out/${item}\"]");
+        }
+        return Err(err);
     }
     Ok(builder.root.unwrap_or(Node {
         value: Value::Null,
@@ -265,7 +269,7 @@ mod tests {
         assert_eq!((cmd.mark.line, cmd.mark.col), (3, 10));
         let deps = a.get("deps").unwrap().as_seq().unwrap();
         assert_eq!(deps[1].as_str(), Some("y"));
-        assert_eq!((deps[1].mark.line, deps[1].mark.col), (4, 16));
+        assert_eq!((deps[1].mark.line, deps[1].mark.col), (4, 15));
     }
 
     #[test]
