@@ -258,28 +258,6 @@ fn gpu_stages_get_distinct_devices_and_a_third_waits() {
 }
 
 #[test]
-fn time_limit_is_reported_with_slurms_reason() {
-    // Slurm's time limits are whole minutes: this takes about 75 s.
-    let ws = tempfile::tempdir().unwrap();
-    let mut ex = executor_with(options());
-    let res = Resources {
-        time_min: Some(1),
-        ..Default::default()
-    };
-    ex.submit(sh_job(0, "slow", ws.path(), "echo started; sleep 600", res))
-        .unwrap();
-    let (done, _) = wait_all(&mut ex, 1, Duration::from_secs(240));
-    let Outcome::Failed(msg) = &done[&0] else {
-        panic!("must fail: {done:?}")
-    };
-    assert!(msg.starts_with("Slurm: TIMEOUT"), "{msg}");
-    assert!(
-        msg.contains("TimeLimit") && msg.contains("time limit of 1 min"),
-        "{msg}"
-    );
-}
-
-#[test]
 fn cancel_all_stops_running_and_queued_jobs() {
     let ws = tempfile::tempdir().unwrap();
     let mut ex = executor_with(options());

@@ -81,3 +81,12 @@ pub trait Executor: Send {
     /// Number of jobs submitted and not yet reported finished.
     fn running(&self) -> usize;
 }
+
+/// The Slurm executor for a pipeline (its `slurm:` defaults); fails early, with a message
+/// saying what to fix, when Slurm is not configured or its controller does not answer.
+pub fn make_slurm(p: &crate::spec::Pipeline) -> Result<Box<dyn Executor>> {
+    use anyhow::Context;
+    let opts = slurm::SlurmOptions::from_settings(&p.slurm)
+        .with_context(|| format!("{}: invalid `slurm:` settings", p.file.display()))?;
+    Ok(Box::new(slurm::SlurmExecutor::new(opts)?))
+}

@@ -44,6 +44,8 @@ pub struct SlurmOptions {
     pub cancel_timeout: Duration,
     /// How long Slurm may stay unreachable (failing `squeue`) before `poll` gives up.
     pub unreachable_timeout: Duration,
+    /// Longest time one client command (`sbatch`, `squeue`, …) may take before it is killed.
+    pub command_timeout: Duration,
 }
 
 impl Default for SlurmOptions {
@@ -56,6 +58,7 @@ impl Default for SlurmOptions {
             client_env: Vec::new(),
             cancel_timeout: Duration::from_secs(60),
             unreachable_timeout: Duration::from_secs(120),
+            command_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -155,6 +158,15 @@ impl SlurmExecutor {
     /// An executor; checks that the Slurm controller answers (`scontrol ping`), so that a
     /// missing or unconfigured Slurm is reported before anything is submitted.
     pub fn new(opts: SlurmOptions) -> Result<Self> {
+        // Slurm's tools retry a missing slurm.conf for a minute before failing; say it now.
+        let conf = slurm_conf_shown(&opts);
+        if conf != "unset" && !Path::new(&conf).is_file() {
+            bail!(
+                "SLURM_CONF is {conf}, which does not exist. Point SLURM_CONF at your \
+                 cluster's slurm.conf or, for a test cluster on this machine, run \
+                 `eval \"$(scripts/slurm-up.sh)\"`"
+            );
+        }
         let out = run_client(&opts, "scontrol", &["ping".to_string()])?;
         if !out.ok || !out.stdout.contains("UP") {
             bail!(
@@ -783,11 +795,14 @@ impl ClientOutput {
 }
 
 fn run_client(opts: &SlurmOptions, program: &str, args: &[String]) -> Result<ClientOutput> {
-    let out = Command::new(program)
+    use std::process::Stdio;
+    let mut child = Command::new(program)
         .args(args)
         .envs(opts.client_env.iter().map(|(k, v)| (k, v)))
-        .stdin(std::process::Stdio::null())
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 anyhow::anyhow!(
@@ -798,10 +813,52 @@ fn run_client(opts: &SlurmOptions, program: &str, args: &[String]) -> Result<Cli
                 anyhow::anyhow!("running `{program}`: {e}")
             }
         })?;
+    // Read both pipes on threads so a chatty command cannot block on a full pipe.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out_reader = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err_reader = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    // A client command can hang (e.g. retrying an unreadable slurm.conf for a minute).
+    let deadline = Instant::now() + opts.command_timeout;
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("waiting for `{program}`"))?
+        {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "`{program} {}` did not finish within {} s",
+                args.join(" "),
+                opts.command_timeout.as_secs()
+            );
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
     Ok(ClientOutput {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        ok: status.success(),
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
     })
 }
 
