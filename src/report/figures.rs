@@ -483,7 +483,7 @@ fn distribution_figure(r: &Run) -> Option<Figure> {
         });
     }
     Some(layout(
-        slug(&["fig2", name(&r.dataset), name(&r.model), &loss, &r.id]),
+        slug(&["fig2", &r.id]),
         "distribution",
         2,
         format!("Positive and negative metrics, {} {} L_{loss}", names::model_display(name(&r.model)), names::dataset_display(name(&r.dataset))),
@@ -566,7 +566,7 @@ fn bias_figure(r: &Run) -> Option<Figure> {
     }
     let mode = r.bias_init_mode.map(|m| format!(", bias initialisation mode {m}")).unwrap_or_default();
     Some(layout(
-        slug(&["fig3", name(&r.dataset), name(&r.model), &loss, &r.id]),
+        slug(&["fig3", &r.id]),
         "bias",
         3,
         format!("Metrics and learned biases, {} {} L_{loss}{mode}", names::model_display(name(&r.model)), names::dataset_display(name(&r.dataset))),

@@ -30,15 +30,24 @@ pub fn pdflatex_available() -> bool {
 pub fn compile_pdf(tex: &str, out: &Path) -> Result<Vec<u8>> {
     let scratch = tempfile::Builder::new().prefix(".pdflatex-").tempdir_in(out).with_context(|| format!("creating a scratch directory in {}", out.display()))?;
     std::fs::write(scratch.path().join("report.tex"), tex)?;
-    // Twice would only matter for cross references; the report has none.
-    let o = Command::new("pdflatex")
-        .args(["-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "report.tex"])
-        .current_dir(scratch.path())
-        // Fixed dates and trailer id make the PDF a function of the LaTeX alone.
-        .env("SOURCE_DATE_EPOCH", "0")
-        .env("FORCE_SOURCE_DATE", "1")
-        .output()
-        .context("running pdflatex")?;
+    // Twice: longtable settles its column widths on the second pass.
+    let mut o = None;
+    for _ in 0..2 {
+        let run = Command::new("pdflatex")
+            .args(["-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "report.tex"])
+            .current_dir(scratch.path())
+            // Fixed dates and trailer id make the PDF a function of the LaTeX alone.
+            .env("SOURCE_DATE_EPOCH", "0")
+            .env("FORCE_SOURCE_DATE", "1")
+            .output()
+            .context("running pdflatex")?;
+        let ok = run.status.success();
+        o = Some(run);
+        if !ok {
+            break;
+        }
+    }
+    let o = o.expect("pdflatex ran");
     let pdf = scratch.path().join("report.pdf");
     if !o.status.success() || !pdf.is_file() {
         let log = std::fs::read_to_string(scratch.path().join("report.log")).unwrap_or_else(|_| String::from_utf8_lossy(&o.stdout).into_owned());
