@@ -248,14 +248,21 @@ fn l2_normalize(x: &Tensor) -> Tensor {
 
 /// SoftMax or BCE on metrics `c` [B, N] (bias included) and labels [B] (i64), averaged over B.
 pub fn loss_from_metrics(formula: Formula, c: &Tensor, labels: &Tensor) -> Tensor {
+    // The loss is computed in f64 for f64 metrics and in f32 otherwise (also under mixed
+    // precision, where the metrics may arrive in half precision).
+    let k = if c.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+    let c = c.to_kind(k);
     match formula {
-        // −log softmax(c)_y, log-sum-exp inside log_softmax.
-        Formula::Soft => c.cross_entropy_for_logits(labels),
+        // −log softmax(c)_y; log_softmax subtracts the row maximum (log-sum-exp).
+        Formula::Soft => {
+            let logp = c.log_softmax(1, k).gather(1, &labels.unsqueeze(1), false);
+            -logp.mean(k)
+        }
         // softplus(−c_y) + Σ_{j≠y} softplus(c_j): flip the sign of the positive column.
         Formula::Bce => {
             let n = c.size()[1];
-            let sign = labels.onehot(n).to_kind(c.kind()) * (-2.0) + 1.0;
-            (c * sign).softplus().sum_dim_intlist([1i64].as_slice(), false, c.kind()).mean(c.kind())
+            let sign = labels.onehot(n).to_kind(k) * (-2.0) + 1.0;
+            (c * sign).softplus().sum_dim_intlist([1i64].as_slice(), false, k).mean(k)
         }
     }
 }
