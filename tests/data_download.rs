@@ -24,7 +24,9 @@ fn ctx(ws: &Path, checkpoint: Option<&str>, params: serde_json::Value) -> StageC
 }
 
 fn run(ws: &Path, checkpoint: Option<&str>, params: serde_json::Value) -> anyhow::Result<()> {
-    lookup("download").unwrap().run(&ctx(ws, checkpoint, params))
+    lookup("download")
+        .unwrap()
+        .run(&ctx(ws, checkpoint, params))
 }
 
 fn sha(b: &[u8]) -> String {
@@ -32,7 +34,9 @@ fn sha(b: &[u8]) -> String {
 }
 
 fn payload(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 31 % 251) as u8 ^ (i >> 9) as u8).collect()
+    (0..n)
+        .map(|i| (i * 31 % 251) as u8 ^ (i >> 9) as u8)
+        .collect()
 }
 
 /// Files left in a directory (recursively), for "nothing was placed" checks.
@@ -55,7 +59,14 @@ fn files_in(dir: &Path) -> Vec<String> {
 fn a_cut_transfer_resumes_with_a_range_request() {
     let srv = Server::start();
     let body = payload(300_000);
-    let url = srv.add("/big.bin", Route::CutOnce { body: body.clone(), cut: 120_000, times: 1 });
+    let url = srv.add(
+        "/big.bin",
+        Route::CutOnce {
+            body: body.clone(),
+            cut: 120_000,
+            times: 1,
+        },
+    );
     let ws = tempfile::tempdir().unwrap();
     let params = serde_json::json!({
         "sources": [url], "sha256": sha(&body), "out": "raw/big.bin",
@@ -81,7 +92,14 @@ fn a_cut_transfer_resumes_with_a_range_request() {
 fn retries_within_one_run_resume_too() {
     let srv = Server::start();
     let body = payload(200_000);
-    let url = srv.add("/f", Route::CutOnce { body: body.clone(), cut: 50_000, times: 2 });
+    let url = srv.add(
+        "/f",
+        Route::CutOnce {
+            body: body.clone(),
+            cut: 50_000,
+            times: 2,
+        },
+    );
     let ws = tempfile::tempdir().unwrap();
     run(
         ws.path(),
@@ -91,7 +109,14 @@ fn retries_within_one_run_resume_too() {
     .unwrap();
     assert_eq!(std::fs::read(ws.path().join("f")).unwrap(), body);
     let ranges: Vec<_> = srv.requests("/f").into_iter().map(|r| r.range).collect();
-    assert_eq!(ranges, vec![None, Some("bytes=50000-".into()), Some("bytes=100000-".into())]);
+    assert_eq!(
+        ranges,
+        vec![
+            None,
+            Some("bytes=50000-".into()),
+            Some("bytes=100000-".into())
+        ]
+    );
 }
 
 #[test]
@@ -106,8 +131,15 @@ fn a_wrong_checksum_fails_naming_the_source_and_places_nothing() {
     )
     .unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains(&url) && msg.contains("checksum mismatch"), "{msg}");
-    assert!(files_in(ws.path()).is_empty(), "left behind: {:?}", files_in(ws.path()));
+    assert!(
+        msg.contains(&url) && msg.contains("checksum mismatch"),
+        "{msg}"
+    );
+    assert!(
+        files_in(ws.path()).is_empty(),
+        "left behind: {:?}",
+        files_in(ws.path())
+    );
     // md5 mismatches are reported the same way.
     let err = run(
         ws.path(),
@@ -133,7 +165,11 @@ fn a_404_falls_through_to_the_next_source_without_retrying() {
     )
     .unwrap();
     assert_eq!(std::fs::read(ws.path().join("f.bin")).unwrap(), body);
-    assert_eq!(srv.requests("/missing.bin").len(), 1, "a 404 is not retried");
+    assert_eq!(
+        srv.requests("/missing.bin").len(),
+        1,
+        "a 404 is not retried"
+    );
     // All sources missing: the error lists each with its status.
     let err = run(
         ws.path(),
@@ -142,7 +178,10 @@ fn a_404_falls_through_to_the_next_source_without_retrying() {
     )
     .unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("HTTP 404") && msg.contains("no/such/local/file: no such file"), "{msg}");
+    assert!(
+        msg.contains("HTTP 404") && msg.contains("no/such/local/file: no such file"),
+        "{msg}"
+    );
     assert!(!ws.path().join("g").exists());
 }
 
@@ -160,7 +199,10 @@ fn a_timeout_is_a_clear_error() {
     .unwrap_err();
     assert!(t.elapsed().as_secs() < 10);
     let msg = format!("{err:#}").to_lowercase();
-    assert!(msg.contains("/slow") && (msg.contains("timed out") || msg.contains("timeout")), "{msg}");
+    assert!(
+        msg.contains("/slow") && (msg.contains("timed out") || msg.contains("timeout")),
+        "{msg}"
+    );
     assert!(!ws.path().join("f").exists());
 }
 
@@ -169,10 +211,23 @@ fn a_null_checksum_is_refused_unless_allowed() {
     let srv = Server::start();
     let url = srv.add("/u", Route::Bytes(b"hello".to_vec()));
     let ws = tempfile::tempdir().unwrap();
-    let err = run(ws.path(), None, serde_json::json!({"sources": [url], "out": "u"})).unwrap_err();
+    let err = run(
+        ws.path(),
+        None,
+        serde_json::json!({"sources": [url], "out": "u"}),
+    )
+    .unwrap_err();
     assert!(format!("{err:#}").contains("allow_unverified"), "{err:#}");
-    assert!(srv.requests("/u").is_empty(), "nothing is fetched before the checksum is known");
-    run(ws.path(), None, serde_json::json!({"sources": [url], "out": "u", "allow_unverified": true})).unwrap();
+    assert!(
+        srv.requests("/u").is_empty(),
+        "nothing is fetched before the checksum is known"
+    );
+    run(
+        ws.path(),
+        None,
+        serde_json::json!({"sources": [url], "out": "u", "allow_unverified": true}),
+    )
+    .unwrap();
     assert_eq!(std::fs::read(ws.path().join("u")).unwrap(), b"hello");
 }
 
@@ -234,12 +289,39 @@ fn a_safe_archive_extracts_with_inside_links() {
 fn escaping_tar_entries_are_rejected_and_nothing_is_placed() {
     use tar::EntryType as T;
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("dotdot", raw_tar(&[("ok.txt", T::Regular, "", b"x"), ("../evil.txt", T::Regular, "", b"x")]), "'..'"),
-        ("absolute", raw_tar(&[("/tmp/evil.txt", T::Regular, "", b"x")]), "absolute path"),
-        ("symlink", raw_tar(&[("d/link", T::Symlink, "../../etc", b"")]), "points outside"),
-        ("abs-symlink", raw_tar(&[("link", T::Symlink, "/etc/passwd", b"")]), "points outside"),
-        ("hardlink", raw_tar(&[("h", T::Link, "../outside", b"")]), "points outside"),
-        ("device", raw_tar(&[("dev", T::Char, "", b"")]), "device file"),
+        (
+            "dotdot",
+            raw_tar(&[
+                ("ok.txt", T::Regular, "", b"x"),
+                ("../evil.txt", T::Regular, "", b"x"),
+            ]),
+            "'..'",
+        ),
+        (
+            "absolute",
+            raw_tar(&[("/tmp/evil.txt", T::Regular, "", b"x")]),
+            "absolute path",
+        ),
+        (
+            "symlink",
+            raw_tar(&[("d/link", T::Symlink, "../../etc", b"")]),
+            "points outside",
+        ),
+        (
+            "abs-symlink",
+            raw_tar(&[("link", T::Symlink, "/etc/passwd", b"")]),
+            "points outside",
+        ),
+        (
+            "hardlink",
+            raw_tar(&[("h", T::Link, "../outside", b"")]),
+            "points outside",
+        ),
+        (
+            "device",
+            raw_tar(&[("dev", T::Char, "", b"")]),
+            "device file",
+        ),
         (
             "through-link",
             raw_tar(&[("l", T::Symlink, ".", b""), ("l/x", T::Regular, "", b"x")]),
@@ -250,9 +332,15 @@ fn escaping_tar_entries_are_rejected_and_nothing_is_placed() {
         let ws = tempfile::tempdir().unwrap();
         let err = extract_local(ws.path(), "a.tar", &bytes, "tar").unwrap_err();
         let msg = format!("{err:#}");
-        assert!(msg.contains("refusing entry") && msg.contains(why), "{what}: {msg}");
+        assert!(
+            msg.contains("refusing entry") && msg.contains(why),
+            "{what}: {msg}"
+        );
         assert!(!ws.path().join("out").exists(), "{what}: output placed");
-        let left: Vec<_> = files_in(ws.path()).into_iter().filter(|f| !f.ends_with("a.tar")).collect();
+        let left: Vec<_> = files_in(ws.path())
+            .into_iter()
+            .filter(|f| !f.ends_with("a.tar"))
+            .collect();
         assert!(left.is_empty(), "{what}: left behind {left:?}");
         assert!(!ws.path().parent().unwrap().join("evil.txt").exists());
     }
@@ -261,7 +349,8 @@ fn escaping_tar_entries_are_rejected_and_nothing_is_placed() {
 #[test]
 fn escaping_zip_entries_are_rejected() {
     use zip::write::SimpleFileOptions;
-    let make = |f: &dyn Fn(&mut zip::ZipWriter<std::io::Cursor<Vec<u8>>>)| {
+    type Zip = zip::ZipWriter<std::io::Cursor<Vec<u8>>>;
+    let make = |f: &dyn Fn(&mut Zip)| {
         let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
         f(&mut z);
         z.finish().unwrap().into_inner()
@@ -279,30 +368,57 @@ fn escaping_zip_entries_are_rejected() {
     for (what, bytes) in [("dotdot", dotdot), ("symlink", link)] {
         let ws = tempfile::tempdir().unwrap();
         let err = extract_local(ws.path(), "a.zip", &bytes, "zip").unwrap_err();
-        assert!(format!("{err:#}").contains("refusing entry"), "{what}: {err:#}");
+        assert!(
+            format!("{err:#}").contains("refusing entry"),
+            "{what}: {err:#}"
+        );
         assert!(!ws.path().join("out").exists());
     }
     let ws = tempfile::tempdir().unwrap();
     extract_local(ws.path(), "a.zip", &good, "zip").unwrap();
-    assert_eq!(std::fs::read(ws.path().join("out/d/a.txt")).unwrap(), b"zip");
+    assert_eq!(
+        std::fs::read(ws.path().join("out/d/a.txt")).unwrap(),
+        b"zip"
+    );
 }
 
 #[test]
 fn a_licensed_recipe_needs_local_dir_and_validates_the_archives() {
     let ws = tempfile::tempdir().unwrap();
     let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("stages/datasets/imagenet-1k.yaml");
-    let err = run(ws.path(), None, serde_json::json!({"recipe": recipe, "out": "raw"})).unwrap_err();
+    let err = run(
+        ws.path(),
+        None,
+        serde_json::json!({"recipe": recipe, "out": "raw"}),
+    )
+    .unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("licence") && msg.contains("local_dir") && msg.contains("ILSVRC2012_img_val.tar"), "{msg}");
+    assert!(
+        msg.contains("licence")
+            && msg.contains("local_dir")
+            && msg.contains("ILSVRC2012_img_val.tar"),
+        "{msg}"
+    );
     // Wrong archives in local_dir are refused by checksum.
     let local = ws.path().join("imagenet");
     std::fs::create_dir_all(&local).unwrap();
-    for f in ["ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar", "ILSVRC2012_devkit_t12.tar.gz"] {
+    for f in [
+        "ILSVRC2012_img_train.tar",
+        "ILSVRC2012_img_val.tar",
+        "ILSVRC2012_devkit_t12.tar.gz",
+    ] {
         std::fs::write(local.join(f), b"not the archive").unwrap();
     }
-    let err = run(ws.path(), None, serde_json::json!({"recipe": recipe, "out": "raw", "local_dir": "imagenet"}))
-        .unwrap_err();
+    let err = run(
+        ws.path(),
+        None,
+        serde_json::json!({"recipe": recipe, "out": "raw", "local_dir": "imagenet"}),
+    )
+    .unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("ILSVRC2012_img_train.tar") && msg.contains("checksum mismatch"), "{msg}");
+    assert!(
+        msg.contains("ILSVRC2012_img_train.tar") && msg.contains("checksum mismatch"),
+        "{msg}"
+    );
     assert!(!ws.path().join("raw").exists());
 }

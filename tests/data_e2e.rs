@@ -22,7 +22,14 @@ const TRAIN: usize = 4;
 const TEST: usize = 2;
 
 fn ctx(ws: &Path, params: serde_json::Value) -> StageContext {
-    StageContext { stage: "t".into(), params, workspace: ws.to_path_buf(), checkpoint: None, threads: 2, gpus: vec![] }
+    StageContext {
+        stage: "t".into(),
+        params,
+        workspace: ws.to_path_buf(),
+        checkpoint: None,
+        threads: 2,
+        gpus: vec![],
+    }
 }
 
 /// A JPEG of class `c`: channel c bright, the others dark, with some texture; sizes vary.
@@ -35,7 +42,9 @@ fn jpeg(c: usize, k: usize) -> Vec<u8> {
         image::Rgb(p)
     });
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95).encode_image(&img).unwrap();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
+        .encode_image(&img)
+        .unwrap();
     out
 }
 
@@ -59,15 +68,24 @@ fn tar(entries: &[(String, Vec<u8>)], gzip: bool) -> Vec<u8> {
 
 /// (class, index within class, is_train) for every fixture image, in a fixed order.
 fn samples() -> Vec<(usize, usize, bool)> {
-    (0..CLASSES).flat_map(|c| (0..TRAIN + TEST).map(move |k| (c, k, k < TRAIN))).collect()
+    (0..CLASSES)
+        .flat_map(|c| (0..TRAIN + TEST).map(move |k| (c, k, k < TRAIN)))
+        .collect()
 }
 
 fn text(lines: impl IntoIterator<Item = String>) -> Vec<u8> {
-    lines.into_iter().collect::<Vec<_>>().join("\n").into_bytes()
+    lines
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join("\n")
+        .into_bytes()
 }
 
 fn col(v: &[f64]) -> Value {
-    Value::Num { dims: vec![v.len(), 1], data: v.to_vec() }
+    Value::Num {
+        dims: vec![v.len(), 1],
+        data: v.to_vec(),
+    }
 }
 
 /// The files of each recipe, by the names the recipe gives them.
@@ -78,11 +96,35 @@ fn fixture(layout: &str) -> HashMap<String, Vec<u8>> {
         "cub" => {
             let r = "CUB_200_2011";
             let cls = |c: usize| format!("{:03}.Bird_{c}", c + 1);
-            let mut e = vec![(format!("{r}/classes.txt"), text((0..CLASSES).map(|c| format!("{} {}", c + 1, cls(c)))))];
+            let mut e = vec![(
+                format!("{r}/classes.txt"),
+                text((0..CLASSES).map(|c| format!("{} {}", c + 1, cls(c)))),
+            )];
             let path = |c: usize, k: usize| format!("{}/Bird_{c}_{k}.jpg", cls(c));
-            e.push((format!("{r}/images.txt"), text(s.iter().enumerate().map(|(i, (c, k, _))| format!("{} {}", i + 1, path(*c, *k))))));
-            e.push((format!("{r}/image_class_labels.txt"), text(s.iter().enumerate().map(|(i, (c, _, _))| format!("{} {}", i + 1, c + 1)))));
-            e.push((format!("{r}/train_test_split.txt"), text(s.iter().enumerate().map(|(i, (_, _, t))| format!("{} {}", i + 1, *t as u8)))));
+            e.push((
+                format!("{r}/images.txt"),
+                text(
+                    s.iter()
+                        .enumerate()
+                        .map(|(i, (c, k, _))| format!("{} {}", i + 1, path(*c, *k))),
+                ),
+            ));
+            e.push((
+                format!("{r}/image_class_labels.txt"),
+                text(
+                    s.iter()
+                        .enumerate()
+                        .map(|(i, (c, _, _))| format!("{} {}", i + 1, c + 1)),
+                ),
+            ));
+            e.push((
+                format!("{r}/train_test_split.txt"),
+                text(
+                    s.iter()
+                        .enumerate()
+                        .map(|(i, (_, _, t))| format!("{} {}", i + 1, *t as u8)),
+                ),
+            ));
             for (c, k, _) in &s {
                 e.push((format!("{r}/images/{}", path(*c, *k)), jpeg(*c, *k)));
             }
@@ -92,9 +134,15 @@ fn fixture(layout: &str) -> HashMap<String, Vec<u8>> {
             let d = "fgvc-aircraft-2013b/data";
             let variants = ["Boeing 707-320", "A300B4", "ATR-42"];
             let id = |c: usize, k: usize| format!("{:07}", 1_000_000 + c * 100 + k);
-            let mut e = vec![(format!("{d}/variants.txt"), text(variants.iter().map(|v| v.to_string())))];
+            let mut e = vec![(
+                format!("{d}/variants.txt"),
+                text(variants.iter().map(|v| v.to_string())),
+            )];
             for (split, train) in [("trainval", true), ("test", false)] {
-                let lines = s.iter().filter(|x| x.2 == train).map(|(c, k, _)| format!("{} {}", id(*c, *k), variants[*c]));
+                let lines = s
+                    .iter()
+                    .filter(|x| x.2 == train)
+                    .map(|(c, k, _)| format!("{} {}", id(*c, *k), variants[*c]));
                 e.push((format!("{d}/images_variant_{split}.txt"), text(lines)));
             }
             for (c, k, _) in &s {
@@ -118,37 +166,74 @@ fn fixture(layout: &str) -> HashMap<String, Vec<u8>> {
                 }
             }
             files.insert("102flowers.tgz".into(), tar(&e, true));
-            files.insert("imagelabels.mat".into(), mat::write(&[("labels", mat::row(&labels))], true));
+            files.insert(
+                "imagelabels.mat".into(),
+                mat::write(&[("labels", mat::row(&labels))], true),
+            );
             files.insert(
                 "setid.mat".into(),
-                mat::write(&[("trnid", mat::row(&trn)), ("valid", mat::row(&val)), ("tstid", mat::row(&tst))], false),
+                mat::write(
+                    &[
+                        ("trnid", mat::row(&trn)),
+                        ("valid", mat::row(&val)),
+                        ("tstid", mat::row(&tst)),
+                    ],
+                    false,
+                ),
             );
         }
         "cars" => {
-            let names = Value::Cell { dims: vec![1, CLASSES], items: (0..CLASSES).map(|c| mat::string(&format!("Car Model {c} 2012"))).collect() };
+            let names = Value::Cell {
+                dims: vec![1, CLASSES],
+                items: (0..CLASSES)
+                    .map(|c| mat::string(&format!("Car Model {c} 2012")))
+                    .collect(),
+            };
             let annos = |train: bool| {
                 let items: Vec<Vec<Value>> = s
                     .iter()
                     .filter(|x| x.2 == train)
                     .enumerate()
                     .map(|(i, (c, _, _))| {
-                        vec![mat::row(&[1.0]), mat::row(&[2.0]), mat::row(&[30.0]), mat::row(&[30.0]), mat::row(&[(*c + 1) as f64]), mat::string(&format!("{:05}.jpg", i + 1))]
+                        vec![
+                            mat::row(&[1.0]),
+                            mat::row(&[2.0]),
+                            mat::row(&[30.0]),
+                            mat::row(&[30.0]),
+                            mat::row(&[(*c + 1) as f64]),
+                            mat::string(&format!("{:05}.jpg", i + 1)),
+                        ]
                     })
                     .collect();
-                let fields = ["bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname"].map(String::from).to_vec();
-                Value::Struct { dims: vec![1, items.len()], fields, items }
+                let fields = ["bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname"]
+                    .map(String::from)
+                    .to_vec();
+                Value::Struct {
+                    dims: vec![1, items.len()],
+                    fields,
+                    items,
+                }
             };
             files.insert(
                 "car_devkit.tgz".into(),
                 tar(
                     &[
-                        ("devkit/cars_meta.mat".into(), mat::write(&[("class_names", names)], true)),
-                        ("devkit/cars_train_annos.mat".into(), mat::write(&[("annotations", annos(true))], true)),
+                        (
+                            "devkit/cars_meta.mat".into(),
+                            mat::write(&[("class_names", names)], true),
+                        ),
+                        (
+                            "devkit/cars_train_annos.mat".into(),
+                            mat::write(&[("annotations", annos(true))], true),
+                        ),
                     ],
                     true,
                 ),
             );
-            files.insert("cars_test_annos_withlabels.mat".into(), mat::write(&[("annotations", annos(false))], true));
+            files.insert(
+                "cars_test_annos_withlabels.mat".into(),
+                mat::write(&[("annotations", annos(false))], true),
+            );
             for (split, train) in [("cars_train", true), ("cars_test", false)] {
                 let e: Vec<_> = s
                     .iter()
@@ -162,7 +247,10 @@ fn fixture(layout: &str) -> HashMap<String, Vec<u8>> {
         "dogs" => {
             let dir = |c: usize| format!("n0208{c:04}-Breed_{c}");
             let rel = |c: usize, k: usize| format!("{}/n0208{c:04}_{k}.jpg", dir(c));
-            let e: Vec<_> = s.iter().map(|(c, k, _)| (format!("Images/{}", rel(*c, *k)), jpeg(*c, *k))).collect();
+            let e: Vec<_> = s
+                .iter()
+                .map(|(c, k, _)| (format!("Images/{}", rel(*c, *k)), jpeg(*c, *k)))
+                .collect();
             files.insert("images.tar".into(), tar(&e, false));
             let list = |train: bool, nested: bool| {
                 let chosen: Vec<_> = s.iter().filter(|x| x.2 == train).collect();
@@ -170,15 +258,40 @@ fn fixture(layout: &str) -> HashMap<String, Vec<u8>> {
                     .iter()
                     .map(|(c, k, _)| {
                         let v = mat::string(&rel(*c, *k));
-                        if nested { Value::Cell { dims: vec![1, 1], items: vec![v] } } else { v }
+                        if nested {
+                            Value::Cell {
+                                dims: vec![1, 1],
+                                items: vec![v],
+                            }
+                        } else {
+                            v
+                        }
                     })
                     .collect();
                 let labels: Vec<f64> = chosen.iter().map(|(c, _, _)| (*c + 1) as f64).collect();
-                mat::write(&[("file_list", Value::Cell { dims: vec![chosen.len(), 1], items: cells }), ("labels", col(&labels))], true)
+                mat::write(
+                    &[
+                        (
+                            "file_list",
+                            Value::Cell {
+                                dims: vec![chosen.len(), 1],
+                                items: cells,
+                            },
+                        ),
+                        ("labels", col(&labels)),
+                    ],
+                    true,
+                )
             };
             files.insert(
                 "lists.tar".into(),
-                tar(&[("train_list.mat".into(), list(true, false)), ("test_list.mat".into(), list(false, true))], false),
+                tar(
+                    &[
+                        ("train_list.mat".into(), list(true, false)),
+                        ("test_list.mat".into(), list(false, true)),
+                    ],
+                    false,
+                ),
             );
         }
         other => panic!("no fixture for layout {other}"),
@@ -194,20 +307,41 @@ fn recipes_dir() -> PathBuf {
 /// fixture bytes, split sizes of the fixture.
 fn test_recipe(file: &str, srv: &Server) -> Recipe {
     let mut r = Recipe::load(&recipes_dir().join(file)).unwrap();
-    let layout = serde_json::to_value(r.layout).unwrap().as_str().unwrap().to_string();
+    let layout = serde_json::to_value(r.layout)
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut fx = fixture(&layout);
     for f in &mut r.files {
-        let bytes = fx.remove(&f.name).unwrap_or_else(|| panic!("{file}: the fixture has no file '{}'", f.name));
-        f.sources = vec![srv.add(&format!("/{}/{}", r.name, f.name), Route::Bytes(bytes.clone()))];
+        let bytes = fx
+            .remove(&f.name)
+            .unwrap_or_else(|| panic!("{file}: the fixture has no file '{}'", f.name));
+        f.sources = vec![srv.add(
+            &format!("/{}/{}", r.name, f.name),
+            Route::Bytes(bytes.clone()),
+        )];
         f.sha256 = Some(hex::encode(Sha256::digest(&bytes)));
         f.md5 = None;
         f.content_sha256 = None;
     }
-    assert!(fx.is_empty(), "{file}: recipe does not list {:?}", fx.keys());
+    assert!(
+        fx.is_empty(),
+        "{file}: recipe does not list {:?}",
+        fx.keys()
+    );
     r.classes = CLASSES;
     r.class_names = None;
-    r.splits = [("train".to_string(), CLASSES * TRAIN), ("test".to_string(), CLASSES * TEST)].into();
-    r.per_class = [("train".to_string(), PerClass::Exact(TRAIN)), ("test".to_string(), PerClass::Exact(TEST))].into();
+    r.splits = [
+        ("train".to_string(), CLASSES * TRAIN),
+        ("test".to_string(), CLASSES * TEST),
+    ]
+    .into();
+    r.per_class = [
+        ("train".to_string(), PerClass::Exact(TRAIN)),
+        ("test".to_string(), PerClass::Exact(TEST)),
+    ]
+    .into();
     r
 }
 
@@ -216,7 +350,11 @@ fn tree_hash(dir: &Path) -> String {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
-            if e.path().is_dir() { stack.push(e.path()) } else { paths.push(e.path()) }
+            if e.path().is_dir() {
+                stack.push(e.path())
+            } else {
+                paths.push(e.path())
+            }
         }
     }
     paths.sort();
@@ -232,23 +370,57 @@ fn end_to_end(recipe_file: &str) {
     let srv = Server::start();
     let ws = tempfile::tempdir().unwrap();
     let recipe = test_recipe(recipe_file, &srv);
-    std::fs::write(ws.path().join("recipe.yaml"), serde_yaml_ng::to_string(&recipe).unwrap()).unwrap();
+    std::fs::write(
+        ws.path().join("recipe.yaml"),
+        serde_yaml_ng::to_string(&recipe).unwrap(),
+    )
+    .unwrap();
 
-    lookup("download").unwrap().run(&ctx(ws.path(), serde_json::json!({"recipe": "recipe.yaml", "out": "raw"}))).unwrap();
+    lookup("download")
+        .unwrap()
+        .run(&ctx(
+            ws.path(),
+            serde_json::json!({"recipe": "recipe.yaml", "out": "raw"}),
+        ))
+        .unwrap();
     let pre = serde_json::json!({"recipe": "recipe.yaml", "input": "raw", "out": "data", "short_side": 32, "shard_mb": 0});
-    lookup("preprocess").unwrap().run(&ctx(ws.path(), pre.clone())).unwrap();
+    lookup("preprocess")
+        .unwrap()
+        .run(&ctx(ws.path(), pre.clone()))
+        .unwrap();
     let data = ws.path().join("data");
     let first = tree_hash(&data);
     // Same input, same bytes: the engine's cache depends on it.
-    lookup("preprocess").unwrap().run(&ctx(ws.path(), pre)).unwrap();
-    assert_eq!(tree_hash(&data), first, "{recipe_file}: preprocess is not deterministic");
+    lookup("preprocess")
+        .unwrap()
+        .run(&ctx(ws.path(), pre))
+        .unwrap();
+    assert_eq!(
+        tree_hash(&data),
+        first,
+        "{recipe_file}: preprocess is not deterministic"
+    );
 
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(data.join("meta.json")).unwrap()).unwrap();
-    assert_eq!(meta["counts"]["train"]["per_class"], serde_json::json!(vec![TRAIN; CLASSES]), "{recipe_file}");
-    assert_eq!(meta["counts"]["test"]["per_class"], serde_json::json!(vec![TEST; CLASSES]), "{recipe_file}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(
+        meta["counts"]["train"]["per_class"],
+        serde_json::json!(vec![TRAIN; CLASSES]),
+        "{recipe_file}"
+    );
+    assert_eq!(
+        meta["counts"]["test"]["per_class"],
+        serde_json::json!(vec![TEST; CLASSES]),
+        "{recipe_file}"
+    );
 
     // Test split: deterministic, images keep their labels (dominant channel = class).
-    let cfg = LoaderConfig { batch_size: 4, image_size: 24, workers: 2, ..LoaderConfig::default() };
+    let cfg = LoaderConfig {
+        batch_size: 4,
+        image_size: 24,
+        workers: 2,
+        ..LoaderConfig::default()
+    };
     let test = Loader::new(&data, "test", cfg).unwrap();
     assert_eq!(test.classes().len(), CLASSES);
     assert_eq!(test.len(), CLASSES * TEST);
@@ -261,14 +433,25 @@ fn end_to_end(recipe_file: &str) {
         let arg = means.argmax(1, false);
         for i in 0..n {
             let label = y.int64_value(&[i]);
-            assert_eq!(arg.int64_value(&[i]), label, "{recipe_file}: sample {i} colour does not match label {label}");
+            assert_eq!(
+                arg.int64_value(&[i]),
+                label,
+                "{recipe_file}: sample {i} colour does not match label {label}"
+            );
             seen[label as usize] += 1;
         }
     }
     assert_eq!(seen, vec![TEST; CLASSES]);
 
     // Train split: augmented, shuffled, reproducible from the seed, different across epochs.
-    let cfg = LoaderConfig { batch_size: 5, image_size: 24, train_augment: true, seed: 7, workers: 2, ..LoaderConfig::default() };
+    let cfg = LoaderConfig {
+        batch_size: 5,
+        image_size: 24,
+        train_augment: true,
+        seed: 7,
+        workers: 2,
+        ..LoaderConfig::default()
+    };
     let train = Loader::new(&data, "train", cfg.clone()).unwrap();
     let labels = |l: &Loader, e: u64| -> (Vec<i64>, Vec<f64>) {
         let mut ys = Vec::new();
@@ -285,11 +468,23 @@ fn end_to_end(recipe_file: &str) {
     assert_eq!(y0.len(), CLASSES * TRAIN);
     let mut sorted = y0.clone();
     sorted.sort();
-    assert_eq!(sorted, (0..CLASSES as i64).flat_map(|c| std::iter::repeat_n(c, TRAIN)).collect::<Vec<_>>());
+    assert_eq!(
+        sorted,
+        (0..CLASSES as i64)
+            .flat_map(|c| std::iter::repeat_n(c, TRAIN))
+            .collect::<Vec<_>>()
+    );
     let one_worker = Loader::new(&data, "train", LoaderConfig { workers: 1, ..cfg }).unwrap();
-    assert_eq!(labels(&one_worker, 0), (y0.clone(), s0.clone()), "{recipe_file}: batches depend on the worker count");
+    assert_eq!(
+        labels(&one_worker, 0),
+        (y0.clone(), s0.clone()),
+        "{recipe_file}: batches depend on the worker count"
+    );
     let (y1, s1) = labels(&train, 1);
-    assert!(y1 != y0 || s1 != s0, "{recipe_file}: epochs 0 and 1 are identical");
+    assert!(
+        y1 != y0 || s1 != s0,
+        "{recipe_file}: epochs 0 and 1 are identical"
+    );
 }
 
 #[test]
@@ -331,7 +526,11 @@ fn every_recipe_loads_with_the_splits_of_table_iv() {
     ];
     for (name, train, test, classes) in want {
         let r = Recipe::load(&recipes_dir().join(format!("{name}.yaml"))).unwrap();
-        assert_eq!((r.splits["train"], r.splits["test"], r.classes), (train, test, classes), "{name}");
+        assert_eq!(
+            (r.splits["train"], r.splits["test"], r.classes),
+            (train, test, classes),
+            "{name}"
+        );
         for f in &r.files {
             // Known checksums must parse; unknown ones must be explicitly null.
             if f.sha256.is_some() || f.md5.is_some() || f.content_sha256.is_some() {
@@ -349,11 +548,24 @@ fn a_preprocess_count_mismatch_names_the_split_and_places_nothing() {
     let ws = tempfile::tempdir().unwrap();
     let mut recipe = test_recipe("cub-200-2011.yaml", &srv);
     recipe.splits.insert("test".into(), 5794);
-    std::fs::write(ws.path().join("recipe.yaml"), serde_yaml_ng::to_string(&recipe).unwrap()).unwrap();
-    lookup("download").unwrap().run(&ctx(ws.path(), serde_json::json!({"recipe": "recipe.yaml", "out": "raw"}))).unwrap();
+    std::fs::write(
+        ws.path().join("recipe.yaml"),
+        serde_yaml_ng::to_string(&recipe).unwrap(),
+    )
+    .unwrap();
+    lookup("download")
+        .unwrap()
+        .run(&ctx(
+            ws.path(),
+            serde_json::json!({"recipe": "recipe.yaml", "out": "raw"}),
+        ))
+        .unwrap();
     let err = lookup("preprocess")
         .unwrap()
-        .run(&ctx(ws.path(), serde_json::json!({"recipe": "recipe.yaml", "input": "raw", "out": "data"})))
+        .run(&ctx(
+            ws.path(),
+            serde_json::json!({"recipe": "recipe.yaml", "input": "raw", "out": "data"}),
+        ))
         .unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("'test' has 6 images, expected 5794"), "{msg}");

@@ -30,7 +30,10 @@ fn debian_fashion_mnist_parses_to_the_published_counts() {
     let recipe = recipe();
     lookup("download")
         .unwrap()
-        .run(&ctx(ws.path(), serde_json::json!({"recipe": recipe, "out": "raw/fmnist"})))
+        .run(&ctx(
+            ws.path(),
+            serde_json::json!({"recipe": recipe, "out": "raw/fmnist"}),
+        ))
         .unwrap();
     let t = std::time::Instant::now();
     lookup("preprocess")
@@ -46,8 +49,14 @@ fn debian_fashion_mnist_parses_to_the_published_counts() {
         serde_json::from_slice(&std::fs::read(out.join("meta.json")).unwrap()).unwrap();
     assert_eq!(meta["counts"]["train"]["total"], 60000);
     assert_eq!(meta["counts"]["test"]["total"], 10000);
-    assert_eq!(meta["counts"]["train"]["per_class"], serde_json::json!(vec![6000; 10]));
-    assert_eq!(meta["counts"]["test"]["per_class"], serde_json::json!(vec![1000; 10]));
+    assert_eq!(
+        meta["counts"]["train"]["per_class"],
+        serde_json::json!(vec![6000; 10])
+    );
+    assert_eq!(
+        meta["counts"]["test"]["per_class"],
+        serde_json::json!(vec![1000; 10])
+    );
     let classes: Vec<String> =
         serde_json::from_slice(&std::fs::read(out.join("classes.json")).unwrap()).unwrap();
     assert_eq!(classes[9], "Ankle boot");
@@ -73,17 +82,28 @@ fn debian_fashion_mnist_parses_to_the_published_counts() {
 #[test]
 fn a_recipe_with_wrong_counts_fails_clearly_and_places_nothing() {
     let ws = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(recipe()).unwrap().replace("test: 10000", "test: 10001");
+    let text = std::fs::read_to_string(recipe())
+        .unwrap()
+        .replace("test: 10000", "test: 10001");
     std::fs::write(ws.path().join("r.yaml"), text).unwrap();
     lookup("download")
         .unwrap()
-        .run(&ctx(ws.path(), serde_json::json!({"recipe": "r.yaml", "out": "raw"})))
+        .run(&ctx(
+            ws.path(),
+            serde_json::json!({"recipe": "r.yaml", "out": "raw"}),
+        ))
         .unwrap();
     let err = lookup("preprocess")
         .unwrap()
-        .run(&ctx(ws.path(), serde_json::json!({"recipe": "r.yaml", "input": "raw", "out": "data"})))
+        .run(&ctx(
+            ws.path(),
+            serde_json::json!({"recipe": "r.yaml", "input": "raw", "out": "data"}),
+        ))
         .unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("'test' has 10000 images, expected 10001"), "{msg}");
+    assert!(
+        msg.contains("'test' has 10000 images, expected 10001"),
+        "{msg}"
+    );
     assert!(!ws.path().join("data").exists());
 }

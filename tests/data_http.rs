@@ -14,7 +14,11 @@ pub enum Route {
     /// Serve the bytes.
     Bytes(Vec<u8>),
     /// Announce the full length but close after `cut` bytes, the first `times` requests.
-    CutOnce { body: Vec<u8>, cut: usize, times: usize },
+    CutOnce {
+        body: Vec<u8>,
+        cut: usize,
+        times: usize,
+    },
     /// Accept and never answer.
     Hang,
 }
@@ -54,7 +58,13 @@ impl Server {
     }
 
     pub fn requests(&self, path: &str) -> Vec<Request> {
-        self.log.lock().unwrap().iter().filter(|r| r.path == path).cloned().collect()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
     }
 }
 
@@ -77,7 +87,10 @@ fn serve(stream: TcpStream, routes: &Mutex<HashMap<String, Route>>, log: &Mutex<
             range = Some(v.trim().to_string());
         }
     }
-    log.lock().unwrap().push(Request { path: path.clone(), range: range.clone() });
+    log.lock().unwrap().push(Request {
+        path: path.clone(),
+        range: range.clone(),
+    });
     let route = {
         let mut routes = routes.lock().unwrap();
         let r = routes.get(&path).cloned();
@@ -86,7 +99,11 @@ fn serve(stream: TcpStream, routes: &Mutex<HashMap<String, Route>>, log: &Mutex<
             let next = if *times <= 1 {
                 Route::Bytes(body.clone())
             } else {
-                Route::CutOnce { body: body.clone(), cut: *cut, times: times - 1 }
+                Route::CutOnce {
+                    body: body.clone(),
+                    cut: *cut,
+                    times: times - 1,
+                }
             };
             routes.insert(path.clone(), next);
         }
@@ -118,7 +135,10 @@ fn serve(stream: TcpStream, routes: &Mutex<HashMap<String, Route>>, log: &Mutex<
             body.len() - 1,
             body.len()
         ),
-        None => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()),
+        None => format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        ),
     };
     let s = start.unwrap_or(0);
     let _ = out.write_all(head.as_bytes());

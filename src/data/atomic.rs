@@ -26,9 +26,11 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .prefix(".tmp-")
         .tempfile_in(&dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
     tmp.as_file().sync_all().ok();
-    tmp.persist(path).with_context(|| format!("renaming into place: {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("renaming into place: {}", path.display()))?;
     Ok(())
 }
 
@@ -46,18 +48,28 @@ impl StagedDir {
             .prefix(".staging-")
             .tempdir_in(&parent)
             .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
-        Ok(Self { tmp: Some(tmp), dest: dest.to_path_buf() })
+        Ok(Self {
+            tmp: Some(tmp),
+            dest: dest.to_path_buf(),
+        })
     }
 
     /// Where to write the contents.
     pub fn path(&self) -> &Path {
-        self.tmp.as_ref().expect("staged directory already promoted").path()
+        self.tmp
+            .as_ref()
+            .expect("staged directory already promoted")
+            .path()
     }
 
     /// Replace `dest` by the staged contents. A previous `dest` is removed first (a directory
     /// cannot be renamed over a non-empty one), so `dest` is at all times absent or complete.
     pub fn promote(mut self) -> Result<()> {
-        let tmp = self.tmp.take().expect("staged directory already promoted").keep();
+        let tmp = self
+            .tmp
+            .take()
+            .expect("staged directory already promoted")
+            .keep();
         if self.dest.is_dir() {
             fs::remove_dir_all(&self.dest)
                 .with_context(|| format!("removing the previous {}", self.dest.display()))?;

@@ -19,7 +19,9 @@ pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// Decode JPEG (or PNG) bytes to 8-bit RGB, converting grey and CMYK.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage> {
-    Ok(image::load_from_memory(bytes).context("decoding image")?.to_rgb8())
+    Ok(image::load_from_memory(bytes)
+        .context("decoding image")?
+        .to_rgb8())
 }
 
 /// A crop box in source pixel coordinates.
@@ -56,7 +58,12 @@ pub fn random_resized_crop<R: Rng>(w: u32, h: u32, rng: &mut R) -> CropBox {
     } else {
         (wf, hf)
     };
-    CropBox { x: ((wf - cw) / 2.0).floor(), y: ((hf - ch) / 2.0).floor(), w: cw, h: ch }
+    CropBox {
+        x: ((wf - cw) / 2.0).floor(),
+        y: ((hf - ch) / 2.0).floor(),
+        w: cw,
+        h: ch,
+    }
 }
 
 /// The box that "resize short side to `resize`, centre crop `size`" takes from a w×h image.
@@ -64,7 +71,12 @@ pub fn center_crop(w: u32, h: u32, resize: u32, size: u32) -> CropBox {
     let scale = resize as f32 / w.min(h) as f32;
     let side_w = (size as f32 / scale).min(w as f32);
     let side_h = (size as f32 / scale).min(h as f32);
-    CropBox { x: (w as f32 - side_w) / 2.0, y: (h as f32 - side_h) / 2.0, w: side_w, h: side_h }
+    CropBox {
+        x: (w as f32 - side_w) / 2.0,
+        y: (h as f32 - side_h) / 2.0,
+        w: side_w,
+        h: side_h,
+    }
 }
 
 /// Filter taps of one axis: output i reads `weights[i*taps..]` from source `start[i]..`.
@@ -99,12 +111,23 @@ fn axis(in_len: usize, src0: f32, src_len: f32, out_len: usize) -> Axis {
         }
         start.push(lo);
     }
-    Axis { start, taps, weights }
+    Axis {
+        start,
+        taps,
+        weights,
+    }
 }
 
 /// Resample `bx` of `src` to out_w×out_h, optionally mirrored, normalised with `MEAN`/`STD`,
 /// into `dst` as CHW (length 3·out_h·out_w).
-pub fn resample_into(src: &RgbImage, bx: CropBox, out_w: usize, out_h: usize, flip: bool, dst: &mut [f32]) {
+pub fn resample_into(
+    src: &RgbImage,
+    bx: CropBox,
+    out_w: usize,
+    out_h: usize,
+    flip: bool,
+    dst: &mut [f32],
+) {
     let (w, h) = (src.width() as usize, src.height() as usize);
     let ax = axis(w, bx.x, bx.w, out_w);
     let ay = axis(h, bx.y, bx.h, out_h);
@@ -143,7 +166,10 @@ pub fn resample_into(src: &RgbImage, bx: CropBox, out_w: usize, out_h: usize, fl
     for y in 0..out_h {
         acc.iter_mut().for_each(|v| *v = 0.0);
         let s = ay.start[y];
-        for (t, &wt) in ay.weights[y * ay.taps..(y + 1) * ay.taps].iter().enumerate() {
+        for (t, &wt) in ay.weights[y * ay.taps..(y + 1) * ay.taps]
+            .iter()
+            .enumerate()
+        {
             let r = s + t;
             if r >= row1 || wt == 0.0 {
                 continue;
@@ -166,9 +192,15 @@ pub fn resample_into(src: &RgbImage, bx: CropBox, out_w: usize, out_h: usize, fl
 pub fn resize_short_side(img: &RgbImage, short: u32) -> RgbImage {
     let (w, h) = img.dimensions();
     let (nw, nh) = if w <= h {
-        (short, ((h as f64 * short as f64 / w as f64).round() as u32).max(1))
+        (
+            short,
+            ((h as f64 * short as f64 / w as f64).round() as u32).max(1),
+        )
     } else {
-        (((w as f64 * short as f64 / h as f64).round() as u32).max(1), short)
+        (
+            ((w as f64 * short as f64 / h as f64).round() as u32).max(1),
+            short,
+        )
     };
     if (nw, nh) == (w, h) {
         return img.clone();
@@ -186,10 +218,18 @@ mod tests {
         let img = RgbImage::from_pixel(50, 40, image::Rgb([255, 128, 0]));
         let mut dst = vec![0f32; 3 * 16 * 16];
         resample_into(&img, center_crop(50, 40, 20, 16), 16, 16, false, &mut dst);
-        let want = [(1.0 - MEAN[0]) / STD[0], (128.0 / 255.0 - MEAN[1]) / STD[1], -MEAN[2] / STD[2]];
+        let want = [
+            (1.0 - MEAN[0]) / STD[0],
+            (128.0 / 255.0 - MEAN[1]) / STD[1],
+            -MEAN[2] / STD[2],
+        ];
         for c in 0..3 {
             for v in &dst[c * 256..(c + 1) * 256] {
-                assert!((v - want[c]).abs() < 1e-4, "channel {c}: {v} vs {}", want[c]);
+                assert!(
+                    (v - want[c]).abs() < 1e-4,
+                    "channel {c}: {v} vs {}",
+                    want[c]
+                );
             }
         }
     }
@@ -197,7 +237,12 @@ mod tests {
     #[test]
     fn flip_mirrors_a_horizontal_ramp() {
         let img = RgbImage::from_fn(32, 32, |x, _| image::Rgb([(x * 8) as u8, 0, 0]));
-        let bx = CropBox { x: 0.0, y: 0.0, w: 32.0, h: 32.0 };
+        let bx = CropBox {
+            x: 0.0,
+            y: 0.0,
+            w: 32.0,
+            h: 32.0,
+        };
         let (mut a, mut b) = (vec![0f32; 3 * 32 * 32], vec![0f32; 3 * 32 * 32]);
         resample_into(&img, bx, 32, 32, false, &mut a);
         resample_into(&img, bx, 32, 32, true, &mut b);
@@ -213,13 +258,19 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
             let b = random_resized_crop(300, 200, &mut rng);
-            assert!(b.x >= 0.0 && b.y >= 0.0 && b.x + b.w <= 300.0 && b.y + b.h <= 200.0, "{b:?}");
+            assert!(
+                b.x >= 0.0 && b.y >= 0.0 && b.x + b.w <= 300.0 && b.y + b.h <= 200.0,
+                "{b:?}"
+            );
             let r = b.w / b.h;
             assert!(r > 0.7 && r < 1.4, "{b:?}");
             seen.insert((b.w as u32, b.h as u32));
         }
         assert!(seen.len() > 50);
         let c = center_crop(300, 200, 256, 224);
-        assert!((c.w - 175.0).abs() < 0.01 && (c.x - 62.5).abs() < 0.01, "{c:?}");
+        assert!(
+            (c.w - 175.0).abs() < 0.01 && (c.x - 62.5).abs() < 0.01,
+            "{c:?}"
+        );
     }
 }

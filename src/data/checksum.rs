@@ -122,7 +122,9 @@ mod tests {
         assert_eq!(c.verify(&gz).unwrap(), None);
         assert!(Checksum::Sha256(want).verify(&gz).unwrap().is_some());
         assert_eq!(
-            Checksum::Md5("5d41402abc4b2a76b9719d911017c592".into()).verify(&raw).unwrap(),
+            Checksum::Md5("5d41402abc4b2a76b9719d911017c592".into())
+                .verify(&raw)
+                .unwrap(),
             None
         );
     }

@@ -74,7 +74,10 @@ fn through_symlink(dest: &Path, rel: &Path) -> bool {
     let comps: Vec<_> = rel.components().collect();
     for c in &comps[..comps.len().saturating_sub(1)] {
         p.push(c);
-        if fs::symlink_metadata(&p).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+        if fs::symlink_metadata(&p)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false)
+        {
             return true;
         }
     }
@@ -83,7 +86,10 @@ fn through_symlink(dest: &Path, rel: &Path) -> bool {
 
 /// An entry replaces a link of the same name rather than writing through it.
 fn remove_if_symlink(target: &Path) {
-    if fs::symlink_metadata(target).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+    if fs::symlink_metadata(target)
+        .map(|m| m.file_type().is_symlink())
+        .unwrap_or(false)
+    {
         fs::remove_file(target).ok();
     }
 }
@@ -93,11 +99,17 @@ pub fn extract(archive: &Path, format: Format, dest: &Path) -> Result<()> {
     match format {
         Format::None => bail!("extract: format 'none' has nothing to extract"),
         Format::Tar => {
-            let f = File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
-            extract_tar(tar::Archive::new(BufReader::with_capacity(1 << 20, f)), archive, dest)
+            let f =
+                File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+            extract_tar(
+                tar::Archive::new(BufReader::with_capacity(1 << 20, f)),
+                archive,
+                dest,
+            )
         }
         Format::TarGz => {
-            let f = File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+            let f =
+                File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
             let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, f));
             extract_tar(tar::Archive::new(gz), archive, dest)
         }
@@ -113,14 +125,22 @@ fn extract_tar<R: io::Read>(mut ar: tar::Archive<R>, archive: &Path, dest: &Path
             name.display()
         )
     };
-    let entries = ar.entries().with_context(|| format!("reading {}", archive.display()))?;
+    let entries = ar
+        .entries()
+        .with_context(|| format!("reading {}", archive.display()))?;
     for entry in entries {
-        let mut entry = entry.with_context(|| format!("reading an entry of {}", archive.display()))?;
-        let name = entry.path().with_context(|| format!("entry name in {}", archive.display()))?;
+        let mut entry =
+            entry.with_context(|| format!("reading an entry of {}", archive.display()))?;
+        let name = entry
+            .path()
+            .with_context(|| format!("entry name in {}", archive.display()))?;
         let name = name.into_owned();
         use tar::EntryType as T;
         let kind = entry.header().entry_type();
-        if matches!(kind, T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink) {
+        if matches!(
+            kind,
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
+        ) {
             continue;
         }
         let rel = entry_target(&name).map_err(|why| refuse(&name, why))?;
@@ -168,13 +188,21 @@ fn extract_tar<R: io::Read>(mut ar: tar::Archive<R>, archive: &Path, dest: &Path
                     .into_owned();
                 // Hard-link targets are named from the archive root.
                 let src = entry_target(&link).map_err(|_| {
-                    refuse(&name, &format!("hard link to '{}' points outside", link.display()))
+                    refuse(
+                        &name,
+                        &format!("hard link to '{}' points outside", link.display()),
+                    )
                 })?;
                 if let Some(p) = target.parent() {
                     fs::create_dir_all(p)?;
                 }
                 fs::hard_link(dest.join(&src), &target).with_context(|| {
-                    format!("hard link '{}' -> '{}' in {}", name.display(), link.display(), archive.display())
+                    format!(
+                        "hard link '{}' -> '{}' in {}",
+                        name.display(),
+                        link.display(),
+                        archive.display()
+                    )
                 })?;
             }
             T::Char | T::Block | T::Fifo => {
@@ -191,7 +219,9 @@ fn extract_zip(archive: &Path, dest: &Path) -> Result<()> {
     let mut zip = zip::ZipArchive::new(BufReader::new(f))
         .with_context(|| format!("{} is not a readable zip archive", archive.display()))?;
     for i in 0..zip.len() {
-        let mut file = zip.by_index(i).with_context(|| format!("reading {}", archive.display()))?;
+        let mut file = zip
+            .by_index(i)
+            .with_context(|| format!("reading {}", archive.display()))?;
         let name = PathBuf::from(file.name());
         let refuse = |why: &str| {
             anyhow::anyhow!(
@@ -227,9 +257,11 @@ fn extract_zip(archive: &Path, dest: &Path) -> Result<()> {
             std::os::unix::fs::symlink(&link, &target)?;
             continue;
         }
-        let mut out = File::create(&target).with_context(|| format!("creating {}", target.display()))?;
-        io::copy(&mut file, &mut out)
-            .with_context(|| format!("extracting '{}' from {}", name.display(), archive.display()))?;
+        let mut out =
+            File::create(&target).with_context(|| format!("creating {}", target.display()))?;
+        io::copy(&mut file, &mut out).with_context(|| {
+            format!("extracting '{}' from {}", name.display(), archive.display())
+        })?;
     }
     Ok(())
 }

@@ -28,7 +28,11 @@ pub struct FetchOptions {
 
 impl Default for FetchOptions {
     fn default() -> Self {
-        Self { attempts: 5, backoff: Duration::from_secs(2), timeout: Duration::from_secs(60) }
+        Self {
+            attempts: 5,
+            backoff: Duration::from_secs(2),
+            timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -199,7 +203,9 @@ fn attempt_once(agent: &ureq::Agent, url: &str, part: &Path, label: &str) -> Res
     if let Some(t) = total
         && done < t
     {
-        return Err(Attempt::Retry(anyhow!("transfer ended at {done} of {t} bytes")));
+        return Err(Attempt::Retry(anyhow!(
+            "transfer ended at {done} of {t} bytes"
+        )));
     }
     report_bytes(label, done, start, total, t0.elapsed());
     Ok(())

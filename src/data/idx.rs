@@ -38,7 +38,10 @@ pub fn parse_u8(bytes: &[u8]) -> Result<IdxU8> {
         bail!("bad magic number");
     }
     if bytes[2] != 0x08 {
-        bail!("element type 0x{:02x} is not unsigned byte (0x08)", bytes[2]);
+        bail!(
+            "element type 0x{:02x} is not unsigned byte (0x08)",
+            bytes[2]
+        );
     }
     let nd = bytes[3] as usize;
     let header = 4 + 4 * nd;
@@ -50,9 +53,15 @@ pub fn parse_u8(bytes: &[u8]) -> Result<IdxU8> {
         .collect();
     let n: usize = dims.iter().product();
     if bytes.len() != header + n {
-        bail!("dimensions {dims:?} need {n} bytes of data, found {}", bytes.len() - header);
+        bail!(
+            "dimensions {dims:?} need {n} bytes of data, found {}",
+            bytes.len() - header
+        );
     }
-    Ok(IdxU8 { dims, data: bytes[header..].to_vec() })
+    Ok(IdxU8 {
+        dims,
+        data: bytes[header..].to_vec(),
+    })
 }
 
 /// Serialise images and labels as the in-memory dataset format.
@@ -60,8 +69,14 @@ pub fn to_safetensors(images: &IdxU8, labels: &[i64]) -> Result<Vec<u8>> {
     use safetensors::tensor::{Dtype, TensorView};
     let label_bytes: Vec<u8> = labels.iter().flat_map(|l| l.to_le_bytes()).collect();
     let views = vec![
-        ("images", TensorView::new(Dtype::U8, images.dims.clone(), &images.data)?),
-        ("labels", TensorView::new(Dtype::I64, vec![labels.len()], &label_bytes)?),
+        (
+            "images",
+            TensorView::new(Dtype::U8, images.dims.clone(), &images.data)?,
+        ),
+        (
+            "labels",
+            TensorView::new(Dtype::I64, vec![labels.len()], &label_bytes)?,
+        ),
     ];
     Ok(safetensors::serialize(views, &None)?)
 }
@@ -78,7 +93,12 @@ mod tests {
         assert_eq!(a.dims, vec![2, 3]);
         assert_eq!(a.data, vec![0, 1, 2, 3, 4, 5]);
         b.pop();
-        assert!(parse_u8(&b).unwrap_err().to_string().contains("need 6 bytes"));
+        assert!(
+            parse_u8(&b)
+                .unwrap_err()
+                .to_string()
+                .contains("need 6 bytes")
+        );
         assert!(parse_u8(&[0, 0, 0x0d, 1, 0, 0, 0, 0]).is_err());
     }
 }

@@ -96,7 +96,9 @@ impl Loader {
     /// Open `<dir>/<split>` of a preprocessed image set.
     pub fn new(dir: &Path, split: &str, cfg: LoaderConfig) -> Result<Self> {
         if cfg.batch_size == 0 || cfg.image_size == 0 {
-            return Err(anyhow!("loader: batch_size and image_size must be positive"));
+            return Err(anyhow!(
+                "loader: batch_size and image_size must be positive"
+            ));
         }
         let set = ShardSet::open(dir, split)?;
         let cpath = dir.join("classes.json");
@@ -104,7 +106,12 @@ impl Loader {
             &std::fs::read(&cpath).with_context(|| format!("reading {}", cpath.display()))?,
         )
         .with_context(|| format!("{} is not a JSON list of names", cpath.display()))?;
-        Ok(Self { set: Arc::new(set), cfg, dir: dir.to_path_buf(), classes })
+        Ok(Self {
+            set: Arc::new(set),
+            cfg,
+            dir: dir.to_path_buf(),
+            classes,
+        })
     }
 
     /// Class names (label i is `classes()[i]`).
@@ -114,7 +121,9 @@ impl Loader {
 
     /// Samples per epoch (after `limit`).
     pub fn len(&self) -> usize {
-        self.cfg.limit.map_or(self.set.len(), |l| l.min(self.set.len()))
+        self.cfg
+            .limit
+            .map_or(self.set.len(), |l| l.min(self.set.len()))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -124,7 +133,11 @@ impl Loader {
     /// Batches per epoch.
     pub fn batches(&self) -> usize {
         let (n, b) = (self.len(), self.cfg.batch_size);
-        if self.cfg.drop_last { n / b } else { n.div_ceil(b) }
+        if self.cfg.drop_last {
+            n / b
+        } else {
+            n.div_ceil(b)
+        }
     }
 
     /// The sample order of `epoch`.
@@ -142,7 +155,10 @@ impl Loader {
     /// labels i64 [B].
     pub fn epoch(&self, epoch: u64) -> EpochIter {
         let s = self.cfg.image_size as i64;
-        EpochIter { raw: self.epoch_raw(epoch), size: s }
+        EpochIter {
+            raw: self.epoch_raw(epoch),
+            size: s,
+        }
     }
 
     /// Iterate one epoch as plain buffers (used by `epoch`, and by benchmarks that want no
@@ -156,7 +172,8 @@ impl Loader {
         let workers = self.cfg.workers.max(1).min(nb.max(1));
         let handles = (0..workers)
             .map(|_| {
-                let (tx, next, stop, order) = (tx.clone(), next.clone(), stop.clone(), order.clone());
+                let (tx, next, stop, order) =
+                    (tx.clone(), next.clone(), stop.clone(), order.clone());
                 let (set, cfg, dir) = (self.set.clone(), self.cfg.clone(), self.dir.clone());
                 std::thread::spawn(move || {
                     let mut buf = Vec::new();
@@ -176,13 +193,21 @@ impl Loader {
                 })
             })
             .collect();
-        RawIter { rx, pending: BTreeMap::new(), next: 0, total: nb, stop, handles }
+        RawIter {
+            rx,
+            pending: BTreeMap::new(),
+            next: 0,
+            total: nb,
+            stop,
+            handles,
+        }
     }
 }
 
 /// Mix seed, epoch and position into one RNG seed (splitmix64 steps).
 fn mix(seed: u64, epoch: u64, pos: u64) -> u64 {
-    let mut z = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ pos.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut z =
+        seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ pos.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -200,7 +225,9 @@ fn make_batch(
     let per = 3 * s * s;
     let mut images = vec![0f32; per * samples.len()];
     let mut labels = Vec::with_capacity(samples.len());
-    let resize = cfg.resize_size.unwrap_or((cfg.image_size * 256).div_ceil(224));
+    let resize = cfg
+        .resize_size
+        .unwrap_or((cfg.image_size * 256).div_ceil(224));
     for (k, &i) in samples.iter().enumerate() {
         set.read(i, buf)?;
         let img = augment::decode(buf).with_context(|| format!("sample {i}"))?;
@@ -212,7 +239,14 @@ fn make_batch(
             let flip = rand::Rng::gen_bool(&mut rng, 0.5);
             augment::resample_into(&img, bx, s, s, flip, dst);
         } else {
-            augment::resample_into(&img, augment::center_crop(w, h, resize, cfg.image_size), s, s, false, dst);
+            augment::resample_into(
+                &img,
+                augment::center_crop(w, h, resize, cfg.image_size),
+                s,
+                s,
+                false,
+                dst,
+            );
         }
         labels.push(set.labels[i]);
     }

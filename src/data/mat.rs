@@ -14,11 +14,24 @@ use anyhow::{Context, Result, bail};
 /// A MATLAB value. Arrays are stored in MATLAB's column-major order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
-    Num { dims: Vec<usize>, data: Vec<f64> },
-    Char { dims: Vec<usize>, text: String },
-    Cell { dims: Vec<usize>, items: Vec<Value> },
+    Num {
+        dims: Vec<usize>,
+        data: Vec<f64>,
+    },
+    Char {
+        dims: Vec<usize>,
+        text: String,
+    },
+    Cell {
+        dims: Vec<usize>,
+        items: Vec<Value>,
+    },
     /// `items[i]` holds the field values of element `i`, in the order of `fields`.
-    Struct { dims: Vec<usize>, fields: Vec<String>, items: Vec<Vec<Value>> },
+    Struct {
+        dims: Vec<usize>,
+        fields: Vec<String>,
+        items: Vec<Vec<Value>>,
+    },
 }
 
 impl Value {
@@ -51,7 +64,10 @@ impl Value {
         match self {
             Value::Struct { fields, items, .. } => {
                 let Some(i) = fields.iter().position(|f| f == name) else {
-                    bail!("struct has no field '{name}' (fields: {})", fields.join(", "));
+                    bail!(
+                        "struct has no field '{name}' (fields: {})",
+                        fields.join(", ")
+                    );
                 };
                 Ok(items.iter().map(|e| &e[i]).collect())
             }
@@ -111,7 +127,9 @@ pub fn parse(bytes: &[u8]) -> Result<BTreeMap<String, Value>> {
     if bytes.len() < 128 {
         bail!("shorter than the 128-byte header");
     }
-    if bytes.starts_with(b"MATLAB 7.3") || bytes[..8] == [0x89, b'H', b'D', b'F', 0x0d, 0x0a, 0x1a, 0x0a] {
+    if bytes.starts_with(b"MATLAB 7.3")
+        || bytes[..8] == [0x89, b'H', b'D', b'F', 0x0d, 0x0a, 0x1a, 0x0a]
+    {
         bail!("MATLAB v7.3 (HDF5) files are not supported; re-save with -v7");
     }
     match &bytes[126..128] {
@@ -127,7 +145,9 @@ pub fn parse(bytes: &[u8]) -> Result<BTreeMap<String, Value>> {
         let owned;
         let (ty, data) = if ty == MI_COMPRESSED {
             let mut buf = Vec::new();
-            flate2::read::ZlibDecoder::new(data).read_to_end(&mut buf).context("inflating")?;
+            flate2::read::ZlibDecoder::new(data)
+                .read_to_end(&mut buf)
+                .context("inflating")?;
             owned = buf;
             let (t, d, _) = element(&owned, 0)?;
             (t, d)
@@ -149,25 +169,38 @@ pub fn parse(bytes: &[u8]) -> Result<BTreeMap<String, Value>> {
 /// One data element at `pos`: (type, payload, position after it, padded to 8 bytes).
 fn element(b: &[u8], pos: usize) -> Result<(u32, &[u8], usize)> {
     let word = |p: usize| -> Result<u32> {
-        Ok(u32::from_le_bytes(b.get(p..p + 4).context("truncated tag")?.try_into().unwrap()))
+        Ok(u32::from_le_bytes(
+            b.get(p..p + 4)
+                .context("truncated tag")?
+                .try_into()
+                .unwrap(),
+        ))
     };
     let first = word(pos)?;
     if first >> 16 != 0 {
         // Small data element: type and size packed in 4 bytes, data in the next 4.
         let (ty, n) = (first & 0xffff, (first >> 16) as usize);
-        let data = b.get(pos + 4..pos + 4 + n).context("truncated small element")?;
+        let data = b
+            .get(pos + 4..pos + 4 + n)
+            .context("truncated small element")?;
         return Ok((ty, data, pos + 8));
     }
     let n = word(pos + 4)? as usize;
     let data = b.get(pos + 8..pos + 8 + n).context("truncated element")?;
-    let next = if first == MI_COMPRESSED { pos + 8 + n } else { pos + 8 + n.div_ceil(8) * 8 };
+    let next = if first == MI_COMPRESSED {
+        pos + 8 + n
+    } else {
+        pos + 8 + n.div_ceil(8) * 8
+    };
     Ok((first, data, next))
 }
 
 fn numbers(ty: u32, d: &[u8]) -> Result<Vec<f64>> {
     macro_rules! conv {
         ($t:ty, $n:expr) => {
-            d.chunks_exact($n).map(|c| <$t>::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+            d.chunks_exact($n)
+                .map(|c| <$t>::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect()
         };
     }
     Ok(match ty {
@@ -190,7 +223,10 @@ fn matrix(d: &[u8]) -> Result<(String, Value)> {
     let (_, flags, p) = element(d, 0)?;
     let class = *flags.first().context("empty array flags")?;
     let (_, dims_raw, p) = element(d, p)?;
-    let dims: Vec<usize> = numbers(MI_INT32, dims_raw)?.into_iter().map(|v| v as usize).collect();
+    let dims: Vec<usize> = numbers(MI_INT32, dims_raw)?
+        .into_iter()
+        .map(|v| v as usize)
+        .collect();
     let (_, name_raw, mut p) = element(d, p)?;
     let name = String::from_utf8_lossy(name_raw).into_owned();
     let n: usize = dims.iter().product();
@@ -203,18 +239,28 @@ fn matrix(d: &[u8]) -> Result<(String, Value)> {
                 if ty != MI_MATRIX {
                     bail!("cell item is not a matrix (type {ty})");
                 }
-                items.push(if sub.is_empty() { empty() } else { matrix(sub)?.1 });
+                items.push(if sub.is_empty() {
+                    empty()
+                } else {
+                    matrix(sub)?.1
+                });
             }
             Value::Cell { dims, items }
         }
         MX_STRUCT => {
             let (_, len_raw, next) = element(d, p)?;
-            let len = *numbers(MI_INT32, len_raw)?.first().context("field name length")? as usize;
+            let len = *numbers(MI_INT32, len_raw)?
+                .first()
+                .context("field name length")? as usize;
             let (_, names_raw, next) = element(d, next)?;
             p = next;
             let fields: Vec<String> = names_raw
                 .chunks(len.max(1))
-                .map(|c| String::from_utf8_lossy(c).trim_end_matches('\0').to_string())
+                .map(|c| {
+                    String::from_utf8_lossy(c)
+                        .trim_end_matches('\0')
+                        .to_string()
+                })
                 .filter(|s| !s.is_empty())
                 .collect();
             let mut items = Vec::with_capacity(n);
@@ -226,11 +272,19 @@ fn matrix(d: &[u8]) -> Result<(String, Value)> {
                     if ty != MI_MATRIX {
                         bail!("struct field is not a matrix (type {ty})");
                     }
-                    row.push(if sub.is_empty() { empty() } else { matrix(sub)?.1 });
+                    row.push(if sub.is_empty() {
+                        empty()
+                    } else {
+                        matrix(sub)?.1
+                    });
                 }
                 items.push(row);
             }
-            Value::Struct { dims, fields, items }
+            Value::Struct {
+                dims,
+                fields,
+                items,
+            }
         }
         MX_CHAR => {
             let (ty, raw, _) = element(d, p)?;
@@ -256,7 +310,10 @@ fn matrix(d: &[u8]) -> Result<(String, Value)> {
         }
         6..=15 => {
             let (ty, raw, _) = element(d, p)?;
-            Value::Num { dims, data: numbers(ty, raw)? }
+            Value::Num {
+                dims,
+                data: numbers(ty, raw)?,
+            }
         }
         other => bail!("variable '{name}': unsupported array class {other} (sparse or object)"),
     };
@@ -264,7 +321,10 @@ fn matrix(d: &[u8]) -> Result<(String, Value)> {
 }
 
 fn empty() -> Value {
-    Value::Num { dims: vec![0, 0], data: vec![] }
+    Value::Num {
+        dims: vec![0, 0],
+        data: vec![],
+    }
 }
 
 // ---- writer (fixtures) ----
@@ -287,7 +347,10 @@ fn matrix_bytes(name: &str, v: &Value) -> Vec<u8> {
     let mut flags = vec![0u8; 8];
     flags[0] = class;
     put_element(&mut m, MI_UINT32, &flags);
-    let dims_b: Vec<u8> = dims.iter().flat_map(|&d| (d as i32).to_le_bytes()).collect();
+    let dims_b: Vec<u8> = dims
+        .iter()
+        .flat_map(|&d| (d as i32).to_le_bytes())
+        .collect();
     put_element(&mut m, MI_INT32, &dims_b);
     put_element(&mut m, MI_INT8, name.as_bytes());
     match v {
@@ -353,12 +416,18 @@ pub fn write(vars: &[(&str, Value)], compress: bool) -> Vec<u8> {
 
 /// A 1×n double row vector.
 pub fn row(data: &[f64]) -> Value {
-    Value::Num { dims: vec![1, data.len()], data: data.to_vec() }
+    Value::Num {
+        dims: vec![1, data.len()],
+        data: data.to_vec(),
+    }
 }
 
 /// A 1×n char array.
 pub fn string(s: &str) -> Value {
-    Value::Char { dims: vec![1, s.encode_utf16().count()], text: s.to_string() }
+    Value::Char {
+        dims: vec![1, s.encode_utf16().count()],
+        text: s.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -370,21 +439,39 @@ mod tests {
         let strukt = Value::Struct {
             dims: vec![1, 2],
             fields: vec!["class".into(), "fname".into()],
-            items: vec![vec![row(&[3.0]), string("00001.jpg")], vec![row(&[7.0]), string("b.jpg")]],
+            items: vec![
+                vec![row(&[3.0]), string("00001.jpg")],
+                vec![row(&[7.0]), string("b.jpg")],
+            ],
         };
-        let cells = Value::Cell { dims: vec![2, 1], items: vec![string("a/x.jpg"), string("b/y.jpg")] };
+        let cells = Value::Cell {
+            dims: vec![2, 1],
+            items: vec![string("a/x.jpg"), string("b/y.jpg")],
+        };
         for compress in [false, true] {
             let bytes = write(
-                &[("labels", row(&[1.0, 2.0, 102.0])), ("annotations", strukt.clone()), ("file_list", cells.clone())],
+                &[
+                    ("labels", row(&[1.0, 2.0, 102.0])),
+                    ("annotations", strukt.clone()),
+                    ("file_list", cells.clone()),
+                ],
                 compress,
             );
             let vars = parse(&bytes).unwrap();
             assert_eq!(vars["labels"].nums().unwrap(), &[1.0, 2.0, 102.0]);
             let a = &vars["annotations"];
-            let classes: Vec<f64> = a.field("class").unwrap().iter().map(|v| v.nums().unwrap()[0]).collect();
+            let classes: Vec<f64> = a
+                .field("class")
+                .unwrap()
+                .iter()
+                .map(|v| v.nums().unwrap()[0])
+                .collect();
             assert_eq!(classes, vec![3.0, 7.0]);
             assert_eq!(a.field("fname").unwrap()[1].text().unwrap(), "b.jpg");
-            assert_eq!(vars["file_list"].cells().unwrap()[1].text().unwrap(), "b/y.jpg");
+            assert_eq!(
+                vars["file_list"].cells().unwrap()[1].text().unwrap(),
+                "b/y.jpg"
+            );
         }
     }
 

@@ -117,7 +117,10 @@ impl Recipe {
         }
         for s in r.splits.keys().chain(r.per_class.keys()) {
             if s != "train" && s != "test" {
-                bail!("dataset recipe {}: unknown split '{s}' (use train, test)", path.display());
+                bail!(
+                    "dataset recipe {}: unknown split '{s}' (use train, test)",
+                    path.display()
+                );
             }
         }
         if let Some(n) = &r.class_names
@@ -138,12 +141,16 @@ impl Recipe {
         let mut problems = Vec::new();
         for (split, &want) in &self.splits {
             let Some(per) = found.get(split) else {
-                problems.push(format!("split '{split}' is missing (expected {want} images)"));
+                problems.push(format!(
+                    "split '{split}' is missing (expected {want} images)"
+                ));
                 continue;
             };
             let total: usize = per.iter().sum();
             if total != want {
-                problems.push(format!("split '{split}' has {total} images, expected {want}"));
+                problems.push(format!(
+                    "split '{split}' has {total} images, expected {want}"
+                ));
             }
             if per.len() != self.classes {
                 problems.push(format!(
@@ -152,8 +159,12 @@ impl Recipe {
                     self.classes
                 ));
             }
-            let empty: Vec<_> =
-                per.iter().enumerate().filter(|(_, n)| **n == 0).map(|(c, _)| c).collect();
+            let empty: Vec<_> = per
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n == 0)
+                .map(|(c, _)| c)
+                .collect();
             if !empty.is_empty() && split == "train" {
                 problems.push(format!("split '{split}': classes {empty:?} have no images"));
             }
@@ -211,7 +222,10 @@ mod tests {
         r.check_counts(&c).unwrap();
         c.insert("train".into(), vec![3, 0]);
         let e = r.check_counts(&c).unwrap_err().to_string();
-        assert!(e.contains("class 0: 3") && e.contains("have no images"), "{e}");
+        assert!(
+            e.contains("class 0: 3") && e.contains("have no images"),
+            "{e}"
+        );
         c.insert("test".into(), vec![1]);
         let e = r.check_counts(&c).unwrap_err().to_string();
         assert!(e.contains("'test' has 1 images, expected 2"), "{e}");

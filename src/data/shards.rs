@@ -104,11 +104,20 @@ pub struct ShardSet {
 }
 
 fn i64s(st: &SafeTensors, name: &str, path: &Path) -> Result<Vec<i64>> {
-    let t = st.tensor(name).with_context(|| format!("{}: no tensor '{name}'", path.display()))?;
+    let t = st
+        .tensor(name)
+        .with_context(|| format!("{}: no tensor '{name}'", path.display()))?;
     if t.dtype() != Dtype::I64 {
-        bail!("{}: tensor '{name}' is {:?}, expected I64", path.display(), t.dtype());
+        bail!(
+            "{}: tensor '{name}' is {:?}, expected I64",
+            path.display(),
+            t.dtype()
+        );
     }
-    Ok(t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect())
+    Ok(t.data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect())
 }
 
 impl ShardSet {
@@ -117,7 +126,11 @@ impl ShardSet {
         let sdir = dir.join(split);
         let ipath = sdir.join("index.safetensors");
         let raw = fs::read(&ipath).with_context(|| {
-            format!("reading {} (is {} a preprocessed image set?)", ipath.display(), dir.display())
+            format!(
+                "reading {} (is {} a preprocessed image set?)",
+                ipath.display(),
+                dir.display()
+            )
         })?;
         let st = SafeTensors::deserialize(&raw)
             .with_context(|| format!("{} is not a valid safetensors file", ipath.display()))?;

@@ -77,7 +77,9 @@ impl Params {
             (None, None) => bail!("`download`: give `recipe` (a dataset) or `sources` (one file)"),
             (Some(r), None) => {
                 if self.sha256.is_some() || self.md5.is_some() || self.content_sha256.is_some() {
-                    bail!("`download`: checksums come from the recipe; remove sha256/md5/content_sha256");
+                    bail!(
+                        "`download`: checksums come from the recipe; remove sha256/md5/content_sha256"
+                    );
                 }
                 let recipe = Recipe::load(&ws.join(r))?;
                 Ok((recipe.files.clone(), Some(recipe)))
@@ -144,21 +146,34 @@ impl StageKind for Download {
             .with_context(|| format!("creating {}", part_dir.display()))?;
         let local_only = recipe.as_ref().is_some_and(|r| r.local_only);
         if local_only && p.local_dir.is_none() {
-            let note = recipe.as_ref().and_then(|r| r.licence_note.clone()).unwrap_or_default();
+            let note = recipe
+                .as_ref()
+                .and_then(|r| r.licence_note.clone())
+                .unwrap_or_default();
             bail!(
                 "dataset '{}' cannot be downloaded without a licence: obtain its files ({}) and \
                  set `local_dir:` to the directory that holds them. {note}",
                 recipe.as_ref().map(|r| r.name.as_str()).unwrap_or("?"),
-                files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                files
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
 
         // Verify every checksum field before touching the network.
-        let checks: Vec<_> =
-            files.iter().map(|f| f.checksum(p.allow_unverified)).collect::<Result<_>>()?;
+        let checks: Vec<_> = files
+            .iter()
+            .map(|f| f.checksum(p.allow_unverified))
+            .collect::<Result<_>>()?;
 
         let single_file = recipe.is_none() && files[0].extract == Format::None;
-        let staged = if single_file { None } else { Some(StagedDir::new(&out)?) };
+        let staged = if single_file {
+            None
+        } else {
+            Some(StagedDir::new(&out)?)
+        };
         let n = files.len();
         for (i, (f, check)) in files.iter().zip(&checks).enumerate() {
             let mut sources = Vec::new();
@@ -195,9 +210,8 @@ fn place(got: &Fetched, dest: &Path) -> Result<()> {
     match got {
         Fetched::Downloaded(part) => {
             atomic::parent_dir(dest)?;
-            std::fs::rename(part, dest).with_context(|| {
-                format!("moving {} to {}", part.display(), dest.display())
-            })
+            std::fs::rename(part, dest)
+                .with_context(|| format!("moving {} to {}", part.display(), dest.display()))
         }
         Fetched::Local(src) => atomic::place_copy(src, dest),
     }

@@ -16,11 +16,11 @@ use serde::Deserialize;
 
 use super::{StageContext, StageKind, progress};
 use crate::data::atomic::StagedDir;
+use crate::data::augment;
 use crate::data::idx;
 use crate::data::layouts::{self, find_file};
-use crate::data::augment;
-use crate::data::shards::ShardWriter;
 use crate::data::recipe::{Counts, Layout, Recipe};
+use crate::data::shards::ShardWriter;
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -64,10 +64,16 @@ impl StageKind for Preprocess {
         let p: Params = serde_json::from_value(params.clone())
             .context("`preprocess`: invalid `with:` parameters")?;
         if p.short_side < 8 {
-            bail!("`preprocess`: short_side {} is too small (at least 8)", p.short_side);
+            bail!(
+                "`preprocess`: short_side {} is too small (at least 8)",
+                p.short_side
+            );
         }
         if !(1..=100).contains(&p.quality) {
-            bail!("`preprocess`: quality must be in 1..=100, got {}", p.quality);
+            bail!(
+                "`preprocess`: quality must be in 1..=100, got {}",
+                p.quality
+            );
         }
         Ok(())
     }
@@ -78,7 +84,10 @@ impl StageKind for Preprocess {
         let recipe = Recipe::load(&ctx.path(&p.recipe))?;
         let input = ctx.path(&p.input);
         if !input.is_dir() {
-            bail!("`preprocess`: input {} is not a directory (run the download stage first)", input.display());
+            bail!(
+                "`preprocess`: input {} is not a directory (run the download stage first)",
+                input.display()
+            );
         }
         let staged = StagedDir::new(&ctx.path(&p.out))?;
         let (classes, counts, extra) = match recipe.layout {
@@ -96,8 +105,14 @@ impl StageKind for Preprocess {
             }))).collect::<serde_json::Map<_, _>>(),
             "format": extra,
         });
-        std::fs::write(staged.path().join("classes.json"), serde_json::to_vec_pretty(&classes)?)?;
-        std::fs::write(staged.path().join("meta.json"), serde_json::to_vec_pretty(&meta)?)?;
+        std::fs::write(
+            staged.path().join("classes.json"),
+            serde_json::to_vec_pretty(&classes)?,
+        )?;
+        std::fs::write(
+            staged.path().join("meta.json"),
+            serde_json::to_vec_pretty(&meta)?,
+        )?;
         staged.promote()?;
         progress::report(&format!("preprocessed {}", recipe.name), Some(1.0));
         Ok(())
@@ -109,15 +124,18 @@ fn idx_set(
     input: &Path,
     out: &Path,
 ) -> Result<(Vec<String>, Counts, serde_json::Value)> {
-    let names = recipe.class_names.clone().unwrap_or_else(|| {
-        (0..recipe.classes).map(|c| format!("class_{c}")).collect()
-    });
+    let names = recipe
+        .class_names
+        .clone()
+        .unwrap_or_else(|| (0..recipe.classes).map(|c| format!("class_{c}")).collect());
     let splits = [("train", "train"), ("test", "t10k")];
-    let results: Vec<Result<(String, Vec<usize>, Vec<usize>)>> = std::thread::scope(|s| {
+    // (split, images per class, image dims) of each split, read in parallel.
+    type SplitResult = Result<(String, Vec<usize>, Vec<usize>)>;
+    let results: Vec<SplitResult> = std::thread::scope(|s| {
         let handles: Vec<_> = splits
             .iter()
             .map(|(split, prefix)| {
-                s.spawn(move || -> Result<(String, Vec<usize>, Vec<usize>)> {
+                s.spawn(move || -> SplitResult {
                     let ipath = find_idx(input, &format!("{prefix}-images-idx3-ubyte"))?;
                     let lpath = find_idx(input, &format!("{prefix}-labels-idx1-ubyte"))?;
                     let images = idx::read_u8(&ipath)?;
@@ -144,7 +162,10 @@ fn idx_set(
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("idx worker panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("idx worker panicked"))
+            .collect()
     });
     let mut counts = Counts::new();
     let mut shape = Vec::new();
@@ -153,7 +174,11 @@ fn idx_set(
         shape = dims[1..].to_vec();
         counts.insert(split, per);
     }
-    Ok((names, counts, serde_json::json!({"kind": "safetensors", "image_shape": shape})))
+    Ok((
+        names,
+        counts,
+        serde_json::json!({"kind": "safetensors", "image_shape": shape}),
+    ))
 }
 
 fn find_idx(dir: &Path, stem: &str) -> Result<PathBuf> {
@@ -177,15 +202,21 @@ fn image_set(
     }
     // Fail before hours of decoding when the archive does not match the recipe.
     recipe.check_counts(&counts)?;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()?;
     let total: usize = listing.splits.iter().map(|(_, v)| v.len()).sum();
     let mut done = 0usize;
     let t0 = std::time::Instant::now();
     for (split, items) in &listing.splits {
         let mut w = ShardWriter::new(&out.join(split), p.shard_mb << 20)?;
         for chunk in items.chunks(256) {
-            let encoded: Vec<Result<Vec<u8>>> =
-                pool.install(|| chunk.par_iter().map(|it| encode(it, p.short_side, p.quality)).collect());
+            let encoded: Vec<Result<Vec<u8>>> = pool.install(|| {
+                chunk
+                    .par_iter()
+                    .map(|it| encode(it, p.short_side, p.quality))
+                    .collect()
+            });
             for (it, e) in chunk.iter().zip(encoded) {
                 w.push(&e?, it.label as i64)?;
             }
@@ -206,9 +237,14 @@ fn image_set(
 
 /// Read, decode, resize the short side, re-encode as JPEG. Deterministic for equal input.
 fn encode(item: &layouts::Item, short: u32, quality: u8) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(&item.file)
-        .with_context(|| format!("reading {} (listed by the dataset's annotations)", item.file.display()))?;
-    let img = augment::decode(&bytes).with_context(|| format!("{} cannot be decoded", item.file.display()))?;
+    let bytes = std::fs::read(&item.file).with_context(|| {
+        format!(
+            "reading {} (listed by the dataset's annotations)",
+            item.file.display()
+        )
+    })?;
+    let img = augment::decode(&bytes)
+        .with_context(|| format!("{} cannot be decoded", item.file.display()))?;
     let small = augment::resize_short_side(&img, short);
     let mut out = Vec::with_capacity(64 * 1024);
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
