@@ -154,6 +154,9 @@ pub enum Internal {
 
 /// Entry point; returns the process exit code.
 pub fn main() -> i32 {
+    // A write past `ulimit -f` must fail with EFBIG (reported, nothing recorded), not kill us.
+    // SAFETY: setting a signal disposition at start-up, before any thread exists.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => cmd_run(args),

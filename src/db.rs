@@ -50,10 +50,17 @@ impl StateDb {
         loop {
             match Database::create(path) {
                 Ok(db) => {
-                    let tx = db.begin_write()?;
-                    tx.open_table(STAT)?;
-                    tx.open_table(RUNS)?;
-                    tx.commit()?;
+                    // Create the tables once; later opens only read (and so work on a full disk).
+                    let exists = {
+                        let r = db.begin_read()?;
+                        r.open_table(STAT).is_ok() && r.open_table(RUNS).is_ok()
+                    };
+                    if !exists {
+                        let tx = db.begin_write()?;
+                        tx.open_table(STAT)?;
+                        tx.open_table(RUNS)?;
+                        tx.commit()?;
+                    }
                     return Ok(Some(StateDb { db }));
                 }
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) if start.elapsed() < wait => {

@@ -170,9 +170,9 @@ impl WorkspaceLock {
                 eprintln!("note: taking over the workspace lock left by pid {p}, which is no longer running");
             }
         }
-        file.set_len(0)?;
-        write!(file, "{}", std::process::id())?;
-        file.sync_all()?;
+        // The pid is only information for the next contender (the flock is the lock), so a
+        // full disk must not stop us here.
+        let _ = file.set_len(0).and_then(|_| write!(file, "{}", std::process::id())).and_then(|_| file.sync_all());
         Ok(WorkspaceLock { file, path })
     }
 }

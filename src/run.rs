@@ -464,7 +464,7 @@ pub fn log_tail(path: &Path, n: usize) -> String {
 
 fn make_executor(name: &str, p: &Pipeline) -> Result<Box<dyn Executor>> {
     match name {
-        "local" => Ok(Box::new(crate::executor::local::LocalExecutor::default())),
+        "local" => Ok(Box::new(crate::executor::local::LocalExecutor::with_pid_dir(p.root.join("cache").join("running"))?)),
         "slurm" => crate::executor::make_slurm(p),
         other => anyhow::bail!("unknown executor '{other}' (known: local, slurm)"),
     }

@@ -19,12 +19,36 @@ pub struct LocalExecutor {
     rx: Receiver<Event>,
     /// Running jobs: id → process group id.
     running: Arc<Mutex<HashMap<JobId, i32>>>,
+    /// One file per running process group, so that a run that was killed (and could not stop
+    /// its stages) has them stopped by the next run before it starts anything.
+    pid_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for LocalExecutor {
     fn default() -> Self {
         let (tx, rx) = unbounded();
-        LocalExecutor { tx, rx, running: Arc::default() }
+        LocalExecutor { tx, rx, running: Arc::default(), pid_dir: None }
+    }
+}
+
+impl LocalExecutor {
+    /// An executor that records its process groups in `pid_dir`, after stopping any that a
+    /// previous, killed run left behind there.
+    pub fn with_pid_dir(pid_dir: std::path::PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&pid_dir).with_context(|| format!("cannot create {}", pid_dir.display()))?;
+        for entry in std::fs::read_dir(&pid_dir)? {
+            let entry = entry?;
+            if let Ok(pgid) = entry.file_name().to_string_lossy().parse::<i32>() {
+                // Linux does not reuse a pid while it names a live process group, so this
+                // can only hit the orphaned stage's processes.
+                // SAFETY: sending a signal to a process group id.
+                if unsafe { libc::kill(-pgid, libc::SIGKILL) } == 0 {
+                    eprintln!("note: stopped processes of an interrupted earlier run (process group {pgid})");
+                }
+            }
+            let _ = std::fs::remove_file(entry.path());
+        }
+        Ok(LocalExecutor { pid_dir: Some(pid_dir), ..Default::default() })
     }
 }
 
@@ -44,9 +68,21 @@ impl Executor for LocalExecutor {
             .stderr(Stdio::piped())
             // Own process group, so stopping a stage stops everything it started.
             .process_group(0);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child if
+        // the engine dies (kill -9, crash), so stages do not outlive an engine killed mid-run.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().with_context(|| format!("cannot start stage '{}' ({})", job.stage, job.argv[0]))?;
         let pid = child.id() as i32;
         self.running.lock().unwrap().insert(job.id, pid);
+        let pid_file = self.pid_dir.as_ref().map(|d| d.join(pid.to_string()));
+        if let Some(f) = &pid_file {
+            let _ = std::fs::write(f, &job.stage);
+        }
 
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
@@ -75,6 +111,11 @@ impl Executor for LocalExecutor {
             let _ = err_thread.join();
             let _ = log.lock().unwrap().sync_all();
             running.lock().unwrap().remove(&id);
+            if let Some(f) = pid_file {
+                // SAFETY: stop anything the stage left running in its group.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                let _ = std::fs::remove_file(f);
+            }
             let outcome = match status {
                 Ok(s) if s.success() => Outcome::Succeeded,
                 Ok(s) => match (s.code(), s.signal()) {

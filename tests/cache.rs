@@ -1,0 +1,269 @@
+//! The output cache, the run cache and crash safety, end to end with the real binary.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::Ws;
+
+const FLIP: &str = r#"
+vars:
+  lr: 0.1
+stages:
+  train:
+    cmd: echo train >> executions.log && mkdir -p model && echo "lr=${lr} $(cat data.txt)" > model/weights.txt && head -c 200000 /dev/urandom > model/blob.bin
+    deps: [data.txt]
+    outs: [model]
+  evaluate:
+    cmd: echo evaluate >> executions.log && md5sum model/weights.txt model/blob.bin > score.txt
+    deps: [model]
+    outs: [score.txt]
+"#;
+
+fn snapshot(ws: &Ws) -> Vec<(String, Vec<u8>)> {
+    ["model/weights.txt", "model/blob.bin", "score.txt", "repro.lock"]
+        .iter()
+        .map(|p| (p.to_string(), std::fs::read(ws.path(p)).unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn flipping_a_param_back_restores_outputs_without_running() {
+    let ws = Ws::new(FLIP);
+    ws.write("data.txt", "d1");
+    ws.ok(&["run"]);
+    let first = snapshot(&ws);
+    ws.write("pipeline.yaml", &FLIP.replace("lr: 0.1", "lr: 0.2"));
+    let out = ws.ok(&["run"]);
+    assert!(out.contains("2 ran"), "{out}");
+    assert_ne!(snapshot(&ws), first);
+    ws.clear_executions();
+    ws.write("pipeline.yaml", FLIP);
+    let out = ws.ok(&["run"]);
+    assert!(out.contains("0 ran, 0 fresh, 2 restored, 0 failed"), "{out}");
+    assert!(ws.executions().is_empty(), "nothing executed");
+    assert_eq!(snapshot(&ws), first, "byte-identical to the first run (random blob included)");
+    let v = ws.ok(&["cache", "verify"]);
+    assert!(v.contains(" 0 corrupt"), "{v}");
+}
+
+#[test]
+fn a_corrupt_cache_object_is_detected_reported_and_recomputed() {
+    let ws = Ws::new(FLIP);
+    ws.write("data.txt", "d1");
+    ws.ok(&["run"]);
+    let weights = ws.read("model/weights.txt");
+    let hash = blake3::hash(weights.as_bytes()).to_hex().to_string();
+    ws.write("pipeline.yaml", &FLIP.replace("lr: 0.1", "lr: 0.2"));
+    ws.ok(&["run"]);
+    // Damage the cached copy of the first run's weights.
+    let obj = ws.path(&format!("cache/objects/{}/{}", &hash[..2], &hash[2..]));
+    assert!(obj.exists());
+    ws.sh(&format!("chmod u+w {0} && echo tampered > {0}", obj.display()));
+    ws.write("pipeline.yaml", FLIP);
+    ws.clear_executions();
+    let out = ws.ok(&["run"]);
+    assert!(out.contains("corrupted"), "{out}");
+    assert!(out.contains(&obj.display().to_string()), "names the object: {out}");
+    assert!(out.contains("2 ran"), "{out}");
+    assert_eq!(ws.read("model/weights.txt"), weights);
+    assert!(ws.ok(&["cache", "verify"]).contains(" 0 corrupt"));
+}
+
+#[test]
+fn cache_verify_reports_damage() {
+    let ws = Ws::new(FLIP);
+    ws.write("data.txt", "d1");
+    ws.ok(&["run"]);
+    let obj = std::fs::read_dir(ws.path("cache/objects")).unwrap().next().unwrap().unwrap().path();
+    let file = std::fs::read_dir(&obj).unwrap().next().unwrap().unwrap().path();
+    ws.sh(&format!("chmod u+w {0} && printf x >> {0}", file.display()));
+    let out = ws.fail(&["cache", "verify"]);
+    assert!(out.contains("corrupt:") && out.contains(&file.display().to_string()), "{out}");
+    assert!(!file.exists(), "removed");
+}
+
+#[test]
+fn gc_keeps_what_the_lock_and_kept_runs_need() {
+    let ws = Ws::new(FLIP);
+    ws.write("data.txt", "d1");
+    ws.ok(&["run"]);
+    ws.write("pipeline.yaml", &FLIP.replace("lr: 0.1", "lr: 0.2"));
+    ws.ok(&["run"]);
+    let out = ws.ok(&["gc", "--keep-last", "1"]);
+    assert!(out.contains("removed") && out.contains("2 run-cache entries"), "{out}");
+    // The current outputs are still restorable after deleting them.
+    std::fs::remove_dir_all(ws.path("model")).unwrap();
+    let out = ws.ok(&["run"]);
+    assert!(out.contains("1 restored"), "{out}");
+    // The old configuration's outputs were collected: flipping back recomputes.
+    ws.write("pipeline.yaml", FLIP);
+    let out = ws.ok(&["run"]);
+    assert!(out.contains("2 ran"), "{out}");
+}
+
+#[test]
+fn a_stale_lock_left_by_a_dead_process_is_taken_over() {
+    let ws = Ws::new("stages:\n  a:\n    cmd: echo hi > a.txt\n    outs: [a.txt]\n");
+    std::fs::create_dir_all(ws.path("cache")).unwrap();
+    // The pid of a process that has exited.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    std::fs::write(ws.path("cache/run.pid"), pid.to_string()).unwrap();
+    let out = ws.ok(&["run"]);
+    assert!(out.contains("no longer running"), "{out}");
+    assert!(out.contains("1 ran"), "{out}");
+}
+
+#[test]
+fn a_stage_over_the_file_size_limit_fails_cleanly() {
+    let ws = Ws::new("stages:\n  big:\n    cmd: head -c 20000000 /dev/zero > big.bin\n    outs: [big.bin]\n  after:\n    cmd: wc -c big.bin > n.txt\n    deps: [big.bin]\n    outs: [n.txt]\n");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -f 8000; exec {} run", common::bin().display()))
+        .current_dir(ws.dir.path())
+        .output()
+        .unwrap();
+    let text = common::both(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("FAILED big"), "{text}");
+    assert!(text.contains("skipped after"), "{text}");
+    let st = ws.ok(&["status", "--json"]);
+    assert!(st.contains("\"state\": \"stale\""), "nothing recorded as fresh: {st}");
+}
+
+#[test]
+fn a_full_disk_while_storing_outputs_fails_the_stage_and_corrupts_nothing() {
+    let ws = Ws::new("vars:\n  n: 1\nstages:\n  big:\n    cmd: head -c 2000000 /dev/urandom > big.bin && echo ${n} >> big.bin\n    outs: [big.bin]\n");
+    std::fs::create_dir_all(ws.path("cache")).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4500k", "tmpfs"])
+        .arg(ws.path("cache"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(mounted, "this test needs to mount a small tmpfs (root)");
+    let guard = Unmount(ws.path("cache"));
+    ws.ok(&["run"]);
+    ws.write("pipeline.yaml", "vars:\n  n: 2\nstages:\n  big:\n    cmd: head -c 2000000 /dev/urandom > big.bin && echo ${n} >> big.bin\n    outs: [big.bin]\n");
+    let out = ws.fail(&["run"]);
+    assert!(out.contains("no space left on device"), "{out}");
+    let st = ws.ok(&["status"]);
+    assert!(st.contains("stale"), "{st}");
+    let v = ws.ok(&["cache", "verify"]);
+    assert!(v.contains(" 0 corrupt"), "{v}");
+    drop(guard);
+}
+
+struct Unmount(std::path::PathBuf);
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A stage that counts to 6, one step every 0.3 s, saving each step in its checkpoint.
+const RESUMABLE: &str = r#"
+stages:
+  count:
+    cmd: |
+      start=0
+      if [ -f "$REPRO_CHECKPOINT/step" ]; then start=$(cat "$REPRO_CHECKPOINT/step"); echo "resuming from step $start"; fi
+      i=$start
+      while [ $i -lt 6 ]; do i=$((i+1)); sleep 0.3; echo $i > "$REPRO_CHECKPOINT/step"; echo "step $i" >> steps.log; done
+      seq 1 6 > count.txt
+    outs: [count.txt]
+    checkpoint: ckpt
+"#;
+
+#[test]
+fn an_interrupted_stage_resumes_from_its_checkpoint() {
+    let ws = Ws::new(RESUMABLE);
+    let mut child = ws.spawn(&["run"]);
+    // Wait (under any machine load) until the stage has made some progress, then SIGKILL
+    // the engine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while ws.read("steps.log").lines().count() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let done_before = ws.read("steps.log").lines().count();
+    assert!((1..6).contains(&done_before), "killed mid-way: {done_before} steps");
+    let out = ws.ok(&["run"]);
+    assert!(out.contains("1 ran"), "{out}");
+    let log = ws.read("cache/logs/count.log");
+    assert!(log.contains("resuming from step"), "{log}");
+    assert_eq!(ws.read("count.txt"), "1\n2\n3\n4\n5\n6\n");
+    assert!(ws.read("steps.log").lines().count() < 6 + done_before, "did not start over");
+    assert!(!ws.path("ckpt").exists(), "checkpoint removed after success");
+}
+
+const TORTURE: &str = r#"
+vars:
+  parts: [p1, p2, p3, p4]
+stages:
+  gen:
+    foreach: ${parts}
+    cmd: sleep 0.05 && for i in 1 2 3 4 5; do echo ${item}-$i >> gen/${item}.txt; sleep 0.02; done
+    outs: ["gen/${item}.txt"]
+  merge:
+    cmd: cat gen/*.txt | sort > merged.txt && sleep 0.1 && wc -l < merged.txt > count.txt
+    deps: [gen]
+    outs: [merged.txt, count.txt]
+  dir:
+    cmd: mkdir -p tree/a tree/b && cp merged.txt tree/a/m.txt && sleep 0.05 && cp count.txt tree/b/c.txt
+    deps: [merged.txt, count.txt]
+    outs: [tree]
+"#;
+
+#[test]
+fn killing_the_engine_at_random_moments_never_leaves_a_fresh_looking_partial_output() {
+    let clean = Ws::new(TORTURE);
+    clean.ok(&["run"]);
+
+    let ws = Ws::new(TORTURE);
+    // Seeded LCG for the kill delays (0–600 ms), so a failure reproduces.
+    let mut seed: u64 = 0x5eed_1234;
+    for round in 0..24 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let delay = (seed >> 33) % 600;
+        let mut child = ws.spawn(&["run", "-j", "2"]);
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill();
+        child.wait().unwrap();
+        // Whatever state it left, status must never call a stage fresh whose outputs differ
+        // from what a clean run produces.
+        let st: serde_json::Value = serde_json::from_str(&ws.ok(&["status", "--json"])).unwrap();
+        for s in st.as_array().unwrap() {
+            if s["state"] == "fresh" {
+                let name = s["stage"].as_str().unwrap();
+                for out in outputs_of(name) {
+                    assert_eq!(
+                        std::fs::read(ws.path(&out)).ok(),
+                        std::fs::read(clean.path(&out)).ok(),
+                        "round {round} (kill after {delay} ms): {name} looks fresh but {out} differs"
+                    );
+                }
+            }
+        }
+    }
+    let out = ws.ok(&["run"]);
+    assert!(out.contains("0 failed"), "{out}");
+    for f in ["gen/p1.txt", "gen/p4.txt", "merged.txt", "count.txt", "tree/a/m.txt", "tree/b/c.txt", "repro.lock"] {
+        assert_eq!(std::fs::read(ws.path(f)).ok(), std::fs::read(clean.path(f)).ok(), "{f}");
+    }
+    assert!(ws.ok(&["cache", "verify"]).contains(" 0 corrupt"));
+    assert!(ws.ok(&["run"]).contains("0 ran, 6 fresh"));
+}
+
+fn outputs_of(stage: &str) -> Vec<String> {
+    match stage {
+        "merge" => vec!["merged.txt".into(), "count.txt".into()],
+        "dir" => vec!["tree/a/m.txt".into(), "tree/b/c.txt".into()],
+        s => vec![format!("gen/{}.txt", s.trim_start_matches("gen@"))],
+    }
+}
