@@ -5,9 +5,9 @@
 //! Class-wise (Eqs. 17–22): the best threshold per class, counts summed. Each is computed on
 //! the metrics as given ([`Domain::Raw`]) and after SoftMax over each sample's metric vector
 //! ([`Domain::Softmax`], Supplement S.IV). SoftMax is monotone within a row, so a sample's
-//! SoftMax positive and maximum negative are exp(p − lse) and exp(q − lse); the sweep runs on
-//! the logarithms p − lse and q − lse (f64, no underflow to 0) and the thresholds are mapped
-//! back with exp. Samples whose row has a non-finite metric count as wrong everywhere.
+//! SoftMax positive and maximum negative are exp(p − m − s) and exp(q − m − s), with m the row
+//! maximum and s = log Σ_j exp(c_j − m); the sweep runs on their logarithms (f64, no underflow
+//! to 0) and the thresholds are mapped back with exp. Samples whose row has a non-finite metric count as wrong everywhere.
 
 use rayon::prelude::*;
 
@@ -53,7 +53,11 @@ fn interval(s: &RowStat, domain: Domain) -> (f64, f64) {
     }
     match domain {
         Domain::Raw => (s.neg as f64, s.pos as f64),
-        Domain::Softmax => (s.neg as f64 - s.lse, s.pos as f64 - s.lse),
+        Domain::Softmax => {
+            // f32 differences are exact in f64, so equal shifted rows give equal values.
+            let m = s.pos.max(s.neg) as f64;
+            ((s.neg as f64 - m) - s.ln_sum, (s.pos as f64 - m) - s.ln_sum)
+        }
     }
 }
 

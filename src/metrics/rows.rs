@@ -3,7 +3,9 @@
 //!
 //! Everything the accuracies need is a function of three numbers per sample: the positive
 //! metric c_y(x), the largest negative metric max_{j≠y} c_j(x), and (for the SoftMax variant)
-//! log Σ_j exp(c_j(x)), because SoftMax is monotone within a row. Rows are processed in
+//! log Σ_j exp(c_j(x) − m) with m the row maximum, because SoftMax is monotone within a row.
+//! Keeping the sum relative to the row maximum makes the SoftMax values of rows that differ by
+//! a constant bit-for-bit identical, as they are mathematically. Rows are processed in
 //! parallel with rayon straight from the (mapped) matrix; each row is read from memory once and
 //! revisited only from L1 cache. The inner loops use fixed-width lane arrays so the compiler
 //! vectorises them, and a branch-free single-precision exp.
@@ -19,8 +21,9 @@ pub struct RowStat {
     pub pos: f32,
     /// max_{j≠y} c_j(x); −∞ when there is a single class.
     pub neg: f32,
-    /// log Σ_j exp(c_j(x)) (NaN when not computed or the row is not finite).
-    pub lse: f64,
+    /// log Σ_j exp(c_j(x) − max_j c_j(x)), in [0, log N] (NaN when not computed or the row is
+    /// not finite).
+    pub ln_sum: f64,
     /// Every metric of the row is finite.
     pub finite: bool,
 }
@@ -115,9 +118,9 @@ fn exp_nonpos(x: f32) -> f32 {
     y * f32::from_bits(((k + 127) << 23) as u32)
 }
 
-/// log Σ exp(s_j), given m = max_j s_j (finite).
+/// log Σ exp(s_j − m), given m = max_j s_j (finite).
 #[inline]
-fn log_sum_exp(s: &[f32], m: f32) -> f64 {
+fn log_sum_exp_rel(s: &[f32], m: f32) -> f64 {
     let mut acc = [0f32; LANES];
     let chunks = s.chunks_exact(LANES);
     let rest = chunks.remainder();
@@ -133,7 +136,7 @@ fn log_sum_exp(s: &[f32], m: f32) -> f64 {
     for &x in rest {
         sum += exp_nonpos(x - m) as f64;
     }
-    m as f64 + sum.ln()
+    sum.ln()
 }
 
 /// The statistics of one row with true class `y`.
@@ -142,8 +145,8 @@ pub fn row_stat(row: &[f32], y: usize, with_lse: bool) -> RowStat {
     let finite = all_finite(row);
     let pos = row[y];
     let neg = max_of(&row[..y]).max(max_of(&row[y + 1..]));
-    let lse = if finite && with_lse { log_sum_exp(row, pos.max(neg)) } else { f64::NAN };
-    RowStat { pos, neg, lse, finite }
+    let ln_sum = if finite && with_lse { log_sum_exp_rel(row, pos.max(neg)) } else { f64::NAN };
+    RowStat { pos, neg, ln_sum, finite }
 }
 
 /// One parallel pass over the matrix.
@@ -178,12 +181,12 @@ mod tests {
     fn row_stat_basics() {
         let r = row_stat(&[1.0, 3.0, 2.0], 1, true);
         assert_eq!((r.pos, r.neg, r.finite), (3.0, 2.0, true));
-        let want = (1f64.exp() + 3f64.exp() + 2f64.exp()).ln();
-        assert!((r.lse - want).abs() < 1e-6);
+        let want = ((-2f64).exp() + 1.0 + (-1f64).exp()).ln();
+        assert!((r.ln_sum - want).abs() < 1e-6);
         assert!(r.correct());
         let single = row_stat(&[5.0], 0, true);
         assert_eq!(single.neg, f32::NEG_INFINITY);
-        assert!((single.lse - 5.0).abs() < 1e-12);
+        assert_eq!(single.ln_sum, 0.0);
         let nan = row_stat(&[1.0, f32::NAN, 0.0], 0, true);
         assert!(!nan.finite && !nan.correct());
         let inf = row_stat(&[f32::INFINITY, 0.0], 0, true);
