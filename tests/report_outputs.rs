@@ -136,7 +136,7 @@ fn headless(html: &Path, extra: &[&str]) -> (String, String) {
 fn console_errors(stderr: &str) -> Vec<String> {
     stderr
         .lines()
-        .filter(|l| l.contains(":CONSOLE(") || l.contains("Uncaught") || l.contains("ERR_FILE_NOT_FOUND") || l.contains("Failed to load resource"))
+        .filter(|l| l.contains(":CONSOLE") || l.contains("Uncaught") || l.contains("ERR_FILE_NOT_FOUND") || l.contains("Failed to load resource"))
         .map(str::to_string)
         .collect()
 }
@@ -156,25 +156,29 @@ fn html_opens_in_chromium_without_console_errors_and_shows_the_metrics() {
 
     let (dom, err) = headless(&html, &["--dump-dom"]);
     assert!(console_errors(&err).is_empty(), "console errors: {:?}", console_errors(&err));
-    // Every accuracy cell of a single run shows that run's metrics.json value.
-    let cell_re = |metric: &str, run: &str| -> Vec<String> {
+    // Every accuracy cell of a single run shows that run's metrics.json value (the SoftMax
+    // tables its `softmax` block).
+    let cells = |metric: &str, run: &str| -> Vec<(bool, String)> {
         let key = format!("data-metric=\"{metric}\"");
         let runs = format!("data-runs=\"{run}\"");
-        dom.split("<td").filter(|c| c.contains(&key) && c.contains(&runs)).map(|c| {
-            let text = &c[c.find('>').unwrap() + 1..];
-            let end = text.find(['<']).unwrap();
-            text[..end].to_string()
-        }).collect()
+        dom.split("<td")
+            .filter(|c| c.contains(&key) && c.contains(&runs))
+            .map(|c| {
+                let softmax = c.contains("data-table=\"softmax-");
+                let text = &c[c.find('>').unwrap() + 1..];
+                (softmax, text[..text.find('<').unwrap()].to_string())
+            })
+            .collect()
     };
     let mut checked = 0;
     for run in ["runs/cub/resnet50/bce-nu", "runs/cub/resnet50/soft-d", "runs/imagenet/gamma/bce-nu-g16", "runs/cub/bias-init/bce-nd-mode7"] {
         let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ws.path().join(run).join("metrics.json")).unwrap()).unwrap();
-        for (metric, digits) in [("a_sw", 2), ("a_cw", 2), ("a_uni", 2)] {
-            let want = format!("{:.*}", digits, m[metric].as_f64().unwrap());
-            let cells = cell_re(metric, run);
-            assert!(!cells.is_empty(), "no {metric} cell for {run} in the HTML");
-            for c in cells {
-                assert_eq!(c, want, "{run} {metric}");
+        for metric in ["a_sw", "a_cw", "a_uni"] {
+            let found = cells(metric, run);
+            assert!(!found.is_empty(), "no {metric} cell for {run} in the HTML");
+            for (softmax, text) in found {
+                let v = if softmax { &m["softmax"][metric] } else { &m[metric] };
+                assert_eq!(text, format!("{:.2}", v.as_f64().unwrap()), "{run} {metric} (softmax table: {softmax})");
                 checked += 1;
             }
         }

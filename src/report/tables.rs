@@ -84,8 +84,8 @@ pub struct Table {
     pub dataset: String,
     pub model: Option<String>,
     pub softmax: bool,
-    /// The paper's table this one mirrors, where the paper has it for this setting.
-    pub paper_table: Option<String>,
+    /// The paper's tables this one mirrors (those with a cell matching one of ours).
+    pub paper_tables: Vec<String>,
     pub columns: Vec<Column>,
     pub blocks: Vec<Block>,
     pub comparisons: Vec<Comparison>,
@@ -208,8 +208,8 @@ fn compare(
                 diff,
                 table: p.table.clone(),
             });
-            if t.paper_table.is_none() {
-                t.paper_table = Some(p.table.clone());
+            if !t.paper_tables.contains(&p.table) {
+                t.paper_tables.push(p.table.clone());
             }
         }
     }
@@ -221,6 +221,8 @@ pub fn accuracy_tables(runs: &[Run], published: &Published, softmax: bool) -> Ve
     let acc_runs: Vec<&Run> = runs
         .iter()
         .filter(|r| matches!(r.role, Role::Finetune | Role::Pretrain))
+        // A run without metrics.json has nothing to show here (provenance lists it).
+        .filter(|r| r.metrics.is_some())
         .filter(|r| !softmax || r.acc(true).is_some())
         .collect();
     let datasets = distinct(acc_runs.iter().map(|r| ds(r)), &names::DATASETS);
@@ -248,7 +250,7 @@ pub fn accuracy_tables(runs: &[Run], published: &Published, softmax: bool) -> Ve
             dataset: d.clone(),
             model: None,
             softmax,
-            paper_table: None,
+            paper_tables: Vec::new(),
             columns,
             blocks: Vec::new(),
             comparisons: Vec::new(),
@@ -312,7 +314,7 @@ pub fn gamma_tables(runs: &[Run], published: &Published) -> Vec<Table> {
                 dataset: d.clone(),
                 model: Some(m.clone()),
                 softmax: false,
-                paper_table: None,
+                paper_tables: Vec::new(),
                 columns,
                 blocks: Vec::new(),
                 comparisons: Vec::new(),
@@ -419,7 +421,7 @@ pub fn bias_tables(runs: &[Run], published: &Published) -> Vec<Table> {
                 dataset: d.clone(),
                 model: Some(m.clone()),
                 softmax: false,
-                paper_table: None,
+                paper_tables: Vec::new(),
                 columns: columns.clone(),
                 blocks: Vec::new(),
                 comparisons: Vec::new(),
@@ -468,7 +470,7 @@ pub fn bias_tables(runs: &[Run], published: &Published) -> Vec<Table> {
                     dataset: d.clone(),
                     model: Some(m.clone()),
                     softmax: false,
-                    paper_table: None,
+                    paper_tables: Vec::new(),
                     columns: columns.clone(),
                     blocks: Vec::new(),
                     comparisons: Vec::new(),
