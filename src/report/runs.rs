@@ -102,7 +102,7 @@ pub struct Train {
     pub loss: Option<String>,
     pub model: Option<String>,
     pub gamma: Option<f64>,
-    pub bias_mode: Option<String>,
+    pub bias_mode: Option<serde_json::Value>,
     pub bias_init: Option<Vec<Option<f64>>>,
     pub bias_final: Option<Vec<Option<f64>>>,
     pub epochs: Vec<Epoch>,
@@ -112,7 +112,8 @@ pub struct Train {
     pub device: Option<String>,
     pub libtorch: Option<String>,
     pub train_seconds: Option<f64>,
-    pub params: Option<u64>,
+    /// The resolved training parameters (an object), or a parameter count from older files.
+    pub params: Option<serde_json::Value>,
 }
 
 /// What a run was for, which decides the tables it appears in.
