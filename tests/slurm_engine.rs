@@ -71,7 +71,7 @@ stages:
     params: [greeting]
     resources: {cpus: 2, mem: 300M, time: 5}
   c:
-    cmd: echo "c $SLURM_JOB_ID" >> jobs.log && mkdir -p c && wc -c < a.txt > c/n.txt
+    cmd: echo "c $SLURM_JOB_ID" >> jobs.log && mkdir -p c && wc -c < a.txt > c/n.txt && echo to-stdout && echo '##repro-progress {"msg":"m","frac":1}' && echo to-stderr >&2
     deps: [a.txt]
     outs: [c]
   d:
@@ -114,6 +114,11 @@ fn outputs_lock_and_status_match_a_local_run() {
         );
     }
     assert_eq!(slurm.read("d.txt"), "one\nhello\n4\n");
+    // The stage's log reads the same too: output kept, progress markers relayed, not logged.
+    let log = slurm.read("cache/logs/c.log");
+    assert!(log.contains("to-stdout\n") && log.contains("to-stderr\n"), "{log:?}");
+    assert!(!log.contains("##repro-progress"), "{log:?}");
+    assert_eq!(log.len(), local.read("cache/logs/c.log").len(), "{log:?}");
     assert_eq!(
         ok(&local, &["status", "--json"]),
         ok(&slurm, &["status", "--json"])

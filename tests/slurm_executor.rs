@@ -143,6 +143,10 @@ fn runs_stages_and_reports_success_and_failure() {
     );
     let log = fs::read_to_string(ws.path().join("logs/ok.log")).unwrap();
     assert!(log.contains("hello-stdout"), "{log}");
+    assert!(
+        !log.contains(repro::kinds::progress::MARKER),
+        "markers are relayed, not logged: {log}"
+    );
     let log = fs::read_to_string(ws.path().join("logs/fail.log")).unwrap();
     assert!(log.contains("oops"), "stderr goes to the log too: {log}");
     assert!(

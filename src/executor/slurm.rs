@@ -113,9 +113,13 @@ struct Tracked {
     id: JobId,
     slurm_id: u64,
     stage: String,
+    /// The stage's log, which the executor writes: the job's output minus progress markers.
     log: PathBuf,
-    /// Bytes of the log already scanned for progress markers.
-    log_offset: u64,
+    log_file: Option<fs::File>,
+    /// Where Slurm writes the job's stdout and stderr (`--output`), next to the script.
+    raw: PathBuf,
+    /// Bytes of `raw` already relayed.
+    raw_offset: u64,
     script: PathBuf,
     time_min: Option<u64>,
     /// Last state and reason seen, to report changes (queued → running) once.
@@ -215,7 +219,7 @@ impl SlurmExecutor {
     fn tail_logs(&mut self) -> Vec<Event> {
         let mut events = Vec::new();
         for t in &mut self.jobs {
-            tail_one(t, &mut events);
+            tail_one(t, &mut events, false);
         }
         events
     }
@@ -265,7 +269,7 @@ impl SlurmExecutor {
             let Some(status) = by_id.get(&t.slurm_id) else {
                 t.unknown_polls += 1;
                 if t.unknown_polls >= 3 {
-                    tail_one(t, &mut events);
+                    tail_one(t, &mut events, true);
                     events.push(Event::Finished {
                         id: t.id,
                         outcome: Outcome::Failed(format!(
@@ -293,7 +297,8 @@ impl SlurmExecutor {
                     }
                 }
                 Some(outcome) => {
-                    tail_one(t, &mut events);
+                    tail_one(t, &mut events, true);
+                    let _ = fs::remove_file(&t.raw); // all of it is in the stage's log now
                     if outcome == Outcome::Succeeded {
                         // Kept on failure, for debugging; `cache/slurm` is safe to delete.
                         let _ = fs::remove_file(&t.script);
@@ -324,15 +329,16 @@ impl Executor for SlurmExecutor {
         let dir = self.script_dir(&job);
         fs::create_dir_all(&dir)
             .with_context(|| format!("creating the Slurm script directory {}", dir.display()))?;
-        let script = dir.join(format!(
-            "{}-{}-{}.sh",
-            sanitize(&job.stage),
-            job.id,
-            std::process::id()
-        ));
-        let args = sbatch_args(&job, &log, &self.opts);
-        let text = batch_script(&job, &log, &args)?;
+        let stem = format!("{}-{}-{}", sanitize(&job.stage), job.id, std::process::id());
+        let script = dir.join(format!("{stem}.sh"));
+        let raw = dir.join(format!("{stem}.out"));
+        let args = sbatch_args(&job, &raw, &self.opts);
+        let text = batch_script(&job, &raw, &args)?;
         write_atomic(&script, text.as_bytes())?;
+        // Like a local run, the log starts empty when the stage is started.
+        let log_file = fs::File::create(&log)
+            .with_context(|| format!("creating the stage log {}", log.display()))?;
+        let _ = fs::remove_file(&raw);
 
         let mut argv = args;
         argv.push(script.display().to_string());
@@ -362,7 +368,9 @@ impl Executor for SlurmExecutor {
             slurm_id,
             stage: job.stage.clone(),
             log,
-            log_offset: 0,
+            log_file: Some(log_file),
+            raw,
+            raw_offset: 0,
             script,
             time_min: job.resources.time_min,
             last_seen: None,
@@ -422,7 +430,9 @@ impl Executor for SlurmExecutor {
                 _ => thread::sleep(Duration::from_millis(250)),
             }
         }
-        for t in &self.jobs {
+        let mut ignored = Vec::new();
+        for t in &mut self.jobs {
+            tail_one(t, &mut ignored, true);
             eprintln!(
                 "repro: cancelled Slurm job {} (stage '{}')",
                 t.slurm_id, t.stage
@@ -436,7 +446,8 @@ impl Executor for SlurmExecutor {
     }
 }
 
-/// `sbatch` options for a job (everything but the script path).
+/// `sbatch` options for a job (everything but the script path); `log` is the file Slurm
+/// writes the job's stdout and stderr to.
 pub fn sbatch_args(job: &Job, log: &Path, opts: &SlurmOptions) -> Vec<String> {
     let r = &job.resources;
     let mut a = vec![
@@ -474,7 +485,8 @@ pub fn sbatch_args(job: &Job, log: &Path, opts: &SlurmOptions) -> Vec<String> {
     a
 }
 
-/// The batch script: exports the job's environment and `exec`s its argv, all quoted for sh.
+/// The batch script: exports the job's environment and `exec`s its argv, all quoted for sh;
+/// `log` as for [`sbatch_args`].
 pub fn batch_script(job: &Job, log: &Path, sbatch_args: &[String]) -> Result<String> {
     if job.argv.is_empty() {
         bail!("stage '{}': nothing to run (empty command)", job.stage);
@@ -625,34 +637,46 @@ fn describe_active(s: &JobStatus) -> String {
     m
 }
 
-fn tail_one(t: &mut Tracked, events: &mut Vec<Event>) {
-    let Ok(mut f) = fs::File::open(&t.log) else {
+/// Relay new output of a job to its stage log, progress markers becoming events instead (as
+/// the local executor does). Only whole lines until the job has ended (`last`).
+fn tail_one(t: &mut Tracked, events: &mut Vec<Event>, last: bool) {
+    let Ok(mut f) = fs::File::open(&t.raw) else {
         return;
     };
-    let Ok(meta) = f.metadata() else { return };
-    if meta.len() < t.log_offset {
-        t.log_offset = 0; // truncated (rewritten): start over
-    }
-    if meta.len() == t.log_offset || f.seek(SeekFrom::Start(t.log_offset)).is_err() {
+    if f.seek(SeekFrom::Start(t.raw_offset)).is_err() {
         return;
     }
     let mut buf = Vec::new();
-    if f.read_to_end(&mut buf).is_err() {
+    if f.read_to_end(&mut buf).is_err() || buf.is_empty() {
         return;
     }
-    // Only whole lines; a partial last line is read again next time.
-    let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
-        return;
+    let end = if last {
+        buf.len()
+    } else {
+        match buf.iter().rposition(|&b| b == b'\n') {
+            Some(i) => i + 1,
+            None => return, // a partial line: read again next time
+        }
     };
-    t.log_offset += end as u64 + 1;
-    for line in String::from_utf8_lossy(&buf[..end]).lines() {
-        if let Some((message, fraction)) = progress::parse(line) {
-            events.push(Event::Progress {
+    t.raw_offset += end as u64;
+    let mut plain = Vec::with_capacity(end);
+    for line in buf[..end].split_inclusive(|&b| b == b'\n') {
+        let text = String::from_utf8_lossy(line);
+        match progress::parse(text.trim_end_matches(['\n', '\r'])) {
+            Some((message, fraction)) => events.push(Event::Progress {
                 id: t.id,
                 message,
                 fraction,
-            });
+            }),
+            None => plain.extend_from_slice(line),
         }
+    }
+    if let Some(log) = t.log_file.as_mut()
+        && !plain.is_empty()
+        && log.write_all(&plain).is_err()
+    {
+        eprintln!("repro: cannot write the log {}", t.log.display());
+        t.log_file = None;
     }
 }
 
