@@ -71,3 +71,162 @@ fn rendering_is_deterministic() {
     assert_eq!(a.tex, b.tex);
     assert_eq!(a.svgs, b.svgs);
 }
+
+fn load() -> (Vec<repro::report::runs::Run>, repro::report::published::Published) {
+    let runs = repro::report::runs::load(&fixture_ws(), &["runs/**/metrics.json".into(), "runs/cub/resnet50/bce-n0".into()]).unwrap();
+    (runs, repro::report::published::Published::builtin().unwrap())
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+#[test]
+fn accuracy_table_cells_come_from_the_runs_and_the_paper() {
+    use repro::report::tables;
+    let (runs, published) = load();
+    let t = tables::accuracy_tables(&runs, &published, false);
+    let cub = t.iter().find(|t| t.dataset == "cub").unwrap();
+    assert_eq!(cub.paper_tables, vec!["V".to_string()]);
+    let col = |role: &str, loss: &str| cub.columns.iter().position(|c| c.role == role && c.loss == loss).unwrap();
+    let rn50 = cub.blocks.iter().find(|b| b.name == "resnet50").unwrap();
+    let a_sw = &rn50.rows[0];
+    assert_eq!(a_sw.metric, "a_sw");
+    // soft-d (baseline): ours 81.50, Table V 81.86
+    let c = &a_sw.cells[col("finetune", "soft-d")];
+    assert_eq!(c.value, Some(81.5));
+    assert_eq!(c.published, Some(81.86));
+    assert!(close(c.diff.unwrap(), 81.5 - 81.86));
+    // bce-nu is the row's best, and the only one in bold
+    assert!(a_sw.cells[col("finetune", "bce-nu")].best);
+    assert_eq!(a_sw.cells.iter().filter(|c| c.best).count(), 1);
+    // never-run loss: missing, not invented, no paper value shown
+    let c = &a_sw.cells[col("finetune", "soft-n0")];
+    assert!(c.value.is_none() && c.runs.is_empty() && c.published.is_none());
+    // trained but never evaluated (train.json only): missing too
+    assert!(a_sw.cells[col("finetune", "bce-n0")].value.is_none());
+    // diverged run: shown, and marked
+    let c = &a_sw.cells[col("finetune", "bce-d")];
+    assert!(c.diverged && c.value == Some(0.5));
+    assert!(cub.any_diverged);
+    // pre-training column from the pretrain run; the paper has no CUB pre-training column
+    let c = &a_sw.cells[col("pretrain", "soft-d")];
+    assert_eq!((c.value, c.published), (Some(75.0), None));
+    // two seeds: mean and sample standard deviation
+    let c = &a_sw.cells[col("finetune", "soft-0")];
+    assert_eq!(c.n, 2);
+    assert!(close(c.value.unwrap(), 81.8));
+    assert!(close(c.pm.unwrap(), (0.08f64).sqrt()));
+    // a dataset the paper lacks: no comparison
+    let fm = t.iter().find(|t| t.dataset == "fashion-mnist").unwrap();
+    assert!(fm.comparisons.is_empty() && fm.paper_tables.is_empty());
+    // SoftMax tables use the softmax block
+    let s = tables::accuracy_tables(&runs, &published, true);
+    let cub = s.iter().find(|t| t.dataset == "cub").unwrap();
+    assert_eq!(cub.paper_tables, vec!["S.III".to_string()]);
+    let a_cw = &cub.blocks[0].rows[1];
+    let i = cub.columns.iter().position(|c| c.loss == "bce-nu").unwrap();
+    assert_eq!((a_cw.cells[i].value, a_cw.cells[i].published), (Some(86.0), Some(86.07)));
+}
+
+#[test]
+fn gamma_and_bias_tables() {
+    use repro::report::tables;
+    let (runs, published) = load();
+    let g = tables::gamma_tables(&runs, &published);
+    assert_eq!(g.len(), 1);
+    let g = &g[0];
+    assert_eq!((g.dataset.as_str(), g.model.as_deref()), ("imagenet-1k", Some("resnet50")));
+    let gammas: Vec<f64> = g.columns.iter().map(|c| c.gamma.unwrap()).collect();
+    assert_eq!(gammas, vec![4.0, 16.0, 64.0, 208.0]);
+    let mut pt = g.paper_tables.clone();
+    pt.sort();
+    assert_eq!(pt, vec!["III".to_string(), "S.I".to_string()]);
+    let bce = g.blocks.iter().find(|b| b.name == "bce-nu").unwrap();
+    let uni16 = &bce.rows[2].cells[1];
+    assert_eq!((uni16.value, uni16.published), (Some(70.3), Some(70.64)));
+    // γ = 208: t* is null in metrics.json and "-" in the paper: missing, and the run diverged
+    let t208 = &bce.rows[3].cells[3];
+    assert!(t208.value.is_none() && t208.published.is_none() && t208.diverged);
+
+    let b = tables::bias_tables(&runs, &published);
+    let init = b.iter().find(|t| t.kind == "bias-init").unwrap();
+    let modes: Vec<u32> = init.columns.iter().map(|c| c.mode.unwrap()).collect();
+    assert_eq!(modes, vec![3, 7]);
+    let nd = init.blocks.iter().find(|b| b.name == "bce-nd").unwrap();
+    assert_eq!((nd.rows[3].cells[1].value, nd.rows[3].cells[1].published), (Some(-2.0), Some(-2.0)));
+    let change = b.iter().find(|t| t.kind == "bias-change").unwrap();
+    let nd = change.blocks.iter().find(|b| b.name == "bce-nd").unwrap();
+    let c = &nd.rows[0].cells[0];
+    // bias_final − bias_init = (−6.9, −7.5, −6.6, −7.1) ×10⁻³; Table XI: −6.8 ± 8.3
+    assert!((c.value.unwrap() + 7.025).abs() < 1e-6, "{:?}", c.value);
+    assert!(c.pm.unwrap() > 0.0);
+    assert_eq!(c.published, Some(-6.8));
+}
+
+#[test]
+fn findings_check_the_claims_honestly() {
+    let (runs, _) = load();
+    let f = repro::report::findings::findings(&runs);
+    let find = |claim: &str, dataset: &str, run: &str| f.iter().find(|x| x.claim == claim && x.dataset == dataset && x.run == run).unwrap_or_else(|| panic!("no {claim} finding for {dataset} {run}"));
+    let gap = find("gap", "cub", "");
+    assert_eq!(gap.verdict, "holds");
+    assert!(gap.note.contains("1 diverged run(s) left out"), "{}", gap.note);
+    assert_eq!(find("best-uni", "cub", "").verdict, "holds");
+    assert_eq!(find("best-uni", "fashion-mnist", "").verdict, "not judged");
+    assert_eq!(find("ordering", "cub", "runs/cub/resnet50/bce-nu").verdict, "holds");
+    // bce-u: t* = −0.2 with bias, b = −0.08 → |τ_b − t*₀| = 0.2, within the spread
+    let b = find("bias-threshold", "cub", "runs/cub/resnet50/bce-u");
+    assert_eq!(b.verdict, "holds");
+    let diff = b.evidence.iter().find(|e| e.label == "|difference|").unwrap().value.unwrap();
+    assert!(close(diff, 0.2));
+    // no learned bias recorded: not judged, never assumed
+    assert_eq!(find("bias-threshold", "imagenet-1k", "runs/imagenet/gamma/bce-nu-g16").verdict, "not judged");
+    // no run without metrics makes up an "unspecified" group
+    assert!(f.iter().all(|x| x.dataset != "unspecified"));
+}
+
+#[test]
+fn a_violated_claim_is_reported_as_failing() {
+    let ws = tempfile::tempdir().unwrap();
+    let w = |dir: &str, loss: &str, sw: f64, cw: f64, uni: f64| {
+        let d = ws.path().join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        let m = serde_json::json!({"a_sw": sw, "a_cw": cw, "a_uni": uni, "t_star": 1.0, "run": {"dataset": "cub", "model": "resnet50", "loss": loss}});
+        std::fs::write(d.join("metrics.json"), m.to_string()).unwrap();
+    };
+    // A_CW above A_SW, and a BCE gap larger than SoftMax's, best A_Uni from SoftMax
+    w("a", "bce-nu", 70.0, 75.0, 40.0);
+    w("b", "soft-d", 80.0, 70.0, 60.0);
+    let runs = repro::report::runs::load(ws.path(), &["*".into()]).unwrap();
+    let f = repro::report::findings::findings(&runs);
+    let v = |claim: &str, run: &str| f.iter().find(|x| x.claim == claim && x.run == run).unwrap().verdict;
+    assert_eq!(v("ordering", "a"), "fails");
+    assert_eq!(v("ordering", "b"), "holds");
+    assert_eq!(v("gap", ""), "fails");
+    assert_eq!(v("best-uni", ""), "fails");
+}
+
+#[test]
+fn html_and_latex_show_missing_diverged_and_escaped_values() {
+    let r = render_all();
+    assert!(r.html.contains(r#"title="no run">—</td>"#));
+    assert!(r.html.contains("<sup>†</sup>"));
+    assert!(r.tex.contains(r"runs/fashion\_mnist/resnet50 \& 50\%"));
+    assert!(r.tex.contains(r"Fixture report: BCE \& SoftMax (50\%)"));
+    assert!(r.html.contains("Fixture report: BCE &amp; SoftMax (50%)"));
+    assert!(r.tex.contains(r"\textbf{86.20}"));
+    assert!(r.tex.contains(r"\toprule") && r.tex.contains(r"\midrule") && r.tex.contains(r"\bottomrule"));
+    assert!(r.html.contains("0123456789abcdef") && r.tex.contains("0123456789abcdef"));
+}
+
+#[test]
+fn no_runs_still_renders() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut o = options(vec!["runs/**/metrics.json".into()]);
+    o.workspace = ws.path().to_path_buf();
+    let r = report::render(&o).unwrap();
+    assert_eq!(r.runs, 0);
+    assert!(r.html.contains("No fine-tuning or pre-training runs."));
+    assert!(r.svgs.is_empty());
+}

@@ -155,16 +155,26 @@ fn bias_threshold(r: &Run) -> Option<Finding> {
     Some(f)
 }
 
+/// The evaluated, non-diverged fine-tuning runs of one dataset and model. Diverged runs sit
+/// at chance level, where every accuracy is equal, so they would shrink the gap for nothing;
+/// they are counted and named in the note instead.
 struct Group<'a> {
     dataset: String,
     model: String,
     runs: Vec<&'a Run>,
+    diverged: usize,
+}
+
+impl Group<'_> {
+    fn note(&self, s: String) -> String {
+        if self.diverged == 0 { s } else { format!("{s}; {} diverged run(s) left out", self.diverged) }
+    }
 }
 
 fn groups(runs: &[Run]) -> Vec<Group<'_>> {
     let mut keys: Vec<(String, String)> = runs
         .iter()
-        .filter(|r| r.role == Role::Finetune)
+        .filter(|r| r.role == Role::Finetune && r.metrics.is_some())
         .map(|r| (name(&r.dataset), name(&r.model)))
         .collect();
     keys.sort_by(|a, b| {
@@ -172,13 +182,13 @@ fn groups(runs: &[Run]) -> Vec<Group<'_>> {
     });
     keys.dedup();
     keys.into_iter()
-        .map(|(d, m)| Group {
-            runs: runs
+        .map(|(d, m)| {
+            let all: Vec<&Run> = runs
                 .iter()
-                .filter(|r| r.role == Role::Finetune && name(&r.dataset) == d && name(&r.model) == m)
-                .collect(),
-            dataset: d,
-            model: m,
+                .filter(|r| r.role == Role::Finetune && r.metrics.is_some() && name(&r.dataset) == d && name(&r.model) == m)
+                .collect();
+            let diverged = all.iter().filter(|r| r.diverged()).count();
+            Group { runs: all.into_iter().filter(|r| !r.diverged()).collect(), dataset: d, model: m, diverged }
         })
         .collect()
 }
@@ -212,7 +222,7 @@ fn gap(g: &Group) -> Finding {
         run: String::new(),
         evidence: vec![ev("mean gap BCE", mb, 2), ev("mean gap SoftMax", ms, 2)],
         verdict: verdict_s,
-        note,
+        note: g.note(note),
     }
 }
 
@@ -255,7 +265,7 @@ fn best_uni(g: &Group) -> Finding {
         run: String::new(),
         evidence: vec![ev("best A_Uni", best.as_ref().map(|b| b.1), 2), ev("best normalized BCE A_Uni", best_nbce, 2)],
         verdict: v,
-        note,
+        note: g.note(note),
     }
 }
 
