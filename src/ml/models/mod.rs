@@ -77,7 +77,7 @@ pub struct Backbone {
 pub fn build(p: &nn::Path, name: ModelName, channels: i64, height: i64, width: i64) -> Result<Backbone> {
     Ok(match name {
         ModelName::Mlp => small::mlp(p, channels * height * width),
-        ModelName::Cnn => small::cnn(p, channels),
+        ModelName::Cnn => small::cnn(p, channels, height, width),
         ModelName::ResnetSmall => small::resnet_small(p, channels),
         ModelName::Resnet50 => resnet::resnet(p, &[3, 4, 6, 3]),
         ModelName::Resnet101 => resnet::resnet(p, &[3, 4, 23, 3]),

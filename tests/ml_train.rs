@@ -1,0 +1,249 @@
+//! End-to-end `train` stage runs through the real binary (`repro internal run-kind`):
+//! accuracy on a Fashion-MNIST subset, bit-identical determinism, resume after a kill,
+//! non-finite steps, fine-tuning from a checkpoint, and parameter errors.
+
+mod ml_common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ml_common::{f32s, fashion_mnist, i64s, read_raw, run_train, synthetic};
+use serde_json::{Value, json};
+
+fn train_json(ws: &Path, out: &str) -> Value {
+    let text = std::fs::read_to_string(ws.join(out).join("train.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A_SW: the share of test samples whose positive metric (with bias) is the largest.
+fn a_sw(ws: &Path, out: &str) -> f64 {
+    let t = read_raw(&ws.join(out).join("logits.safetensors"));
+    let (_, shape, logits) = &t["logits"];
+    let logits = f32s(logits);
+    let labels = i64s(&t["labels"].2);
+    let n = shape[1];
+    let correct = labels
+        .iter()
+        .enumerate()
+        .filter(|(i, y)| {
+            let row = &logits[i * n..(i + 1) * n];
+            let best = (0..n).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+            best == **y as usize
+        })
+        .count();
+    100.0 * correct as f64 / labels.len() as f64
+}
+
+#[test]
+fn fashion_mnist_subset_reaches_80_percent_with_soft_d_and_bce_nu() {
+    let ws = tempfile::tempdir().unwrap();
+    let Some(_) = fashion_mnist(&ws.path().join("fm"), 10000, 2000) else { return };
+    // Normalized losses scale the gradient by γ; their learning rate is smaller accordingly.
+    for (loss, lr) in [("soft-d", 0.05), ("bce-nu", 0.002)] {
+        let out = format!("out-{loss}");
+        let (ok, stdout, stderr) = run_train(
+            ws.path(),
+            json!({"data": "fm", "out": out, "model": "mlp", "loss": loss, "lr": lr, "epochs": 2,
+                   "augment": false, "seed": 1}),
+            2,
+            None,
+        );
+        assert!(ok, "{loss}: {stdout}\n{stderr}");
+        let acc = a_sw(ws.path(), &out);
+        assert!(acc > 80.0, "{loss}: A_SW {acc:.2}% ≤ 80%");
+        let tj = train_json(ws.path(), &out);
+        assert_eq!(tj["loss"], loss);
+        assert_eq!(tj["diverged"], false);
+        assert!((tj["test_accuracy"].as_f64().unwrap() - acc).abs() < 1e-9);
+        assert_eq!(tj["epochs"].as_array().unwrap().len(), 2);
+        for key in ["bias_init", "bias_final", "libtorch", "train_seconds", "params", "seed", "device", "skipped_steps"] {
+            assert!(tj.get(key).is_some(), "train.json lacks {key}");
+        }
+        // The progress relay markers are on stdout for the engine.
+        assert!(stdout.contains("##repro-progress "), "no progress lines");
+    }
+}
+
+#[test]
+fn same_seed_gives_bit_identical_logits_on_cpu() {
+    let ws = tempfile::tempdir().unwrap();
+    synthetic(&ws.path().join("d"), 600, 200, 4, 12, 12, 1);
+    let params = |out: &str, seed: u64| {
+        json!({"data": "d", "out": out, "model": "cnn", "loss": "bce-nu", "lr": 0.01, "epochs": 2,
+               "batch_size": 32, "seed": seed})
+    };
+    for (out, seed) in [("a", 3), ("b", 3), ("c", 4)] {
+        let (ok, so, se) = run_train(ws.path(), params(out, seed), 2, None);
+        assert!(ok, "{so}\n{se}");
+    }
+    let a = read_raw(&ws.path().join("a/logits.safetensors"));
+    let b = read_raw(&ws.path().join("b/logits.safetensors"));
+    let c = read_raw(&ws.path().join("c/logits.safetensors"));
+    assert_eq!(a["logits"], b["logits"], "same seed, different logits");
+    assert_eq!(a["logits_nobias"], b["logits_nobias"]);
+    assert_ne!(a["logits"], c["logits"], "a different seed should change the logits");
+    let ma = std::fs::read(ws.path().join("a/model.safetensors")).unwrap();
+    let mb = std::fs::read(ws.path().join("b/model.safetensors")).unwrap();
+    assert!(ma == mb, "model files differ");
+}
+
+#[test]
+fn logits_file_has_the_evaluate_contract() {
+    let ws = tempfile::tempdir().unwrap();
+    synthetic(&ws.path().join("d"), 200, 50, 5, 8, 8, 3);
+    for (loss, blen) in [("soft-d", 5), ("bce-nu", 1), ("bce-0", 5)] {
+        let (ok, so, se) = run_train(
+            ws.path(),
+            json!({"data": "d", "out": loss, "model": "mlp", "loss": loss, "epochs": 1, "lr": 0.01}),
+            1,
+            None,
+        );
+        assert!(ok, "{so}\n{se}");
+        let t = read_raw(&ws.path().join(loss).join("logits.safetensors"));
+        use safetensors::Dtype;
+        assert_eq!((t["logits"].0, t["logits"].1.clone()), (Dtype::F32, vec![50, 5]));
+        assert_eq!((t["logits_nobias"].0, t["logits_nobias"].1.clone()), (Dtype::F32, vec![50, 5]));
+        assert_eq!((t["labels"].0, t["labels"].1.clone()), (Dtype::I64, vec![50]));
+        assert_eq!(t["bias"].1, vec![blen]);
+        assert_eq!(t["bias_init"].1, vec![blen]);
+        // logits = logits_nobias ± bias, per Table I.
+        let (l, r, b) = (f32s(&t["logits"].2), f32s(&t["logits_nobias"].2), f32s(&t["bias"].2));
+        let sign = if loss.contains("-n") { -1.0 } else { 1.0 };
+        for i in 0..50 {
+            for j in 0..5 {
+                let bj = if blen == 1 { b[0] } else { b[j] };
+                assert!((l[i * 5 + j] - (r[i * 5 + j] + sign * bj)).abs() < 1e-4);
+            }
+        }
+        let tj = train_json(ws.path(), loss);
+        assert_eq!(tj["bias_final"].as_array().unwrap().len(), blen);
+    }
+    // The unified BCE bias starts at log(N−1) (normalized sign).
+    let tj = train_json(ws.path(), "bce-nu");
+    assert!((tj["bias_init"][0].as_f64().unwrap() - 4f64.ln()).abs() < 1e-6);
+}
+
+#[test]
+fn non_finite_steps_are_skipped_or_stop_and_outputs_are_still_written() {
+    let ws = tempfile::tempdir().unwrap();
+    synthetic(&ws.path().join("d"), 256, 64, 4, 8, 8, 1);
+    // An absurd learning rate overflows the linear BCE metrics within a few steps.
+    for mode in ["skip", "stop"] {
+        let (ok, so, se) = run_train(
+            ws.path(),
+            json!({"data": "d", "out": mode, "model": "mlp", "loss": "bce-d", "lr": 1e30, "epochs": 2,
+                   "batch_size": 32, "on_nonfinite": mode}),
+            1,
+            None,
+        );
+        assert!(ok, "a diverging run must not fail the stage: {so}\n{se}");
+        let tj = train_json(ws.path(), mode);
+        assert_eq!(tj["diverged"], true, "{mode}: {tj}");
+        let skipped = tj["skipped_steps"].as_u64().unwrap();
+        assert!(skipped >= 1, "{mode}: no skipped steps recorded");
+        if mode == "stop" {
+            assert_eq!(skipped, 1);
+            assert_eq!(tj["stopped_on_nonfinite"], true);
+        } else {
+            // Training went on after the first bad step.
+            let steps: u64 = tj["epochs"].as_array().unwrap().iter().map(|e| e["steps"].as_u64().unwrap()).sum();
+            assert_eq!(steps, 16);
+        }
+        assert!(ws.path().join(mode).join("logits.safetensors").exists());
+        assert!(ws.path().join(mode).join("model.safetensors").exists());
+    }
+}
+
+#[test]
+fn resumes_from_checkpoint_after_a_kill_with_identical_results() {
+    let ws = tempfile::tempdir().unwrap();
+    synthetic(&ws.path().join("d"), 3000, 100, 4, 16, 16, 1);
+    let params = |out: &str| {
+        json!({"data": "d", "out": out, "model": "cnn", "loss": "soft-d", "epochs": 3, "batch_size": 16,
+               "lr": 0.01, "seed": 5})
+    };
+    // Uninterrupted reference.
+    let (ok, so, se) = run_train(ws.path(), params("ref"), 1, None);
+    assert!(ok, "{so}\n{se}");
+
+    // Start, kill once the first epoch's checkpoint is written, restart.
+    let spec = json!({"stage": "t", "kind": "train", "params": params("resumed"), "checkpoint": "ckpt", "threads": 1});
+    std::fs::write(ws.path().join("spec.json"), spec.to_string()).unwrap();
+    let mut child = std::process::Command::new(ml_common::repro())
+        .args(["internal", "run-kind", "spec.json"])
+        .current_dir(ws.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let meta = ws.path().join("ckpt/train-state.json");
+    let t0 = Instant::now();
+    while !meta.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("training ended ({status}) before it could be interrupted; make the test data bigger");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!ws.path().join("resumed/logits.safetensors").exists(), "killed too late");
+    let (ok, stdout, se) = run_train(ws.path(), params("resumed"), 1, Some("ckpt"));
+    assert!(ok, "{stdout}\n{se}");
+    assert!(stdout.contains("resuming from epoch "), "no resume message: {stdout}");
+    let a = read_raw(&ws.path().join("ref/logits.safetensors"));
+    let b = read_raw(&ws.path().join("resumed/logits.safetensors"));
+    assert_eq!(a["logits"], b["logits"], "resumed run differs from the uninterrupted one");
+    assert_eq!(train_json(ws.path(), "resumed")["epochs"].as_array().unwrap().len(), 3);
+
+    // Other parameters: the checkpoint is not used.
+    let mut p = params("other");
+    p["lr"] = json!(0.02);
+    let (ok, stdout, _) = run_train(ws.path(), p, 1, Some("ckpt"));
+    assert!(ok);
+    assert!(!stdout.contains("resuming from epoch"), "{stdout}");
+}
+
+#[test]
+fn fine_tunes_from_a_checkpoint_with_a_new_head() {
+    let ws = tempfile::tempdir().unwrap();
+    synthetic(&ws.path().join("d"), 300, 60, 3, 8, 8, 1);
+    let base = json!({"data": "d", "out": "pre", "model": "cnn", "loss": "soft-d", "epochs": 1, "lr": 0.01});
+    let (ok, so, se) = run_train(ws.path(), base, 1, None);
+    assert!(ok, "{so}\n{se}");
+    let (ok, so, se) = run_train(
+        ws.path(),
+        json!({"data": "d", "out": "ft", "model": "cnn", "loss": "bce-nu", "epochs": 1, "lr": 0.001,
+               "init_from": "pre/model.safetensors"}),
+        1,
+        None,
+    );
+    assert!(ok, "{so}\n{se}");
+    // A model of another architecture is refused with a message naming the file.
+    let (ok, _, stderr) = run_train(
+        ws.path(),
+        json!({"data": "d", "out": "bad", "model": "resnet-small", "loss": "bce-nu", "epochs": 1,
+               "init_from": "pre/model.safetensors"}),
+        1,
+        None,
+    );
+    assert!(!ok);
+    assert!(stderr.contains("pre/model.safetensors") && stderr.contains("missing"), "{stderr}");
+}
+
+#[test]
+fn bad_parameters_are_reported_by_name() {
+    let ws = tempfile::tempdir().unwrap();
+    synthetic(&ws.path().join("d"), 20, 10, 2, 4, 4, 1);
+    for (params, needle) in [
+        (json!({"data": "d", "out": "o", "loss": "bce-x"}), "unknown loss"),
+        (json!({"data": "d", "out": "o", "loss": "bce-u", "bias_mode": 3}), "bias_mode"),
+        (json!({"data": "d", "out": "o", "loss": "bce-d", "bias_mode": 9}), "bias_mode"),
+        (json!({"data": "d", "out": "o", "loss": "soft-d", "epochz": 3}), "epochz"),
+        (json!({"data": "d", "out": "o", "loss": "soft-d", "model": "vgg"}), "unknown model"),
+        (json!({"data": "nope", "out": "o", "loss": "soft-d"}), "nope/classes.json"),
+    ] {
+        let (ok, _, stderr) = run_train(ws.path(), params.clone(), 1, None);
+        assert!(!ok, "{params} should fail");
+        assert!(stderr.contains(needle), "{params}: message lacks '{needle}': {stderr}");
+    }
+}
