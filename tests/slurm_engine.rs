@@ -116,7 +116,10 @@ fn outputs_lock_and_status_match_a_local_run() {
     assert_eq!(slurm.read("d.txt"), "one\nhello\n4\n");
     // The stage's log reads the same too: output kept, progress markers relayed, not logged.
     let log = slurm.read("cache/logs/c.log");
-    assert!(log.contains("to-stdout\n") && log.contains("to-stderr\n"), "{log:?}");
+    assert!(
+        log.contains("to-stdout\n") && log.contains("to-stderr\n"),
+        "{log:?}"
+    );
     assert!(!log.contains("##repro-progress"), "{log:?}");
     assert_eq!(log.len(), local.read("cache/logs/c.log").len(), "{log:?}");
     assert_eq!(
@@ -325,6 +328,57 @@ stages:
         "the stage still runs"
     );
     assert!(!ws.read("repro.lock").contains("never"));
+}
+
+#[test]
+fn a_job_killed_by_slurm_resumes_from_its_checkpoint_next_run() {
+    let ws = Ws::new(
+        r#"
+stages:
+  train:
+    cmd: if [ -e "$REPRO_CHECKPOINT/epoch1" ]; then echo resumed > model.txt; else touch "$REPRO_CHECKPOINT/epoch1"; echo $SLURM_JOB_ID > jobid; sleep 600; fi
+    outs: [model.txt]
+    checkpoint: ckpt
+"#,
+    );
+    let mut child = ws
+        .cmd(&["run", "--executor", "slurm"])
+        .env("SLURM_CONF", slurm_conf())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while ws.read("jobid").trim().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the job never started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Slurm, not repro, ends the job (as preemption or an operator would).
+    let id = ws.read("jobid").trim().to_string();
+    let s = Command::new("scancel")
+        .arg(&id)
+        .env("SLURM_CONF", slurm_conf())
+        .status()
+        .unwrap();
+    assert!(s.success());
+    let o = child.wait_with_output().unwrap();
+    let text = both(&o);
+    assert!(!o.status.success(), "{text}");
+    assert!(
+        text.contains("Slurm: CANCELLED") && text.contains(&id),
+        "{text}"
+    );
+
+    let out = ok(&ws, &["run", "--executor", "slurm"]);
+    assert!(out.contains("1 ran"), "{out}");
+    assert_eq!(
+        ws.read("model.txt"),
+        "resumed\n",
+        "resumed from the checkpoint"
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use repro::executor::slurm::{SlurmExecutor, SlurmOptions};
+use repro::executor::slurm::{ExitStatus, SlurmExecutor, SlurmOptions, sacct};
 use repro::executor::{Event, Executor, Job, JobId, Outcome, Resources};
 
 fn slurm_conf() -> String {
@@ -93,6 +93,16 @@ fn squeue_state(id: u64) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The Slurm job id the failing job of `runs_stages_…` printed into its log.
+fn failed_slurm_id(ws: &tempfile::TempDir) -> u64 {
+    let log = fs::read_to_string(ws.path().join("logs/fail.log")).unwrap();
+    let line = log
+        .lines()
+        .find_map(|l| l.strip_prefix("job "))
+        .expect("job id in the log");
+    line.trim().parse().unwrap()
+}
+
 #[test]
 fn runs_stages_and_reports_success_and_failure() {
     let ws = tempfile::tempdir().unwrap();
@@ -119,7 +129,7 @@ fn runs_stages_and_reports_success_and_failure() {
         1,
         "fail",
         ws.path(),
-        "echo oops >&2; exit 3",
+        "echo job $SLURM_JOB_ID; echo oops >&2; exit 3",
         Resources::default(),
     ))
     .unwrap();
@@ -133,6 +143,15 @@ fn runs_stages_and_reports_success_and_failure() {
     assert!(
         msg.contains("FAILED") && msg.contains("exit code 3"),
         "{msg}"
+    );
+
+    // After squeue forgets a job (MinJobAge), its final state comes from sacct.
+    let fail_id = failed_slurm_id(&ws);
+    let records = sacct(&options(), &[fail_id]);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        (records[0].state.as_str(), records[0].exit),
+        ("FAILED", Some(ExitStatus::Code(3)))
     );
 
     let out = fs::read_to_string(ws.path().join("out.txt")).unwrap();

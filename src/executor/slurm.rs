@@ -732,8 +732,9 @@ pub fn parse_squeue(text: &str) -> Vec<JobStatus> {
 }
 
 /// Final states from the accounting records (slurmdbd), or from the job completion log
-/// (`sacct -c`, clusters without slurmdbd). Empty when neither knows the jobs.
-fn sacct(opts: &SlurmOptions, ids: &[u64]) -> Vec<JobStatus> {
+/// (`sacct -c`, clusters without slurmdbd). Empty when neither knows the jobs. `poll` uses it
+/// for jobs that have left `squeue`.
+pub fn sacct(opts: &SlurmOptions, ids: &[u64]) -> Vec<JobStatus> {
     let list = join_ids(ids);
     let attempts: [&[&str]; 2] = [
         &[
