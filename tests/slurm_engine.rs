@@ -341,7 +341,7 @@ stages:
     checkpoint: ckpt
 "#,
     );
-    let mut child = ws
+    let child = ws
         .cmd(&["run", "--executor", "slurm"])
         .env("SLURM_CONF", slurm_conf())
         .stdout(Stdio::piped())
