@@ -336,6 +336,23 @@ fn cancel_all_stops_running_and_queued_jobs() {
 }
 
 #[test]
+fn dropping_the_executor_cancels_what_it_still_tracks() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut ex = executor_with(options());
+    ex.submit(sh_job(
+        0,
+        "orphan",
+        ws.path(),
+        "sleep 600",
+        Resources::default(),
+    ))
+    .unwrap();
+    let id = ex.slurm_id(0).unwrap();
+    drop(ex);
+    assert_eq!(squeue_state(id), "CANCELLED");
+}
+
+#[test]
 fn polling_is_batched_and_rate_limited() {
     let ws = tempfile::tempdir().unwrap();
     let interval = Duration::from_millis(500);

@@ -446,6 +446,16 @@ impl Executor for SlurmExecutor {
     }
 }
 
+impl Drop for SlurmExecutor {
+    /// Jobs still tracked when the executor goes away (the engine returned early on an error)
+    /// would run on with nobody to record their outputs: cancel them.
+    fn drop(&mut self) {
+        if !self.jobs.is_empty() {
+            self.cancel_all();
+        }
+    }
+}
+
 /// `sbatch` options for a job (everything but the script path); `log` is the file Slurm
 /// writes the job's stdout and stderr to.
 pub fn sbatch_args(job: &Job, log: &Path, opts: &SlurmOptions) -> Vec<String> {
