@@ -55,7 +55,9 @@ pub fn doctor() -> anyhow::Result<i32> {
     );
     println!("CPU threads     {}", tch::get_num_threads());
     println!("MKL / OpenMP    {} / {}", tch::utils::has_mkl(), tch::utils::has_openmp());
-    println!("built with CUDA {}", tch::utils::has_cuda());
+    // Linked CUDA support shows as libtorch_cuda.so in the process map, driver or not.
+    let cuda_lib = std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.contains("libtorch_cuda.so"));
+    println!("libtorch_cuda   {}", if cuda_lib { "loaded (CUDA build)" } else { "not loaded (CPU-only build)" });
     let cuda = tch::Cuda::is_available();
     println!("CUDA available  {cuda}");
     if cuda {
