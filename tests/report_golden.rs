@@ -212,7 +212,7 @@ fn html_and_latex_show_missing_diverged_and_escaped_values() {
     let r = render_all();
     assert!(r.html.contains(r#"title="no run">—</td>"#));
     assert!(r.html.contains("<sup>†</sup>"));
-    assert!(r.tex.contains(r"runs/fashion\_mnist/resnet50 \& 50\%"));
+    assert!(r.tex.contains(r"runs/\allowbreak{}fashion\_mnist/\allowbreak{}resnet50 \& 50\%"), "run id not escaped for LaTeX");
     assert!(r.tex.contains(r"Fixture report: BCE \& SoftMax (50\%)"));
     assert!(r.html.contains("Fixture report: BCE &amp; SoftMax (50%)"));
     assert!(r.tex.contains(r"\textbf{86.20}"));

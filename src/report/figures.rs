@@ -242,9 +242,12 @@ fn layout(id: String, kind: &'static str, number: u32, title: String, caption: S
         });
         x0 += w + MARGIN_L + MARGIN_R;
     }
+    // LaTeX widths in proportion to the SVG panel widths (axis labels take a fixed share).
     let n = panels.len() as f64;
+    let sum_w: f64 = panels.iter().map(|p| p.w).sum();
     for p in panels.iter_mut() {
-        p.tex_width = (0.95 / n * 100.0).floor() / 100.0;
+        let share = 0.8 * p.w / sum_w + 0.15 / n;
+        p.tex_width = (share * 100.0).floor() / 100.0;
     }
     Figure { id, kind, number, title, caption, width: total_w, height, panels }
 }

@@ -106,6 +106,13 @@ fn short(v: &Value, args: &HashMap<String, Value>) -> tera::Result<Value> {
     }))
 }
 
+/// `{{ path | texpath }}`: escaped, with a permitted line break after each `/`, for run ids in
+/// narrow table columns.
+fn texpath(v: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
+    let s = v.as_str().unwrap_or_default();
+    Ok(Value::String(tex_escape(s).replace('/', r"/\allowbreak{}")))
+}
+
 /// Register every report filter on `tera`.
 pub fn register(tera: &mut Tera) {
     tera.register_filter("num", num);
@@ -113,6 +120,7 @@ pub fn register(tera: &mut Tera) {
     tera.register_filter("texnum", texnum);
     tera.register_filter("tex", tex);
     tera.register_filter("short", short);
+    tera.register_filter("texpath", texpath);
 }
 
 #[cfg(test)]
@@ -139,5 +147,6 @@ mod tests {
     fn latex_escaping() {
         assert_eq!(tex_escape(r"a_b & 50% #1 {x} \ ~^"), r"a\_b \& 50\% \#1 \{x\} \textbackslash{} \textasciitilde{}\textasciicircum{}");
         assert_eq!(tex_escape("runs/<x>"), r"runs/\textless{}x\textgreater{}");
+        assert_eq!(texpath(&json!("a/b_c"), &HashMap::new()).unwrap(), json!(r"a/\allowbreak{}b\_c"));
     }
 }
