@@ -91,7 +91,7 @@ pub fn collect(runs: &[Run], revision: String, lock_path: Option<String>, lock_h
                 device: t.and_then(|t| t.device.clone()),
                 libtorch: t.and_then(|t| t.libtorch.clone()),
                 train_seconds: t.and_then(|t| t.train_seconds).filter(|s| s.is_finite()),
-                epochs: t.map(|t| t.epochs.len()).unwrap_or(0),
+                epochs: t.and_then(|t| t.epochs.as_ref()).map_or(0, |e| e.len()),
                 skipped_steps: t.and_then(|t| t.skipped_steps),
                 diverged: r.diverged(),
                 has_metrics: r.metrics.is_some(),

@@ -91,29 +91,56 @@ pub struct Metrics {
 #[derive(Deserialize, Debug, Clone, Default)]
 #[serde(default)]
 pub struct Epoch {
+    #[serde(deserialize_with = "lenient")]
     pub epoch: Option<u64>,
+    #[serde(deserialize_with = "lenient")]
     pub loss: Option<f64>,
+    #[serde(deserialize_with = "lenient")]
     pub seconds: Option<f64>,
 }
 
+/// A field of an unexpected type reads as missing: train.json is a log that grows fields over
+/// time, and the report only shows it (the accuracies come from metrics.json).
+fn lenient<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
+}
+
+/// `train.json`, as the `train` kind writes it; every field optional and lenient.
 #[derive(Deserialize, Debug, Clone, Default)]
 #[serde(default)]
 pub struct Train {
+    #[serde(deserialize_with = "lenient")]
     pub loss: Option<String>,
+    #[serde(deserialize_with = "lenient")]
     pub model: Option<String>,
+    #[serde(deserialize_with = "lenient")]
     pub gamma: Option<f64>,
+    /// The diverse-bias initialisation mode (0–7, Section V-B).
+    #[serde(deserialize_with = "lenient")]
     pub bias_mode: Option<serde_json::Value>,
+    #[serde(deserialize_with = "lenient")]
     pub bias_init: Option<Vec<Option<f64>>>,
+    #[serde(deserialize_with = "lenient")]
     pub bias_final: Option<Vec<Option<f64>>>,
-    pub epochs: Vec<Epoch>,
+    #[serde(deserialize_with = "lenient")]
+    pub epochs: Option<Vec<Epoch>>,
+    #[serde(deserialize_with = "lenient")]
     pub skipped_steps: Option<u64>,
+    #[serde(deserialize_with = "lenient")]
     pub diverged: Option<bool>,
+    #[serde(deserialize_with = "lenient")]
     pub seed: Option<serde_json::Value>,
+    #[serde(deserialize_with = "lenient")]
     pub device: Option<String>,
+    #[serde(deserialize_with = "lenient")]
     pub libtorch: Option<String>,
+    #[serde(deserialize_with = "lenient")]
     pub train_seconds: Option<f64>,
-    /// The resolved training parameters (an object), or a parameter count from older files.
-    pub params: Option<serde_json::Value>,
 }
 
 /// What a run was for, which decides the tables it appears in.
@@ -265,9 +292,9 @@ pub fn load_run(dir: &Path, id: String) -> Result<Run> {
             )
         })?,
     };
-    let bias_init_mode = m.and_then(|m| {
-        ["bias_init_mode", "init_mode", "bias_init"].iter().find_map(|k| m.run.get(*k).and_then(mode_number))
-    });
+    let bias_init_mode = m
+        .and_then(|m| ["bias_init_mode", "init_mode", "bias_init"].iter().find_map(|k| m.run.get(*k).and_then(mode_number)))
+        .or_else(|| t.and_then(|t| t.bias_mode.as_ref()).and_then(mode_number));
     let seed = run_str(m, "seed").or_else(|| {
         t.and_then(|t| t.seed.as_ref()).map(|s| match s {
             serde_json::Value::String(s) => s.clone(),
@@ -388,6 +415,21 @@ mod tests {
         assert_eq!(r.acc(false).unwrap().get("a_sw"), Some(80.5));
         assert_eq!(r.acc(false).unwrap().get("t_star"), None);
         assert!(runs[1].diverged() && runs[1].metrics.is_none());
+    }
+
+    #[test]
+    fn train_json_fields_of_other_types_read_as_missing() {
+        let ws = tempfile::tempdir().unwrap();
+        std::fs::write(
+            ws.path().join("train.json"),
+            r#"{"loss": "bce-nd", "bias_mode": 3, "params": {"lr": 0.1}, "epochs": "n/a", "gamma": "big", "bias_final": [1.0, null]}"#,
+        )
+        .unwrap();
+        let r = &load(ws.path(), &[".".into()]).unwrap()[0];
+        let t = r.train.as_ref().unwrap();
+        assert_eq!((t.gamma, t.epochs.is_none()), (None, true));
+        assert_eq!(r.bias_final(), Some(vec![Some(1.0), None]));
+        assert_eq!(r.bias_init_mode, Some(3));
     }
 
     #[test]
