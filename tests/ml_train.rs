@@ -250,3 +250,41 @@ fn bad_parameters_are_reported_by_name() {
         assert!(stderr.contains(needle), "{params}: message lacks '{needle}': {stderr}");
     }
 }
+
+#[test]
+fn trains_on_a_sharded_jpeg_set() {
+    use repro::data::shards::ShardWriter;
+    let ws = tempfile::tempdir().unwrap();
+    let dir = ws.path().join("jpeg");
+    // Two classes: dark and bright 40×40 images with noise, JPEG-encoded.
+    for (split, n) in [("train", 48), ("test", 20)] {
+        let mut w = ShardWriter::new(&dir.join(split), 4096).unwrap();
+        for i in 0..n {
+            let y = (i % 2) as i64;
+            let img = image::RgbImage::from_fn(40, 40, |x, yy| {
+                let v = if y == 0 { 40 } else { 200 } + ((x * 7 + yy * 13 + i as u32) % 30) as u8;
+                image::Rgb([v, v / 2, 255 - v])
+            });
+            let mut bytes = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut bytes, image::ImageFormat::Jpeg).unwrap();
+            w.push(bytes.get_ref(), y).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    std::fs::write(dir.join("classes.json"), r#"["dark", "bright"]"#).unwrap();
+    let (ok, so, se) = run_train(
+        ws.path(),
+        json!({"data": "jpeg", "out": "o", "model": "cnn", "loss": "bce-u", "epochs": 2, "batch_size": 8,
+               "image_size": 32, "augment": true, "lr": 0.05}),
+        2,
+        None,
+    );
+    assert!(ok, "{so}\n{se}");
+    let t = read_raw(&ws.path().join("o/logits.safetensors"));
+    assert_eq!(t["logits"].1, vec![20, 2]);
+    assert_eq!(i64s(&t["labels"].2), (0..20).map(|i| i % 2).collect::<Vec<i64>>());
+    let tj = train_json(ws.path(), "o");
+    assert_eq!(tj["image_size"], json!([32, 32, 3]));
+    assert_eq!(tj["epochs"][0]["steps"], 6);
+    assert!(a_sw(ws.path(), "o") > 90.0, "two trivially separable classes");
+}

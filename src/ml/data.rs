@@ -40,10 +40,8 @@ impl Dataset {
     pub fn load(dir: &Path, limit_train: Option<usize>, limit_test: Option<usize>) -> Result<Self> {
         if !dir.join("train.safetensors").exists() && dir.join("train").join("index.safetensors").exists() {
             bail!(
-                "{}: this is a sharded JPEG image set (train/index.safetensors); `train` reads \
-                 only the in-memory form (train.safetensors / test.safetensors with `images` and \
-                 `labels`). The sharded-set loader (src/data/loader.rs) is not wired into \
-                 `train` yet: preprocess the set with a fixed image size into the in-memory form",
+                "{}: this is a sharded JPEG image set (train/index.safetensors); read it with \
+                 `data::loader` (the `train` stage does so), not as an in-memory set",
                 dir.display()
             );
         }

@@ -20,6 +20,7 @@ use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor, nn};
 
 use super::data::{Augment, Batcher, Dataset, Normalize};
+use crate::data::loader::{Loader, LoaderConfig};
 use super::io;
 use super::loss::{BiasInit, BiasMode, DEFAULT_GAMMA, Head, LossKind};
 use super::models::{self, ModelName};
@@ -88,6 +89,9 @@ pub struct TrainConfig {
     pub limit_test: Option<usize>,
     #[serde(default = "d_nonfinite")]
     pub on_nonfinite: OnNonFinite,
+    /// Side of the square images cut from a sharded JPEG set (ignored for in-memory sets).
+    #[serde(default = "d_image_size")]
+    pub image_size: u32,
     /// Batch size of the test-set evaluation.
     #[serde(default = "d_eval_batch")]
     pub eval_batch_size: usize,
@@ -119,6 +123,9 @@ fn d_device() -> String {
 }
 fn d_nonfinite() -> OnNonFinite {
     OnNonFinite::Skip
+}
+fn d_image_size() -> u32 {
+    224
 }
 fn d_eval_batch() -> usize {
     512
@@ -230,14 +237,18 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
     let abs = |p: &Path| env.base.join(p);
     let data_dir = abs(&cfg.data);
     let out_dir = abs(&cfg.out);
-    let data = Dataset::load(&data_dir, cfg.limit_train, cfg.limit_test)?;
-    let classes = data.classes.len() as i64;
-    let (h, w, c) = (data.train.h as i64, data.train.w as i64, data.train.c as i64);
+    let data = Source::open(&data_dir, cfg, env.threads)?;
+    let classes = data.classes() as i64;
+    let (h, w, c) = data.shape();
     let model_channels = if model_name.is_imagenet() { 3 } else { c };
     if model_name.is_imagenet() && c != 1 && c != 3 {
         bail!("{}: images have {c} channels; {model_name} takes 1 (repeated) or 3", data_dir.display());
     }
-    let norm = if model_name.is_imagenet() { Normalize::imagenet() } else { Normalize::of(&data.train) };
+    let norm = match &data {
+        Source::Memory(d) if !model_name.is_imagenet() => Normalize::of(&d.train),
+        // ImageNet models expect ImageNet statistics; the sharded loader normalises with them.
+        _ => Normalize::imagenet(),
+    };
 
     // Model and head, in a fixed order after seeding, so the initial weights depend on the seed.
     tch::manual_seed(cfg.seed as i64);
@@ -282,12 +293,12 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
     }
     let mut opt = Sgd::new(params, cfg.momentum, cfg.weight_decay);
 
-    let batcher = Batcher::new(&data.train, model_channels as usize, norm.clone(), device);
     let bs = cfg.batch_size;
+    let (n_train, n_test) = data.sizes();
     // The last partial batch is used unless it has a single sample (batch norm cannot train on it).
-    let steps_per_epoch = data.train.n / bs + usize::from(data.train.n % bs >= 2);
+    let steps_per_epoch = n_train / bs + usize::from(n_train % bs >= 2);
     let total_steps = steps_per_epoch * cfg.epochs;
-    let aug = cfg.augment.then(|| Augment { pad: cfg.crop_padding.unwrap_or(data.train.h / 8), flip: true });
+    let aug = cfg.augment.then(|| Augment { pad: cfg.crop_padding.unwrap_or(h as usize / 8), flip: true });
     let train_start = Instant::now();
     let prior_seconds: f64 = stats.iter().map(|s| s.seconds).sum();
 
@@ -298,18 +309,19 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
         // so a resumed run draws exactly what the uninterrupted one would have.
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         rng.set_stream(epoch as u64 + 1);
-        let order = batcher.shuffled(&mut rng);
+        let batches = data.train_batches(epoch, bs, aug, model_channels as usize, &norm, device, &mut rng);
         let (mut loss_sum, mut ok_steps, mut skipped, mut images) = (0.0, 0usize, 0usize, 0usize);
         let mut last_report = Instant::now();
         let lr_start = cosine_lr(cfg.lr, epoch * steps_per_epoch, total_steps);
         let mut lr = lr_start;
-        for (b, chunk) in order.chunks(bs).enumerate() {
-            if chunk.len() < 2 {
+        for (b, batch) in batches.enumerate() {
+            let (x, y) = batch?;
+            let bsz = y.size()[0] as usize;
+            if bsz < 2 {
                 continue;
             }
             let step = epoch * steps_per_epoch + b;
             lr = cosine_lr(cfg.lr, step, total_steps);
-            let (x, y) = batcher.batch(chunk, aug, &mut rng);
             opt.zero_grad();
             let feats = backbone.net.forward_t(&x, true);
             let loss = head.loss(&feats, &y);
@@ -320,7 +332,7 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
                 &[ok.to_kind(Kind::Double), loss.detach().to_kind(Kind::Double)],
                 0,
             ))?;
-            images += chunk.len();
+            images += bsz;
             if vals[0] != 0.0 {
                 opt.step(lr);
                 loss_sum += vals[1];
@@ -378,10 +390,10 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
 
     // Evaluation on the test split (always written, also after divergence).
     (env.progress)("evaluating on the test split", None);
-    let (logits, logits_nobias) = evaluate(&backbone, &head, &data, model_channels as usize, &norm, device, cfg.eval_batch_size);
-    let labels = Tensor::from_slice(&data.test.labels);
+    let (logits, logits_nobias, labels) =
+        evaluate(&backbone, &head, &data, model_channels as usize, &norm, device, cfg.eval_batch_size)?;
     let correct = logits.argmax(1, false).eq_tensor(&labels).sum(Kind::Int64).int64_value(&[]);
-    let test_accuracy = 100.0 * correct as f64 / data.test.n as f64;
+    let test_accuracy = 100.0 * correct as f64 / n_test as f64;
     let logits_finite = logits.isfinite().all().int64_value(&[]) != 0;
     let bias_final = head.bias_values();
 
@@ -415,8 +427,8 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
         "classes": classes,
         "feature_dim": backbone.dim,
         "parameters": n_params,
-        "train_samples": data.train.n,
-        "test_samples": data.test.n,
+        "train_samples": n_train,
+        "test_samples": n_test,
         "image_size": [h, w, c],
         "normalize": norm,
         "epochs": stats,
@@ -440,31 +452,132 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
     Ok(TrainSummary { diverged, skipped_steps, test_accuracy, resumed_from })
 }
 
-/// Forward the test split in eval mode: (logits with bias, logits without), on the CPU.
+/// Forward the test split in eval mode: (logits with bias, logits without, labels), on the CPU.
 fn evaluate(
     backbone: &models::Backbone,
     head: &Head,
-    data: &Dataset,
+    data: &Source,
     model_channels: usize,
     norm: &Normalize,
     device: Device,
     eval_bs: usize,
-) -> (Tensor, Tensor) {
-    let batcher = Batcher::new(&data.test, model_channels, norm.clone(), device);
-    let mut rng = ChaCha8Rng::seed_from_u64(0); // unused without augmentation
-    let idx: Vec<usize> = (0..data.test.n).collect();
+) -> Result<(Tensor, Tensor, Tensor)> {
     let mut with = Vec::new();
     let mut without = Vec::new();
-    tch::no_grad(|| {
-        for chunk in idx.chunks(eval_bs) {
-            let (x, _) = batcher.batch(chunk, None, &mut rng);
+    let mut labels = Vec::new();
+    tch::no_grad(|| -> Result<()> {
+        for batch in data.test_batches(eval_bs, model_channels, norm, device) {
+            let (x, y) = batch?;
             let feats = backbone.net.forward_t(&x, false);
             let (a, b) = head.metrics(&feats);
             with.push(a.to_device(Device::Cpu));
             without.push(b.to_device(Device::Cpu));
+            labels.push(y.to_device(Device::Cpu));
         }
-    });
-    (Tensor::cat(&with, 0), Tensor::cat(&without, 0))
+        Ok(())
+    })?;
+    Ok((Tensor::cat(&with, 0), Tensor::cat(&without, 0), Tensor::cat(&labels, 0)))
+}
+
+type Batches<'a> = Box<dyn Iterator<Item = Result<(Tensor, Tensor)>> + 'a>;
+
+/// Where batches come from: a dataset held in memory (u8 safetensors), or a sharded JPEG set
+/// decoded by `data::loader` (random resized crop + flip when augmenting, resize + centre crop
+/// otherwise, ImageNet normalisation).
+enum Source {
+    Memory(Dataset),
+    Sharded { train: Loader, test: Loader, size: i64 },
+}
+
+impl Source {
+    fn open(dir: &Path, cfg: &TrainConfig, threads: usize) -> Result<Self> {
+        if dir.join("train.safetensors").exists() || !dir.join("train").join("index.safetensors").exists() {
+            return Ok(Source::Memory(Dataset::load(dir, cfg.limit_train, cfg.limit_test)?));
+        }
+        // Training batches are shuffled per (seed, epoch); the test split stays in file order.
+        let lc = |augment: bool, shuffle: bool, limit: Option<usize>, bs: usize| LoaderConfig {
+            batch_size: bs,
+            image_size: cfg.image_size,
+            train_augment: augment,
+            shuffle: Some(shuffle),
+            seed: cfg.seed,
+            workers: threads.max(1),
+            limit,
+            ..LoaderConfig::default()
+        };
+        let train_cfg = lc(cfg.augment, true, cfg.limit_train, cfg.batch_size);
+        let test_cfg = lc(false, false, cfg.limit_test, cfg.eval_batch_size);
+        let train = Loader::new(dir, "train", train_cfg).with_context(|| format!("{}: train split", dir.display()))?;
+        let test = Loader::new(dir, "test", test_cfg).with_context(|| format!("{}: test split", dir.display()))?;
+        if train.classes().len() < 2 {
+            bail!("{}: classes.json lists {} classes; a classifier needs at least 2", dir.display(), train.classes().len());
+        }
+        Ok(Source::Sharded { train, test, size: cfg.image_size as i64 })
+    }
+
+    fn classes(&self) -> usize {
+        match self {
+            Source::Memory(d) => d.classes.len(),
+            Source::Sharded { train, .. } => train.classes().len(),
+        }
+    }
+
+    /// (H, W, C) of the images the model sees.
+    fn shape(&self) -> (i64, i64, i64) {
+        match self {
+            Source::Memory(d) => (d.train.h as i64, d.train.w as i64, d.train.c as i64),
+            Source::Sharded { size, .. } => (*size, *size, 3),
+        }
+    }
+
+    /// Samples per epoch: (train, test).
+    fn sizes(&self) -> (usize, usize) {
+        match self {
+            Source::Memory(d) => (d.train.n, d.test.n),
+            Source::Sharded { train, test, .. } => (train.len(), test.len()),
+        }
+    }
+
+    /// The training batches of `epoch`, on `device`.
+    #[allow(clippy::too_many_arguments)]
+    fn train_batches<'a>(
+        &'a self,
+        epoch: usize,
+        bs: usize,
+        aug: Option<Augment>,
+        model_channels: usize,
+        norm: &Normalize,
+        device: Device,
+        rng: &'a mut ChaCha8Rng,
+    ) -> Batches<'a> {
+        match self {
+            Source::Memory(d) => {
+                let batcher = Batcher::new(&d.train, model_channels, norm.clone(), device);
+                let order = batcher.shuffled(rng);
+                let chunks: Vec<Vec<usize>> = order.chunks(bs).map(|c| c.to_vec()).collect();
+                Box::new(chunks.into_iter().map(move |c| Ok(batcher.batch(&c, aug, rng))))
+            }
+            Source::Sharded { train, .. } => Box::new(
+                train.epoch(epoch as u64).map(move |r| r.map(|(x, y)| (x.to_device(device), y.to_device(device)))),
+            ),
+        }
+    }
+
+    /// The test batches, in file order, on `device`.
+    fn test_batches<'a>(&'a self, bs: usize, model_channels: usize, norm: &Normalize, device: Device) -> Batches<'a> {
+        match self {
+            Source::Memory(d) => {
+                let batcher = Batcher::new(&d.test, model_channels, norm.clone(), device);
+                let idx: Vec<usize> = (0..d.test.n).collect();
+                let chunks: Vec<Vec<usize>> = idx.chunks(bs).map(|c| c.to_vec()).collect();
+                let mut rng = ChaCha8Rng::seed_from_u64(0); // unused without augmentation
+                Box::new(chunks.into_iter().map(move |c| Ok(batcher.batch(&c, None, &mut rng))))
+            }
+            Source::Sharded { test, .. } => {
+                Box::new(test.epoch(0).map(move |r| r.map(|(x, y)| (x.to_device(device), y.to_device(device)))))
+            }
+        }
+    }
 }
 
 /// Load the feature extractor's variables from `path` (everything but `head.*`); a
@@ -513,7 +626,13 @@ fn fingerprint(cfg: &TrainConfig, data_dir: &Path, env: &RunEnv) -> Result<Strin
     c.out = PathBuf::new();
     h.update(serde_json::to_string(&c)?.as_bytes());
     h.update(&(env.threads as u64).to_le_bytes());
-    let mut files = vec![data_dir.join("train.safetensors"), data_dir.join("classes.json")];
+    // In-memory sets are hashed whole; for a sharded set, its index (offsets, lengths and
+    // labels of every image) stands for the shards, which can be gigabytes.
+    let train = match data_dir.join("train.safetensors") {
+        p if p.exists() => p,
+        _ => data_dir.join("train").join("index.safetensors"),
+    };
+    let mut files = vec![train, data_dir.join("classes.json")];
     if let Some(p) = &cfg.init_from {
         files.push(env.base.join(p));
     }
