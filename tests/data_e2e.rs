@@ -294,6 +294,74 @@ fn fixture(layout: &str) -> HashMap<String, Vec<u8>> {
                 ),
             );
         }
+        "imagenet" => {
+            // Leaves numbered out of WNID order, plus one inner synset that must be ignored.
+            let wnid = |c: usize| format!("n0{}000000", c + 1);
+            let ilsvrc_id = |c: usize| (c + 2) % CLASSES + 1;
+            let mut order: Vec<usize> = (0..CLASSES).collect();
+            order.sort_by_key(|&c| ilsvrc_id(c));
+            let mut items: Vec<Vec<Value>> = order
+                .iter()
+                .map(|&c| {
+                    vec![
+                        mat::row(&[ilsvrc_id(c) as f64]),
+                        mat::string(&wnid(c)),
+                        mat::string(&format!("thing {c}")),
+                        mat::row(&[0.0]),
+                    ]
+                })
+                .collect();
+            items.push(vec![
+                mat::row(&[1001.0]),
+                mat::string("n09999999"),
+                mat::string("everything"),
+                mat::row(&[3.0]),
+            ]);
+            let fields = ["ILSVRC2012_ID", "WNID", "words", "num_children"]
+                .map(String::from)
+                .to_vec();
+            let synsets = Value::Struct {
+                dims: vec![items.len(), 1],
+                fields,
+                items,
+            };
+            let val: Vec<_> = s.iter().filter(|x| !x.2).collect();
+            let truth = text(val.iter().map(|(c, _, _)| ilsvrc_id(*c).to_string()));
+            files.insert(
+                "ILSVRC2012_devkit_t12.tar.gz".into(),
+                tar(
+                    &[
+                        (
+                            "ILSVRC2012_devkit_t12/data/meta.mat".into(),
+                            mat::write(&[("synsets", synsets)], true),
+                        ),
+                        (
+                            "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt"
+                                .into(),
+                            truth,
+                        ),
+                    ],
+                    true,
+                ),
+            );
+            let val_tar: Vec<_> = val
+                .iter()
+                .enumerate()
+                .map(|(i, (c, k, _))| (format!("ILSVRC2012_val_{:08}.JPEG", i + 1), jpeg(*c, *k)))
+                .collect();
+            files.insert("ILSVRC2012_img_val.tar".into(), tar(&val_tar, false));
+            let outer: Vec<_> = (0..CLASSES)
+                .map(|c| {
+                    let inner: Vec<_> = s
+                        .iter()
+                        .filter(|x| x.0 == c && x.2)
+                        .map(|(c, k, _)| (format!("{}_{k}.JPEG", wnid(*c)), jpeg(*c, *k)))
+                        .collect();
+                    (format!("{}.tar", wnid(c)), tar(&inner, false))
+                })
+                .collect();
+            files.insert("ILSVRC2012_img_train.tar".into(), tar(&outer, false));
+        }
         other => panic!("no fixture for layout {other}"),
     }
     files
@@ -306,6 +374,11 @@ fn recipes_dir() -> PathBuf {
 /// The real recipe, pointed at the fixture: sources on the test server, sha256 of the
 /// fixture bytes, split sizes of the fixture.
 fn test_recipe(file: &str, srv: &Server) -> Recipe {
+    test_recipe_in(file, srv, None)
+}
+
+/// As `test_recipe`; files of a `local_only` recipe are written to `local` instead of served.
+fn test_recipe_in(file: &str, srv: &Server, local: Option<&Path>) -> Recipe {
     let mut r = Recipe::load(&recipes_dir().join(file)).unwrap();
     let layout = serde_json::to_value(r.layout)
         .unwrap()
@@ -317,10 +390,14 @@ fn test_recipe(file: &str, srv: &Server) -> Recipe {
         let bytes = fx
             .remove(&f.name)
             .unwrap_or_else(|| panic!("{file}: the fixture has no file '{}'", f.name));
-        f.sources = vec![srv.add(
-            &format!("/{}/{}", r.name, f.name),
-            Route::Bytes(bytes.clone()),
-        )];
+        if r.local_only {
+            let dir = local.expect("a local_only recipe needs a local directory");
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join(&f.name), &bytes).unwrap();
+        } else {
+            let path = format!("/{}/{}", r.name, f.name);
+            f.sources = vec![srv.add(&path, Route::Bytes(bytes.clone()))];
+        }
         f.sha256 = Some(hex::encode(Sha256::digest(&bytes)));
         f.md5 = None;
         f.content_sha256 = None;
@@ -369,19 +446,20 @@ fn tree_hash(dir: &Path) -> String {
 fn end_to_end(recipe_file: &str) {
     let srv = Server::start();
     let ws = tempfile::tempdir().unwrap();
-    let recipe = test_recipe(recipe_file, &srv);
+    let recipe = test_recipe_in(recipe_file, &srv, Some(&ws.path().join("local")));
     std::fs::write(
         ws.path().join("recipe.yaml"),
         serde_yaml_ng::to_string(&recipe).unwrap(),
     )
     .unwrap();
 
+    let mut dl = serde_json::json!({"recipe": "recipe.yaml", "out": "raw"});
+    if recipe.local_only {
+        dl["local_dir"] = "local".into();
+    }
     lookup("download")
         .unwrap()
-        .run(&ctx(
-            ws.path(),
-            serde_json::json!({"recipe": "recipe.yaml", "out": "raw"}),
-        ))
+        .run(&ctx(ws.path(), dl))
         .unwrap();
     let pre = serde_json::json!({"recipe": "recipe.yaml", "input": "raw", "out": "data", "short_side": 32, "shard_mb": 0});
     lookup("preprocess")
@@ -510,6 +588,11 @@ fn cars_end_to_end() {
 #[test]
 fn dogs_end_to_end() {
     end_to_end("stanford-dogs.yaml");
+}
+
+#[test]
+fn imagenet_end_to_end_from_local_archives() {
+    end_to_end("imagenet-1k.yaml");
 }
 
 #[test]

@@ -89,16 +89,18 @@ struct Axis {
 fn axis(in_len: usize, src0: f32, src_len: f32, out_len: usize) -> Axis {
     let scale = src_len / out_len as f32;
     let support = scale.max(1.0);
-    let taps = (2.0 * support).ceil() as usize + 1;
+    let max_taps = (2.0 * support).ceil() as usize + 1;
+    // First pass: weights with `max_taps` slots; then trim the zero taps at both ends so an
+    // unscaled, pixel-aligned crop costs one tap per pixel.
     let mut start = Vec::with_capacity(out_len);
-    let mut weights = vec![0f32; out_len * taps];
+    let mut full = vec![0f32; out_len * max_taps];
     for i in 0..out_len {
         let center = src0 + (i as f32 + 0.5) * scale;
         let lo = ((center - support).floor().max(0.0) as usize).min(in_len.saturating_sub(1));
         let hi = ((center + support).ceil() as usize).min(in_len);
-        let w = &mut weights[i * taps..(i + 1) * taps];
+        let w = &mut full[i * max_taps..(i + 1) * max_taps];
         let mut sum = 0.0;
-        for (k, j) in (lo..hi).take(taps).enumerate() {
+        for (k, j) in (lo..hi).take(max_taps).enumerate() {
             let d = (j as f32 + 0.5 - center).abs() / support;
             let v = (1.0 - d).max(0.0);
             w[k] = v;
@@ -110,6 +112,22 @@ fn axis(in_len: usize, src0: f32, src_len: f32, out_len: usize) -> Axis {
             w[0] = 1.0; // box narrower than a pixel: nearest
         }
         start.push(lo);
+    }
+    let first_nz = |w: &[f32]| w.iter().position(|&v| v != 0.0).unwrap_or(0);
+    let last_nz = |w: &[f32]| w.iter().rposition(|&v| v != 0.0).unwrap_or(0);
+    let taps = (0..out_len)
+        .map(|i| {
+            let w = &full[i * max_taps..(i + 1) * max_taps];
+            last_nz(w) - first_nz(w) + 1
+        })
+        .max()
+        .unwrap_or(1);
+    let mut weights = vec![0f32; out_len * taps];
+    for i in 0..out_len {
+        let w = &full[i * max_taps..(i + 1) * max_taps];
+        let f = first_nz(w).min(max_taps - taps);
+        start[i] += f;
+        weights[i * taps..(i + 1) * taps].copy_from_slice(&w[f..f + taps]);
     }
     Axis {
         start,
@@ -230,6 +248,36 @@ mod tests {
                     "channel {c}: {v} vs {}",
                     want[c]
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn an_unscaled_aligned_crop_copies_pixels() {
+        let img = RgbImage::from_fn(30, 20, |x, y| {
+            image::Rgb([(x * 7 + y) as u8, (y * 11) as u8, (x ^ y) as u8])
+        });
+        let mut dst = vec![0f32; 3 * 16 * 16];
+        resample_into(
+            &img,
+            CropBox {
+                x: 3.0,
+                y: 2.0,
+                w: 16.0,
+                h: 16.0,
+            },
+            16,
+            16,
+            false,
+            &mut dst,
+        );
+        for c in 0..3 {
+            for y in 0..16 {
+                for x in 0..16 {
+                    let p = img.get_pixel(x as u32 + 3, y as u32 + 2)[c] as f32;
+                    let want = (p / 255.0 - MEAN[c]) / STD[c];
+                    assert!((dst[c * 256 + y * 16 + x] - want).abs() < 1e-4);
+                }
             }
         }
     }

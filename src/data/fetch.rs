@@ -5,7 +5,7 @@
 //! to the next source at once. Every candidate is verified against its [`Checksum`] before the
 //! caller may place it; a failing candidate is deleted so that it is never resumed from.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -226,27 +226,4 @@ fn report_bytes(label: &str, done: u64, start: u64, total: Option<u64>, took: Du
         None => format!("{label} {:.1} MiB {rate:.1} MiB/s", mib(done)),
     };
     progress::report(&msg, total.map(|t| done as f64 / t.max(1) as f64));
-}
-
-/// Copy a local file to `dest` with byte progress (used when a local source must be
-/// materialised, e.g. to extract from it). Not atomic: `dest` is a temporary path.
-pub fn copy_with_progress(src: &Path, dest: &Path, label: &str) -> Result<()> {
-    let mut r = File::open(src).map_err(|e| anyhow!("opening {}: {e}", src.display()))?;
-    let total = r.metadata().map(|m| m.len()).ok();
-    let mut w = File::create(dest).map_err(|e| anyhow!("creating {}: {e}", dest.display()))?;
-    let mut buf = vec![0u8; 1 << 20];
-    let (mut done, t0, mut last) = (0u64, Instant::now(), Instant::now());
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        w.write_all(&buf[..n])?;
-        done += n as u64;
-        if last.elapsed() >= Duration::from_millis(500) {
-            last = Instant::now();
-            report_bytes(label, done, 0, total, t0.elapsed());
-        }
-    }
-    Ok(())
 }

@@ -36,10 +36,9 @@ pub fn list(recipe: &Recipe, input: &Path) -> Result<Listing> {
         Layout::Cars => cars(input),
         Layout::Dogs => dogs(input),
         Layout::Idx => bail!("layout 'idx' is not an image set"),
-        Layout::Imagenet => bail!(
-            "layout 'imagenet': preprocessing the ILSVRC2012 archives is not implemented yet; \
-             extract them into the Stanford-Dogs-like folder form and use a custom recipe"
-        ),
+        Layout::Imagenet => {
+            bail!("layout 'imagenet' is streamed from its archives (see data::imagenet)")
+        }
     }
     .with_context(|| {
         format!(

@@ -15,6 +15,7 @@ pub mod checksum;
 pub mod extract;
 pub mod fetch;
 pub mod idx;
+pub mod imagenet;
 pub mod layouts;
 pub mod loader;
 pub mod mat;

@@ -17,10 +17,10 @@ use serde::Deserialize;
 use super::{StageContext, StageKind, progress};
 use crate::data::atomic::StagedDir;
 use crate::data::augment;
-use crate::data::idx;
 use crate::data::layouts::{self, find_file};
 use crate::data::recipe::{Counts, Layout, Recipe};
 use crate::data::shards::ShardWriter;
+use crate::data::{idx, imagenet};
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -192,7 +192,47 @@ fn image_set(
     p: &Params,
     threads: usize,
 ) -> Result<(Vec<String>, Counts, serde_json::Value)> {
-    use rayon::prelude::*;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()?;
+    let extra = serde_json::json!({
+        "kind": "jpeg-shards", "short_side": p.short_side, "quality": p.quality,
+    });
+    if recipe.layout == Layout::Imagenet {
+        let devkit = imagenet::read_devkit(&find_file(input, "ILSVRC2012_devkit_t12.tar.gz")?)?;
+        let total = recipe.splits.values().sum();
+        let mut counts = Counts::new();
+        let mut done = 0;
+        for (split, file) in [
+            ("train", "ILSVRC2012_img_train.tar"),
+            ("test", "ILSVRC2012_img_val.tar"),
+        ] {
+            let archive = find_file(input, file)?;
+            let mut enc = SplitEncoder::new(out, split, devkit.wnids.len(), p, &pool, total, done)?;
+            let mut push = |name: String, label: usize, bytes: Vec<u8>| {
+                enc.push(Pending {
+                    label,
+                    name,
+                    payload: Payload::Bytes(bytes),
+                })
+            };
+            if split == "train" {
+                imagenet::for_each_train(&archive, &devkit, &mut push)?;
+            } else {
+                imagenet::for_each_val(&archive, &devkit, &mut push)?;
+            }
+            done = enc.done;
+            counts.insert(split.to_string(), enc.finish()?);
+        }
+        let classes = devkit
+            .wnids
+            .iter()
+            .zip(&devkit.names)
+            .map(|(w, n)| format!("{w} {n}"))
+            .collect();
+        return Ok((classes, counts, extra));
+    }
+
     let listing = layouts::list(recipe, input)?;
     let mut counts = Counts::new();
     for (split, items) in &listing.splits {
@@ -202,53 +242,147 @@ fn image_set(
     }
     // Fail before hours of decoding when the archive does not match the recipe.
     recipe.check_counts(&counts)?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()?;
     let total: usize = listing.splits.iter().map(|(_, v)| v.len()).sum();
-    let mut done = 0usize;
-    let t0 = std::time::Instant::now();
+    let mut done = 0;
     for (split, items) in &listing.splits {
-        let mut w = ShardWriter::new(&out.join(split), p.shard_mb << 20)?;
-        for chunk in items.chunks(256) {
-            let encoded: Vec<Result<Vec<u8>>> = pool.install(|| {
-                chunk
-                    .par_iter()
-                    .map(|it| encode(it, p.short_side, p.quality))
-                    .collect()
-            });
-            for (it, e) in chunk.iter().zip(encoded) {
-                w.push(&e?, it.label as i64)?;
-            }
-            done += chunk.len();
-            let rate = done as f64 / t0.elapsed().as_secs_f64().max(1e-3);
-            progress::report(
-                &format!("{split}: {done}/{total} images {rate:.0} img/s"),
-                Some(done as f64 / total.max(1) as f64),
-            );
+        let mut enc = SplitEncoder::new(out, split, listing.classes.len(), p, &pool, total, done)?;
+        for it in items {
+            let name = it.file.display().to_string();
+            enc.push(Pending {
+                label: it.label,
+                name,
+                payload: Payload::File(it.file.clone()),
+            })?;
         }
-        w.finish()?;
+        done = enc.done;
+        enc.finish()?;
     }
-    let extra = serde_json::json!({
-        "kind": "jpeg-shards", "short_side": p.short_side, "quality": p.quality,
-    });
     Ok((listing.classes, counts, extra))
 }
 
+enum Payload {
+    File(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+/// One image waiting to be re-encoded.
+struct Pending {
+    label: usize,
+    /// For messages.
+    name: String,
+    payload: Payload,
+}
+
+/// Re-encodes one split in parallel chunks and appends them, in order, to its shards.
+struct SplitEncoder<'a> {
+    split: String,
+    writer: ShardWriter,
+    buf: Vec<Pending>,
+    per_class: Vec<usize>,
+    pool: &'a rayon::ThreadPool,
+    short: u32,
+    quality: u8,
+    total: usize,
+    done: usize,
+    t0: std::time::Instant,
+}
+
+impl<'a> SplitEncoder<'a> {
+    const CHUNK: usize = 256;
+
+    fn new(
+        out: &Path,
+        split: &str,
+        classes: usize,
+        p: &Params,
+        pool: &'a rayon::ThreadPool,
+        total: usize,
+        done: usize,
+    ) -> Result<Self> {
+        Ok(Self {
+            split: split.to_string(),
+            writer: ShardWriter::new(&out.join(split), p.shard_mb << 20)?,
+            buf: Vec::with_capacity(Self::CHUNK),
+            per_class: vec![0; classes],
+            pool,
+            short: p.short_side,
+            quality: p.quality,
+            total,
+            done,
+            t0: std::time::Instant::now(),
+        })
+    }
+
+    fn push(&mut self, item: Pending) -> Result<()> {
+        if item.label >= self.per_class.len() {
+            bail!(
+                "{}: label {} outside the {} classes",
+                item.name,
+                item.label,
+                self.per_class.len()
+            );
+        }
+        self.buf.push(item);
+        if self.buf.len() >= Self::CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        use rayon::prelude::*;
+        let (short, quality) = (self.short, self.quality);
+        let chunk = std::mem::take(&mut self.buf);
+        let encoded: Vec<Result<Vec<u8>>> = self.pool.install(|| {
+            chunk
+                .par_iter()
+                .map(|it| encode(it, short, quality))
+                .collect()
+        });
+        for (it, e) in chunk.iter().zip(encoded) {
+            self.writer.push(&e?, it.label as i64)?;
+            self.per_class[it.label] += 1;
+        }
+        self.done += chunk.len();
+        let rate = self.done as f64 / self.t0.elapsed().as_secs_f64().max(1e-3);
+        progress::report(
+            &format!(
+                "{}: {}/{} images {rate:.0} img/s",
+                self.split, self.done, self.total
+            ),
+            Some(self.done as f64 / self.total.max(1) as f64),
+        );
+        Ok(())
+    }
+
+    /// Write the last chunk and the index; images per class.
+    fn finish(mut self) -> Result<Vec<usize>> {
+        self.flush()?;
+        self.writer.finish()?;
+        Ok(self.per_class)
+    }
+}
+
 /// Read, decode, resize the short side, re-encode as JPEG. Deterministic for equal input.
-fn encode(item: &layouts::Item, short: u32, quality: u8) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(&item.file).with_context(|| {
-        format!(
-            "reading {} (listed by the dataset's annotations)",
-            item.file.display()
-        )
-    })?;
-    let img = augment::decode(&bytes)
-        .with_context(|| format!("{} cannot be decoded", item.file.display()))?;
+fn encode(item: &Pending, short: u32, quality: u8) -> Result<Vec<u8>> {
+    let owned;
+    let bytes = match &item.payload {
+        Payload::Bytes(b) => b,
+        Payload::File(f) => {
+            owned = std::fs::read(f).with_context(|| {
+                format!(
+                    "reading {} (listed by the dataset's annotations)",
+                    f.display()
+                )
+            })?;
+            &owned
+        }
+    };
+    let img = augment::decode(bytes).with_context(|| format!("{} cannot be decoded", item.name))?;
     let small = augment::resize_short_side(&img, short);
     let mut out = Vec::with_capacity(64 * 1024);
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
         .encode_image(&small)
-        .with_context(|| format!("re-encoding {}", item.file.display()))?;
+        .with_context(|| format!("re-encoding {}", item.name))?;
     Ok(out)
 }
