@@ -67,6 +67,11 @@ def write_inputs(root, n_files, file_bytes, seed=0):
     (root / "out").mkdir(exist_ok=True)
 
 
+def remove_tree(p):
+    # rm -rf is several times faster than shutil.rmtree on 200,000 small files.
+    subprocess.run(["rm", "-rf", str(p)], check=True)
+
+
 def clone_inputs(src, dst):
     """Copy the input tree (real copies: each tool hashes its own files)."""
     shutil.copytree(src / "in", dst / "in")
@@ -354,7 +359,7 @@ def markdown(info, side, alone, args):
                      f"| vs `dvc repro` {ratio(med(d['noop_walls']), rn)}; {ratio(med(d['noop_walls']), re_)} — vs `dvc status` {ratio(med(d['status_walls']), rn)}; {ratio(med(d['status_walls']), re_)} |")
         if "Snakemake" in rows:
             s = rows["Snakemake"]
-            L.append(f"| Snakemake / `-n` | {secs(s['cold_wall'])} | {ms(med(s['noop_walls']))} (`-n`) | — | {ratio(med(s['noop_walls']), rn)} |")
+            L.append(f"| Snakemake / `-n` | {secs(s['cold_wall'])} | {ms(med(s['noop_walls']))} (`-n`) | — | vs `snakemake -n` {ratio(med(s['noop_walls']), rn)}; {ratio(med(s['noop_walls']), re_)} |")
         L.append("")
     if alone:
         L.append("**repro alone at larger sizes**")
@@ -405,7 +410,7 @@ def main():
 
     repro = str(Path(args.repro).resolve())
     if args.dir.exists():
-        shutil.rmtree(args.dir)
+        remove_tree(args.dir)
     args.dir.mkdir(parents=True)
     info = machine(repro, args.venv, args.venv is not None)
     log(f"machine: {json.dumps(info)}")
@@ -436,8 +441,8 @@ def main():
         if tool != "repro":
             same_outputs(args.dir / "side-repro", ws, S)
             log(f"  {tool} outputs are byte-identical to repro's")
-            shutil.rmtree(ws)
-    shutil.rmtree(base)
+            remove_tree(ws)
+    remove_tree(base)
     side = (S, F, fb, rows)
     raw["side"] = rows
 
@@ -453,8 +458,8 @@ def main():
         r = bench_repro(ws, S, args.repeats, repro, args.jobs, log)
         alone.append((S, F, fb, r))
         raw["alone"].append({"stages": S, "files": F, "bytes_per_file": fb, **r})
-        shutil.rmtree(ws)
-    shutil.rmtree(args.dir / "side-repro", ignore_errors=True)
+        remove_tree(ws)
+    remove_tree(args.dir / "side-repro")
 
     md = markdown(info, side, alone, args)
     print()
