@@ -37,7 +37,9 @@ impl std::error::Error for CorruptObject {}
 
 impl Cache {
     pub fn new(cache_dir: &Path) -> Cache {
-        Cache { dir: cache_dir.join("objects") }
+        Cache {
+            dir: cache_dir.join("objects"),
+        }
     }
 
     pub fn object_path(&self, hash: &str) -> PathBuf {
@@ -74,7 +76,10 @@ impl Cache {
         })?;
         if got != hash {
             let _ = std::fs::remove_file(&tmp);
-            bail!("{} changed while it was being stored in the cache (expected {hash}, read {got})", src.display());
+            bail!(
+                "{} changed while it was being stored in the cache (expected {hash}, read {got})",
+                src.display()
+            );
         }
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))?;
         std::fs::rename(&tmp, &obj).with_context(|| format!("cannot store {}", obj.display()))?;
@@ -110,9 +115,16 @@ impl Cache {
     /// Read a directory manifest object.
     pub fn manifest(&self, hash: &str) -> Result<Vec<FileEntry>> {
         let path = self.object_path(hash);
-        let text = std::fs::read_to_string(&path).map_err(|e| CorruptObject { path: path.clone(), detail: format!("unreadable ({e})") })?;
+        let text = std::fs::read_to_string(&path).map_err(|e| CorruptObject {
+            path: path.clone(),
+            detail: format!("unreadable ({e})"),
+        })?;
         if blake3::hash(text.as_bytes()).to_hex().as_str() != hash {
-            return Err(CorruptObject { path, detail: "corrupted (content does not match its hash)".into() }.into());
+            return Err(CorruptObject {
+                path,
+                detail: "corrupted (content does not match its hash)".into(),
+            }
+            .into());
         }
         parse_manifest(&text)
     }
@@ -121,9 +133,14 @@ impl Cache {
     /// is there, atomically: built under a temporary name, then renamed into place.
     pub fn restore(&self, hash: &str, is_dir: bool, dest: &Path) -> Result<()> {
         let parent = dest.parent().expect("dest has a parent");
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
         let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-        let tmp = parent.join(format!(".repro-restore-{name}-{}-{}", std::process::id(), unique()));
+        let tmp = parent.join(format!(
+            ".repro-restore-{name}-{}-{}",
+            std::process::id(),
+            unique()
+        ));
         let built = if is_dir {
             self.manifest(hash).and_then(|files| {
                 std::fs::create_dir_all(&tmp)?;
@@ -150,12 +167,20 @@ impl Cache {
     fn restore_file(&self, hash: &str, executable: bool, to: &Path) -> Result<()> {
         let obj = self.object_path(hash);
         if !obj.exists() {
-            return Err(CorruptObject { path: obj, detail: "missing".into() }.into());
+            return Err(CorruptObject {
+                path: obj,
+                detail: "missing".into(),
+            }
+            .into());
         }
         let got = copy_hashing(&obj, to, false)?;
         if got != hash {
             let _ = std::fs::remove_file(to);
-            return Err(CorruptObject { path: obj, detail: "corrupted (content does not match its hash)".into() }.into());
+            return Err(CorruptObject {
+                path: obj,
+                detail: "corrupted (content does not match its hash)".into(),
+            }
+            .into());
         }
         let mode = if executable { 0o755 } else { 0o644 };
         std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))?;
@@ -170,7 +195,9 @@ impl Cache {
     /// Every object path with its name-hash.
     pub fn all_objects(&self) -> Result<Vec<(String, PathBuf)>> {
         let mut out = Vec::new();
-        let Ok(rd) = std::fs::read_dir(&self.dir) else { return Ok(out) };
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Ok(out);
+        };
         for sub in rd {
             let sub = sub?;
             let prefix = sub.file_name().to_string_lossy().to_string();
@@ -198,7 +225,10 @@ impl Cache {
             .par_iter()
             .filter_map(|(hash, path)| match crate::hashing::hash_file_bytes(path) {
                 Ok(h) if hex::encode(h) == *hash => None,
-                Ok(_) => Some(format!("{}: corrupted (content does not match its hash); removed", path.display())),
+                Ok(_) => Some(format!(
+                    "{}: corrupted (content does not match its hash); removed",
+                    path.display()
+                )),
                 Err(e) => Some(format!("{}: unreadable ({e}); removed", path.display())),
             })
             .collect();
@@ -222,7 +252,9 @@ fn copy_hashing(src: &Path, dst: &Path, sync: bool) -> Result<String> {
     } else {
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = input.read(&mut buf).with_context(|| format!("cannot read {}", src.display()))?;
+            let n = input
+                .read(&mut buf)
+                .with_context(|| format!("cannot read {}", src.display()))?;
             if n == 0 {
                 break;
             }
@@ -263,11 +295,14 @@ pub fn replace(tmp: &Path, dest: &Path) -> Result<()> {
                 dest.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
                 unique()
             ));
-            std::fs::rename(dest, &old).with_context(|| format!("cannot move {} aside", dest.display()))?;
-            std::fs::rename(tmp, dest).with_context(|| format!("cannot place {}", dest.display()))?;
+            std::fs::rename(dest, &old)
+                .with_context(|| format!("cannot move {} aside", dest.display()))?;
+            std::fs::rename(tmp, dest)
+                .with_context(|| format!("cannot place {}", dest.display()))?;
             remove_any(&old);
         }
-        _ => std::fs::rename(tmp, dest).with_context(|| format!("cannot place {}", dest.display()))?,
+        _ => std::fs::rename(tmp, dest)
+            .with_context(|| format!("cannot place {}", dest.display()))?,
     }
     Ok(())
 }
@@ -287,7 +322,10 @@ pub fn remove_any(p: &Path) {
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
     (t << 16) ^ N.fetch_add(1, Ordering::Relaxed)
 }
 
@@ -304,22 +342,48 @@ mod tests {
         std::fs::write(ws.path().join("out/sub/a.txt"), "alpha").unwrap();
         std::fs::write(ws.path().join("out/b.txt"), "beta").unwrap();
         let sc = StatCache::default();
-        let content = Hasher { root: ws.path(), cache: &sc }.content("out").unwrap();
+        let content = Hasher {
+            root: ws.path(),
+            cache: &sc,
+        }
+        .content("out")
+        .unwrap();
         cache.store(&ws.path().join("out"), &content).unwrap();
         std::fs::remove_dir_all(ws.path().join("out")).unwrap();
-        cache.restore(content.hash().unwrap(), true, &ws.path().join("out")).unwrap();
-        assert_eq!(std::fs::read_to_string(ws.path().join("out/sub/a.txt")).unwrap(), "alpha");
+        cache
+            .restore(content.hash().unwrap(), true, &ws.path().join("out"))
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(ws.path().join("out/sub/a.txt")).unwrap(),
+            "alpha"
+        );
         let sc2 = StatCache::default();
-        assert_eq!(Hasher { root: ws.path(), cache: &sc2 }.content("out").unwrap(), content);
+        assert_eq!(
+            Hasher {
+                root: ws.path(),
+                cache: &sc2
+            }
+            .content("out")
+            .unwrap(),
+            content
+        );
 
         // Corrupt one object: restore fails naming it, verify reports and removes it.
-        let Content::Dir { files, .. } = &content else { panic!() };
+        let Content::Dir { files, .. } = &content else {
+            panic!()
+        };
         let obj = cache.object_path(&files[0].hash);
         std::fs::set_permissions(&obj, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::fs::write(&obj, "tampered").unwrap();
-        let err = cache.restore(content.hash().unwrap(), true, &ws.path().join("out")).unwrap_err();
+        let err = cache
+            .restore(content.hash().unwrap(), true, &ws.path().join("out"))
+            .unwrap_err();
         assert!(err.downcast_ref::<CorruptObject>().is_some(), "{err:#}");
-        assert_eq!(std::fs::read_to_string(ws.path().join("out/sub/a.txt")).unwrap(), "alpha", "failed restore must not touch the workspace");
+        assert_eq!(
+            std::fs::read_to_string(ws.path().join("out/sub/a.txt")).unwrap(),
+            "alpha",
+            "failed restore must not touch the workspace"
+        );
         let (n, bad) = cache.verify().unwrap();
         assert_eq!(n, 3);
         assert_eq!(bad.len(), 1);

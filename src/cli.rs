@@ -197,7 +197,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<i32> {
         file: args.pipeline.file.clone(),
         load: args.pipeline.load_options()?,
         targets: args.targets,
-        jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+        jobs: args.jobs,
         dry_run: args.dry_run,
         force: args.force,
         keep_going: args.keep_going,

@@ -44,7 +44,8 @@ impl StateDb {
     /// Returns `Ok(None)` if it stays busy.
     pub fn open(path: &Path, wait: Duration) -> Result<Option<StateDb>> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let start = Instant::now();
         loop {
@@ -67,7 +68,10 @@ impl StateDb {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Ok(None),
-                Err(e) => return Err(e).with_context(|| format!("cannot open state database {}", path.display())),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot open state database {}", path.display()));
+                }
             }
         }
     }
@@ -155,11 +159,27 @@ mod tests {
         let p = d.path().join("state.redb");
         {
             let db = StateDb::open(&p, Duration::ZERO).unwrap().unwrap();
-            let rec = RunRecord { stage: "a".into(), outs: [("o".to_string(), "h".to_string())].into(), dirs: vec![], created: 1, seconds: 0.5 };
+            let rec = RunRecord {
+                stage: "a".into(),
+                outs: [("o".to_string(), "h".to_string())].into(),
+                dirs: vec![],
+                created: 1,
+                seconds: 0.5,
+            };
             db.put_run("k1", &rec).unwrap();
-            let k = StatKey { dev: 1, ino: 2, size: 3, mtime_ns: 4, ctime_ns: 5 };
+            let k = StatKey {
+                dev: 1,
+                ino: 2,
+                size: 3,
+                mtime_ns: 4,
+                ctime_ns: 5,
+            };
             db.save_stat(&[("f".into(), k, [9; 32])]).unwrap();
-            assert!(StateDb::open(&p, Duration::from_millis(100)).unwrap().is_none());
+            assert!(
+                StateDb::open(&p, Duration::from_millis(100))
+                    .unwrap()
+                    .is_none()
+            );
         }
         let db = StateDb::open(&p, Duration::ZERO).unwrap().unwrap();
         assert_eq!(db.get_run("k1").unwrap().unwrap().stage, "a");

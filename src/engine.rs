@@ -51,7 +51,10 @@ impl Workspace {
     }
 
     pub fn hasher(&self) -> Hasher<'_> {
-        Hasher { root: &self.root, cache: &self.stat }
+        Hasher {
+            root: &self.root,
+            cache: &self.stat,
+        }
     }
 
     /// Persist stat-cache entries learned during this invocation.
@@ -63,13 +66,23 @@ impl Workspace {
     }
 
     pub fn log_path(&self, stage: &str) -> PathBuf {
-        self.cache_dir.join("logs").join(format!("{}.log", file_safe(stage)))
+        self.cache_dir
+            .join("logs")
+            .join(format!("{}.log", file_safe(stage)))
     }
 }
 
 /// A stage name made safe as a file name (expanded names contain `@` and `,`).
 pub fn file_safe(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || "@=,.-_+".contains(c) { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "@=,.-_+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The verdict on one stage.
@@ -99,7 +112,10 @@ pub fn fingerprint(ws: &Workspace, stage: &Stage) -> Result<Fingerprint> {
         }
     };
     let paths: Vec<&str> = stage.deps.iter().map(|d| d.path.as_str()).collect();
-    let contents = ws.hasher().contents(&paths).with_context(|| format!("stage '{}': hashing its deps", stage.name))?;
+    let contents = ws
+        .hasher()
+        .contents(&paths)
+        .with_context(|| format!("stage '{}': hashing its deps", stage.name))?;
     let mut deps = BTreeMap::new();
     for (p, c) in paths.iter().zip(contents) {
         deps.insert(p.to_string(), c.hash().unwrap_or("missing").to_string());
@@ -118,8 +134,15 @@ pub fn assess(ws: &Workspace, stage: &Stage, entry: Option<&LockEntry>) -> Resul
     let fingerprint = fingerprint(ws, stage)?;
     let key = fingerprint.key();
     let out_paths: Vec<&str> = stage.outs.iter().map(|o| o.path.as_str()).collect();
-    let contents = ws.hasher().contents(&out_paths).with_context(|| format!("stage '{}': hashing its outputs", stage.name))?;
-    let outs: BTreeMap<String, Content> = out_paths.iter().map(|p| p.to_string()).zip(contents).collect();
+    let contents = ws
+        .hasher()
+        .contents(&out_paths)
+        .with_context(|| format!("stage '{}': hashing its outputs", stage.name))?;
+    let outs: BTreeMap<String, Content> = out_paths
+        .iter()
+        .map(|p| p.to_string())
+        .zip(contents)
+        .collect();
     let mut reasons = Vec::new();
     match entry {
         None => reasons.push("never run".to_string()),
@@ -130,14 +153,21 @@ pub fn assess(ws: &Workspace, stage: &Stage, entry: Option<&LockEntry>) -> Resul
             for (p, c) in &outs {
                 match (c.hash(), e.out_hashes.get(p)) {
                     (None, _) => reasons.push(format!("output {p} missing")),
-                    (Some(h), Some(rec)) if h != rec => reasons.push(format!("output {p} modified")),
+                    (Some(h), Some(rec)) if h != rec => {
+                        reasons.push(format!("output {p} modified"))
+                    }
                     (Some(_), None) => reasons.push(format!("output {p} not recorded")),
                     _ => {}
                 }
             }
         }
     }
-    Ok(Assessment { fingerprint, key, reasons, outs })
+    Ok(Assessment {
+        fingerprint,
+        key,
+        reasons,
+        outs,
+    })
 }
 
 /// An exclusive hold on the workspace for one `repro run`, released when dropped (and by the
@@ -150,15 +180,29 @@ pub struct WorkspaceLock {
 impl WorkspaceLock {
     /// Take the lock, waiting for it if `wait`, else failing with the holder's pid.
     pub fn acquire(cache_dir: &Path, wait: bool) -> Result<WorkspaceLock> {
-        std::fs::create_dir_all(cache_dir).with_context(|| format!("cannot create {}", cache_dir.display()))?;
+        std::fs::create_dir_all(cache_dir)
+            .with_context(|| format!("cannot create {}", cache_dir.display()))?;
         let path = cache_dir.join("run.pid");
-        let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        let previous = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<i32>().ok());
-        let flags = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
+        let previous = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        let flags = if wait {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_EX | libc::LOCK_NB
+        };
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), flags) } != 0 {
-            let holder = previous.map(|p| format!("pid {p}")).unwrap_or_else(|| "another process".into());
+            let holder = previous
+                .map(|p| format!("pid {p}"))
+                .unwrap_or_else(|| "another process".into());
             bail!(
                 "another `repro run` ({holder}) is using this workspace ({}); wait for it to finish, stop it, or pass --wait",
                 path.display()
@@ -167,12 +211,17 @@ impl WorkspaceLock {
         if let Some(p) = previous {
             // SAFETY: kill with signal 0 only checks whether the pid exists.
             if p != std::process::id() as i32 && unsafe { libc::kill(p, 0) } != 0 {
-                eprintln!("note: taking over the workspace lock left by pid {p}, which is no longer running");
+                eprintln!(
+                    "note: taking over the workspace lock left by pid {p}, which is no longer running"
+                );
             }
         }
         // The pid is only information for the next contender (the flock is the lock), so a
         // full disk must not stop us here.
-        let _ = file.set_len(0).and_then(|_| write!(file, "{}", std::process::id())).and_then(|_| file.sync_all());
+        let _ = file
+            .set_len(0)
+            .and_then(|_| write!(file, "{}", std::process::id()))
+            .and_then(|_| file.sync_all());
         Ok(WorkspaceLock { file, path })
     }
 }

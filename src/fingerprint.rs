@@ -66,9 +66,16 @@ impl Fingerprint {
         let mut why = Vec::new();
         if self.action != old.action {
             if self.action.starts_with("uses:") && old.action.starts_with("uses:") {
-                why.push(format!("code version changed: {} (was {})", self.action.trim_start_matches("uses: "), old.action.trim_start_matches("uses: ")));
+                why.push(format!(
+                    "code version changed: {} (was {})",
+                    self.action.trim_start_matches("uses: "),
+                    old.action.trim_start_matches("uses: ")
+                ));
             } else {
-                why.push(format!("command changed: {} (was {})", self.action, old.action));
+                why.push(format!(
+                    "command changed: {} (was {})",
+                    self.action, old.action
+                ));
             }
         }
         if canonical_json(&self.with) != canonical_json(&old.with) {
@@ -104,7 +111,11 @@ impl Fingerprint {
         a.sort();
         b.sort();
         if a != b {
-            why.push(format!("declared outputs changed: [{}] (were [{}])", a.join(", "), b.join(", ")));
+            why.push(format!(
+                "declared outputs changed: [{}] (were [{}])",
+                a.join(", "),
+                b.join(", ")
+            ));
         }
         if why.is_empty() && self.key() != old.key() {
             // Unreachable while the encoding is injective; kept so a bug cannot hide a rerun's cause.
@@ -127,7 +138,11 @@ fn diff_json(path: &str, old: &Json, new: &Json, out: &mut Vec<String>) {
         (Json::Object(a), Json::Object(b)) => {
             let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for k in keys {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match (a.get(k), b.get(k)) {
                     (Some(x), Some(y)) => diff_json(&p, x, y, out),
                     (None, Some(y)) => out.push(format!("{p} added: {}", show(y))),
@@ -136,9 +151,12 @@ fn diff_json(path: &str, old: &Json, new: &Json, out: &mut Vec<String>) {
                 }
             }
         }
-        (a, b) if canonical_json(a) != canonical_json(b) => {
-            out.push(format!("{} changed: {} -> {}", if path.is_empty() { "with" } else { path }, show(a), show(b)))
-        }
+        (a, b) if canonical_json(a) != canonical_json(b) => out.push(format!(
+            "{} changed: {} -> {}",
+            if path.is_empty() { "with" } else { path },
+            show(a),
+            show(b)
+        )),
         _ => {}
     }
 }
@@ -182,7 +200,10 @@ mod tests {
         assert_eq!(a.key(), b.key());
         b.with = json!({"x": 1, "y": {"a": 1, "b": 3}});
         assert_ne!(a.key(), b.key());
-        assert_eq!(a.diff(&b), vec!["parameter y.b changed: 3 -> 2".to_string()]);
+        assert_eq!(
+            a.diff(&b),
+            vec!["parameter y.b changed: 3 -> 2".to_string()]
+        );
     }
 
     #[test]
@@ -210,9 +231,15 @@ mod tests {
         new.deps.insert("data.csv".into(), "bb".into());
         new.action = "cmd: python train2.py".into();
         let why = new.diff(&old);
-        assert!(why.contains(&"param lr changed: 0.1 -> 0.2".to_string()), "{why:?}");
+        assert!(
+            why.contains(&"param lr changed: 0.1 -> 0.2".to_string()),
+            "{why:?}"
+        );
         assert!(why.contains(&"dep data.csv changed".to_string()), "{why:?}");
-        assert!(why.iter().any(|w| w.starts_with("command changed")), "{why:?}");
+        assert!(
+            why.iter().any(|w| w.starts_with("command changed")),
+            "{why:?}"
+        );
         assert!(fp().diff(&fp()).is_empty());
     }
 }

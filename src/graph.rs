@@ -28,8 +28,11 @@ impl Dag {
 
     /// Direct upstream stages of `stage`.
     pub fn upstream(&self, stage: usize) -> Vec<usize> {
-        let mut v: Vec<usize> =
-            self.graph.neighbors_directed(self.node(stage), Direction::Incoming).map(|n| n.index()).collect();
+        let mut v: Vec<usize> = self
+            .graph
+            .neighbors_directed(self.node(stage), Direction::Incoming)
+            .map(|n| n.index())
+            .collect();
         v.sort_unstable();
         v.dedup();
         v
@@ -37,8 +40,11 @@ impl Dag {
 
     /// Direct downstream stages of `stage`.
     pub fn downstream(&self, stage: usize) -> Vec<usize> {
-        let mut v: Vec<usize> =
-            self.graph.neighbors_directed(self.node(stage), Direction::Outgoing).map(|n| n.index()).collect();
+        let mut v: Vec<usize> = self
+            .graph
+            .neighbors_directed(self.node(stage), Direction::Outgoing)
+            .map(|n| n.index())
+            .collect();
         v.sort_unstable();
         v.dedup();
         v
@@ -48,8 +54,10 @@ impl Dag {
     pub fn topo_order(&self) -> Vec<usize> {
         let n = self.graph.node_count();
         let mut indeg: Vec<usize> = (0..n).map(|i| self.upstream(i).len()).collect();
-        let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> =
-            (0..n).filter(|&i| indeg[i] == 0).map(std::cmp::Reverse).collect();
+        let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = (0..n)
+            .filter(|&i| indeg[i] == 0)
+            .map(std::cmp::Reverse)
+            .collect();
         let mut order = Vec::with_capacity(n);
         while let Some(std::cmp::Reverse(i)) = ready.pop() {
             order.push(i);
@@ -78,11 +86,22 @@ pub fn build(p: &Pipeline) -> Result<Dag, SpecErrors> {
         for o in &s.outs {
             if let Some(&j) = producers.get(o.path.as_str()) {
                 let other = &p.stages[j];
-                let at = other.outs.iter().find(|x| x.path == o.path).map(|x| x.mark.line).unwrap_or(0);
+                let at = other
+                    .outs
+                    .iter()
+                    .find(|x| x.path == o.path)
+                    .map(|x| x.mark.line)
+                    .unwrap_or(0);
                 errors.push(
-                    SpecError::at(&o.mark, format!("output '{}' is declared by two stages: '{}' and '{}'", o.path, other.name, s.name))
-                        .in_stage(&s.name)
-                        .note(format!("'{}' declares it at line {at}", other.name)),
+                    SpecError::at(
+                        &o.mark,
+                        format!(
+                            "output '{}' is declared by two stages: '{}' and '{}'",
+                            o.path, other.name, s.name
+                        ),
+                    )
+                    .in_stage(&s.name)
+                    .note(format!("'{}' declares it at line {at}", other.name)),
                 );
             } else {
                 producers.insert(&o.path, i);
@@ -94,11 +113,24 @@ pub fn build(p: &Pipeline) -> Result<Dag, SpecErrors> {
         for anc in ancestors(path) {
             if let Some(&j) = producers.get(anc) {
                 let s = &p.stages[i];
-                let mark = &s.outs.iter().find(|o| o.path == *path).expect("own output").mark;
+                let mark = &s
+                    .outs
+                    .iter()
+                    .find(|o| o.path == *path)
+                    .expect("own output")
+                    .mark;
                 errors.push(
-                    SpecError::at(mark, format!("output '{path}' is inside output '{anc}' of stage '{}'", p.stages[j].name))
-                        .in_stage(&s.name)
-                        .note("outputs may not be nested: declare the directory or the files, not both"),
+                    SpecError::at(
+                        mark,
+                        format!(
+                            "output '{path}' is inside output '{anc}' of stage '{}'",
+                            p.stages[j].name
+                        ),
+                    )
+                    .in_stage(&s.name)
+                    .note(
+                        "outputs may not be nested: declare the directory or the files, not both",
+                    ),
                 );
             }
         }
@@ -116,7 +148,11 @@ pub fn build(p: &Pipeline) -> Result<Dag, SpecErrors> {
             }
             // The dep is a directory holding outputs.
             let prefix = format!("{}/", d.path);
-            for (_, &j) in producers.range::<str, _>((std::ops::Bound::Excluded(prefix.as_str()), std::ops::Bound::Unbounded))
+            for (_, &j) in producers
+                .range::<str, _>((
+                    std::ops::Bound::Excluded(prefix.as_str()),
+                    std::ops::Bound::Unbounded,
+                ))
                 .take_while(|(k, _)| k.starts_with(&prefix))
             {
                 graph.update_edge(NodeIndex::new(j), NodeIndex::new(i), ());
@@ -124,8 +160,14 @@ pub fn build(p: &Pipeline) -> Result<Dag, SpecErrors> {
             }
             if !found && !p.root.join(&d.path).exists() {
                 errors.push(
-                    SpecError::at(&d.mark, format!("dependency '{}' does not exist and no stage produces it", d.path))
-                        .in_stage(&s.name),
+                    SpecError::at(
+                        &d.mark,
+                        format!(
+                            "dependency '{}' does not exist and no stage produces it",
+                            d.path
+                        ),
+                    )
+                    .in_stage(&s.name),
                 );
             }
         }
@@ -139,14 +181,21 @@ pub fn build(p: &Pipeline) -> Result<Dag, SpecErrors> {
             let names: Vec<&str> = cycle.iter().map(|&i| p.stages[i].name.as_str()).collect();
             let first = &p.stages[cycle[0]];
             errors.push(
-                SpecError::at(&first.mark, format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]))
-                    .in_stage(&first.name)
-                    .note("each stage in the cycle consumes an output of the one before it"),
+                SpecError::at(
+                    &first.mark,
+                    format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]),
+                )
+                .in_stage(&first.name)
+                .note("each stage in the cycle consumes an output of the one before it"),
             );
         }
     }
 
-    if errors.is_empty() { Ok(dag) } else { Err(SpecErrors(errors)) }
+    if errors.is_empty() {
+        Ok(dag)
+    } else {
+        Err(SpecErrors(errors))
+    }
 }
 
 /// `a/b/c` → `a/b`, `a`.
@@ -196,17 +245,24 @@ pub fn select(p: &Pipeline, dag: &Dag, targets: &[String]) -> anyhow::Result<Vec
     }
     let mut wanted = vec![false; p.stages.len()];
     for t in targets {
-        let matcher = Glob::new(t).map_err(|e| anyhow::anyhow!("invalid target pattern '{t}': {e}"))?.compile_matcher();
+        let matcher = Glob::new(t)
+            .map_err(|e| anyhow::anyhow!("invalid target pattern '{t}': {e}"))?
+            .compile_matcher();
         let mut any = false;
         for (i, s) in p.stages.iter().enumerate() {
-            if s.name == *t || matcher.is_match(&s.name) || s.name.split('@').next() == Some(t.as_str()) {
+            if s.name == *t
+                || matcher.is_match(&s.name)
+                || s.name.split('@').next() == Some(t.as_str())
+            {
                 wanted[i] = true;
                 any = true;
             }
         }
         if !any {
             let names: Vec<&str> = p.stages.iter().map(|s| s.name.as_str()).collect();
-            let hint = crate::spec::error::suggest(t, &names).map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default();
+            let hint = crate::spec::error::suggest(t, &names)
+                .map(|s| format!(" (did you mean '{s}'?)"))
+                .unwrap_or_default();
             anyhow::bail!("no stage matches target '{t}'{hint}");
         }
     }
@@ -231,7 +287,11 @@ pub fn render(p: &Pipeline, dag: &Dag, format: &str) -> anyhow::Result<String> {
     match format {
         "text" => {
             for &i in &order {
-                let up: Vec<&str> = dag.upstream(i).iter().map(|&u| p.stages[u].name.as_str()).collect();
+                let up: Vec<&str> = dag
+                    .upstream(i)
+                    .iter()
+                    .map(|&u| p.stages[u].name.as_str())
+                    .collect();
                 if up.is_empty() {
                     out.push_str(&format!("{}\n", p.stages[i].name));
                 } else {
@@ -256,10 +316,17 @@ pub fn render(p: &Pipeline, dag: &Dag, format: &str) -> anyhow::Result<String> {
         "mermaid" => {
             out.push_str("flowchart LR\n");
             for &i in &order {
-                out.push_str(&format!("  s{i}[\"{}\"]\n", p.stages[i].name.replace('"', "#quot;")));
+                out.push_str(&format!(
+                    "  s{i}[\"{}\"]\n",
+                    p.stages[i].name.replace('"', "#quot;")
+                ));
             }
             for e in dag.graph.edge_references() {
-                out.push_str(&format!("  s{} --> s{}\n", e.source().index(), e.target().index()));
+                out.push_str(&format!(
+                    "  s{} --> s{}\n",
+                    e.source().index(),
+                    e.target().index()
+                ));
             }
         }
         other => anyhow::bail!("unknown format '{other}' (use text, dot or mermaid)"),
@@ -301,9 +368,15 @@ mod tests {
             "stages:\n  a:\n    cmd: x\n    outs: [o]\n  b:\n    cmd: x\n    outs: [o]\n  c:\n    cmd: x\n    outs: [o/inner]\n  e:\n    cmd: x\n    deps: [missing.txt]\n",
         );
         let e = build(&p).err().unwrap().to_string();
-        assert!(e.contains("output 'o' is declared by two stages: 'a' and 'b'"), "{e}");
+        assert!(
+            e.contains("output 'o' is declared by two stages: 'a' and 'b'"),
+            "{e}"
+        );
         assert!(e.contains("output 'o/inner' is inside output 'o'"), "{e}");
-        assert!(e.contains("dependency 'missing.txt' does not exist and no stage produces it"), "{e}");
+        assert!(
+            e.contains("dependency 'missing.txt' does not exist and no stage produces it"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -57,7 +57,13 @@ pub fn decode_entry(b: &[u8]) -> Option<(StatKey, [u8; 32])> {
         return None;
     }
     let u = |r: std::ops::Range<usize>| u64::from_le_bytes(b[r].try_into().unwrap());
-    let k = StatKey { dev: u(0..8), ino: u(8..16), size: u(16..24), mtime_ns: u(24..32) as i64, ctime_ns: u(32..40) as i64 };
+    let k = StatKey {
+        dev: u(0..8),
+        ino: u(8..16),
+        size: u(16..24),
+        mtime_ns: u(24..32) as i64,
+        ctime_ns: u(32..40) as i64,
+    };
     Some((k, b[40..72].try_into().unwrap()))
 }
 
@@ -70,7 +76,10 @@ pub struct StatCache {
 
 impl StatCache {
     pub fn from_entries(entries: HashMap<String, (StatKey, [u8; 32])>) -> Self {
-        StatCache { entries: Mutex::new(entries), dirty: Mutex::default() }
+        StatCache {
+            entries: Mutex::new(entries),
+            dirty: Mutex::default(),
+        }
     }
 
     fn get(&self, path: &str, k: &StatKey) -> Option<[u8; 32]> {
@@ -79,7 +88,10 @@ impl StatCache {
     }
 
     fn put(&self, path: &str, k: StatKey, h: [u8; 32]) {
-        self.entries.lock().unwrap().insert(path.to_string(), (k, h));
+        self.entries
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), (k, h));
         self.dirty.lock().unwrap().push(path.to_string());
     }
 
@@ -87,7 +99,10 @@ impl StatCache {
     pub fn take_dirty(&self) -> Vec<(String, StatKey, [u8; 32])> {
         let paths = std::mem::take(&mut *self.dirty.lock().unwrap());
         let e = self.entries.lock().unwrap();
-        paths.into_iter().filter_map(|p| e.get(&p).map(|(k, h)| (p.clone(), *k, *h))).collect()
+        paths
+            .into_iter()
+            .filter_map(|p| e.get(&p).map(|(k, h)| (p.clone(), *k, *h)))
+            .collect()
     }
 }
 
@@ -105,8 +120,15 @@ pub struct FileEntry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Content {
     Missing,
-    File { hash: String, size: u64, executable: bool },
-    Dir { hash: String, files: Vec<FileEntry> },
+    File {
+        hash: String,
+        size: u64,
+        executable: bool,
+    },
+    Dir {
+        hash: String,
+        files: Vec<FileEntry>,
+    },
 }
 
 impl Content {
@@ -122,7 +144,13 @@ impl Content {
 pub fn manifest_text(files: &[FileEntry]) -> String {
     let mut s = String::with_capacity(files.len() * 90);
     for f in files {
-        s.push_str(&format!("{} {} {} {}\n", f.hash, if f.executable { "x" } else { "-" }, f.size, f.path));
+        s.push_str(&format!(
+            "{} {} {} {}\n",
+            f.hash,
+            if f.executable { "x" } else { "-" },
+            f.size,
+            f.path
+        ));
     }
     s
 }
@@ -131,10 +159,17 @@ pub fn parse_manifest(text: &str) -> Result<Vec<FileEntry>> {
     text.lines()
         .map(|l| {
             let mut it = l.splitn(4, ' ');
-            let (Some(hash), Some(mode), Some(size), Some(path)) = (it.next(), it.next(), it.next(), it.next()) else {
+            let (Some(hash), Some(mode), Some(size), Some(path)) =
+                (it.next(), it.next(), it.next(), it.next())
+            else {
                 anyhow::bail!("malformed manifest line '{l}'");
             };
-            Ok(FileEntry { hash: hash.into(), executable: mode == "x", size: size.parse()?, path: path.into() })
+            Ok(FileEntry {
+                hash: hash.into(),
+                executable: mode == "x",
+                size: size.parse()?,
+                path: path.into(),
+            })
         })
         .collect()
 }
@@ -144,9 +179,11 @@ pub fn hash_file_bytes(path: &Path) -> Result<[u8; 32]> {
     let mut h = blake3::Hasher::new();
     let meta = std::fs::metadata(path)?;
     if meta.len() > 16 << 20 {
-        h.update_mmap_rayon(path).with_context(|| format!("reading {}", path.display()))?;
+        h.update_mmap_rayon(path)
+            .with_context(|| format!("reading {}", path.display()))?;
     } else {
-        let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut f =
+            std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
         let mut buf = vec![0u8; 256 << 10];
         loop {
             let n = f.read(&mut buf)?;
@@ -191,11 +228,20 @@ impl Hasher<'_> {
                     })
                 })
                 .collect::<Result<_>>()?;
-            let hash = blake3::hash(manifest_text(&entries).as_bytes()).to_hex().to_string();
-            Ok(Content::Dir { hash, files: entries })
+            let hash = blake3::hash(manifest_text(&entries).as_bytes())
+                .to_hex()
+                .to_string();
+            Ok(Content::Dir {
+                hash,
+                files: entries,
+            })
         } else {
             let hash = self.file_hash(rel, &full, &meta)?;
-            Ok(Content::File { hash: hex::encode(hash), size: meta.len(), executable: meta.mode() & 0o111 != 0 })
+            Ok(Content::File {
+                hash: hex::encode(hash),
+                size: meta.len(),
+                executable: meta.mode() & 0o111 != 0,
+            })
         }
     }
 
@@ -211,10 +257,10 @@ impl Hasher<'_> {
         }
         let h = hash_file_bytes(full)?;
         // Re-stat: a file that changed while we read it must not be cached under the new stat.
-        if let Ok(after) = std::fs::metadata(full) {
-            if StatKey::of(&after) == sk {
-                self.cache.put(key, sk, h);
-            }
+        if let Ok(after) = std::fs::metadata(full)
+            && StatKey::of(&after) == sk
+        {
+            self.cache.put(key, sk, h);
         }
         Ok(h)
     }
@@ -226,9 +272,16 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, std::fs::Metadata)>) ->
     for entry in rd {
         let entry = entry?;
         let name = entry.file_name();
-        let name = name.to_str().with_context(|| format!("non-UTF-8 file name in {}", dir.display()))?;
-        let rel = if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
-        let meta = std::fs::metadata(entry.path()).with_context(|| format!("cannot stat {}", entry.path().display()))?;
+        let name = name
+            .to_str()
+            .with_context(|| format!("non-UTF-8 file name in {}", dir.display()))?;
+        let rel = if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let meta = std::fs::metadata(entry.path())
+            .with_context(|| format!("cannot stat {}", entry.path().display()))?;
         if meta.is_dir() {
             walk(&entry.path(), &rel, out)?;
         } else if meta.is_file() {
@@ -253,12 +306,31 @@ mod tests {
         }
         let ca = StatCache::default();
         let cb = StatCache::default();
-        let ha = Hasher { root: a.path(), cache: &ca }.content("x").unwrap();
-        let hb = Hasher { root: b.path(), cache: &cb }.content("x").unwrap();
+        let ha = Hasher {
+            root: a.path(),
+            cache: &ca,
+        }
+        .content("x")
+        .unwrap();
+        let hb = Hasher {
+            root: b.path(),
+            cache: &cb,
+        }
+        .content("x")
+        .unwrap();
         assert_eq!(ha.hash(), hb.hash());
         std::fs::write(b.path().join("x/g.txt"), "World").unwrap();
         let cb2 = StatCache::default();
-        assert_ne!(ha.hash(), Hasher { root: b.path(), cache: &cb2 }.content("x").unwrap().hash());
+        assert_ne!(
+            ha.hash(),
+            Hasher {
+                root: b.path(),
+                cache: &cb2
+            }
+            .content("x")
+            .unwrap()
+            .hash()
+        );
     }
 
     #[test]
@@ -266,21 +338,38 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("f"), "one").unwrap();
         let c = StatCache::default();
-        let h = Hasher { root: d.path(), cache: &c };
+        let h = Hasher {
+            root: d.path(),
+            cache: &c,
+        };
         let first = h.content("f").unwrap();
         assert_eq!(c.take_dirty().len(), 1);
         assert_eq!(h.content("f").unwrap(), first);
-        assert!(c.take_dirty().is_empty(), "unchanged file must not be rehashed");
+        assert!(
+            c.take_dirty().is_empty(),
+            "unchanged file must not be rehashed"
+        );
         std::fs::write(d.path().join("f"), "two").unwrap();
         assert_ne!(h.content("f").unwrap(), first);
     }
 
     #[test]
     fn entries_round_trip() {
-        let k = StatKey { dev: 1, ino: 2, size: 3, mtime_ns: -4, ctime_ns: 5 };
+        let k = StatKey {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_ns: -4,
+            ctime_ns: 5,
+        };
         let e = encode_entry(&k, &[7; 32]);
         assert_eq!(decode_entry(&e), Some((k, [7; 32])));
-        let files = vec![FileEntry { path: "a b/c".into(), hash: "ab".into(), size: 3, executable: true }];
+        let files = vec![FileEntry {
+            path: "a b/c".into(),
+            hash: "ab".into(),
+            size: 3,
+            executable: true,
+        }];
         assert_eq!(parse_manifest(&manifest_text(&files)).unwrap(), files);
     }
 }

@@ -38,18 +38,26 @@ impl LockFile {
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 let lock: LockFile = serde_yaml_ng::from_str(&text).with_context(|| {
-                    format!("{} is not a valid lock file (delete it to rebuild it from the cache)", path.display())
+                    format!(
+                        "{} is not a valid lock file (delete it to rebuild it from the cache)",
+                        path.display()
+                    )
                 })?;
                 Ok(lock)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockFile { version: LOCK_VERSION, ..Default::default() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockFile {
+                version: LOCK_VERSION,
+                ..Default::default()
+            }),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
     }
 
     pub fn to_text(&self) -> Result<String> {
         let body = serde_yaml_ng::to_string(self)?;
-        Ok(format!("# Written by repro: what each stage last produced. Commit it; do not edit.\n{body}"))
+        Ok(format!(
+            "# Written by repro: what each stage last produced. Commit it; do not edit.\n{body}"
+        ))
     }
 
     /// Atomically replace the lock file.
@@ -61,11 +69,20 @@ impl LockFile {
 /// Write a file so that readers see either the old or the new content, never a mix:
 /// temporary file in the same directory, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.as_file().sync_all().with_context(|| format!("cannot sync {}", path.display()))?;
-    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot replace {}", path.display()))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("cannot sync {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot replace {}", path.display()))?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -80,16 +97,34 @@ mod tests {
     fn lock_round_trips_and_is_sorted() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("repro.lock");
-        let mut l = LockFile { version: LOCK_VERSION, ..Default::default() };
+        let mut l = LockFile {
+            version: LOCK_VERSION,
+            ..Default::default()
+        };
         for name in ["zeta", "alpha"] {
-            let fp = Fingerprint { action: format!("cmd: echo {name}"), ..Default::default() };
-            l.stages.insert(name.into(), LockEntry { key: fp.key(), fingerprint: fp, out_hashes: Default::default() });
+            let fp = Fingerprint {
+                action: format!("cmd: echo {name}"),
+                ..Default::default()
+            };
+            l.stages.insert(
+                name.into(),
+                LockEntry {
+                    key: fp.key(),
+                    fingerprint: fp,
+                    out_hashes: Default::default(),
+                },
+            );
         }
         l.write(&p).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.find("alpha").unwrap() < text.find("zeta").unwrap());
         assert_eq!(LockFile::read(&p).unwrap(), l);
         std::fs::write(&p, "stages: [oops").unwrap();
-        assert!(LockFile::read(&p).unwrap_err().to_string().contains("repro.lock is not a valid lock file"));
+        assert!(
+            LockFile::read(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("repro.lock is not a valid lock file")
+        );
     }
 }

@@ -30,14 +30,25 @@ pub fn verify(root: &Path) -> Result<i32> {
             }
         }
     }
-    println!("{n} objects checked, {} corrupt{}", bad.len(), if dropped > 0 { format!(", {dropped} run-cache entries dropped") } else { String::new() });
+    println!(
+        "{n} objects checked, {} corrupt{}",
+        bad.len(),
+        if dropped > 0 {
+            format!(", {dropped} run-cache entries dropped")
+        } else {
+            String::new()
+        }
+    );
     Ok(if bad.is_empty() { 0 } else { 1 })
 }
 
 fn record_complete(ws: &Workspace, rec: &crate::db::RunRecord) -> bool {
     rec.outs.iter().all(|(path, hash)| {
         if rec.dirs.contains(path) {
-            ws.objects.manifest(hash).map(|files| files.iter().all(|f| ws.objects.has(&f.hash))).unwrap_or(false)
+            ws.objects
+                .manifest(hash)
+                .map(|files| files.iter().all(|f| ws.objects.has(&f.hash)))
+                .unwrap_or(false)
         } else {
             ws.objects.has(hash)
         }
@@ -55,7 +66,10 @@ pub fn gc(root: &Path, keep_last: Option<usize>) -> Result<i32> {
     let mut by_stage: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
     let runs = db.runs()?;
     for (key, rec) in &runs {
-        by_stage.entry(rec.stage.clone()).or_default().push((rec.created, key.clone()));
+        by_stage
+            .entry(rec.stage.clone())
+            .or_default()
+            .push((rec.created, key.clone()));
     }
     let locked_keys: HashSet<&str> = lock.stages.values().map(|e| e.key.as_str()).collect();
     let mut dropped_runs = 0;
@@ -73,11 +87,11 @@ pub fn gc(root: &Path, keep_last: Option<usize>) -> Result<i32> {
 
     let mut live: HashSet<String> = HashSet::new();
     let add = |hash: &str, live: &mut HashSet<String>| {
-        if live.insert(hash.to_string()) {
-            if let Ok(files) = ws.objects.manifest(hash) {
-                for f in files {
-                    live.insert(f.hash);
-                }
+        if live.insert(hash.to_string())
+            && let Ok(files) = ws.objects.manifest(hash)
+        {
+            for f in files {
+                live.insert(f.hash);
             }
         }
     };
@@ -100,6 +114,10 @@ pub fn gc(root: &Path, keep_last: Option<usize>) -> Result<i32> {
             removed += 1;
         }
     }
-    println!("removed {removed} objects ({:.1} MB), {dropped_runs} run-cache entries; kept {} objects", bytes as f64 / 1e6, live.len());
+    println!(
+        "removed {removed} objects ({:.1} MB), {dropped_runs} run-cache entries; kept {} objects",
+        bytes as f64 / 1e6,
+        live.len()
+    );
     Ok(0)
 }

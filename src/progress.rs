@@ -21,14 +21,21 @@ impl Progress {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10));
             let overall = multi.add(ProgressBar::new(total as u64));
             overall.set_style(
-                ProgressStyle::with_template("{elapsed_precise:.dim} [{bar:30.cyan/blue}] {pos}/{len} stages {msg}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{elapsed_precise:.dim} [{bar:30.cyan/blue}] {pos}/{len} stages {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             overall.enable_steady_tick(Duration::from_millis(200));
             (multi, overall)
         });
-        Progress { fancy, lines: HashMap::new(), plain_last: HashMap::new(), started: HashMap::new() }
+        Progress {
+            fancy,
+            lines: HashMap::new(),
+            plain_last: HashMap::new(),
+            started: HashMap::new(),
+        }
     }
 
     /// Print a line above the bars (or plainly).
@@ -46,7 +53,12 @@ impl Progress {
         match &self.fancy {
             Some((multi, overall)) => {
                 let bar = multi.insert_before(overall, ProgressBar::new_spinner());
-                bar.set_style(ProgressStyle::with_template("  {spinner:.green} {prefix:.bold} {elapsed:.dim} {wide_msg}").expect("valid template"));
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "  {spinner:.green} {prefix:.bold} {elapsed:.dim} {wide_msg}",
+                    )
+                    .expect("valid template"),
+                );
                 bar.set_prefix(name.to_string());
                 bar.set_message(verb.to_string());
                 bar.enable_steady_tick(Duration::from_millis(120));
@@ -65,7 +77,10 @@ impl Progress {
         if self.fancy.is_none() {
             // Plain output: at most one progress line per stage every 10 s.
             let now = Instant::now();
-            let due = self.plain_last.get(&id).is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(10));
+            let due = self
+                .plain_last
+                .get(&id)
+                .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(10));
             if due {
                 self.plain_last.insert(id, now);
                 println!("  {name}: {msg}");
@@ -86,7 +101,10 @@ impl Progress {
 
     /// Seconds since `start(id)`.
     pub fn elapsed(&self, id: usize) -> f64 {
-        self.started.get(&id).map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0)
+        self.started
+            .get(&id)
+            .map(|t| t.elapsed().as_secs_f64())
+            .unwrap_or(0.0)
     }
 
     /// Count a stage that needed no work (fresh) without printing a line for it.

@@ -30,7 +30,9 @@ pub struct RunOptions {
     pub file: PathBuf,
     pub load: LoadOptions,
     pub targets: Vec<String>,
-    pub jobs: usize,
+    /// Stages at once; `None`: the number of cores locally, 256 under Slurm (whose own
+    /// scheduler then decides what runs).
+    pub jobs: Option<usize>,
     pub dry_run: bool,
     pub force: bool,
     pub keep_going: bool,
@@ -82,7 +84,12 @@ pub fn detect_gpus() -> usize {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("GPU ")).count())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("GPU "))
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -104,7 +111,10 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     let _lock = WorkspaceLock::acquire(&p.root.join("cache"), opts.wait)?;
     let ws = Workspace::open(&p.root, Duration::from_secs(30))?;
     if ws.db.is_none() {
-        anyhow::bail!("the state database {} is held by another process", ws.cache_dir.join("state.redb").display());
+        anyhow::bail!(
+            "the state database {} is held by another process",
+            ws.cache_dir.join("state.redb").display()
+        );
     }
     let mut lock = LockFile::read(&ws.lock_path)?;
     let lock_text_before = lock.to_text()?;
@@ -112,23 +122,55 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     let names: BTreeSet<&str> = p.stages.iter().map(|s| s.name.as_str()).collect();
     lock.stages.retain(|k, _| names.contains(k.as_str()));
 
-    let executor_name = opts.executor.clone().or(p.executor.clone()).unwrap_or_else(|| "local".into());
+    let executor_name = opts
+        .executor
+        .clone()
+        .or(p.executor.clone())
+        .unwrap_or_else(|| "local".into());
     let mut executor = make_executor(&executor_name, &p)?;
     INTERRUPTED.store(false, Ordering::SeqCst);
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
 
-    let jobs = opts.jobs.max(1);
+    let jobs = opts
+        .jobs
+        .unwrap_or_else(|| {
+            if executor_name == "slurm" {
+                256
+            } else {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            }
+        })
+        .max(1);
     let gpu_total = opts.gpus.unwrap_or_else(detect_gpus);
     let mut free_gpus: Vec<usize> = (0..gpu_total).collect();
     let mut free_slots = jobs;
     let warned_no_gpu = std::cell::Cell::new(false);
 
     let in_run: BTreeSet<usize> = selected.iter().copied().collect();
-    let topo_pos: HashMap<usize, usize> = selected.iter().enumerate().map(|(pos, &i)| (i, pos)).collect();
-    let mut waiting: HashMap<usize, usize> =
-        selected.iter().map(|&i| (i, dag.upstream(i).iter().filter(|u| in_run.contains(u)).count())).collect();
-    let mut ready: BTreeSet<(usize, usize)> =
-        selected.iter().filter(|i| waiting[i] == 0).map(|&i| (topo_pos[&i], i)).collect();
+    let topo_pos: HashMap<usize, usize> = selected
+        .iter()
+        .enumerate()
+        .map(|(pos, &i)| (i, pos))
+        .collect();
+    let mut waiting: HashMap<usize, usize> = selected
+        .iter()
+        .map(|&i| {
+            (
+                i,
+                dag.upstream(i)
+                    .iter()
+                    .filter(|u| in_run.contains(u))
+                    .count(),
+            )
+        })
+        .collect();
+    let mut ready: BTreeSet<(usize, usize)> = selected
+        .iter()
+        .filter(|i| waiting[i] == 0)
+        .map(|&i| (topo_pos[&i], i))
+        .collect();
     let mut running: HashMap<usize, Running> = HashMap::new();
     let mut summary = Summary::default();
     let mut progress = Progress::new(selected.len());
@@ -138,25 +180,35 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     let exe = std::env::current_exe().context("cannot find the repro binary")?;
 
     // Release a finished stage's dependents.
-    let release = |i: usize, waiting: &mut HashMap<usize, usize>, ready: &mut BTreeSet<(usize, usize)>| {
-        for d in dag.downstream(i) {
-            if let Some(w) = waiting.get_mut(&d) {
-                *w -= 1;
-                if *w == 0 {
-                    ready.insert((topo_pos[&d], d));
+    let release =
+        |i: usize, waiting: &mut HashMap<usize, usize>, ready: &mut BTreeSet<(usize, usize)>| {
+            for d in dag.downstream(i) {
+                if let Some(w) = waiting.get_mut(&d) {
+                    *w -= 1;
+                    if *w == 0 {
+                        ready.insert((topo_pos[&d], d));
+                    }
                 }
             }
-        }
-    };
+        };
     // Mark everything downstream of a failed stage as skipped.
-    let skip_downstream = |i: usize, waiting: &mut HashMap<usize, usize>, progress: &mut Progress, summary: &mut Summary| {
+    let skip_downstream = |i: usize,
+                           waiting: &mut HashMap<usize, usize>,
+                           progress: &mut Progress,
+                           summary: &mut Summary| {
         let mut stack = vec![i];
         let mut seen = BTreeSet::new();
         while let Some(s) = stack.pop() {
             for d in dag.downstream(s) {
                 if in_run.contains(&d) && seen.insert(d) && waiting.remove(&d).is_some() {
                     summary.skipped += 1;
-                    progress.finish(d, &format!("skipped {} (upstream '{}' failed)", p.stages[d].name, p.stages[i].name));
+                    progress.finish(
+                        d,
+                        &format!(
+                            "skipped {} (upstream '{}' failed)",
+                            p.stages[d].name, p.stages[i].name
+                        ),
+                    );
                     stack.push(d);
                 }
             }
@@ -174,7 +226,11 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
             let next = ready.iter().copied().find(|&(_, i)| {
                 let s = &p.stages[i];
                 let slots = s.resources.cpus.clamp(1, jobs);
-                let gpus_needed = if gpu_total == 0 { 0 } else { s.resources.gpus.min(gpu_total) };
+                let gpus_needed = if gpu_total == 0 {
+                    0
+                } else {
+                    s.resources.gpus.min(gpu_total)
+                };
                 (slots <= free_slots || running.is_empty()) && gpus_needed <= free_gpus.len()
             });
             let Some((pos, i)) = next else { break };
@@ -207,7 +263,11 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                         progress.println("note: no GPU found; stages that declare `gpu:` run without one (pass --resources gpu=N to set slots)");
                     }
                     let slots = stage.resources.cpus.clamp(1, jobs);
-                    let n_gpu = if gpu_total == 0 { 0 } else { stage.resources.gpus.min(gpu_total) };
+                    let n_gpu = if gpu_total == 0 {
+                        0
+                    } else {
+                        stage.resources.gpus.min(gpu_total)
+                    };
                     let gpus: Vec<usize> = free_gpus.drain(..n_gpu).collect();
                     let job = make_job(&ws, &exe, stage, i, &a, &gpus, executor_name == "slurm")?;
                     progress.start(i, &stage.name, "running");
@@ -220,7 +280,15 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                         continue;
                     }
                     free_slots = free_slots.saturating_sub(slots);
-                    running.insert(i, Running { assessment: a, slots, gpus, started: Instant::now() });
+                    running.insert(
+                        i,
+                        Running {
+                            assessment: a,
+                            slots,
+                            gpus,
+                            started: Instant::now(),
+                        },
+                    );
                 }
             }
         }
@@ -229,9 +297,13 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
         }
         for event in executor.poll(Duration::from_millis(100))? {
             match event {
-                Event::Progress { id, message, .. } => progress.update(id, &p.stages[id].name, &message),
+                Event::Progress { id, message, .. } => {
+                    progress.update(id, &p.stages[id].name, &message)
+                }
                 Event::Finished { id, outcome } => {
-                    let Some(r) = running.remove(&id) else { continue };
+                    let Some(r) = running.remove(&id) else {
+                        continue;
+                    };
                     free_slots += r.slots;
                     free_gpus.extend(r.gpus.iter().copied());
                     free_gpus.sort_unstable();
@@ -253,11 +325,20 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                             summary.failed += 1;
                             let log = ws.log_path(&stage.name);
                             let tail = log_tail(&log, 20);
-                            progress.finish(id, &format!(
-                                "FAILED {} after {:.1}s: {e:#}\n  log: {}{}",
-                                stage.name, secs, log.display(),
-                                if tail.is_empty() { String::new() } else { format!("\n{tail}") }
-                            ));
+                            progress.finish(
+                                id,
+                                &format!(
+                                    "FAILED {} after {:.1}s: {e:#}\n  log: {}{}",
+                                    stage.name,
+                                    secs,
+                                    log.display(),
+                                    if tail.is_empty() {
+                                        String::new()
+                                    } else {
+                                        format!("\n{tail}")
+                                    }
+                                ),
+                            );
                             skip_downstream(id, &mut waiting, &mut progress, &mut summary);
                             stop_new |= !opts.keep_going;
                         }
@@ -286,7 +367,13 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
         line.push_str(" — everything is up to date");
     }
     println!("{line} ({:.2}s)", t0.elapsed().as_secs_f64());
-    Ok(if interrupted { 130 } else if summary.failed > 0 { 1 } else { 0 })
+    Ok(if interrupted {
+        130
+    } else if summary.failed > 0 {
+        1
+    } else {
+        0
+    })
 }
 
 enum Start {
@@ -296,33 +383,50 @@ enum Start {
 }
 
 /// Decide what to do with a ready stage and, for a cache hit, restore it.
-fn start_stage(ws: &Workspace, p: &Pipeline, stage: &Stage, _i: usize, lock: &LockFile, force: bool, progress: &mut Progress) -> Result<Start> {
+fn start_stage(
+    ws: &Workspace,
+    p: &Pipeline,
+    stage: &Stage,
+    _i: usize,
+    lock: &LockFile,
+    force: bool,
+    progress: &mut Progress,
+) -> Result<Start> {
     let a = assess(ws, stage, lock.stages.get(&stage.name))?;
     if !force && a.fresh() {
         return Ok(Start::Fresh);
     }
     let db = ws.db.as_ref().expect("run holds the database");
-    if !force {
-        if let Some(rec) = db.get_run(&a.key)? {
-            match restore(ws, &rec) {
-                Ok(()) => {
-                    let again = assess(ws, stage, None)?;
-                    let matches = rec.outs.iter().all(|(path, h)| again.outs.get(path).and_then(|c| c.hash()) == Some(h.as_str()));
-                    if matches {
-                        return Ok(Start::Restored(again));
-                    }
-                    progress.println(&format!("warning: restored outputs of {} do not match the run cache; recomputing", stage.name));
-                    db.remove_run(&a.key)?;
+    if !force && let Some(rec) = db.get_run(&a.key)? {
+        match restore(ws, &rec) {
+            Ok(()) => {
+                let again = assess(ws, stage, None)?;
+                let matches = rec.outs.iter().all(|(path, h)| {
+                    again.outs.get(path).and_then(|c| c.hash()) == Some(h.as_str())
+                });
+                if matches {
+                    return Ok(Start::Restored(again));
                 }
-                Err(e) => {
-                    if let Some(c) = e.downcast_ref::<CorruptObject>() {
-                        progress.println(&format!("warning: {c}; dropped it, recomputing {}", stage.name));
-                        ws.objects.drop_object(&c.path);
-                    } else {
-                        progress.println(&format!("warning: cannot restore {} from cache ({e:#}); recomputing", stage.name));
-                    }
-                    db.remove_run(&a.key)?;
+                progress.println(&format!(
+                    "warning: restored outputs of {} do not match the run cache; recomputing",
+                    stage.name
+                ));
+                db.remove_run(&a.key)?;
+            }
+            Err(e) => {
+                if let Some(c) = e.downcast_ref::<CorruptObject>() {
+                    progress.println(&format!(
+                        "warning: {c}; dropped it, recomputing {}",
+                        stage.name
+                    ));
+                    ws.objects.drop_object(&c.path);
+                } else {
+                    progress.println(&format!(
+                        "warning: cannot restore {} from cache ({e:#}); recomputing",
+                        stage.name
+                    ));
                 }
+                db.remove_run(&a.key)?;
             }
         }
     }
@@ -337,15 +441,24 @@ fn restore(ws: &Workspace, rec: &RunRecord) -> Result<()> {
         if is_dir {
             for f in ws.objects.manifest(hash)? {
                 if !ws.objects.has(&f.hash) {
-                    return Err(CorruptObject { path: ws.objects.object_path(&f.hash), detail: "missing".into() }.into());
+                    return Err(CorruptObject {
+                        path: ws.objects.object_path(&f.hash),
+                        detail: "missing".into(),
+                    }
+                    .into());
                 }
             }
         } else if !ws.objects.has(hash) {
-            return Err(CorruptObject { path: ws.objects.object_path(hash), detail: "missing".into() }.into());
+            return Err(CorruptObject {
+                path: ws.objects.object_path(hash),
+                detail: "missing".into(),
+            }
+            .into());
         }
     }
     for (path, hash) in &rec.outs {
-        ws.objects.restore(hash, rec.dirs.contains(path), &ws.root.join(path))?;
+        ws.objects
+            .restore(hash, rec.dirs.contains(path), &ws.root.join(path))?;
     }
     Ok(())
 }
@@ -357,11 +470,14 @@ fn prepare_outputs(ws: &Workspace, _p: &Pipeline, stage: &Stage, a: &Assessment)
     for (path, content) in &a.outs {
         let full = ws.root.join(path);
         if !matches!(content, Content::Missing) {
-            ws.objects.store(&full, content).with_context(|| format!("saving the previous {path} in the cache"))?;
+            ws.objects
+                .store(&full, content)
+                .with_context(|| format!("saving the previous {path} in the cache"))?;
             crate::cache::remove_any(&full);
         }
         if let Some(parent) = full.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
         }
     }
     if let Some(cp) = &stage.checkpoint {
@@ -371,23 +487,44 @@ fn prepare_outputs(ws: &Workspace, _p: &Pipeline, stage: &Stage, a: &Assessment)
         if owner.trim() != a.key {
             crate::cache::remove_any(&dir);
         }
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create checkpoint directory {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create checkpoint directory {}", dir.display()))?;
         std::fs::write(&marker, &a.key)?;
     }
     Ok(())
 }
 
-fn make_job(ws: &Workspace, exe: &Path, stage: &Stage, id: usize, a: &Assessment, gpus: &[usize], slurm: bool) -> Result<Job> {
+fn make_job(
+    ws: &Workspace,
+    exe: &Path,
+    stage: &Stage,
+    id: usize,
+    a: &Assessment,
+    gpus: &[usize],
+    slurm: bool,
+) -> Result<Job> {
     let mut env = vec![
         ("REPRO_STAGE".to_string(), stage.name.clone()),
         ("REPRO_KEY".to_string(), a.key.clone()),
-        ("OMP_NUM_THREADS".to_string(), stage.resources.cpus.to_string()),
+        (
+            "OMP_NUM_THREADS".to_string(),
+            stage.resources.cpus.to_string(),
+        ),
     ];
     if let Some(cp) = &stage.checkpoint {
-        env.push(("REPRO_CHECKPOINT".into(), ws.root.join(cp).display().to_string()));
+        env.push((
+            "REPRO_CHECKPOINT".into(),
+            ws.root.join(cp).display().to_string(),
+        ));
     }
     if !gpus.is_empty() && !slurm {
-        env.push(("CUDA_VISIBLE_DEVICES".into(), gpus.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(",")));
+        env.push((
+            "CUDA_VISIBLE_DEVICES".into(),
+            gpus.iter()
+                .map(|g| g.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ));
     }
     let argv = match &stage.action {
         Action::Cmd(c) => vec!["sh".to_string(), "-c".to_string(), c.clone()],
@@ -401,10 +538,18 @@ fn make_job(ws: &Workspace, exe: &Path, stage: &Stage, id: usize, a: &Assessment
                 // Inside the child, the visible devices are renumbered from 0.
                 gpus: (0..gpus.len().max(if slurm { stage.resources.gpus } else { 0 })).collect(),
             };
-            let path = ws.cache_dir.join("specs").join(format!("{}.json", file_safe(&stage.name)));
+            let path = ws
+                .cache_dir
+                .join("specs")
+                .join(format!("{}.json", file_safe(&stage.name)));
             std::fs::create_dir_all(path.parent().expect("has parent"))?;
             crate::lockfile::write_atomic(&path, serde_json::to_string_pretty(&spec)?.as_bytes())?;
-            vec![exe.display().to_string(), "internal".into(), "run-kind".into(), path.display().to_string()]
+            vec![
+                exe.display().to_string(),
+                "internal".into(),
+                "run-kind".into(),
+                path.display().to_string(),
+            ]
         }
     };
     Ok(Job {
@@ -420,25 +565,56 @@ fn make_job(ws: &Workspace, exe: &Path, stage: &Stage, id: usize, a: &Assessment
 }
 
 /// After a stage exited 0: check its outputs, store them, record the run.
-fn commit_outputs(ws: &Workspace, stage: &Stage, before: &Assessment, seconds: f64) -> Result<Assessment> {
-    let missing: Vec<&str> = stage.outs.iter().map(|o| o.path.as_str()).filter(|o| !ws.root.join(o).exists()).collect();
+fn commit_outputs(
+    ws: &Workspace,
+    stage: &Stage,
+    before: &Assessment,
+    seconds: f64,
+) -> Result<Assessment> {
+    let missing: Vec<&str> = stage
+        .outs
+        .iter()
+        .map(|o| o.path.as_str())
+        .filter(|o| !ws.root.join(o).exists())
+        .collect();
     if !missing.is_empty() {
-        anyhow::bail!("exited 0 but did not produce declared output{} {}", if missing.len() > 1 { "s" } else { "" }, missing.join(", "));
+        anyhow::bail!(
+            "exited 0 but did not produce declared output{} {}",
+            if missing.len() > 1 { "s" } else { "" },
+            missing.join(", ")
+        );
     }
     let paths: Vec<&str> = stage.outs.iter().map(|o| o.path.as_str()).collect();
     let contents = ws.hasher().contents(&paths)?;
     let mut outs = BTreeMap::new();
     let mut dirs = Vec::new();
     for (path, content) in paths.iter().zip(&contents) {
-        ws.objects.store(&ws.root.join(path), content).with_context(|| format!("storing output {path} in the cache"))?;
-        outs.insert(path.to_string(), content.hash().expect("exists").to_string());
+        ws.objects
+            .store(&ws.root.join(path), content)
+            .with_context(|| format!("storing output {path} in the cache"))?;
+        outs.insert(
+            path.to_string(),
+            content.hash().expect("exists").to_string(),
+        );
         if matches!(content, Content::Dir { .. }) {
             dirs.push(path.to_string());
         }
     }
-    let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let rec = RunRecord { stage: stage.name.clone(), outs, dirs, created, seconds };
-    ws.db.as_ref().expect("run holds the database").put_run(&before.key, &rec)?;
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let rec = RunRecord {
+        stage: stage.name.clone(),
+        outs,
+        dirs,
+        created,
+        seconds,
+    };
+    ws.db
+        .as_ref()
+        .expect("run holds the database")
+        .put_run(&before.key, &rec)?;
     if let Some(cp) = &stage.checkpoint {
         // Done: the checkpoint has served its purpose.
         crate::cache::remove_any(&ws.root.join(cp));
@@ -450,8 +626,19 @@ fn commit_outputs(ws: &Workspace, stage: &Stage, before: &Assessment, seconds: f
 }
 
 fn record_lock(lock: &mut LockFile, stage: &Stage, a: &Assessment) {
-    let out_hashes = a.outs.iter().filter_map(|(p, c)| c.hash().map(|h| (p.clone(), h.to_string()))).collect();
-    lock.stages.insert(stage.name.clone(), LockEntry { key: a.key.clone(), fingerprint: a.fingerprint.clone(), out_hashes });
+    let out_hashes = a
+        .outs
+        .iter()
+        .filter_map(|(p, c)| c.hash().map(|h| (p.clone(), h.to_string())))
+        .collect();
+    lock.stages.insert(
+        stage.name.clone(),
+        LockEntry {
+            key: a.key.clone(),
+            fingerprint: a.fingerprint.clone(),
+            out_hashes,
+        },
+    );
 }
 
 /// The last `n` lines of a log, indented, for failure messages.
@@ -459,12 +646,20 @@ pub fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(n);
-    lines[start..].iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+    lines[start..]
+        .iter()
+        .map(|l| format!("  | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn make_executor(name: &str, p: &Pipeline) -> Result<Box<dyn Executor>> {
     match name {
-        "local" => Ok(Box::new(crate::executor::local::LocalExecutor::with_pid_dir(p.root.join("cache").join("running"))?)),
+        "local" => Ok(Box::new(
+            crate::executor::local::LocalExecutor::with_pid_dir(
+                p.root.join("cache").join("running"),
+            )?,
+        )),
         "slurm" => crate::executor::make_slurm(p),
         other => anyhow::bail!("unknown executor '{other}' (known: local, slurm)"),
     }
@@ -478,16 +673,31 @@ fn dry_run(p: &Pipeline, dag: &crate::graph::Dag, selected: &[usize]) -> Result<
     let mut counts = (0, 0, 0);
     for &i in selected {
         let s = &p.stages[i];
-        let upstream: Vec<&str> = dag.upstream(i).into_iter().filter(|u| will_change.contains(u)).map(|u| p.stages[u].name.as_str()).collect();
+        let upstream: Vec<&str> = dag
+            .upstream(i)
+            .into_iter()
+            .filter(|u| will_change.contains(u))
+            .map(|u| p.stages[u].name.as_str())
+            .collect();
         let a = assess(&ws, s, lock.stages.get(&s.name))?;
         if a.fresh() && upstream.is_empty() {
             counts.1 += 1;
             continue;
         }
         will_change.insert(i);
-        let cached = ws.db.as_ref().map(|db| db.get_run(&a.key)).transpose()?.flatten().is_some();
+        let cached = ws
+            .db
+            .as_ref()
+            .map(|db| db.get_run(&a.key))
+            .transpose()?
+            .flatten()
+            .is_some();
         if !upstream.is_empty() && a.fresh() {
-            println!("may run {} (upstream {} will run)", s.name, upstream.join(", "));
+            println!(
+                "may run {} (upstream {} will run)",
+                s.name,
+                upstream.join(", ")
+            );
             counts.0 += 1;
         } else if cached {
             println!("would restore {} ({})", s.name, a.reasons.join("; "));
@@ -497,6 +707,9 @@ fn dry_run(p: &Pipeline, dag: &crate::graph::Dag, selected: &[usize]) -> Result<
             counts.0 += 1;
         }
     }
-    println!("dry run: {} would run, {} fresh, {} would be restored", counts.0, counts.1, counts.2);
+    println!(
+        "dry run: {} would run, {} fresh, {} would be restored",
+        counts.0, counts.1, counts.2
+    );
     Ok(0)
 }

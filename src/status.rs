@@ -21,7 +21,11 @@ pub struct StageStatus {
     pub restorable: bool,
 }
 
-pub fn status(file: &std::path::Path, opts: &LoadOptions, targets: &[String]) -> Result<Vec<StageStatus>> {
+pub fn status(
+    file: &std::path::Path,
+    opts: &LoadOptions,
+    targets: &[String],
+) -> Result<Vec<StageStatus>> {
     let (p, dag) = crate::run::load(file, opts)?;
     let selected = crate::graph::select(&p, &dag, targets)?;
     let ws = Workspace::open(&p.root, Duration::ZERO)?;
@@ -37,11 +41,23 @@ pub fn status(file: &std::path::Path, opts: &LoadOptions, targets: &[String]) ->
                 reasons.push(format!("upstream stage '{}' is stale", p.stages[u].name));
             }
         }
-        let restorable = !a.fresh() && ws.db.as_ref().map(|db| db.get_run(&a.key)).transpose()?.flatten().is_some();
+        let restorable = !a.fresh()
+            && ws
+                .db
+                .as_ref()
+                .map(|db| db.get_run(&a.key))
+                .transpose()?
+                .flatten()
+                .is_some();
         if !reasons.is_empty() {
             stale.insert(i);
         }
-        out.push(StageStatus { stage: s.name.clone(), state: if reasons.is_empty() { "fresh" } else { "stale" }, reasons, restorable });
+        out.push(StageStatus {
+            stage: s.name.clone(),
+            state: if reasons.is_empty() { "fresh" } else { "stale" },
+            reasons,
+            restorable,
+        });
     }
     // Only persist stat entries if we hold the database.
     ws.save_stat()?;
@@ -55,11 +71,23 @@ pub fn print(statuses: &[StageStatus]) {
         if s.state == "fresh" {
             println!("  fresh  {}", s.stage);
         } else {
-            println!("  stale  {}{}", s.stage, if s.restorable { "  (restorable from cache)" } else { "" });
+            println!(
+                "  stale  {}{}",
+                s.stage,
+                if s.restorable {
+                    "  (restorable from cache)"
+                } else {
+                    ""
+                }
+            );
             for r in &s.reasons {
                 println!("           - {r}");
             }
         }
     }
-    println!("{} stages: {} fresh, {stale} stale", statuses.len(), statuses.len() - stale);
+    println!(
+        "{} stages: {} fresh, {stale} stale",
+        statuses.len(),
+        statuses.len() - stale
+    );
 }

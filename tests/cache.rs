@@ -22,10 +22,15 @@ stages:
 "#;
 
 fn snapshot(ws: &Ws) -> Vec<(String, Vec<u8>)> {
-    ["model/weights.txt", "model/blob.bin", "score.txt", "repro.lock"]
-        .iter()
-        .map(|p| (p.to_string(), std::fs::read(ws.path(p)).unwrap_or_default()))
-        .collect()
+    [
+        "model/weights.txt",
+        "model/blob.bin",
+        "score.txt",
+        "repro.lock",
+    ]
+    .iter()
+    .map(|p| (p.to_string(), std::fs::read(ws.path(p)).unwrap_or_default()))
+    .collect()
 }
 
 #[test]
@@ -41,9 +46,16 @@ fn flipping_a_param_back_restores_outputs_without_running() {
     ws.clear_executions();
     ws.write("pipeline.yaml", FLIP);
     let out = ws.ok(&["run"]);
-    assert!(out.contains("0 ran, 0 fresh, 2 restored, 0 failed"), "{out}");
+    assert!(
+        out.contains("0 ran, 0 fresh, 2 restored, 0 failed"),
+        "{out}"
+    );
     assert!(ws.executions().is_empty(), "nothing executed");
-    assert_eq!(snapshot(&ws), first, "byte-identical to the first run (random blob included)");
+    assert_eq!(
+        snapshot(&ws),
+        first,
+        "byte-identical to the first run (random blob included)"
+    );
     let v = ws.ok(&["cache", "verify"]);
     assert!(v.contains(" 0 corrupt"), "{v}");
 }
@@ -60,12 +72,18 @@ fn a_corrupt_cache_object_is_detected_reported_and_recomputed() {
     // Damage the cached copy of the first run's weights.
     let obj = ws.path(&format!("cache/objects/{}/{}", &hash[..2], &hash[2..]));
     assert!(obj.exists());
-    ws.sh(&format!("chmod u+w {0} && echo tampered > {0}", obj.display()));
+    ws.sh(&format!(
+        "chmod u+w {0} && echo tampered > {0}",
+        obj.display()
+    ));
     ws.write("pipeline.yaml", FLIP);
     ws.clear_executions();
     let out = ws.ok(&["run"]);
     assert!(out.contains("corrupted"), "{out}");
-    assert!(out.contains(&obj.display().to_string()), "names the object: {out}");
+    assert!(
+        out.contains(&obj.display().to_string()),
+        "names the object: {out}"
+    );
     assert!(out.contains("2 ran"), "{out}");
     assert_eq!(ws.read("model/weights.txt"), weights);
     assert!(ws.ok(&["cache", "verify"]).contains(" 0 corrupt"));
@@ -76,11 +94,24 @@ fn cache_verify_reports_damage() {
     let ws = Ws::new(FLIP);
     ws.write("data.txt", "d1");
     ws.ok(&["run"]);
-    let obj = std::fs::read_dir(ws.path("cache/objects")).unwrap().next().unwrap().unwrap().path();
-    let file = std::fs::read_dir(&obj).unwrap().next().unwrap().unwrap().path();
+    let obj = std::fs::read_dir(ws.path("cache/objects"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let file = std::fs::read_dir(&obj)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     ws.sh(&format!("chmod u+w {0} && printf x >> {0}", file.display()));
     let out = ws.fail(&["cache", "verify"]);
-    assert!(out.contains("corrupt:") && out.contains(&file.display().to_string()), "{out}");
+    assert!(
+        out.contains("corrupt:") && out.contains(&file.display().to_string()),
+        "{out}"
+    );
     assert!(!file.exists(), "removed");
 }
 
@@ -92,7 +123,10 @@ fn gc_keeps_what_the_lock_and_kept_runs_need() {
     ws.write("pipeline.yaml", &FLIP.replace("lr: 0.1", "lr: 0.2"));
     ws.ok(&["run"]);
     let out = ws.ok(&["gc", "--keep-last", "1"]);
-    assert!(out.contains("removed") && out.contains("2 run-cache entries"), "{out}");
+    assert!(
+        out.contains("removed") && out.contains("2 run-cache entries"),
+        "{out}"
+    );
     // The current outputs are still restorable after deleting them.
     std::fs::remove_dir_all(ws.path("model")).unwrap();
     let out = ws.ok(&["run"]);
@@ -119,10 +153,15 @@ fn a_stale_lock_left_by_a_dead_process_is_taken_over() {
 
 #[test]
 fn a_stage_over_the_file_size_limit_fails_cleanly() {
-    let ws = Ws::new("stages:\n  big:\n    cmd: head -c 20000000 /dev/zero > big.bin\n    outs: [big.bin]\n  after:\n    cmd: wc -c big.bin > n.txt\n    deps: [big.bin]\n    outs: [n.txt]\n");
+    let ws = Ws::new(
+        "stages:\n  big:\n    cmd: head -c 20000000 /dev/zero > big.bin\n    outs: [big.bin]\n  after:\n    cmd: wc -c big.bin > n.txt\n    deps: [big.bin]\n    outs: [n.txt]\n",
+    );
     let out = Command::new("sh")
         .arg("-c")
-        .arg(format!("ulimit -f 8000; exec {} run", common::bin().display()))
+        .arg(format!(
+            "ulimit -f 8000; exec {} run",
+            common::bin().display()
+        ))
         .current_dir(ws.dir.path())
         .output()
         .unwrap();
@@ -131,12 +170,17 @@ fn a_stage_over_the_file_size_limit_fails_cleanly() {
     assert!(text.contains("FAILED big"), "{text}");
     assert!(text.contains("skipped after"), "{text}");
     let st = ws.ok(&["status", "--json"]);
-    assert!(st.contains("\"state\": \"stale\""), "nothing recorded as fresh: {st}");
+    assert!(
+        st.contains("\"state\": \"stale\""),
+        "nothing recorded as fresh: {st}"
+    );
 }
 
 #[test]
 fn a_full_disk_while_storing_outputs_fails_the_stage_and_corrupts_nothing() {
-    let ws = Ws::new("vars:\n  n: 1\nstages:\n  big:\n    cmd: head -c 2000000 /dev/urandom > big.bin && echo ${n} >> big.bin\n    outs: [big.bin]\n");
+    let ws = Ws::new(
+        "vars:\n  n: 1\nstages:\n  big:\n    cmd: head -c 2000000 /dev/urandom > big.bin && echo ${n} >> big.bin\n    outs: [big.bin]\n",
+    );
     std::fs::create_dir_all(ws.path("cache")).unwrap();
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=4500k", "tmpfs"])
@@ -192,14 +236,23 @@ fn an_interrupted_stage_resumes_from_its_checkpoint() {
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let done_before = ws.read("steps.log").lines().count();
-    assert!((1..6).contains(&done_before), "killed mid-way: {done_before} steps");
+    assert!(
+        (1..6).contains(&done_before),
+        "killed mid-way: {done_before} steps"
+    );
     let out = ws.ok(&["run"]);
     assert!(out.contains("1 ran"), "{out}");
     let log = ws.read("cache/logs/count.log");
     assert!(log.contains("resuming from step"), "{log}");
     assert_eq!(ws.read("count.txt"), "1\n2\n3\n4\n5\n6\n");
-    assert!(ws.read("steps.log").lines().count() < 6 + done_before, "did not start over");
-    assert!(!ws.path("ckpt").exists(), "checkpoint removed after success");
+    assert!(
+        ws.read("steps.log").lines().count() < 6 + done_before,
+        "did not start over"
+    );
+    assert!(
+        !ws.path("ckpt").exists(),
+        "checkpoint removed after success"
+    );
 }
 
 const TORTURE: &str = r#"
@@ -229,7 +282,9 @@ fn killing_the_engine_at_random_moments_never_leaves_a_fresh_looking_partial_out
     // Seeded LCG for the kill delays (0–600 ms), so a failure reproduces.
     let mut seed: u64 = 0x5eed_1234;
     for round in 0..24 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let delay = (seed >> 33) % 600;
         let mut child = ws.spawn(&["run", "-j", "2"]);
         std::thread::sleep(Duration::from_millis(delay));
@@ -253,8 +308,20 @@ fn killing_the_engine_at_random_moments_never_leaves_a_fresh_looking_partial_out
     }
     let out = ws.ok(&["run"]);
     assert!(out.contains("0 failed"), "{out}");
-    for f in ["gen/p1.txt", "gen/p4.txt", "merged.txt", "count.txt", "tree/a/m.txt", "tree/b/c.txt", "repro.lock"] {
-        assert_eq!(std::fs::read(ws.path(f)).ok(), std::fs::read(clean.path(f)).ok(), "{f}");
+    for f in [
+        "gen/p1.txt",
+        "gen/p4.txt",
+        "merged.txt",
+        "count.txt",
+        "tree/a/m.txt",
+        "tree/b/c.txt",
+        "repro.lock",
+    ] {
+        assert_eq!(
+            std::fs::read(ws.path(f)).ok(),
+            std::fs::read(clean.path(f)).ok(),
+            "{f}"
+        );
     }
     assert!(ws.ok(&["cache", "verify"]).contains(" 0 corrupt"));
     assert!(ws.ok(&["run"]).contains("0 ran, 6 fresh"));

@@ -61,7 +61,10 @@ fn editing_a_dep_reruns_exactly_its_downstream() {
     assert!(out.contains("4 ran"), "{out}");
     ws.clear_executions();
     // Change only what b depends on through a param: c is untouched.
-    ws.write("pipeline.yaml", &DIAMOND.replace("greeting: hello", "greeting: bye"));
+    ws.write(
+        "pipeline.yaml",
+        &DIAMOND.replace("greeting: hello", "greeting: bye"),
+    );
     let out = ws.ok(&["run"]);
     assert_eq!(ws.executions(), ["b", "d"], "{out}");
 }
@@ -83,7 +86,10 @@ fn changing_an_undeclared_var_reruns_nothing() {
     let ws = diamond();
     ws.ok(&["run"]);
     ws.clear_executions();
-    ws.write("pipeline.yaml", &DIAMOND.replace("unrelated: 1", "unrelated: 2"));
+    ws.write(
+        "pipeline.yaml",
+        &DIAMOND.replace("unrelated: 1", "unrelated: 2"),
+    );
     let out = ws.ok(&["run"]);
     assert!(out.contains("0 ran, 4 fresh"), "{out}");
 }
@@ -97,11 +103,19 @@ fn deleting_an_output_brings_it_back_from_the_cache() {
     std::fs::remove_file(ws.path("c.txt")).unwrap();
     let st = ws.ok(&["status", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&st).unwrap();
-    let c = v.as_array().unwrap().iter().find(|s| s["stage"] == "c").unwrap();
+    let c = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "c")
+        .unwrap();
     assert_eq!(c["state"], "stale");
     assert_eq!(c["reasons"][0], "output c.txt missing");
     let out = ws.ok(&["run"]);
-    assert!(out.contains("0 ran, 3 fresh, 1 restored, 0 failed"), "{out}");
+    assert!(
+        out.contains("0 ran, 3 fresh, 1 restored, 0 failed"),
+        "{out}"
+    );
     assert!(ws.executions().is_empty());
     assert_eq!(ws.read("c.txt"), before);
 }
@@ -110,7 +124,10 @@ fn deleting_an_output_brings_it_back_from_the_cache() {
 fn status_explains_param_and_dep_changes() {
     let ws = diamond();
     ws.ok(&["run"]);
-    ws.write("pipeline.yaml", &DIAMOND.replace("greeting: hello", "greeting: bye"));
+    ws.write(
+        "pipeline.yaml",
+        &DIAMOND.replace("greeting: hello", "greeting: bye"),
+    );
     let st = ws.ok(&["status"]);
     assert!(st.contains("param greeting changed: hello -> bye"), "{st}");
     assert!(st.contains("upstream stage 'b' is stale"), "{st}");
@@ -141,7 +158,10 @@ stages:
     assert!(out.contains("exit code 3"), "{out}");
     assert!(out.contains("| boom"), "log tail is shown: {out}");
     assert!(out.contains("skipped after_bad"), "{out}");
-    assert!(!ws.path("s.txt").exists(), "without --keep-going nothing new starts: {out}");
+    assert!(
+        !ws.path("s.txt").exists(),
+        "without --keep-going nothing new starts: {out}"
+    );
     let out = ws.fail(&["run", "-j", "1", "--keep-going"]);
     assert!(out.contains("1 ran, 0 fresh, 1 failed, 1 skipped"), "{out}");
     assert_eq!(ws.read("s.txt"), "ok\n");
@@ -151,7 +171,10 @@ stages:
 fn missing_declared_output_fails_the_stage() {
     let ws = Ws::new("stages:\n  a:\n    cmd: echo hi > other.txt\n    outs: [a.txt]\n");
     let out = ws.fail(&["run"]);
-    assert!(out.contains("did not produce declared output a.txt"), "{out}");
+    assert!(
+        out.contains("did not produce declared output a.txt"),
+        "{out}"
+    );
     assert!(!ws.read("repro.lock").contains("a.txt") || !ws.path("repro.lock").exists());
 }
 
@@ -186,7 +209,12 @@ stages:
     );
     let dag = ws.ok(&["dag"]);
     assert!(dag.contains("train@cnn,bce-nu"), "{dag}");
-    assert!(dag.contains("collect  <- train@cnn,soft-d, train@cnn,bce-nu, train@mlp,soft-d, train@mlp,bce-nu"), "{dag}");
+    assert!(
+        dag.contains(
+            "collect  <- train@cnn,soft-d, train@cnn,bce-nu, train@mlp,soft-d, train@mlp,bce-nu"
+        ),
+        "{dag}"
+    );
     let out = ws.ok(&["run", "train@mlp,*"]);
     assert!(out.contains("2 ran"), "{out}");
     let out = ws.ok(&["run"]);
@@ -197,23 +225,75 @@ stages:
 #[test]
 fn validation_errors_name_file_line_stage_and_quote() {
     let cases: &[(&str, &[&str])] = &[
-        ("stages:\n  a:\n    cmd: echo\n    outz: [x]\n", &["unknown stage key 'outz'", "pipeline.yaml:4:5", "did you mean 'outs'", "in stage 'a'", "    outz: [x]"]),
-        ("stages:\n  a:\n    cmd: echo ${nope}\n", &["undefined variable `${nope}`", "pipeline.yaml:3:15", "in stage 'a'"]),
-        ("stages:\n  a:\n    cmd: x\n    uses: train\n", &["either `cmd:` or `uses:`"]),
-        ("stages:\n  a:\n    deps: [q]\n", &["neither `cmd:` nor `uses:`", "pipeline.yaml:2:3"]),
+        (
+            "stages:\n  a:\n    cmd: echo\n    outz: [x]\n",
+            &[
+                "unknown stage key 'outz'",
+                "pipeline.yaml:4:5",
+                "did you mean 'outs'",
+                "in stage 'a'",
+                "    outz: [x]",
+            ],
+        ),
+        (
+            "stages:\n  a:\n    cmd: echo ${nope}\n",
+            &[
+                "undefined variable `${nope}`",
+                "pipeline.yaml:3:15",
+                "in stage 'a'",
+            ],
+        ),
+        (
+            "stages:\n  a:\n    cmd: x\n    uses: train\n",
+            &["either `cmd:` or `uses:`"],
+        ),
+        (
+            "stages:\n  a:\n    deps: [q]\n",
+            &["neither `cmd:` nor `uses:`", "pipeline.yaml:2:3"],
+        ),
         (
             "stages:\n  a:\n    cmd: x\n    deps: [c]\n    outs: [a]\n  b:\n    cmd: x\n    deps: [a]\n    outs: [b]\n  c:\n    cmd: x\n    deps: [b]\n    outs: [c]\n",
             &["dependency cycle: a -> b -> c -> a"],
         ),
-        ("stages:\n  a:\n    cmd: x\n    outs: [o]\n  b:\n    cmd: x\n    outs: [o]\n", &["output 'o' is declared by two stages: 'a' and 'b'", "pipeline.yaml:7:12"]),
-        ("stages:\n  a:\n    cmd: x\n    outs: [d]\n  b:\n    cmd: x\n    outs: [d/f]\n", &["output 'd/f' is inside output 'd'"]),
-        ("stages:\n  a:\n    cmd: x\n    deps: [nowhere.csv]\n", &["dependency 'nowhere.csv' does not exist and no stage produces it", "pipeline.yaml:4:12"]),
-        ("stages:\n  a:\n    cmd: x\n    resources: {gpuz: 1}\n", &["unknown resource 'gpuz'", "did you mean 'gpu"]),
-        ("stages:\n  a:\n    cmd: x\n    params: [lr]\n", &["param `lr` is not defined in vars"]),
-        ("stages:\n  a:\n    cmd: x\n    uses: nosuchkind\n", &["either `cmd:` or `uses:`"]),
-        ("stages:\n  a:\n    uses: nosuchkind\n", &["unknown stage kind 'nosuchkind'"]),
+        (
+            "stages:\n  a:\n    cmd: x\n    outs: [o]\n  b:\n    cmd: x\n    outs: [o]\n",
+            &[
+                "output 'o' is declared by two stages: 'a' and 'b'",
+                "pipeline.yaml:7:12",
+            ],
+        ),
+        (
+            "stages:\n  a:\n    cmd: x\n    outs: [d]\n  b:\n    cmd: x\n    outs: [d/f]\n",
+            &["output 'd/f' is inside output 'd'"],
+        ),
+        (
+            "stages:\n  a:\n    cmd: x\n    deps: [nowhere.csv]\n",
+            &[
+                "dependency 'nowhere.csv' does not exist and no stage produces it",
+                "pipeline.yaml:4:12",
+            ],
+        ),
+        (
+            "stages:\n  a:\n    cmd: x\n    resources: {gpuz: 1}\n",
+            &["unknown resource 'gpuz'", "did you mean 'gpu"],
+        ),
+        (
+            "stages:\n  a:\n    cmd: x\n    params: [lr]\n",
+            &["param `lr` is not defined in vars"],
+        ),
+        (
+            "stages:\n  a:\n    cmd: x\n    uses: nosuchkind\n",
+            &["either `cmd:` or `uses:`"],
+        ),
+        (
+            "stages:\n  a:\n    uses: nosuchkind\n",
+            &["unknown stage kind 'nosuchkind'"],
+        ),
         ("stages:\n  a: [1\n", &["invalid YAML", "pipeline.yaml:"]),
-        ("stagez: {}\n", &["unknown top-level key 'stagez'", "did you mean 'stages'"]),
+        (
+            "stagez: {}\n",
+            &["unknown top-level key 'stagez'", "did you mean 'stages'"],
+        ),
     ];
     for (yaml, expected) in cases {
         let ws = Ws::new(yaml);
@@ -229,7 +309,8 @@ fn validation_errors_name_file_line_stage_and_quote() {
 
 #[test]
 fn a_second_run_on_the_same_workspace_names_the_holder() {
-    let ws = Ws::new("stages:\n  slow:\n    cmd: sleep 3 && echo done > s.txt\n    outs: [s.txt]\n");
+    let ws =
+        Ws::new("stages:\n  slow:\n    cmd: sleep 3 && echo done > s.txt\n    outs: [s.txt]\n");
     let mut first = ws.spawn(&["run"]);
     std::thread::sleep(std::time::Duration::from_millis(700));
     let out = ws.fail(&["run"]);

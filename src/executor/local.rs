@@ -27,7 +27,12 @@ pub struct LocalExecutor {
 impl Default for LocalExecutor {
     fn default() -> Self {
         let (tx, rx) = unbounded();
-        LocalExecutor { tx, rx, running: Arc::default(), pid_dir: None }
+        LocalExecutor {
+            tx,
+            rx,
+            running: Arc::default(),
+            pid_dir: None,
+        }
     }
 }
 
@@ -35,7 +40,8 @@ impl LocalExecutor {
     /// An executor that records its process groups in `pid_dir`, after stopping any that a
     /// previous, killed run left behind there.
     pub fn with_pid_dir(pid_dir: std::path::PathBuf) -> Result<Self> {
-        std::fs::create_dir_all(&pid_dir).with_context(|| format!("cannot create {}", pid_dir.display()))?;
+        std::fs::create_dir_all(&pid_dir)
+            .with_context(|| format!("cannot create {}", pid_dir.display()))?;
         for entry in std::fs::read_dir(&pid_dir)? {
             let entry = entry?;
             if let Ok(pgid) = entry.file_name().to_string_lossy().parse::<i32>() {
@@ -43,12 +49,17 @@ impl LocalExecutor {
                 // can only hit the orphaned stage's processes.
                 // SAFETY: sending a signal to a process group id.
                 if unsafe { libc::kill(-pgid, libc::SIGKILL) } == 0 {
-                    eprintln!("note: stopped processes of an interrupted earlier run (process group {pgid})");
+                    eprintln!(
+                        "note: stopped processes of an interrupted earlier run (process group {pgid})"
+                    );
                 }
             }
             let _ = std::fs::remove_file(entry.path());
         }
-        Ok(LocalExecutor { pid_dir: Some(pid_dir), ..Default::default() })
+        Ok(LocalExecutor {
+            pid_dir: Some(pid_dir),
+            ..Default::default()
+        })
     }
 }
 
@@ -57,7 +68,8 @@ impl Executor for LocalExecutor {
         if let Some(dir) = job.log.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let log = std::fs::File::create(&job.log).with_context(|| format!("cannot create log {}", job.log.display()))?;
+        let log = std::fs::File::create(&job.log)
+            .with_context(|| format!("cannot create log {}", job.log.display()))?;
         let log = Arc::new(Mutex::new(log));
         let mut cmd = Command::new(&job.argv[0]);
         cmd.args(&job.argv[1..])
@@ -76,7 +88,9 @@ impl Executor for LocalExecutor {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().with_context(|| format!("cannot start stage '{}' ({})", job.stage, job.argv[0]))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start stage '{}' ({})", job.stage, job.argv[0]))?;
         let pid = child.id() as i32;
         self.running.lock().unwrap().insert(job.id, pid);
         let pid_file = self.pid_dir.as_ref().map(|d| d.join(pid.to_string()));
@@ -91,7 +105,11 @@ impl Executor for LocalExecutor {
         let out_thread = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some((message, fraction)) = progress::parse(&line) {
-                    let _ = tx.send(Event::Progress { id, message, fraction });
+                    let _ = tx.send(Event::Progress {
+                        id,
+                        message,
+                        fraction,
+                    });
                 } else {
                     let _ = writeln!(out_log.lock().unwrap(), "{line}");
                 }

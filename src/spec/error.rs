@@ -16,11 +16,21 @@ pub struct SpecError {
 
 impl SpecError {
     pub fn plain(message: impl Into<String>) -> Self {
-        SpecError { message: message.into(), stage: None, mark: None, notes: Vec::new() }
+        SpecError {
+            message: message.into(),
+            stage: None,
+            mark: None,
+            notes: Vec::new(),
+        }
     }
 
     pub fn at(mark: &Mark, message: impl Into<String>) -> Self {
-        SpecError { message: message.into(), stage: None, mark: Some(mark.clone()), notes: Vec::new() }
+        SpecError {
+            message: message.into(),
+            stage: None,
+            mark: Some(mark.clone()),
+            notes: Vec::new(),
+        }
     }
 
     pub fn in_stage(mut self, stage: &str) -> Self {
@@ -47,7 +57,11 @@ impl fmt::Display for SpecError {
             let num = m.line.to_string();
             let pad = " ".repeat(num.len());
             write!(f, "\n{pad}--> {}:{}:{}", m.path().display(), m.line, m.col)?;
-            write!(f, "\n{pad} |\n{num} | {line}\n{pad} | {}^", " ".repeat(m.col.saturating_sub(1)))?;
+            write!(
+                f,
+                "\n{pad} |\n{num} | {line}\n{pad} | {}^",
+                " ".repeat(m.col.saturating_sub(1))
+            )?;
         }
         for n in &self.notes {
             write!(f, "\n  = {n}")?;

@@ -56,7 +56,12 @@ pub fn scalar_text(v: &Json) -> Option<String> {
 }
 
 /// Interpolate one string found at `mark`.
-pub fn interpolate(text: &str, mark: &Mark, quoted: bool, scope: &Scope) -> Result<Json, SpecError> {
+pub fn interpolate(
+    text: &str,
+    mark: &Mark,
+    quoted: bool,
+    scope: &Scope,
+) -> Result<Json, SpecError> {
     let trimmed = text.trim();
     if let Some(name) = whole_reference(trimmed) {
         return resolve(name, text.find("${").unwrap_or(0), mark, quoted, scope).cloned();
@@ -77,7 +82,12 @@ pub fn interpolate(text: &str, mark: &Mark, quoted: bool, scope: &Scope) -> Resu
         }
         out.push_str(&rest[..i]);
         let Some(end) = rest[i..].find('}') else {
-            return Err(err_at(mark, quoted, offset + i, "unterminated `${` (missing `}`)".into()));
+            return Err(err_at(
+                mark,
+                quoted,
+                offset + i,
+                "unterminated `${` (missing `}`)".into(),
+            ));
         };
         let name = rest[i + 2..i + end].trim();
         let value = resolve(name, offset + i, mark, quoted, scope)?;
@@ -103,14 +113,28 @@ fn whole_reference(s: &str) -> Option<&str> {
     (!inner.contains('}') && !inner.contains("${")).then(|| inner.trim())
 }
 
-fn resolve<'s>(name: &str, at: usize, mark: &Mark, quoted: bool, scope: &'s Scope) -> Result<&'s Json, SpecError> {
+fn resolve<'s>(
+    name: &str,
+    at: usize,
+    mark: &Mark,
+    quoted: bool,
+    scope: &'s Scope,
+) -> Result<&'s Json, SpecError> {
     scope.lookup(name).ok_or_else(|| {
         let known = scope.known_names();
         let refs: Vec<&str> = known.iter().map(String::as_str).collect();
         let head = name.split('.').next().unwrap_or(name);
-        let mut e = err_at(mark, quoted, at, format!("undefined variable `${{{name}}}`"));
+        let mut e = err_at(
+            mark,
+            quoted,
+            at,
+            format!("undefined variable `${{{name}}}`"),
+        );
         if scope.lookup(head).is_some() && head != name {
-            e = e.note(format!("`{head}` is defined but has no `{}`", &name[head.len() + 1..]));
+            e = e.note(format!(
+                "`{head}` is defined but has no `{}`",
+                &name[head.len() + 1..]
+            ));
         } else if let Some(s) = suggest(head, &refs) {
             e = e.note(format!("did you mean `${{{s}}}`?"));
         }
@@ -141,7 +165,10 @@ pub fn interpolate_node(node: &Node, scope: &Scope) -> Result<Json, SpecError> {
         Value::Map(entries) => {
             let mut m = serde_json::Map::new();
             for (k, v) in entries {
-                m.insert(k.as_str().unwrap_or_default().to_string(), interpolate_node(v, scope)?);
+                m.insert(
+                    k.as_str().unwrap_or_default().to_string(),
+                    interpolate_node(v, scope)?,
+                );
             }
             Ok(Json::Object(m))
         }
@@ -157,13 +184,20 @@ mod tests {
     use std::path::Path;
 
     fn scope(vars: &Json) -> Scope<'_> {
-        Scope { vars, locals: vec![("item", json!({"loss": "bce-nu", "gamma": 8}))] }
+        Scope {
+            vars,
+            locals: vec![("item", json!({"loss": "bce-nu", "gamma": 8}))],
+        }
     }
 
     #[test]
     fn whole_reference_keeps_type() {
         let vars = json!({"losses": ["a", "b"], "train": {"lr": 0.1}});
-        let root = parse_str(Path::new("p"), "a: ${losses}\nb: ${train.lr}\nc: x-${item.loss}-${item.gamma}\n".into()).unwrap();
+        let root = parse_str(
+            Path::new("p"),
+            "a: ${losses}\nb: ${train.lr}\nc: x-${item.loss}-${item.gamma}\n".into(),
+        )
+        .unwrap();
         let v = interpolate_node(&root, &scope(&vars)).unwrap();
         assert_eq!(v, json!({"a": ["a", "b"], "b": 0.1, "c": "x-bce-nu-8"}));
     }
@@ -172,7 +206,10 @@ mod tests {
     fn escaped_dollar_is_literal() {
         let vars = json!({});
         let root = parse_str(Path::new("p"), "a: echo $${HOME}\n".into()).unwrap();
-        assert_eq!(interpolate_node(&root, &scope(&vars)).unwrap(), json!({"a": "echo ${HOME}"}));
+        assert_eq!(
+            interpolate_node(&root, &scope(&vars)).unwrap(),
+            json!({"a": "echo ${HOME}"})
+        );
     }
 
     #[test]
@@ -190,6 +227,11 @@ mod tests {
     fn splicing_a_list_is_an_error() {
         let vars = json!({"l": [1, 2]});
         let root = parse_str(Path::new("p"), "a: x ${l}\n".into()).unwrap();
-        assert!(interpolate_node(&root, &scope(&vars)).unwrap_err().to_string().contains("cannot be spliced"));
+        assert!(
+            interpolate_node(&root, &scope(&vars))
+                .unwrap_err()
+                .to_string()
+                .contains("cannot be spliced")
+        );
     }
 }

@@ -69,8 +69,19 @@ pub struct Stage {
 }
 
 const TOP_KEYS: &[&str] = &["vars", "stages", "profiles", "profile", "executor", "slurm"];
-const STAGE_KEYS: &[&str] =
-    &["cmd", "uses", "with", "deps", "outs", "params", "resources", "foreach", "matrix", "checkpoint", "desc"];
+const STAGE_KEYS: &[&str] = &[
+    "cmd",
+    "uses",
+    "with",
+    "deps",
+    "outs",
+    "params",
+    "resources",
+    "foreach",
+    "matrix",
+    "checkpoint",
+    "desc",
+];
 const RESOURCE_KEYS: &[&str] = &["cpus", "gpu", "gpus", "mem", "time", "partition"];
 
 /// Options that select what to load.
@@ -84,16 +95,30 @@ pub struct LoadOptions {
 
 /// Load and validate a pipeline file. Every problem found is reported at once.
 pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
-    let file = if file.is_absolute() { file.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(file) };
+    let file = if file.is_absolute() {
+        file.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(file)
+    };
     let root_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let display = file.file_name().map(PathBuf::from).unwrap_or_else(|| file.clone());
-    let text = std::fs::read_to_string(&file)
-        .map_err(|e| SpecErrors(vec![SpecError::plain(format!("cannot read {}: {e}", file.display()))]))?;
+    let display = file
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| file.clone());
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        SpecErrors(vec![SpecError::plain(format!(
+            "cannot read {}: {e}",
+            file.display()
+        ))])
+    })?;
     let doc = yaml::parse_str(&display, text).map_err(|e| SpecErrors(vec![e]))?;
     let mut errors = Vec::new();
 
     let Some(top) = doc.as_map() else {
-        return Err(SpecErrors(vec![SpecError::at(&doc.mark, "a pipeline file must be a mapping with a `stages:` key")]));
+        return Err(SpecErrors(vec![SpecError::at(
+            &doc.mark,
+            "a pipeline file must be a mapping with a `stages:` key",
+        )]));
     };
     for (k, _) in top {
         let key = k.as_str().unwrap_or_default();
@@ -107,7 +132,11 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
     if let Some(v) = doc.get("vars") {
         merge_vars_node(&mut vars, v, &root_dir, &mut errors);
     }
-    let profile = opts.profile.clone().or_else(|| doc.get("profile").and_then(|p| p.as_str()).map(String::from));
+    let profile = opts.profile.clone().or_else(|| {
+        doc.get("profile")
+            .and_then(|p| p.as_str())
+            .map(String::from)
+    });
     if let Some(name) = &profile {
         match doc.get("profiles").and_then(|p| p.get(name)) {
             Some(p) => merge_vars_node(&mut vars, p, &root_dir, &mut errors),
@@ -115,13 +144,29 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
                 let known: Vec<String> = doc
                     .get("profiles")
                     .and_then(|p| p.as_map())
-                    .map(|m| m.iter().filter_map(|(k, _)| k.as_str().map(String::from)).collect())
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|(k, _)| k.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let e = match doc.get("profile") {
-                    Some(n) if opts.profile.is_none() => SpecError::at(&n.mark, format!("unknown profile '{name}'")),
-                    _ => SpecError::plain(format!("unknown profile '{name}' in {}", display.display())),
+                    Some(n) if opts.profile.is_none() => {
+                        SpecError::at(&n.mark, format!("unknown profile '{name}'"))
+                    }
+                    _ => SpecError::plain(format!(
+                        "unknown profile '{name}' in {}",
+                        display.display()
+                    )),
                 };
-                errors.push(e.note(format!("profiles defined: {}", if known.is_empty() { "none".into() } else { known.join(", ") })));
+                errors.push(e.note(format!(
+                    "profiles defined: {}",
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
             }
         }
     }
@@ -129,51 +174,76 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
         set_dotted(&mut vars, k, yaml::scalar_to_json(v));
     }
 
-    let executor = doc.get("executor").and_then(|n| n.as_str()).map(String::from).or_else(|| {
-        vars.get("executor").and_then(|v| v.as_str()).map(String::from)
-    });
-    if let Some(ex) = &executor {
-        if !matches!(ex.as_str(), "local" | "slurm") {
-            let mark = doc.get("executor").map(|n| n.mark.clone());
-            let msg = format!("unknown executor '{ex}' (known: local, slurm)");
-            errors.push(match mark {
-                Some(m) => SpecError::at(&m, msg),
-                None => SpecError::plain(msg),
-            });
-        }
+    let executor = doc
+        .get("executor")
+        .and_then(|n| n.as_str())
+        .map(String::from)
+        .or_else(|| {
+            vars.get("executor")
+                .and_then(|v| v.as_str())
+                .map(String::from)
+        });
+    if let Some(ex) = &executor
+        && !matches!(ex.as_str(), "local" | "slurm")
+    {
+        let mark = doc.get("executor").map(|n| n.mark.clone());
+        let msg = format!("unknown executor '{ex}' (known: local, slurm)");
+        errors.push(match mark {
+            Some(m) => SpecError::at(&m, msg),
+            None => SpecError::plain(msg),
+        });
     }
     let slurm = doc.get("slurm").map(Node::to_json).unwrap_or(Json::Null);
 
     let mut stages = Vec::new();
     match doc.get("stages") {
         None => errors.push(SpecError::at(&doc.mark, "missing `stages:`")),
-        Some(s) => match s.as_map() {
-            None => errors.push(SpecError::at(&s.mark, format!("`stages:` must be a mapping of name → stage, found {}", s.type_name()))),
-            Some(entries) => {
-                for (k, body) in entries {
-                    let name = k.as_str().unwrap_or_default().to_string();
-                    if name.is_empty() || name.contains(['@', '*', '?', '[', ']', ' ', '/']) {
-                        errors.push(SpecError::at(&k.mark, format!("invalid stage name '{name}': use letters, digits, '-', '_' and '.'")));
-                        continue;
+        Some(s) => {
+            match s.as_map() {
+                None => errors.push(SpecError::at(
+                    &s.mark,
+                    format!(
+                        "`stages:` must be a mapping of name → stage, found {}",
+                        s.type_name()
+                    ),
+                )),
+                Some(entries) => {
+                    for (k, body) in entries {
+                        let name = k.as_str().unwrap_or_default().to_string();
+                        if name.is_empty() || name.contains(['@', '*', '?', '[', ']', ' ', '/']) {
+                            errors.push(SpecError::at(&k.mark, format!("invalid stage name '{name}': use letters, digits, '-', '_' and '.'")));
+                            continue;
+                        }
+                        expand_stage(&name, k, body, &vars, &mut stages, &mut errors);
                     }
-                    expand_stage(&name, k, body, &vars, &mut stages, &mut errors);
                 }
             }
-        },
+        }
     }
 
     let mut seen: BTreeMap<&str, &Mark> = BTreeMap::new();
     for s in &stages {
         if let Some(prev) = seen.insert(&s.name, &s.mark) {
             errors.push(
-                SpecError::at(&s.mark, format!("two stages are named '{}'", s.name))
-                    .note(format!("the other is at {}:{}", prev.path().display(), prev.line)),
+                SpecError::at(&s.mark, format!("two stages are named '{}'", s.name)).note(format!(
+                    "the other is at {}:{}",
+                    prev.path().display(),
+                    prev.line
+                )),
             );
         }
     }
 
     if errors.is_empty() {
-        Ok(Pipeline { root: root_dir, file, vars, profile, executor, slurm, stages })
+        Ok(Pipeline {
+            root: root_dir,
+            file,
+            vars,
+            profile,
+            executor,
+            slurm,
+            stages,
+        })
     } else {
         Err(SpecErrors(errors))
     }
@@ -195,13 +265,20 @@ fn merge_vars_node(vars: &mut Json, node: &Node, root: &Path, errors: &mut Vec<S
         Value::Scalar { text, .. } => {
             let path = root.join(text);
             match yaml::parse_file(&path) {
-                Ok(doc) if doc.as_map().is_some() || doc.is_null() => deep_merge(vars, doc.to_json()),
+                Ok(doc) if doc.as_map().is_some() || doc.is_null() => {
+                    deep_merge(vars, doc.to_json())
+                }
                 Ok(doc) => errors.push(SpecError::at(&doc.mark, "a vars file must hold a mapping")),
                 Err(e) if e.mark.is_some() => errors.push(e),
-                Err(_) => errors.push(SpecError::at(&node.mark, format!("cannot read vars file '{text}'"))),
+                Err(_) => errors.push(SpecError::at(
+                    &node.mark,
+                    format!("cannot read vars file '{text}'"),
+                )),
             }
         }
-        Value::Seq(items) => items.iter().for_each(|i| merge_vars_node(vars, i, root, errors)),
+        Value::Seq(items) => items
+            .iter()
+            .for_each(|i| merge_vars_node(vars, i, root, errors)),
         Value::Null => {}
     }
 }
@@ -235,14 +312,29 @@ fn set_dotted(vars: &mut Json, key: &str, value: Json) {
             map.insert(p.to_string(), value);
             return;
         }
-        cur = map.entry(p.to_string()).or_insert_with(|| Json::Object(Default::default()));
+        cur = map
+            .entry(p.to_string())
+            .or_insert_with(|| Json::Object(Default::default()));
     }
 }
 
 /// Expand one stage definition (its foreach/matrix items) into concrete stages.
-fn expand_stage(name: &str, key: &Node, body: &Node, vars: &Json, out: &mut Vec<Stage>, errors: &mut Vec<SpecError>) {
+fn expand_stage(
+    name: &str,
+    key: &Node,
+    body: &Node,
+    vars: &Json,
+    out: &mut Vec<Stage>,
+    errors: &mut Vec<SpecError>,
+) {
     let Some(entries) = body.as_map() else {
-        errors.push(SpecError::at(&body.mark, format!("stage must be a mapping, found {}", body.type_name())).in_stage(name));
+        errors.push(
+            SpecError::at(
+                &body.mark,
+                format!("stage must be a mapping, found {}", body.type_name()),
+            )
+            .in_stage(name),
+        );
         return;
     };
     for (k, _) in entries {
@@ -251,74 +343,113 @@ fn expand_stage(name: &str, key: &Node, body: &Node, vars: &Json, out: &mut Vec<
             errors.push(unknown_key(k, kk, STAGE_KEYS, "stage key").in_stage(name));
         }
     }
-    let base = Scope { vars, locals: Vec::new() };
-    let instances: Vec<(String, Vec<(&'static str, Json)>)> = match (body.get("foreach"), body.get("matrix")) {
-        (Some(f), Some(_)) => {
-            errors.push(SpecError::at(&f.mark, "a stage has either `foreach:` or `matrix:`, not both").in_stage(name));
-            return;
-        }
-        (Some(f), None) => match interpolate_node(f, &base) {
-            Err(e) => {
-                errors.push(e.in_stage(name));
-                return;
-            }
-            Ok(Json::Array(items)) => items
-                .into_iter()
-                .map(|item| (format!("{name}@{}", item_label(&item)), vec![("item", item)]))
-                .collect(),
-            Ok(Json::Object(map)) => map
-                .into_iter()
-                .map(|(k, v)| (format!("{name}@{k}"), vec![("key", Json::String(k)), ("item", v)]))
-                .collect(),
-            Ok(_) => {
-                errors.push(SpecError::at(&f.mark, "`foreach:` must be a list or a mapping").in_stage(name));
-                return;
-            }
-        },
-        (None, Some(m)) => match interpolate_node(m, &base) {
-            Err(e) => {
-                errors.push(e.in_stage(name));
-                return;
-            }
-            Ok(Json::Object(axes)) => {
-                // Axes in the order written (the JSON map may be sorted).
-                let order: Vec<String> = match m.as_map() {
-                    Some(entries) => entries.iter().filter_map(|(k, _)| k.as_str().map(String::from)).collect(),
-                    None => axes.keys().cloned().collect(),
-                };
-                let mut combos: Vec<serde_json::Map<String, Json>> = vec![Default::default()];
-                for axis in &order {
-                    let values = &axes[axis];
-                    let Json::Array(values) = values else {
-                        errors.push(SpecError::at(&m.mark, format!("matrix axis '{axis}' must be a list")).in_stage(name));
-                        return;
-                    };
-                    combos = combos
-                        .into_iter()
-                        .flat_map(|c| {
-                            values.iter().map(move |v| {
-                                let mut c = c.clone();
-                                c.insert(axis.clone(), v.clone());
-                                c
-                            })
-                        })
-                        .collect();
-                }
-                combos
-                    .into_iter()
-                    .map(|c| {
-                        let label: Vec<String> = order.iter().map(|a| item_label(&c[a])).collect();
-                        (format!("{name}@{}", label.join(",")), vec![("item", Json::Object(c))])
-                    })
-                    .collect()
-            }
-            Ok(_) => {
-                errors.push(SpecError::at(&m.mark, "`matrix:` must be a mapping of axis → list").in_stage(name));
-                return;
-            }
-        },
-        (None, None) => vec![(name.to_string(), Vec::new())],
+    let base = Scope {
+        vars,
+        locals: Vec::new(),
     };
+    let instances: Vec<(String, Vec<(&'static str, Json)>)> =
+        match (body.get("foreach"), body.get("matrix")) {
+            (Some(f), Some(_)) => {
+                errors.push(
+                    SpecError::at(
+                        &f.mark,
+                        "a stage has either `foreach:` or `matrix:`, not both",
+                    )
+                    .in_stage(name),
+                );
+                return;
+            }
+            (Some(f), None) => match interpolate_node(f, &base) {
+                Err(e) => {
+                    errors.push(e.in_stage(name));
+                    return;
+                }
+                Ok(Json::Array(items)) => items
+                    .into_iter()
+                    .map(|item| {
+                        (
+                            format!("{name}@{}", item_label(&item)),
+                            vec![("item", item)],
+                        )
+                    })
+                    .collect(),
+                Ok(Json::Object(map)) => map
+                    .into_iter()
+                    .map(|(k, v)| {
+                        (
+                            format!("{name}@{k}"),
+                            vec![("key", Json::String(k)), ("item", v)],
+                        )
+                    })
+                    .collect(),
+                Ok(_) => {
+                    errors.push(
+                        SpecError::at(&f.mark, "`foreach:` must be a list or a mapping")
+                            .in_stage(name),
+                    );
+                    return;
+                }
+            },
+            (None, Some(m)) => match interpolate_node(m, &base) {
+                Err(e) => {
+                    errors.push(e.in_stage(name));
+                    return;
+                }
+                Ok(Json::Object(axes)) => {
+                    // Axes in the order written (the JSON map may be sorted).
+                    let order: Vec<String> = match m.as_map() {
+                        Some(entries) => entries
+                            .iter()
+                            .filter_map(|(k, _)| k.as_str().map(String::from))
+                            .collect(),
+                        None => axes.keys().cloned().collect(),
+                    };
+                    let mut combos: Vec<serde_json::Map<String, Json>> = vec![Default::default()];
+                    for axis in &order {
+                        let values = &axes[axis];
+                        let Json::Array(values) = values else {
+                            errors.push(
+                                SpecError::at(
+                                    &m.mark,
+                                    format!("matrix axis '{axis}' must be a list"),
+                                )
+                                .in_stage(name),
+                            );
+                            return;
+                        };
+                        combos = combos
+                            .into_iter()
+                            .flat_map(|c| {
+                                values.iter().map(move |v| {
+                                    let mut c = c.clone();
+                                    c.insert(axis.clone(), v.clone());
+                                    c
+                                })
+                            })
+                            .collect();
+                    }
+                    combos
+                        .into_iter()
+                        .map(|c| {
+                            let label: Vec<String> =
+                                order.iter().map(|a| item_label(&c[a])).collect();
+                            (
+                                format!("{name}@{}", label.join(",")),
+                                vec![("item", Json::Object(c))],
+                            )
+                        })
+                        .collect()
+                }
+                Ok(_) => {
+                    errors.push(
+                        SpecError::at(&m.mark, "`matrix:` must be a mapping of axis → list")
+                            .in_stage(name),
+                    );
+                    return;
+                }
+            },
+            (None, None) => vec![(name.to_string(), Vec::new())],
+        };
     for (full, locals) in instances {
         let scope = Scope { vars, locals };
         match build_stage(&full, key, body, &scope) {
@@ -341,7 +472,12 @@ fn item_label(item: &Json) -> String {
     }
 }
 
-fn build_stage(name: &str, key: &Node, body: &Node, scope: &Scope) -> Result<Stage, Vec<SpecError>> {
+fn build_stage(
+    name: &str,
+    key: &Node,
+    body: &Node,
+    scope: &Scope,
+) -> Result<Stage, Vec<SpecError>> {
     let mut errors = Vec::new();
     let mut string_of = |field: &str| -> Option<(String, Mark)> {
         let node = body.get(field)?;
@@ -350,7 +486,10 @@ fn build_stage(name: &str, key: &Node, body: &Node, scope: &Scope) -> Result<Sta
             Ok(other) => match interp::scalar_text(&other) {
                 Some(s) => Some((s, node.mark.clone())),
                 None => {
-                    errors.push(SpecError::at(&node.mark, format!("`{field}:` must be a string")));
+                    errors.push(SpecError::at(
+                        &node.mark,
+                        format!("`{field}:` must be a string"),
+                    ));
                     None
                 }
             },
@@ -367,12 +506,18 @@ fn build_stage(name: &str, key: &Node, body: &Node, scope: &Scope) -> Result<Sta
 
     let action = match (cmd, uses) {
         (Some(_), Some((_, m))) => {
-            errors.push(SpecError::at(&m, "a stage has either `cmd:` or `uses:`, not both"));
+            errors.push(SpecError::at(
+                &m,
+                "a stage has either `cmd:` or `uses:`, not both",
+            ));
             None
         }
         (Some((c, m)), None) => {
             if body.get("with").is_some() {
-                errors.push(SpecError::at(&body.get("with").unwrap().mark, "`with:` only applies to `uses:` stages"));
+                errors.push(SpecError::at(
+                    &body.get("with").unwrap().mark,
+                    "`with:` only applies to `uses:` stages",
+                ));
             }
             if c.trim().is_empty() {
                 errors.push(SpecError::at(&m, "`cmd:` is empty"));
@@ -385,7 +530,10 @@ fn build_stage(name: &str, key: &Node, body: &Node, scope: &Scope) -> Result<Sta
                 Some(w) => match interpolate_node(w, scope) {
                     Ok(v @ Json::Object(_)) => v,
                     Ok(_) => {
-                        errors.push(SpecError::at(&w.mark, "`with:` must be a mapping of parameters"));
+                        errors.push(SpecError::at(
+                            &w.mark,
+                            "`with:` must be a mapping of parameters",
+                        ));
                         Json::Null
                     }
                     Err(e) => {
@@ -399,7 +547,10 @@ fn build_stage(name: &str, key: &Node, body: &Node, scope: &Scope) -> Result<Sta
                 Ok(k) if with.is_object() => {
                     if let Err(e) = k.validate(&with) {
                         let at = body.get("with").map(|w| w.mark.clone()).unwrap_or(m);
-                        errors.push(SpecError::at(&at, format!("invalid parameters for `{kind}`: {e:#}")));
+                        errors.push(SpecError::at(
+                            &at,
+                            format!("invalid parameters for `{kind}`: {e:#}"),
+                        ));
                     }
                 }
                 Ok(_) => {}
@@ -407,7 +558,10 @@ fn build_stage(name: &str, key: &Node, body: &Node, scope: &Scope) -> Result<Sta
             Some(Action::Uses { kind, with })
         }
         (None, None) => {
-            errors.push(SpecError::at(&key.mark, "stage has neither `cmd:` nor `uses:`"));
+            errors.push(SpecError::at(
+                &key.mark,
+                "stage has neither `cmd:` nor `uses:`",
+            ));
             None
         }
     };
@@ -418,18 +572,27 @@ fn build_stage(name: &str, key: &Node, body: &Node, scope: &Scope) -> Result<Sta
     let mut params = BTreeMap::new();
     if let Some(p) = body.get("params") {
         match p.as_seq() {
-            None => errors.push(SpecError::at(&p.mark, "`params:` must be a list of variable names")),
+            None => errors.push(SpecError::at(
+                &p.mark,
+                "`params:` must be a list of variable names",
+            )),
             Some(items) => {
                 for item in items {
                     let Some(k) = item.as_str() else {
-                        errors.push(SpecError::at(&item.mark, "a param must be a variable name such as `train.lr`"));
+                        errors.push(SpecError::at(
+                            &item.mark,
+                            "a param must be a variable name such as `train.lr`",
+                        ));
                         continue;
                     };
                     match scope.lookup(k) {
                         Some(v) => {
                             params.insert(k.to_string(), v.clone());
                         }
-                        None => errors.push(SpecError::at(&item.mark, format!("param `{k}` is not defined in vars"))),
+                        None => errors.push(SpecError::at(
+                            &item.mark,
+                            format!("param `{k}` is not defined in vars"),
+                        )),
                     }
                 }
             }
@@ -437,14 +600,17 @@ fn build_stage(name: &str, key: &Node, body: &Node, scope: &Scope) -> Result<Sta
     }
 
     let resources = match body.get("resources") {
-        None => Resources { cpus: 1, ..Default::default() },
+        None => Resources {
+            cpus: 1,
+            ..Default::default()
+        },
         Some(r) => parse_resources(r, scope, &mut errors),
     };
 
-    if let Some((cp, m)) = &checkpoint {
-        if let Err(msg) = normalise(cp, false) {
-            errors.push(SpecError::at(m, format!("checkpoint: {msg}")));
-        }
+    if let Some((cp, m)) = &checkpoint
+        && let Err(msg) = normalise(cp, false)
+    {
+        errors.push(SpecError::at(m, format!("checkpoint: {msg}")));
     }
 
     match (action, errors.is_empty()) {
@@ -463,14 +629,25 @@ fn build_stage(name: &str, key: &Node, body: &Node, scope: &Scope) -> Result<Sta
     }
 }
 
-fn path_list(body: &Node, field: &str, scope: &Scope, allow_absolute: bool, errors: &mut Vec<SpecError>) -> Vec<PathRef> {
-    let Some(node) = body.get(field) else { return Vec::new() };
+fn path_list(
+    body: &Node,
+    field: &str,
+    scope: &Scope,
+    allow_absolute: bool,
+    errors: &mut Vec<SpecError>,
+) -> Vec<PathRef> {
+    let Some(node) = body.get(field) else {
+        return Vec::new();
+    };
     let items: Vec<&Node> = match &node.value {
         Value::Seq(items) => items.iter().collect(),
         Value::Scalar { .. } => vec![node],
         Value::Null => Vec::new(),
         Value::Map(_) => {
-            errors.push(SpecError::at(&node.mark, format!("`{field}:` must be a list of paths")));
+            errors.push(SpecError::at(
+                &node.mark,
+                format!("`{field}:` must be a list of paths"),
+            ));
             return Vec::new();
         }
     };
@@ -486,11 +663,17 @@ fn path_list(body: &Node, field: &str, scope: &Scope, allow_absolute: bool, erro
         };
         for v in values {
             let Some(text) = interp::scalar_text(&v) else {
-                errors.push(SpecError::at(&item.mark, format!("`{field}:` entries must be paths")));
+                errors.push(SpecError::at(
+                    &item.mark,
+                    format!("`{field}:` entries must be paths"),
+                ));
                 continue;
             };
             match normalise(&text, allow_absolute) {
-                Ok(path) => out.push(PathRef { path, mark: item.mark.clone() }),
+                Ok(path) => out.push(PathRef {
+                    path,
+                    mark: item.mark.clone(),
+                }),
                 Err(msg) => errors.push(SpecError::at(&item.mark, format!("{field}: {msg}"))),
             }
         }
@@ -502,8 +685,12 @@ fn path_list(body: &Node, field: &str, scope: &Scope, allow_absolute: bool, erro
 pub fn normalise(p: &str, allow_absolute: bool) -> Result<String, String> {
     let path = Path::new(p);
     if path.is_absolute() {
-        return if allow_absolute { Ok(p.trim_end_matches('/').to_string()) } else {
-            Err(format!("'{p}' is absolute; outputs must be inside the workspace"))
+        return if allow_absolute {
+            Ok(p.trim_end_matches('/').to_string())
+        } else {
+            Err(format!(
+                "'{p}' is absolute; outputs must be inside the workspace"
+            ))
         };
     }
     let mut parts: Vec<&str> = Vec::new();
@@ -515,7 +702,9 @@ pub fn normalise(p: &str, allow_absolute: bool) -> Result<String, String> {
                     return Err(format!("'{p}' points outside the workspace"));
                 }
             }
-            Component::Normal(s) => parts.push(s.to_str().ok_or_else(|| format!("'{p}' is not UTF-8"))?),
+            Component::Normal(s) => {
+                parts.push(s.to_str().ok_or_else(|| format!("'{p}' is not UTF-8"))?)
+            }
             _ => return Err(format!("'{p}' is not a plain relative path")),
         }
     }
@@ -526,9 +715,15 @@ pub fn normalise(p: &str, allow_absolute: bool) -> Result<String, String> {
 }
 
 fn parse_resources(r: &Node, scope: &Scope, errors: &mut Vec<SpecError>) -> Resources {
-    let mut res = Resources { cpus: 1, ..Default::default() };
+    let mut res = Resources {
+        cpus: 1,
+        ..Default::default()
+    };
     let Some(entries) = r.as_map() else {
-        errors.push(SpecError::at(&r.mark, "`resources:` must be a mapping such as {cpus: 2, gpu: 1}"));
+        errors.push(SpecError::at(
+            &r.mark,
+            "`resources:` must be a mapping such as {cpus: 2, gpu: 1}",
+        ));
         return res;
     };
     for (k, v) in entries {
@@ -552,15 +747,24 @@ fn parse_resources(r: &Node, scope: &Scope, errors: &mut Vec<SpecError>) -> Reso
             },
             "gpu" | "gpus" => match as_count(&value) {
                 Some(n) => res.gpus = n,
-                None => errors.push(SpecError::at(&v.mark, format!("`{key}:` must be a whole number"))),
+                None => errors.push(SpecError::at(
+                    &v.mark,
+                    format!("`{key}:` must be a whole number"),
+                )),
             },
             "mem" => match parse_mem(&value) {
                 Some(mb) => res.mem_mb = Some(mb),
-                None => errors.push(SpecError::at(&v.mark, "`mem:` must be like 4096 (MiB), 512M or 8G")),
+                None => errors.push(SpecError::at(
+                    &v.mark,
+                    "`mem:` must be like 4096 (MiB), 512M or 8G",
+                )),
             },
             "time" => match parse_minutes(&value) {
                 Some(m) => res.time_min = Some(m),
-                None => errors.push(SpecError::at(&v.mark, "`time:` must be minutes (90) or H:MM:SS")),
+                None => errors.push(SpecError::at(
+                    &v.mark,
+                    "`time:` must be minutes (90) or H:MM:SS",
+                )),
             },
             "partition" => res.partition = interp::scalar_text(&value),
             _ => {}
@@ -589,7 +793,11 @@ fn parse_minutes(v: &Json) -> Option<u64> {
     if let Some(n) = v.as_u64() {
         return Some(n);
     }
-    let parts: Vec<u64> = v.as_str()?.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let parts: Vec<u64> = v
+        .as_str()?
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
     let secs = match parts.as_slice() {
         [m] => m * 60,
         [h, m, s] => h * 3600 + m * 60 + s,
@@ -617,14 +825,29 @@ mod tests {
         )
         .unwrap();
         let names: Vec<_> = p.stages.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["a@soft-d", "a@bce-nu", "b@cnn,soft-d", "b@cnn,bce-nu", "b@mlp,soft-d", "b@mlp,bce-nu"]);
-        assert_eq!(p.stages[1].action, Action::Cmd("echo bce-nu > out/bce-nu".into()));
+        assert_eq!(
+            names,
+            [
+                "a@soft-d",
+                "a@bce-nu",
+                "b@cnn,soft-d",
+                "b@cnn,bce-nu",
+                "b@mlp,soft-d",
+                "b@mlp,bce-nu"
+            ]
+        );
+        assert_eq!(
+            p.stages[1].action,
+            Action::Cmd("echo bce-nu > out/bce-nu".into())
+        );
         assert_eq!(p.stages[1].outs[0].path, "out/bce-nu");
     }
 
     #[test]
     fn misspelled_key_is_reported_with_position_and_hint() {
-        let e = load_text("stages:\n  a:\n    cmd: echo\n    dep: [x]\n").unwrap_err().to_string();
+        let e = load_text("stages:\n  a:\n    cmd: echo\n    dep: [x]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown stage key 'dep'"), "{e}");
         assert!(e.contains("pipeline.yaml:4:5"), "{e}");
         assert!(e.contains("did you mean 'deps'"), "{e}");
@@ -635,16 +858,25 @@ mod tests {
     #[test]
     fn params_take_values_from_vars() {
         let p = load_text("vars:\n  train: {lr: 0.1, epochs: 2}\nstages:\n  a:\n    cmd: echo\n    params: [train.lr]\n").unwrap();
-        assert_eq!(p.stages[0].params.get("train.lr"), Some(&serde_json::json!(0.1)));
-        let e = load_text("vars: {}\nstages:\n  a:\n    cmd: echo\n    params: [nope]\n").unwrap_err().to_string();
+        assert_eq!(
+            p.stages[0].params.get("train.lr"),
+            Some(&serde_json::json!(0.1))
+        );
+        let e = load_text("vars: {}\nstages:\n  a:\n    cmd: echo\n    params: [nope]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("param `nope` is not defined"), "{e}");
     }
 
     #[test]
     fn conflicting_and_missing_fields() {
-        let e = load_text("stages:\n  a:\n    cmd: echo\n    uses: train\n").unwrap_err().to_string();
+        let e = load_text("stages:\n  a:\n    cmd: echo\n    uses: train\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("either `cmd:` or `uses:`"), "{e}");
-        let e = load_text("stages:\n  a:\n    deps: [x]\n").unwrap_err().to_string();
+        let e = load_text("stages:\n  a:\n    deps: [x]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("neither `cmd:` nor `uses:`"), "{e}");
     }
 
@@ -660,6 +892,9 @@ mod tests {
     fn resources_parse() {
         let p = load_text("stages:\n  a:\n    cmd: echo\n    resources: {cpus: 2, gpu: 1, mem: 8G, time: '1:30:00'}\n").unwrap();
         let r = &p.stages[0].resources;
-        assert_eq!((r.cpus, r.gpus, r.mem_mb, r.time_min), (2, 1, Some(8192), Some(90)));
+        assert_eq!(
+            (r.cpus, r.gpus, r.mem_mb, r.time_min),
+            (2, 1, Some(8192), Some(90))
+        );
     }
 }

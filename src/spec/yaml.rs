@@ -44,7 +44,10 @@ impl Mark {
 pub enum Value {
     Null,
     /// A scalar; `plain` is false for quoted scalars (so `"1"` stays a string).
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     /// Mapping, in source order (YAML keys here are always scalars).
     Map(Vec<(Node, Node)>),
@@ -84,7 +87,10 @@ impl Node {
 
     /// Look up a key of a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.as_map()?.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
+        self.as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
     }
 
     /// A short word for the node's type, for error messages.
@@ -134,12 +140,11 @@ pub fn scalar_to_json(text: &str) -> serde_json::Value {
         .chars()
         .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
         && text.chars().any(|c| c.is_ascii_digit());
-    if looks_numeric {
-        if let Ok(f) = text.parse::<f64>() {
-            if let Some(n) = serde_json::Number::from_f64(f) {
-                return serde_json::Value::Number(n);
-            }
-        }
+    if looks_numeric
+        && let Ok(f) = text.parse::<f64>()
+        && let Some(n) = serde_json::Number::from_f64(f)
+    {
+        return serde_json::Value::Number(n);
     }
     serde_json::Value::String(text.to_string())
 }
@@ -153,12 +158,24 @@ pub fn parse_file(path: &Path) -> Result<Node, SpecError> {
 
 /// Parse one YAML document held in memory (the path is used for messages).
 pub fn parse_str(path: &Path, text: String) -> Result<Node, SpecError> {
-    let source = Arc::new(Source { path: path.to_path_buf(), text });
-    let mut builder = Builder { source: source.clone(), stack: Vec::new(), root: None, anchors: Vec::new() };
+    let source = Arc::new(Source {
+        path: path.to_path_buf(),
+        text,
+    });
+    let mut builder = Builder {
+        source: source.clone(),
+        stack: Vec::new(),
+        root: None,
+        anchors: Vec::new(),
+    };
     let mut parser = Parser::new_from_str(&source.text);
     if let Err(e) = parser.load(&mut builder, false) {
         let m = e.marker();
-        let mark = Mark { source: source.clone(), line: m.line(), col: m.col() + 1 };
+        let mark = Mark {
+            source: source.clone(),
+            line: m.line(),
+            col: m.col() + 1,
+        };
         let mut err = SpecError::at(&mark, format!("invalid YAML: {}", e.info()));
         if source.line(mark.line).contains("${") {
             err = err.note("inside [ ] or { }, quote values that contain ${…}: [\"out/${item}\"]");
@@ -167,7 +184,11 @@ pub fn parse_str(path: &Path, text: String) -> Result<Node, SpecError> {
     }
     Ok(builder.root.unwrap_or(Node {
         value: Value::Null,
-        mark: Mark { source, line: 1, col: 1 },
+        mark: Mark {
+            source,
+            line: 1,
+            col: 1,
+        },
     }))
 }
 
@@ -186,7 +207,11 @@ struct Builder {
 
 impl Builder {
     fn mark(&self, m: Marker) -> Mark {
-        Mark { source: self.source.clone(), line: m.line(), col: m.col() + 1 }
+        Mark {
+            source: self.source.clone(),
+            line: m.line(),
+            col: m.col() + 1,
+        }
     }
 
     fn push_value(&mut self, node: Node, anchor: usize) {
@@ -222,15 +247,24 @@ impl MarkedEventReceiver for Builder {
                 } else {
                     Value::Scalar { text, plain }
                 };
-                let node = Node { value, mark: self.mark(marker) };
+                let node = Node {
+                    value,
+                    mark: self.mark(marker),
+                };
                 self.push_value(node, anchor);
             }
             Event::SequenceStart(anchor, _) => {
-                let node = Node { value: Value::Seq(Vec::new()), mark: self.mark(marker) };
+                let node = Node {
+                    value: Value::Seq(Vec::new()),
+                    mark: self.mark(marker),
+                };
                 self.stack.push(Frame::Seq(node, anchor));
             }
             Event::MappingStart(anchor, _) => {
-                let node = Node { value: Value::Map(Vec::new()), mark: self.mark(marker) };
+                let node = Node {
+                    value: Value::Map(Vec::new()),
+                    mark: self.mark(marker),
+                };
                 self.stack.push(Frame::Map(node, None, anchor));
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -248,7 +282,10 @@ impl MarkedEventReceiver for Builder {
                     .rev()
                     .find(|(a, _)| *a == id)
                     .map(|(_, n)| n.clone())
-                    .unwrap_or(Node { value: Value::Null, mark: self.mark(marker) });
+                    .unwrap_or(Node {
+                        value: Value::Null,
+                        mark: self.mark(marker),
+                    });
                 self.push_value(node, 0);
             }
             _ => {}
@@ -274,13 +311,23 @@ mod tests {
 
     #[test]
     fn scalars_are_typed_like_yaml() {
-        let root = parse_str(Path::new("p.yaml"), "a: 1\nb: '1'\nc: 1e-3\nd: true\ne: x\n".into()).unwrap();
-        assert_eq!(root.to_json(), serde_json::json!({"a": 1, "b": "1", "c": 0.001, "d": true, "e": "x"}));
+        let root = parse_str(
+            Path::new("p.yaml"),
+            "a: 1\nb: '1'\nc: 1e-3\nd: true\ne: x\n".into(),
+        )
+        .unwrap();
+        assert_eq!(
+            root.to_json(),
+            serde_json::json!({"a": 1, "b": "1", "c": 0.001, "d": true, "e": "x"})
+        );
     }
 
     #[test]
     fn anchors_and_aliases_resolve() {
         let root = parse_str(Path::new("p.yaml"), "a: &x [1, 2]\nb: *x\n".into()).unwrap();
-        assert_eq!(root.to_json(), serde_json::json!({"a": [1, 2], "b": [1, 2]}));
+        assert_eq!(
+            root.to_json(),
+            serde_json::json!({"a": [1, 2], "b": [1, 2]})
+        );
     }
 }
