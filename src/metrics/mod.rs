@@ -38,11 +38,18 @@ pub struct Evaluation {
     pub without_bias: Option<Dist>,
 }
 
+/// The raw and SoftMax accuracies, side by side (independent sweeps).
+fn both_domains(stats: &[rows::RowStat], labels: &[u32], classes: usize) -> (Accuracies, Accuracies) {
+    rayon::join(
+        || accuracy::accuracies(stats, labels, classes, Domain::Raw),
+        || accuracy::accuracies(stats, labels, classes, Domain::Softmax),
+    )
+}
+
 /// Accuracies (raw and SoftMax) of a metric matrix, without distribution statistics.
 pub fn evaluate(logits: &Matrix<'_>, labels: &[u32]) -> Evaluation {
     let stats = rows::row_stats(logits, labels, true);
-    let raw = accuracy::accuracies(&stats, labels, logits.cols, Domain::Raw);
-    let softmax = accuracy::accuracies(&stats, labels, logits.cols, Domain::Softmax);
+    let (raw, softmax) = both_domains(&stats, labels, logits.cols);
     Evaluation {
         n: logits.rows,
         classes: logits.cols,
@@ -59,8 +66,7 @@ pub fn evaluate(logits: &Matrix<'_>, labels: &[u32]) -> Evaluation {
 pub fn evaluate_full(input: &EvalInput<'_>, bins: usize) -> Evaluation {
     let stats = rows::row_stats(&input.logits, &input.labels, true);
     let classes = input.logits.cols;
-    let raw = accuracy::accuracies(&stats, &input.labels, classes, Domain::Raw);
-    let softmax = accuracy::accuracies(&stats, &input.labels, classes, Domain::Softmax);
+    let (raw, softmax) = both_domains(&stats, &input.labels, classes);
     let correct: Vec<bool> = stats.iter().map(|s| s.correct()).collect();
     let with_bias = distribution::distribution(&input.logits, &input.labels, &correct, bins);
     let without_bias = input
