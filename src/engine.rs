@@ -65,6 +65,14 @@ impl Workspace {
         Ok(())
     }
 
+    /// Whether the run cache holds outputs for this stage key (false without the database).
+    pub fn in_run_cache(&self, key: &str) -> Result<bool> {
+        Ok(match &self.db {
+            Some(db) => db.get_run(key)?.is_some(),
+            None => false,
+        })
+    }
+
     pub fn log_path(&self, stage: &str) -> PathBuf {
         self.cache_dir
             .join("logs")

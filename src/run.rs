@@ -685,13 +685,7 @@ fn dry_run(p: &Pipeline, dag: &crate::graph::Dag, selected: &[usize]) -> Result<
             continue;
         }
         will_change.insert(i);
-        let cached = ws
-            .db
-            .as_ref()
-            .map(|db| db.get_run(&a.key))
-            .transpose()?
-            .flatten()
-            .is_some();
+        let cached = ws.in_run_cache(&a.key)?;
         if !upstream.is_empty() && a.fresh() {
             println!(
                 "may run {} (upstream {} will run)",

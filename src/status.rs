@@ -41,14 +41,7 @@ pub fn status(
                 reasons.push(format!("upstream stage '{}' is stale", p.stages[u].name));
             }
         }
-        let restorable = !a.fresh()
-            && ws
-                .db
-                .as_ref()
-                .map(|db| db.get_run(&a.key))
-                .transpose()?
-                .flatten()
-                .is_some();
+        let restorable = !a.fresh() && ws.in_run_cache(&a.key)?;
         if !reasons.is_empty() {
             stale.insert(i);
         }
