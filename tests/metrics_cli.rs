@@ -15,8 +15,10 @@ fn i64_bytes(v: &[i64]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// Write tensors given as (name, dtype, shape, bytes).
-fn write_st(path: &Path, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) {
+/// A tensor to write: (name, dtype, shape, bytes).
+type T<'a> = (&'a str, Dtype, Vec<usize>, Vec<u8>);
+
+fn write_st(path: &Path, tensors: &[T<'_>]) {
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(n, d, s, b)| (n.to_string(), TensorView::new(*d, s.clone(), b).unwrap()))
@@ -85,7 +87,7 @@ fn eval_json_has_the_contract_fields() {
 fn eval_rejects_bad_input_with_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let cases: Vec<(&str, Vec<(&str, Dtype, Vec<usize>, Vec<u8>)>, &str)> = vec![
+    let cases: Vec<(&str, Vec<T<'_>>, &str)> = vec![
         ("nolabels", vec![("logits", Dtype::F32, vec![2, 2], f32_bytes(&[0., 1., 2., 3.]))], "no tensor named `labels`"),
         (
             "i32labels",
