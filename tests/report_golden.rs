@@ -21,25 +21,43 @@ fn options(runs: Vec<String>) -> report::Options {
         title: "Fixture report: BCE & SoftMax (50%)".into(),
         lock: None,
         revision: Some("0123456789abcdef".into()),
-        figures: Choice { dataset: None, model: None, modes: vec![3, 7] },
+        figures: Choice {
+            dataset: None,
+            model: None,
+            modes: vec![3, 7],
+        },
     }
 }
 
 fn render_all() -> report::Rendered {
-    report::render(&options(vec!["runs/**/metrics.json".into(), "runs/cub/resnet50/bce-n0".into()])).unwrap()
+    report::render(&options(vec![
+        "runs/**/metrics.json".into(),
+        "runs/cub/resnet50/bce-n0".into(),
+    ]))
+    .unwrap()
 }
 
 fn golden(name: &str, actual: &str) {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/report/golden").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/report/golden")
+        .join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&p)
-        .unwrap_or_else(|_| panic!("missing golden file {}; run with UPDATE_GOLDEN=1", p.display()));
+    let expected = std::fs::read_to_string(&p).unwrap_or_else(|_| {
+        panic!(
+            "missing golden file {}; run with UPDATE_GOLDEN=1",
+            p.display()
+        )
+    });
     if expected != actual {
-        let line = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).unwrap_or(0);
+        let line = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
         panic!(
             "{name} differs from {} at line {}:\n  golden: {:?}\n  actual: {:?}\n(UPDATE_GOLDEN=1 to accept)",
             p.display(),
@@ -72,9 +90,22 @@ fn rendering_is_deterministic() {
     assert_eq!(a.svgs, b.svgs);
 }
 
-fn load() -> (Vec<repro::report::runs::Run>, repro::report::published::Published) {
-    let runs = repro::report::runs::load(&fixture_ws(), &["runs/**/metrics.json".into(), "runs/cub/resnet50/bce-n0".into()]).unwrap();
-    (runs, repro::report::published::Published::builtin().unwrap())
+fn load() -> (
+    Vec<repro::report::runs::Run>,
+    repro::report::published::Published,
+) {
+    let runs = repro::report::runs::load(
+        &fixture_ws(),
+        &[
+            "runs/**/metrics.json".into(),
+            "runs/cub/resnet50/bce-n0".into(),
+        ],
+    )
+    .unwrap();
+    (
+        runs,
+        repro::report::published::Published::builtin().unwrap(),
+    )
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -88,7 +119,12 @@ fn accuracy_table_cells_come_from_the_runs_and_the_paper() {
     let t = tables::accuracy_tables(&runs, &published, false);
     let cub = t.iter().find(|t| t.dataset == "cub").unwrap();
     assert_eq!(cub.paper_tables, vec!["V".to_string()]);
-    let col = |role: &str, loss: &str| cub.columns.iter().position(|c| c.role == role && c.loss == loss).unwrap();
+    let col = |role: &str, loss: &str| {
+        cub.columns
+            .iter()
+            .position(|c| c.role == role && c.loss == loss)
+            .unwrap()
+    };
     let rn50 = cub.blocks.iter().find(|b| b.name == "resnet50").unwrap();
     let a_sw = &rn50.rows[0];
     assert_eq!(a_sw.metric, "a_sw");
@@ -126,7 +162,10 @@ fn accuracy_table_cells_come_from_the_runs_and_the_paper() {
     assert_eq!(cub.paper_tables, vec!["S.III".to_string()]);
     let a_cw = &cub.blocks[0].rows[1];
     let i = cub.columns.iter().position(|c| c.loss == "bce-nu").unwrap();
-    assert_eq!((a_cw.cells[i].value, a_cw.cells[i].published), (Some(86.0), Some(86.07)));
+    assert_eq!(
+        (a_cw.cells[i].value, a_cw.cells[i].published),
+        (Some(86.0), Some(86.07))
+    );
 }
 
 #[test]
@@ -136,7 +175,10 @@ fn gamma_and_bias_tables() {
     let g = tables::gamma_tables(&runs, &published);
     assert_eq!(g.len(), 1);
     let g = &g[0];
-    assert_eq!((g.dataset.as_str(), g.model.as_deref()), ("imagenet-1k", Some("resnet50")));
+    assert_eq!(
+        (g.dataset.as_str(), g.model.as_deref()),
+        ("imagenet-1k", Some("resnet50"))
+    );
     let gammas: Vec<f64> = g.columns.iter().map(|c| c.gamma.unwrap()).collect();
     assert_eq!(gammas, vec![4.0, 16.0, 64.0, 208.0]);
     let mut pt = g.paper_tables.clone();
@@ -154,7 +196,10 @@ fn gamma_and_bias_tables() {
     let modes: Vec<u32> = init.columns.iter().map(|c| c.mode.unwrap()).collect();
     assert_eq!(modes, vec![3, 7]);
     let nd = init.blocks.iter().find(|b| b.name == "bce-nd").unwrap();
-    assert_eq!((nd.rows[3].cells[1].value, nd.rows[3].cells[1].published), (Some(-2.0), Some(-2.0)));
+    assert_eq!(
+        (nd.rows[3].cells[1].value, nd.rows[3].cells[1].published),
+        (Some(-2.0), Some(-2.0))
+    );
     let change = b.iter().find(|t| t.kind == "bias-change").unwrap();
     let nd = change.blocks.iter().find(|b| b.name == "bce-nd").unwrap();
     let c = &nd.rows[0].cells[0];
@@ -168,20 +213,45 @@ fn gamma_and_bias_tables() {
 fn findings_check_the_claims_honestly() {
     let (runs, _) = load();
     let f = repro::report::findings::findings(&runs);
-    let find = |claim: &str, dataset: &str, run: &str| f.iter().find(|x| x.claim == claim && x.dataset == dataset && x.run == run).unwrap_or_else(|| panic!("no {claim} finding for {dataset} {run}"));
+    let find = |claim: &str, dataset: &str, run: &str| {
+        f.iter()
+            .find(|x| x.claim == claim && x.dataset == dataset && x.run == run)
+            .unwrap_or_else(|| panic!("no {claim} finding for {dataset} {run}"))
+    };
     let gap = find("gap", "cub", "");
     assert_eq!(gap.verdict, "holds");
-    assert!(gap.note.contains("1 diverged run(s) left out"), "{}", gap.note);
+    assert!(
+        gap.note.contains("1 diverged run(s) left out"),
+        "{}",
+        gap.note
+    );
     assert_eq!(find("best-uni", "cub", "").verdict, "holds");
     assert_eq!(find("best-uni", "fashion-mnist", "").verdict, "not judged");
-    assert_eq!(find("ordering", "cub", "runs/cub/resnet50/bce-nu").verdict, "holds");
+    assert_eq!(
+        find("ordering", "cub", "runs/cub/resnet50/bce-nu").verdict,
+        "holds"
+    );
     // bce-u: t* = −0.2 with bias, b = −0.08 → |τ_b − t*₀| = 0.2, within the spread
     let b = find("bias-threshold", "cub", "runs/cub/resnet50/bce-u");
     assert_eq!(b.verdict, "holds");
-    let diff = b.evidence.iter().find(|e| e.label == "|difference|").unwrap().value.unwrap();
+    let diff = b
+        .evidence
+        .iter()
+        .find(|e| e.label == "|difference|")
+        .unwrap()
+        .value
+        .unwrap();
     assert!(close(diff, 0.2));
     // no learned bias recorded: not judged, never assumed
-    assert_eq!(find("bias-threshold", "imagenet-1k", "runs/imagenet/gamma/bce-nu-g16").verdict, "not judged");
+    assert_eq!(
+        find(
+            "bias-threshold",
+            "imagenet-1k",
+            "runs/imagenet/gamma/bce-nu-g16"
+        )
+        .verdict,
+        "not judged"
+    );
     // no run without metrics makes up an "unspecified" group
     assert!(f.iter().all(|x| x.dataset != "unspecified"));
 }
@@ -200,7 +270,12 @@ fn a_violated_claim_is_reported_as_failing() {
     w("b", "soft-d", 80.0, 70.0, 60.0);
     let runs = repro::report::runs::load(ws.path(), &["*".into()]).unwrap();
     let f = repro::report::findings::findings(&runs);
-    let v = |claim: &str, run: &str| f.iter().find(|x| x.claim == claim && x.run == run).unwrap().verdict;
+    let v = |claim: &str, run: &str| {
+        f.iter()
+            .find(|x| x.claim == claim && x.run == run)
+            .unwrap()
+            .verdict
+    };
     assert_eq!(v("ordering", "a"), "fails");
     assert_eq!(v("ordering", "b"), "holds");
     assert_eq!(v("gap", ""), "fails");
@@ -212,11 +287,19 @@ fn html_and_latex_show_missing_diverged_and_escaped_values() {
     let r = render_all();
     assert!(r.html.contains(r#"title="no run">—</td>"#));
     assert!(r.html.contains("<sup>†</sup>"));
-    assert!(r.tex.contains(r"runs/\allowbreak{}fashion\_mnist/\allowbreak{}resnet50 \& 50\%"), "run id not escaped for LaTeX");
+    assert!(
+        r.tex
+            .contains(r"runs/\allowbreak{}fashion\_mnist/\allowbreak{}resnet50 \& 50\%"),
+        "run id not escaped for LaTeX"
+    );
     assert!(r.tex.contains(r"Fixture report: BCE \& SoftMax (50\%)"));
     assert!(r.html.contains("Fixture report: BCE &amp; SoftMax (50%)"));
     assert!(r.tex.contains(r"\textbf{86.20}"));
-    assert!(r.tex.contains(r"\toprule") && r.tex.contains(r"\midrule") && r.tex.contains(r"\bottomrule"));
+    assert!(
+        r.tex.contains(r"\toprule")
+            && r.tex.contains(r"\midrule")
+            && r.tex.contains(r"\bottomrule")
+    );
     assert!(r.html.contains("0123456789abcdef") && r.tex.contains("0123456789abcdef"));
 }
 

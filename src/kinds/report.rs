@@ -53,8 +53,14 @@ pub struct Report;
 
 impl Params {
     fn check(&self) -> Result<()> {
-        ensure!(!self.runs.is_empty(), "report: `runs` is empty; list run directories or a pattern such as runs/**/metrics.json");
-        ensure!(!self.out.as_os_str().is_empty(), "report: `out` is empty; give the output directory");
+        ensure!(
+            !self.runs.is_empty(),
+            "report: `runs` is empty; list run directories or a pattern such as runs/**/metrics.json"
+        );
+        ensure!(
+            !self.out.as_os_str().is_empty(),
+            "report: `out` is empty; give the output directory"
+        );
         Ok(())
     }
 }
@@ -69,7 +75,8 @@ impl StageKind for Report {
     }
 
     fn validate(&self, params: &serde_json::Value) -> Result<()> {
-        let p: Params = serde_json::from_value(params.clone()).map_err(|e| anyhow::anyhow!("report: invalid `with:` parameters: {e}"))?;
+        let p: Params = serde_json::from_value(params.clone())
+            .map_err(|e| anyhow::anyhow!("report: invalid `with:` parameters: {e}"))?;
         p.check()
     }
 
@@ -85,13 +92,25 @@ impl StageKind for Report {
             title: p.title,
             lock: p.lock,
             revision: None,
-            figures: Choice { dataset: p.figure_dataset, model: p.figure_model, modes: p.figure_modes },
+            figures: Choice {
+                dataset: p.figure_dataset,
+                model: p.figure_model,
+                modes: p.figure_modes,
+            },
         };
         let rendered = report::render(&opts)?;
-        report::progress_report(&format!("rendered {} runs; writing", rendered.runs), Some(0.5));
+        report::progress_report(
+            &format!("rendered {} runs; writing", rendered.runs),
+            Some(0.5),
+        );
         let w = report::output::write(&rendered, &ctx.path(&p.out), p.pdf)?;
         report::progress_report(
-            &format!("wrote {} ({} figures{})", p.out.display(), w.svgs.len(), if w.pdf.is_some() { ", PDF" } else { "" }),
+            &format!(
+                "wrote {} ({} figures{})",
+                p.out.display(),
+                w.svgs.len(),
+                if w.pdf.is_some() { ", PDF" } else { "" }
+            ),
             Some(1.0),
         );
         Ok(())

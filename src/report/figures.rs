@@ -26,7 +26,12 @@ pub const MAX_CLASS_POINTS: usize = 200;
 const POS: (&str, &str) = ("d62728", "posred");
 const NEG: (&str, &str) = ("1f77b4", "negblue");
 const BIAS: (&str, &str) = ("e6a800", "biasyellow");
-const PALETTE: [(&str, &str); 4] = [("1f77b4", "negblue"), ("d62728", "posred"), ("2ca02c", "c3green"), ("9467bd", "c4purple")];
+const PALETTE: [(&str, &str); 4] = [
+    ("1f77b4", "negblue"),
+    ("d62728", "posred"),
+    ("2ca02c", "c3green"),
+    ("9467bd", "c4purple"),
+];
 
 #[derive(Serialize, Clone, Debug)]
 pub struct Tick {
@@ -102,12 +107,34 @@ struct Raw {
     pts: Vec<[f64; 2]>,
 }
 
-fn line(label: &str, color: (&'static str, &'static str), dash: bool, marks: bool, pts: Vec<[f64; 2]>) -> Raw {
-    Raw { label: label.into(), kind: "line", color, dash, marks, opacity: 1.0, pts }
+fn line(
+    label: &str,
+    color: (&'static str, &'static str),
+    dash: bool,
+    marks: bool,
+    pts: Vec<[f64; 2]>,
+) -> Raw {
+    Raw {
+        label: label.into(),
+        kind: "line",
+        color,
+        dash,
+        marks,
+        opacity: 1.0,
+        pts,
+    }
 }
 
 fn area(label: &str, color: (&'static str, &'static str), pts: Vec<[f64; 2]>) -> Raw {
-    Raw { label: label.into(), kind: "area", color, dash: false, marks: false, opacity: 0.3, pts }
+    Raw {
+        label: label.into(),
+        kind: "area",
+        color,
+        dash: false,
+        marks: false,
+        opacity: 0.3,
+        pts,
+    }
 }
 
 struct RawPanel {
@@ -126,7 +153,11 @@ fn tex_num(v: f64) -> String {
     if v == 0.0 || (v.abs() >= 1e-4 && v.abs() < 1e7) {
         let s = format!("{v:.5}");
         let s = s.trim_end_matches('0').trim_end_matches('.');
-        if s == "-0" { "0".to_string() } else { s.to_string() }
+        if s == "-0" {
+            "0".to_string()
+        } else {
+            s.to_string()
+        }
     } else {
         format!("{v:.5e}")
     }
@@ -136,7 +167,11 @@ fn nice_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let span = (hi - lo).max(1e-12);
     let raw = span / 5.0;
     let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| span / s <= 6.0).unwrap_or(10.0 * mag);
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| span / s <= 6.0)
+        .unwrap_or(10.0 * mag);
     let mut v = (lo / step).ceil() * step;
     let mut out = Vec::new();
     while v <= hi + step * 1e-9 && out.len() < 20 {
@@ -160,9 +195,20 @@ const LEGEND_ROW: f64 = 15.0;
 const PANEL_H: f64 = 220.0;
 
 /// Lay out panels side by side and map every series to pixels.
-fn layout(id: String, kind: &'static str, number: u32, title: String, caption: String, raws: Vec<RawPanel>) -> Figure {
+fn layout(
+    id: String,
+    kind: &'static str,
+    number: u32,
+    title: String,
+    caption: String,
+    raws: Vec<RawPanel>,
+) -> Figure {
     let total_w: f64 = raws.iter().map(|p| p.w + MARGIN_L + MARGIN_R).sum();
-    let legend_rows = raws.iter().map(|p| p.series.iter().filter(|s| !s.label.is_empty()).count()).max().unwrap_or(0);
+    let legend_rows = raws
+        .iter()
+        .map(|p| p.series.iter().filter(|s| !s.label.is_empty()).count())
+        .max()
+        .unwrap_or(0);
     let height = MARGIN_T + PANEL_H + MARGIN_B + legend_rows as f64 * LEGEND_ROW + 6.0;
     let mut x0 = 0.0;
     let mut panels = Vec::new();
@@ -173,7 +219,11 @@ fn layout(id: String, kind: &'static str, number: u32, title: String, caption: S
         let (xmin, xmax) = p.x;
         let (ymin, ymax) = p.y;
         let fx = |v: f64| -> f64 {
-            let t = if p.xlog2 { (v.log2() - xmin.log2()) / (xmax.log2() - xmin.log2()) } else { (v - xmin) / (xmax - xmin) };
+            let t = if p.xlog2 {
+                (v.log2() - xmin.log2()) / (xmax.log2() - xmin.log2())
+            } else {
+                (v - xmin) / (xmax - xmin)
+            };
             left + t.clamp(-0.05, 1.05) * w
         };
         let fy = |v: f64| -> f64 { top + h - ((v - ymin) / (ymax - ymin)).clamp(-0.05, 1.05) * h };
@@ -189,9 +239,20 @@ fn layout(id: String, kind: &'static str, number: u32, title: String, caption: S
             nice_ticks(xmin, xmax)
         }
         .into_iter()
-        .map(|v| Tick { value: v, px: fx(v), label: tick_label(v) })
+        .map(|v| Tick {
+            value: v,
+            px: fx(v),
+            label: tick_label(v),
+        })
         .collect();
-        let yticks = nice_ticks(ymin, ymax).into_iter().map(|v| Tick { value: v, px: fy(v), label: tick_label(v) }).collect();
+        let yticks = nice_ticks(ymin, ymax)
+            .into_iter()
+            .map(|v| Tick {
+                value: v,
+                px: fy(v),
+                label: tick_label(v),
+            })
+            .collect();
         let mut row = 0;
         let series = p
             .series
@@ -201,9 +262,13 @@ fn layout(id: String, kind: &'static str, number: u32, title: String, caption: S
                     (0.0, 0.0)
                 } else {
                     row += 1;
-                    (left, top + h + MARGIN_B - 4.0 + (row - 1) as f64 * LEGEND_ROW)
+                    (
+                        left,
+                        top + h + MARGIN_B - 4.0 + (row - 1) as f64 * LEGEND_ROW,
+                    )
                 };
-                let inside = |q: &[f64; 2]| q[0].is_finite() && q[1].is_finite() && (!p.xlog2 || q[0] > 0.0);
+                let inside =
+                    |q: &[f64; 2]| q[0].is_finite() && q[1].is_finite() && (!p.xlog2 || q[0] > 0.0);
                 let pts: Vec<[f64; 2]> = s.pts.into_iter().filter(inside).collect();
                 let px: Vec<[f64; 2]> = pts.iter().map(|q| [fx(q[0]), fy(q[1])]).collect();
                 Series {
@@ -214,9 +279,23 @@ fn layout(id: String, kind: &'static str, number: u32, title: String, caption: S
                     dash: s.dash,
                     marks: s.marks,
                     opacity: s.opacity,
-                    tex: pts.iter().map(|q| format!("({},{})", tex_num(q[0]), tex_num(q[1]))).collect::<Vec<_>>().join(" "),
-                    svg: px.iter().map(|q| format!("{:.1},{:.1}", q[0], q[1])).collect::<Vec<_>>().join(" "),
-                    mark_px: if s.marks { px.iter().map(|q| [(q[0] * 10.0).round() / 10.0, (q[1] * 10.0).round() / 10.0]).collect() } else { Vec::new() },
+                    tex: pts
+                        .iter()
+                        .map(|q| format!("({},{})", tex_num(q[0]), tex_num(q[1])))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    svg: px
+                        .iter()
+                        .map(|q| format!("{:.1},{:.1}", q[0], q[1]))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    mark_px: if s.marks {
+                        px.iter()
+                            .map(|q| [(q[0] * 10.0).round() / 10.0, (q[1] * 10.0).round() / 10.0])
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
                     legend_x,
                     legend_y,
                 }
@@ -249,7 +328,16 @@ fn layout(id: String, kind: &'static str, number: u32, title: String, caption: S
         let share = 0.8 * p.w / sum_w + 0.15 / n;
         p.tex_width = (share * 100.0).floor() / 100.0;
     }
-    Figure { id, kind, number, title, caption, width: total_w, height, panels }
+    Figure {
+        id,
+        kind,
+        number,
+        title,
+        caption,
+        width: total_w,
+        height,
+        panels,
+    }
 }
 
 fn range(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
@@ -275,13 +363,26 @@ fn name(o: &Option<String>) -> &str {
 
 /// Fig. 1, one per (dataset, model) with γ-sweep runs.
 pub fn gamma_figures(runs: &[Run], published: &Published) -> Vec<Figure> {
-    let sweep: Vec<&Run> = runs.iter().filter(|r| r.role == Role::GammaSweep && r.gamma.is_some()).collect();
-    let mut keys: Vec<(String, String)> = sweep.iter().map(|r| (name(&r.dataset).to_string(), name(&r.model).to_string())).collect();
-    keys.sort_by(|a, b| names::cmp_in(&names::DATASETS, &a.0, &b.0).then_with(|| names::cmp_in(&names::MODELS, &a.1, &b.1)));
+    let sweep: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.role == Role::GammaSweep && r.gamma.is_some())
+        .collect();
+    let mut keys: Vec<(String, String)> = sweep
+        .iter()
+        .map(|r| (name(&r.dataset).to_string(), name(&r.model).to_string()))
+        .collect();
+    keys.sort_by(|a, b| {
+        names::cmp_in(&names::DATASETS, &a.0, &b.0)
+            .then_with(|| names::cmp_in(&names::MODELS, &a.1, &b.1))
+    });
     keys.dedup();
     let mut out = Vec::new();
     for (d, m) in keys {
-        let here: Vec<&Run> = sweep.iter().copied().filter(|r| name(&r.dataset) == d && name(&r.model) == m).collect();
+        let here: Vec<&Run> = sweep
+            .iter()
+            .copied()
+            .filter(|r| name(&r.dataset) == d && name(&r.model) == m)
+            .collect();
         let mut losses: Vec<String> = here.iter().map(|r| name(&r.loss).to_string()).collect();
         losses.sort_by(|a, b| names::cmp_in(&names::LOSSES, a, b));
         losses.dedup();
@@ -289,7 +390,11 @@ pub fn gamma_figures(runs: &[Run], published: &Published) -> Vec<Figure> {
         for (k, l) in losses.iter().enumerate() {
             let color = PALETTE[k % PALETTE.len()];
             for (metric, label, dash) in [("a_sw", "A_SW", false), ("a_uni", "A_Uni", true)] {
-                let mut gs: Vec<f64> = here.iter().filter(|r| name(&r.loss) == l).filter_map(|r| r.gamma).collect();
+                let mut gs: Vec<f64> = here
+                    .iter()
+                    .filter(|r| name(&r.loss) == l)
+                    .filter_map(|r| r.gamma)
+                    .collect();
                 gs.sort_by(|a, b| a.total_cmp(b));
                 gs.dedup();
                 let pts: Vec<[f64; 2]> = gs
@@ -300,7 +405,11 @@ pub fn gamma_figures(runs: &[Run], published: &Published) -> Vec<Figure> {
                             .filter(|r| name(&r.loss) == l && r.gamma == Some(*g))
                             .filter_map(|r| r.acc(false)?.get(metric))
                             .collect();
-                        if xs.is_empty() { None } else { Some([*g, xs.iter().sum::<f64>() / xs.len() as f64]) }
+                        if xs.is_empty() {
+                            None
+                        } else {
+                            Some([*g, xs.iter().sum::<f64>() / xs.len() as f64])
+                        }
                     })
                     .collect();
                 ours.push(line(&format!("{label} {l}"), color, dash, true, pts));
@@ -313,7 +422,14 @@ pub fn gamma_figures(runs: &[Run], published: &Published) -> Vec<Figure> {
                 let mut pts: Vec<[f64; 2]> = published
                     .cells
                     .iter()
-                    .filter(|c| c.role == "gamma-sweep" && c.dataset == d && c.model == m && &c.loss == l && c.metric == metric && !c.softmax)
+                    .filter(|c| {
+                        c.role == "gamma-sweep"
+                            && c.dataset == d
+                            && c.model == m
+                            && &c.loss == l
+                            && c.metric == metric
+                            && !c.softmax
+                    })
                     .filter_map(|c| Some([c.gamma?, c.value?]))
                     .collect();
                 pts.sort_by(|a, b| a[0].total_cmp(&b[0]));
@@ -322,12 +438,29 @@ pub fn gamma_figures(runs: &[Run], published: &Published) -> Vec<Figure> {
                 }
             }
         }
-        let xs = ours.iter().chain(&paper).flat_map(|s| s.pts.iter().map(|p| p[0])).filter(|g| *g > 0.0);
-        let Some((glo, ghi)) = range(xs) else { continue };
+        let xs = ours
+            .iter()
+            .chain(&paper)
+            .flat_map(|s| s.pts.iter().map(|p| p[0]))
+            .filter(|g| *g > 0.0);
+        let Some((glo, ghi)) = range(xs) else {
+            continue;
+        };
         // Fit the axis to the γ values themselves (range() pads linearly).
-        let gl: Vec<f64> = ours.iter().chain(&paper).flat_map(|s| s.pts.iter().map(|p| p[0])).filter(|g| *g > 0.0).collect();
-        let (gmin, gmax) = gl.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, g| (a.0.min(*g), a.1.max(*g)));
-        let (gmin, gmax) = if gmax > gmin { (gmin / 1.15, gmax * 1.15) } else { (glo.max(1e-3), ghi) };
+        let gl: Vec<f64> = ours
+            .iter()
+            .chain(&paper)
+            .flat_map(|s| s.pts.iter().map(|p| p[0]))
+            .filter(|g| *g > 0.0)
+            .collect();
+        let (gmin, gmax) = gl.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, g| {
+            (a.0.min(*g), a.1.max(*g))
+        });
+        let (gmin, gmax) = if gmax > gmin {
+            (gmin / 1.15, gmax * 1.15)
+        } else {
+            (glo.max(1e-3), ghi)
+        };
         let mut panels = vec![RawPanel {
             title: "this reproduction".into(),
             xlabel: "γ (log scale)".into(),
@@ -368,11 +501,20 @@ fn per_class(v: &[Option<f64>], lowest: bool) -> Vec<[f64; 2]> {
     let k = n.div_ceil(MAX_CLASS_POINTS).max(1);
     let mut out = Vec::new();
     for (b, chunk) in v.chunks(k).enumerate() {
-        let vals: Vec<f64> = chunk.iter().flatten().copied().filter(|x| x.is_finite()).collect();
+        let vals: Vec<f64> = chunk
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|x| x.is_finite())
+            .collect();
         if vals.is_empty() {
             continue;
         }
-        let y = if lowest { vals.iter().cloned().fold(f64::INFINITY, f64::min) } else { vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max) };
+        let y = if lowest {
+            vals.iter().cloned().fold(f64::INFINITY, f64::min)
+        } else {
+            vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+        };
         let x0 = (b * k) as f64 + 0.5;
         let x1 = (b * k + chunk.len()) as f64 + 0.5;
         out.push([x0, y]);
@@ -392,13 +534,22 @@ fn region(steps: &[[f64; 2]], edge: f64) -> Vec<[f64; 2]> {
     pts
 }
 
-fn hline(label: &str, color: (&'static str, &'static str), dash: bool, x: (f64, f64), y: f64) -> Raw {
+fn hline(
+    label: &str,
+    color: (&'static str, &'static str),
+    dash: bool,
+    x: (f64, f64),
+    y: f64,
+) -> Raw {
     line(label, color, dash, false, vec![[x.0, y], [x.1, y]])
 }
 
 fn bucket_note(n: usize) -> String {
     if n > MAX_CLASS_POINTS {
-        format!(" The {n} classes are drawn in buckets of {} (lowest minimum positive, highest maximum negative per bucket).", n.div_ceil(MAX_CLASS_POINTS))
+        format!(
+            " The {n} classes are drawn in buckets of {} (lowest minimum positive, highest maximum negative per bucket).",
+            n.div_ceil(MAX_CLASS_POINTS)
+        )
     } else {
         String::new()
     }
@@ -420,19 +571,35 @@ fn distribution_figure(r: &Run) -> Option<Figure> {
     let info = names::loss_info(&loss);
     // The threshold the unified bias sets in the bias-free metrics (see findings).
     let bias_t = match (without, info) {
-        (true, Some(i)) if i.bias == 'u' => r.bias_final().and_then(|b| if b.len() == 1 { b[0] } else { None }).map(|b| -bias_sign(r, i) * b),
+        (true, Some(i)) if i.bias == 'u' => r
+            .bias_final()
+            .and_then(|b| if b.len() == 1 { b[0] } else { None })
+            .map(|b| -bias_sign(r, i) * b),
         _ => None,
     };
-    let hist = d.hist.as_ref().filter(|h| h.lo.is_some() && h.hi.is_some() && (!h.pos.is_empty() || !h.neg.is_empty()));
+    let hist = d
+        .hist
+        .as_ref()
+        .filter(|h| h.lo.is_some() && h.hi.is_some() && (!h.pos.is_empty() || !h.neg.is_empty()));
     let ys = pos
         .iter()
         .chain(&neg)
         .map(|p| p[1])
-        .chain([d.mean_min_pos, d.mean_max_neg, bias_t].into_iter().flatten())
-        .chain(hist.iter().flat_map(|h| [h.lo.unwrap_or(f64::NAN), h.hi.unwrap_or(f64::NAN)]));
+        .chain(
+            [d.mean_min_pos, d.mean_max_neg, bias_t]
+                .into_iter()
+                .flatten(),
+        )
+        .chain(
+            hist.iter()
+                .flat_map(|h| [h.lo.unwrap_or(f64::NAN), h.hi.unwrap_or(f64::NAN)]),
+        );
     let (ylo, yhi) = range(ys)?;
     let xr = (0.5, n.max(1) as f64 + 0.5);
-    let mut s1 = vec![area("positive (above min)", POS, region(&pos, yhi)), area("negative type I (below max)", NEG, region(&neg, ylo))];
+    let mut s1 = vec![
+        area("positive (above min)", POS, region(&pos, yhi)),
+        area("negative type I (below max)", NEG, region(&neg, ylo)),
+    ];
     let mut lines = Vec::new();
     if let Some(v) = d.mean_min_pos {
         lines.push(hline("mean min positive", POS, false, xr, v));
@@ -443,12 +610,27 @@ fn distribution_figure(r: &Run) -> Option<Figure> {
     if let Some(v) = bias_t {
         lines.push(hline("learned bias (as threshold)", BIAS, false, xr, v));
     }
-    let hist_lines: Vec<Raw> = lines.iter().map(|l| Raw { label: String::new(), kind: "line", color: l.color, dash: l.dash, marks: false, opacity: 1.0, pts: vec![[0.0, l.pts[0][1]], [1.05, l.pts[0][1]]] }).collect();
+    let hist_lines: Vec<Raw> = lines
+        .iter()
+        .map(|l| Raw {
+            label: String::new(),
+            kind: "line",
+            color: l.color,
+            dash: l.dash,
+            marks: false,
+            opacity: 1.0,
+            pts: vec![[0.0, l.pts[0][1]], [1.05, l.pts[0][1]]],
+        })
+        .collect();
     s1.extend(lines);
     let mut panels = vec![RawPanel {
         title: "per-class ranges".into(),
         xlabel: "class".into(),
-        ylabel: if without { "metric (without bias)".into() } else { "metric (with bias)".into() },
+        ylabel: if without {
+            "metric (without bias)".into()
+        } else {
+            "metric (with bias)".into()
+        },
         xlog2: false,
         x: xr,
         y: (ylo, yhi),
@@ -472,7 +654,10 @@ fn distribution_figure(r: &Run) -> Option<Figure> {
             pts.push([0.0, hi]);
             pts
         };
-        let mut s2 = vec![area("positive", POS, steps(&h.pos)), area("negative", NEG, steps(&h.neg))];
+        let mut s2 = vec![
+            area("positive", POS, steps(&h.pos)),
+            area("negative", NEG, steps(&h.neg)),
+        ];
         s2.extend(hist_lines);
         panels.push(RawPanel {
             title: "histograms".into(),
@@ -489,11 +674,19 @@ fn distribution_figure(r: &Run) -> Option<Figure> {
         slug(&["fig2", &r.id]),
         "distribution",
         2,
-        format!("Positive and negative metrics, {} {} L_{loss}", names::model_display(name(&r.model)), names::dataset_display(name(&r.dataset))),
+        format!(
+            "Positive and negative metrics, {} {} L_{loss}",
+            names::model_display(name(&r.model)),
+            names::dataset_display(name(&r.dataset))
+        ),
         format!(
             "Run {}. Shaded: per class, metrics above the minimum positive (red) and below the maximum type-I negative (blue); overlap shows as purple. Lines: means over classes{}.{}",
             r.id,
-            if bias_t.is_some() { " and the threshold set by the learned unified bias" } else { "" },
+            if bias_t.is_some() {
+                " and the threshold set by the learned unified bias"
+            } else {
+                ""
+            },
             bucket_note(n)
         ),
         panels,
@@ -510,7 +703,10 @@ fn bias_figure(r: &Run) -> Option<Figure> {
         let t: Vec<Option<f64>> = b.iter().map(|x| x.map(|x| -s * x)).collect();
         let steps = per_class(&t, true);
         // a curve through the bucket centres
-        steps.chunks(2).map(|c| [(c[0][0] + c[1][0]) / 2.0, c[0][1]]).collect::<Vec<_>>()
+        steps
+            .chunks(2)
+            .map(|c| [(c[0][0] + c[1][0]) / 2.0, c[0][1]])
+            .collect::<Vec<_>>()
     });
     let mut panels = Vec::new();
     let mut n = 0;
@@ -523,7 +719,11 @@ fn bias_figure(r: &Run) -> Option<Figure> {
         specs.push((d, true, false));
     }
     for (d, with_bias, type2) in specs {
-        let negv = if type2 { &d.max_neg_type2 } else { &d.max_neg_type1 };
+        let negv = if type2 {
+            &d.max_neg_type2
+        } else {
+            &d.max_neg_type1
+        };
         if d.min_pos.is_empty() || negv.is_empty() {
             continue;
         }
@@ -531,15 +731,35 @@ fn bias_figure(r: &Run) -> Option<Figure> {
         let pos = per_class(&d.min_pos, true);
         let neg = per_class(negv, false);
         let curve = if with_bias { None } else { bias_curve.clone() };
-        let ys = pos.iter().chain(&neg).map(|p| p[1]).chain(curve.iter().flatten().map(|p| p[1]));
-        let Some((ylo, yhi)) = range(ys) else { continue };
+        let ys = pos
+            .iter()
+            .chain(&neg)
+            .map(|p| p[1])
+            .chain(curve.iter().flatten().map(|p| p[1]));
+        let Some((ylo, yhi)) = range(ys) else {
+            continue;
+        };
         let xr = (0.5, d.min_pos.len() as f64 + 0.5);
         let mut s = vec![
             area("positive", POS, region(&pos, yhi)),
-            area(if type2 { "negative type II" } else { "negative type I" }, NEG, region(&neg, ylo)),
+            area(
+                if type2 {
+                    "negative type II"
+                } else {
+                    "negative type I"
+                },
+                NEG,
+                region(&neg, ylo),
+            ),
         ];
         if let Some(c) = curve {
-            s.push(line("learned biases (as thresholds)", BIAS, false, false, c));
+            s.push(line(
+                "learned biases (as thresholds)",
+                BIAS,
+                false,
+                false,
+                c,
+            ));
         }
         if with_bias {
             if let Some(v) = d.mean_min_pos {
@@ -567,13 +787,24 @@ fn bias_figure(r: &Run) -> Option<Figure> {
     if panels.is_empty() {
         return None;
     }
-    let mode = r.bias_init_mode.map(|m| format!(", bias initialisation mode {m}")).unwrap_or_default();
+    let mode = r
+        .bias_init_mode
+        .map(|m| format!(", bias initialisation mode {m}"))
+        .unwrap_or_default();
     Some(layout(
         slug(&["fig3", &r.id]),
         "bias",
         3,
-        format!("Metrics and learned biases, {} {} L_{loss}{mode}", names::model_display(name(&r.model)), names::dataset_display(name(&r.dataset))),
-        format!("Run {}. Red: above each class's minimum positive metric; blue: below its maximum negative metric; yellow: the learned per-class biases as thresholds.{}", r.id, bucket_note(n)),
+        format!(
+            "Metrics and learned biases, {} {} L_{loss}{mode}",
+            names::model_display(name(&r.model)),
+            names::dataset_display(name(&r.dataset))
+        ),
+        format!(
+            "Run {}. Red: above each class's minimum positive metric; blue: below its maximum negative metric; yellow: the learned per-class biases as thresholds.{}",
+            r.id,
+            bucket_note(n)
+        ),
         panels,
     ))
 }
@@ -586,26 +817,58 @@ pub struct Choice {
     pub modes: Vec<u32>,
 }
 
-fn pick<'a>(runs: &'a [Run], choice: &Choice, losses: &[&str]) -> Option<(String, String, Vec<&'a Run>)> {
+fn pick<'a>(
+    runs: &'a [Run],
+    choice: &Choice,
+    losses: &[&str],
+) -> Option<(String, String, Vec<&'a Run>)> {
     let cands: Vec<&Run> = runs
         .iter()
         .filter(|r| r.loss.as_deref().is_some_and(|l| losses.contains(&l)))
-        .filter(|r| choice.dataset.as_ref().is_none_or(|d| name(&r.dataset) == names::dataset(d)))
-        .filter(|r| choice.model.as_ref().is_none_or(|m| name(&r.model) == names::model(m)))
+        .filter(|r| {
+            choice
+                .dataset
+                .as_ref()
+                .is_none_or(|d| name(&r.dataset) == names::dataset(d))
+        })
+        .filter(|r| {
+            choice
+                .model
+                .as_ref()
+                .is_none_or(|m| name(&r.model) == names::model(m))
+        })
         .collect();
-    let mut keys: Vec<(String, String)> = cands.iter().map(|r| (name(&r.dataset).to_string(), name(&r.model).to_string())).collect();
-    keys.sort_by(|a, b| names::cmp_in(&names::DATASETS, &a.0, &b.0).then_with(|| names::cmp_in(&names::MODELS, &a.1, &b.1)));
+    let mut keys: Vec<(String, String)> = cands
+        .iter()
+        .map(|r| (name(&r.dataset).to_string(), name(&r.model).to_string()))
+        .collect();
+    keys.sort_by(|a, b| {
+        names::cmp_in(&names::DATASETS, &a.0, &b.0)
+            .then_with(|| names::cmp_in(&names::MODELS, &a.1, &b.1))
+    });
     let (d, m) = keys.into_iter().next()?;
-    let rs = cands.into_iter().filter(|r| name(&r.dataset) == d && name(&r.model) == m).collect();
+    let rs = cands
+        .into_iter()
+        .filter(|r| name(&r.dataset) == d && name(&r.model) == m)
+        .collect();
     Some((d, m, rs))
 }
 
 /// Fig. 2: one figure per loss among soft-u, soft-nu, bce-u, bce-nu (first fine-tuning run).
 pub fn distribution_figures(runs: &[Run], choice: &Choice) -> Vec<Figure> {
     const L: [&str; 4] = ["soft-u", "soft-nu", "bce-u", "bce-nu"];
-    let ft: Vec<Run> = runs.iter().filter(|r| r.role == Role::Finetune).cloned().collect();
-    let Some((_, _, rs)) = pick(&ft, choice, &L) else { return Vec::new() };
-    L.iter().filter_map(|l| rs.iter().find(|r| r.loss.as_deref() == Some(l))).filter_map(|r| distribution_figure(r)).collect()
+    let ft: Vec<Run> = runs
+        .iter()
+        .filter(|r| r.role == Role::Finetune)
+        .cloned()
+        .collect();
+    let Some((_, _, rs)) = pick(&ft, choice, &L) else {
+        return Vec::new();
+    };
+    L.iter()
+        .filter_map(|l| rs.iter().find(|r| r.loss.as_deref() == Some(l)))
+        .filter_map(|r| distribution_figure(r))
+        .collect()
 }
 
 /// Fig. 3: the diverse-bias runs at the chosen initialisation modes (else the fine-tuning
@@ -614,11 +877,22 @@ pub fn bias_figures(runs: &[Run], choice: &Choice) -> Vec<Figure> {
     const L: [&str; 4] = ["soft-d", "soft-nd", "bce-d", "bce-nd"];
     let init: Vec<Run> = runs
         .iter()
-        .filter(|r| r.role == Role::BiasInit && r.bias_init_mode.is_some_and(|m| choice.modes.contains(&m)))
+        .filter(|r| {
+            r.role == Role::BiasInit && r.bias_init_mode.is_some_and(|m| choice.modes.contains(&m))
+        })
         .cloned()
         .collect();
-    let src = if pick(&init, choice, &L).is_some() { init } else { runs.iter().filter(|r| r.role == Role::Finetune).cloned().collect() };
-    let Some((_, _, mut rs)) = pick(&src, choice, &L) else { return Vec::new() };
+    let src = if pick(&init, choice, &L).is_some() {
+        init
+    } else {
+        runs.iter()
+            .filter(|r| r.role == Role::Finetune)
+            .cloned()
+            .collect()
+    };
+    let Some((_, _, mut rs)) = pick(&src, choice, &L) else {
+        return Vec::new();
+    };
     rs.sort_by(|a, b| {
         a.bias_init_mode
             .cmp(&b.bias_init_mode)

@@ -14,7 +14,10 @@ pub fn fmt_num(v: &Value, digits: usize) -> Option<String> {
     let x = v.as_f64().filter(|x| x.is_finite())?;
     let s = format!("{x:.digits$}");
     // "-0.00" reads as a sign error; the paper prints 0.00.
-    if s.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
+    if s.trim_start_matches('-')
+        .chars()
+        .all(|c| c == '0' || c == '.')
+    {
         return Some(s.trim_start_matches('-').to_string());
     }
     Some(s)
@@ -56,12 +59,17 @@ fn digits(args: &HashMap<String, Value>) -> usize {
 }
 
 fn missing(args: &HashMap<String, Value>, default: &str) -> String {
-    args.get("missing").and_then(|m| m.as_str()).unwrap_or(default).to_string()
+    args.get("missing")
+        .and_then(|m| m.as_str())
+        .unwrap_or(default)
+        .to_string()
 }
 
 /// `{{ x | num(d=2, missing="—") }}`: fixed digits, ASCII minus.
 fn num(v: &Value, args: &HashMap<String, Value>) -> tera::Result<Value> {
-    Ok(Value::String(fmt_num(v, digits(args)).unwrap_or_else(|| missing(args, "—"))))
+    Ok(Value::String(
+        fmt_num(v, digits(args)).unwrap_or_else(|| missing(args, "—")),
+    ))
 }
 
 /// `{{ x | signed(d=2) }}`: a difference, always with its sign.
@@ -75,7 +83,10 @@ fn signed(v: &Value, args: &HashMap<String, Value>) -> tera::Result<Value> {
 
 /// `{{ x | texnum(d=3) }}`: a number in LaTeX text, with a math minus; missing as `--`.
 fn texnum(v: &Value, args: &HashMap<String, Value>) -> tera::Result<Value> {
-    let signed = args.get("signed").and_then(|s| s.as_bool()).unwrap_or(false);
+    let signed = args
+        .get("signed")
+        .and_then(|s| s.as_bool())
+        .unwrap_or(false);
     Ok(Value::String(match fmt_num(v, digits(args)) {
         Some(s) => match s.strip_prefix('-') {
             Some(r) => format!("$-${r}"),
@@ -145,8 +156,14 @@ mod tests {
 
     #[test]
     fn latex_escaping() {
-        assert_eq!(tex_escape(r"a_b & 50% #1 {x} \ ~^"), r"a\_b \& 50\% \#1 \{x\} \textbackslash{} \textasciitilde{}\textasciicircum{}");
+        assert_eq!(
+            tex_escape(r"a_b & 50% #1 {x} \ ~^"),
+            r"a\_b \& 50\% \#1 \{x\} \textbackslash{} \textasciitilde{}\textasciicircum{}"
+        );
         assert_eq!(tex_escape("runs/<x>"), r"runs/\textless{}x\textgreater{}");
-        assert_eq!(texpath(&json!("a/b_c"), &HashMap::new()).unwrap(), json!(r"a/\allowbreak{}b\_c"));
+        assert_eq!(
+            texpath(&json!("a/b_c"), &HashMap::new()).unwrap(),
+            json!(r"a/\allowbreak{}b\_c")
+        );
     }
 }

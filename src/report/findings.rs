@@ -27,7 +27,11 @@ pub struct Evidence {
 }
 
 fn ev(label: &str, value: Option<f64>, digits: usize) -> Evidence {
-    Evidence { label: label.to_string(), value, digits }
+    Evidence {
+        label: label.to_string(),
+        value,
+        digits,
+    }
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -63,7 +67,9 @@ fn ordering(r: &Run) -> Option<Finding> {
             if let Some(h) = r.metrics.as_ref().and_then(|m| m.ordering_holds)
                 && h != ok
             {
-                note = format!("metrics.json says ordering_holds = {h} (computed on unrounded counts)");
+                note = format!(
+                    "metrics.json says ordering_holds = {h} (computed on unrounded counts)"
+                );
             }
             (verdict(ok), note)
         }
@@ -88,8 +94,17 @@ fn ordering(r: &Run) -> Option<Finding> {
 pub fn bias_sign(r: &Run, info: names::LossInfo) -> f64 {
     let mut sign = if info.normalized { -1.0 } else { 1.0 };
     let mean_b = r.bias_final().and_then(|b| {
-        let v: Vec<f64> = b.iter().flatten().copied().filter(|x| x.is_finite()).collect();
-        if v.len() == b.len() && !v.is_empty() { Some(v.iter().sum::<f64>() / v.len() as f64) } else { None }
+        let v: Vec<f64> = b
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|x| x.is_finite())
+            .collect();
+        if v.len() == b.len() && !v.is_empty() {
+            Some(v.iter().sum::<f64>() / v.len() as f64)
+        } else {
+            None
+        }
     });
     if let (Some(w), Some(wo), Some(mb)) = (r.dist(true), r.dist(false), mean_b)
         && let (Some(a), Some(c)) = (w.mean_min_pos, wo.mean_min_pos)
@@ -122,7 +137,9 @@ fn bias_threshold(r: &Run) -> Option<Finding> {
         verdict: "not judged",
         note: String::new(),
     };
-    let b = r.bias_final().and_then(|b| if b.len() == 1 { b[0] } else { None });
+    let b = r
+        .bias_final()
+        .and_then(|b| if b.len() == 1 { b[0] } else { None });
     let t = r.acc(false).and_then(|a| a.get("t_star"));
     let (Some(b), Some(t)) = (b, t) else {
         f.note = "needs the learned unified bias (one value) and t*".into();
@@ -133,14 +150,14 @@ fn bias_threshold(r: &Run) -> Option<Finding> {
     let tau = -sign * b;
     let t0 = t - sign * b;
     let dist = (tau - t0).abs();
-    let spread = r
-        .dist(true)
-        .or_else(|| r.dist(false))
-        .and_then(|d| match (d.std_min_pos, d.std_max_neg) {
-            (Some(x), Some(y)) if x.is_finite() && y.is_finite() => Some(x.max(y)),
-            (Some(x), None) | (None, Some(x)) if x.is_finite() => Some(x),
-            _ => None,
-        });
+    let spread =
+        r.dist(true)
+            .or_else(|| r.dist(false))
+            .and_then(|d| match (d.std_min_pos, d.std_max_neg) {
+                (Some(x), Some(y)) if x.is_finite() && y.is_finite() => Some(x.max(y)),
+                (Some(x), None) | (None, Some(x)) if x.is_finite() => Some(x),
+                _ => None,
+            });
     f.evidence = vec![
         ev("b", Some(b), 3),
         ev("threshold of b (no bias)", Some(tau), 3),
@@ -167,7 +184,11 @@ struct Group<'a> {
 
 impl Group<'_> {
     fn note(&self, s: String) -> String {
-        if self.diverged == 0 { s } else { format!("{s}; {} diverged run(s) left out", self.diverged) }
+        if self.diverged == 0 {
+            s
+        } else {
+            format!("{s}; {} diverged run(s) left out", self.diverged)
+        }
     }
 }
 
@@ -178,30 +199,50 @@ fn groups(runs: &[Run]) -> Vec<Group<'_>> {
         .map(|r| (name(&r.dataset), name(&r.model)))
         .collect();
     keys.sort_by(|a, b| {
-        names::cmp_in(&names::DATASETS, &a.0, &b.0).then_with(|| names::cmp_in(&names::MODELS, &a.1, &b.1))
+        names::cmp_in(&names::DATASETS, &a.0, &b.0)
+            .then_with(|| names::cmp_in(&names::MODELS, &a.1, &b.1))
     });
     keys.dedup();
     keys.into_iter()
         .map(|(d, m)| {
             let all: Vec<&Run> = runs
                 .iter()
-                .filter(|r| r.role == Role::Finetune && r.metrics.is_some() && name(&r.dataset) == d && name(&r.model) == m)
+                .filter(|r| {
+                    r.role == Role::Finetune
+                        && r.metrics.is_some()
+                        && name(&r.dataset) == d
+                        && name(&r.model) == m
+                })
                 .collect();
             let diverged = all.iter().filter(|r| r.diverged()).count();
-            Group { runs: all.into_iter().filter(|r| !r.diverged()).collect(), dataset: d, model: m, diverged }
+            Group {
+                runs: all.into_iter().filter(|r| !r.diverged()).collect(),
+                dataset: d,
+                model: m,
+                diverged,
+            }
         })
         .collect()
 }
 
 fn mean(xs: &[f64]) -> Option<f64> {
-    if xs.is_empty() { None } else { Some(xs.iter().sum::<f64>() / xs.len() as f64) }
+    if xs.is_empty() {
+        None
+    } else {
+        Some(xs.iter().sum::<f64>() / xs.len() as f64)
+    }
 }
 
 fn gap(g: &Group) -> Finding {
     let gaps = |bce: bool| -> Vec<f64> {
         g.runs
             .iter()
-            .filter(|r| r.loss.as_deref().and_then(names::loss_info).is_some_and(|i| i.bce == bce))
+            .filter(|r| {
+                r.loss
+                    .as_deref()
+                    .and_then(names::loss_info)
+                    .is_some_and(|i| i.bce == bce)
+            })
             .filter_map(|r| {
                 let a = r.acc(false)?;
                 Some(a.get("a_sw")? - a.get("a_uni")?)
@@ -211,8 +252,14 @@ fn gap(g: &Group) -> Finding {
     let (b, s) = (gaps(true), gaps(false));
     let (mb, ms) = (mean(&b), mean(&s));
     let (verdict_s, note) = match (mb, ms) {
-        (Some(x), Some(y)) => (verdict(x < y), format!("{} BCE and {} SoftMax runs", b.len(), s.len())),
-        _ => ("not judged", "needs runs of both a BCE and a SoftMax loss".to_string()),
+        (Some(x), Some(y)) => (
+            verdict(x < y),
+            format!("{} BCE and {} SoftMax runs", b.len(), s.len()),
+        ),
+        _ => (
+            "not judged",
+            "needs runs of both a BCE and a SoftMax loss".to_string(),
+        ),
     };
     Finding {
         claim: "gap",
@@ -244,18 +291,27 @@ fn best_uni(g: &Group) -> Finding {
         }
     }
     let is_nbce = |l: &str| names::loss_info(l).is_some_and(|i| i.bce && i.normalized);
-    let best = per_loss.iter().cloned().fold(None::<(String, f64)>, |acc, x| match acc {
-        Some(a) if a.1 >= x.1 => Some(a),
-        _ => Some(x),
-    });
-    let best_nbce = per_loss.iter().filter(|(l, _)| is_nbce(l)).map(|x| x.1).fold(None, |a: Option<f64>, x| {
-        Some(a.map_or(x, |a| a.max(x)))
-    });
+    let best = per_loss
+        .iter()
+        .cloned()
+        .fold(None::<(String, f64)>, |acc, x| match acc {
+            Some(a) if a.1 >= x.1 => Some(a),
+            _ => Some(x),
+        });
+    let best_nbce = per_loss
+        .iter()
+        .filter(|(l, _)| is_nbce(l))
+        .map(|x| x.1)
+        .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))));
     let (v, note) = match (&best, best_nbce) {
-        (Some((bl, bv)), Some(nv)) if per_loss.len() >= 2 => {
-            (verdict(nv >= *bv), format!("best: {bl} of {} losses", per_loss.len()))
-        }
-        _ => ("not judged", "needs a normalized BCE run and at least two losses".to_string()),
+        (Some((bl, bv)), Some(nv)) if per_loss.len() >= 2 => (
+            verdict(nv >= *bv),
+            format!("best: {bl} of {} losses", per_loss.len()),
+        ),
+        _ => (
+            "not judged",
+            "needs a normalized BCE run and at least two losses".to_string(),
+        ),
     };
     Finding {
         claim: "best-uni",
@@ -263,7 +319,10 @@ fn best_uni(g: &Group) -> Finding {
         model: g.model.clone(),
         loss: String::new(),
         run: String::new(),
-        evidence: vec![ev("best A_Uni", best.as_ref().map(|b| b.1), 2), ev("best normalized BCE A_Uni", best_nbce, 2)],
+        evidence: vec![
+            ev("best A_Uni", best.as_ref().map(|b| b.1), 2),
+            ev("best normalized BCE A_Uni", best_nbce, 2),
+        ],
         verdict: v,
         note: g.note(note),
     }

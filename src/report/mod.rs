@@ -83,12 +83,16 @@ fn load_templates(dir: Option<&Path>) -> Result<Tera> {
     let mut tera = Tera::default();
     tera.autoescape_on(vec![".html", ".svg"]);
     filters::register(&mut tera);
-    let mut list: Vec<(String, String)> = TEMPLATES.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
+    let mut list: Vec<(String, String)> = TEMPLATES
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
     if let Some(dir) = dir {
         for (name, text) in list.iter_mut() {
             let p = dir.join(&*name);
             if p.is_file() {
-                *text = std::fs::read_to_string(&p).with_context(|| format!("reading template {}", p.display()))?;
+                *text = std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading template {}", p.display()))?;
             }
         }
     }
@@ -112,7 +116,8 @@ pub fn tera_chain(e: &tera::Error) -> String {
 }
 
 fn render_one(tera: &Tera, name: &str, ctx: &tera::Context) -> Result<String> {
-    tera.render(name, ctx).map_err(|e| anyhow::anyhow!("rendering template {name}: {}", tera_chain(&e)))
+    tera.render(name, ctx)
+        .map_err(|e| anyhow::anyhow!("rendering template {name}: {}", tera_chain(&e)))
 }
 
 /// Progress for the engine's display (the report stays usable as a library without it).
@@ -126,27 +131,45 @@ pub fn render(opts: &Options) -> Result<Rendered> {
     let runs = runs::load(ws, &opts.runs)?;
     let published = match &opts.published {
         Some(p) => published::Published::load_dir(&ws.join(p), &p.display().to_string())?,
-        None if ws.join("stages/published").is_dir() => published::Published::load_dir(&ws.join("stages/published"), "stages/published")?,
+        None if ws.join("stages/published").is_dir() => {
+            published::Published::load_dir(&ws.join("stages/published"), "stages/published")?
+        }
         None => published::Published::builtin()?,
     };
     let tdir = match &opts.templates {
         Some(t) => {
             let d = ws.join(t);
-            anyhow::ensure!(d.is_dir(), "templates: directory {} does not exist", d.display());
+            anyhow::ensure!(
+                d.is_dir(),
+                "templates: directory {} does not exist",
+                d.display()
+            );
             Some(d)
         }
         None => Some(ws.join("templates")).filter(|d| d.is_dir()),
     };
     let tera = load_templates(tdir.as_deref())?;
     let (lock_path, lock_hash) = match &opts.lock {
-        Some(p) => (Some(p.display().to_string()), provenance::lock_hash(&ws.join(p), true)?),
+        Some(p) => (
+            Some(p.display().to_string()),
+            provenance::lock_hash(&ws.join(p), true)?,
+        ),
         None => {
             let h = provenance::lock_hash(&ws.join("repro.lock"), false)?;
             (h.as_ref().map(|_| "repro.lock".to_string()), h)
         }
     };
-    let revision = opts.revision.clone().unwrap_or_else(|| provenance::git_revision(ws));
-    let prov = provenance::collect(&runs, revision, lock_path, lock_hash, published.source.clone());
+    let revision = opts
+        .revision
+        .clone()
+        .unwrap_or_else(|| provenance::git_revision(ws));
+    let prov = provenance::collect(
+        &runs,
+        revision,
+        lock_path,
+        lock_hash,
+        published.source.clone(),
+    );
 
     let mut figs = figures::gamma_figures(&runs, &published);
     figs.extend(figures::distribution_figures(&runs, &opts.figures));
@@ -177,14 +200,23 @@ pub fn render(opts: &Options) -> Result<Rendered> {
     for n in names::MODELS {
         display.insert(n.to_string(), names::model_display(n));
     }
-    display.insert(tables::UNSPECIFIED.to_string(), tables::UNSPECIFIED.to_string());
+    display.insert(
+        tables::UNSPECIFIED.to_string(),
+        tables::UNSPECIFIED.to_string(),
+    );
 
     let mut ctx = tera::Context::new();
     ctx.insert("title", &opts.title);
     ctx.insert("display", &display);
     ctx.insert("table_i", &names::table_i());
-    ctx.insert("accuracy_tables", &tables::accuracy_tables(&runs, &published, false));
-    ctx.insert("softmax_tables", &tables::accuracy_tables(&runs, &published, true));
+    ctx.insert(
+        "accuracy_tables",
+        &tables::accuracy_tables(&runs, &published, false),
+    );
+    ctx.insert(
+        "softmax_tables",
+        &tables::accuracy_tables(&runs, &published, true),
+    );
     ctx.insert("gamma_tables", &tables::gamma_tables(&runs, &published));
     ctx.insert("bias_tables", &tables::bias_tables(&runs, &published));
     ctx.insert("findings", &findings::findings(&runs));
@@ -193,5 +225,10 @@ pub fn render(opts: &Options) -> Result<Rendered> {
     ctx.insert("run_count", &runs.len());
     let html = render_one(&tera, "report.html", &ctx)?;
     let tex = render_one(&tera, "report.tex", &ctx)?;
-    Ok(Rendered { html, tex, svgs, runs: runs.len() })
+    Ok(Rendered {
+        html,
+        tex,
+        svgs,
+        runs: runs.len(),
+    })
 }

@@ -15,13 +15,23 @@ pub const LOSSES: [&str; 12] = [
 ];
 
 /// The paper's datasets, in its order.
-pub const DATASETS: [&str; 6] = ["imagenet-1k", "cub", "aircraft", "flowers102", "cars", "dogs"];
+pub const DATASETS: [&str; 6] = [
+    "imagenet-1k",
+    "cub",
+    "aircraft",
+    "flowers102",
+    "cars",
+    "dogs",
+];
 
 /// The paper's models, in its order.
 pub const MODELS: [&str; 3] = ["resnet50", "resnet101", "densenet161"];
 
 fn key(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_alphanumeric()).flat_map(|c| c.to_lowercase()).collect()
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .flat_map(|c| c.to_lowercase())
+        .collect()
 }
 
 /// Canonical dataset name: the paper's name for a known alias, else the input lower-cased.
@@ -113,7 +123,11 @@ pub fn loss_info(name: &str) -> Option<LossInfo> {
     let (formula, mode) = name.split_once('-')?;
     let normalized = mode.starts_with('n');
     let bias = mode.chars().last()?;
-    Some(LossInfo { bce: formula == "bce", normalized, bias })
+    Some(LossInfo {
+        bce: formula == "bce",
+        normalized,
+        bias,
+    })
 }
 
 /// One row of Table I, in LaTeX and in HTML.
@@ -175,7 +189,11 @@ pub fn table_i() -> Vec<TableIRow> {
                     }
                     _ => "b".to_string(),
                 };
-                if info.normalized { format!(" - {b}") } else { format!(" + {b}") }
+                if info.normalized {
+                    format!(" - {b}")
+                } else {
+                    format!(" + {b}")
+                }
             };
             let neg_bias = |m: &str, tex: bool| -> String {
                 let t = bias_term(m, tex);
@@ -269,10 +287,22 @@ mod tests {
         let nd = &t[10];
         assert_eq!(nd.loss, "bce-nd");
         assert_eq!(nd.equation, 58);
-        assert!(nd.expression_tex.contains(r"e^{-\gamma\cos(W_i,\mathbf{x}^{(i)}) + b_i}"));
-        assert!(nd.expression_tex.contains(r"e^{\gamma\cos(W_j,\mathbf{x}^{(i)}) - b_j}"));
+        assert!(
+            nd.expression_tex
+                .contains(r"e^{-\gamma\cos(W_i,\mathbf{x}^{(i)}) + b_i}")
+        );
+        assert!(
+            nd.expression_tex
+                .contains(r"e^{\gamma\cos(W_j,\mathbf{x}^{(i)}) - b_j}")
+        );
         // Eq. 55 (bce-d): e^{-W_i^T x - b_i} and e^{W_j^T x + b_j}
-        assert!(t[7].expression_tex.contains(r"e^{-W_i^T\mathbf{x}^{(i)} - b_i}"));
-        assert!(t[7].expression_tex.contains(r"e^{W_j^T\mathbf{x}^{(i)} + b_j}"));
+        assert!(
+            t[7].expression_tex
+                .contains(r"e^{-W_i^T\mathbf{x}^{(i)} - b_i}")
+        );
+        assert!(
+            t[7].expression_tex
+                .contains(r"e^{W_j^T\mathbf{x}^{(i)} + b_j}")
+        );
     }
 }

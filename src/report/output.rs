@@ -11,36 +11,56 @@ use super::{PdfMode, Rendered};
 
 /// Write `bytes` to `path` so that a reader sees either the old file or the whole new one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, bytes).with_context(|| format!("writing {}", path.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
     tmp.as_file().sync_all().ok();
     // tempfile creates 0600; a report is meant to be read by others.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).with_context(|| format!("setting permissions of {}", path.display()))?;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("setting permissions of {}", path.display()))?;
     }
-    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("renaming into {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
 }
 
 /// `pdflatex` on the PATH?
 pub fn pdflatex_available() -> bool {
-    Command::new("pdflatex").arg("--version").output().is_ok_and(|o| o.status.success())
+    Command::new("pdflatex")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Compile `tex` in a scratch directory under `out`; returns the PDF bytes. Errors quote the
 /// first LaTeX error lines of the log.
 pub fn compile_pdf(tex: &str, out: &Path) -> Result<Vec<u8>> {
-    let scratch = tempfile::Builder::new().prefix(".pdflatex-").tempdir_in(out).with_context(|| format!("creating a scratch directory in {}", out.display()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".pdflatex-")
+        .tempdir_in(out)
+        .with_context(|| format!("creating a scratch directory in {}", out.display()))?;
     std::fs::write(scratch.path().join("report.tex"), tex)?;
     // Twice: longtable settles its column widths on the second pass.
     let mut o = None;
     for _ in 0..2 {
         let run = Command::new("pdflatex")
-            .args(["-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "report.tex"])
+            .args([
+                "-interaction=nonstopmode",
+                "-halt-on-error",
+                "-no-shell-escape",
+                "report.tex",
+            ])
             .current_dir(scratch.path())
             // Fixed dates and trailer id make the PDF a function of the LaTeX alone.
             .env("SOURCE_DATE_EPOCH", "0")
@@ -56,9 +76,21 @@ pub fn compile_pdf(tex: &str, out: &Path) -> Result<Vec<u8>> {
     let o = o.expect("pdflatex ran");
     let pdf = scratch.path().join("report.pdf");
     if !o.status.success() || !pdf.is_file() {
-        let log = std::fs::read_to_string(scratch.path().join("report.log")).unwrap_or_else(|_| String::from_utf8_lossy(&o.stdout).into_owned());
-        let errs: Vec<&str> = log.lines().filter(|l| l.starts_with('!') || l.starts_with("l.")).take(10).collect();
-        bail!("pdflatex failed on the report's LaTeX: {}", if errs.is_empty() { log.lines().rev().take(10).collect::<Vec<_>>().join("\n") } else { errs.join("\n") });
+        let log = std::fs::read_to_string(scratch.path().join("report.log"))
+            .unwrap_or_else(|_| String::from_utf8_lossy(&o.stdout).into_owned());
+        let errs: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with('!') || l.starts_with("l."))
+            .take(10)
+            .collect();
+        bail!(
+            "pdflatex failed on the report's LaTeX: {}",
+            if errs.is_empty() {
+                log.lines().rev().take(10).collect::<Vec<_>>().join("\n")
+            } else {
+                errs.join("\n")
+            }
+        );
     }
     Ok(std::fs::read(pdf)?)
 }
@@ -74,7 +106,8 @@ pub struct Written {
 
 /// Write the report into `out` (absolute).
 pub fn write(r: &Rendered, out: &Path, pdf: PdfMode) -> Result<Written> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating output directory {}", out.display()))?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("creating output directory {}", out.display()))?;
     let figdir = out.join("figures");
     let mut svgs = Vec::new();
     for (id, svg) in &r.svgs {
@@ -87,7 +120,8 @@ pub fn write(r: &Rendered, out: &Path, pdf: PdfMode) -> Result<Written> {
         for e in rd.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "svg") && !svgs.contains(&p) {
-                std::fs::remove_file(&p).with_context(|| format!("removing stale figure {}", p.display()))?;
+                std::fs::remove_file(&p)
+                    .with_context(|| format!("removing stale figure {}", p.display()))?;
             }
         }
     }
@@ -101,7 +135,9 @@ pub fn write(r: &Rendered, out: &Path, pdf: PdfMode) -> Result<Written> {
         PdfMode::Auto => pdflatex_available(),
         PdfMode::Always => {
             if !pdflatex_available() {
-                bail!("pdf: always, but pdflatex is not on the PATH (install texlive-latex-base, texlive-latex-recommended, texlive-latex-extra, texlive-pictures, or set pdf: auto)");
+                bail!(
+                    "pdf: always, but pdflatex is not on the PATH (install texlive-latex-base, texlive-latex-recommended, texlive-latex-extra, texlive-pictures, or set pdf: auto)"
+                );
             }
             true
         }
@@ -113,9 +149,15 @@ pub fn write(r: &Rendered, out: &Path, pdf: PdfMode) -> Result<Written> {
     } else {
         // A PDF of an earlier report would no longer match report.tex.
         if pdf_path.exists() {
-            std::fs::remove_file(&pdf_path).with_context(|| format!("removing stale {}", pdf_path.display()))?;
+            std::fs::remove_file(&pdf_path)
+                .with_context(|| format!("removing stale {}", pdf_path.display()))?;
         }
         None
     };
-    Ok(Written { html, tex, pdf: pdf_written, svgs })
+    Ok(Written {
+        html,
+        tex,
+        pdf: pdf_written,
+        svgs,
+    })
 }

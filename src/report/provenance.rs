@@ -63,7 +63,12 @@ pub fn lock_hash(path: &Path, explicit: bool) -> Result<Option<String>> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(blake3::hash(&bytes).to_hex().to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("lock: cannot read {} (give the path of repro.lock, or leave `lock` out)", path.display())),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "lock: cannot read {} (give the path of repro.lock, or leave `lock` out)",
+                path.display()
+            )
+        }),
     }
 }
 
@@ -74,7 +79,13 @@ fn distinct(it: impl Iterator<Item = String>) -> Vec<String> {
     v
 }
 
-pub fn collect(runs: &[Run], revision: String, lock_path: Option<String>, lock_hash: Option<String>, published_source: String) -> Provenance {
+pub fn collect(
+    runs: &[Run],
+    revision: String,
+    lock_path: Option<String>,
+    lock_hash: Option<String>,
+    published_source: String,
+) -> Provenance {
     let infos: Vec<RunInfo> = runs
         .iter()
         .map(|r| {
@@ -109,7 +120,11 @@ pub fn collect(runs: &[Run], revision: String, lock_path: Option<String>, lock_h
         libtorch: distinct(infos.iter().filter_map(|i| i.libtorch.clone())),
         devices: distinct(infos.iter().filter_map(|i| i.device.clone())),
         published_source,
-        total_train_seconds: if secs.is_empty() { None } else { Some(secs.iter().sum()) },
+        total_train_seconds: if secs.is_empty() {
+            None
+        } else {
+            Some(secs.iter().sum())
+        },
         runs: infos,
     }
 }

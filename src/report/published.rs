@@ -55,30 +55,83 @@ pub struct Published {
 
 /// The built-in copy of `stages/published/`.
 const BUILTIN: &[(&str, &str)] = &[
-    ("table2_imagenet.yaml", include_str!("../../stages/published/table2_imagenet.yaml")),
-    ("table3_gamma_bce_nu.yaml", include_str!("../../stages/published/table3_gamma_bce_nu.yaml")),
-    ("table5_cub.yaml", include_str!("../../stages/published/table5_cub.yaml")),
-    ("table6_aircraft.yaml", include_str!("../../stages/published/table6_aircraft.yaml")),
-    ("table7_flowers102.yaml", include_str!("../../stages/published/table7_flowers102.yaml")),
-    ("table8_cars.yaml", include_str!("../../stages/published/table8_cars.yaml")),
-    ("table9_dogs.yaml", include_str!("../../stages/published/table9_dogs.yaml")),
-    ("table10_bias_init.yaml", include_str!("../../stages/published/table10_bias_init.yaml")),
-    ("table11_bias_change.yaml", include_str!("../../stages/published/table11_bias_change.yaml")),
-    ("tableS1_gamma_soft_nu.yaml", include_str!("../../stages/published/tableS1_gamma_soft_nu.yaml")),
-    ("tableS2_imagenet_softmax.yaml", include_str!("../../stages/published/tableS2_imagenet_softmax.yaml")),
-    ("tableS3_cub_softmax.yaml", include_str!("../../stages/published/tableS3_cub_softmax.yaml")),
-    ("tableS4_aircraft_softmax.yaml", include_str!("../../stages/published/tableS4_aircraft_softmax.yaml")),
-    ("tableS5_flowers102_softmax.yaml", include_str!("../../stages/published/tableS5_flowers102_softmax.yaml")),
-    ("tableS6_cars_softmax.yaml", include_str!("../../stages/published/tableS6_cars_softmax.yaml")),
-    ("tableS7_dogs_softmax.yaml", include_str!("../../stages/published/tableS7_dogs_softmax.yaml")),
+    (
+        "table2_imagenet.yaml",
+        include_str!("../../stages/published/table2_imagenet.yaml"),
+    ),
+    (
+        "table3_gamma_bce_nu.yaml",
+        include_str!("../../stages/published/table3_gamma_bce_nu.yaml"),
+    ),
+    (
+        "table5_cub.yaml",
+        include_str!("../../stages/published/table5_cub.yaml"),
+    ),
+    (
+        "table6_aircraft.yaml",
+        include_str!("../../stages/published/table6_aircraft.yaml"),
+    ),
+    (
+        "table7_flowers102.yaml",
+        include_str!("../../stages/published/table7_flowers102.yaml"),
+    ),
+    (
+        "table8_cars.yaml",
+        include_str!("../../stages/published/table8_cars.yaml"),
+    ),
+    (
+        "table9_dogs.yaml",
+        include_str!("../../stages/published/table9_dogs.yaml"),
+    ),
+    (
+        "table10_bias_init.yaml",
+        include_str!("../../stages/published/table10_bias_init.yaml"),
+    ),
+    (
+        "table11_bias_change.yaml",
+        include_str!("../../stages/published/table11_bias_change.yaml"),
+    ),
+    (
+        "tableS1_gamma_soft_nu.yaml",
+        include_str!("../../stages/published/tableS1_gamma_soft_nu.yaml"),
+    ),
+    (
+        "tableS2_imagenet_softmax.yaml",
+        include_str!("../../stages/published/tableS2_imagenet_softmax.yaml"),
+    ),
+    (
+        "tableS3_cub_softmax.yaml",
+        include_str!("../../stages/published/tableS3_cub_softmax.yaml"),
+    ),
+    (
+        "tableS4_aircraft_softmax.yaml",
+        include_str!("../../stages/published/tableS4_aircraft_softmax.yaml"),
+    ),
+    (
+        "tableS5_flowers102_softmax.yaml",
+        include_str!("../../stages/published/tableS5_flowers102_softmax.yaml"),
+    ),
+    (
+        "tableS6_cars_softmax.yaml",
+        include_str!("../../stages/published/tableS6_cars_softmax.yaml"),
+    ),
+    (
+        "tableS7_dogs_softmax.yaml",
+        include_str!("../../stages/published/tableS7_dogs_softmax.yaml"),
+    ),
 ];
 
 fn parse(name: &str, text: &str, out: &mut Vec<Cell>) -> Result<()> {
-    let f: File = serde_yaml_ng::from_str(text)
-        .with_context(|| format!("{name}: not a published-values file (table, title, cells: [...])"))?;
+    let f: File = serde_yaml_ng::from_str(text).with_context(|| {
+        format!("{name}: not a published-values file (table, title, cells: [...])")
+    })?;
     for mut c in f.cells {
         if c.table != f.table {
-            bail!("{name}: a cell says table {} inside the file of table {}", c.table, f.table);
+            bail!(
+                "{name}: a cell says table {} inside the file of table {}",
+                c.table,
+                f.table
+            );
         }
         c.dataset = names::dataset(&c.dataset);
         c.model = names::model(&c.model);
@@ -93,9 +146,16 @@ impl Published {
     pub fn builtin() -> Result<Published> {
         let mut cells = Vec::new();
         for (name, text) in BUILTIN {
-            parse(&format!("(built-in) stages/published/{name}"), text, &mut cells)?;
+            parse(
+                &format!("(built-in) stages/published/{name}"),
+                text,
+                &mut cells,
+            )?;
         }
-        Ok(Published { cells, source: "built-in copy of stages/published".into() })
+        Ok(Published {
+            cells,
+            source: "built-in copy of stages/published".into(),
+        })
     }
 
     /// Every `*.yaml` in `dir`, in name order.
@@ -109,10 +169,14 @@ impl Published {
         files.sort();
         let mut cells = Vec::new();
         for p in files {
-            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
             parse(&p.display().to_string(), &text, &mut cells)?;
         }
-        Ok(Published { cells, source: shown_as.to_string() })
+        Ok(Published {
+            cells,
+            source: shown_as.to_string(),
+        })
     }
 
     /// The published cell for these coordinates, if the paper has one.
@@ -158,21 +222,80 @@ mod tests {
         let p = Published::builtin().unwrap();
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("stages/published");
         let d = Published::load_dir(&dir, "dir").unwrap();
-        assert_eq!(p.cells.len(), d.cells.len(), "built-in list misses a file of stages/published");
+        assert_eq!(
+            p.cells.len(),
+            d.cells.len(),
+            "built-in list misses a file of stages/published"
+        );
         // Table II, ResNet50, bce-nu, A_Uni = 68.48
-        let c = p.find("imagenet-1k", "resnet50", "bce-nu", "finetune", false, "a_uni", None, None).unwrap();
+        let c = p
+            .find(
+                "imagenet-1k",
+                "resnet50",
+                "bce-nu",
+                "finetune",
+                false,
+                "a_uni",
+                None,
+                None,
+            )
+            .unwrap();
         assert_eq!((c.table.as_str(), c.value), ("II", Some(68.48)));
         // Table III, gamma 208, t* printed as "-"
-        let c = p.find("imagenet-1k", "resnet50", "bce-nu", "gamma-sweep", false, "t_star", Some(208.0), None).unwrap();
+        let c = p
+            .find(
+                "imagenet-1k",
+                "resnet50",
+                "bce-nu",
+                "gamma-sweep",
+                false,
+                "t_star",
+                Some(208.0),
+                None,
+            )
+            .unwrap();
         assert_eq!(c.value, None);
         // Table X, bce-d mode 1, A_SW 0.52
-        let c = p.find("cub", "resnet50", "bce-d", "bias-init", false, "a_sw", None, Some(1)).unwrap();
+        let c = p
+            .find(
+                "cub",
+                "resnet50",
+                "bce-d",
+                "bias-init",
+                false,
+                "a_sw",
+                None,
+                Some(1),
+            )
+            .unwrap();
         assert_eq!(c.value, Some(0.52));
         // Table S.V, Flowers102, DenseNet161, bce-n0, A_Uni 97.58
-        let c = p.find("flowers102", "densenet161", "bce-n0", "finetune", true, "a_uni", None, None).unwrap();
+        let c = p
+            .find(
+                "flowers102",
+                "densenet161",
+                "bce-n0",
+                "finetune",
+                true,
+                "a_uni",
+                None,
+                None,
+            )
+            .unwrap();
         assert_eq!((c.table.as_str(), c.value), ("S.V", Some(97.58)));
         // Table XI, soft-nd, mode 1: -18.4 ± 99 (×1e-3)
-        let c = p.find("cub", "resnet50", "soft-nd", "bias-init", false, "bias_change_mean", None, Some(1)).unwrap();
+        let c = p
+            .find(
+                "cub",
+                "resnet50",
+                "soft-nd",
+                "bias-init",
+                false,
+                "bias_change_mean",
+                None,
+                Some(1),
+            )
+            .unwrap();
         assert_eq!((c.value, c.unit), (Some(-18.4), Some(0.001)));
         // every accuracy table has 3 models x 4 metrics x 12 losses (+ pre-training on ImageNet)
         let n = |t: &str| p.cells.iter().filter(|c| c.table == t).count();

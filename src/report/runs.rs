@@ -193,13 +193,20 @@ pub struct Run {
 
 impl Run {
     pub fn diverged(&self) -> bool {
-        self.train.as_ref().and_then(|t| t.diverged).unwrap_or(false)
+        self.train
+            .as_ref()
+            .and_then(|t| t.diverged)
+            .unwrap_or(false)
     }
 
     /// Accuracies after the learned bias (`softmax = false`) or after SoftMax (`true`).
     pub fn acc(&self, softmax: bool) -> Option<&Acc> {
         let m = self.metrics.as_ref()?;
-        if softmax { m.softmax.as_ref() } else { Some(&m.acc) }
+        if softmax {
+            m.softmax.as_ref()
+        } else {
+            Some(&m.acc)
+        }
     }
 
     /// Final learned biases: `metrics.bias`, else `train.bias_final`.
@@ -222,7 +229,11 @@ impl Run {
 
     pub fn dist(&self, with_bias: bool) -> Option<&Dist> {
         let d = self.metrics.as_ref()?.distribution.as_ref()?;
-        if with_bias { d.with_bias.as_ref() } else { d.without_bias.as_ref() }
+        if with_bias {
+            d.with_bias.as_ref()
+        } else {
+            d.without_bias.as_ref()
+        }
     }
 }
 
@@ -233,7 +244,10 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let v = serde_json::from_str(&text).with_context(|| {
-        format!("{}: not the JSON the report expects (fix or re-create the file)", path.display())
+        format!(
+            "{}: not the JSON the report expects (fix or re-create the file)",
+            path.display()
+        )
     })?;
     Ok(Some(v))
 }
@@ -279,8 +293,12 @@ pub fn load_run(dir: &Path, id: String) -> Result<Run> {
     let m = metrics.as_ref();
     let t = train.as_ref();
     let dataset = run_str(m, "dataset").map(|s| names::dataset(&s));
-    let model = run_str(m, "model").or_else(|| t.and_then(|t| t.model.clone())).map(|s| names::model(&s));
-    let loss = run_str(m, "loss").or_else(|| t.and_then(|t| t.loss.clone())).map(|s| names::loss(&s));
+    let model = run_str(m, "model")
+        .or_else(|| t.and_then(|t| t.model.clone()))
+        .map(|s| names::model(&s));
+    let loss = run_str(m, "loss")
+        .or_else(|| t.and_then(|t| t.loss.clone()))
+        .map(|s| names::loss(&s));
     let gamma = run_f64(m, "gamma").or_else(|| t.and_then(|t| t.gamma));
     let role_text = run_str(m, "role");
     let role = match role_text.as_deref() {
@@ -293,7 +311,11 @@ pub fn load_run(dir: &Path, id: String) -> Result<Run> {
         })?,
     };
     let bias_init_mode = m
-        .and_then(|m| ["bias_init_mode", "init_mode", "bias_init"].iter().find_map(|k| m.run.get(*k).and_then(mode_number)))
+        .and_then(|m| {
+            ["bias_init_mode", "init_mode", "bias_init"]
+                .iter()
+                .find_map(|k| m.run.get(*k).and_then(mode_number))
+        })
         .or_else(|| t.and_then(|t| t.bias_mode.as_ref()).and_then(mode_number));
     let seed = run_str(m, "seed").or_else(|| {
         t.and_then(|t| t.seed.as_ref()).map(|s| match s {
@@ -301,7 +323,18 @@ pub fn load_run(dir: &Path, id: String) -> Result<Run> {
             other => other.to_string(),
         })
     });
-    Ok(Run { id, metrics, train, dataset, model, loss, gamma, role, bias_init_mode, seed })
+    Ok(Run {
+        id,
+        metrics,
+        train,
+        dataset,
+        model,
+        loss,
+        gamma,
+        role,
+        bias_init_mode,
+        seed,
+    })
 }
 
 fn has_glob(s: &str) -> bool {
@@ -310,12 +343,21 @@ fn has_glob(s: &str) -> bool {
 
 fn rel_id(workspace: &Path, dir: &Path) -> String {
     let rel = dir.strip_prefix(workspace).unwrap_or(dir);
-    let parts: Vec<_> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-    if parts.is_empty() { ".".to_string() } else { parts.join("/") }
+    let parts: Vec<_> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.is_empty() {
+        ".".to_string()
+    } else {
+        parts.join("/")
+    }
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = rd.flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
@@ -369,7 +411,10 @@ pub fn resolve(workspace: &Path, patterns: &[String]) -> Result<Vec<PathBuf>> {
             } else if p.is_file() {
                 dirs.insert(p.parent().unwrap_or(workspace).to_path_buf());
             } else {
-                bail!("runs: '{pat}' does not exist (relative to the workspace {})", workspace.display());
+                bail!(
+                    "runs: '{pat}' does not exist (relative to the workspace {})",
+                    workspace.display()
+                );
             }
         }
     }
@@ -403,8 +448,16 @@ mod tests {
         .unwrap();
         let b = ws.path().join("runs/cub/soft-d");
         std::fs::create_dir_all(&b).unwrap();
-        std::fs::write(b.join("train.json"), r#"{"loss": "soft-d", "diverged": true}"#).unwrap();
-        let runs = load(ws.path(), &["runs/**/metrics.json".into(), "runs/cub/soft-d".into()]).unwrap();
+        std::fs::write(
+            b.join("train.json"),
+            r#"{"loss": "soft-d", "diverged": true}"#,
+        )
+        .unwrap();
+        let runs = load(
+            ws.path(),
+            &["runs/**/metrics.json".into(), "runs/cub/soft-d".into()],
+        )
+        .unwrap();
         assert_eq!(runs.len(), 2);
         let r = &runs[0];
         assert_eq!(r.id, "runs/cub/bce-nu");

@@ -108,9 +108,18 @@ pub fn slug(parts: &[&str]) -> String {
     let s: String = parts
         .join("-")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
-    s.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-")
+    s.split('-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 fn distinct<'a>(it: impl Iterator<Item = &'a str>, order: &[&str]) -> Vec<String> {
@@ -135,7 +144,11 @@ fn mean_sd(xs: &[f64]) -> (Option<f64>, Option<f64>) {
 
 /// Cell from the runs behind it; `value` extracts the metric of one run.
 fn cell(runs: &[&Run], value: impl Fn(&Run) -> Option<f64>) -> Cell {
-    let vals: Vec<f64> = runs.iter().filter_map(|r| value(r)).filter(|v| v.is_finite()).collect();
+    let vals: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| value(r))
+        .filter(|v| v.is_finite())
+        .collect();
     let (m, sd) = mean_sd(&vals);
     Cell {
         value: m,
@@ -152,7 +165,12 @@ fn mark_best(rows: &mut [Row]) {
     for row in rows.iter_mut().filter(|r| r.metric.starts_with("a_")) {
         let scale = 10f64.powi(row.digits as i32);
         let rounded = |v: f64| (v * scale).round();
-        let present: Vec<f64> = row.cells.iter().filter_map(|c| c.value).map(rounded).collect();
+        let present: Vec<f64> = row
+            .cells
+            .iter()
+            .filter_map(|c| c.value)
+            .map(rounded)
+            .collect();
         if present.len() < 2 {
             continue;
         }
@@ -231,18 +249,42 @@ pub fn accuracy_tables(runs: &[Run], published: &Published, softmax: bool) -> Ve
         let here: Vec<&Run> = acc_runs.iter().copied().filter(|r| ds(r) == d).collect();
         let models = distinct(here.iter().map(|r| md(r)), &names::MODELS);
         let mut columns = Vec::new();
-        for pl in distinct(here.iter().filter(|r| r.role == Role::Pretrain).map(|r| ls(r)), &names::LOSSES) {
-            columns.push(Column { kind: "loss", loss: pl, role: "pretrain", baseline: false, gamma: None, mode: None });
+        for pl in distinct(
+            here.iter()
+                .filter(|r| r.role == Role::Pretrain)
+                .map(|r| ls(r)),
+            &names::LOSSES,
+        ) {
+            columns.push(Column {
+                kind: "loss",
+                loss: pl,
+                role: "pretrain",
+                baseline: false,
+                gamma: None,
+                mode: None,
+            });
         }
         let mut losses: Vec<String> = names::LOSSES.iter().map(|s| s.to_string()).collect();
-        for l in distinct(here.iter().filter(|r| r.role == Role::Finetune).map(|r| ls(r)), &names::LOSSES) {
+        for l in distinct(
+            here.iter()
+                .filter(|r| r.role == Role::Finetune)
+                .map(|r| ls(r)),
+            &names::LOSSES,
+        ) {
             if !losses.contains(&l) {
                 losses.push(l);
             }
         }
         for l in losses {
             let baseline = l == "soft-d";
-            columns.push(Column { kind: "loss", loss: l, role: "finetune", baseline, gamma: None, mode: None });
+            columns.push(Column {
+                kind: "loss",
+                loss: l,
+                role: "finetune",
+                baseline,
+                gamma: None,
+                mode: None,
+            });
         }
         let mut t = Table {
             id: slug(&[if softmax { "softmax" } else { "acc" }, &d]),
@@ -270,7 +312,9 @@ pub fn accuracy_tables(runs: &[Run], published: &Published, softmax: bool) -> Ve
                             let rs: Vec<&Run> = here
                                 .iter()
                                 .copied()
-                                .filter(|r| md(r) == m && ls(r) == col.loss && r.role.as_str() == col.role)
+                                .filter(|r| {
+                                    md(r) == m && ls(r) == col.loss && r.role.as_str() == col.role
+                                })
                                 .collect();
                             cell(&rs, |r| r.acc(softmax).and_then(|a| a.get(metric)))
                         })
@@ -278,11 +322,20 @@ pub fn accuracy_tables(runs: &[Run], published: &Published, softmax: bool) -> Ve
                 })
                 .collect();
             mark_best(&mut rows);
-            t.blocks.push(Block { kind: "model", name: m.clone(), rows });
+            t.blocks.push(Block {
+                kind: "model",
+                name: m.clone(),
+                rows,
+            });
             let bi = t.blocks.len() - 1;
             compare(&mut t, published, bi, m, |_, c| c.loss.clone(), |c| c.role);
         }
-        t.any_diverged = t.blocks.iter().flat_map(|b| &b.rows).flat_map(|r| &r.cells).any(|c| c.diverged);
+        t.any_diverged = t
+            .blocks
+            .iter()
+            .flat_map(|b| &b.rows)
+            .flat_map(|r| &r.cells)
+            .any(|c| c.diverged);
         out.push(t);
     }
     out
@@ -296,17 +349,30 @@ pub fn gamma_tables(runs: &[Run], published: &Published) -> Vec<Table> {
         let in_d: Vec<&Run> = sweep.iter().copied().filter(|r| ds(r) == d).collect();
         for m in distinct(in_d.iter().map(|r| md(r)), &names::MODELS) {
             let here: Vec<&Run> = in_d.iter().copied().filter(|r| md(r) == m).collect();
-            let mut gammas: Vec<f64> = here.iter().filter_map(|r| r.gamma).filter(|g| g.is_finite()).collect();
+            let mut gammas: Vec<f64> = here
+                .iter()
+                .filter_map(|r| r.gamma)
+                .filter(|g| g.is_finite())
+                .collect();
             gammas.sort_by(|a, b| a.total_cmp(b));
             gammas.dedup();
             let mut notes = Vec::new();
             let no_gamma = here.iter().filter(|r| r.gamma.is_none()).count();
             if no_gamma > 0 {
-                notes.push(format!("{no_gamma} γ-sweep run(s) without a γ value are left out."));
+                notes.push(format!(
+                    "{no_gamma} γ-sweep run(s) without a γ value are left out."
+                ));
             }
             let columns: Vec<Column> = gammas
                 .iter()
-                .map(|g| Column { kind: "gamma", loss: String::new(), role: "gamma-sweep", baseline: false, gamma: Some(*g), mode: None })
+                .map(|g| Column {
+                    kind: "gamma",
+                    loss: String::new(),
+                    role: "gamma-sweep",
+                    baseline: false,
+                    gamma: Some(*g),
+                    mode: None,
+                })
                 .collect();
             let mut t = Table {
                 id: slug(&["gamma", &d, &m]),
@@ -335,18 +401,29 @@ pub fn gamma_tables(runs: &[Run], published: &Published) -> Vec<Table> {
                                 let rs: Vec<&Run> = here
                                     .iter()
                                     .copied()
-                                    .filter(|r| ls(r) == l && r.gamma.is_some_and(|g| Some(g) == col.gamma))
+                                    .filter(|r| {
+                                        ls(r) == l && r.gamma.is_some_and(|g| Some(g) == col.gamma)
+                                    })
                                     .collect();
                                 cell(&rs, |r| r.acc(false).and_then(|a| a.get(metric)))
                             })
                             .collect(),
                     })
                     .collect();
-                t.blocks.push(Block { kind: "loss", name: l, rows });
+                t.blocks.push(Block {
+                    kind: "loss",
+                    name: l,
+                    rows,
+                });
                 let bi = t.blocks.len() - 1;
                 compare(&mut t, published, bi, &m, |b, _| b.name.clone(), |c| c.role);
             }
-            t.any_diverged = t.blocks.iter().flat_map(|b| &b.rows).flat_map(|r| &r.cells).any(|c| c.diverged);
+            t.any_diverged = t
+                .blocks
+                .iter()
+                .flat_map(|b| &b.rows)
+                .flat_map(|r| &r.cells)
+                .any(|c| c.diverged);
             out.push(t);
         }
     }
@@ -358,7 +435,13 @@ pub fn gamma_tables(runs: &[Run], published: &Published) -> Vec<Table> {
 fn mode_runs<'a>(runs: &'a [Run], d: &str, m: &str, l: &str, mode: u32) -> (Vec<&'a Run>, bool) {
     let direct: Vec<&Run> = runs
         .iter()
-        .filter(|r| r.role == Role::BiasInit && ds(r) == d && md(r) == m && ls(r) == l && r.bias_init_mode == Some(mode))
+        .filter(|r| {
+            r.role == Role::BiasInit
+                && ds(r) == d
+                && md(r) == m
+                && ls(r) == l
+                && r.bias_init_mode == Some(mode)
+        })
         .collect();
     if !direct.is_empty() || mode != 0 {
         return (direct, false);
@@ -378,7 +461,11 @@ pub fn bias_change(r: &Run) -> Option<(f64, f64)> {
     if a.len() != b.len() || a.is_empty() {
         return None;
     }
-    let d: Vec<f64> = a.iter().zip(&b).map(|(x, y)| Some((*y)? - (*x)?)).collect::<Option<Vec<_>>>()?;
+    let d: Vec<f64> = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| Some((*y)? - (*x)?))
+        .collect::<Option<Vec<_>>>()?;
     if d.iter().any(|x| !x.is_finite()) {
         return None;
     }
@@ -402,7 +489,9 @@ pub fn bias_tables(runs: &[Run], published: &Published) -> Vec<Table> {
             let mut notes = Vec::new();
             let no_mode = here.iter().filter(|r| r.bias_init_mode.is_none()).count();
             if no_mode > 0 {
-                notes.push(format!("{no_mode} bias-init run(s) without an initialisation mode are left out."));
+                notes.push(format!(
+                    "{no_mode} bias-init run(s) without an initialisation mode are left out."
+                ));
             }
             let any_fallback = losses.iter().any(|l| mode_runs(runs, &d, &m, l, 0).1);
             if any_fallback {
@@ -413,7 +502,14 @@ pub fn bias_tables(runs: &[Run], published: &Published) -> Vec<Table> {
             modes.dedup();
             let columns: Vec<Column> = modes
                 .iter()
-                .map(|k| Column { kind: "mode", loss: String::new(), role: "bias-init", baseline: false, gamma: None, mode: Some(*k) })
+                .map(|k| Column {
+                    kind: "mode",
+                    loss: String::new(),
+                    role: "bias-init",
+                    baseline: false,
+                    gamma: None,
+                    mode: Some(*k),
+                })
                 .collect();
             let mut t = Table {
                 id: slug(&["bias-init", &d, &m]),
@@ -437,18 +533,27 @@ pub fn bias_tables(runs: &[Run], published: &Published) -> Vec<Table> {
                         digits: 2,
                         cells: modes
                             .iter()
-                            .map(|k| cell(&mode_runs(runs, &d, &m, l, *k).0, |r| r.acc(false).and_then(|a| a.get(metric))))
+                            .map(|k| {
+                                cell(&mode_runs(runs, &d, &m, l, *k).0, |r| {
+                                    r.acc(false).and_then(|a| a.get(metric))
+                                })
+                            })
                             .collect(),
                     })
                     .collect();
-                t.blocks.push(Block { kind: "loss", name: l.clone(), rows });
+                t.blocks.push(Block {
+                    kind: "loss",
+                    name: l.clone(),
+                    rows,
+                });
                 let bi = t.blocks.len() - 1;
                 compare(&mut t, published, bi, &m, |b, _| b.name.clone(), |c| c.role);
                 let cells: Vec<Cell> = modes
                     .iter()
                     .map(|k| {
                         let (rs, _) = mode_runs(runs, &d, &m, l, *k);
-                        let changes: Vec<(f64, f64)> = rs.iter().filter_map(|r| bias_change(r)).collect();
+                        let changes: Vec<(f64, f64)> =
+                            rs.iter().filter_map(|r| bias_change(r)).collect();
                         let mut c = cell(&rs, |r| bias_change(r).map(|x| x.0));
                         // One run: ± is the spread over the classes, as in Table XI.
                         if changes.len() == 1 {
@@ -461,7 +566,12 @@ pub fn bias_tables(runs: &[Run], published: &Published) -> Vec<Table> {
                     change_rows.push((l.clone(), cells));
                 }
             }
-            t.any_diverged = t.blocks.iter().flat_map(|b| &b.rows).flat_map(|r| &r.cells).any(|c| c.diverged);
+            t.any_diverged = t
+                .blocks
+                .iter()
+                .flat_map(|b| &b.rows)
+                .flat_map(|r| &r.cells)
+                .any(|c| c.diverged);
             out.push(t);
             if !change_rows.is_empty() {
                 let mut ct = Table {
@@ -481,12 +591,28 @@ pub fn bias_tables(runs: &[Run], published: &Published) -> Vec<Table> {
                     ct.blocks.push(Block {
                         kind: "loss",
                         name: l,
-                        rows: vec![Row { metric: "bias_change_mean".into(), digits: 1, cells }],
+                        rows: vec![Row {
+                            metric: "bias_change_mean".into(),
+                            digits: 1,
+                            cells,
+                        }],
                     });
                     let bi = ct.blocks.len() - 1;
-                    compare(&mut ct, published, bi, &m, |b, _| b.name.clone(), |c| c.role);
+                    compare(
+                        &mut ct,
+                        published,
+                        bi,
+                        &m,
+                        |b, _| b.name.clone(),
+                        |c| c.role,
+                    );
                 }
-                ct.any_diverged = ct.blocks.iter().flat_map(|b| &b.rows).flat_map(|r| &r.cells).any(|c| c.diverged);
+                ct.any_diverged = ct
+                    .blocks
+                    .iter()
+                    .flat_map(|b| &b.rows)
+                    .flat_map(|r| &r.cells)
+                    .any(|c| c.diverged);
                 out.push(ct);
             }
         }
