@@ -33,7 +33,9 @@ impl Ws {
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
-        c.args(args).current_dir(self.dir.path()).stdin(Stdio::null());
+        c.args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
         c
     }
 
@@ -53,22 +55,38 @@ impl Ws {
     pub fn fail(&self, args: &[&str]) -> String {
         let o = self.output(args);
         let text = both(&o);
-        assert!(!o.status.success(), "repro {args:?} should have failed:\n{text}");
+        assert!(
+            !o.status.success(),
+            "repro {args:?} should have failed:\n{text}"
+        );
         text
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
-        self.cmd(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+        self.cmd(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
     }
 
     pub fn sh(&self, script: &str) {
-        let s = Command::new("sh").arg("-c").arg(script).current_dir(self.dir.path()).status().unwrap();
+        let s = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(self.dir.path())
+            .status()
+            .unwrap();
         assert!(s.success(), "{script}");
     }
 
     /// Lines of `executions.log` (stages append their names to it).
     pub fn executions(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.read("executions.log").lines().map(String::from).collect();
+        let mut v: Vec<String> = self
+            .read("executions.log")
+            .lines()
+            .map(String::from)
+            .collect();
         v.sort();
         v
     }
@@ -79,7 +97,11 @@ impl Ws {
 }
 
 pub fn both(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 pub fn bin() -> &'static Path {
