@@ -310,9 +310,17 @@ fn validation_errors_name_file_line_stage_and_quote() {
 #[test]
 fn a_second_run_on_the_same_workspace_names_the_holder() {
     let ws =
-        Ws::new("stages:\n  slow:\n    cmd: sleep 3 && echo done > s.txt\n    outs: [s.txt]\n");
+        Ws::new("stages:\n  slow:\n    cmd: sleep 4 && echo done > s.txt\n    outs: [s.txt]\n");
     let mut first = ws.spawn(&["run"]);
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Wait until the first run holds the workspace (its pid is written once it does) and
+    // its stage is running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !(ws.read("cache/run.pid").trim().parse::<u32>().is_ok()
+        && ws.path("cache/logs/slow.log").exists())
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let out = ws.fail(&["run"]);
     assert!(out.contains("another `repro run` (pid"), "{out}");
     // status never needs the lock.
