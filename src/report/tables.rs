@@ -93,6 +93,31 @@ pub struct Table {
     pub notes: Vec<String>,
 }
 
+impl Table {
+    /// An empty table (no blocks, comparisons or notes yet).
+    fn new(
+        id: String,
+        kind: &'static str,
+        dataset: &str,
+        model: Option<&str>,
+        columns: Vec<Column>,
+    ) -> Table {
+        Table {
+            id,
+            kind,
+            dataset: dataset.to_string(),
+            model: model.map(str::to_string),
+            softmax: false,
+            paper_tables: Vec::new(),
+            columns,
+            blocks: Vec::new(),
+            comparisons: Vec::new(),
+            any_diverged: false,
+            notes: Vec::new(),
+        }
+    }
+}
+
 fn ds(r: &Run) -> &str {
     r.dataset.as_deref().unwrap_or(UNSPECIFIED)
 }
@@ -286,19 +311,14 @@ pub fn accuracy_tables(runs: &[Run], published: &Published, softmax: bool) -> Ve
                 mode: None,
             });
         }
-        let mut t = Table {
-            id: slug(&[if softmax { "softmax" } else { "acc" }, &d]),
-            kind: "accuracy",
-            dataset: d.clone(),
-            model: None,
-            softmax,
-            paper_tables: Vec::new(),
+        let mut t = Table::new(
+            slug(&[if softmax { "softmax" } else { "acc" }, &d]),
+            "accuracy",
+            &d,
+            None,
             columns,
-            blocks: Vec::new(),
-            comparisons: Vec::new(),
-            any_diverged: false,
-            notes: Vec::new(),
-        };
+        );
+        t.softmax = softmax;
         for m in &models {
             let mut rows: Vec<Row> = ACC_METRICS
                 .iter()
@@ -374,19 +394,8 @@ pub fn gamma_tables(runs: &[Run], published: &Published) -> Vec<Table> {
                     mode: None,
                 })
                 .collect();
-            let mut t = Table {
-                id: slug(&["gamma", &d, &m]),
-                kind: "gamma",
-                dataset: d.clone(),
-                model: Some(m.clone()),
-                softmax: false,
-                paper_tables: Vec::new(),
-                columns,
-                blocks: Vec::new(),
-                comparisons: Vec::new(),
-                any_diverged: false,
-                notes,
-            };
+            let mut t = Table::new(slug(&["gamma", &d, &m]), "gamma", &d, Some(&m), columns);
+            t.notes = notes;
             for l in distinct(here.iter().map(|r| ls(r)), &names::LOSSES) {
                 let rows = ACC_METRICS
                     .iter()
@@ -511,19 +520,14 @@ pub fn bias_tables(runs: &[Run], published: &Published) -> Vec<Table> {
                     mode: Some(*k),
                 })
                 .collect();
-            let mut t = Table {
-                id: slug(&["bias-init", &d, &m]),
-                kind: "bias-init",
-                dataset: d.clone(),
-                model: Some(m.clone()),
-                softmax: false,
-                paper_tables: Vec::new(),
-                columns: columns.clone(),
-                blocks: Vec::new(),
-                comparisons: Vec::new(),
-                any_diverged: false,
-                notes: notes.clone(),
-            };
+            let mut t = Table::new(
+                slug(&["bias-init", &d, &m]),
+                "bias-init",
+                &d,
+                Some(&m),
+                columns.clone(),
+            );
+            t.notes = notes.clone();
             let mut change_rows = Vec::new();
             for l in &losses {
                 let rows = ACC_METRICS
@@ -574,19 +578,13 @@ pub fn bias_tables(runs: &[Run], published: &Published) -> Vec<Table> {
                 .any(|c| c.diverged);
             out.push(t);
             if !change_rows.is_empty() {
-                let mut ct = Table {
-                    id: slug(&["bias-change", &d, &m]),
-                    kind: "bias-change",
-                    dataset: d.clone(),
-                    model: Some(m.clone()),
-                    softmax: false,
-                    paper_tables: Vec::new(),
-                    columns: columns.clone(),
-                    blocks: Vec::new(),
-                    comparisons: Vec::new(),
-                    any_diverged: false,
-                    notes: Vec::new(),
-                };
+                let mut ct = Table::new(
+                    slug(&["bias-change", &d, &m]),
+                    "bias-change",
+                    &d,
+                    Some(&m),
+                    columns.clone(),
+                );
                 for (l, cells) in change_rows {
                     ct.blocks.push(Block {
                         kind: "loss",
