@@ -118,9 +118,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     }
     let mut lock = LockFile::read(&ws.lock_path)?;
     let lock_text_before = lock.to_text()?;
-    // Entries of stages that no longer exist are dropped (their outputs stay in the cache).
-    let names: BTreeSet<&str> = p.stages.iter().map(|s| s.name.as_str()).collect();
-    lock.stages.retain(|k, _| names.contains(k.as_str()));
+    retire_deleted_stages(&ws, &p, &mut lock)?;
 
     let executor_name = opts
         .executor
@@ -374,6 +372,41 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     } else {
         0
     })
+}
+
+/// Stages that are no longer in the pipeline lose their lock entry, and their outputs leave
+/// the workspace (they stay in the cache, so a stage that comes back restores them): otherwise
+/// a directory dep such as `runs/` would keep seeing results of stages that no longer exist.
+fn retire_deleted_stages(ws: &Workspace, p: &Pipeline, lock: &mut LockFile) -> Result<()> {
+    let names: BTreeSet<&str> = p.stages.iter().map(|s| s.name.as_str()).collect();
+    let declared: BTreeSet<&str> = p
+        .stages
+        .iter()
+        .flat_map(|s| s.outs.iter().map(|o| o.path.as_str()))
+        .collect();
+    let gone: Vec<String> = lock
+        .stages
+        .keys()
+        .filter(|k| !names.contains(k.as_str()))
+        .cloned()
+        .collect();
+    for name in gone {
+        let entry = lock.stages.remove(&name).expect("listed");
+        for (path, hash) in &entry.out_hashes {
+            let full = ws.root.join(path);
+            if declared.contains(path.as_str()) || !full.exists() {
+                continue;
+            }
+            // Only remove what is exactly what the stage produced, and so is in the cache.
+            if ws.hasher().content(path)?.hash() == Some(hash.as_str()) && ws.objects.has(hash) {
+                crate::cache::remove_any(&full);
+                println!(
+                    "removed {path}: its stage '{name}' is no longer in the pipeline (kept in the cache)"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 enum Start {

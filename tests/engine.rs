@@ -330,3 +330,30 @@ fn a_second_run_on_the_same_workspace_names_the_holder() {
     let out = ws.ok(&["run"]);
     assert!(out.contains("1 fresh"), "{out}");
 }
+
+#[test]
+fn outputs_of_a_deleted_stage_leave_the_workspace_and_come_back_from_the_cache() {
+    let two = "stages:\n  a:\n    cmd: mkdir -p runs && echo a > runs/a.txt\n    outs: [runs/a.txt]\n  b:\n    cmd: mkdir -p runs && echo b > runs/b.txt\n    outs: [runs/b.txt]\n  all:\n    cmd: cat runs/*.txt > all.txt\n    deps: [runs]\n    outs: [all.txt]\n";
+    let ws = Ws::new(two);
+    ws.ok(&["run"]);
+    assert_eq!(ws.read("all.txt"), "a\nb\n");
+    let one = two.replace(
+        "  b:\n    cmd: mkdir -p runs && echo b > runs/b.txt\n    outs: [runs/b.txt]\n",
+        "",
+    );
+    ws.write("pipeline.yaml", &one);
+    let out = ws.ok(&["run"]);
+    assert!(
+        out.contains("removed runs/b.txt: its stage 'b' is no longer in the pipeline"),
+        "{out}"
+    );
+    assert_eq!(
+        ws.read("all.txt"),
+        "a\n",
+        "the directory dep no longer sees b's output"
+    );
+    ws.write("pipeline.yaml", two);
+    let out = ws.ok(&["run"]);
+    assert!(out.contains("0 ran") && out.contains("2 restored"), "{out}");
+    assert_eq!(ws.read("all.txt"), "a\nb\n");
+}
