@@ -28,7 +28,8 @@ pub struct RunRecord {
     /// Which outputs are directories.
     #[serde(default)]
     pub dirs: Vec<String>,
-    /// Seconds since the epoch when recorded (for `gc --keep-last`).
+    /// Milliseconds since the epoch when recorded (orders entries for `gc --keep-last`;
+    /// seconds would tie for stages recorded in the same second).
     pub created: u64,
     /// Seconds the stage took to run.
     #[serde(default)]

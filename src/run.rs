@@ -635,7 +635,7 @@ fn commit_outputs(
     }
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let rec = RunRecord {
         stage: stage.name.clone(),
