@@ -18,6 +18,9 @@ use crate::hashing::{self, StatKey};
 const STAT: TableDefinition<&str, &[u8]> = TableDefinition::new("stat");
 /// stage key → JSON RunRecord
 const RUNS: TableDefinition<&str, &str> = TableDefinition::new("runs");
+/// "lock" → blake3 of repro.lock's text (32 bytes) + the same lock as JSON: parsing YAML is
+/// the slowest part of a no-op run on large pipelines, JSON is several times faster.
+const PARSED_LOCK: TableDefinition<&str, &[u8]> = TableDefinition::new("parsed_lock");
 
 /// What the run cache remembers of one successful execution.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -55,12 +58,15 @@ impl StateDb {
                     // Create the tables once; later opens only read (and so work on a full disk).
                     let exists = {
                         let r = db.begin_read()?;
-                        r.open_table(STAT).is_ok() && r.open_table(RUNS).is_ok()
+                        r.open_table(STAT).is_ok()
+                            && r.open_table(RUNS).is_ok()
+                            && r.open_table(PARSED_LOCK).is_ok()
                     };
                     if !exists {
                         let tx = db.begin_write()?;
                         tx.open_table(STAT)?;
                         tx.open_table(RUNS)?;
+                        tx.open_table(PARSED_LOCK)?;
                         tx.commit()?;
                     }
                     return Ok(Some(StateDb { db }));
@@ -101,6 +107,28 @@ impl StateDb {
             for (p, k, h) in entries {
                 t.insert(p.as_str(), hashing::encode_entry(k, h).as_slice())?;
             }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The JSON form of a lock file whose text hashes to `text_hash`, if remembered.
+    pub fn parsed_lock(&self, text_hash: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(PARSED_LOCK)?;
+        Ok(t.get("lock")?
+            .map(|v| v.value().to_vec())
+            .filter(|v| v.len() >= 32 && v[..32] == text_hash[..])
+            .map(|v| v[32..].to_vec()))
+    }
+
+    pub fn put_parsed_lock(&self, text_hash: &[u8; 32], json: &[u8]) -> Result<()> {
+        let mut value = text_hash.to_vec();
+        value.extend_from_slice(json);
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(PARSED_LOCK)?;
+            t.insert("lock", value.as_slice())?;
         }
         tx.commit()?;
         Ok(())

@@ -242,6 +242,24 @@ impl Drop for WorkspaceLock {
 }
 
 /// Read the lock file of a workspace.
+/// Read the lock file of a workspace, through the state database's parsed copy when the
+/// text is unchanged (the YAML file stays the source of truth: the copy is keyed by its hash).
 pub fn read_lock(ws: &Workspace) -> Result<LockFile> {
-    LockFile::read(&ws.lock_path)
+    let Some(db) = &ws.db else {
+        return LockFile::read(&ws.lock_path);
+    };
+    let text = match std::fs::read(&ws.lock_path) {
+        Ok(t) => t,
+        Err(_) => return LockFile::read(&ws.lock_path),
+    };
+    let hash = *blake3::hash(&text).as_bytes();
+    if let Some(json) = db.parsed_lock(&hash)?
+        && let Ok(lock) = serde_json::from_slice::<LockFile>(&json)
+    {
+        return Ok(lock);
+    }
+    let lock = LockFile::read(&ws.lock_path)?;
+    // Best effort: a failure here only costs the next run a YAML parse.
+    let _ = db.put_parsed_lock(&hash, &serde_json::to_vec(&lock)?);
+    Ok(lock)
 }

@@ -247,6 +247,12 @@ impl Hasher<'_> {
 
     /// Hash many paths in parallel.
     pub fn contents(&self, rels: &[&str]) -> Result<Vec<Content>> {
+        // A stage usually names a handful of paths whose hashes come from the stat cache:
+        // handing those to the thread pool costs more than the stats themselves. Large
+        // files and directories still hash in parallel inside `content`.
+        if rels.len() <= 32 {
+            return rels.iter().map(|r| self.content(r)).collect();
+        }
         rels.par_iter().map(|r| self.content(r)).collect()
     }
 

@@ -116,8 +116,9 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
             ws.cache_dir.join("state.redb").display()
         );
     }
-    let mut lock = LockFile::read(&ws.lock_path)?;
-    let lock_text_before = lock.to_text()?;
+    let mut lock = crate::engine::read_lock(&ws)?;
+    // Compared at the end, so an unchanged lock is not rewritten (cheaper than serialising).
+    let lock_before = lock.clone();
     retire_deleted_stages(&ws, &p, &mut lock)?;
 
     let executor_name = opts
@@ -352,7 +353,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     }
     progress.done();
     let interrupted = INTERRUPTED.load(Ordering::SeqCst);
-    if lock.to_text()? != lock_text_before {
+    if lock != lock_before {
         lock.write(&ws.lock_path)?;
     }
     ws.save_stat()?;
@@ -701,7 +702,7 @@ fn make_executor(name: &str, p: &Pipeline) -> Result<Box<dyn Executor>> {
 /// `--dry-run`: what would happen, without running or recording anything.
 fn dry_run(p: &Pipeline, dag: &crate::graph::Dag, selected: &[usize]) -> Result<i32> {
     let ws = Workspace::open(&p.root, Duration::ZERO)?;
-    let lock = LockFile::read(&ws.lock_path)?;
+    let lock = crate::engine::read_lock(&ws)?;
     let mut will_change: BTreeSet<usize> = BTreeSet::new();
     let mut counts = (0, 0, 0);
     for &i in selected {

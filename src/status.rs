@@ -9,7 +9,6 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::engine::{Workspace, assess};
-use crate::lockfile::LockFile;
 use crate::spec::LoadOptions;
 
 #[derive(Serialize)]
@@ -29,7 +28,7 @@ pub fn status(
     let (p, dag) = crate::run::load(file, opts)?;
     let selected = crate::graph::select(&p, &dag, targets)?;
     let ws = Workspace::open(&p.root, Duration::ZERO)?;
-    let lock = LockFile::read(&ws.lock_path)?;
+    let lock = crate::engine::read_lock(&ws)?;
     let mut stale: BTreeSet<usize> = BTreeSet::new();
     let mut out = Vec::new();
     for &i in &selected {
