@@ -87,6 +87,15 @@ impl StatCache {
         e.get(path).filter(|(sk, _)| sk == k).map(|(_, h)| *h)
     }
 
+    /// Remember the hash of a file whose content is known (e.g. just verified while copied),
+    /// so it is not read again.
+    pub fn record(&self, path: &str, meta: &std::fs::Metadata, hash_hex: &str) {
+        let mut h = [0u8; 32];
+        if hex::decode_to_slice(hash_hex, &mut h).is_ok() {
+            self.put(path, StatKey::of(meta), h);
+        }
+    }
+
     fn put(&self, path: &str, k: StatKey, h: [u8; 32]) {
         self.entries
             .lock()
