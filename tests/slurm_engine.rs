@@ -11,25 +11,11 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{Ws, both};
+use common::{Ws, both, slurm_conf};
 
 /// The test node has two GPUs; tests that need them exclusively take turns.
 static GPUS: Mutex<()> = Mutex::new(());
 
-fn slurm_conf() -> String {
-    if let Ok(c) = std::env::var("SLURM_CONF") {
-        return c;
-    }
-    let dir = std::env::var("REPRO_SLURM_DIR").unwrap_or_else(|_| "/tmp/repro-slurm".into());
-    let conf = Path::new(&dir).join("slurm.conf");
-    assert!(
-        conf.exists(),
-        "Slurm is not up: SLURM_CONF is unset and {} does not exist. Start the test cluster \
-         with `eval \"$(scripts/slurm-up.sh)\"` (packages: scripts/setup.sh --tests)",
-        conf.display()
-    );
-    conf.display().to_string()
-}
 
 fn repro(ws: &Ws, args: &[&str]) -> Output {
     ws.cmd(args)

@@ -4,29 +4,18 @@
 //! `eval "$(scripts/slurm-up.sh)"` once). SLURM_CONF comes from the environment, else from
 //! the script's default location. These tests fail, never skip, when Slurm is not up.
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::slurm_conf;
 use repro::executor::slurm::{ExitStatus, SlurmExecutor, SlurmOptions, sacct};
 use repro::executor::{Event, Executor, Job, JobId, Outcome, Resources};
 
-fn slurm_conf() -> String {
-    if let Ok(c) = std::env::var("SLURM_CONF") {
-        return c;
-    }
-    let dir = std::env::var("REPRO_SLURM_DIR").unwrap_or_else(|_| "/tmp/repro-slurm".into());
-    let conf = Path::new(&dir).join("slurm.conf");
-    assert!(
-        conf.exists(),
-        "Slurm is not up: SLURM_CONF is unset and {} does not exist. Start the test cluster \
-         with `eval \"$(scripts/slurm-up.sh)\"` (packages: scripts/setup.sh --tests)",
-        conf.display()
-    );
-    conf.display().to_string()
-}
 
 fn options() -> SlurmOptions {
     SlurmOptions {

@@ -107,3 +107,20 @@ pub fn both(o: &Output) -> String {
 pub fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_repro"))
 }
+
+/// The test cluster's slurm.conf: `SLURM_CONF`, else the default of scripts/slurm-up.sh. Fails
+/// (never skips) when Slurm is not up: CI must run the Slurm tests.
+pub fn slurm_conf() -> String {
+    if let Ok(c) = std::env::var("SLURM_CONF") {
+        return c;
+    }
+    let dir = std::env::var("REPRO_SLURM_DIR").unwrap_or_else(|_| "/tmp/repro-slurm".into());
+    let conf = Path::new(&dir).join("slurm.conf");
+    assert!(
+        conf.exists(),
+        "Slurm is not up: SLURM_CONF is unset and {} does not exist. Start the test cluster \
+         with `eval \"$(scripts/slurm-up.sh)\"` (packages: scripts/setup.sh --tests)",
+        conf.display()
+    );
+    conf.display().to_string()
+}
