@@ -94,6 +94,16 @@ pub struct Table {
 }
 
 impl Table {
+    /// Set `any_diverged` from the cells (after all blocks are added).
+    fn note_divergence(&mut self) {
+        self.any_diverged = self
+            .blocks
+            .iter()
+            .flat_map(|b| &b.rows)
+            .flat_map(|r| &r.cells)
+            .any(|c| c.diverged);
+    }
+
     /// An empty table (no blocks, comparisons or notes yet).
     fn new(
         id: String,
@@ -350,12 +360,7 @@ pub fn accuracy_tables(runs: &[Run], published: &Published, softmax: bool) -> Ve
             let bi = t.blocks.len() - 1;
             compare(&mut t, published, bi, m, |_, c| c.loss.clone(), |c| c.role);
         }
-        t.any_diverged = t
-            .blocks
-            .iter()
-            .flat_map(|b| &b.rows)
-            .flat_map(|r| &r.cells)
-            .any(|c| c.diverged);
+        t.note_divergence();
         out.push(t);
     }
     out
@@ -427,12 +432,7 @@ pub fn gamma_tables(runs: &[Run], published: &Published) -> Vec<Table> {
                 let bi = t.blocks.len() - 1;
                 compare(&mut t, published, bi, &m, |b, _| b.name.clone(), |c| c.role);
             }
-            t.any_diverged = t
-                .blocks
-                .iter()
-                .flat_map(|b| &b.rows)
-                .flat_map(|r| &r.cells)
-                .any(|c| c.diverged);
+            t.note_divergence();
             out.push(t);
         }
     }
@@ -570,12 +570,7 @@ pub fn bias_tables(runs: &[Run], published: &Published) -> Vec<Table> {
                     change_rows.push((l.clone(), cells));
                 }
             }
-            t.any_diverged = t
-                .blocks
-                .iter()
-                .flat_map(|b| &b.rows)
-                .flat_map(|r| &r.cells)
-                .any(|c| c.diverged);
+            t.note_divergence();
             out.push(t);
             if !change_rows.is_empty() {
                 let mut ct = Table::new(
@@ -605,12 +600,7 @@ pub fn bias_tables(runs: &[Run], published: &Published) -> Vec<Table> {
                         |c| c.role,
                     );
                 }
-                ct.any_diverged = ct
-                    .blocks
-                    .iter()
-                    .flat_map(|b| &b.rows)
-                    .flat_map(|r| &r.cells)
-                    .any(|c| c.diverged);
+                ct.note_divergence();
                 out.push(ct);
             }
         }
