@@ -22,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${REPRO_BIN:-$PWD/target/release/repro}
-[ -x "$bin" ] || { echo "bench_engine: no binary at $bin; run cargo build --release --bin repro" >&2; exit 1; }
+[ -x "$bin" ] || { echo "bench_engine: no binary at $bin; run cargo build --release" >&2; exit 1; }
 venv=${BENCH_VENV:-/tmp/bench-venv}
 dir=${BENCH_DIR:-/tmp/repro-bench-engine}
 

@@ -10,7 +10,7 @@ images=${1:-1024}; workers=${2:-2}; epochs=${3:-3}
 dir=$(mktemp -d /tmp/repro-bench-loader.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 export BENCH_DIR="$dir" BENCH_IMAGES="$images" BENCH_WORKERS="$workers" BENCH_EPOCHS="$epochs"
-out_rs=$(cargo test --release --test data_loader_bench -- --ignored --nocapture 2>/dev/null | grep '^BENCH')
+out_rs=$(cargo test --release -p repro-torch --test data_loader_bench -- --ignored --nocapture 2>/dev/null | grep '^BENCH')
 out_py=$(.venv/bin/python scripts/bench_loader.py "$dir" | grep '^BENCH')
 echo "$out_rs"; echo "$out_py"
 echo "images: $images, workers: $workers, epochs timed: $epochs, cores: $(nproc)"

@@ -23,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${REPRO_BIN:-$PWD/target/release/repro}
-[ -x "$bin" ] || { echo "bench_restore: no binary at $bin; run cargo build --release --bin repro" >&2; exit 1; }
+[ -x "$bin" ] || { echo "bench_restore: no binary at $bin; run cargo build --release" >&2; exit 1; }
 bin=$(realpath "$bin")
 dir=${BENCH_DIR:-/tmp/repro-bench-restore}
 n=${RESTORE_FILES:-100}

@@ -5,7 +5,8 @@
 #
 #   scripts/bench_train.sh [N_IMAGES=20000] [BATCH=128] [THREADS=2] [REPS=3]
 #
-# Uses $REPRO_BIN (default target/debug/repro: build it first with `cargo build`).
+# Uses $REPRO_BIN (default target/debug/repro, which hands train stages to repro-torch beside
+# it: build both first with `cargo build`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20000}; BATCH=${2:-128}; THREADS=${3:-2}; REPS=${4:-3}

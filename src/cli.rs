@@ -165,7 +165,7 @@ pub fn main() -> i32 {
         Command::Cache { what: CacheCmd::Verify { file } } => crate::maintenance::verify(&workspace_of(&file)),
         Command::Gc(args) => crate::maintenance::gc(&workspace_of(&args.file), args.keep_last),
         Command::Eval(args) => crate::metrics::cli_eval(&args),
-        Command::Doctor => crate::ml::doctor(),
+        Command::Doctor => Err(crate::kinds::exec_torch(&["doctor".as_ref()])),
         Command::Internal { what: Internal::RunKind { spec } } => run_kind(&spec),
     };
     match result {
@@ -224,41 +224,14 @@ fn cmd_dag(args: DagArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// The child side of a built-in stage: read the spec the engine wrote, run the kind.
-fn run_kind(spec: &std::path::Path) -> anyhow::Result<i32> {
-    use anyhow::Context;
-    let text = std::fs::read_to_string(spec)
-        .with_context(|| format!("reading stage specification {}", spec.display()))?;
-    let s: KindSpec = serde_json::from_str(&text)
-        .with_context(|| format!("parsing stage specification {}", spec.display()))?;
-    let kind = crate::kinds::lookup(&s.kind)?;
-    let ctx = crate::kinds::StageContext {
-        stage: s.stage,
-        params: s.params,
-        workspace: std::env::current_dir()?,
-        checkpoint: s.checkpoint,
-        threads: s.threads.max(1),
-        gpus: s.gpus,
-    };
-    kind.run(&ctx).with_context(|| format!("stage '{}' ({})", ctx.stage, s.kind))?;
+/// The child side of a built-in stage: read the spec the engine wrote, run the kind (or hand
+/// it to `repro-torch` when it needs libtorch).
+fn run_kind(spec_path: &std::path::Path) -> anyhow::Result<i32> {
+    let spec = crate::kinds::KindSpec::read(spec_path)?;
+    let kind = crate::kinds::lookup(&spec.kind)?;
+    if kind.needs_libtorch() {
+        return Err(crate::kinds::exec_torch(&["internal".as_ref(), "run-kind".as_ref(), spec_path.as_os_str()]));
+    }
+    crate::kinds::run_spec(kind.as_ref(), &spec)?;
     Ok(0)
-}
-
-/// The self-contained specification of one built-in stage, as the engine writes it for the
-/// child (and for a Slurm job).
-#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
-pub struct KindSpec {
-    pub stage: String,
-    pub kind: String,
-    pub params: serde_json::Value,
-    #[serde(default)]
-    pub checkpoint: Option<PathBuf>,
-    #[serde(default = "one")]
-    pub threads: usize,
-    #[serde(default)]
-    pub gpus: Vec<usize>,
-}
-
-fn one() -> usize {
-    1
 }

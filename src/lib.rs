@@ -25,5 +25,5 @@ pub mod status;
 
 pub mod data;
 pub mod metrics;
-pub mod ml;
+pub mod ml_spec;
 pub mod report;

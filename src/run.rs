@@ -593,7 +593,7 @@ fn make_job(
     let argv = match &stage.action {
         Action::Cmd(c) => vec!["sh".to_string(), "-c".to_string(), c.clone()],
         Action::Uses { kind, with } => {
-            let spec = crate::cli::KindSpec {
+            let spec = crate::kinds::KindSpec {
                 stage: stage.name.clone(),
                 kind: kind.clone(),
                 params: with.clone(),

@@ -1,11 +1,12 @@
 //! Datasets: getting them (`download`), turning them into training-ready files (`preprocess`),
-//! and feeding them to the training loop (`loader`).
+//! and reading them back for training (the loader, which needs libtorch, lives in the
+//! `repro-torch` crate).
 //!
 //! The modules follow the data: [`recipe`] describes a dataset (sources, checksums, archive
 //! layout, the split sizes of the paper's Table IV); [`fetch`] brings one file over HTTP(S) or
 //! from a local path, resuming and retrying, and [`checksum`] verifies it before [`extract`]
 //! unpacks it safely; [`idx`] (Fashion-MNIST) and [`layouts`] + [`shards`] (JPEG image sets)
-//! write the preprocessed form; [`augment`] and [`loader`] read it back as batches of tensors.
+//! write the preprocessed form; [`augment`] holds the image transforms the loader applies.
 //! Nothing here knows about the engine: the stage kinds in `crate::kinds::{download,
 //! preprocess}` are thin wrappers around these functions.
 
@@ -17,7 +18,6 @@ pub mod fetch;
 pub mod idx;
 pub mod imagenet;
 pub mod layouts;
-pub mod loader;
 pub mod mat;
 pub mod recipe;
 pub mod shards;

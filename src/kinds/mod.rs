@@ -62,6 +62,11 @@ pub trait StageKind: Send + Sync {
     fn validate(&self, params: &serde_json::Value) -> Result<()>;
     /// Run the stage: read deps, write outputs. Errors end the stage as failed.
     fn run(&self, ctx: &StageContext) -> Result<()>;
+    /// Kinds that need libtorch run in the `repro-torch` binary: `repro internal run-kind`
+    /// hands them over (exec, same pid) so that no other command pays libtorch's start-up.
+    fn needs_libtorch(&self) -> bool {
+        false
+    }
 }
 
 /// All built-in kinds, by name.
@@ -74,6 +79,86 @@ pub fn registry() -> Vec<Box<dyn StageKind>> {
         Box::new(preprocess::Preprocess),
         Box::new(train::Train),
     ]
+}
+
+/// The self-contained specification of one built-in stage, as the engine writes it for the
+/// child (and for a Slurm job).
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
+pub struct KindSpec {
+    pub stage: String,
+    pub kind: String,
+    pub params: serde_json::Value,
+    #[serde(default)]
+    pub checkpoint: Option<PathBuf>,
+    #[serde(default = "one")]
+    pub threads: usize,
+    #[serde(default)]
+    pub gpus: Vec<usize>,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl KindSpec {
+    pub fn read(path: &Path) -> Result<KindSpec> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading stage specification {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing stage specification {}", path.display()))
+    }
+
+    /// The context the kind runs with; the child's working directory is the workspace.
+    pub fn context(&self) -> Result<StageContext> {
+        Ok(StageContext {
+            stage: self.stage.clone(),
+            params: self.params.clone(),
+            workspace: std::env::current_dir()?,
+            checkpoint: self.checkpoint.clone(),
+            threads: self.threads.max(1),
+            gpus: self.gpus.clone(),
+        })
+    }
+}
+
+/// The child side of a built-in stage: run `kind` on the spec the engine wrote.
+pub fn run_spec(kind: &dyn StageKind, spec: &KindSpec) -> Result<()> {
+    // A write past `ulimit -f` must fail with EFBIG (reported, nothing recorded), not kill us.
+    // SAFETY: setting a signal disposition before the kind starts any thread.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let ctx = spec.context()?;
+    kind.run(&ctx).with_context(|| format!("stage '{}' ({})", ctx.stage, spec.kind))
+}
+
+/// The `repro-torch` binary: `$REPRO_TORCH`, else next to the running `repro`.
+pub fn torch_binary() -> Result<PathBuf> {
+    let path = match std::env::var_os("REPRO_TORCH") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let exe = std::env::current_exe().context("cannot locate the running repro binary")?;
+            exe.with_file_name("repro-torch")
+        }
+    };
+    if !path.is_file() {
+        bail!(
+            "this needs libtorch, which lives in the `repro-torch` binary, and {} does not exist; \
+             build both binaries with `cargo build --release` at the workspace root (or set REPRO_TORCH)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Replace this process by `repro-torch ARGS` (same pid, so the engine's process-group and
+/// parent-death handling carry over). Returns only on failure.
+pub fn exec_torch(args: &[&std::ffi::OsStr]) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    match torch_binary() {
+        Ok(bin) => {
+            let err = std::process::Command::new(&bin).args(args).exec();
+            anyhow::Error::new(err).context(format!("cannot start {}", bin.display()))
+        }
+        Err(e) => e,
+    }
 }
 
 /// Look up a kind by name, with a message listing the known kinds.

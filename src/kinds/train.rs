@@ -2,16 +2,20 @@
 //! one of the twelve losses, and write `model.safetensors`, `logits.safetensors` (the input of
 //! `evaluate`) and `train.json` into the `out` directory.
 //!
-//! Parameters are [`crate::ml::train::TrainConfig`] (unknown fields rejected); CPU threads come
-//! from the stage's `resources: {cpus: N}`, the checkpoint directory from `checkpoint:`.
-//! A non-finite loss is never a stage failure: it is recorded in `train.json` (`diverged`).
+//! Parameters are [`crate::ml_spec::config::TrainConfig`] (unknown fields rejected), checked
+//! here before anything runs. The training itself needs libtorch and runs in the
+//! `repro-torch` binary (`repro_torch::train_kind`), to which `repro internal run-kind` hands
+//! the stage. A non-finite loss is never a stage failure: it is recorded in `train.json`.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
-use super::{StageContext, StageKind, progress};
-use crate::ml::train::{RunEnv, TrainConfig, run};
+use super::{StageContext, StageKind};
+use crate::ml_spec::config::TrainConfig;
 
 pub struct Train;
+
+/// Part of the stage key: bump when a change to training could change its outputs.
+pub const TRAIN_VERSION: u32 = 1;
 
 impl StageKind for Train {
     fn name(&self) -> &'static str {
@@ -19,7 +23,7 @@ impl StageKind for Train {
     }
 
     fn version(&self) -> u32 {
-        1
+        TRAIN_VERSION
     }
 
     fn validate(&self, params: &serde_json::Value) -> Result<()> {
@@ -30,14 +34,10 @@ impl StageKind for Train {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<()> {
-        let cfg: TrainConfig = ctx.params()?;
-        let env = RunEnv {
-            base: ctx.workspace.clone(),
-            checkpoint: ctx.checkpoint.as_ref().map(|c| ctx.path(c)),
-            threads: ctx.threads,
-            progress: Box::new(progress::report),
-        };
-        run(&cfg, &env)?;
-        Ok(())
+        bail!("stage '{}': `train` runs in the repro-torch binary (libtorch), not in repro", ctx.stage)
+    }
+
+    fn needs_libtorch(&self) -> bool {
+        true
     }
 }

@@ -1,4 +1,4 @@
-//! The training data loader over a preprocessed image set (see [`super::shards`]).
+//! The training data loader over a preprocessed image set (see [`repro::data::shards`]).
 //!
 //! ```ignore
 //! use repro::data::loader::{Loader, LoaderConfig};
@@ -17,7 +17,7 @@
 //!   seeded by (`seed`, epoch, position), so batches are identical whatever `workers` is.
 //! - Work: `workers` threads each decode and augment whole batches; up to `prefetch` finished
 //!   batches wait while the model trains. Batches are yielded in order.
-//! - Transforms: [`super::augment`] (random resized crop + flip for training; resize to
+//! - Transforms: [`repro::data::augment`] (random resized crop + flip for training; resize to
 //!   `resize_size` and centre crop for testing; ImageNet mean/std normalisation).
 //! - `limit` caps the samples per epoch (first `limit` of the permutation); `drop_last` drops a
 //!   final partial batch.
@@ -35,8 +35,8 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use tch::Tensor;
 
-use super::augment;
-use super::shards::ShardSet;
+use repro::data::augment;
+use repro::data::shards::ShardSet;
 
 /// Loader settings.
 #[derive(Clone, Debug)]

@@ -3,7 +3,7 @@
 //! loopback HTTP server and goes through download → preprocess → loader. Each class has its
 //! own dominant colour, so the test can check that labels stay attached to their images.
 
-#[path = "data_http.rs"]
+#[path = "../../../tests/data_http.rs"]
 mod http;
 
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use http::{Route, Server};
-use repro::data::loader::{Loader, LoaderConfig};
+use repro_torch::loader::{Loader, LoaderConfig};
 use repro::data::mat::{self, Value};
 use repro::data::recipe::{PerClass, Recipe};
 use repro::kinds::{StageContext, lookup};
@@ -368,7 +368,7 @@ fn fixture(layout: &str) -> HashMap<String, Vec<u8>> {
 }
 
 fn recipes_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("stages/datasets")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stages/datasets")
 }
 
 /// The real recipe, pointed at the fixture: sources on the test server, sha256 of the

@@ -2,7 +2,7 @@
 //! ImageNet models (so torchvision weights load), output shapes of every model, DenseNet's
 //! transition really averaging, and fine-tuning loading only the feature extractor.
 
-use repro::ml::models::{self, ModelName};
+use repro_torch::ml::models::{self, ModelName};
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor, nn};
 

@@ -1,4 +1,4 @@
-//! Link libtorch so that the `repro` binary finds it without `LD_LIBRARY_PATH` (an rpath to the
+//! Link libtorch so that the `repro-torch` binary finds it without `LD_LIBRARY_PATH` (an rpath to the
 //! directory torch-sys built against) and really links `libtorch` (and through it CUDA, when the
 //! wheel carries it) even though no symbol of it is referenced directly: `--no-as-needed`.
 fn main() {

@@ -110,9 +110,9 @@ pub fn i64s(bytes: &[u8]) -> Vec<i64> {
     bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
 }
 
-/// The `repro` binary built for these tests.
+/// The `repro-torch` binary built for these tests (same `internal run-kind` interface).
 pub fn repro() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_repro"))
+    PathBuf::from(env!("CARGO_BIN_EXE_repro-torch"))
 }
 
 /// Run `repro internal run-kind` for a train stage in `ws` with the given params; returns

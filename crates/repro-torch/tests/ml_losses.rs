@@ -2,7 +2,7 @@
 //! finite differences, the identities of Section IV-D, Corollary 1, the bias initialisations of
 //! Section V-B, and numerical stability for large γ·cos.
 
-use repro::ml::loss::{BiasInit, BiasMode, Classifier, Formula, Head, LOSS_NAMES, LossKind, diverse_bias_init};
+use repro_torch::ml::loss::{BiasInit, BiasMode, Classifier, Formula, Head, LOSS_NAMES, LossKind, diverse_bias_init};
 use tch::{Device, Kind, Tensor, nn};
 
 const N: usize = 5; // classes
@@ -190,7 +190,7 @@ fn eq45(n: f64, a: f64, b: f64) -> f64 {
 
 #[test]
 fn corollary_1_bias_gradient_vanishes_at_eq_45() {
-    use repro::ml::loss::loss_from_metrics;
+    use repro_torch::ml::loss::loss_from_metrics;
     for (n, a, b_) in [(5usize, -1.0, 3.0), (10, -0.5, 4.0), (2, 0.0, 1.0), (100, -2.0, 6.0)] {
         let nt = n as i64;
         let labels = Tensor::from_slice(&[0i64, 1, (n - 1) as i64]);

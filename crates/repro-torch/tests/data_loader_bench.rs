@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use repro::data::loader::{Loader, LoaderConfig};
+use repro_torch::loader::{Loader, LoaderConfig};
 use repro::data::shards::ShardWriter;
 
 fn env(name: &str, default: usize) -> usize {

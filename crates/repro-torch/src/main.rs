@@ -1,0 +1,41 @@
+//! `repro-torch internal run-kind SPEC` runs a libtorch stage kind (`repro` execs it);
+//! `repro-torch doctor` reports the libtorch this binary runs on.
+
+use std::path::Path;
+
+use repro::kinds::{KindSpec, StageKind, run_spec};
+use repro_torch::train_kind::Train;
+
+const USAGE: &str = "usage: repro-torch internal run-kind SPEC.json | repro-torch doctor | repro-torch --version";
+
+fn run(args: &[String]) -> anyhow::Result<i32> {
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["doctor"] => repro_torch::ml::doctor(),
+        ["internal", "run-kind", spec] => {
+            let spec = KindSpec::read(Path::new(spec))?;
+            let kinds: [&dyn StageKind; 1] = [&Train];
+            let Some(kind) = kinds.into_iter().find(|k| k.name() == spec.kind) else {
+                anyhow::bail!("repro-torch runs only libtorch kinds (train), not '{}'", spec.kind)
+            };
+            run_spec(kind, &spec)?;
+            Ok(0)
+        }
+        ["--version" | "-V"] => {
+            println!("repro-torch {}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            Ok(2)
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = run(&args).unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        1
+    });
+    std::process::exit(code);
+}

@@ -1,0 +1,155 @@
+//! The `with:` parameters of a `train` stage and their checks, without libtorch, so that the
+//! engine rejects a bad stage before anything runs.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::loss::{BiasMode, DEFAULT_GAMMA, LossKind};
+use super::model::ModelName;
+
+/// What to do with a step whose loss or gradients are not finite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNonFinite {
+    Skip,
+    Stop,
+}
+
+/// The `with:` parameters of a `train` stage (paths relative to the workspace).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Dataset directory (train.safetensors, test.safetensors, classes.json).
+    pub data: PathBuf,
+    /// Output directory: model.safetensors, logits.safetensors, train.json.
+    pub out: PathBuf,
+    /// One of the twelve losses (`soft-d`, `bce-nu`, …).
+    pub loss: String,
+    /// mlp | cnn | resnet-small | resnet50 | resnet101 | densenet161.
+    #[serde(default = "d_model")]
+    pub model: String,
+    /// Scale of the normalized classifier.
+    #[serde(default = "d_gamma")]
+    pub gamma: f64,
+    /// Diverse-bias initialisation, 0 (random, mean zero) or 1–7 (Section V-B).
+    #[serde(default)]
+    pub bias_mode: u8,
+    /// Initial unified bias; default log(N−1) with the classifier's sign (see docs).
+    #[serde(default)]
+    pub unified_bias_init: Option<f64>,
+    #[serde(default = "d_epochs")]
+    pub epochs: usize,
+    /// Initial learning rate (cosine decay to 0 over all steps).
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    #[serde(default = "d_momentum")]
+    pub momentum: f64,
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub seed: u64,
+    /// auto | cpu | cuda.
+    #[serde(default = "d_device")]
+    pub device: String,
+    /// Random crop (zero padding) and horizontal flip on training images. Off by default:
+    /// the short CPU trainings of the default profile learn faster without it.
+    #[serde(default)]
+    pub augment: bool,
+    /// Padding of the random crop in pixels; default H/8.
+    #[serde(default)]
+    pub crop_padding: Option<usize>,
+    /// A model.safetensors (or torchvision weights as safetensors) to fine-tune from: the
+    /// feature extractor is loaded, the head is new.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
+    #[serde(default)]
+    pub limit_train: Option<usize>,
+    #[serde(default)]
+    pub limit_test: Option<usize>,
+    #[serde(default = "d_nonfinite")]
+    pub on_nonfinite: OnNonFinite,
+    /// Side of the square images cut from a sharded JPEG set (ignored for in-memory sets).
+    #[serde(default = "d_image_size")]
+    pub image_size: u32,
+    /// Batch size of the test-set evaluation.
+    #[serde(default = "d_eval_batch")]
+    pub eval_batch_size: usize,
+}
+
+fn d_model() -> String {
+    "cnn".into()
+}
+fn d_gamma() -> f64 {
+    DEFAULT_GAMMA
+}
+fn d_epochs() -> usize {
+    2
+}
+fn d_lr() -> f64 {
+    0.01
+}
+fn d_momentum() -> f64 {
+    0.9
+}
+fn d_wd() -> f64 {
+    5e-4
+}
+fn d_batch() -> usize {
+    128
+}
+fn d_device() -> String {
+    "auto".into()
+}
+fn d_nonfinite() -> OnNonFinite {
+    OnNonFinite::Skip
+}
+fn d_image_size() -> u32 {
+    224
+}
+fn d_eval_batch() -> usize {
+    512
+}
+
+impl TrainConfig {
+    /// Check everything that can be checked without reading data.
+    pub fn validate(&self) -> Result<(LossKind, ModelName)> {
+        let kind: LossKind = self.loss.parse().context("parameter `loss`")?;
+        let model: ModelName = self.model.parse().context("parameter `model`")?;
+        if !(self.gamma.is_finite() && self.gamma > 0.0) {
+            bail!("parameter `gamma` must be a positive number, got {}", self.gamma);
+        }
+        if self.bias_mode > 7 {
+            bail!("parameter `bias_mode` must be 0–7 (Section V-B), got {}", self.bias_mode);
+        }
+        if self.bias_mode != 0 && kind.bias != BiasMode::Diverse {
+            bail!(
+                "parameter `bias_mode` applies to diverse-bias losses only (soft-d, soft-nd, bce-d, bce-nd), not {kind}"
+            );
+        }
+        if self.unified_bias_init.is_some() && kind.bias != BiasMode::Unified {
+            bail!("parameter `unified_bias_init` applies to unified-bias losses only (*-u, *-nu), not {kind}");
+        }
+        if self.epochs == 0 {
+            bail!("parameter `epochs` must be at least 1");
+        }
+        if self.batch_size < 2 || self.eval_batch_size == 0 {
+            bail!("parameter `batch_size` must be at least 2 (batch norm needs two samples)");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("parameter `lr` must be a positive number, got {}", self.lr);
+        }
+        if !(0.0..1.0).contains(&self.momentum) || self.weight_decay < 0.0 {
+            bail!("parameters `momentum` must be in [0, 1) and `weight_decay` ≥ 0");
+        }
+        // Only the spelling here: whether CUDA is there is checked where the stage runs (the
+        // engine may validate on a machine without the GPU that a Slurm job will have).
+        if !matches!(self.device.as_str(), "auto" | "cpu" | "cuda") {
+            bail!("parameter `device` must be auto, cpu or cuda, got '{}'", self.device);
+        }
+        Ok((kind, model))
+    }
+}
