@@ -347,6 +347,7 @@ mod tests {
         let content = Hasher {
             root: ws.path(),
             cache: &sc,
+            known: None,
         }
         .content("out")
         .unwrap();
@@ -363,7 +364,8 @@ mod tests {
         assert_eq!(
             Hasher {
                 root: ws.path(),
-                cache: &sc2
+                cache: &sc2,
+                known: None,
             }
             .content("out")
             .unwrap(),

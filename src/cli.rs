@@ -157,6 +157,7 @@ pub fn main() -> i32 {
     // A write past `ulimit -f` must fail with EFBIG (reported, nothing recorded), not kill us.
     // SAFETY: setting a signal disposition at start-up, before any thread exists.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let started = std::time::Instant::now();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => cmd_run(args),
@@ -168,6 +169,9 @@ pub fn main() -> i32 {
         Command::Doctor => Err(crate::kinds::exec_torch(&["doctor".as_ref()])),
         Command::Internal { what: Internal::RunKind { spec } } => run_kind(&spec),
     };
+    if std::env::var_os("REPRO_TIMINGS").is_some_and(|v| v == "1") {
+        eprintln!("timing: whole command {:>17.2} ms", started.elapsed().as_secs_f64() * 1e3);
+    }
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -181,8 +185,7 @@ pub fn main() -> i32 {
 
 /// The workspace root: the directory of the pipeline file.
 fn workspace_of(file: &std::path::Path) -> PathBuf {
-    let abs = if file.is_absolute() { file.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(file) };
-    abs.parent().map(PathBuf::from).unwrap_or_default()
+    crate::spec::workspace_root(file)
 }
 
 fn cmd_run(args: RunArgs) -> anyhow::Result<i32> {

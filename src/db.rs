@@ -6,7 +6,6 @@
 //! come back without recomputing. One process at a time holds the file; a reader that finds it
 //! busy (`repro status` during a run) works without it rather than waiting.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -84,10 +83,10 @@ impl StateDb {
     }
 
     /// Every stat-cache entry.
-    pub fn load_stat(&self) -> Result<HashMap<String, (StatKey, [u8; 32])>> {
+    pub fn load_stat(&self) -> Result<hashing::PathMap<(StatKey, [u8; 32])>> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(STAT)?;
-        let mut out = HashMap::with_capacity(t.len()? as usize);
+        let mut out = hashing::PathMap::with_capacity_and_hasher(t.len()? as usize, Default::default());
         for item in t.iter()? {
             let (k, v) = item?;
             if let Some(e) = hashing::decode_entry(v.value()) {

@@ -28,6 +28,8 @@ pub struct Workspace {
     pub stat: StatCache,
     pub db: Option<StateDb>,
     pub objects: Cache,
+    /// Stats of the pipeline's source deps taken while building the DAG (see `Dag::source_stats`).
+    pub source_stats: crate::hashing::PathMap<std::fs::Metadata>,
 }
 
 impl Workspace {
@@ -47,13 +49,22 @@ impl Workspace {
             cache_dir,
             stat,
             db,
+            source_stats: Default::default(),
         })
+    }
+
+    /// Close the state database; the in-memory maps are left to the process exit (see the
+    /// end of `run::run`, which calls this just before the process ends).
+    pub fn close(mut self) {
+        drop(self.db.take());
+        std::mem::forget(self);
     }
 
     pub fn hasher(&self) -> Hasher<'_> {
         Hasher {
             root: &self.root,
             cache: &self.stat,
+            known: Some(&self.source_stats),
         }
     }
 
@@ -176,6 +187,22 @@ pub fn assess(ws: &Workspace, stage: &Stage, entry: Option<&LockEntry>) -> Resul
         reasons,
         outs,
     })
+}
+
+/// Assess many stages at once, in parallel, against the files as they are now. Each result is
+/// exactly what [`assess`] would say for that stage alone, given that no upstream stage
+/// changes its outputs in between (the caller re-assesses the stages for which that fails).
+pub fn assess_all(ws: &Workspace, p: &crate::spec::Pipeline, stages: &[usize], lock: &crate::lockfile::LockFile) -> Vec<Result<Assessment>> {
+    use rayon::prelude::*;
+    let one = |&i: &usize| {
+        let s = &p.stages[i];
+        assess(ws, s, lock.stages.get(&s.name))
+    };
+    if stages.len() < 64 {
+        stages.iter().map(one).collect()
+    } else {
+        stages.par_iter().with_min_len(16).map(one).collect()
+    }
 }
 
 /// An exclusive hold on the workspace for one `repro run`, released when dropped (and by the

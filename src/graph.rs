@@ -19,6 +19,9 @@ use crate::spec::{Pipeline, SpecError, SpecErrors};
 /// Stage indices (into `Pipeline::stages`) connected producer → consumer.
 pub struct Dag {
     pub graph: DiGraph<usize, ()>,
+    /// The stat of every dep that no stage produces, taken (in parallel) while checking that
+    /// it exists; the hasher starts from these instead of stat-ing each path a second time.
+    pub source_stats: crate::hashing::PathMap<std::fs::Metadata>,
 }
 
 impl Dag {
@@ -136,8 +139,10 @@ pub fn build(p: &Pipeline) -> Result<Dag, SpecErrors> {
         }
     }
 
+    // Deps that no stage produces must exist: collected here, stat-ed together below.
+    let mut sources: Vec<(usize, usize)> = Vec::new();
     for (i, s) in p.stages.iter().enumerate() {
-        for d in &s.deps {
+        for (k, d) in s.deps.iter().enumerate() {
             let mut found = false;
             // The dep is an output, or inside one.
             for cand in std::iter::once(d.path.as_str()).chain(ancestors(&d.path)) {
@@ -158,22 +163,26 @@ pub fn build(p: &Pipeline) -> Result<Dag, SpecErrors> {
                 graph.update_edge(NodeIndex::new(j), NodeIndex::new(i), ());
                 found = true;
             }
-            if !found && !p.root.join(&d.path).exists() {
-                errors.push(
-                    SpecError::at(
-                        &d.mark,
-                        format!(
-                            "dependency '{}' does not exist and no stage produces it",
-                            d.path
-                        ),
-                    )
-                    .in_stage(&s.name),
-                );
+            if !found {
+                sources.push((i, k));
             }
         }
     }
+    let source_stats = stat_sources(p, &sources);
+    for &(i, k) in &sources {
+        let (s, d) = (&p.stages[i], &p.stages[i].deps[k]);
+        if !source_stats.contains_key(&d.path) {
+            errors.push(
+                SpecError::at(
+                    &d.mark,
+                    format!("dependency '{}' does not exist and no stage produces it", d.path),
+                )
+                .in_stage(&s.name),
+            );
+        }
+    }
 
-    let dag = Dag { graph };
+    let dag = Dag { graph, source_stats };
     for scc in tarjan_scc(&dag.graph) {
         let self_loop = scc.len() == 1 && dag.graph.contains_edge(scc[0], scc[0]);
         if scc.len() > 1 || self_loop {
@@ -195,6 +204,21 @@ pub fn build(p: &Pipeline) -> Result<Dag, SpecErrors> {
         Ok(dag)
     } else {
         Err(SpecErrors(errors))
+    }
+}
+
+/// Stat every distinct source dep (following symlinks), in parallel: at thousands of deps the
+/// stats are most of a no-op run's time. Missing paths are left out.
+fn stat_sources(p: &Pipeline, sources: &[(usize, usize)]) -> crate::hashing::PathMap<std::fs::Metadata> {
+    use rayon::prelude::*;
+    let mut paths: Vec<&str> = sources.iter().map(|&(i, k)| p.stages[i].deps[k].path.as_str()).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    let stat = |path: &&str| std::fs::metadata(p.root.join(path)).ok().map(|m| (path.to_string(), m));
+    if paths.len() < 256 {
+        paths.iter().filter_map(stat).collect()
+    } else {
+        paths.par_iter().with_min_len(64).filter_map(stat).collect()
     }
 }
 

@@ -16,6 +16,9 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 
+/// A map keyed by workspace path, with a fast hasher (paths are not adversarial input).
+pub type PathMap<V> = HashMap<String, V, rustc_hash::FxBuildHasher>;
+
 /// Stat fields that must all match for a cached hash to be trusted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StatKey {
@@ -70,12 +73,12 @@ pub fn decode_entry(b: &[u8]) -> Option<(StatKey, [u8; 32])> {
 /// In-memory stat cache: path → (stat, hash). Loaded from and saved to the state database.
 #[derive(Default)]
 pub struct StatCache {
-    entries: Mutex<HashMap<String, (StatKey, [u8; 32])>>,
+    entries: Mutex<PathMap<(StatKey, [u8; 32])>>,
     dirty: Mutex<Vec<String>>,
 }
 
 impl StatCache {
-    pub fn from_entries(entries: HashMap<String, (StatKey, [u8; 32])>) -> Self {
+    pub fn from_entries(entries: PathMap<(StatKey, [u8; 32])>) -> Self {
         StatCache {
             entries: Mutex::new(entries),
             dirty: Mutex::default(),
@@ -209,13 +212,16 @@ pub fn hash_file_bytes(path: &Path) -> Result<[u8; 32]> {
 pub struct Hasher<'a> {
     pub root: &'a Path,
     pub cache: &'a StatCache,
+    /// Stats already taken this invocation (the DAG's source deps), used instead of a new stat.
+    pub known: Option<&'a PathMap<std::fs::Metadata>>,
 }
 
 impl Hasher<'_> {
     /// Hash one workspace path (file or directory); `Missing` if it does not exist.
     pub fn content(&self, rel: &str) -> Result<Content> {
         let full = self.root.join(rel);
-        let meta = match std::fs::metadata(&full) {
+        let known = self.known.and_then(|k| k.get(rel)).cloned();
+        let meta = match known.map_or_else(|| std::fs::metadata(&full), Ok) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Content::Missing),
             Err(e) => return Err(e).with_context(|| format!("cannot stat {}", full.display())),
@@ -231,7 +237,7 @@ impl Hasher<'_> {
                     let hash = self.file_hash(&key, &self.root.join(&key), meta)?;
                     Ok(FileEntry {
                         path: relpath.clone(),
-                        hash: hex::encode(hash),
+                        hash: blake3::Hash::from_bytes(hash).to_hex().to_string(),
                         size: meta.len(),
                         executable: meta.mode() & 0o111 != 0,
                     })
@@ -247,7 +253,7 @@ impl Hasher<'_> {
         } else {
             let hash = self.file_hash(rel, &full, &meta)?;
             Ok(Content::File {
-                hash: hex::encode(hash),
+                hash: blake3::Hash::from_bytes(hash).to_hex().to_string(),
                 size: meta.len(),
                 executable: meta.mode() & 0o111 != 0,
             })
@@ -324,12 +330,14 @@ mod tests {
         let ha = Hasher {
             root: a.path(),
             cache: &ca,
+            known: None,
         }
         .content("x")
         .unwrap();
         let hb = Hasher {
             root: b.path(),
             cache: &cb,
+            known: None,
         }
         .content("x")
         .unwrap();
@@ -340,7 +348,8 @@ mod tests {
             ha.hash(),
             Hasher {
                 root: b.path(),
-                cache: &cb2
+                cache: &cb2,
+                known: None,
             }
             .content("x")
             .unwrap()
@@ -356,6 +365,7 @@ mod tests {
         let h = Hasher {
             root: d.path(),
             cache: &c,
+            known: None,
         };
         let first = h.content("f").unwrap();
         assert_eq!(c.take_dirty().len(), 1);

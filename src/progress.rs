@@ -123,3 +123,31 @@ impl Progress {
         }
     }
 }
+
+/// Where an invocation spends its time, phase by phase, printed to stderr when the environment
+/// sets `REPRO_TIMINGS=1` (for diagnosing a slow no-op run; silent otherwise).
+pub struct Phases {
+    on: bool,
+    start: Instant,
+    last: Instant,
+}
+
+impl Phases {
+    pub fn start() -> Phases {
+        let now = Instant::now();
+        Phases { on: std::env::var_os("REPRO_TIMINGS").is_some_and(|v| v == "1"), start: now, last: now }
+    }
+
+    /// Report the time since the previous mark under `label`.
+    pub fn mark(&mut self, label: &str) {
+        if self.on {
+            let now = Instant::now();
+            eprintln!(
+                "timing: {label:<24} {:>8.2} ms  (total {:.2} ms)",
+                (now - self.last).as_secs_f64() * 1e3,
+                (now - self.start).as_secs_f64() * 1e3
+            );
+            self.last = now;
+        }
+    }
+}

@@ -103,23 +103,47 @@ struct Running {
 /// Run the pipeline; returns the process exit code.
 pub fn run(opts: &RunOptions) -> Result<i32> {
     let t0 = Instant::now();
-    let (p, dag) = load(&opts.file, &opts.load)?;
+    let mut phases = crate::progress::Phases::start();
+    // The workspace state (run lock, state database with the stat cache, parsed repro.lock)
+    // loads on a second thread while this one parses the pipeline: on a large no-op run the
+    // two take about as long. A pipeline that fails validation still runs nothing.
+    let state = (!opts.dry_run).then(|| {
+        let root = crate::spec::workspace_root(&opts.file);
+        let wait = opts.wait;
+        std::thread::spawn(move || -> Result<(WorkspaceLock, Workspace, LockFile)> {
+            let mut phases = crate::progress::Phases::start();
+            let guard = WorkspaceLock::acquire(&root.join("cache"), wait)?;
+            phases.mark("[state] run lock");
+            let ws = Workspace::open(&root, Duration::from_secs(30))?;
+            phases.mark("[state] db + stat cache");
+            if ws.db.is_none() {
+                anyhow::bail!(
+                    "the state database {} is held by another process",
+                    ws.cache_dir.join("state.redb").display()
+                );
+            }
+            let lock = crate::engine::read_lock(&ws)?;
+            phases.mark("[state] repro.lock");
+            Ok((guard, ws, lock))
+        })
+    });
+    let p = crate::spec::load(&opts.file, &opts.load).map_err(|e| anyhow::anyhow!("{e}"))?;
+    phases.mark("parse + expand spec");
+    let mut dag = crate::graph::build(&p).map_err(|e| anyhow::anyhow!("{e}"))?;
+    phases.mark("build + check DAG");
     let selected = crate::graph::select(&p, &dag, &opts.targets)?;
-    if opts.dry_run {
+    let Some(state) = state else {
         return dry_run(&p, &dag, &selected);
-    }
-    let _lock = WorkspaceLock::acquire(&p.root.join("cache"), opts.wait)?;
-    let ws = Workspace::open(&p.root, Duration::from_secs(30))?;
-    if ws.db.is_none() {
-        anyhow::bail!(
-            "the state database {} is held by another process",
-            ws.cache_dir.join("state.redb").display()
-        );
-    }
-    let mut lock = crate::engine::read_lock(&ws)?;
+    };
+    let (_lock, mut ws, mut lock) = state
+        .join()
+        .map_err(|_| anyhow::anyhow!("loading the workspace state panicked"))??;
+    ws.source_stats = std::mem::take(&mut dag.source_stats);
+    phases.mark("wait for workspace state");
     // Compared at the end, so an unchanged lock is not rewritten (cheaper than serialising).
     let lock_before = lock.clone();
     retire_deleted_stages(&ws, &p, &mut lock)?;
+    phases.mark("retire deleted stages");
 
     let executor_name = opts
         .executor
@@ -181,6 +205,22 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     let mut lock_dirty = false;
     let mut last_lock_write = Instant::now();
     let exe = std::env::current_exe().context("cannot find the repro binary")?;
+    // Every selected stage assessed up front, in parallel. A stage that is fresh by it and
+    // whose upstream all stayed fresh in this run skips its own assessment: on a no-op run
+    // of many stages this is most of the work. Anything else is re-assessed when it starts.
+    let mut pre_fresh: HashMap<usize, Assessment> = if opts.force {
+        HashMap::new()
+    } else {
+        selected
+            .iter()
+            .copied()
+            .zip(crate::engine::assess_all(&ws, &p, &selected, &lock))
+            .filter_map(|(i, a)| a.ok().filter(Assessment::fresh).map(|a| (i, a)))
+            .collect()
+    };
+    // Stages whose outputs this run replaced (ran or restored).
+    let mut disturbed: BTreeSet<usize> = BTreeSet::new();
+    phases.mark("assess all (parallel)");
 
     // Release a finished stage's dependents.
     let release =
@@ -240,8 +280,14 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
             ready.remove(&(pos, i));
             waiting.remove(&i);
             let stage = &p.stages[i];
-            let outcome = start_stage(&ws, &p, stage, i, &lock, opts.force, &mut progress)
+            let pre = pre_fresh
+                .remove(&i)
+                .filter(|_| !dag.upstream(i).iter().any(|u| disturbed.contains(u)));
+            let outcome = start_stage(&ws, &p, stage, pre, &lock, opts.force, &mut progress)
                 .with_context(|| format!("stage '{}'", stage.name));
+            if matches!(outcome, Ok(Start::Restored(_) | Start::Run(_))) {
+                disturbed.insert(i);
+            }
             match outcome {
                 Err(e) => {
                     summary.failed += 1;
@@ -356,11 +402,13 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
         }
     }
     progress.done();
+    phases.mark("schedule (assess + run)");
     let interrupted = INTERRUPTED.load(Ordering::SeqCst);
     if lock != lock_before {
         lock.write(&ws.lock_path)?;
     }
     ws.save_stat()?;
+    phases.mark("write lock + stat cache");
     let not_run = waiting.len() + ready.len();
     let mut line = summary.to_string();
     if not_run > 0 && (interrupted || stop_new) {
@@ -370,6 +418,13 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
         line.push_str(" — everything is up to date");
     }
     println!("{line} ({:.2}s)", t0.elapsed().as_secs_f64());
+    drop(executor);
+    // The process ends right after this: freeing 10^5 map entries and strings one by one
+    // would cost a no-op run of 10,000 stages about 70 ms, so the big read-only structures
+    // are left to the exit. The state database is closed properly.
+    ws.close();
+    std::mem::forget((pre_fresh, lock_before, lock, dag, p));
+    phases.mark("close state db");
     Ok(if interrupted {
         130
     } else if summary.failed > 0 {
@@ -421,16 +476,20 @@ enum Start {
 }
 
 /// Decide what to do with a ready stage and, for a cache hit, restore it.
+/// `pre`: an assessment made earlier this run that is still valid (upstream unchanged).
 fn start_stage(
     ws: &Workspace,
     p: &Pipeline,
     stage: &Stage,
-    _i: usize,
+    pre: Option<Assessment>,
     lock: &LockFile,
     force: bool,
     progress: &mut Progress,
 ) -> Result<Start> {
-    let a = assess(ws, stage, lock.stages.get(&stage.name))?;
+    let a = match pre {
+        Some(a) => a,
+        None => assess(ws, stage, lock.stages.get(&stage.name))?,
+    };
     if !force && a.fresh() {
         return Ok(Start::Fresh);
     }
@@ -731,11 +790,13 @@ fn make_executor(name: &str, p: &Pipeline) -> Result<Box<dyn Executor>> {
 
 /// `--dry-run`: what would happen, without running or recording anything.
 fn dry_run(p: &Pipeline, dag: &crate::graph::Dag, selected: &[usize]) -> Result<i32> {
-    let ws = Workspace::open(&p.root, Duration::ZERO)?;
+    let mut ws = Workspace::open(&p.root, Duration::ZERO)?;
+    ws.source_stats = dag.source_stats.clone();
     let lock = crate::engine::read_lock(&ws)?;
     let mut will_change: BTreeSet<usize> = BTreeSet::new();
     let mut counts = (0, 0, 0);
-    for &i in selected {
+    let assessed = crate::engine::assess_all(&ws, p, selected, &lock);
+    for (&i, a) in selected.iter().zip(assessed) {
         let s = &p.stages[i];
         let upstream: Vec<&str> = dag
             .upstream(i)
@@ -743,7 +804,7 @@ fn dry_run(p: &Pipeline, dag: &crate::graph::Dag, selected: &[usize]) -> Result<
             .filter(|u| will_change.contains(u))
             .map(|u| p.stages[u].name.as_str())
             .collect();
-        let a = assess(&ws, s, lock.stages.get(&s.name))?;
+        let a = a?;
         if a.fresh() && upstream.is_empty() {
             counts.1 += 1;
             continue;

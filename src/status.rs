@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::engine::{Workspace, assess};
+use crate::engine::Workspace;
 use crate::spec::LoadOptions;
 
 #[derive(Serialize)]
@@ -25,15 +25,17 @@ pub fn status(
     opts: &LoadOptions,
     targets: &[String],
 ) -> Result<Vec<StageStatus>> {
-    let (p, dag) = crate::run::load(file, opts)?;
+    let (p, mut dag) = crate::run::load(file, opts)?;
     let selected = crate::graph::select(&p, &dag, targets)?;
-    let ws = Workspace::open(&p.root, Duration::ZERO)?;
+    let mut ws = Workspace::open(&p.root, Duration::ZERO)?;
+    ws.source_stats = std::mem::take(&mut dag.source_stats);
     let lock = crate::engine::read_lock(&ws)?;
     let mut stale: BTreeSet<usize> = BTreeSet::new();
     let mut out = Vec::new();
-    for &i in &selected {
+    let assessed = crate::engine::assess_all(&ws, &p, &selected, &lock);
+    for (&i, a) in selected.iter().zip(assessed) {
         let s = &p.stages[i];
-        let a = assess(&ws, s, lock.stages.get(&s.name))?;
+        let a = a?;
         let mut reasons = a.reasons.clone();
         for u in dag.upstream(i) {
             if stale.contains(&u) {

@@ -93,14 +93,24 @@ pub struct LoadOptions {
     pub overrides: Vec<(String, String)>,
 }
 
-/// Load and validate a pipeline file. Every problem found is reported at once.
-pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
-    let file = if file.is_absolute() {
+/// The pipeline file as an absolute path.
+fn absolute(file: &Path) -> PathBuf {
+    if file.is_absolute() {
         file.to_path_buf()
     } else {
         std::env::current_dir().unwrap_or_default().join(file)
-    };
-    let root_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    }
+}
+
+/// The workspace root of a pipeline file: its directory, absolute (what `Pipeline::root` is).
+pub fn workspace_root(file: &Path) -> PathBuf {
+    absolute(file).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Load and validate a pipeline file. Every problem found is reported at once.
+pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
+    let file = absolute(file);
+    let root_dir = workspace_root(&file);
     let display = file
         .file_name()
         .map(PathBuf::from)
