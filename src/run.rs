@@ -100,46 +100,58 @@ struct Running {
     started: Instant,
 }
 
+/// The workspace state a command needs besides the pipeline: the run lock (when taken), the
+/// workspace with its state database and stat cache, and the parsed `repro.lock`.
+pub type State = (Option<WorkspaceLock>, Workspace, LockFile);
+
+/// The workspace state, loading on a second thread while the caller parses the pipeline: on a
+/// large no-op run the two take about as long. `run_lock`: `Some(wait)` takes the run lock
+/// (and needs the state database); `None` reads without them, as `status` and `--dry-run` do.
+pub struct StateLoader(std::thread::JoinHandle<Result<State>>);
+
+pub fn load_state_in_background(file: &Path, run_lock: Option<bool>) -> StateLoader {
+    let root = crate::spec::workspace_root(file);
+    StateLoader(std::thread::spawn(move || -> Result<State> {
+        let guard = match run_lock {
+            Some(wait) => Some(WorkspaceLock::acquire(&root.join("cache"), wait)?),
+            None => None,
+        };
+        let db_wait = if guard.is_some() { Duration::from_secs(30) } else { Duration::ZERO };
+        let ws = Workspace::open(&root, db_wait)?;
+        if guard.is_some() && ws.db.is_none() {
+            anyhow::bail!(
+                "the state database {} is held by another process",
+                ws.cache_dir.join("state.redb").display()
+            );
+        }
+        let lock = crate::engine::read_lock(&ws)?;
+        Ok((guard, ws, lock))
+    }))
+}
+
+impl StateLoader {
+    pub fn join(self) -> Result<State> {
+        self.0.join().map_err(|_| anyhow::anyhow!("loading the workspace state panicked"))?
+    }
+}
+
 /// Run the pipeline; returns the process exit code.
 pub fn run(opts: &RunOptions) -> Result<i32> {
     let t0 = Instant::now();
     let mut phases = crate::progress::Phases::start();
-    // The workspace state (run lock, state database with the stat cache, parsed repro.lock)
-    // loads on a second thread while this one parses the pipeline: on a large no-op run the
-    // two take about as long. A pipeline that fails validation still runs nothing.
-    let state = (!opts.dry_run).then(|| {
-        let root = crate::spec::workspace_root(&opts.file);
-        let wait = opts.wait;
-        std::thread::spawn(move || -> Result<(WorkspaceLock, Workspace, LockFile)> {
-            let mut phases = crate::progress::Phases::start();
-            let guard = WorkspaceLock::acquire(&root.join("cache"), wait)?;
-            phases.mark("[state] run lock");
-            let ws = Workspace::open(&root, Duration::from_secs(30))?;
-            phases.mark("[state] db + stat cache");
-            if ws.db.is_none() {
-                anyhow::bail!(
-                    "the state database {} is held by another process",
-                    ws.cache_dir.join("state.redb").display()
-                );
-            }
-            let lock = crate::engine::read_lock(&ws)?;
-            phases.mark("[state] repro.lock");
-            Ok((guard, ws, lock))
-        })
-    });
+    let state = load_state_in_background(&opts.file, (!opts.dry_run).then_some(opts.wait));
     let p = crate::spec::load(&opts.file, &opts.load).map_err(|e| anyhow::anyhow!("{e}"))?;
     phases.mark("parse + expand spec");
     let mut dag = crate::graph::build(&p).map_err(|e| anyhow::anyhow!("{e}"))?;
     phases.mark("build + check DAG");
     let selected = crate::graph::select(&p, &dag, &opts.targets)?;
-    let Some(state) = state else {
-        return dry_run(&p, &dag, &selected);
-    };
-    let (_lock, mut ws, mut lock) = state
-        .join()
-        .map_err(|_| anyhow::anyhow!("loading the workspace state panicked"))??;
+    let (guard, mut ws, mut lock) = state.join()?;
     ws.source_stats = std::mem::take(&mut dag.source_stats);
     phases.mark("wait for workspace state");
+    if opts.dry_run {
+        return dry_run(&p, &dag, &selected, &ws, &lock);
+    }
+    let Some(_guard) = guard else { unreachable!("a run takes the run lock") };
     // Compared at the end, so an unchanged lock is not rewritten (cheaper than serialising).
     let lock_before = lock.clone();
     retire_deleted_stages(&ws, &p, &mut lock)?;
@@ -789,13 +801,10 @@ fn make_executor(name: &str, p: &Pipeline) -> Result<Box<dyn Executor>> {
 }
 
 /// `--dry-run`: what would happen, without running or recording anything.
-fn dry_run(p: &Pipeline, dag: &crate::graph::Dag, selected: &[usize]) -> Result<i32> {
-    let mut ws = Workspace::open(&p.root, Duration::ZERO)?;
-    ws.source_stats = dag.source_stats.clone();
-    let lock = crate::engine::read_lock(&ws)?;
+fn dry_run(p: &Pipeline, dag: &crate::graph::Dag, selected: &[usize], ws: &Workspace, lock: &LockFile) -> Result<i32> {
     let mut will_change: BTreeSet<usize> = BTreeSet::new();
     let mut counts = (0, 0, 0);
-    let assessed = crate::engine::assess_all(&ws, p, selected, &lock);
+    let assessed = crate::engine::assess_all(ws, p, selected, lock);
     for (&i, a) in selected.iter().zip(assessed) {
         let s = &p.stages[i];
         let upstream: Vec<&str> = dag

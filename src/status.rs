@@ -3,12 +3,10 @@
 //! lock file and, when the state database is free, its stat cache.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::engine::Workspace;
 use crate::spec::LoadOptions;
 
 #[derive(Serialize)]
@@ -25,11 +23,11 @@ pub fn status(
     opts: &LoadOptions,
     targets: &[String],
 ) -> Result<Vec<StageStatus>> {
+    let state = crate::run::load_state_in_background(file, None);
     let (p, mut dag) = crate::run::load(file, opts)?;
     let selected = crate::graph::select(&p, &dag, targets)?;
-    let mut ws = Workspace::open(&p.root, Duration::ZERO)?;
+    let (_, mut ws, lock) = state.join()?;
     ws.source_stats = std::mem::take(&mut dag.source_stats);
-    let lock = crate::engine::read_lock(&ws)?;
     let mut stale: BTreeSet<usize> = BTreeSet::new();
     let mut out = Vec::new();
     let assessed = crate::engine::assess_all(&ws, &p, &selected, &lock);
