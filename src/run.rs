@@ -429,7 +429,9 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     if summary.ran + summary.restored + summary.failed == 0 && !interrupted {
         line.push_str(" — everything is up to date");
     }
-    println!("{line} ({:.2}s)", t0.elapsed().as_secs_f64());
+    // Milliseconds matter for a no-op run, not for an hour of training.
+    let secs = t0.elapsed().as_secs_f64();
+    if secs < 1.0 { println!("{line} ({secs:.3}s)") } else { println!("{line} ({secs:.2}s)") }
     drop(executor);
     // The process ends right after this: freeing 10^5 map entries and strings one by one
     // would cost a no-op run of 10,000 stages about 70 ms, so the big read-only structures

@@ -218,16 +218,27 @@ def bench_repro(ws, S, repeats, repro, jobs, log):
     return res
 
 
-def bench_dvc(ws, S, repeats, venv, log):
+def bench_dvc(ws, S, repeats, venv, log, cold_limit, outputs_from):
     env = dict(os.environ, DVC_NO_ANALYTICS="1")
     dvc = str(venv / "bin" / "dvc")
     run([dvc, "init", "--no-scm", "-q"], ws, env)
     run([dvc, "config", "core.analytics", "false"], ws, env)
     res = {"tool": "DVC"}
-    w, out = run([dvc, "repro"], ws, env)
-    expect(out, r"Running stage 's00000'", "dvc cold repro")
-    res["cold_wall"] = w
-    log(f"  dvc cold repro: {w:.2f}s")
+    if S <= cold_limit:
+        w, out = run([dvc, "repro"], ws, env)
+        expect(out, r"Running stage 's00000'", "dvc cold repro")
+        res["cold_wall"] = w
+        log(f"  dvc cold repro: {w:.2f}s")
+    else:
+        # DVC's cold run grows faster than linearly (about an hour at 1,000 stages on two
+        # cores): its lock is made instead from the outputs repro computed (byte-identical, as
+        # the other sizes check) with `dvc commit`, which hashes every dep and output and
+        # records them exactly as a finished `dvc repro` would. The no-op figures are real.
+        shutil.copytree(outputs_from / "out", ws / "out", dirs_exist_ok=True)
+        w, _ = run([dvc, "commit", "--force", "-q"], ws, env)
+        res["cold_wall"] = None
+        res["commit_wall"] = w
+        log(f"  dvc cold repro: not run above {cold_limit} stages; `dvc commit --force` made the lock in {w:.2f}s")
 
     def noop():
         w, out = run([dvc, "repro"], ws, env)
@@ -355,7 +366,8 @@ def markdown(info, side, alone, args):
                  f"| {ms(med(r['status_walls']))} | — |")
         if "DVC" in rows:
             d = rows["DVC"]
-            L.append(f"| DVC `repro` / `status` | {secs(d['cold_wall'])} | {ms(med(d['noop_walls']))} | {ms(med(d['status_walls']))} "
+            cold = secs(d['cold_wall']) if d['cold_wall'] is not None else f"not run (lock by `dvc commit`: {secs(d['commit_wall'])})"
+            L.append(f"| DVC `repro` / `status` | {cold} | {ms(med(d['noop_walls']))} | {ms(med(d['status_walls']))} "
                      f"| vs `dvc repro` {ratio(med(d['noop_walls']), rn)}; {ratio(med(d['noop_walls']), re_)} — vs `dvc status` {ratio(med(d['status_walls']), rn)}; {ratio(med(d['status_walls']), re_)} |")
         if "Snakemake" in rows:
             s = rows["Snakemake"]
@@ -398,6 +410,8 @@ def main():
                     help="sizes run by repro alone (default 1000:10000:100000 10000:100000:10000)")
     ap.add_argument("--repeats", type=int, default=5, help="no-op runs per measurement (median reported)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--dvc-cold-limit", type=int, default=200,
+                    help="largest size whose DVC cold run is measured; above it the DVC lock is made with `dvc commit` (default 200)")
     ap.add_argument("--shape", choices=["tree", "chain"], default="tree")
     ap.add_argument("--results", type=Path, help="write the Markdown table and raw JSON here (PREFIX.md, PREFIX.json)")
     args = ap.parse_args()
@@ -434,7 +448,7 @@ def main():
             rows[tool] = bench_repro(ws, S, args.repeats, repro, args.jobs, log)
         elif tool == "DVC":
             write_dvc(ws, S, fps, args.shape)
-            rows[tool] = bench_dvc(ws, S, args.repeats, args.venv, log)
+            rows[tool] = bench_dvc(ws, S, args.repeats, args.venv, log, args.dvc_cold_limit, args.dir / "side-repro")
         else:
             write_snakefile(ws, S, fps, args.shape)
             rows[tool] = bench_snakemake(ws, S, args.repeats, args.venv, args.jobs, log)
