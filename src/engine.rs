@@ -252,11 +252,8 @@ impl WorkspaceLock {
             }
         }
         // The pid is only information for the next contender (the flock is the lock), so a
-        // full disk must not stop us here.
-        let _ = file
-            .set_len(0)
-            .and_then(|_| write!(file, "{}", std::process::id()))
-            .and_then(|_| file.sync_all());
+        // full disk must not stop us here, and it needs no fsync.
+        let _ = file.set_len(0).and_then(|_| write!(file, "{}", std::process::id()));
         Ok(WorkspaceLock { file, path })
     }
 }

@@ -75,8 +75,12 @@ fn bench_metrics() {
     let pass_ms = median_ms(reps, || {
         std::hint::black_box(metrics::rows::row_stats(m, &input.labels, true));
     });
+    let pass_raw_ms = median_ms(reps, || {
+        std::hint::black_box(metrics::rows::row_stats(m, &input.labels, false));
+    });
     println!("BENCH sum {sum_ms:.2} ms (checksum {s:.3})");
     println!("BENCH rowpass {pass_ms:.2} ms");
+    println!("BENCH rowpass-without-softmax {pass_raw_ms:.2} ms (ratio to sum {:.2})", pass_raw_ms / sum_ms);
     println!("BENCH eval {eval_ms:.2} ms");
     println!("BENCH full {full_ms:.2} ms");
     println!("BENCH ratio eval/sum {:.2}", eval_ms / sum_ms);
