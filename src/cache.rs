@@ -130,17 +130,31 @@ impl Cache {
     }
 
     /// Materialise `hash` at `dest` (a file, or a directory if `is_dir`), replacing whatever
-    /// is there, atomically: built under a temporary name, then renamed into place.
+    /// is there. The new content is built under a temporary name and renamed into place, so
+    /// `dest` never holds a partial restore. A directory being replaced is moved aside first
+    /// and deleted on another thread while the new one is built (deleting 1 GiB costs about
+    /// as much as copying it); the caller has put its content in the cache beforehand, and
+    /// a missing output only makes its stage stale, never fresh.
     pub fn restore(&self, hash: &str, is_dir: bool, dest: &Path) -> Result<()> {
         let parent = dest.parent().expect("dest has a parent");
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
         let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+        remove_leftovers(parent, name);
         let tmp = parent.join(format!(
             ".repro-restore-{name}-{}-{}",
             std::process::id(),
             unique()
         ));
+        let old_remover = match std::fs::symlink_metadata(dest) {
+            Ok(m) if m.is_dir() => {
+                let old = parent.join(format!(".repro-old-{name}-{}-{}", std::process::id(), unique()));
+                std::fs::rename(dest, &old)
+                    .with_context(|| format!("cannot move {} aside", dest.display()))?;
+                Some(std::thread::spawn(move || remove_any(&old)))
+            }
+            _ => None,
+        };
         let built = if is_dir {
             self.manifest(hash).and_then(|files| {
                 std::fs::create_dir_all(&tmp)?;
@@ -158,11 +172,17 @@ impl Cache {
             let exec = false;
             self.restore_file(hash, exec, &tmp)
         };
-        if let Err(e) = built {
-            remove_any(&tmp);
-            return Err(e);
+        let placed = match built {
+            Ok(()) => replace(&tmp, dest),
+            Err(e) => {
+                remove_any(&tmp);
+                Err(e)
+            }
+        };
+        if let Some(remover) = old_remover {
+            let _ = remover.join();
         }
-        replace(&tmp, dest)
+        placed
     }
 
     fn restore_file(&self, hash: &str, executable: bool, to: &Path) -> Result<()> {
@@ -283,6 +303,21 @@ fn reflink(src: &File, dst: &File) -> bool {
     unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) == 0 }
 }
 
+/// Remove what a run killed in the middle of a restore left beside `name` in `parent` (its
+/// temporary build and the old copy it was deleting). Only one run holds a workspace at a
+/// time, so none of these belongs to a live process.
+fn remove_leftovers(parent: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    let (old, building) = (format!(".repro-old-{name}-"), format!(".repro-restore-{name}-"));
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let file = file.to_string_lossy();
+        if file.starts_with(&old) || file.starts_with(&building) {
+            remove_any(&e.path());
+        }
+    }
+}
+
 /// Replace `dest` by `tmp` (file or directory), as atomically as the file system allows.
 pub fn replace(tmp: &Path, dest: &Path) -> Result<()> {
     match std::fs::symlink_metadata(dest) {
@@ -378,11 +413,11 @@ mod tests {
             .restore(content.hash().unwrap(), true, &ws.path().join("out"))
             .unwrap_err();
         assert!(err.downcast_ref::<CorruptObject>().is_some(), "{err:#}");
-        assert_eq!(
-            std::fs::read_to_string(ws.path().join("out/sub/a.txt")).unwrap(),
-            "alpha",
-            "failed restore must not touch the workspace"
-        );
+        // The replaced directory was moved aside (its content is in the cache) and nothing
+        // partial took its place: no `out`, and no temporary or old copy left beside it.
+        assert!(!ws.path().join("out").exists(), "a failed restore must not leave a partial output");
+        let beside: Vec<_> = std::fs::read_dir(ws.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(beside.iter().all(|n| !n.to_string_lossy().starts_with(".repro-")), "{beside:?}");
         let (n, bad) = cache.verify().unwrap();
         assert_eq!(n, 3);
         assert_eq!(bad.len(), 1);

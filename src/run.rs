@@ -509,6 +509,9 @@ fn start_stage(
     }
     let db = ws.db.as_ref().expect("run holds the database");
     if !force && let Some(rec) = db.get_run(&a.key)? {
+        // What the outputs hold now goes into the cache first (a no-op when it came from
+        // there), so that replacing them loses nothing, even an output edited by hand.
+        preserve_outputs(ws, &a)?;
         match restore(ws, &rec) {
             Ok(()) => {
                 // Every restored byte was verified against the record while copied.
@@ -600,16 +603,26 @@ fn restore(ws: &Workspace, rec: &RunRecord) -> Result<()> {
     Ok(())
 }
 
+/// Put what a stage's outputs hold now into the cache (objects already there are skipped).
+fn preserve_outputs(ws: &Workspace, a: &Assessment) -> Result<()> {
+    for (path, content) in &a.outs {
+        if !matches!(content, Content::Missing) {
+            ws.objects
+                .store(&ws.root.join(path), content)
+                .with_context(|| format!("saving the previous {path} in the cache"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Before a stage runs: keep what its outputs hold now (in the cache, so nothing is lost),
 /// clear them so a stage never builds on its own stale output, create their parents, and
 /// ready the checkpoint directory (wiped if it belongs to another configuration).
 fn prepare_outputs(ws: &Workspace, _p: &Pipeline, stage: &Stage, a: &Assessment) -> Result<()> {
+    preserve_outputs(ws, a)?;
     for (path, content) in &a.outs {
         let full = ws.root.join(path);
         if !matches!(content, Content::Missing) {
-            ws.objects
-                .store(&full, content)
-                .with_context(|| format!("saving the previous {path} in the cache"))?;
             crate::cache::remove_any(&full);
         }
         if let Some(parent) = full.parent() {

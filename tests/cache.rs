@@ -61,6 +61,32 @@ fn flipping_a_param_back_restores_outputs_without_running() {
 }
 
 #[test]
+fn an_output_edited_by_hand_is_kept_in_the_cache_when_a_restore_replaces_it() {
+    let ws = Ws::new(FLIP);
+    ws.write("data.txt", "d1");
+    ws.ok(&["run"]);
+    ws.write("pipeline.yaml", &FLIP.replace("lr: 0.1", "lr: 0.2"));
+    ws.ok(&["run"]);
+    // Edit the output by hand, then flip back: the restore replaces `model`.
+    ws.write("model/weights.txt", "my hand-tuned weights");
+    ws.write("pipeline.yaml", FLIP);
+    let out = ws.ok(&["run"]);
+    assert!(out.contains("2 restored"), "{out}");
+    assert!(ws.read("model/weights.txt").starts_with("lr=0.1"), "the first run's weights are back");
+    let hash = blake3::hash(b"my hand-tuned weights").to_hex().to_string();
+    assert!(
+        ws.path(&format!("cache/objects/{}/{}", &hash[..2], &hash[2..])).exists(),
+        "the hand-edited file was saved in the cache before it was replaced"
+    );
+    let names: Vec<String> = std::fs::read_dir(ws.path("."))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with(".repro-")), "no temporary left: {names:?}");
+}
+
+#[test]
 fn a_corrupt_cache_object_is_detected_reported_and_recomputed() {
     let ws = Ws::new(FLIP);
     ws.write("data.txt", "d1");
