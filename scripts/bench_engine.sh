@@ -5,7 +5,7 @@
 # table with wall times, repro's own engine time and the ratios; not a test (no pass/fail on
 # speed). The driver is scripts/bench_engine/bench.py; see its --help for every knob.
 #
-#   scripts/bench_engine.sh                  # defaults below, about 10-15 minutes on 2 cores
+#   scripts/bench_engine.sh                  # defaults below, about 10 minutes on 2 cores
 #   BENCH_SIDE=50:500:100000 BENCH_ALONE="1000:10000:100000" scripts/bench_engine.sh   # quicker
 #
 # Environment:
@@ -13,9 +13,10 @@
 #   BENCH_VENV   throw-away venv for the baselines (default /tmp/bench-venv; created with
 #                `pip install dvc snakemake` if missing). BENCH_VENV=none skips DVC and Snakemake.
 #   BENCH_DIR    scratch directory, deleted at the end (default /tmp/repro-bench-engine)
-#   BENCH_SIDE   STAGES:FILES:BYTES run by all three tools (default 200:2000:100000 = 200 MB)
-#   BENCH_ALONE  sizes run by repro alone (default "1000:10000:100000 10000:100000:10000",
-#                i.e. 1 GB, then 1 GB in files of 10 kB: 100,000 files of 100 kB would be 10 GB)
+#   BENCH_SIDE   STAGES:FILES:BYTES run by all three tools (default 1000:10000:100000 = 1 GB;
+#                DVC's cold run is replaced by `dvc commit` above 200 stages, see bench.py)
+#   BENCH_ALONE  sizes run by repro alone (default "10000:100000:10000": 1 GB in files of
+#                10 kB, since 100,000 files of 100 kB would be 10 GB)
 #   BENCH_REPEATS no-op runs per figure, median reported (default 5)
 #   BENCH_JOBS   -j / --cores (default nproc)
 #   BENCH_RESULTS write PREFIX.md and PREFIX.json with the table and raw samples
@@ -26,10 +27,10 @@ bin=${REPRO_BIN:-$PWD/target/release/repro}
 venv=${BENCH_VENV:-/tmp/bench-venv}
 dir=${BENCH_DIR:-/tmp/repro-bench-engine}
 
-args=(--repro "$bin" --dir "$dir" --side "${BENCH_SIDE:-200:2000:100000}"
+args=(--repro "$bin" --dir "$dir" --side "${BENCH_SIDE:-1000:10000:100000}"
       --repeats "${BENCH_REPEATS:-5}" --jobs "${BENCH_JOBS:-$(nproc)}")
 # shellcheck disable=SC2206 # word splitting of the size list is intended
-alone=(${BENCH_ALONE-1000:10000:100000 10000:100000:10000})
+alone=(${BENCH_ALONE-10000:100000:10000})
 args+=(--alone "${alone[@]}")
 [ -n "${BENCH_RESULTS:-}" ] && args+=(--results "$BENCH_RESULTS")
 
@@ -43,7 +44,7 @@ if [ "$venv" != none ]; then
 fi
 
 # Fail early if the scratch file system cannot hold the largest size (inputs + cache copy).
-need_kb=$(python3 - "${BENCH_SIDE:-200:2000:100000}" "${alone[@]}" <<'EOF'
+need_kb=$(python3 - "${BENCH_SIDE:-1000:10000:100000}" "${alone[@]}" <<'EOF'
 import sys
 print(max(int(f) * int(b) for s in sys.argv[1:] for _, f, b in [s.split(":")]) * 3 // 1024)
 EOF

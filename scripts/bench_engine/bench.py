@@ -408,10 +408,10 @@ def main():
     ap.add_argument("--repro", required=True, help="path to the repro binary")
     ap.add_argument("--venv", type=Path, help="venv with dvc and snakemake (omit to skip the baselines)")
     ap.add_argument("--dir", type=Path, required=True, help="scratch directory (deleted and recreated)")
-    ap.add_argument("--side", type=parse_size, default=(200, 2000, 100_000),
-                    help="size run by all three tools (default 200:2000:100000)")
-    ap.add_argument("--alone", type=parse_size, nargs="*", default=[(1000, 10_000, 100_000), (10_000, 100_000, 10_000)],
-                    help="sizes run by repro alone (default 1000:10000:100000 10000:100000:10000)")
+    ap.add_argument("--side", type=parse_size, default=(1000, 10_000, 100_000),
+                    help="size run by all three tools (default 1000:10000:100000)")
+    ap.add_argument("--alone", type=parse_size, nargs="*", default=[(10_000, 100_000, 10_000)],
+                    help="sizes run by repro alone (default 10000:100000:10000)")
     ap.add_argument("--repeats", type=int, default=5, help="no-op runs per measurement (median reported)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--dvc-cold-limit", type=int, default=200,
