@@ -3,8 +3,8 @@
 //! Each file is stored once, under its blake3 hash (`objects/ab/cdef…`); a directory is stored
 //! as its manifest (see `hashing::manifest_text`) under the manifest's hash, plus its files.
 //! Objects are written to a temporary name and renamed, so a crash never leaves a truncated
-//! object under a valid name; they are re-hashed while being restored, so a corrupted object
-//! is detected, reported by path, dropped, and its stage recomputed. Workspace copies are
+//! object under a valid name; every restored copy is hashed before it is used, so a corrupted
+//! object is detected, reported by path, dropped, and its stage recomputed. Workspace copies are
 //! reflinks where the file system supports them, else real copies (never hard links: editing a
 //! hard-linked output would corrupt the cache).
 
