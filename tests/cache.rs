@@ -21,6 +21,20 @@ stages:
     outs: [score.txt]
 "#;
 
+/// A workspace whose FLIP pipeline has run once (lr 0.1).
+fn ran_once() -> Ws {
+    let ws = Ws::new(FLIP);
+    ws.write("data.txt", "d1");
+    ws.ok(&["run"]);
+    ws
+}
+
+/// Switch the FLIP pipeline to lr 0.2 (`true`) or back to 0.1.
+fn set_second_lr(ws: &Ws, second: bool) {
+    let yaml = if second { FLIP.replace("lr: 0.1", "lr: 0.2") } else { FLIP.to_string() };
+    ws.write("pipeline.yaml", &yaml);
+}
+
 fn snapshot(ws: &Ws) -> Vec<(String, Vec<u8>)> {
     [
         "model/weights.txt",
@@ -35,16 +49,14 @@ fn snapshot(ws: &Ws) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn flipping_a_param_back_restores_outputs_without_running() {
-    let ws = Ws::new(FLIP);
-    ws.write("data.txt", "d1");
-    ws.ok(&["run"]);
+    let ws = ran_once();
     let first = snapshot(&ws);
-    ws.write("pipeline.yaml", &FLIP.replace("lr: 0.1", "lr: 0.2"));
+    set_second_lr(&ws, true);
     let out = ws.ok(&["run"]);
     assert!(out.contains("2 ran"), "{out}");
     assert_ne!(snapshot(&ws), first);
     ws.clear_executions();
-    ws.write("pipeline.yaml", FLIP);
+    set_second_lr(&ws, false);
     let out = ws.ok(&["run"]);
     assert!(
         out.contains("0 ran, 0 fresh, 2 restored, 0 failed"),
@@ -62,14 +74,12 @@ fn flipping_a_param_back_restores_outputs_without_running() {
 
 #[test]
 fn an_output_edited_by_hand_is_kept_in_the_cache_when_a_restore_replaces_it() {
-    let ws = Ws::new(FLIP);
-    ws.write("data.txt", "d1");
-    ws.ok(&["run"]);
-    ws.write("pipeline.yaml", &FLIP.replace("lr: 0.1", "lr: 0.2"));
+    let ws = ran_once();
+    set_second_lr(&ws, true);
     ws.ok(&["run"]);
     // Edit the output by hand, then flip back: the restore replaces `model`.
     ws.write("model/weights.txt", "my hand-tuned weights");
-    ws.write("pipeline.yaml", FLIP);
+    set_second_lr(&ws, false);
     let out = ws.ok(&["run"]);
     assert!(out.contains("2 restored"), "{out}");
     assert!(ws.read("model/weights.txt").starts_with("lr=0.1"), "the first run's weights are back");
@@ -88,12 +98,10 @@ fn an_output_edited_by_hand_is_kept_in_the_cache_when_a_restore_replaces_it() {
 
 #[test]
 fn a_corrupt_cache_object_is_detected_reported_and_recomputed() {
-    let ws = Ws::new(FLIP);
-    ws.write("data.txt", "d1");
-    ws.ok(&["run"]);
+    let ws = ran_once();
     let weights = ws.read("model/weights.txt");
     let hash = blake3::hash(weights.as_bytes()).to_hex().to_string();
-    ws.write("pipeline.yaml", &FLIP.replace("lr: 0.1", "lr: 0.2"));
+    set_second_lr(&ws, true);
     ws.ok(&["run"]);
     // Damage the cached copy of the first run's weights.
     let obj = ws.path(&format!("cache/objects/{}/{}", &hash[..2], &hash[2..]));
@@ -102,7 +110,7 @@ fn a_corrupt_cache_object_is_detected_reported_and_recomputed() {
         "chmod u+w {0} && echo tampered > {0}",
         obj.display()
     ));
-    ws.write("pipeline.yaml", FLIP);
+    set_second_lr(&ws, false);
     ws.clear_executions();
     let out = ws.ok(&["run"]);
     assert!(out.contains("corrupted"), "{out}");
@@ -117,9 +125,7 @@ fn a_corrupt_cache_object_is_detected_reported_and_recomputed() {
 
 #[test]
 fn cache_verify_reports_damage() {
-    let ws = Ws::new(FLIP);
-    ws.write("data.txt", "d1");
-    ws.ok(&["run"]);
+    let ws = ran_once();
     let obj = std::fs::read_dir(ws.path("cache/objects"))
         .unwrap()
         .next()
@@ -143,10 +149,8 @@ fn cache_verify_reports_damage() {
 
 #[test]
 fn gc_keeps_what_the_lock_and_kept_runs_need() {
-    let ws = Ws::new(FLIP);
-    ws.write("data.txt", "d1");
-    ws.ok(&["run"]);
-    ws.write("pipeline.yaml", &FLIP.replace("lr: 0.1", "lr: 0.2"));
+    let ws = ran_once();
+    set_second_lr(&ws, true);
     ws.ok(&["run"]);
     let out = ws.ok(&["gc", "--keep-last", "1"]);
     assert!(
@@ -158,7 +162,7 @@ fn gc_keeps_what_the_lock_and_kept_runs_need() {
     let out = ws.ok(&["run"]);
     assert!(out.contains("1 restored"), "{out}");
     // The old configuration's outputs were collected: flipping back recomputes.
-    ws.write("pipeline.yaml", FLIP);
+    set_second_lr(&ws, false);
     let out = ws.ok(&["run"]);
     assert!(out.contains("2 ran"), "{out}");
 }
