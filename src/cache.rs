@@ -173,7 +173,8 @@ impl Cache {
             self.restore_file(hash, exec, &tmp)
         };
         let placed = match built {
-            Ok(()) => replace(&tmp, dest),
+            // `dest` is gone (moved aside above) or a file: a rename replaces it atomically.
+            Ok(()) => std::fs::rename(&tmp, dest).with_context(|| format!("cannot place {}", dest.display())),
             Err(e) => {
                 remove_any(&tmp);
                 Err(e)
@@ -316,27 +317,6 @@ fn remove_leftovers(parent: &Path, name: &str) {
             remove_any(&e.path());
         }
     }
-}
-
-/// Replace `dest` by `tmp` (file or directory), as atomically as the file system allows.
-pub fn replace(tmp: &Path, dest: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(dest) {
-        Ok(m) if m.is_dir() => {
-            let old = dest.with_file_name(format!(
-                ".repro-old-{}-{}",
-                dest.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
-                unique()
-            ));
-            std::fs::rename(dest, &old)
-                .with_context(|| format!("cannot move {} aside", dest.display()))?;
-            std::fs::rename(tmp, dest)
-                .with_context(|| format!("cannot place {}", dest.display()))?;
-            remove_any(&old);
-        }
-        _ => std::fs::rename(tmp, dest)
-            .with_context(|| format!("cannot place {}", dest.display()))?,
-    }
-    Ok(())
 }
 
 pub fn remove_any(p: &Path) {

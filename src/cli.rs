@@ -153,11 +153,16 @@ pub enum Internal {
 }
 
 /// Entry point; returns the process exit code.
-pub fn main() -> i32 {
-    // A write past `ulimit -f` must fail with EFBIG (reported, nothing recorded), not kill us.
+/// A write past `ulimit -f` must fail with EFBIG (reported, nothing recorded), not kill the
+/// process: each binary calls this first thing in `main`.
+pub fn ignore_file_size_signal() {
     // SAFETY: setting a signal disposition at start-up, before any thread exists.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-    let started = std::time::Instant::now();
+}
+
+pub fn main() -> i32 {
+    ignore_file_size_signal();
+    let mut phases = crate::progress::Phases::start();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => cmd_run(args),
@@ -169,9 +174,7 @@ pub fn main() -> i32 {
         Command::Doctor => Err(crate::kinds::exec_torch(&["doctor".as_ref()])),
         Command::Internal { what: Internal::RunKind { spec } } => run_kind(&spec),
     };
-    if std::env::var_os("REPRO_TIMINGS").is_some_and(|v| v == "1") {
-        eprintln!("timing: whole command {:>17.2} ms", started.elapsed().as_secs_f64() * 1e3);
-    }
+    phases.mark("whole command");
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -140,18 +140,16 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     let t0 = Instant::now();
     let mut phases = crate::progress::Phases::start();
     let state = load_state_in_background(&opts.file, (!opts.dry_run).then_some(opts.wait));
-    let p = crate::spec::load(&opts.file, &opts.load).map_err(|e| anyhow::anyhow!("{e}"))?;
-    phases.mark("parse + expand spec");
-    let mut dag = crate::graph::build(&p).map_err(|e| anyhow::anyhow!("{e}"))?;
-    phases.mark("build + check DAG");
+    let (p, mut dag) = load(&opts.file, &opts.load)?;
+    phases.mark("parse + check pipeline");
     let selected = crate::graph::select(&p, &dag, &opts.targets)?;
-    let (guard, mut ws, mut lock) = state.join()?;
+    // Held (when taken) until the run ends.
+    let (_run_lock, mut ws, mut lock) = state.join()?;
     ws.source_stats = std::mem::take(&mut dag.source_stats);
     phases.mark("wait for workspace state");
     if opts.dry_run {
         return dry_run(&p, &dag, &selected, &ws, &lock);
     }
-    let Some(_guard) = guard else { unreachable!("a run takes the run lock") };
     // Compared at the end, so an unchanged lock is not rewritten (cheaper than serialising).
     let lock_before = lock.clone();
     retire_deleted_stages(&ws, &p, &mut lock)?;

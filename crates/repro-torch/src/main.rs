@@ -32,6 +32,7 @@ fn run(args: &[String]) -> anyhow::Result<i32> {
 }
 
 fn main() {
+    repro::cli::ignore_file_size_signal();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = run(&args).unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
