@@ -361,13 +361,9 @@ fn name(o: &Option<String>) -> &str {
     o.as_deref().unwrap_or(UNSPECIFIED)
 }
 
-/// Fig. 1, one per (dataset, model) with γ-sweep runs.
-pub fn gamma_figures(runs: &[Run], published: &Published) -> Vec<Figure> {
-    let sweep: Vec<&Run> = runs
-        .iter()
-        .filter(|r| r.role == Role::GammaSweep && r.gamma.is_some())
-        .collect();
-    let mut keys: Vec<(String, String)> = sweep
+/// The distinct (dataset, model) pairs of `runs`, in the paper's order.
+fn dataset_model_pairs(runs: &[&Run]) -> Vec<(String, String)> {
+    let mut keys: Vec<(String, String)> = runs
         .iter()
         .map(|r| (name(&r.dataset).to_string(), name(&r.model).to_string()))
         .collect();
@@ -376,8 +372,17 @@ pub fn gamma_figures(runs: &[Run], published: &Published) -> Vec<Figure> {
             .then_with(|| names::cmp_in(&names::MODELS, &a.1, &b.1))
     });
     keys.dedup();
+    keys
+}
+
+/// Fig. 1, one per (dataset, model) with γ-sweep runs.
+pub fn gamma_figures(runs: &[Run], published: &Published) -> Vec<Figure> {
+    let sweep: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.role == Role::GammaSweep && r.gamma.is_some())
+        .collect();
     let mut out = Vec::new();
-    for (d, m) in keys {
+    for (d, m) in dataset_model_pairs(&sweep) {
         let here: Vec<&Run> = sweep
             .iter()
             .copied()
@@ -838,15 +843,7 @@ fn pick<'a>(
                 .is_none_or(|m| name(&r.model) == names::model(m))
         })
         .collect();
-    let mut keys: Vec<(String, String)> = cands
-        .iter()
-        .map(|r| (name(&r.dataset).to_string(), name(&r.model).to_string()))
-        .collect();
-    keys.sort_by(|a, b| {
-        names::cmp_in(&names::DATASETS, &a.0, &b.0)
-            .then_with(|| names::cmp_in(&names::MODELS, &a.1, &b.1))
-    });
-    let (d, m) = keys.into_iter().next()?;
+    let (d, m) = dataset_model_pairs(&cands).into_iter().next()?;
     let rs = cands
         .into_iter()
         .filter(|r| name(&r.dataset) == d && name(&r.model) == m)
