@@ -7,6 +7,10 @@
 
 use std::time::Instant;
 
+// The allocator of the `repro` binary, so that allocation costs are the product's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use rayon::prelude::*;
 use repro::metrics::{self, LogitsFile};
 
@@ -60,6 +64,15 @@ fn bench_metrics() {
         m.cols,
         rayon::current_num_threads()
     );
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("sweeps") {
+        // For profiling the sweeps alone.
+        let stats = metrics::rows::row_stats(m, &input.labels, true);
+        let ms = median_ms(reps, || {
+            std::hint::black_box(metrics::accuracy::accuracies(&stats, &input.labels, m.cols, metrics::Domain::Softmax));
+        });
+        println!("BENCH sweeps softmax {ms:.2} ms");
+        return;
+    }
     // Warm up: fault in the mapping and the caches once.
     let s = plain_sum(&m.data, m.cols);
     let ev = metrics::evaluate(m, &input.labels);
@@ -78,7 +91,15 @@ fn bench_metrics() {
     let pass_raw_ms = median_ms(reps, || {
         std::hint::black_box(metrics::rows::row_stats(m, &input.labels, false));
     });
+    let stats = metrics::rows::row_stats(m, &input.labels, true);
+    let sweep_ms = |domain| {
+        median_ms(reps, || {
+            std::hint::black_box(metrics::accuracy::accuracies(&stats, &input.labels, m.cols, domain));
+        })
+    };
+    let (sweep_raw_ms, sweep_soft_ms) = (sweep_ms(metrics::Domain::Raw), sweep_ms(metrics::Domain::Softmax));
     println!("BENCH sum {sum_ms:.2} ms (checksum {s:.3})");
+    println!("BENCH sweeps raw {sweep_raw_ms:.2} ms, softmax {sweep_soft_ms:.2} ms (each on the whole pool)");
     println!("BENCH rowpass {pass_ms:.2} ms");
     println!("BENCH rowpass-without-softmax {pass_raw_ms:.2} ms (ratio to sum {:.2})", pass_raw_ms / sum_ms);
     println!("BENCH eval {eval_ms:.2} ms");

@@ -9,10 +9,8 @@
 //! maximum and s = log Σ_j exp(c_j − m); the sweep runs on their logarithms (f64, no underflow
 //! to 0) and the thresholds are mapped back with exp. Samples whose row has a non-finite metric count as wrong everywhere.
 
-use rayon::prelude::*;
-
 use super::rows::RowStat;
-use super::sweep::{Best, best_threshold};
+use super::sweep::{self, Best};
 
 /// Which metric values the thresholds act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,23 +67,13 @@ fn exp_best(b: Best) -> Best {
 }
 
 /// Evaluate one domain. `classes` is N; `labels[i]` < N.
+///
+/// One sequential pass over the samples writes the interval keys twice: in sample order for
+/// the uniform sweep, and grouped by class (offsets from counting the labels) for the
+/// class-wise sweeps, so that no sweep reads samples scattered through memory.
 pub fn accuracies(stats: &[RowStat], labels: &[u32], classes: usize, domain: Domain) -> Accuracies {
     assert_eq!(stats.len(), labels.len());
     let n = stats.len();
-    let mut starts = Vec::with_capacity(n);
-    let mut ends = Vec::with_capacity(n);
-    let iv = |s: &RowStat| interval(s, domain);
-
-    let count_sw = stats
-        .iter()
-        .filter(|s| {
-            let (q, p) = iv(s);
-            q < p
-        })
-        .count();
-    let mut uni = best_threshold(stats.iter().map(iv), &mut starts, &mut ends);
-
-    // Group sample indices by class (counting sort), then one sweep per class in parallel.
     let mut offsets = vec![0usize; classes + 1];
     for &y in labels {
         offsets[y as usize + 1] += 1;
@@ -93,21 +81,32 @@ pub fn accuracies(stats: &[RowStat], labels: &[u32], classes: usize, domain: Dom
     for c in 0..classes {
         offsets[c + 1] += offsets[c];
     }
-    let mut order = vec![0u32; n];
-    let mut fill = offsets.clone();
-    for (i, &y) in labels.iter().enumerate() {
-        order[fill[y as usize]] = i as u32;
-        fill[y as usize] += 1;
+    let mut fill = offsets[..classes].to_vec();
+    let (mut starts, mut ends) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut class_starts, mut class_ends) = (vec![0u64; n], vec![0u64; n]);
+    for (s, &y) in stats.iter().zip(labels) {
+        let (q, p) = interval(s, domain);
+        if q < p {
+            let (q, p) = (sweep::key(q), sweep::key(p));
+            starts.push(q);
+            ends.push(p);
+            let at = &mut fill[y as usize];
+            class_starts[*at] = q;
+            class_ends[*at] = p;
+            *at += 1;
+        }
     }
+    let count_sw = starts.len();
+    starts.sort_unstable();
+    ends.sort_unstable();
+    let mut uni = sweep::best_of_sorted(&starts, &ends);
     let mut class: Vec<Best> = (0..classes)
-        .into_par_iter()
-        .map_init(
-            || (Vec::new(), Vec::new()),
-            |(st, en), c| {
-                let members = &order[offsets[c]..offsets[c + 1]];
-                best_threshold(members.iter().map(|&i| iv(&stats[i as usize])), st, en)
-            },
-        )
+        .map(|c| {
+            let (st, en) = (&mut class_starts[offsets[c]..fill[c]], &mut class_ends[offsets[c]..fill[c]]);
+            st.sort_unstable();
+            en.sort_unstable();
+            sweep::best_of_sorted(st, en)
+        })
         .collect();
     let count_cw = class.iter().map(|b| b.count).sum();
 

@@ -1,4 +1,4 @@
-//! The best single threshold for a set of samples, by one sort and a sweep.
+//! The best single threshold for a set of samples, by sorting and one sweep.
 //!
 //! A sample with positive metric p and maximum negative metric q is counted at threshold t iff
 //! p > t ≥ q (Eq. 7), i.e. iff t lies in the half-open interval [q, p). The number of samples
@@ -33,7 +33,7 @@ impl Best {
 /// An order-preserving integer image of a non-NaN f64 (−0 taken as +0, so that equal values
 /// get equal keys): integer sorting is markedly faster than sorting with a float comparator.
 #[inline]
-fn key(v: f64) -> u64 {
+pub fn key(v: f64) -> u64 {
     let b = (v + 0.0).to_bits();
     if b >> 63 == 1 { !b } else { b | 1 << 63 }
 }
@@ -43,27 +43,13 @@ fn value(k: u64) -> f64 {
     if k >> 63 == 1 { f64::from_bits(k & !(1 << 63)) } else { f64::from_bits(!k) }
 }
 
-/// Best threshold for intervals [q_i, p_i). Pairs with q ≥ p (empty interval: not sample-wise
-/// correct) or NaN are ignored. `starts` and `ends` are scratch buffers reused across calls.
-pub fn best_threshold(
-    pairs: impl Iterator<Item = (f64, f64)>,
-    starts: &mut Vec<u64>,
-    ends: &mut Vec<u64>,
-) -> Best {
-    starts.clear();
-    ends.clear();
-    for (q, p) in pairs {
-        if q < p {
-            starts.push(key(q));
-            ends.push(key(p));
-        }
-    }
+/// Best threshold for the intervals [q_i, p_i) whose keys are given: `starts` the sorted keys
+/// of every q_i, `ends` the sorted keys of every p_i (each interval non-empty).
+pub fn best_of_sorted(starts: &[u64], ends: &[u64]) -> Best {
+    debug_assert_eq!(starts.len(), ends.len());
     if starts.is_empty() {
         return Best { count: 0, interval: None };
     }
-    starts.sort_unstable();
-    ends.sort_unstable();
-
     let (mut i, mut j) = (0usize, 0usize);
     let mut count = 0usize;
     let mut best = 0usize;
@@ -71,14 +57,9 @@ pub fn best_threshold(
     let mut hi = 0u64;
     // Whether the previous piece was part of the current best run (so an equal count extends it).
     let mut in_best_run = false;
-    while i < starts.len() || j < ends.len() {
-        // The next distinct endpoint value.
-        let v = match (starts.get(i), ends.get(j)) {
-            (Some(&s), Some(&e)) => s.min(e),
-            (Some(&s), None) => s,
-            (None, Some(&e)) => e,
-            (None, None) => unreachable!(),
-        };
+    while j < ends.len() {
+        // The next distinct endpoint value (an end always remains while a start does: q < p).
+        let v = if i < starts.len() { starts[i].min(ends[j]) } else { ends[j] };
         while i < starts.len() && starts[i] == v {
             count += 1;
             i += 1;
@@ -103,6 +84,16 @@ pub fn best_threshold(
     Best { count: best, interval: Some((value(lo), value(hi))) }
 }
 
+/// Best threshold for intervals [q_i, p_i). Pairs with q ≥ p (empty interval: not sample-wise
+/// correct) or NaN are ignored.
+pub fn best_threshold(pairs: impl Iterator<Item = (f64, f64)>) -> Best {
+    let (mut starts, mut ends): (Vec<u64>, Vec<u64>) =
+        pairs.filter(|(q, p)| q < p).map(|(q, p)| (key(q), key(p))).unzip();
+    starts.sort_unstable();
+    ends.sort_unstable();
+    best_of_sorted(&starts, &ends)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,7 +111,7 @@ mod tests {
     }
 
     fn best(pairs: &[(f64, f64)]) -> Best {
-        best_threshold(pairs.iter().copied(), &mut Vec::new(), &mut Vec::new())
+        best_threshold(pairs.iter().copied())
     }
 
     #[test]
