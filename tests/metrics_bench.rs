@@ -69,6 +69,7 @@ fn bench_metrics() {
         let stats = metrics::rows::row_stats(m, &input.labels, true);
         let ms = median_ms(reps, || {
             std::hint::black_box(metrics::accuracy::accuracies(&stats, &input.labels, m.cols, metrics::Domain::Softmax));
+            std::hint::black_box(metrics::accuracy::accuracies(&stats, &input.labels, m.cols, metrics::Domain::Raw));
         });
         println!("BENCH sweeps softmax {ms:.2} ms");
         return;

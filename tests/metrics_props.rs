@@ -242,6 +242,49 @@ proptest! {
     }
 }
 
+/// Intervals [q, p) as keys, drawn so that ties, wide ranges and heavily skewed keys (most
+/// values in a narrow band, a few far away) all occur.
+fn interval_keys() -> impl Strategy<Value = (Vec<u64>, Vec<u64>)> {
+    let value = prop_oneof![
+        (-6i32..6).prop_map(|v| v as f64),
+        -1e3f64..1e3,
+        (0u32..1000).prop_map(|v| 1.0 + v as f64 * 1e-9),
+        Just(-1e30),
+        Just(1e30),
+    ];
+    proptest::collection::vec((value.clone(), value), 512..3000).prop_map(|pairs| {
+        pairs
+            .into_iter()
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| (metrics::sweep::key(a.min(b)), metrics::sweep::key(a.max(b))))
+            .unzip()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400) / 8
+    ))]
+
+    #[test]
+    fn bucketed_sweep_matches_sorting_everything((mut starts, mut ends) in interval_keys()) {
+        // The sweep over fully sorted keys is the one the brute-force tests above check.
+        let (mut s, mut e) = (starts.clone(), ends.clone());
+        s.sort_unstable();
+        e.sort_unstable();
+        let want = metrics::sweep::best_of_sorted(&s, &e);
+        prop_assert_eq!(metrics::sweep::best_of_unsorted(&mut starts, &mut ends), want);
+    }
+
+    #[test]
+    fn large_matrices_match_brute_force(case in cases(1500, 4, 8).prop_filter("enough rows", |c| c.rows >= 600)) {
+        // Enough samples for the bucketed uniform sweep.
+        let ev = case.eval();
+        check_domain(&case, &ev.raw, false)?;
+        check_domain(&case, &ev.softmax, true)?;
+    }
+}
+
 fn case(cols: usize, rows: &[&[f32]], labels: &[u32]) -> Case {
     Case { rows: rows.len(), cols, data: rows.concat(), labels: labels.to_vec() }
 }

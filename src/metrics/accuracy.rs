@@ -97,9 +97,7 @@ pub fn accuracies(stats: &[RowStat], labels: &[u32], classes: usize, domain: Dom
         }
     }
     let count_sw = starts.len();
-    starts.sort_unstable();
-    ends.sort_unstable();
-    let mut uni = sweep::best_of_sorted(&starts, &ends);
+    let mut uni = sweep::best_of_unsorted(&mut starts, &mut ends);
     let mut class: Vec<Best> = (0..classes)
         .map(|c| {
             let (st, en) = (&mut class_starts[offsets[c]..fill[c]], &mut class_ends[offsets[c]..fill[c]]);

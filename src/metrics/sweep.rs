@@ -43,45 +43,166 @@ fn value(k: u64) -> f64 {
     if k >> 63 == 1 { f64::from_bits(k & !(1 << 63)) } else { f64::from_bits(!k) }
 }
 
-/// Best threshold for the intervals [q_i, p_i) whose keys are given: `starts` the sorted keys
-/// of every q_i, `ends` the sorted keys of every p_i (each interval non-empty).
+/// The sweep's state: the running count and the first maximal run of pieces seen so far.
+struct Sweep {
+    best: usize,
+    lo: u64,
+    hi: u64,
+    /// Whether the previous piece was part of the current best run (an equal count extends it).
+    in_best_run: bool,
+}
+
+impl Sweep {
+    fn new() -> Self {
+        Self { best: 0, lo: 0, hi: 0, in_best_run: false }
+    }
+
+    /// The piece [v, next) has `count`; close a best run that ends at v, or start a new one.
+    #[inline]
+    fn piece(&mut self, v: u64, count: usize) {
+        if self.in_best_run && count != self.best {
+            self.hi = v;
+            self.in_best_run = false;
+        }
+        if count > self.best {
+            self.best = count;
+            self.lo = v;
+            self.in_best_run = true;
+        }
+    }
+
+    /// The endpoints of one stretch of values, each list sorted, all above the previous
+    /// stretch's; `count` intervals are open just below it. Every value v is one event: the
+    /// count at t = v includes the intervals starting at v and excludes those ending at v.
+    fn stretch(&mut self, mut count: usize, starts: &[u64], ends: &[u64]) {
+        let (mut i, mut j) = (0usize, 0usize);
+        while i < starts.len() || j < ends.len() {
+            let v = match (starts.get(i), ends.get(j)) {
+                (Some(&s), Some(&e)) => s.min(e),
+                (Some(&s), None) => s,
+                (None, Some(&e)) => e,
+                (None, None) => unreachable!(),
+            };
+            while i < starts.len() && starts[i] == v {
+                count += 1;
+                i += 1;
+            }
+            while j < ends.len() && ends[j] == v {
+                count -= 1;
+                j += 1;
+            }
+            self.piece(v, count);
+        }
+    }
+
+    fn finish(self) -> Best {
+        if self.best == 0 {
+            return Best { count: 0, interval: None };
+        }
+        // The last endpoint is an end, after which the count is 0 < best: the run was closed.
+        debug_assert!(!self.in_best_run);
+        Best { count: self.best, interval: Some((value(self.lo), value(self.hi))) }
+    }
+}
+
+/// Best threshold for intervals [q_i, p_i) given as the sorted keys of every q_i (`starts`)
+/// and of every p_i (`ends`), each interval non-empty.
 pub fn best_of_sorted(starts: &[u64], ends: &[u64]) -> Best {
+    let mut sweep = Sweep::new();
+    sweep.stretch(0, starts, ends);
+    sweep.finish()
+}
+
+/// Below this many intervals, sorting everything is cheaper than bucketing first.
+const SORT_ALL_BELOW: usize = 512;
+
+/// [`best_of_sorted`] for keys in any order, in linear time in practice: the keys are counted
+/// into n/8 buckets of equal value width, which bounds the count inside every bucket by the
+/// count before it plus the intervals starting in it. The largest count between buckets is a
+/// count some threshold achieves, so only buckets whose bound reaches it can hold the maximum
+/// or the start of the first maximising run; only those are sorted and swept exactly. Every
+/// other bucket contributes just the piece after its last endpoint. Skewed keys degrade this
+/// to sorting everything, never to a wrong answer.
+pub fn best_of_unsorted(starts: &mut [u64], ends: &mut [u64]) -> Best {
     debug_assert_eq!(starts.len(), ends.len());
-    if starts.is_empty() {
-        return Best { count: 0, interval: None };
+    let n = starts.len();
+    if n < SORT_ALL_BELOW {
+        starts.sort_unstable();
+        ends.sort_unstable();
+        return best_of_sorted(starts, ends);
     }
-    let (mut i, mut j) = (0usize, 0usize);
+    // The smallest endpoint is a start and the largest an end (q < p for every interval).
+    let low = value(starts.iter().copied().min().unwrap_or(0));
+    let high = value(ends.iter().copied().max().unwrap_or(0));
+    let buckets = n / 8;
+    let scale = buckets as f64 / (high - low);
+    if !(scale.is_finite() && scale > 0.0) {
+        // Infinite ends (a single class): no equal-width buckets.
+        starts.sort_unstable();
+        ends.sort_unstable();
+        return best_of_sorted(starts, ends);
+    }
+    // Equal widths in value, not in key (keys spread tiny magnitudes over most of their
+    // range). Rounding keeps this monotone, so equal keys share a bucket and buckets are ordered.
+    let bucket = |k: u64| (((value(k) - low) * scale) as usize).min(buckets - 1);
+
+    // Each key's bucket, and the number of starts and of ends per bucket.
+    let into_buckets = |keys: &[u64], per_bucket: &mut [u32]| -> Vec<u32> {
+        keys.iter()
+            .map(|&k| {
+                let b = bucket(k);
+                per_bucket[b] += 1;
+                b as u32
+            })
+            .collect()
+    };
+    let (mut opened, mut closed) = (vec![0u32; buckets], vec![0u32; buckets]);
+    let start_bucket = into_buckets(starts, &mut opened);
+    let end_bucket = into_buckets(ends, &mut closed);
+
+    // The count between buckets, and the largest of those: achieved, so a lower bound.
+    let mut before = Vec::with_capacity(buckets + 1);
     let mut count = 0usize;
-    let mut best = 0usize;
-    let mut lo = 0u64;
-    let mut hi = 0u64;
-    // Whether the previous piece was part of the current best run (so an equal count extends it).
-    let mut in_best_run = false;
-    while j < ends.len() {
-        // The next distinct endpoint value (an end always remains while a start does: q < p).
-        let v = if i < starts.len() { starts[i].min(ends[j]) } else { ends[j] };
-        while i < starts.len() && starts[i] == v {
-            count += 1;
-            i += 1;
-        }
-        while j < ends.len() && ends[j] == v {
-            count -= 1;
-            j += 1;
-        }
-        // The piece [v, next) has `count`; close a best run that ends at v.
-        if in_best_run && count != best {
-            hi = v;
-            in_best_run = false;
-        }
-        if count > best {
-            best = count;
-            lo = v;
-            in_best_run = true;
-        }
+    let mut floor = 0usize;
+    for b in 0..buckets {
+        before.push(count);
+        count = count + opened[b] as usize - closed[b] as usize;
+        floor = floor.max(count);
     }
-    // The last endpoint is an end, after which the count is 0 < best, so the run was closed.
-    debug_assert!(!in_best_run);
-    Best { count: best, interval: Some((value(lo), value(hi))) }
+    before.push(count);
+    let exact: Vec<bool> =
+        (0..buckets).map(|b| opened[b] + closed[b] > 0 && before[b] + opened[b] as usize >= floor).collect();
+
+    // Gather the endpoints of the exact buckets, grouped by bucket.
+    let gather = |keys: &[u64], key_bucket: &[u32], per_bucket: &[u32]| -> (Vec<u64>, Vec<u32>) {
+        let mut at = vec![0u32; buckets + 1];
+        for b in 0..buckets {
+            at[b + 1] = at[b] + if exact[b] { per_bucket[b] } else { 0 };
+        }
+        let mut out = vec![0u64; at[buckets] as usize];
+        let mut fill = at.clone();
+        for (&k, &b) in keys.iter().zip(key_bucket) {
+            if exact[b as usize] {
+                out[fill[b as usize] as usize] = k;
+                fill[b as usize] += 1;
+            }
+        }
+        (out, at)
+    };
+    let (mut s_keys, start_at) = gather(starts, &start_bucket, &opened);
+    let (mut e_keys, end_at) = gather(ends, &end_bucket, &closed);
+
+    // Every other bucket has all its counts below `floor` (the count after it included), so
+    // it can neither hold the maximum nor start the first maximising run.
+    let mut sweep = Sweep::new();
+    for b in (0..buckets).filter(|&b| exact[b]) {
+        let st = &mut s_keys[start_at[b] as usize..start_at[b + 1] as usize];
+        let en = &mut e_keys[end_at[b] as usize..end_at[b + 1] as usize];
+        st.sort_unstable();
+        en.sort_unstable();
+        sweep.stretch(before[b], st, en);
+    }
+    sweep.finish()
 }
 
 /// Best threshold for intervals [q_i, p_i). Pairs with q ≥ p (empty interval: not sample-wise
@@ -89,9 +210,7 @@ pub fn best_of_sorted(starts: &[u64], ends: &[u64]) -> Best {
 pub fn best_threshold(pairs: impl Iterator<Item = (f64, f64)>) -> Best {
     let (mut starts, mut ends): (Vec<u64>, Vec<u64>) =
         pairs.filter(|(q, p)| q < p).map(|(q, p)| (key(q), key(p))).unzip();
-    starts.sort_unstable();
-    ends.sort_unstable();
-    best_of_sorted(&starts, &ends)
+    best_of_unsorted(&mut starts, &mut ends)
 }
 
 #[cfg(test)]
