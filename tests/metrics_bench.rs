@@ -64,6 +64,13 @@ fn bench_metrics() {
         m.cols,
         rayon::current_num_threads()
     );
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("rowpass") {
+        let ms = median_ms(reps, || {
+            std::hint::black_box(metrics::rows::row_stats(m, &input.labels, true));
+        });
+        println!("BENCH rowpass {ms:.2} ms");
+        return;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("sweeps") {
         // For profiling the sweeps alone.
         let stats = metrics::rows::row_stats(m, &input.labels, true);

@@ -9,6 +9,8 @@
 //! maximum and s = log Σ_j exp(c_j − m); the sweep runs on their logarithms (f64, no underflow
 //! to 0) and the thresholds are mapped back with exp. Samples whose row has a non-finite metric count as wrong everywhere.
 
+use rayon::prelude::*;
+
 use super::rows::RowStat;
 use super::sweep::{self, Best};
 
@@ -82,30 +84,51 @@ pub fn accuracies(stats: &[RowStat], labels: &[u32], classes: usize, domain: Dom
         offsets[c + 1] += offsets[c];
     }
     let mut fill = offsets[..classes].to_vec();
-    let (mut starts, mut ends) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    // Written without a branch on the sample's correctness (unpredictable, and this loop is
+    // short): every sample's keys are written and the positions advance only for correct ones.
+    let (mut starts, mut ends) = (vec![0u64; n], vec![0u64; n]);
     let (mut class_starts, mut class_ends) = (vec![0u64; n], vec![0u64; n]);
+    let mut count_sw = 0;
     for (s, &y) in stats.iter().zip(labels) {
         let (q, p) = interval(s, domain);
-        if q < p {
-            let (q, p) = (sweep::key(q), sweep::key(p));
-            starts.push(q);
-            ends.push(p);
-            let at = &mut fill[y as usize];
-            class_starts[*at] = q;
-            class_ends[*at] = p;
-            *at += 1;
-        }
+        let correct = (q < p) as usize;
+        let (q, p) = (sweep::key(q), sweep::key(p));
+        starts[count_sw] = q;
+        ends[count_sw] = p;
+        count_sw += correct;
+        let at = &mut fill[y as usize];
+        class_starts[*at] = q;
+        class_ends[*at] = p;
+        *at += correct;
     }
-    let count_sw = starts.len();
-    let mut uni = sweep::best_of_unsorted(&mut starts, &mut ends);
-    let mut class: Vec<Best> = (0..classes)
-        .map(|c| {
-            let (st, en) = (&mut class_starts[offsets[c]..fill[c]], &mut class_ends[offsets[c]..fill[c]]);
-            st.sort_unstable();
-            en.sort_unstable();
-            sweep::best_of_sorted(st, en)
-        })
-        .collect();
+    starts.truncate(count_sw);
+    ends.truncate(count_sw);
+
+    // Each class's keys as its own pair of slices, so that classes are swept in parallel.
+    let mut per_class = Vec::with_capacity(classes);
+    let (mut rest_starts, mut rest_ends) = (&mut class_starts[..], &mut class_ends[..]);
+    for c in 0..classes {
+        let size = offsets[c + 1] - offsets[c];
+        let (st, more_starts) = rest_starts.split_at_mut(size);
+        let (en, more_ends) = rest_ends.split_at_mut(size);
+        let correct = fill[c] - offsets[c];
+        per_class.push((&mut st[..correct], &mut en[..correct]));
+        (rest_starts, rest_ends) = (more_starts, more_ends);
+    }
+    let (mut uni, mut class) = rayon::join(
+        || sweep::best_of_unsorted(&mut starts, &mut ends),
+        || {
+            per_class
+                .into_par_iter()
+                .with_min_len(64)
+                .map(|(st, en)| {
+                    st.sort_unstable();
+                    en.sort_unstable();
+                    sweep::best_of_sorted(st, en)
+                })
+                .collect::<Vec<Best>>()
+        },
+    );
     let count_cw = class.iter().map(|b| b.count).sum();
 
     if domain == Domain::Softmax {
