@@ -4,6 +4,8 @@
 //!
 //! BENCH_FILE=/path/logits.safetensors BENCH_REPS=7 \
 //!   cargo test --release --test metrics_bench -- --ignored --nocapture
+//!
+//! BENCH_ONLY=rowpass or BENCH_ONLY=sweeps times just that phase (for a profiler).
 
 use std::time::Instant;
 
