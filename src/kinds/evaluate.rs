@@ -63,7 +63,8 @@ impl StageKind for Evaluate {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: the exp kernel changed, so SoftMax thresholds differ in their last bits.
+        2
     }
 
     fn validate(&self, params: &serde_json::Value) -> Result<()> {
