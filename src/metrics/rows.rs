@@ -207,12 +207,18 @@ fn exp_sum_avx2(s: &[f32], m: f32, ahead: *const f32) -> [f32; EXP_LANES] {
     #[inline(never)]
     fn tail(acc: &mut [__m256; V], rest: &[f32], mm: __m256) {
         for (acc, piece) in acc.iter_mut().zip(rest.chunks(8)) {
-            let mut pad = [f32::NEG_INFINITY; 8];
-            pad[..piece.len()].copy_from_slice(piece);
-            let keep: [f32; 8] = std::array::from_fn(|k| f32::from_bits(if k < piece.len() { u32::MAX } else { 0 }));
-            // SAFETY: pad and keep hold 8 values each.
-            let (d, keep) = unsafe { (_mm256_loadu_ps(pad.as_ptr()), _mm256_loadu_ps(keep.as_ptr())) };
-            *acc = _mm256_add_ps(*acc, _mm256_and_ps(exp_v([d], mm)[0], keep));
+            let e = if piece.len() == 8 {
+                // SAFETY: piece holds 8 values.
+                exp_v([unsafe { _mm256_loadu_ps(piece.as_ptr()) }], mm)[0]
+            } else {
+                let mut pad = [f32::NEG_INFINITY; 8];
+                pad[..piece.len()].copy_from_slice(piece);
+                let keep: [f32; 8] = std::array::from_fn(|k| f32::from_bits(if k < piece.len() { u32::MAX } else { 0 }));
+                // SAFETY: pad and keep hold 8 values each.
+                let (d, keep) = unsafe { (_mm256_loadu_ps(pad.as_ptr()), _mm256_loadu_ps(keep.as_ptr())) };
+                _mm256_and_ps(exp_v([d], mm)[0], keep)
+            };
+            *acc = _mm256_add_ps(*acc, e);
         }
     }
     if !rest.is_empty() {
@@ -266,7 +272,10 @@ fn log_sum_exp_rel<const AVX2: bool>(s: &[f32], m: f32, ahead: *const f32) -> f6
     #[cfg(not(target_arch = "x86_64"))]
     let acc = exp_sum(s, m, ahead);
     // Lanes summed pairwise in f64: a short dependency chain, and no f32 rounding here.
-    let mut sum = acc.map(f64::from);
+    let mut sum = [0f64; EXP_LANES];
+    for (s, &a) in sum.iter_mut().zip(&acc) {
+        *s = a as f64;
+    }
     let mut width = EXP_LANES / 2;
     while width > 0 {
         for k in 0..width {
