@@ -9,6 +9,9 @@
 //! excludes those ending at v. The count is constant on [v_k, v_{k+1}) between consecutive
 //! distinct endpoints, so the maximisers are a union of such pieces; we report the first
 //! maximal run of pieces as the interval [lo, hi) and its midpoint as t*.
+//!
+//! For large sets, [`best_of_unsorted`] first buckets the endpoints and sorts only the few
+//! buckets that can hold the maximum, which makes the search linear in practice.
 
 /// The best threshold for one set of samples.
 #[derive(Clone, Copy, Debug, PartialEq)]
