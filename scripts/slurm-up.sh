@@ -14,7 +14,7 @@
 # so that several small jobs run at once), REPRO_SLURM_GPUS (default 2).
 set -euo pipefail
 
-dir=${REPRO_SLURM_DIR:-/tmp/repro-slurm}
+dir=$(realpath -m "${REPRO_SLURM_DIR:-/tmp/repro-slurm}")
 cpus=${REPRO_SLURM_CPUS:-16}
 gpus=${REPRO_SLURM_GPUS:-2}
 conf="$dir/slurm.conf"
@@ -31,7 +31,12 @@ for tool in munged slurmctld slurmd srun scontrol; do
 done
 PATH="$PATH:/usr/sbin:/sbin"
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# Alive, and its working directory still exists: a daemon started from a checkout that was
+# deleted since makes every job step print "Unable to get current working directory".
+alive() {
+  [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null &&
+    ! readlink "/proc/$(cat "$1")/cwd" 2>/dev/null | grep -q ' (deleted)$'
+}
 
 ready() {
   # A real job is the only trustworthy readiness test (sinfo can say idle too early).
@@ -49,7 +54,8 @@ mkdir -p "$dir/state" "$dir/spool" "$dir/log" "$dir/dev"
 
 # Stop leftovers of an earlier, half-dead start (only the daemons this script started).
 for d in slurmd slurmctld; do
-  if alive "$dir/$d.pid"; then kill "$(cat "$dir/$d.pid")" 2>/dev/null || true; fi
+  pid=$(cat "$dir/$d.pid" 2>/dev/null || true)
+  if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$d" ]; then kill "$pid" 2>/dev/null || true; fi
 done
 sleep 0.5
 
@@ -134,11 +140,12 @@ if [ -n "$gres_files" ]; then
   echo "NodeName=node1 Name=gpu File=$gres_files" >>"$dir/gres.conf"
 fi
 
-# -D keeps each daemon in the foreground so its pid is ours; setsid detaches it from this shell.
+# -D keeps each daemon in the foreground so its pid is ours; setsid detaches it from this shell;
+# started from / so that their working directory (inherited by job steps) never disappears.
 # -c: start slurmctld clean (no jobs from an earlier run).
-setsid slurmctld -D -c -f "$conf" </dev/null >"$dir/log/slurmctld.out" 2>&1 &
+(cd / && exec setsid slurmctld -D -c -f "$conf" </dev/null >"$dir/log/slurmctld.out" 2>&1) &
 echo $! >"$dir/slurmctld.pid"
-setsid slurmd -D -N node1 -f "$conf" </dev/null >"$dir/log/slurmd.out" 2>&1 &
+(cd / && exec setsid slurmd -D -N node1 -f "$conf" </dev/null >"$dir/log/slurmd.out" 2>&1) &
 echo $! >"$dir/slurmd.pid"
 
 for _ in $(seq 60); do
