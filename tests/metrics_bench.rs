@@ -66,22 +66,25 @@ fn bench_metrics() {
         m.cols,
         rayon::current_num_threads()
     );
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("rowpass") {
-        let ms = median_ms(reps, || {
+    let pass_ms = || {
+        median_ms(reps, || {
             std::hint::black_box(metrics::rows::row_stats(m, &input.labels, true));
-        });
-        println!("BENCH rowpass {ms:.2} ms");
-        return;
-    }
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("sweeps") {
-        // For profiling the sweeps alone.
-        let stats = metrics::rows::row_stats(m, &input.labels, true);
-        let ms = median_ms(reps, || {
-            std::hint::black_box(metrics::accuracy::accuracies(&stats, &input.labels, m.cols, metrics::Domain::Softmax));
-            std::hint::black_box(metrics::accuracy::accuracies(&stats, &input.labels, m.cols, metrics::Domain::Raw));
-        });
-        println!("BENCH sweeps softmax {ms:.2} ms");
-        return;
+        })
+    };
+    let stats = metrics::rows::row_stats(m, &input.labels, true);
+    let sweep_ms = |domain| {
+        median_ms(reps, || {
+            std::hint::black_box(metrics::accuracy::accuracies(&stats, &input.labels, m.cols, domain));
+        })
+    };
+    // One phase alone, for a profiler.
+    match std::env::var("BENCH_ONLY").as_deref() {
+        Ok("rowpass") => return println!("BENCH rowpass {:.2} ms", pass_ms()),
+        Ok("sweeps") => {
+            let (raw, soft) = (sweep_ms(metrics::Domain::Raw), sweep_ms(metrics::Domain::Softmax));
+            return println!("BENCH sweeps raw {raw:.2} ms, softmax {soft:.2} ms");
+        }
+        _ => {}
     }
     // Warm up: fault in the mapping and the caches once.
     let s = plain_sum(&m.data, m.cols);
@@ -95,22 +98,13 @@ fn bench_metrics() {
     let full_ms = median_ms(reps.min(3), || {
         std::hint::black_box(metrics::evaluate_full(&input, metrics::DEFAULT_BINS));
     });
-    let pass_ms = median_ms(reps, || {
-        std::hint::black_box(metrics::rows::row_stats(m, &input.labels, true));
-    });
     let pass_raw_ms = median_ms(reps, || {
         std::hint::black_box(metrics::rows::row_stats(m, &input.labels, false));
     });
-    let stats = metrics::rows::row_stats(m, &input.labels, true);
-    let sweep_ms = |domain| {
-        median_ms(reps, || {
-            std::hint::black_box(metrics::accuracy::accuracies(&stats, &input.labels, m.cols, domain));
-        })
-    };
     let (sweep_raw_ms, sweep_soft_ms) = (sweep_ms(metrics::Domain::Raw), sweep_ms(metrics::Domain::Softmax));
     println!("BENCH sum {sum_ms:.2} ms (checksum {s:.3})");
     println!("BENCH sweeps raw {sweep_raw_ms:.2} ms, softmax {sweep_soft_ms:.2} ms (each on the whole pool)");
-    println!("BENCH rowpass {pass_ms:.2} ms");
+    println!("BENCH rowpass {:.2} ms", pass_ms());
     println!("BENCH rowpass-without-softmax {pass_raw_ms:.2} ms (ratio to sum {:.2})", pass_raw_ms / sum_ms);
     println!("BENCH eval {eval_ms:.2} ms");
     println!("BENCH full {full_ms:.2} ms");

@@ -121,11 +121,7 @@ pub fn accuracies(stats: &[RowStat], labels: &[u32], classes: usize, domain: Dom
             per_class
                 .into_par_iter()
                 .with_min_len(64)
-                .map(|(st, en)| {
-                    st.sort_unstable();
-                    en.sort_unstable();
-                    sweep::best_of_sorted(st, en)
-                })
+                .map(|(st, en)| sweep::sort_and_sweep(st, en))
                 .collect::<Vec<Best>>()
         },
     );

@@ -192,9 +192,7 @@ fn exp_sum_avx2(s: &[f32], m: f32, ahead: *const f32) -> [f32; EXP_LANES] {
     let chunks = s.chunks_exact(EXP_LANES);
     let rest = chunks.remainder();
     for (i, c) in chunks.enumerate() {
-        for line in 0..EXP_LANES / 16 {
-            prefetch(ahead.wrapping_add(i * EXP_LANES + line * 16));
-        }
+        prefetch_chunk(ahead, i);
         let e = exp_v(load(c), mm);
         for v in 0..V {
             acc[v] = _mm256_add_ps(acc[v], e[v]);
@@ -241,6 +239,14 @@ fn prefetch(p: *const f32) {
     let _ = p;
 }
 
+/// Prefetch the `i`th EXP_LANES-value chunk from `ahead`: one 64-byte line per 16 values.
+#[inline(always)]
+fn prefetch_chunk(ahead: *const f32, i: usize) {
+    for line in 0..EXP_LANES / 16 {
+        prefetch(ahead.wrapping_add(i * EXP_LANES + line * 16));
+    }
+}
+
 /// The lanes of Σ exp(s_j − m): lane k sums the values at positions ≡ k (mod EXP_LANES).
 #[inline(always)]
 fn exp_sum(s: &[f32], m: f32, ahead: *const f32) -> [f32; EXP_LANES] {
@@ -248,9 +254,7 @@ fn exp_sum(s: &[f32], m: f32, ahead: *const f32) -> [f32; EXP_LANES] {
     let chunks = s.chunks_exact(EXP_LANES);
     let rest = chunks.remainder();
     for (i, c) in chunks.enumerate() {
-        for line in 0..EXP_LANES / 16 {
-            prefetch(ahead.wrapping_add(i * EXP_LANES + line * 16));
-        }
+        prefetch_chunk(ahead, i);
         for k in 0..EXP_LANES {
             acc[k] += exp_nonpos(c[k] - m);
         }

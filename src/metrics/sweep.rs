@@ -116,6 +116,13 @@ pub fn best_of_sorted(starts: &[u64], ends: &[u64]) -> Best {
     sweep.finish()
 }
 
+/// [`best_of_sorted`] after sorting both lists in place.
+pub fn sort_and_sweep(starts: &mut [u64], ends: &mut [u64]) -> Best {
+    starts.sort_unstable();
+    ends.sort_unstable();
+    best_of_sorted(starts, ends)
+}
+
 /// Below this many intervals, sorting everything is cheaper than bucketing first.
 const SORT_ALL_BELOW: usize = 512;
 
@@ -123,16 +130,14 @@ const SORT_ALL_BELOW: usize = 512;
 /// into n/8 buckets of equal value width, which bounds the count inside every bucket by the
 /// count before it plus the intervals starting in it. The largest count between buckets is a
 /// count some threshold achieves, so only buckets whose bound reaches it can hold the maximum
-/// or the start of the first maximising run; only those are sorted and swept exactly. Every
-/// other bucket contributes just the piece after its last endpoint. Skewed keys degrade this
-/// to sorting everything, never to a wrong answer.
+/// or the start of the first maximising run; only those are sorted and swept exactly, each
+/// starting from the count before it. Skewed keys degrade this to sorting everything, never
+/// to a wrong answer.
 pub fn best_of_unsorted(starts: &mut [u64], ends: &mut [u64]) -> Best {
     debug_assert_eq!(starts.len(), ends.len());
     let n = starts.len();
     if n < SORT_ALL_BELOW {
-        starts.sort_unstable();
-        ends.sort_unstable();
-        return best_of_sorted(starts, ends);
+        return sort_and_sweep(starts, ends);
     }
     // The smallest endpoint is a start and the largest an end (q < p for every interval).
     let low = value(starts.iter().copied().min().unwrap_or(0));
@@ -141,9 +146,7 @@ pub fn best_of_unsorted(starts: &mut [u64], ends: &mut [u64]) -> Best {
     let scale = buckets as f64 / (high - low);
     if !(scale.is_finite() && scale > 0.0) {
         // Infinite ends (a single class): no equal-width buckets.
-        starts.sort_unstable();
-        ends.sort_unstable();
-        return best_of_sorted(starts, ends);
+        return sort_and_sweep(starts, ends);
     }
     // Equal widths in value, not in key (keys spread tiny magnitudes over most of their
     // range). Rounding keeps this monotone, so equal keys share a bucket and buckets are ordered.
@@ -164,7 +167,7 @@ pub fn best_of_unsorted(starts: &mut [u64], ends: &mut [u64]) -> Best {
     let end_bucket = into_buckets(ends, &mut closed);
 
     // The count between buckets, and the largest of those: achieved, so a lower bound.
-    let mut before = Vec::with_capacity(buckets + 1);
+    let mut before = Vec::with_capacity(buckets);
     let mut count = 0usize;
     let mut floor = 0usize;
     for b in 0..buckets {
@@ -172,7 +175,6 @@ pub fn best_of_unsorted(starts: &mut [u64], ends: &mut [u64]) -> Best {
         count = count + opened[b] as usize - closed[b] as usize;
         floor = floor.max(count);
     }
-    before.push(count);
     let exact: Vec<bool> =
         (0..buckets).map(|b| opened[b] + closed[b] > 0 && before[b] + opened[b] as usize >= floor).collect();
 
@@ -208,14 +210,6 @@ pub fn best_of_unsorted(starts: &mut [u64], ends: &mut [u64]) -> Best {
     sweep.finish()
 }
 
-/// Best threshold for intervals [q_i, p_i). Pairs with q ≥ p (empty interval: not sample-wise
-/// correct) or NaN are ignored.
-pub fn best_threshold(pairs: impl Iterator<Item = (f64, f64)>) -> Best {
-    let (mut starts, mut ends): (Vec<u64>, Vec<u64>) =
-        pairs.filter(|(q, p)| q < p).map(|(q, p)| (key(q), key(p))).unzip();
-    best_of_unsorted(&mut starts, &mut ends)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,8 +226,11 @@ mod tests {
         }
     }
 
+    /// Best threshold for intervals [q_i, p_i); pairs with q ≥ p are ignored.
     fn best(pairs: &[(f64, f64)]) -> Best {
-        best_threshold(pairs.iter().copied())
+        let (mut starts, mut ends): (Vec<u64>, Vec<u64>) =
+            pairs.iter().filter(|(q, p)| q < p).map(|&(q, p)| (key(q), key(p))).unzip();
+        best_of_unsorted(&mut starts, &mut ends)
     }
 
     #[test]
