@@ -50,6 +50,9 @@ pub struct PipelineArgs {
     /// Override a variable: --set train.lr=0.01 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Most stages foreach/matrix may expand to (default 100000, or REPRO_MAX_STAGES).
+    #[arg(long, value_name = "N")]
+    pub max_stages: Option<usize>,
 }
 
 impl PipelineArgs {
@@ -63,7 +66,11 @@ impl PipelineArgs {
                     .ok_or_else(|| anyhow::anyhow!("--set expects KEY=VALUE, got '{s}'"))
             })
             .collect::<anyhow::Result<_>>()?;
-        Ok(crate::spec::LoadOptions { profile: self.profile.clone(), overrides })
+        Ok(crate::spec::LoadOptions {
+            profile: self.profile.clone(),
+            overrides,
+            max_stages: self.max_stages,
+        })
     }
 }
 

@@ -4,10 +4,15 @@
 //! a list stays a list, so `matrix: {loss: ${losses}}` works); otherwise each `${x}` must be a
 //! scalar and is spliced into the text. `$${` writes a literal `${`. Names are looked up first
 //! in the stage's own scope (`item`, `key` of foreach/matrix), then in `vars`.
+//!
+//! In `cmd:` a spliced value is one literal shell word, quoted for where it stands
+//! ([`super::shell`]); `${raw:x}` splices x's text as shell code. Elsewhere `raw:` changes
+//! nothing (no other field is read by a shell).
 
 use serde_json::Value as Json;
 
 use super::error::{SpecError, suggest};
+use super::shell::ShellLexer;
 use super::yaml::{Mark, Node, Value};
 
 /// Variables visible while interpolating one stage.
@@ -69,18 +74,45 @@ pub fn interpolate(
     if !text.contains("${") {
         return Ok(Json::String(text.to_string()));
     }
+    splice(text, mark, quoted, scope, None).map(Json::String)
+}
+
+/// Interpolate a `cmd:`: every value becomes one literal shell word unless written `${raw:x}`.
+pub fn interpolate_cmd(
+    text: &str,
+    mark: &Mark,
+    quoted: bool,
+    scope: &Scope,
+) -> Result<String, SpecError> {
+    splice(text, mark, quoted, scope, Some(&mut ShellLexer::default()))
+}
+
+/// Splice every `${…}` of `text`; with a lexer, values are quoted for the shell.
+fn splice(
+    text: &str,
+    mark: &Mark,
+    quoted: bool,
+    scope: &Scope,
+    mut shell: Option<&mut ShellLexer>,
+) -> Result<String, SpecError> {
     let mut out = String::with_capacity(text.len());
+    fn literal(out: &mut String, s: &str, shell: &mut Option<&mut ShellLexer>) {
+        out.push_str(s);
+        if let Some(lx) = shell {
+            lx.feed(s);
+        }
+    }
     let mut rest = text;
     let mut offset = 0;
     while let Some(i) = rest.find("${") {
         if i > 0 && rest.as_bytes()[i - 1] == b'$' {
-            out.push_str(&rest[..i - 1]);
-            out.push_str("${");
+            literal(&mut out, &rest[..i - 1], &mut shell);
+            literal(&mut out, "${", &mut shell);
             rest = &rest[i + 2..];
             offset += i + 2;
             continue;
         }
-        out.push_str(&rest[..i]);
+        literal(&mut out, &rest[..i], &mut shell);
         let Some(end) = rest[i..].find('}') else {
             return Err(err_at(
                 mark,
@@ -89,8 +121,9 @@ pub fn interpolate(
                 "unterminated `${` (missing `}`)".into(),
             ));
         };
-        let name = rest[i + 2..i + end].trim();
-        let value = resolve(name, offset + i, mark, quoted, scope)?;
+        let inner = rest[i + 2..i + end].trim();
+        let (raw, name) = split_raw(inner);
+        let value = resolve(inner, offset + i, mark, quoted, scope)?;
         let Some(s) = scalar_text(value) else {
             return Err(err_at(
                 mark,
@@ -99,12 +132,34 @@ pub fn interpolate(
                 format!("`${{{name}}}` is a list or mapping and cannot be spliced into text"),
             ));
         };
-        out.push_str(&s);
+        match shell.as_deref_mut() {
+            Some(lx) if raw => {
+                // The author asked for code: it changes the quoting state like typed text.
+                out.push_str(&s);
+                lx.feed(&s);
+            }
+            Some(lx) => match lx.quote(&s) {
+                Ok(q) => out.push_str(&q),
+                Err(why) => {
+                    return Err(err_at(mark, quoted, offset + i, why.to_string())
+                        .note(format!("or write `${{raw:{name}}}` to splice the text as code")));
+                }
+            },
+            None => out.push_str(&s),
+        }
         rest = &rest[i + end + 1..];
         offset += i + end + 1;
     }
-    out.push_str(rest);
-    Ok(Json::String(out))
+    literal(&mut out, rest, &mut shell);
+    Ok(out)
+}
+
+/// `raw:name` → (true, `name`); a plain name → (false, name).
+fn split_raw(inner: &str) -> (bool, &str) {
+    match inner.strip_prefix("raw:") {
+        Some(name) => (true, name.trim()),
+        None => (false, inner),
+    }
 }
 
 /// `${name}` exactly (and nothing else) → `name`.
@@ -120,6 +175,7 @@ fn resolve<'s>(
     quoted: bool,
     scope: &'s Scope,
 ) -> Result<&'s Json, SpecError> {
+    let name = split_raw(name).1;
     scope.lookup(name).ok_or_else(|| {
         let known = scope.known_names();
         let refs: Vec<&str> = known.iter().map(String::as_str).collect();
@@ -234,4 +290,43 @@ mod tests {
                 .contains("cannot be spliced")
         );
     }
+
+    fn cmd(text: &str, vars: &Json) -> Result<String, SpecError> {
+        let root = parse_str(Path::new("p.yaml"), format!("cmd: {text}\n")).unwrap();
+        let node = root.get("cmd").unwrap();
+        let quoted = !matches!(node.value, Value::Scalar { plain: true, .. });
+        interpolate_cmd(node.as_str().unwrap(), &node.mark, quoted, &scope(vars))
+    }
+
+    #[test]
+    fn cmd_values_are_single_words_and_plain_ones_stay_bare() {
+        let vars = json!({"name": "x; touch pwned", "lr": 0.1, "q": "it's", "redir": "> f.txt"});
+        assert_eq!(
+            cmd("run --lr ${lr} --loss ${item.loss} --g ${item.gamma}", &vars).unwrap(),
+            "run --lr 0.1 --loss bce-nu --g 8"
+        );
+        assert_eq!(cmd("echo ${name}", &vars).unwrap(), "echo 'x; touch pwned'");
+        assert_eq!(cmd("echo \"[${name}]\"", &vars).unwrap(), "echo \"[x; touch pwned]\"");
+        assert_eq!(cmd("echo '${q}'", &vars).unwrap(), r"echo 'it'\''s'");
+        assert_eq!(cmd("echo ${q}", &vars).unwrap(), r"echo 'it'\''s'");
+        // The raw form is the author's explicit request for code.
+        assert_eq!(cmd("echo hi ${raw:redir}", &vars).unwrap(), "echo hi > f.txt");
+        assert_eq!(cmd("echo $${HOME}", &vars).unwrap(), "echo ${HOME}");
+        let e = cmd("echo `echo ${name}`", &vars).unwrap_err().to_string();
+        assert!(e.contains("backquotes") && e.contains("${raw:name}"), "{e}");
+    }
+
+    #[test]
+    fn raw_outside_cmd_is_the_plain_value() {
+        let vars = json!({"n": "a b", "l": [1]});
+        let root = parse_str(Path::new("p"), "a: x/${raw:n}\nb: ${raw:l}\n".into()).unwrap();
+        assert_eq!(
+            interpolate_node(&root, &scope(&vars)).unwrap(),
+            json!({"a": "x/a b", "b": [1]})
+        );
+        let root = parse_str(Path::new("p"), "a: ${raw:nn}\n".into()).unwrap();
+        let e = interpolate_node(&root, &scope(&vars)).unwrap_err().to_string();
+        assert!(e.contains("did you mean `${n}`"), "{e}");
+    }
 }
+

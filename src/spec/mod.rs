@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod interp;
+mod shell;
 pub mod yaml;
 
 use std::collections::BTreeMap;
@@ -91,6 +92,9 @@ pub struct LoadOptions {
     pub profile: Option<String>,
     /// `--set a.b=value` overrides applied last.
     pub overrides: Vec<(String, String)>,
+    /// `--max-stages N`: most stages foreach/matrix may expand to (default: `REPRO_MAX_STAGES`,
+    /// else [`DEFAULT_MAX_STAGES`]).
+    pub max_stages: Option<usize>,
 }
 
 /// The pipeline file as an absolute path.
@@ -115,13 +119,14 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
         .file_name()
         .map(PathBuf::from)
         .unwrap_or_else(|| file.clone());
-    let text = std::fs::read_to_string(&file).map_err(|e| {
+    let bytes = std::fs::read(&file).map_err(|e| {
         SpecErrors(vec![SpecError::plain(format!(
             "cannot read {}: {e}",
             file.display()
         ))])
     })?;
-    let doc = yaml::parse_str(&display, text).map_err(|e| SpecErrors(vec![e]))?;
+    let max_stages = max_stages(opts).map_err(|e| SpecErrors(vec![e]))?;
+    let doc = yaml::parse_bytes(&display, bytes).map_err(|e| SpecErrors(vec![e]))?;
     let mut errors = Vec::new();
 
     let Some(top) = doc.as_map() else {
@@ -181,7 +186,11 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
         }
     }
     for (k, v) in &opts.overrides {
-        set_dotted(&mut vars, k, yaml::scalar_to_json(v));
+        // Only variables that exist: a misspelled key would otherwise change nothing, silently.
+        match check_override(&vars, k) {
+            Ok(()) => set_dotted(&mut vars, k, yaml::scalar_to_json(v)),
+            Err(e) => errors.push(e),
+        }
     }
 
     let executor = doc
@@ -206,6 +215,7 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
     let slurm = doc.get("slurm").map(Node::to_json).unwrap_or(Json::Null);
 
     let mut stages = Vec::new();
+    let mut expanded = 0;
     match doc.get("stages") {
         None => errors.push(SpecError::at(&doc.mark, "missing `stages:`")),
         Some(s) => {
@@ -224,7 +234,10 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
                             errors.push(SpecError::at(&k.mark, format!("invalid stage name '{name}': use letters, digits, '-', '_' and '.'")));
                             continue;
                         }
-                        expand_stage(&name, k, body, &vars, &mut stages, &mut errors);
+                        let limit = (Limit { max_stages }, &mut expanded);
+                        if !expand_stage(&name, k, body, &vars, limit, &mut stages, &mut errors) {
+                            break; // over the stage limit: the rest would only repeat that
+                        }
                     }
                 }
             }
@@ -310,33 +323,152 @@ pub fn deep_merge(dst: &mut Json, src: Json) {
     }
 }
 
+/// Set an existing variable (checked by [`check_override`]); list items are named by index.
 fn set_dotted(vars: &mut Json, key: &str, value: Json) {
     let mut cur = vars;
-    let parts: Vec<&str> = key.split('.').collect();
-    for (i, p) in parts.iter().enumerate() {
-        if !cur.is_object() {
-            *cur = Json::Object(Default::default());
+    for p in key.split('.') {
+        let next = match cur {
+            Json::Object(m) => m.get_mut(p),
+            Json::Array(a) => p.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
+            _ => None,
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return,
         }
-        let map = cur.as_object_mut().expect("object");
-        if i + 1 == parts.len() {
-            map.insert(p.to_string(), value);
-            return;
-        }
-        cur = map
-            .entry(p.to_string())
-            .or_insert_with(|| Json::Object(Default::default()));
+    }
+    *cur = value;
+}
+
+/// A `--set KEY=…` must name a variable that exists and holds a single value.
+fn check_override(vars: &Json, key: &str) -> Result<(), SpecError> {
+    let what = format!("--set {key}=…");
+    let mut cur = vars;
+    for (i, p) in key.split('.').enumerate() {
+        let next = match cur {
+            Json::Object(m) => m.get(p),
+            Json::Array(a) => p.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => {
+                let parent = key.split('.').take(i).collect::<Vec<_>>().join(".");
+                return Err(SpecError::plain(format!(
+                    "{what}: `{parent}` is a single value, it has no `{p}`"
+                )));
+            }
+        };
+        let Some(next) = next else {
+            let names = dotted_names(vars);
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let mut e = SpecError::plain(format!("{what}: there is no variable `{key}`"));
+            if let Some(s) = error::suggest(key, &refs) {
+                e = e.note(format!("did you mean `{s}`?"));
+            }
+            return Err(e.note(
+                "--set changes a variable defined under `vars:` (or in the profile's vars file); \
+                 define it there first",
+            ));
+        };
+        cur = next;
+    }
+    match cur {
+        Json::Object(_) | Json::Array(_) => Err(SpecError::plain(format!(
+            "{what}: `{key}` is a {}; --set replaces a single value such as `{}`",
+            if cur.is_object() { "mapping" } else { "list" },
+            dotted_names(cur)
+                .first()
+                .map(|n| format!("{key}.{n}"))
+                .unwrap_or_else(|| format!("{key}.0")),
+        ))),
+        _ => Ok(()),
     }
 }
 
-/// Expand one stage definition (its foreach/matrix items) into concrete stages.
+/// Every single-valued variable's dotted name (`train.lr`, `datasets.0`), for suggestions.
+fn dotted_names(v: &Json) -> Vec<String> {
+    fn walk(v: &Json, prefix: &str, out: &mut Vec<String>) {
+        let join = |k: &str| {
+            if prefix.is_empty() {
+                k.to_string()
+            } else {
+                format!("{prefix}.{k}")
+            }
+        };
+        match v {
+            Json::Object(m) => m.iter().for_each(|(k, v)| walk(v, &join(k), out)),
+            Json::Array(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| walk(v, &join(&i.to_string()), out)),
+            _ if !prefix.is_empty() => out.push(prefix.to_string()),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(v, "", &mut out);
+    out
+}
+
+/// How many stages a pipeline may expand to unless raised (`--max-stages`, `REPRO_MAX_STAGES`):
+/// ten times the largest pipeline measured, small enough to fail long before memory runs out.
+pub const DEFAULT_MAX_STAGES: usize = 100_000;
+
+fn max_stages(opts: &LoadOptions) -> Result<usize, SpecError> {
+    if let Some(n) = opts.max_stages {
+        return Ok(n);
+    }
+    match std::env::var("REPRO_MAX_STAGES") {
+        Err(_) => Ok(DEFAULT_MAX_STAGES),
+        Ok(v) => v.trim().parse().map_err(|_| {
+            SpecError::plain(format!(
+                "REPRO_MAX_STAGES must be a whole number of stages, not '{v}'"
+            ))
+        }),
+    }
+}
+
+/// Bounds on what expanding stages may produce.
+#[derive(Clone, Copy)]
+struct Limit {
+    max_stages: usize,
+}
+
+impl Limit {
+    /// Refuse `n` more stages when `have` exist already (checked before building any).
+    fn check(self, n: usize, have: usize, mark: &Mark, what: &str) -> Result<(), SpecError> {
+        if have.saturating_add(n) <= self.max_stages {
+            return Ok(());
+        }
+        let n = if n == usize::MAX {
+            "more than 2^64".to_string()
+        } else {
+            n.to_string()
+        };
+        Err(SpecError::at(
+            mark,
+            format!(
+                "{what} expands to {n} stages, over the limit of {} for the whole pipeline{}",
+                self.max_stages,
+                if have > 0 {
+                    format!(" ({have} before this one)")
+                } else {
+                    String::new()
+                }
+            ),
+        )
+        .note("if so many are really meant, raise the limit with --max-stages N or REPRO_MAX_STAGES=N"))
+    }
+}
+
+/// Expand one stage definition (its foreach/matrix items) into concrete stages; `expanded`
+/// counts the stages of the whole pipeline. False when that went over the limit.
 fn expand_stage(
     name: &str,
     key: &Node,
     body: &Node,
     vars: &Json,
+    (limit, expanded): (Limit, &mut usize),
     out: &mut Vec<Stage>,
     errors: &mut Vec<SpecError>,
-) {
+) -> bool {
     let Some(entries) = body.as_map() else {
         errors.push(
             SpecError::at(
@@ -345,7 +477,7 @@ fn expand_stage(
             )
             .in_stage(name),
         );
-        return;
+        return true;
     };
     for (k, _) in entries {
         let kk = k.as_str().unwrap_or_default();
@@ -357,6 +489,13 @@ fn expand_stage(
         vars,
         locals: Vec::new(),
     };
+    // Limit errors point at the `foreach:` / `matrix:` key (a block mapping's own mark is odd).
+    let key_mark = |field: &str| {
+        entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(field))
+            .map_or(&key.mark, |(k, _)| &k.mark)
+    };
     let instances: Vec<(String, Vec<(&'static str, Json)>)> =
         match (body.get("foreach"), body.get("matrix")) {
             (Some(f), Some(_)) => {
@@ -367,14 +506,19 @@ fn expand_stage(
                     )
                     .in_stage(name),
                 );
-                return;
+                return true;
             }
             (Some(f), None) => match interpolate_node(f, &base) {
                 Err(e) => {
                     errors.push(e.in_stage(name));
-                    return;
+                    return true;
                 }
-                Ok(Json::Array(items)) => items
+                Ok(Json::Array(items)) => {
+                    if let Err(e) = limit.check(items.len(), *expanded, key_mark("foreach"), "`foreach:`") {
+                        errors.push(e.in_stage(name));
+                        return false;
+                    }
+                    items
                     .into_iter()
                     .map(|item| {
                         (
@@ -382,8 +526,14 @@ fn expand_stage(
                             vec![("item", item)],
                         )
                     })
-                    .collect(),
-                Ok(Json::Object(map)) => map
+                    .collect()
+                }
+                Ok(Json::Object(map)) => {
+                    if let Err(e) = limit.check(map.len(), *expanded, key_mark("foreach"), "`foreach:`") {
+                        errors.push(e.in_stage(name));
+                        return false;
+                    }
+                    map
                     .into_iter()
                     .map(|(k, v)| {
                         (
@@ -391,19 +541,20 @@ fn expand_stage(
                             vec![("key", Json::String(k)), ("item", v)],
                         )
                     })
-                    .collect(),
+                    .collect()
+                }
                 Ok(_) => {
                     errors.push(
                         SpecError::at(&f.mark, "`foreach:` must be a list or a mapping")
                             .in_stage(name),
                     );
-                    return;
+                    return true;
                 }
             },
             (None, Some(m)) => match interpolate_node(m, &base) {
                 Err(e) => {
                     errors.push(e.in_stage(name));
-                    return;
+                    return true;
                 }
                 Ok(Json::Object(axes)) => {
                     // Axes in the order written (the JSON map may be sorted).
@@ -414,10 +565,9 @@ fn expand_stage(
                             .collect(),
                         None => axes.keys().cloned().collect(),
                     };
-                    let mut combos: Vec<serde_json::Map<String, Json>> = vec![Default::default()];
+                    let mut total: usize = 1;
                     for axis in &order {
-                        let values = &axes[axis];
-                        let Json::Array(values) = values else {
+                        let Json::Array(values) = &axes[axis] else {
                             errors.push(
                                 SpecError::at(
                                     &m.mark,
@@ -425,7 +575,19 @@ fn expand_stage(
                                 )
                                 .in_stage(name),
                             );
-                            return;
+                            return true;
+                        };
+                        total = total.saturating_mul(values.len());
+                    }
+                    // Counted before building: 8 axes of 10 values must not allocate 10^8.
+                    if let Err(e) = limit.check(total, *expanded, key_mark("matrix"), "`matrix:`") {
+                        errors.push(e.in_stage(name));
+                        return false;
+                    }
+                    let mut combos: Vec<serde_json::Map<String, Json>> = vec![Default::default()];
+                    for axis in &order {
+                        let Json::Array(values) = &axes[axis] else {
+                            continue;
                         };
                         combos = combos
                             .into_iter()
@@ -455,11 +617,18 @@ fn expand_stage(
                         SpecError::at(&m.mark, "`matrix:` must be a mapping of axis → list")
                             .in_stage(name),
                     );
-                    return;
+                    return true;
                 }
             },
-            (None, None) => vec![(name.to_string(), Vec::new())],
+            (None, None) => {
+                if let Err(e) = limit.check(1, *expanded, &key.mark, "this stage") {
+                    errors.push(e.in_stage(name));
+                    return false;
+                }
+                vec![(name.to_string(), Vec::new())]
+            }
         };
+    *expanded += instances.len();
     for (full, locals) in instances {
         let scope = Scope { vars, locals };
         match build_stage(&full, key, body, &scope) {
@@ -471,6 +640,7 @@ fn expand_stage(
             }
         }
     }
+    true
 }
 
 /// How an item names its expanded stage: scalars as themselves, mappings by their values.
@@ -489,30 +659,23 @@ fn build_stage(
     scope: &Scope,
 ) -> Result<Stage, Vec<SpecError>> {
     let mut errors = Vec::new();
-    let mut string_of = |field: &str| -> Option<(String, Mark)> {
-        let node = body.get(field)?;
-        match interpolate_node(node, scope) {
-            Ok(Json::String(s)) => Some((s, node.mark.clone())),
-            Ok(other) => match interp::scalar_text(&other) {
-                Some(s) => Some((s, node.mark.clone())),
-                None => {
-                    errors.push(SpecError::at(
-                        &node.mark,
-                        format!("`{field}:` must be a string"),
-                    ));
-                    None
-                }
-            },
+    let cmd = match body.get("cmd") {
+        // Values spliced into a command are quoted as shell words (see `shell`).
+        Some(node @ Node {
+            value: Value::Scalar { text, plain },
+            ..
+        }) => match interp::interpolate_cmd(text, &node.mark, !plain, scope) {
+            Ok(c) => Some((c, node.mark.clone())),
             Err(e) => {
                 errors.push(e);
                 None
             }
-        }
+        },
+        _ => string_field(body, "cmd", scope, &mut errors),
     };
-    let cmd = string_of("cmd");
-    let uses = string_of("uses");
-    let checkpoint = string_of("checkpoint");
-    let desc = string_of("desc").map(|(s, _)| s);
+    let uses = string_field(body, "uses", scope, &mut errors);
+    let checkpoint = string_field(body, "checkpoint", scope, &mut errors);
+    let desc = string_field(body, "desc", scope, &mut errors).map(|(s, _)| s);
 
     let action = match (cmd, uses) {
         (Some(_), Some((_, m))) => {
@@ -636,6 +799,33 @@ fn build_stage(
             mark: key.mark.clone(),
         }),
         _ => Err(errors),
+    }
+}
+
+/// A field that must interpolate to one scalar, as text with where it was written.
+fn string_field(
+    body: &Node,
+    field: &str,
+    scope: &Scope,
+    errors: &mut Vec<SpecError>,
+) -> Option<(String, Mark)> {
+    let node = body.get(field)?;
+    match interpolate_node(node, scope) {
+        Ok(Json::String(s)) => Some((s, node.mark.clone())),
+        Ok(other) => match interp::scalar_text(&other) {
+            Some(s) => Some((s, node.mark.clone())),
+            None => {
+                errors.push(SpecError::at(
+                    &node.mark,
+                    format!("`{field}:` must be a string"),
+                ));
+                None
+            }
+        },
+        Err(e) => {
+            errors.push(e);
+            None
+        }
     }
 }
 
@@ -907,4 +1097,63 @@ mod tests {
             (2, 1, Some(8192), Some(90))
         );
     }
+
+    fn load_with(text: &str, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pipeline.yaml");
+        std::fs::write(&f, text).unwrap();
+        load(&f, opts)
+    }
+
+    fn set(pairs: &[(&str, &str)]) -> LoadOptions {
+        LoadOptions {
+            overrides: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn set_must_name_an_existing_single_value() {
+        let text = "vars:\n  train: {lr: 0.1, epochs: 2}\n  datasets: [a, b]\nstages:\n  a:\n    cmd: echo ${train.lr} ${datasets.1}\n";
+        let p = load_with(text, &set(&[("train.lr", "0.5"), ("datasets.1", "c")])).unwrap();
+        assert_eq!(p.stages[0].action, Action::Cmd("echo 0.5 c".into()));
+        for (key, want) in [
+            ("train.lrr", "did you mean `train.lr`?"),
+            ("nothing", "there is no variable `nothing`"),
+            ("train", "`train` is a mapping"),
+            ("datasets", "`datasets` is a list"),
+            ("train.lr.x", "`train.lr` is a single value"),
+            ("datasets.5", "there is no variable `datasets.5`"),
+        ] {
+            let e = load_with(text, &set(&[(key, "1")])).unwrap_err().to_string();
+            assert!(e.contains(want), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn expansion_is_bounded_before_anything_is_built() {
+        let axes: String = (0..8)
+            .map(|i| format!("      a{i}: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n"))
+            .collect();
+        let text = format!("stages:\n  one:\n    cmd: echo\n  big:\n    matrix:\n{axes}    cmd: echo\n");
+        let t = std::time::Instant::now();
+        let e = load_with(&text, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(t.elapsed().as_secs() < 2, "{:?}", t.elapsed());
+        assert!(e.contains("`matrix:` expands to 100000000 stages"), "{e}");
+        assert!(e.contains("(1 before this one)") && e.contains("in stage 'big'"), "{e}");
+        assert!(e.contains("pipeline.yaml:5:5") && e.contains("--max-stages"), "{e}");
+
+        let small = "vars: {l: [1, 2, 3]}\nstages:\n  s:\n    foreach: ${l}\n    cmd: echo ${item}\n";
+        let limited = |n| LoadOptions {
+            max_stages: Some(n),
+            ..Default::default()
+        };
+        let e = load_with(small, &limited(2)).unwrap_err().to_string();
+        assert!(e.contains("`foreach:` expands to 3 stages, over the limit of 2"), "{e}");
+        assert_eq!(load_with(small, &limited(3)).unwrap().stages.len(), 3);
+    }
 }
+

@@ -4,6 +4,7 @@
 //! line and column and quote the line. So pipeline files are parsed with yaml-rust2's event
 //! parser into [`Node`]s carrying a [`Mark`], and the spec code walks that tree itself.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -149,15 +150,81 @@ pub fn scalar_to_json(text: &str) -> serde_json::Value {
     serde_json::Value::String(text.to_string())
 }
 
+/// At most this many nodes may be created by copying anchors (`*name`): real pipelines use a
+/// handful, while a few hundred bytes of nested aliases could otherwise ask for billions.
+pub const MAX_ALIAS_NODES: usize = 100_000;
+
 /// Parse one YAML document from a file.
 pub fn parse_file(path: &Path) -> Result<Node, SpecError> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .map_err(|e| SpecError::plain(format!("cannot read {}: {e}", path.display())))?;
+    parse_bytes(path, bytes)
+}
+
+/// Parse a file's bytes (the path is used for messages): they must be UTF-8, an initial BOM
+/// is dropped, and control characters YAML does not allow are refused — yaml-rust2 would
+/// otherwise stop reading at a NUL and silently drop the rest of the file.
+pub fn parse_bytes(path: &Path, bytes: Vec<u8>) -> Result<Node, SpecError> {
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let good = e.utf8_error().valid_up_to();
+            let bad = e.as_bytes()[good];
+            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let mark = mark_of_offset(path, text, &String::from_utf8_lossy(&e.as_bytes()[..good]));
+            return Err(SpecError::at(
+                &mark,
+                format!("the file is not valid UTF-8 (byte 0x{bad:02X})"),
+            )
+            .note("save it as UTF-8"));
+        }
+    };
     parse_str(path, text)
 }
 
+/// A mark for the character just after `prefix` (a prefix of `text`).
+fn mark_of_offset(path: &Path, text: String, prefix: &str) -> Mark {
+    let line = prefix.matches('\n').count() + 1;
+    let col = prefix.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    Mark {
+        source: Arc::new(Source {
+            path: path.to_path_buf(),
+            text,
+        }),
+        line,
+        col,
+    }
+}
+
+/// The first character YAML forbids in a file (c-printable), with its byte offset.
+fn forbidden_char(text: &str) -> Option<(usize, char)> {
+    text.char_indices().find(|&(_, c)| {
+        let u = c as u32;
+        (u < 0x20 && !matches!(c, '\t' | '\n' | '\r'))
+            || u == 0x7F
+            || ((0x80..=0x9F).contains(&u) && u != 0x85)
+            || matches!(u, 0xFFFE | 0xFFFF)
+    })
+}
+
 /// Parse one YAML document held in memory (the path is used for messages).
-pub fn parse_str(path: &Path, text: String) -> Result<Node, SpecError> {
+pub fn parse_str(path: &Path, mut text: String) -> Result<Node, SpecError> {
+    // A BOM is how some editors mark UTF-8; it is not part of the first key.
+    if text.starts_with('\u{FEFF}') {
+        text.drain(..'\u{FEFF}'.len_utf8());
+    }
+    if let Some((at, c)) = forbidden_char(&text) {
+        let prefix = text[..at].to_string();
+        let name = match c {
+            '\0' => "NUL".to_string(),
+            _ => format!("U+{:04X}", c as u32),
+        };
+        return Err(SpecError::at(
+            &mark_of_offset(path, text, &prefix),
+            format!("control character {name} is not allowed in a YAML file"),
+        )
+        .note("a pipeline file is text: remove the character (write it as an escape in a quoted string if it is meant)"));
+    }
     let source = Arc::new(Source {
         path: path.to_path_buf(),
         text,
@@ -167,9 +234,17 @@ pub fn parse_str(path: &Path, text: String) -> Result<Node, SpecError> {
         stack: Vec::new(),
         root: None,
         anchors: Vec::new(),
+        alias_nodes: 0,
+        documents: 0,
+        error: None,
     };
     let mut parser = Parser::new_from_str(&source.text);
-    if let Err(e) = parser.load(&mut builder, false) {
+    // Read the whole stream (multi = true) so that a second document is seen and refused.
+    let parsed = parser.load(&mut builder, true);
+    if let Some(e) = builder.error {
+        return Err(e);
+    }
+    if let Err(e) = parsed {
         let m = e.marker();
         let mark = Mark {
             source: source.clone(),
@@ -192,17 +267,33 @@ pub fn parse_str(path: &Path, text: String) -> Result<Node, SpecError> {
     }))
 }
 
-/// An open collection: the node being filled and its anchor id (0 = none).
+/// An open collection: the node being filled, its anchor id (0 = none) and its size so far
+/// in nodes (itself included). A mapping also holds its pending key and the keys it has.
 enum Frame {
-    Seq(Node, usize),
-    Map(Node, Option<Node>, usize),
+    Seq(Node, usize, usize),
+    Map(MapFrame),
+}
+
+struct MapFrame {
+    node: Node,
+    anchor: usize,
+    size: usize,
+    pending: Option<Node>,
+    /// Keys seen so far → line, to refuse a duplicate (YAML says keys are unique).
+    keys: HashMap<String, usize>,
 }
 
 struct Builder {
     source: Arc<Source>,
     stack: Vec<Frame>,
     root: Option<Node>,
-    anchors: Vec<(usize, Node)>,
+    /// Anchored nodes with their sizes, for aliases.
+    anchors: Vec<(usize, Node, usize)>,
+    /// Nodes created so far by copying anchors.
+    alias_nodes: usize,
+    documents: usize,
+    /// The first problem; later events are ignored.
+    error: Option<SpecError>,
 }
 
 impl Builder {
@@ -214,32 +305,100 @@ impl Builder {
         }
     }
 
-    fn push_value(&mut self, node: Node, anchor: usize) {
+    /// The keys (and list indices) leading to the collection being built: `stages.train`.
+    fn path(&self) -> String {
+        let parents = &self.stack[..self.stack.len().saturating_sub(1)];
+        let parts: Vec<String> = parents
+            .iter()
+            .map(|f| match f {
+                Frame::Seq(n, _, _) => n.as_seq().map_or(0, <[Node]>::len).to_string(),
+                Frame::Map(m) => m
+                    .pending
+                    .as_ref()
+                    .and_then(Node::as_str)
+                    .unwrap_or("?")
+                    .to_string(),
+            })
+            .collect();
+        parts.join(".")
+    }
+
+    /// A key already present in the mapping being built, refused: YAML keys are unique, and
+    /// keeping either one silently would run something the author did not mean.
+    fn duplicate_key(&self, node: &Node) -> Option<SpecError> {
+        let Some(Frame::Map(map)) = self.stack.last() else {
+            return None;
+        };
+        let key = node.as_str().filter(|_| map.pending.is_none())?;
+        let first = map.keys.get(key)?;
+        let path = self.path();
+        let within = if path.is_empty() {
+            String::new()
+        } else {
+            format!(" in `{path}`")
+        };
+        Some(
+            SpecError::at(&node.mark, format!("duplicate key '{key}'{within}")).note(format!(
+                "it is already set at line {first}; remove or rename one of the two"
+            )),
+        )
+    }
+
+    /// Add a finished node (of `size` nodes) to the collection being built.
+    fn push_value(&mut self, node: Node, anchor: usize, size: usize) {
+        if let Some(e) = self.duplicate_key(&node) {
+            self.error = Some(e);
+            return;
+        }
         if anchor > 0 {
-            self.anchors.push((anchor, node.clone()));
+            self.anchors.push((anchor, node.clone(), size));
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
-            Some(Frame::Seq(seq, _)) => {
+            Some(Frame::Seq(seq, _, total)) => {
+                *total += size;
                 if let Value::Seq(items) = &mut seq.value {
                     items.push(node);
                 }
             }
-            Some(Frame::Map(map, pending, _)) => match pending.take() {
-                None => *pending = Some(node),
-                Some(key) => {
-                    if let Value::Map(entries) = &mut map.value {
-                        entries.push((key, node));
+            Some(Frame::Map(map)) => {
+                map.size += size;
+                match map.pending.take() {
+                    None => {
+                        if let Some(key) = node.as_str() {
+                            map.keys.insert(key.to_string(), node.mark.line);
+                        }
+                        map.pending = Some(node);
+                    }
+                    Some(key) => {
+                        if let Value::Map(entries) = &mut map.node.value {
+                            entries.push((key, node));
+                        }
                     }
                 }
-            },
+            }
         }
     }
 }
 
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, marker: Marker) {
+        if self.error.is_some() {
+            return;
+        }
         match ev {
+            Event::DocumentStart => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    self.error = Some(
+                        SpecError::at(
+                            &self.mark(marker),
+                            "a second YAML document (after `---`): a pipeline file holds one",
+                        )
+                        .note("everything after the first document would be ignored; merge it into the first or delete it"),
+                    );
+                }
+            }
             Event::Scalar(text, style, anchor, _tag) => {
                 let plain = matches!(style, TScalarStyle::Plain);
                 let value = if plain && matches!(text.as_str(), "~" | "null" | "") {
@@ -251,42 +410,68 @@ impl MarkedEventReceiver for Builder {
                     value,
                     mark: self.mark(marker),
                 };
-                self.push_value(node, anchor);
+                self.push_value(node, anchor, 1);
             }
             Event::SequenceStart(anchor, _) => {
                 let node = Node {
                     value: Value::Seq(Vec::new()),
                     mark: self.mark(marker),
                 };
-                self.stack.push(Frame::Seq(node, anchor));
+                self.stack.push(Frame::Seq(node, anchor, 1));
             }
             Event::MappingStart(anchor, _) => {
                 let node = Node {
                     value: Value::Map(Vec::new()),
                     mark: self.mark(marker),
                 };
-                self.stack.push(Frame::Map(node, None, anchor));
+                self.stack.push(Frame::Map(MapFrame {
+                    node,
+                    anchor,
+                    size: 1,
+                    pending: None,
+                    keys: HashMap::new(),
+                }));
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some(frame) = self.stack.pop() {
-                    let (node, anchor) = match frame {
-                        Frame::Seq(n, a) | Frame::Map(n, _, a) => (n, a),
+                    let (node, anchor, size) = match frame {
+                        Frame::Seq(n, a, s) => (n, a, s),
+                        Frame::Map(m) => (m.node, m.anchor, m.size),
                     };
-                    self.push_value(node, anchor);
+                    self.push_value(node, anchor, size);
                 }
             }
             Event::Alias(id) => {
-                let node = self
+                let found = self
                     .anchors
                     .iter()
                     .rev()
-                    .find(|(a, _)| *a == id)
-                    .map(|(_, n)| n.clone())
-                    .unwrap_or(Node {
+                    .find(|(a, _, _)| *a == id)
+                    .map(|(_, n, size)| (n, *size));
+                let Some((node, size)) = found else {
+                    let node = Node {
                         value: Value::Null,
                         mark: self.mark(marker),
-                    });
-                self.push_value(node, 0);
+                    };
+                    self.push_value(node, 0, 1);
+                    return;
+                };
+                // Check before copying, so an alias bomb fails fast instead of filling memory.
+                self.alias_nodes = self.alias_nodes.saturating_add(size);
+                if self.alias_nodes > MAX_ALIAS_NODES {
+                    self.error = Some(
+                        SpecError::at(
+                            &self.mark(marker),
+                            format!(
+                                "YAML aliases (`*name`) expand to more than {MAX_ALIAS_NODES} nodes"
+                            ),
+                        )
+                        .note("each alias copies its anchor; nested aliases multiply (an \"alias bomb\"): write the values out, or use fewer levels"),
+                    );
+                    return;
+                }
+                let node = node.clone();
+                self.push_value(node, 0, size);
             }
             _ => {}
         }
@@ -329,5 +514,69 @@ mod tests {
             root.to_json(),
             serde_json::json!({"a": [1, 2], "b": [1, 2]})
         );
+    }
+
+    fn parse_err(text: &str) -> String {
+        parse_bytes(Path::new("p.yaml"), text.as_bytes().to_vec())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_bom_is_dropped() {
+        let root = parse_str(Path::new("p.yaml"), "\u{FEFF}stages: {a: 1}\n".into()).unwrap();
+        assert!(root.get("stages").is_some());
+        assert_eq!(root.get("stages").unwrap().mark.col, 9);
+    }
+
+    #[test]
+    fn control_characters_are_refused_with_their_position() {
+        let e = parse_err("stages:\n  a: {cmd: echo}\n\0  b: {cmd: echo}\n");
+        assert!(e.contains("control character NUL"), "{e}");
+        assert!(e.contains("p.yaml:3:1"), "{e}");
+        let e = parse_err("a: x\u{1b}[0m\n");
+        assert!(e.contains("U+001B") && e.contains("p.yaml:1:5"), "{e}");
+        let e = parse_bytes(Path::new("p.yaml"), b"a: 1\nb: caf\xe9\n".to_vec())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not valid UTF-8 (byte 0xE9)") && e.contains("p.yaml:2:7"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_level() {
+        let e = parse_err("stages:\n  a:\n    cmd: echo 1\n    cmd: echo 2\n");
+        assert!(e.contains("duplicate key 'cmd' in `stages.a`"), "{e}");
+        assert!(e.contains("p.yaml:4:5") && e.contains("line 3"), "{e}");
+        let e = parse_err("vars: {x: 1, x: 2}\nstages: {}\n");
+        assert!(e.contains("duplicate key 'x'") && e.contains("p.yaml:1:14"), "{e}");
+        let e = parse_err("stages: {}\nstages: {}\n");
+        assert!(e.contains("duplicate key 'stages'"), "{e}");
+        // The same key in different mappings is fine.
+        parse_str(Path::new("p"), "a: {x: 1}\nb: {x: 1}\n".into()).unwrap();
+    }
+
+    #[test]
+    fn a_second_document_is_refused() {
+        let e = parse_err("stages: {a: {cmd: echo}}\n---\nstages: {b: {cmd: echo}}\n");
+        assert!(e.contains("second YAML document") && e.contains("p.yaml:2:1"), "{e}");
+        // One document with explicit markers is fine.
+        parse_str(Path::new("p"), "---\na: 1\n...\n".into()).unwrap();
+    }
+
+    #[test]
+    fn an_alias_bomb_fails_fast() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            text.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+        }
+        let t = std::time::Instant::now();
+        let e = parse_err(&text);
+        assert!(t.elapsed().as_secs() < 2, "{:?}", t.elapsed());
+        assert!(e.contains("expand to more than 100000 nodes"), "{e}");
+        // A few levels are an ordinary use of aliases.
+        let small: String = text.lines().take(4).map(|l| format!("{l}\n")).collect();
+        let root = parse_str(Path::new("p"), small).unwrap();
+        assert_eq!(root.get("a3").unwrap().as_seq().unwrap().len(), 10);
     }
 }
