@@ -58,7 +58,7 @@ impl Cache {
             Content::File { hash, .. } => self.store_file(full, hash),
             Content::Dir { hash, files } => {
                 for f in files {
-                    self.store_file(&full.join(&f.path), &f.hash)?;
+                    self.store_file(&full.join(f.rel_path()), &f.hash)?;
                 }
                 self.store_bytes(hash, manifest_text(files).as_bytes())
             }
@@ -153,33 +153,40 @@ impl Cache {
                     .with_context(|| format!("cannot move {} aside", dest.display()))?;
                 Some(std::thread::spawn(move || remove_any(&old)))
             }
+            // A directory cannot be renamed over a file: a file output that becomes a
+            // directory (another configuration) goes first. Its content is in the cache.
+            Ok(_) if is_dir => {
+                std::fs::remove_file(dest)
+                    .with_context(|| format!("cannot replace {}", dest.display()))?;
+                None
+            }
             _ => None,
         };
         let built = if is_dir {
             self.manifest(hash).and_then(|files| {
                 std::fs::create_dir_all(&tmp)?;
                 for f in &files {
-                    if let Some(p) = tmp.join(&f.path).parent() {
+                    if let Some(p) = tmp.join(f.rel_path()).parent() {
                         std::fs::create_dir_all(p)?;
                     }
                 }
                 use rayon::prelude::*;
                 files
                     .par_iter()
-                    .try_for_each(|f| self.restore_file(&f.hash, f.executable, &tmp.join(&f.path)))
+                    .try_for_each(|f| self.restore_file(&f.hash, f.executable, &tmp.join(f.rel_path())))
             })
         } else {
             let exec = false;
             self.restore_file(hash, exec, &tmp)
         };
-        let placed = match built {
-            // `dest` is gone (moved aside above) or a file: a rename replaces it atomically.
-            Ok(()) => std::fs::rename(&tmp, dest).with_context(|| format!("cannot place {}", dest.display())),
-            Err(e) => {
-                remove_any(&tmp);
-                Err(e)
-            }
-        };
+        // `dest` is gone (moved aside or removed above) or a file replaced by a file: a rename
+        // puts the new content in place atomically. Whatever fails, no temporary is left.
+        let placed = built.and_then(|()| {
+            std::fs::rename(&tmp, dest).with_context(|| format!("cannot place {}", dest.display()))
+        });
+        if placed.is_err() {
+            remove_any(&tmp);
+        }
         if let Some(remover) = old_remover {
             let _ = remover.join();
         }
@@ -243,23 +250,23 @@ impl Cache {
     pub fn verify(&self) -> Result<(usize, Vec<String>)> {
         use rayon::prelude::*;
         let objs = self.all_objects()?;
-        let bad: Vec<String> = objs
+        let bad: Vec<(&PathBuf, String)> = objs
             .par_iter()
             .filter_map(|(hash, path)| match crate::hashing::hash_file_bytes(path) {
                 Ok(h) if hex::encode(h) == *hash => None,
-                Ok(_) => Some(format!(
-                    "{}: corrupted (content does not match its hash); removed",
-                    path.display()
-                )),
-                Err(e) => Some(format!("{}: unreadable ({e}); removed", path.display())),
+                Ok(_) => Some((path, "corrupted (content does not match its hash)".to_string())),
+                Err(e) => Some((path, format!("unreadable ({e})"))),
             })
             .collect();
-        for b in &bad {
-            if let Some(p) = b.split(": ").next() {
-                self.drop_object(Path::new(p));
-            }
-        }
-        Ok((objs.len(), bad))
+        // Say "removed" only of what was removed.
+        let report = bad
+            .into_iter()
+            .map(|(path, why)| match std::fs::remove_file(path) {
+                Ok(()) => format!("{}: {why}; removed", path.display()),
+                Err(e) => format!("{}: {why}; could not remove it ({e})", path.display()),
+            })
+            .collect();
+        Ok((objs.len(), report))
     }
 }
 

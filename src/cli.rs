@@ -86,7 +86,8 @@ pub struct RunArgs {
     /// Show what would run, and why, without running anything.
     #[arg(long)]
     pub dry_run: bool,
-    /// Run the selected stages even if fresh (no cache restore).
+    /// Run the selected stages even if fresh (no cache restore), and let them replace what
+    /// lies at their outputs and checkpoints even if repro did not produce it.
     #[arg(long)]
     pub force: bool,
     /// After a failure, keep running stages that do not depend on it.

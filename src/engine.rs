@@ -279,6 +279,8 @@ pub fn read_lock(ws: &Workspace) -> Result<LockFile> {
     let hash = *blake3::hash(&text).as_bytes();
     if let Some(json) = db.parsed_lock(&hash)?
         && let Ok(lock) = serde_json::from_slice::<LockFile>(&json)
+        // A copy parsed by an older repro was not checked (`LockFile::check`).
+        && lock.check().is_ok()
     {
         return Ok(lock);
     }

@@ -3,7 +3,9 @@
 //!
 //! A file's hash is blake3 of its bytes. A directory's hash is blake3 of its manifest: one
 //! line per file, sorted by relative path, holding the file's hash, executable bit, size and
-//! path — the same text the cache stores to restore the directory. The stat cache maps
+//! path — the same text the cache stores to restore the directory. File names are bytes: a
+//! name that is not UTF-8 or holds a line break is written escaped (see [`encode_name`]), so
+//! every name round-trips; other names are written as they are, as they always were. The stat cache maps
 //! (device, inode, size, mtime ns, ctime ns) to the hash; ctime catches tools (tar, mv, touch
 //! with an old mtime) that restore mtimes. Hashing of many files runs in parallel (rayon).
 
@@ -121,11 +123,67 @@ impl StatCache {
 /// One file of a directory manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileEntry {
-    /// Path relative to the directory, `/`-separated.
+    /// Path relative to the directory, `/`-separated, in the lossless text form of
+    /// [`encode_name`] (the name itself for ordinary names); [`FileEntry::rel_path`] is the
+    /// path on disk.
     pub path: String,
     pub hash: String,
     pub size: u64,
     pub executable: bool,
+}
+
+impl FileEntry {
+    /// The relative path on disk (the exact bytes of the name).
+    pub fn rel_path(&self) -> std::path::PathBuf {
+        use std::os::unix::ffi::OsStringExt;
+        std::ffi::OsString::from_vec(decode_name(&self.path)).into()
+    }
+}
+
+/// A file name (or `/`-separated relative path) as text, losslessly: `\` → `\\`, and a byte
+/// that is not part of valid UTF-8, a line feed or a carriage return → `\xHH`. Ordinary names
+/// (valid UTF-8, no backslash, no line break) are unchanged.
+pub fn encode_name(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' | '\r' => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The bytes of a name encoded by [`encode_name`] (malformed escapes are kept literally).
+pub fn decode_name(text: &str) -> Vec<u8> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            if b.get(i + 1) == Some(&b'\\') {
+                out.push(b'\\');
+                i += 2;
+                continue;
+            }
+            if b.get(i + 1) == Some(&b'x')
+                && let Some(v) = text.get(i + 2..i + 4).and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
 }
 
 /// What a path holds.
@@ -153,22 +211,32 @@ impl Content {
 }
 
 /// The canonical manifest text of a directory (also what the cache stores for it).
+///
+/// A line is `HASH MODE SIZE PATH`. MODE `x`/`-` (executable or not) means PATH is the name as
+/// it is — the only form before names were encoded, and still the form of every ordinary
+/// name, so directory hashes did not change. MODE `xe`/`-e` means PATH is [`encode_name`]'s
+/// escaped form: used only for names that the plain form cannot carry (a line break, bytes
+/// that are not UTF-8).
 pub fn manifest_text(files: &[FileEntry]) -> String {
     let mut s = String::with_capacity(files.len() * 90);
     for f in files {
-        s.push_str(&format!(
-            "{} {} {} {}\n",
-            f.hash,
-            if f.executable { "x" } else { "-" },
-            f.size,
-            f.path
-        ));
+        let mode = if f.executable { "x" } else { "-" };
+        // `path` is the encoded form: a backslash means an escape, else it is the raw name.
+        let raw = if f.path.contains('\\') {
+            String::from_utf8(decode_name(&f.path)).ok().filter(|r| !r.contains(['\n', '\r']))
+        } else {
+            Some(f.path.clone())
+        };
+        match raw {
+            Some(raw) => s.push_str(&format!("{} {mode} {} {raw}\n", f.hash, f.size)),
+            None => s.push_str(&format!("{} {mode}e {} {}\n", f.hash, f.size, f.path)),
+        }
     }
     s
 }
 
 pub fn parse_manifest(text: &str) -> Result<Vec<FileEntry>> {
-    text.lines()
+    text.split_terminator('\n')
         .map(|l| {
             let mut it = l.splitn(4, ' ');
             let (Some(hash), Some(mode), Some(size), Some(path)) =
@@ -176,11 +244,15 @@ pub fn parse_manifest(text: &str) -> Result<Vec<FileEntry>> {
             else {
                 anyhow::bail!("malformed manifest line '{l}'");
             };
+            let (mode, escaped) = match mode.strip_suffix('e') {
+                Some(m) => (m, true),
+                None => (mode, false),
+            };
             Ok(FileEntry {
                 hash: hash.into(),
                 executable: mode == "x",
                 size: size.parse()?,
-                path: path.into(),
+                path: if escaped { path.into() } else { encode_name(path.as_bytes()) },
             })
         })
         .collect()
@@ -232,9 +304,9 @@ impl Hasher<'_> {
             files.sort_by(|a, b| a.0.cmp(&b.0));
             let entries: Vec<FileEntry> = files
                 .par_iter()
-                .map(|(relpath, meta)| {
+                .map(|(relpath, file, meta)| {
                     let key = format!("{rel}/{relpath}");
-                    let hash = self.file_hash(&key, &self.root.join(&key), meta)?;
+                    let hash = self.file_hash(&key, file, meta)?;
                     Ok(FileEntry {
                         path: relpath.clone(),
                         hash: blake3::Hash::from_bytes(hash).to_hex().to_string(),
@@ -287,17 +359,18 @@ impl Hasher<'_> {
     }
 }
 
-/// Collect regular files under `dir` (following symlinks to files), relative paths.
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, std::fs::Metadata)>) -> Result<()> {
+/// Collect regular files under `dir` (following symlinks to files): encoded relative path
+/// (see [`encode_name`]; sorting it sorts ordinary names as before), path on disk, stat.
+type Walked = (String, std::path::PathBuf, std::fs::Metadata);
+
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<Walked>) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
     let rd = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
     for entry in rd {
         let entry = entry?;
-        let name = entry.file_name();
-        let name = name
-            .to_str()
-            .with_context(|| format!("non-UTF-8 file name in {}", dir.display()))?;
+        let name = encode_name(entry.file_name().as_bytes());
         let rel = if prefix.is_empty() {
-            name.to_string()
+            name
         } else {
             format!("{prefix}/{name}")
         };
@@ -306,7 +379,7 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, std::fs::Metadata)>) ->
         if meta.is_dir() {
             walk(&entry.path(), &rel, out)?;
         } else if meta.is_file() {
-            out.push((rel, meta));
+            out.push((rel, entry.path(), meta));
         }
     }
     Ok(())
@@ -396,5 +469,37 @@ mod tests {
             executable: true,
         }];
         assert_eq!(parse_manifest(&manifest_text(&files)).unwrap(), files);
+    }
+
+    #[test]
+    fn odd_names_round_trip_and_ordinary_manifests_are_unchanged() {
+        use std::os::unix::ffi::OsStrExt;
+        let names: [&[u8]; 5] = [b"plain.txt", b"new\nline", b"caf\xe9", b"back\\slash", b"cr\r"];
+        for n in names {
+            let e = encode_name(n);
+            assert!(!e.contains(['\n', '\r']), "{e:?}");
+            assert_eq!(decode_name(&e), n);
+        }
+        assert_eq!(encode_name(b"a b/c.txt"), "a b/c.txt");
+        let files: Vec<FileEntry> = names
+            .iter()
+            .map(|n| FileEntry {
+                path: encode_name(n),
+                hash: "ab".into(),
+                size: 1,
+                executable: false,
+            })
+            .collect();
+        let text = manifest_text(&files);
+        assert_eq!(text.lines().count(), files.len(), "{text:?}");
+        assert_eq!(parse_manifest(&text).unwrap(), files);
+        // An ordinary name (a backslash included) is written as it always was.
+        assert!(text.contains("ab - 1 plain.txt\n") && text.contains("ab - 1 back\\slash\n"), "{text}");
+        assert_eq!(files[2].rel_path().as_os_str().as_bytes(), b"caf\xe9");
+        // A manifest written before encoding existed reads the same.
+        let old = "ab x 3 dir/a\\b c\n";
+        let f = &parse_manifest(old).unwrap()[0];
+        assert_eq!(f.rel_path().as_os_str().as_bytes(), b"dir/a\\b c");
+        assert_eq!(manifest_text(std::slice::from_ref(f)), old);
     }
 }

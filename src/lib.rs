@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod confine;
 pub mod db;
 pub mod engine;
 pub mod executor;

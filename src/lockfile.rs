@@ -34,15 +34,21 @@ pub struct LockEntry {
 
 impl LockFile {
     /// Read the lock file; a missing file is an empty lock. A corrupt one is an error naming it.
+    /// The lock is shared (committed), so it is untrusted: see [`LockFile::check`].
     pub fn read(path: &Path) -> Result<LockFile> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let lock: LockFile = serde_yaml_ng::from_str(&text).with_context(|| {
-                    format!(
-                        "{} is not a valid lock file (delete it to rebuild it from the cache)",
-                        path.display()
-                    )
-                })?;
+        let invalid = || {
+            format!(
+                "{} is not a valid lock file (delete it to rebuild it from the cache)",
+                path.display()
+            )
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes)
+                    .map_err(|e| anyhow::anyhow!("it is not UTF-8 text ({e})"))
+                    .with_context(invalid)?;
+                let lock: LockFile = serde_yaml_ng::from_str(&text).with_context(invalid)?;
+                lock.check().with_context(invalid)?;
                 Ok(lock)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockFile {
@@ -51,6 +57,27 @@ impl LockFile {
             }),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
+    }
+
+    /// Refuse a lock this version cannot read, and any entry whose output path the engine
+    /// could be made to delete outside the rule (`crate::confine`) or whose hash is not one.
+    pub fn check(&self) -> Result<()> {
+        if self.version != LOCK_VERSION {
+            anyhow::bail!(
+                "it has version {}, and this repro reads version {LOCK_VERSION}",
+                self.version
+            );
+        }
+        for (name, e) in &self.stages {
+            for (path, hash) in &e.out_hashes {
+                crate::confine::check_lock_path(path)
+                    .map_err(|why| anyhow::anyhow!("stage '{name}': output {why}"))?;
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    anyhow::bail!("stage '{name}': output '{path}' has a malformed hash '{hash}'");
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn to_text(&self) -> Result<String> {
@@ -119,6 +146,25 @@ mod tests {
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.find("alpha").unwrap() < text.find("zeta").unwrap());
         assert_eq!(LockFile::read(&p).unwrap(), l);
+        std::fs::write(&p, b"\xff\xfe garbage").unwrap();
+        let e = format!("{:#}", LockFile::read(&p).unwrap_err());
+        assert!(e.contains("delete it") && e.contains("UTF-8"), "{e}");
+        std::fs::write(&p, "version: 99\nstages: {}\n").unwrap();
+        let e = format!("{:#}", LockFile::read(&p).unwrap_err());
+        assert!(e.contains("version 99") && e.contains("delete it"), "{e}");
+        let fp = Fingerprint::default();
+        let mut bad = l.clone();
+        bad.stages.insert(
+            "gone".into(),
+            LockEntry {
+                key: fp.key(),
+                fingerprint: fp,
+                out_hashes: [("../../victim.txt".to_string(), "a".repeat(64))].into(),
+            },
+        );
+        bad.write(&p).unwrap();
+        let e = format!("{:#}", LockFile::read(&p).unwrap_err());
+        assert!(e.contains("victim.txt") && e.contains("outside the workspace"), "{e}");
         std::fs::write(&p, "stages: [oops").unwrap();
         assert!(
             LockFile::read(&p)

@@ -70,8 +70,14 @@ impl std::fmt::Display for Summary {
 /// Load the pipeline and its DAG, printing spec errors the way users should see them.
 pub fn load(file: &Path, opts: &LoadOptions) -> Result<(Pipeline, crate::graph::Dag)> {
     let p = crate::spec::load(file, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let dag = crate::graph::build(&p).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok((p, dag))
+    let dag = crate::graph::build(&p);
+    // What the engine may write or delete (docs/safety.md), checked before anything runs.
+    let confined = crate::confine::check_pipeline(&p);
+    match (dag, confined) {
+        (Ok(dag), Ok(())) => Ok((p, dag)),
+        (Err(a), Err(b)) => Err(anyhow::anyhow!("{}", crate::spec::SpecErrors(a.0.into_iter().chain(b.0).collect()))),
+        (Err(e), _) | (_, Err(e)) => Err(anyhow::anyhow!("{e}")),
+    }
 }
 
 /// GPUs on this machine: `CUDA_VISIBLE_DEVICES` if set, else `nvidia-smi -L`, else none.
@@ -218,16 +224,30 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     // Every selected stage assessed up front, in parallel. A stage that is fresh by it and
     // whose upstream all stayed fresh in this run skips its own assessment: on a no-op run
     // of many stages this is most of the work. Anything else is re-assessed when it starts.
-    let mut pre_fresh: HashMap<usize, Assessment> = if opts.force {
-        HashMap::new()
+    let assessed: Vec<(usize, Result<Assessment>)> = if opts.force {
+        Vec::new()
     } else {
         selected
             .iter()
             .copied()
             .zip(crate::engine::assess_all(&ws, &p, &selected, &lock))
-            .filter_map(|(i, a)| a.ok().filter(Assessment::fresh).map(|a| (i, a)))
             .collect()
     };
+    // Nothing runs if a stage would replace something at its outputs that repro did not
+    // produce (unless --force): checked here, before anything runs, and again as each starts.
+    let owners = crate::confine::Ownership::default();
+    let unowned: Vec<crate::spec::SpecError> = assessed
+        .iter()
+        .filter_map(|(i, a)| Some((*i, a.as_ref().ok().filter(|a| !a.fresh())?)))
+        .flat_map(|(i, a)| owners.unowned(&ws, &lock, &p.stages[i], a))
+        .collect();
+    if !unowned.is_empty() {
+        anyhow::bail!("{}", crate::spec::SpecErrors(unowned));
+    }
+    let mut pre_fresh: HashMap<usize, Assessment> = assessed
+        .into_iter()
+        .filter_map(|(i, a)| a.ok().filter(Assessment::fresh).map(|a| (i, a)))
+        .collect();
     // Stages whose outputs this run replaced (ran or restored).
     let mut disturbed: BTreeSet<usize> = BTreeSet::new();
     phases.mark("assess all (parallel)");
@@ -293,7 +313,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
             let pre = pre_fresh
                 .remove(&i)
                 .filter(|_| !dag.upstream(i).iter().any(|u| disturbed.contains(u)));
-            let outcome = start_stage(&ws, &p, stage, pre, &lock, opts.force, &mut progress)
+            let outcome = start_stage(&ws, &p, stage, pre, &lock, &owners, opts.force, &mut progress)
                 .with_context(|| format!("stage '{}'", stage.name));
             if matches!(outcome, Ok(Start::Restored(_) | Start::Run(_))) {
                 disturbed.insert(i);
@@ -462,11 +482,17 @@ fn retire_deleted_stages(ws: &Workspace, p: &Pipeline, lock: &mut LockFile) -> R
         .filter(|k| !names.contains(k.as_str()))
         .cloned()
         .collect();
+    let rules = (!gone.is_empty()).then(|| crate::confine::Rules::new(p));
     for name in gone {
         let entry = lock.stages.remove(&name).expect("listed");
         for (path, hash) in &entry.out_hashes {
             let full = ws.root.join(path);
-            if declared.contains(path.as_str()) || !full.exists() {
+            if declared.contains(path.as_str()) || std::fs::symlink_metadata(&full).is_err() {
+                continue;
+            }
+            // The lock is shared, so untrusted: only paths the rule allows are ever removed.
+            if let Some(Err(why)) = rules.as_ref().map(|r| r.deletable(path)) {
+                println!("note: {path} left in place although its stage '{name}' was removed: {why}");
                 continue;
             }
             // Only remove what is exactly what the stage produced, and so is in the cache.
@@ -495,6 +521,7 @@ fn start_stage(
     stage: &Stage,
     pre: Option<Assessment>,
     lock: &LockFile,
+    owners: &crate::confine::Ownership,
     force: bool,
     progress: &mut Progress,
 ) -> Result<Start> {
@@ -504,6 +531,12 @@ fn start_stage(
     };
     if !force && a.fresh() {
         return Ok(Start::Fresh);
+    }
+    if !force {
+        let unowned = owners.unowned(ws, lock, stage, &a);
+        if !unowned.is_empty() {
+            anyhow::bail!("{}", crate::spec::SpecErrors(unowned));
+        }
     }
     let db = ws.db.as_ref().expect("run holds the database");
     if !force && let Some(rec) = db.get_run(&a.key)? {
@@ -528,10 +561,15 @@ fn start_stage(
                         stage.name
                     ));
                 }
-                db.remove_run(&a.key)?;
+                // Only a damaged cache entry is forgotten; a workspace problem is not the
+                // cache's fault, and the cached configuration stays restorable.
+                if e.downcast_ref::<CorruptObject>().is_some() {
+                    db.remove_run(&a.key)?;
+                }
             }
         }
     }
+    owners.claim(ws, lock, stage)?;
     prepare_outputs(ws, p, stage, &a)?;
     Ok(Start::Run(a))
 }
@@ -546,8 +584,8 @@ fn restored_assessment(ws: &Workspace, a: &Assessment, rec: &RunRecord) -> Resul
             let files = ws.objects.manifest(hash)?;
             for f in &files {
                 let rel = format!("{path}/{}", f.path);
-                ws.stat
-                    .record(&rel, &std::fs::metadata(ws.root.join(&rel))?, &f.hash);
+                let on_disk = ws.root.join(path).join(f.rel_path());
+                ws.stat.record(&rel, &std::fs::metadata(on_disk)?, &f.hash);
             }
             Content::Dir {
                 hash: hash.clone(),
@@ -620,7 +658,9 @@ fn prepare_outputs(ws: &Workspace, _p: &Pipeline, stage: &Stage, a: &Assessment)
     preserve_outputs(ws, a)?;
     for (path, content) in &a.outs {
         let full = ws.root.join(path);
-        if !matches!(content, Content::Missing) {
+        // A dangling symlink reads as missing, but a stage writing through it would create
+        // its target, a path nobody declared: the link goes too.
+        if !matches!(content, Content::Missing) || std::fs::symlink_metadata(&full).is_ok() {
             crate::cache::remove_any(&full);
         }
         if let Some(parent) = full.parent() {
@@ -630,7 +670,7 @@ fn prepare_outputs(ws: &Workspace, _p: &Pipeline, stage: &Stage, a: &Assessment)
     }
     if let Some(cp) = &stage.checkpoint {
         let dir = ws.root.join(cp);
-        let marker = dir.join(".repro-key");
+        let marker = dir.join(crate::confine::CHECKPOINT_MARKER);
         let owner = std::fs::read_to_string(&marker).unwrap_or_default();
         if owner.trim() != a.key {
             crate::cache::remove_any(&dir);

@@ -103,6 +103,12 @@ pub struct Recipe {
     pub files: Vec<FileSpec>,
 }
 
+/// One path component that stays where it is joined: not empty, `.`, `..`, and without `/`
+/// or NUL.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
 /// Images per class, per split, as found by `preprocess`.
 pub type Counts = BTreeMap<String, Vec<usize>>;
 
@@ -114,6 +120,18 @@ impl Recipe {
             .with_context(|| format!("parsing dataset recipe {}", path.display()))?;
         if r.files.is_empty() {
             bail!("dataset recipe {}: `files` is empty", path.display());
+        }
+        for f in &r.files {
+            // A name is placed inside the stage's output directory (and looked up in
+            // `local_dir`): one plain file name, never a path that could leave it.
+            if !is_plain_file_name(&f.name) {
+                bail!(
+                    "dataset recipe {}: file name '{}' must be a plain file name (no '/', not '.' \
+                     or '..', not empty); files are placed inside the download's `out`",
+                    path.display(),
+                    f.name.escape_debug()
+                );
+            }
         }
         for s in r.splits.keys().chain(r.per_class.keys()) {
             if s != "train" && s != "test" {
@@ -211,6 +229,24 @@ mod tests {
              per_class: {train: [1, 2]}\nfiles: [{name: a, sources: [x], md5: null}]\n",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn file_names_that_leave_the_output_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        for bad in ["../../x", "/etc/passwd", "a/b", "..", ""] {
+            let p = d.path().join("r.yaml");
+            std::fs::write(
+                &p,
+                format!(
+                    "name: t\nlayout: idx\nclasses: 1\nsplits: {{train: 1}}\nfiles: [{{name: '{bad}', sources: [x], md5: null}}]\n"
+                ),
+            )
+            .unwrap();
+            let e = Recipe::load(&p).unwrap_err().to_string();
+            assert!(e.contains("must be a plain file name"), "{bad}: {e}");
+        }
+        assert!(is_plain_file_name("train-images.gz"));
     }
 
     #[test]

@@ -67,6 +67,14 @@ impl StageKind for Evaluate {
         2
     }
 
+    fn written_paths(&self, params: &serde_json::Value) -> Vec<(&'static str, PathBuf)> {
+        match Params::parse(params) {
+            // Without `out`, the file goes next to `logits`.
+            Ok(p) => vec![(if p.out.is_some() { "out" } else { "logits" }, p.out())],
+            Err(_) => Vec::new(),
+        }
+    }
+
     fn validate(&self, params: &serde_json::Value) -> Result<()> {
         Params::parse(params).map(|_| ())
     }

@@ -67,6 +67,18 @@ pub trait StageKind: Send + Sync {
     fn needs_libtorch(&self) -> bool {
         false
     }
+    /// Every path the kind writes, as (parameter it comes from, workspace-relative path as
+    /// given), for the engine's confinement check (`crate::confine`): each must be one of the
+    /// stage's declared outputs or lie inside one. Parameters that do not parse give none
+    /// (`validate` reports them).
+    fn written_paths(&self, _params: &serde_json::Value) -> Vec<(&'static str, PathBuf)> {
+        Vec::new()
+    }
+}
+
+/// `params[key]` as a path, if it is a string.
+pub fn path_param(params: &serde_json::Value, key: &str) -> Option<PathBuf> {
+    params.get(key)?.as_str().map(PathBuf::from)
 }
 
 /// All built-in kinds, by name.

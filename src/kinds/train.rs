@@ -26,6 +26,17 @@ impl StageKind for Train {
         TRAIN_VERSION
     }
 
+    fn written_paths(&self, params: &serde_json::Value) -> Vec<(&'static str, std::path::PathBuf)> {
+        // The files `repro-torch` writes into `out` (crates/repro-torch/src/ml/train.rs).
+        match super::path_param(params, "out") {
+            Some(out) => ["model.safetensors", "logits.safetensors", "train.json"]
+                .iter()
+                .map(|f| ("out", out.join(f)))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
     fn validate(&self, params: &serde_json::Value) -> Result<()> {
         let cfg: TrainConfig =
             serde_json::from_value(params.clone()).context("invalid `with:` parameters of a `train` stage")?;

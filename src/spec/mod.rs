@@ -33,6 +33,9 @@ pub struct Pipeline {
     /// `slurm:` defaults (partition, …), passed to the Slurm executor.
     pub slurm: Json,
     pub stages: Vec<Stage>,
+    /// Every vars file the pipeline names (top-level and every profile's), workspace-relative
+    /// where inside it: the engine must never write or delete them (see `confine`).
+    pub vars_files: Vec<String>,
 }
 
 /// What a stage runs.
@@ -64,6 +67,10 @@ pub struct Stage {
     pub resources: Resources,
     /// Directory that survives interruption (excluded from key and outs).
     pub checkpoint: Option<String>,
+    /// Where `checkpoint:` is written, for errors about it.
+    pub checkpoint_mark: Option<Mark>,
+    /// Where each top-level `with:` parameter is written, for errors about its value.
+    pub with_marks: BTreeMap<String, Mark>,
     pub desc: Option<String>,
     /// Where the stage is defined (its name in the file).
     pub mark: Mark,
@@ -257,6 +264,7 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
         }
     }
 
+    let vars_files = vars_file_names(&doc, &root_dir);
     if errors.is_empty() {
         Ok(Pipeline {
             root: root_dir,
@@ -266,6 +274,7 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
             executor,
             slurm,
             stages,
+            vars_files,
         })
     } else {
         Err(SpecErrors(errors))
@@ -304,6 +313,34 @@ fn merge_vars_node(vars: &mut Json, node: &Node, root: &Path, errors: &mut Vec<S
             .for_each(|i| merge_vars_node(vars, i, root, errors)),
         Value::Null => {}
     }
+}
+
+/// The vars files named by `vars:` and by every profile (selected or not), normalised relative
+/// to the workspace where they lie inside it.
+fn vars_file_names(doc: &Node, root: &Path) -> Vec<String> {
+    fn collect(node: &Node, root: &Path, out: &mut Vec<String>) {
+        match &node.value {
+            Value::Scalar { text, .. } => {
+                let rel = Path::new(text)
+                    .strip_prefix(root)
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| text.clone());
+                if let Ok(n) = normalise(&rel, false) {
+                    out.push(n);
+                }
+            }
+            Value::Seq(items) => items.iter().for_each(|i| collect(i, root, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(v) = doc.get("vars") {
+        collect(v, root, &mut out);
+    }
+    for (_, p) in doc.get("profiles").and_then(Node::as_map).unwrap_or_default() {
+        collect(p, root, &mut out);
+    }
+    out
 }
 
 /// Merge `src` into `dst`: mappings recursively, anything else replaces.
@@ -794,7 +831,17 @@ fn build_stage(
             outs,
             params,
             resources,
+            checkpoint_mark: checkpoint.as_ref().map(|(_, m)| m.clone()),
             checkpoint: checkpoint.map(|(c, _)| normalise(&c, false).unwrap_or(c)),
+            with_marks: body
+                .get("with")
+                .and_then(Node::as_map)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.mark.clone())))
+                        .collect()
+                })
+                .unwrap_or_default(),
             desc,
             mark: key.mark.clone(),
         }),
