@@ -246,6 +246,38 @@ impl Cache {
         Ok(out)
     }
 
+    /// Remove the temporary files (`.tmp-<pid>-…`) that a run killed while storing an object
+    /// left in `objects/`: those whose process is gone, and any older than an hour (the pid
+    /// may have been reused). The caller holds the workspace lock, so no live run is writing
+    /// them. Returns how many were removed.
+    pub fn remove_stale_temps(&self) -> usize {
+        let Ok(subdirs) = std::fs::read_dir(&self.dir) else { return 0 };
+        let me = std::process::id();
+        let mut removed = 0;
+        for sub in subdirs.flatten() {
+            let Ok(entries) = std::fs::read_dir(sub.path()) else { continue };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(".tmp-")) else {
+                    continue;
+                };
+                let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+                // SAFETY: signal 0 only asks whether the pid exists.
+                let owner_alive = pid.is_some_and(|p| p == me || unsafe { libc::kill(p as i32, 0) } == 0);
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+                if (!owner_alive || old) && pid != Some(me) && std::fs::remove_file(e.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     /// Re-hash every object; returns the corrupt ones (removed) as messages.
     pub fn verify(&self) -> Result<(usize, Vec<String>)> {
         use rayon::prelude::*;

@@ -158,6 +158,12 @@ pub enum Internal {
         /// Path to the stage specification written by the engine.
         spec: PathBuf,
     },
+    /// Run a stage's command under a supervisor that stops its whole process tree when the
+    /// engine goes away (see `executor::supervise`).
+    Supervise {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        argv: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Entry point; returns the process exit code.
@@ -181,6 +187,8 @@ pub fn main() -> i32 {
         Command::Eval(args) => crate::metrics::cli_eval(&args),
         Command::Doctor => Err(crate::kinds::exec_torch(&["doctor".as_ref()])),
         Command::Internal { what: Internal::RunKind { spec } } => run_kind(&spec),
+        // Straight out: nothing of the engine's (timings included) may reach the stage's log.
+        Command::Internal { what: Internal::Supervise { argv } } => std::process::exit(crate::executor::supervise::main(&argv)),
     };
     phases.mark("whole command");
     match result {

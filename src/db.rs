@@ -5,8 +5,16 @@
 //! stage key to the output manifest that key produced, so an earlier configuration's outputs
 //! come back without recomputing. One process at a time holds the file; a reader that finds it
 //! busy (`repro status` during a run) works without it rather than waiting.
+//!
+//! It is a cache and nothing else: everything in it can be recomputed from the workspace, the
+//! lock file and `cache/objects`. So a file that cannot be read (truncated, half-created by a
+//! process that died while creating it, written by another format version) is rebuilt with a
+//! warning, never a reason for every later command to fail; redb may panic on some damaged
+//! files, and that is caught too. Errors of the file system itself (permissions, full disk)
+//! are reported, naming the file, and nothing is deleted for them.
 
-use std::path::Path;
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -40,51 +48,174 @@ pub struct RunRecord {
 
 pub struct StateDb {
     db: Database,
+    path: PathBuf,
+}
+
+/// The stat cache as loaded.
+pub type StatEntries = hashing::PathMap<(StatKey, [u8; 32])>;
+
+/// Why the database could not be opened.
+enum OpenFailure {
+    /// Another process holds it.
+    Busy,
+    /// The file is damaged or not a state database: rebuild it.
+    Unreadable(String),
+    /// The file system refused (permissions, read-only, full): report, delete nothing.
+    Io(redb::Error),
+}
+
+impl OpenFailure {
+    fn of(e: redb::Error) -> OpenFailure {
+        use std::io::ErrorKind::{InvalidData, UnexpectedEof};
+        match e {
+            redb::Error::DatabaseAlreadyOpen => OpenFailure::Busy,
+            // redb reports a bad header or a short file as these.
+            redb::Error::Io(io) if matches!(io.kind(), InvalidData | UnexpectedEof) => {
+                OpenFailure::Unreadable(io.to_string())
+            }
+            e @ (redb::Error::Io(_) | redb::Error::PreviousIo) => OpenFailure::Io(e),
+            other => OpenFailure::Unreadable(other.to_string()),
+        }
+    }
+}
+
+thread_local! {
+    /// Set while this thread runs redb code whose panics are caught and reported as damage.
+    static QUIET_PANICS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `f`, turning a panic into an error without printing the panic message (other threads'
+/// panics are printed as usual).
+fn catch_quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET_PANICS.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET_PANICS.with(|q| q.set(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET_PANICS.with(|q| q.set(false));
+    r.map_err(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown".into());
+        format!("the database library failed on it: {msg}")
+    })
 }
 
 impl StateDb {
     /// Open (or create) the database, waiting up to `wait` if another process holds it.
     /// Returns `Ok(None)` if it stays busy.
     pub fn open(path: &Path, wait: Duration) -> Result<Option<StateDb>> {
+        Ok(Self::open_and_load(path, wait)?.map(|(db, _)| db))
+    }
+
+    /// Open (or create) the database and load the stat cache, waiting up to `wait` if another
+    /// process holds it (`Ok(None)` if it stays busy). A damaged file is rebuilt, with a
+    /// warning.
+    pub fn open_and_load(path: &Path, wait: Duration) -> Result<Option<(StateDb, StatEntries)>> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let start = Instant::now();
-        loop {
-            match Database::create(path) {
-                Ok(db) => {
-                    // Create the tables once; later opens only read (and so work on a full disk).
-                    let exists = {
-                        let r = db.begin_read()?;
-                        r.open_table(STAT).is_ok()
-                            && r.open_table(RUNS).is_ok()
-                            && r.open_table(PARSED_LOCK).is_ok()
-                    };
-                    if !exists {
-                        let tx = db.begin_write()?;
-                        tx.open_table(STAT)?;
-                        tx.open_table(RUNS)?;
-                        tx.open_table(PARSED_LOCK)?;
-                        tx.commit()?;
+        let io_error = |e: redb::Error| {
+            anyhow::Error::new(e).context(format!("cannot open state database {}", path.display()))
+        };
+        match Self::try_open(path, wait) {
+            Ok(x) => Ok(Some(x)),
+            Err(OpenFailure::Busy) => Ok(None),
+            Err(OpenFailure::Io(e)) => Err(io_error(e)),
+            Err(OpenFailure::Unreadable(why)) => {
+                eprintln!(
+                    "warning: the state database {} is unreadable ({why}); rebuilding it \
+                     (it is a cache: unchanged files are hashed once more, and results of \
+                     configurations other than those in repro.lock are no longer restorable)",
+                    path.display()
+                );
+                std::fs::remove_file(path)
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
+                match Self::try_open(path, wait) {
+                    Ok(x) => Ok(Some(x)),
+                    Err(OpenFailure::Busy) => Ok(None),
+                    Err(OpenFailure::Io(e)) => Err(io_error(e)),
+                    Err(OpenFailure::Unreadable(why)) => {
+                        anyhow::bail!("cannot rebuild state database {}: {why}", path.display())
                     }
-                    return Ok(Some(StateDb { db }));
-                }
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) if start.elapsed() < wait => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Ok(None),
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("cannot open state database {}", path.display()));
                 }
             }
         }
     }
 
-    /// Every stat-cache entry.
-    pub fn load_stat(&self) -> Result<hashing::PathMap<(StatKey, [u8; 32])>> {
-        let tx = self.db.begin_read()?;
+    /// For commands that only read: the database and its stat cache if they can be had now,
+    /// else `None` (busy, on a read-only file system, damaged: a warning, and the next
+    /// `repro run` rebuilds it). Never fails, never deletes.
+    pub fn open_for_reading(path: &Path) -> Option<(StateDb, StatEntries)> {
+        if let Some(dir) = path.parent()
+            && std::fs::create_dir_all(dir).is_err()
+        {
+            return None;
+        }
+        match Self::try_open(path, Duration::ZERO) {
+            Ok(x) => Some(x),
+            Err(OpenFailure::Unreadable(why)) => {
+                eprintln!(
+                    "warning: the state database {} is unreadable ({why}); working without it \
+                     (the next `repro run` rebuilds it)",
+                    path.display()
+                );
+                None
+            }
+            Err(OpenFailure::Busy | OpenFailure::Io(_)) => None,
+        }
+    }
+
+    fn try_open(path: &Path, wait: Duration) -> Result<(StateDb, StatEntries), OpenFailure> {
+        let start = Instant::now();
+        loop {
+            let attempt = catch_quietly(|| Self::open_once(path))
+                .map_err(OpenFailure::Unreadable)
+                .and_then(|r| r.map_err(OpenFailure::of));
+            match attempt {
+                Err(OpenFailure::Busy) if start.elapsed() < wait => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<(StateDb, StatEntries), redb::Error> {
+        let db = Database::create(path)?;
+        // Create the tables once; later opens only read (and so work on a full disk).
+        let exists = {
+            let r = db.begin_read()?;
+            r.open_table(STAT).is_ok() && r.open_table(RUNS).is_ok() && r.open_table(PARSED_LOCK).is_ok()
+        };
+        if !exists {
+            let tx = db.begin_write()?;
+            tx.open_table(STAT)?;
+            tx.open_table(RUNS)?;
+            tx.open_table(PARSED_LOCK)?;
+            tx.commit()?;
+        }
+        let entries = Self::read_stat(&db)?;
+        Ok((
+            StateDb {
+                db,
+                path: path.to_path_buf(),
+            },
+            entries,
+        ))
+    }
+
+    fn read_stat(db: &Database) -> Result<StatEntries, redb::Error> {
+        let tx = db.begin_read()?;
         let t = tx.open_table(STAT)?;
         let mut out = hashing::PathMap::with_capacity_and_hasher(t.len()? as usize, Default::default());
         for item in t.iter()? {
@@ -96,19 +227,32 @@ impl StateDb {
         Ok(out)
     }
 
+    /// Every stat-cache entry.
+    pub fn load_stat(&self) -> Result<StatEntries> {
+        Self::read_stat(&self.db).map_err(|e| self.failed(e, "read"))
+    }
+
+    /// A redb error, naming the file (a full disk must say which disk).
+    fn failed(&self, e: impl Into<redb::Error>, what: &str) -> anyhow::Error {
+        anyhow::Error::new(e.into()).context(format!("cannot {what} the state database {}", self.path.display()))
+    }
+
     pub fn save_stat(&self, entries: &[(String, StatKey, [u8; 32])]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
-        let tx = self.db.begin_write()?;
-        {
-            let mut t = tx.open_table(STAT)?;
-            for (p, k, h) in entries {
-                t.insert(p.as_str(), hashing::encode_entry(k, h).as_slice())?;
+        let write = || -> Result<(), redb::Error> {
+            let tx = self.db.begin_write()?;
+            {
+                let mut t = tx.open_table(STAT)?;
+                for (p, k, h) in entries {
+                    t.insert(p.as_str(), hashing::encode_entry(k, h).as_slice())?;
+                }
             }
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        };
+        write().map_err(|e| self.failed(e, "write"))
     }
 
     /// The JSON form of a lock file whose text hashes to `text_hash`, if remembered.
@@ -124,13 +268,16 @@ impl StateDb {
     pub fn put_parsed_lock(&self, text_hash: &[u8; 32], json: &[u8]) -> Result<()> {
         let mut value = text_hash.to_vec();
         value.extend_from_slice(json);
-        let tx = self.db.begin_write()?;
-        {
-            let mut t = tx.open_table(PARSED_LOCK)?;
-            t.insert("lock", value.as_slice())?;
-        }
-        tx.commit()?;
-        Ok(())
+        let write = || -> Result<(), redb::Error> {
+            let tx = self.db.begin_write()?;
+            {
+                let mut t = tx.open_table(PARSED_LOCK)?;
+                t.insert("lock", value.as_slice())?;
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        write().map_err(|e| self.failed(e, "write"))
     }
 
     pub fn get_run(&self, key: &str) -> Result<Option<RunRecord>> {
@@ -143,23 +290,30 @@ impl StateDb {
     }
 
     pub fn put_run(&self, key: &str, rec: &RunRecord) -> Result<()> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut t = tx.open_table(RUNS)?;
-            t.insert(key, serde_json::to_string(rec)?.as_str())?;
-        }
-        tx.commit()?;
-        Ok(())
+        let json = serde_json::to_string(rec)?;
+        let write = || -> Result<(), redb::Error> {
+            let tx = self.db.begin_write()?;
+            {
+                let mut t = tx.open_table(RUNS)?;
+                t.insert(key, json.as_str())?;
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        write().map_err(|e| self.failed(e, "write"))
     }
 
     pub fn remove_run(&self, key: &str) -> Result<()> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut t = tx.open_table(RUNS)?;
-            t.remove(key)?;
-        }
-        tx.commit()?;
-        Ok(())
+        let write = || -> Result<(), redb::Error> {
+            let tx = self.db.begin_write()?;
+            {
+                let mut t = tx.open_table(RUNS)?;
+                t.remove(key)?;
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        write().map_err(|e| self.failed(e, "write"))
     }
 
     /// All run-cache entries (key, record).
@@ -212,5 +366,31 @@ mod tests {
         let db = StateDb::open(&p, Duration::ZERO).unwrap().unwrap();
         assert_eq!(db.get_run("k1").unwrap().unwrap().stage, "a");
         assert_eq!(db.load_stat().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_file_is_rebuilt_and_a_reader_works_without_it() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.redb");
+        drop(StateDb::open(&p, Duration::ZERO).unwrap().unwrap());
+        let len = std::fs::metadata(&p).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len(len / 3).unwrap();
+        drop(f);
+        assert!(StateDb::open_for_reading(&p).is_none());
+        assert!(p.exists(), "a reader deletes nothing");
+        let (db, stat) = StateDb::open_and_load(&p, Duration::ZERO).unwrap().unwrap();
+        assert!(stat.is_empty());
+        db.put_run(
+            "k",
+            &RunRecord {
+                stage: "s".into(),
+                outs: Default::default(),
+                dirs: vec![],
+                created: 1,
+                seconds: 0.0,
+            },
+        )
+        .unwrap();
     }
 }

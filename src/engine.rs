@@ -37,12 +37,28 @@ impl Workspace {
     /// state database (a reader may pass zero and work without it).
     pub fn open(root: &Path, wait_db: Duration) -> Result<Workspace> {
         let cache_dir = root.join("cache");
-        let db = StateDb::open(&cache_dir.join("state.redb"), wait_db)?;
-        let stat = match &db {
-            Some(db) => StatCache::from_entries(db.load_stat()?),
-            None => StatCache::default(),
+        let (db, stat) = match StateDb::open_and_load(&cache_dir.join("state.redb"), wait_db)? {
+            Some((db, entries)) => (Some(db), StatCache::from_entries(entries)),
+            None => (None, StatCache::default()),
         };
-        Ok(Workspace {
+        Ok(Self::with_state(root, db, stat))
+    }
+
+    /// Open the workspace state for a command that only reads (`status`, `--dry-run`):
+    /// without the state database when it cannot be had — busy, unreadable, or on a
+    /// read-only file system (its stat cache only saves re-hashing).
+    pub fn open_for_reading(root: &Path) -> Result<Workspace> {
+        let cache_dir = root.join("cache");
+        let (db, stat) = match StateDb::open_for_reading(&cache_dir.join("state.redb")) {
+            Some((db, entries)) => (Some(db), StatCache::from_entries(entries)),
+            None => (None, StatCache::default()),
+        };
+        Ok(Self::with_state(root, db, stat))
+    }
+
+    fn with_state(root: &Path, db: Option<StateDb>, stat: StatCache) -> Workspace {
+        let cache_dir = root.join("cache");
+        Workspace {
             root: root.to_path_buf(),
             lock_path: root.join("repro.lock"),
             objects: Cache::new(&cache_dir),
@@ -50,7 +66,7 @@ impl Workspace {
             stat,
             db,
             source_stats: Default::default(),
-        })
+        }
     }
 
     /// Close the state database; the in-memory maps are left to the process exit (see the
@@ -210,6 +226,9 @@ pub fn assess_all(ws: &Workspace, p: &crate::spec::Pipeline, stages: &[usize], l
 pub struct WorkspaceLock {
     file: File,
     path: PathBuf,
+    /// The previous holder ended without releasing it (killed): its leftovers may need
+    /// collecting.
+    pub taken_over: bool,
 }
 
 impl WorkspaceLock {
@@ -243,9 +262,15 @@ impl WorkspaceLock {
                 path.display()
             );
         }
+        // Read again now that we hold it: a holder we waited for cleared it when it ended.
+        let previous = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        let mut taken_over = false;
         if let Some(p) = previous {
             // SAFETY: kill with signal 0 only checks whether the pid exists.
             if p != std::process::id() as i32 && unsafe { libc::kill(p, 0) } != 0 {
+                taken_over = true;
                 eprintln!(
                     "note: taking over the workspace lock left by pid {p}, which is no longer running"
                 );
@@ -254,7 +279,11 @@ impl WorkspaceLock {
         // The pid is only information for the next contender (the flock is the lock), so a
         // full disk must not stop us here, and it needs no fsync.
         let _ = file.set_len(0).and_then(|_| write!(file, "{}", std::process::id()));
-        Ok(WorkspaceLock { file, path })
+        Ok(WorkspaceLock {
+            file,
+            path,
+            taken_over,
+        })
     }
 }
 

@@ -171,14 +171,27 @@ pub fn build(p: &Pipeline) -> Result<Dag, SpecErrors> {
     let source_stats = stat_sources(p, &sources);
     for &(i, k) in &sources {
         let (s, d) = (&p.stages[i], &p.stages[i].deps[k]);
-        if !source_stats.contains_key(&d.path) {
-            errors.push(
+        match source_stats.get(&d.path) {
+            None => errors.push(
                 SpecError::at(
                     &d.mark,
                     format!("dependency '{}' does not exist and no stage produces it", d.path),
                 )
                 .in_stage(&s.name),
-            );
+            ),
+            // A device or pipe has no content to hash (`/dev/zero` would never end).
+            Some(meta) => {
+                if let Some(kind) = crate::hashing::special_kind(meta) {
+                    errors.push(
+                        SpecError::at(
+                            &d.mark,
+                            format!("dependency '{}' is {kind}, not a file or directory", d.path),
+                        )
+                        .in_stage(&s.name)
+                        .note("a dependency must have content that can be hashed"),
+                    );
+                }
+            }
         }
     }
 

@@ -8,15 +8,70 @@
 //! every name round-trips; other names are written as they are, as they always were. The stat cache maps
 //! (device, inode, size, mtime ns, ctime ns) to the hash; ctime catches tools (tar, mv, touch
 //! with an old mtime) that restore mtimes. Hashing of many files runs in parallel (rayon).
+//!
+//! Only regular files and directories have content: a device, FIFO or socket would never end
+//! (`/dev/zero`) or block, so it is an error naming the path. Hashing checks a process-wide
+//! cancellation flag (set by the engine's Ctrl-C/SIGTERM handler) between chunks, so an
+//! interrupt stops even a many-gigabyte file within milliseconds.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
+
+static CANCELLED: AtomicBool = AtomicBool::new(false);
+
+/// Make every hashing in progress (and every later one) fail with [`Interrupted`].
+pub fn cancel() {
+    CANCELLED.store(true, Ordering::SeqCst);
+}
+
+pub fn reset_cancel() {
+    CANCELLED.store(false, Ordering::SeqCst);
+}
+
+/// Hashing stopped because the user interrupted the run.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+impl std::error::Error for Interrupted {}
+
+fn check_cancelled() -> Result<()> {
+    if CANCELLED.load(Ordering::Relaxed) {
+        return Err(Interrupted.into());
+    }
+    Ok(())
+}
+
+/// What a path that is neither a regular file nor a directory is, in words (`None` for
+/// those two).
+pub fn special_kind(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_file() || t.is_dir() {
+        None
+    } else if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else if t.is_fifo() {
+        Some("a named pipe (FIFO)")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    }
+}
 
 /// A map keyed by workspace path, with a fast hasher (paths are not adversarial input).
 pub type PathMap<V> = HashMap<String, V, rustc_hash::FxBuildHasher>;
@@ -258,19 +313,29 @@ pub fn parse_manifest(text: &str) -> Result<Vec<FileEntry>> {
         .collect()
 }
 
-/// Hash a file's bytes (large files memory-mapped and hashed in parallel).
+/// Hash a file's bytes (large files memory-mapped and hashed in parallel), checking for
+/// cancellation between chunks.
 pub fn hash_file_bytes(path: &Path) -> Result<[u8; 32]> {
+    check_cancelled()?;
     let mut h = blake3::Hasher::new();
-    let meta = std::fs::metadata(path)?;
+    // Checked before opening: opening a FIFO would block until someone writes to it.
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
+    if let Some(kind) = special_kind(&meta) {
+        anyhow::bail!("{} is {kind}, not a file or directory: it has no content to hash", path.display());
+    }
+    let f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     if meta.len() > 16 << 20 {
-        h.update_mmap_rayon(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        // SAFETY: read-only map; the stat re-check after hashing catches a concurrent writer.
+        let map = unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("reading {}", path.display()))?;
+        for chunk in map.chunks(64 << 20) {
+            check_cancelled()?;
+            h.update_rayon(chunk);
+        }
     } else {
-        let mut f =
-            std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut f = f;
         let mut buf = vec![0u8; 256 << 10];
         loop {
-            let n = f.read(&mut buf)?;
+            let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
             if n == 0 {
                 break;
             }
@@ -298,6 +363,9 @@ impl Hasher<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Content::Missing),
             Err(e) => return Err(e).with_context(|| format!("cannot stat {}", full.display())),
         };
+        if let Some(kind) = special_kind(&meta) {
+            anyhow::bail!("{rel} is {kind}, not a file or directory: it cannot be a dependency or output");
+        }
         if meta.is_dir() {
             let mut files = Vec::new();
             walk(&full, "", &mut files)?;
@@ -367,6 +435,7 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<Walked>) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let rd = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
     for entry in rd {
+        check_cancelled()?;
         let entry = entry?;
         let name = encode_name(entry.file_name().as_bytes());
         let rel = if prefix.is_empty() {

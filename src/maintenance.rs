@@ -105,6 +105,8 @@ pub fn gc(root: &Path, keep_last: Option<usize>) -> Result<i32> {
             add(h, &mut live);
         }
     }
+    // Half-written objects of killed runs are never referenced: collect them too.
+    let temps = ws.objects.remove_stale_temps();
     let mut removed = 0u64;
     let mut bytes = 0u64;
     for (hash, path) in ws.objects.all_objects()? {
@@ -115,8 +117,9 @@ pub fn gc(root: &Path, keep_last: Option<usize>) -> Result<i32> {
         }
     }
     println!(
-        "removed {removed} objects ({:.1} MB), {dropped_runs} run-cache entries; kept {} objects",
+        "removed {removed} objects ({:.1} MB), {dropped_runs} run-cache entries{}; kept {} objects",
         bytes as f64 / 1e6,
+        if temps > 0 { format!(", {temps} temporary files of interrupted runs") } else { String::new() },
         live.len()
     );
     Ok(0)

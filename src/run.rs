@@ -82,9 +82,40 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<(Pipeline, crate::graph::
 
 /// GPUs on this machine: `CUDA_VISIBLE_DEVICES` if set, else `nvidia-smi -L`, else none.
 pub fn detect_gpus() -> usize {
-    if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES") {
-        return v.split(',').filter(|s| !s.trim().is_empty()).count();
+    detect_gpu_ids().len()
+}
+
+/// The device ids stages may be handed, as `CUDA_VISIBLE_DEVICES` spells them: the user's own
+/// list when the variable is set (a user who allowed `2,3` must never get `0`), else
+/// `0..n` for the `n` GPUs `nvidia-smi -L` lists. Tests fake GPUs through the variable alone.
+pub fn detect_gpu_ids() -> Vec<String> {
+    if let Some(ids) = visible_device_ids() {
+        return ids;
     }
+    (0..count_nvidia_smi_gpus()).map(|i| i.to_string()).collect()
+}
+
+/// `CUDA_VISIBLE_DEVICES`, split (`None` when unset).
+fn visible_device_ids() -> Option<Vec<String>> {
+    let v = std::env::var("CUDA_VISIBLE_DEVICES").ok()?;
+    Some(
+        v.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    )
+}
+
+/// `--resources gpu=N`: N slots, named after the user's visible devices where there are
+/// enough of them.
+fn gpu_ids_for_slots(n: usize) -> Vec<String> {
+    match visible_device_ids() {
+        Some(ids) if ids.len() >= n => ids.into_iter().take(n).collect(),
+        _ => (0..n).map(|i| i.to_string()).collect(),
+    }
+}
+
+fn count_nvidia_smi_gpus() -> usize {
     std::process::Command::new("nvidia-smi")
         .arg("-L")
         .output()
@@ -113,17 +144,29 @@ pub type State = (Option<WorkspaceLock>, Workspace, LockFile);
 /// The workspace state, loading on a second thread while the caller parses the pipeline: on a
 /// large no-op run the two take about as long. `run_lock`: `Some(wait)` takes the run lock
 /// (and needs the state database); `None` reads without them, as `status` and `--dry-run` do.
-pub struct StateLoader(std::thread::JoinHandle<Result<State>>);
+/// Dropping it unjoined (the pipeline failed to parse) still waits for the thread, so the
+/// process never exits while the state database is being created or written.
+pub struct StateLoader(Option<std::thread::JoinHandle<Result<State>>>);
 
 pub fn load_state_in_background(file: &Path, run_lock: Option<bool>) -> StateLoader {
     let root = crate::spec::workspace_root(file);
-    StateLoader(std::thread::spawn(move || -> Result<State> {
+    StateLoader(Some(std::thread::spawn(move || -> Result<State> {
         let guard = match run_lock {
             Some(wait) => Some(WorkspaceLock::acquire(&root.join("cache"), wait)?),
             None => None,
         };
         let db_wait = if guard.is_some() { Duration::from_secs(30) } else { Duration::ZERO };
-        let ws = Workspace::open(&root, db_wait)?;
+        let ws = if guard.is_some() {
+            Workspace::open(&root, db_wait)?
+        } else {
+            Workspace::open_for_reading(&root)?
+        };
+        if let Some(g) = &guard
+            && g.taken_over
+        {
+            // A killed run may have left half-written objects; only then is the sweep worth it.
+            ws.objects.remove_stale_temps();
+        }
         if guard.is_some() && ws.db.is_none() {
             anyhow::bail!(
                 "the state database {} is held by another process",
@@ -132,19 +175,40 @@ pub fn load_state_in_background(file: &Path, run_lock: Option<bool>) -> StateLoa
         }
         let lock = crate::engine::read_lock(&ws)?;
         Ok((guard, ws, lock))
-    }))
+    })))
 }
 
 impl StateLoader {
-    pub fn join(self) -> Result<State> {
-        self.0.join().map_err(|_| anyhow::anyhow!("loading the workspace state panicked"))?
+    pub fn join(mut self) -> Result<State> {
+        let handle = self.0.take().expect("joined once");
+        handle.join().map_err(|_| anyhow::anyhow!("loading the workspace state panicked"))?
     }
+}
+
+impl Drop for StateLoader {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Ctrl-C / SIGTERM: stop starting stages, cancel running ones, and interrupt hashing.
+fn install_interrupt_handler() {
+    INTERRUPTED.store(false, Ordering::SeqCst);
+    crate::hashing::reset_cancel();
+    let _ = ctrlc::set_handler(|| {
+        INTERRUPTED.store(true, Ordering::SeqCst);
+        crate::hashing::cancel();
+    });
 }
 
 /// Run the pipeline; returns the process exit code.
 pub fn run(opts: &RunOptions) -> Result<i32> {
     let t0 = Instant::now();
     let mut phases = crate::progress::Phases::start();
+    // Before anything hashes (the state loader, retiring stages, assessing).
+    install_interrupt_handler();
     let state = load_state_in_background(&opts.file, (!opts.dry_run).then_some(opts.wait));
     let (p, mut dag) = load(&opts.file, &opts.load)?;
     phases.mark("parse + check pipeline");
@@ -167,8 +231,6 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
         .or(p.executor.clone())
         .unwrap_or_else(|| "local".into());
     let mut executor = make_executor(&executor_name, &p)?;
-    INTERRUPTED.store(false, Ordering::SeqCst);
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
 
     let jobs = opts
         .jobs
@@ -184,9 +246,12 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
         .max(1);
     // Only look for GPUs (which may spawn nvidia-smi) when a selected stage wants one.
     let wants_gpu = selected.iter().any(|&i| p.stages[i].resources.gpus > 0);
-    let gpu_total = opts
-        .gpus
-        .unwrap_or_else(|| if wants_gpu { detect_gpus() } else { 0 });
+    let gpu_ids: Vec<String> = match opts.gpus {
+        Some(n) => gpu_ids_for_slots(n),
+        None if wants_gpu => detect_gpu_ids(),
+        None => Vec::new(),
+    };
+    let gpu_total = gpu_ids.len();
     let mut free_gpus: Vec<usize> = (0..gpu_total).collect();
     let mut free_slots = jobs;
     let warned_no_gpu = std::cell::Cell::new(false);
@@ -319,6 +384,11 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                 disturbed.insert(i);
             }
             match outcome {
+                // Ctrl-C while hashing its inputs: not a failure, just not started.
+                Err(e) if e.downcast_ref::<crate::hashing::Interrupted>().is_some() => {
+                    waiting.insert(i, 0);
+                    stop_new = true;
+                }
                 Err(e) => {
                     summary.failed += 1;
                     progress.finish(i, &format!("FAILED {}: {e:#}", stage.name));
@@ -348,7 +418,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                         stage.resources.gpus.min(gpu_total)
                     };
                     let gpus: Vec<usize> = free_gpus.drain(..n_gpu).collect();
-                    let job = make_job(&ws, &exe, stage, i, &a, &gpus, executor_name == "slurm")?;
+                    let job = make_job(&ws, &exe, stage, i, &a, &gpus, &gpu_ids, executor_name == "slurm")?;
                     progress.start(i, &stage.name, "running");
                     if let Err(e) = executor.submit(job) {
                         free_gpus.extend(gpus);
@@ -439,7 +509,8 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     }
     ws.save_stat()?;
     phases.mark("write lock + stat cache");
-    let not_run = waiting.len() + ready.len();
+    // `ready` stages are still in `waiting` (they leave it when started).
+    let not_run = waiting.len();
     let mut line = summary.to_string();
     if not_run > 0 && (interrupted || stop_new) {
         line.push_str(&format!(", {not_run} not started"));
@@ -682,6 +753,7 @@ fn prepare_outputs(ws: &Workspace, _p: &Pipeline, stage: &Stage, a: &Assessment)
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn make_job(
     ws: &Workspace,
     exe: &Path,
@@ -689,6 +761,7 @@ fn make_job(
     id: usize,
     a: &Assessment,
     gpus: &[usize],
+    gpu_ids: &[String],
     slurm: bool,
 ) -> Result<Job> {
     let mut env = vec![
@@ -708,8 +781,9 @@ fn make_job(
     if !gpus.is_empty() && !slurm {
         env.push((
             "CUDA_VISIBLE_DEVICES".into(),
+            // Slots are handed out as indices; the stage sees the device ids they stand for.
             gpus.iter()
-                .map(|g| g.to_string())
+                .map(|&g| gpu_ids.get(g).cloned().unwrap_or_else(|| g.to_string()))
                 .collect::<Vec<_>>()
                 .join(","),
         ));
@@ -831,7 +905,9 @@ fn record_lock(lock: &mut LockFile, stage: &Stage, a: &Assessment) {
 
 /// The last `n` lines of a log, indented, for failure messages.
 pub fn log_tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // Logs are the stage's bytes; only this display is lossy.
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(n);
     lines[start..]

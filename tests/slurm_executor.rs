@@ -186,6 +186,7 @@ fn resources_become_slurm_allocations() {
         gpus: 0,
         mem_mb: Some(300),
         time_min: Some(7),
+        time_s: Some(420),
         partition: Some("other".into()),
     };
     let script = "echo \"$SLURM_CPUS_PER_TASK $SLURM_JOB_PARTITION $SLURM_MEM_PER_NODE \

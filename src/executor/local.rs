@@ -1,10 +1,15 @@
-//! The local executor: each stage is a child process in its own process group, its stdout and
-//! stderr appended to the stage's log, progress marker lines relayed as events.
+//! The local executor: each stage runs under its own supervisor process (see
+//! [`super::supervise`]), which keeps the stage's whole process tree tied to the engine's
+//! life; its stdout and stderr are appended to the stage's log as bytes, progress marker
+//! lines relayed as events. A declared `resources: {time: …}` is enforced here: at the limit
+//! the stage's tree is stopped and the stage fails as "timed out after …".
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,16 +47,32 @@ impl LocalExecutor {
     pub fn with_pid_dir(pid_dir: std::path::PathBuf) -> Result<Self> {
         std::fs::create_dir_all(&pid_dir)
             .with_context(|| format!("cannot create {}", pid_dir.display()))?;
+        // Stages (and their supervisors) run in the workspace root, `cache/running/../..`.
+        let root = pid_dir
+            .parent()
+            .and_then(|c| c.parent())
+            .and_then(|r| r.canonicalize().ok());
+        let ours = |pid: i32| {
+            is_our_supervisor(pid)
+                && std::fs::read_link(format!("/proc/{pid}/cwd")).ok() == root
+        };
         for entry in std::fs::read_dir(&pid_dir)? {
             let entry = entry?;
-            if let Ok(pgid) = entry.file_name().to_string_lossy().parse::<i32>() {
-                // Linux does not reuse a pid while it names a live process group, so this
-                // can only hit the orphaned stage's processes.
+            if let Ok(pgid) = entry.file_name().to_string_lossy().parse::<i32>()
+                && ours(pgid)
+            {
+                // Only a supervisor that outlived its engine is signalled (a pid freed since
+                // may belong to anything); it tears its stage down.
                 // SAFETY: sending a signal to a process group id.
-                if unsafe { libc::kill(-pgid, libc::SIGKILL) } == 0 {
+                if unsafe { libc::kill(-pgid, libc::SIGTERM) } == 0 {
                     eprintln!(
-                        "note: stopped processes of an interrupted earlier run (process group {pgid})"
+                        "note: stopping processes of an interrupted earlier run (process group {pgid})"
                     );
+                    // Its stage must be gone before this run may start it again.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    while ours(pgid) && std::time::Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
                 }
             }
             let _ = std::fs::remove_file(entry.path());
@@ -63,34 +84,116 @@ impl LocalExecutor {
     }
 }
 
+/// Whether `pid` is a live `repro internal supervise` process.
+fn is_our_supervisor(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.windows(19).any(|w| w == b"internal\0supervise\0"))
+}
+
+/// A pipe whose write end the engine keeps and whose read end becomes the supervisor's
+/// [`super::supervise::DEATH_FD`]: both close-on-exec, so no other child inherits them.
+fn death_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two new descriptors, which we own from here on.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: just created, owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// "1s", "2m05s", "1h30m00s".
+pub fn format_limit(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, s) => format!("{h}h{m:02}m{s:02}s"),
+    }
+}
+
+/// Relay one output stream of a stage: every byte goes to the log as it came (a stage's
+/// output is bytes, not necessarily UTF-8); on stdout, progress marker lines become events.
+fn relay(
+    stream: impl Read,
+    log: Arc<Mutex<std::fs::File>>,
+    progress: Option<(super::JobId, crossbeam_channel::Sender<Event>)>,
+) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // Keep reading would spin; dropping the pipe is all that is left.
+            Err(_) => break,
+        }
+        if let Some((id, tx)) = &progress
+            && let Ok(text) = std::str::from_utf8(&line)
+            && let Some((message, fraction)) = progress::parse(text.trim_end_matches(['\n', '\r']))
+        {
+            let _ = tx.send(Event::Progress {
+                id: *id,
+                message,
+                fraction,
+            });
+            continue;
+        }
+        // A full disk loses log lines, never the stage: the pipe must keep draining.
+        let _ = log.lock().unwrap().write_all(&line);
+    }
+}
+
 impl Executor for LocalExecutor {
     fn submit(&mut self, job: Job) -> Result<()> {
         if let Some(dir) = job.log.parent() {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let log = std::fs::File::create(&job.log)
             .with_context(|| format!("cannot create log {}", job.log.display()))?;
         let log = Arc::new(Mutex::new(log));
-        let mut cmd = Command::new(&job.argv[0]);
-        cmd.args(&job.argv[1..])
+        let exe = std::env::current_exe().context("cannot find the repro binary")?;
+        let (death_r, death_w) = death_pipe().context("cannot create a pipe")?;
+        let mut cmd = Command::new(&exe);
+        cmd.args(["internal", "supervise", "--"])
+            .args(&job.argv)
             .current_dir(&job.cwd)
             .envs(job.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            // Own process group, so stopping a stage stops everything it started.
+            // Own process group: the engine's Ctrl-C and `cancel_all` reach the supervisor only.
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child if
-        // the engine dies (kill -9, crash), so stages do not outlive an engine killed mid-run.
+        let fd = {
+            use std::os::fd::AsRawFd;
+            death_r.as_raw_fd()
+        };
+        const TARGET: i32 = super::supervise::DEATH_FD;
+        // SAFETY: dup2, fcntl and prctl are async-signal-safe; they act on the child only.
         unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            cmd.pre_exec(move || {
+                // dup2 onto the same number would keep close-on-exec set.
+                let ok = if fd == TARGET {
+                    libc::fcntl(TARGET, libc::F_SETFD, 0) == 0
+                } else {
+                    libc::dup2(fd, TARGET) == TARGET
+                };
+                if !ok {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The pipe is the reliable signal; this one also covers a supervisor that
+                // started after the engine died.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
                 Ok(())
             });
         }
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start stage '{}' ({})", job.stage, job.argv[0]))?;
+        drop(death_r);
         let pid = child.id() as i32;
         self.running.lock().unwrap().insert(job.id, pid);
         let pid_file = self.pid_dir.as_ref().map(|d| d.join(pid.to_string()));
@@ -100,41 +203,60 @@ impl Executor for LocalExecutor {
 
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
-        let (id, tx) = (job.id, self.tx.clone());
-        let out_log = log.clone();
-        let out_thread = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some((message, fraction)) = progress::parse(&line) {
-                    let _ = tx.send(Event::Progress {
-                        id,
-                        message,
-                        fraction,
-                    });
-                } else {
-                    let _ = writeln!(out_log.lock().unwrap(), "{line}");
-                }
-            }
-        });
+        let id = job.id;
+        let (out_log, progress_tx) = (log.clone(), self.tx.clone());
+        let out_thread = std::thread::spawn(move || relay(stdout, out_log, Some((id, progress_tx))));
         let err_log = log.clone();
-        let err_thread = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = writeln!(err_log.lock().unwrap(), "{line}");
-            }
-        });
+        let err_thread = std::thread::spawn(move || relay(stderr, err_log, None));
+        // The time limit: SIGTERM to the supervisor, which stops the stage's tree (SIGKILL
+        // after its grace period).
+        let limit = job.resources.time_s.map(Duration::from_secs);
+        let timed_out = Arc::new(AtomicBool::new(false));
+        // Set (under the lock) once the supervisor has exited and before it is reaped, so
+        // the timer never signals a pid that may have been reused.
+        let exited = Arc::new(Mutex::new(false));
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
+        if let Some(limit) = limit {
+            let (timed_out, exited) = (timed_out.clone(), exited.clone());
+            std::thread::spawn(move || {
+                if done_rx.recv_timeout(limit) == Err(crossbeam_channel::RecvTimeoutError::Timeout) {
+                    let exited = exited.lock().unwrap();
+                    if !*exited {
+                        timed_out.store(true, Ordering::SeqCst);
+                        // SAFETY: the supervisor is our child and not yet reaped.
+                        unsafe { libc::kill(pid, libc::SIGTERM) };
+                    }
+                }
+            });
+        }
         let tx = self.tx.clone();
         let running = self.running.clone();
         std::thread::spawn(move || {
+            // Wait for the exit without reaping (the pid stays ours), then reap.
+            // SAFETY: waitid with WNOWAIT on our own child, into a zeroed siginfo we own.
+            unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                while libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) != 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {}
+            }
+            *exited.lock().unwrap() = true;
+            drop(done_tx);
             let status = child.wait();
+            // The supervisor is gone; our end of its pipe has nothing left to tell.
+            drop(death_w);
             let _ = out_thread.join();
             let _ = err_thread.join();
             let _ = log.lock().unwrap().sync_all();
             running.lock().unwrap().remove(&id);
             if let Some(f) = pid_file {
-                // SAFETY: stop anything the stage left running in its group.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
                 let _ = std::fs::remove_file(f);
             }
             let outcome = match status {
+                _ if timed_out.load(Ordering::SeqCst) => Outcome::Failed(format!(
+                    "timed out after {} (resources: time)",
+                    format_limit(limit.unwrap_or_default())
+                )),
                 Ok(s) if s.success() => Outcome::Succeeded,
                 Ok(s) => match (s.code(), s.signal()) {
                     (Some(c), _) => Outcome::Failed(format!("exit code {c}")),
@@ -177,5 +299,16 @@ impl Executor for LocalExecutor {
 
     fn running(&self) -> usize {
         self.running.lock().unwrap().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn limits_read_as_durations() {
+        use std::time::Duration;
+        assert_eq!(super::format_limit(Duration::from_secs(1)), "1s");
+        assert_eq!(super::format_limit(Duration::from_secs(125)), "2m05s");
+        assert_eq!(super::format_limit(Duration::from_secs(5400)), "1h30m00s");
     }
 }

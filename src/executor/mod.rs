@@ -13,6 +13,7 @@ use anyhow::Result;
 
 pub mod local;
 pub mod slurm;
+pub mod supervise;
 
 /// Engine-assigned identifier of a submitted job (index of the stage in the run).
 pub type JobId = usize;
@@ -28,6 +29,9 @@ pub struct Resources {
     pub mem_mb: Option<u64>,
     /// Wall-time limit in minutes (Slurm `--time`), if declared.
     pub time_min: Option<u64>,
+    /// The same limit in seconds, as declared: the local executor enforces it.
+    #[serde(default)]
+    pub time_s: Option<u64>,
     /// Slurm partition, if declared.
     pub partition: Option<String>,
 }

@@ -971,6 +971,7 @@ mod tests {
                 gpus: 2,
                 mem_mb: Some(2048),
                 time_min: Some(90),
+                time_s: Some(5400),
                 partition: Some("gpu".into()),
             },
             gpus: vec![],

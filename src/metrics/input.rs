@@ -55,6 +55,16 @@ impl LogitsFile {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path)
             .with_context(|| format!("{}: cannot open logits file", path.display()))?;
+        // Mapping a directory fails with "No such device": say what is wrong instead.
+        let meta = file
+            .metadata()
+            .with_context(|| format!("{}: cannot stat logits file", path.display()))?;
+        if meta.is_dir() {
+            anyhow::bail!("{}: is a directory; --logits takes a safetensors file", path.display());
+        }
+        if !meta.is_file() {
+            anyhow::bail!("{}: is not a regular file; --logits takes a safetensors file", path.display());
+        }
         // SAFETY: the map is read-only; a concurrent writer truncating the file is outside our
         // contract (the engine promotes outputs by rename, never rewrites them in place).
         let map = unsafe { memmap2::Mmap::map(&file) }

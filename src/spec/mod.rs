@@ -90,6 +90,8 @@ const STAGE_KEYS: &[&str] = &[
     "checkpoint",
     "desc",
 ];
+/// Longest stage name (after expansion): `cache/logs/<name>.log` must fit a file name (255 bytes).
+const MAX_STAGE_NAME: usize = 200;
 const RESOURCE_KEYS: &[&str] = &["cpus", "gpu", "gpus", "mem", "time", "partition"];
 
 /// Options that select what to load.
@@ -253,6 +255,16 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
 
     let mut seen: BTreeMap<&str, &Mark> = BTreeMap::new();
     for s in &stages {
+        // The name (expanded, with its `@item` part) names files under cache/ (logs, specs):
+        // checked here rather than failing when the stage starts.
+        let chars = s.name.chars().count();
+        if chars > MAX_STAGE_NAME {
+            let short: String = s.name.chars().take(40).collect();
+            errors.push(SpecError::at(
+                &s.mark,
+                format!("stage name '{short}…' is {chars} characters long; at most {MAX_STAGE_NAME} are allowed (it names the stage's log file)"),
+            ));
+        }
         if let Some(prev) = seen.insert(&s.name, &s.mark) {
             errors.push(
                 SpecError::at(&s.mark, format!("two stages are named '{}'", s.name)).note(format!(
@@ -1006,8 +1018,11 @@ fn parse_resources(r: &Node, scope: &Scope, errors: &mut Vec<SpecError>) -> Reso
                     "`mem:` must be like 4096 (MiB), 512M or 8G",
                 )),
             },
-            "time" => match parse_minutes(&value) {
-                Some(m) => res.time_min = Some(m),
+            "time" => match parse_seconds(&value) {
+                Some(secs) => {
+                    res.time_min = Some(secs.div_ceil(60));
+                    res.time_s = Some(secs);
+                }
                 None => errors.push(SpecError::at(
                     &v.mark,
                     "`time:` must be minutes (90) or H:MM:SS",
@@ -1036,9 +1051,10 @@ fn parse_mem(v: &Json) -> Option<u64> {
     Some((n * mult).ceil() as u64)
 }
 
-fn parse_minutes(v: &Json) -> Option<u64> {
+/// `time:` in seconds: minutes (90), M:SS or H:MM:SS.
+fn parse_seconds(v: &Json) -> Option<u64> {
     if let Some(n) = v.as_u64() {
-        return Some(n);
+        return Some(n * 60);
     }
     let parts: Vec<u64> = v
         .as_str()?
@@ -1051,7 +1067,7 @@ fn parse_minutes(v: &Json) -> Option<u64> {
         [m, s] => m * 60 + s,
         _ => return None,
     };
-    Some(secs.div_ceil(60))
+    Some(secs)
 }
 
 #[cfg(test)]
