@@ -4,7 +4,9 @@
 #     for the HTML report's browser test, Slurm + munge for the cluster executor's tests;
 #   - the PyPI wheel torch==2.11.0 (what tch 0.24 links against) into .venv, plus numpy and
 #     safetensors for the Python baselines of the benchmarks;
-#   - .venv/torch -> the wheel's torch/ folder (LIBTORCH for the build, see .cargo/config.toml).
+#   - .venv/torch -> the wheel's torch/ folder (LIBTORCH for the build, see .cargo/config.toml);
+#   - with --tests, the remote cache's test servers: nginx with WebDAV (Debian) and the S3
+#     server moto (PyPI, into .tools/moto).
 # Usage: scripts/setup.sh [--no-apt] [--tests]   (--tests adds the packages only tests need)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +24,7 @@ if [ "$apt" = 1 ] && command -v apt-get >/dev/null; then
   pkgs=(dataset-fashion-mnist)
   if [ "$tests" = 1 ]; then
     pkgs+=(texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures
-           chromium slurmctld slurmd slurm-client munge)
+           chromium slurmctld slurmd slurm-client munge nginx libnginx-mod-http-dav-ext)
   else
     # the main job renders the PDF report when pdflatex is present
     pkgs+=(texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures)
@@ -47,3 +49,9 @@ fi
 torch_dir=$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')
 ln -sfn "$torch_dir" .venv/torch
 echo "setup: libtorch at $torch_dir"
+
+if [ "$tests" = 1 ] && [ ! -x .tools/moto/bin/moto_server ]; then
+  echo "setup: installing moto[server] (an S3-compatible test server) into .tools/moto"
+  python3 -m venv .tools/moto
+  .tools/moto/bin/pip install -q --disable-pip-version-check 'moto[server]'
+fi

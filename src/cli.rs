@@ -26,6 +26,10 @@ pub enum Command {
     },
     /// Remove cache objects that no lock entry or kept run-cache entry references.
     Gc(GcArgs),
+    /// Upload the outputs and run-cache entries of fresh stages to the remote cache.
+    Push(TransferArgs),
+    /// Fetch what the current configuration needs from the remote cache and place it.
+    Pull(TransferArgs),
     /// Evaluate a logits file: A_SW, A_CW, A_Uni, t* (and after SoftMax).
     Eval(EvalArgs),
     /// Print libtorch version, CUDA/cuDNN availability and devices.
@@ -102,6 +106,19 @@ pub struct RunArgs {
     /// If another run holds this workspace, wait for it instead of failing.
     #[arg(long)]
     pub wait: bool,
+    #[command(flatten)]
+    pub remote: crate::remote::RemoteArgs,
+}
+
+/// `repro push` / `repro pull`.
+#[derive(Args)]
+pub struct TransferArgs {
+    /// Stage names or globs; their upstream comes along. Default: all.
+    pub targets: Vec<String>,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    #[command(flatten)]
+    pub remote: crate::remote::RemoteArgs,
 }
 
 #[derive(Args)]
@@ -129,6 +146,9 @@ pub enum CacheCmd {
     Verify {
         #[arg(short = 'f', long = "file", default_value = "pipeline.yaml")]
         file: PathBuf,
+        /// Verify the remote cache instead (the configured one, or URL).
+        #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+        remote: Option<String>,
     },
 }
 
@@ -182,7 +202,15 @@ pub fn main() -> i32 {
         Command::Run(args) => cmd_run(args),
         Command::Status(args) => cmd_status(args),
         Command::Dag(args) => cmd_dag(args),
-        Command::Cache { what: CacheCmd::Verify { file } } => crate::maintenance::verify(&workspace_of(&file)),
+        Command::Cache { what: CacheCmd::Verify { file, remote: None } } => crate::maintenance::verify(&workspace_of(&file)),
+        Command::Cache { what: CacheCmd::Verify { file, remote: Some(url) } } => {
+            let args = crate::remote::RemoteArgs { remote: Some(url).filter(|u| !u.is_empty()), ..Default::default() };
+            crate::remote::verify::verify(&file, &args)
+        }
+        Command::Push(args) => args.pipeline.load_options().and_then(|load| {
+            crate::remote::push::push(&args.pipeline.file, &load, &args.targets, &args.remote)
+        }),
+        Command::Pull(args) => cmd_pull(args),
         Command::Gc(args) => crate::maintenance::gc(&workspace_of(&args.file), args.keep_last),
         Command::Eval(args) => crate::metrics::cli_eval(&args),
         Command::Doctor => Err(crate::kinds::exec_torch(&["doctor".as_ref()])),
@@ -226,6 +254,20 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<i32> {
         gpus,
         executor: args.executor,
         wait: args.wait,
+        remote: args.remote,
+    };
+    crate::run::run(&opts)
+}
+
+/// `repro pull` is a run that only restores: from the local run cache, else the remote.
+fn cmd_pull(args: TransferArgs) -> anyhow::Result<i32> {
+    let opts = crate::run::RunOptions {
+        file: args.pipeline.file.clone(),
+        load: args.pipeline.load_options()?,
+        targets: args.targets,
+        keep_going: true,
+        remote: crate::remote::RemoteArgs { pull_only: true, ..args.remote },
+        ..Default::default()
     };
     crate::run::run(&opts)
 }

@@ -20,6 +20,7 @@ pub mod kinds;
 pub mod lockfile;
 pub mod maintenance;
 pub mod progress;
+pub mod remote;
 pub mod run;
 pub mod spec;
 pub mod status;

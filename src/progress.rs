@@ -99,6 +99,13 @@ impl Progress {
         }
     }
 
+    /// Remove a stage's line without printing anything (a step that started and gave way).
+    pub fn end_line(&mut self, id: usize) {
+        if let Some((bar, _)) = self.lines.remove(&id) {
+            bar.finish_and_clear();
+        }
+    }
+
     /// Seconds since `start(id)`.
     pub fn elapsed(&self, id: usize) -> f64 {
         self.started

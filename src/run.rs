@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub executor: Option<String>,
     /// Wait for another run holding the workspace instead of failing.
     pub wait: bool,
+    /// The remote cache (`--remote`, `--no-remote`; `repro pull` sets `pull_only`).
+    pub remote: crate::remote::RemoteArgs,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +51,8 @@ pub struct Summary {
     pub ran: usize,
     pub fresh: usize,
     pub restored: usize,
+    /// Restored from the remote cache.
+    pub restored_remote: usize,
     pub failed: usize,
     pub skipped: usize,
 }
@@ -58,6 +62,9 @@ impl std::fmt::Display for Summary {
         write!(f, "{} ran, {} fresh, ", self.ran, self.fresh)?;
         if self.restored > 0 {
             write!(f, "{} restored, ", self.restored)?;
+        }
+        if self.restored_remote > 0 {
+            write!(f, "{} restored (remote), ", self.restored_remote)?;
         }
         write!(f, "{} failed", self.failed)?;
         if self.skipped > 0 {
@@ -224,6 +231,11 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     let lock_before = lock.clone();
     retire_deleted_stages(&ws, &p, &mut lock)?;
     phases.mark("retire deleted stages");
+    // Connects only when a stage first needs it.
+    let remote = crate::remote::RunRemote::new(&opts.remote, &p)?;
+    if remote.is_configured() {
+        crate::remote::transfer::clear_tmp(&ws.cache_dir)?;
+    }
 
     let executor_name = opts
         .executor
@@ -378,9 +390,9 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
             let pre = pre_fresh
                 .remove(&i)
                 .filter(|_| !dag.upstream(i).iter().any(|u| disturbed.contains(u)));
-            let outcome = start_stage(&ws, &p, stage, pre, &lock, &owners, opts.force, &mut progress)
+            let outcome = start_stage(&ws, &p, stage, pre, &lock, &owners, opts.force, &mut progress, (&remote, i))
                 .with_context(|| format!("stage '{}'", stage.name));
-            if matches!(outcome, Ok(Start::Restored(_) | Start::Run(_))) {
+            if matches!(outcome, Ok(Start::Restored(..) | Start::Run(_))) {
                 disturbed.insert(i);
             }
             match outcome {
@@ -400,11 +412,16 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                     progress.skip_quietly();
                     release(i, &mut waiting, &mut ready);
                 }
-                Ok(Start::Restored(a)) => {
-                    summary.restored += 1;
+                Ok(Start::Restored(a, from_remote)) => {
+                    if from_remote {
+                        summary.restored_remote += 1;
+                    } else {
+                        summary.restored += 1;
+                    }
                     record_lock(&mut lock, stage, &a);
                     lock_dirty = true;
-                    progress.finish(i, &format!("restored {} from cache", stage.name));
+                    let from = if from_remote { "the remote cache" } else { "cache" };
+                    progress.finish(i, &format!("restored {} from {from}", stage.name));
                     release(i, &mut waiting, &mut ready);
                 }
                 Ok(Start::Run(a)) => {
@@ -515,7 +532,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     if not_run > 0 && (interrupted || stop_new) {
         line.push_str(&format!(", {not_run} not started"));
     }
-    if summary.ran + summary.restored + summary.failed == 0 && !interrupted {
+    if summary.ran + summary.restored + summary.restored_remote + summary.failed == 0 && !interrupted {
         line.push_str(" — everything is up to date");
     }
     // Milliseconds matter for a no-op run, not for an hour of training.
@@ -580,12 +597,15 @@ fn retire_deleted_stages(ws: &Workspace, p: &Pipeline, lock: &mut LockFile) -> R
 
 enum Start {
     Fresh,
-    Restored(Assessment),
+    /// Restored from the run cache; `true` when its entry came from the remote cache.
+    Restored(Assessment, bool),
     Run(Assessment),
 }
 
 /// Decide what to do with a ready stage and, for a cache hit, restore it.
 /// `pre`: an assessment made earlier this run that is still valid (upstream unchanged).
+/// `remote`: the remote cache and this stage's index, asked when the local run cache misses.
+#[allow(clippy::too_many_arguments)]
 fn start_stage(
     ws: &Workspace,
     p: &Pipeline,
@@ -595,6 +615,7 @@ fn start_stage(
     owners: &crate::confine::Ownership,
     force: bool,
     progress: &mut Progress,
+    (remote, id): (&crate::remote::RunRemote, usize),
 ) -> Result<Start> {
     let a = match pre {
         Some(a) => a,
@@ -610,14 +631,20 @@ fn start_stage(
         }
     }
     let db = ws.db.as_ref().expect("run holds the database");
-    if !force && let Some(rec) = db.get_run(&a.key)? {
+    let mut from_remote = false;
+    let found = match db.get_run(&a.key)? {
+        _ if force => None,
+        Some(rec) => Some(rec),
+        None => remote.fetch(ws, stage, id, &a.key, progress)?.inspect(|_| from_remote = true),
+    };
+    if let Some(rec) = found {
         // What the outputs hold now goes into the cache first (a no-op when it came from
         // there), so that replacing them loses nothing, even an output edited by hand.
         preserve_outputs(ws, &a)?;
         match restore(ws, &rec) {
             Ok(()) => {
                 // Every restored byte was verified against the record while copied.
-                return Ok(Start::Restored(restored_assessment(ws, &a, &rec)?));
+                return Ok(Start::Restored(restored_assessment(ws, &a, &rec)?, from_remote));
             }
             Err(e) => {
                 if let Some(c) = e.downcast_ref::<CorruptObject>() {
@@ -639,6 +666,12 @@ fn start_stage(
                 }
             }
         }
+    }
+    if remote.pull_only() {
+        anyhow::bail!(
+            "not in the local or the remote run cache (key {}); `repro run` computes it",
+            &a.key[..a.key.len().min(12)]
+        );
     }
     owners.claim(ws, lock, stage)?;
     prepare_outputs(ws, p, stage, &a)?;

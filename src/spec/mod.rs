@@ -32,6 +32,8 @@ pub struct Pipeline {
     pub executor: Option<String>,
     /// `slurm:` defaults (partition, …), passed to the Slurm executor.
     pub slurm: Json,
+    /// `remote:`: the remote cache's URL (or a shared directory), see `crate::remote`.
+    pub remote: Option<String>,
     pub stages: Vec<Stage>,
     /// Every vars file the pipeline names (top-level and every profile's), workspace-relative
     /// where inside it: the engine must never write or delete them (see `confine`).
@@ -76,7 +78,7 @@ pub struct Stage {
     pub mark: Mark,
 }
 
-const TOP_KEYS: &[&str] = &["vars", "stages", "profiles", "profile", "executor", "slurm"];
+const TOP_KEYS: &[&str] = &["vars", "stages", "profiles", "profile", "executor", "slurm", "remote"];
 const STAGE_KEYS: &[&str] = &[
     "cmd",
     "uses",
@@ -222,6 +224,19 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
         });
     }
     let slurm = doc.get("slurm").map(Node::to_json).unwrap_or(Json::Null);
+    let remote = doc.get("remote").and_then(|n| match n.as_str() {
+        Some(url) => match crate::remote::store::check_url(&crate::remote::store::normalise(url, &root_dir).ok()?) {
+            Ok(_) => Some(url.to_string()),
+            Err(msg) => {
+                errors.push(SpecError::at(&n.mark, msg));
+                None
+            }
+        },
+        None => {
+            errors.push(SpecError::at(&n.mark, format!("`remote:` must be a URL string, found {}", n.type_name())));
+            None
+        }
+    });
 
     let mut stages = Vec::new();
     let mut expanded = 0;
@@ -285,6 +300,7 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
             profile,
             executor,
             slurm,
+            remote,
             stages,
             vars_files,
         })

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Remote cache benchmark (issue 19): `repro pull` of a pipeline's outputs from a localhost
+# remote into an empty workspace, against `cp -r` of the same bytes as the yardstick.
+# Not a test: it prints figures and ratios (and, with BENCH_RESULTS, writes a Markdown table).
+#
+# The outputs: those of a finished quick-profile workspace when QUICK_WS names one (its
+# pipeline.yaml, repro.lock and cache/ are used as workspace A), else a synthetic set of
+# REMOTE_BIG files of REMOTE_BIG_MIB MiB plus REMOTE_SMALL files of 8 KiB in two directory
+# outputs (random bytes, so nothing compresses or deduplicates).
+#
+# Remotes: a shared directory (file://) and nginx WebDAV on 127.0.0.1 (when nginx and its
+# dav-ext module are installed). A pushes once; then, BENCH_REPEATS times, a fresh workspace B
+# (same pipeline, empty cache) runs `repro pull` (timed, then `sync` timed as "+ flush"), and
+# `cp -r` copies A's output directories to a fresh place (timed the same way). Before each
+# timed command the source is read once (page cache warm on both sides) and `sync` is run.
+#
+# Environment: REPRO_BIN (default target/release/repro, else target/debug/repro), BENCH_DIR
+# (default /tmp/repro-bench-remote, deleted at the end), QUICK_WS, REMOTE_BIG (32),
+# REMOTE_BIG_MIB (8), REMOTE_SMALL (2000), BENCH_REPEATS (3), BENCH_RESULTS (file for the table).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+bin=${REPRO_BIN:-}
+if [ -z "$bin" ]; then
+  if [ -x target/release/repro ]; then bin=target/release/repro; else bin=target/debug/repro; fi
+fi
+[ -x "$bin" ] || { echo "bench_remote: no binary at $bin; run cargo build --release" >&2; exit 1; }
+bin=$(realpath "$bin")
+dir=${BENCH_DIR:-/tmp/repro-bench-remote}
+big=${REMOTE_BIG:-32}
+big_mib=${REMOTE_BIG_MIB:-8}
+small=${REMOTE_SMALL:-2000}
+repeats=${BENCH_REPEATS:-3}
+
+rm -rf "$dir"
+mkdir -p "$dir"
+nginx_pid=
+cleanup() {
+  [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null && wait "$nginx_pid" 2>/dev/null
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+# ---- workspace A with the outputs
+a=$dir/a
+if [ -n "${QUICK_WS:-}" ]; then
+  what="the quick profile's outputs ($QUICK_WS)"
+  mkdir -p "$a"
+  cp -r "$QUICK_WS"/. "$a"/
+else
+  what="synthetic: $big x $big_mib MiB + $small x 8 KiB (the quick profile's outputs were not at hand)"
+  mkdir -p "$a"
+  cat >"$a/pipeline.yaml" <<EOF
+stages:
+  big:
+    cmd: mkdir -p out/big && for i in \$(seq 1 $big); do head -c $((big_mib * 1048576)) /dev/urandom > out/big/f\$i; done
+    outs: [out/big]
+  small:
+    cmd: mkdir -p out/small && for i in \$(seq 1 $small); do head -c 8192 /dev/urandom > out/small/f\$i; done
+    outs: [out/small]
+EOF
+  (cd "$a" && "$bin" run --no-remote >/dev/null)
+fi
+# The output paths, from the lock (what A's stages produced).
+mapfile -t outs < <(python3 - "$a/repro.lock" <<'PY'
+import sys, re
+paths = []
+in_outs = False
+for line in open(sys.argv[1]):
+    if re.match(r"\s+out_hashes:", line):
+        in_outs = True
+        continue
+    m = re.match(r"\s{6,}([^:]+):\s*\S+", line)
+    if in_outs and m:
+        paths.append(m.group(1).strip().strip("'\""))
+    elif not re.match(r"\s{6,}", line):
+        in_outs = False
+print("\n".join(sorted(set(paths))))
+PY
+)
+[ "${#outs[@]}" -gt 0 ] || { echo "bench_remote: no outputs found in $a/repro.lock" >&2; exit 1; }
+bytes=$(cd "$a" && du -sb "${outs[@]}" | awk '{s += $1} END {print s}')
+files=$(cd "$a" && find "${outs[@]}" -type f | wc -l)
+mib=$(awk -v b="$bytes" 'BEGIN {printf "%.0f", b / 1048576}')
+echo "outputs: ${#outs[@]} paths, $files files, $mib MiB — $what"
+
+now() { date +%s.%N; }
+# Run a command; print "seconds flush_seconds".
+timed() {
+  sync
+  local t0 t1 t2
+  t0=$(now)
+  "$@" >"$dir/last.log" 2>&1 || { cat "$dir/last.log" >&2; exit 1; }
+  t1=$(now)
+  sync
+  t2=$(now)
+  awk -v a="$t0" -v b="$t1" -v c="$t2" 'BEGIN {printf "%.3f %.3f\n", b - a, c - b}'
+}
+warm() { find "$@" -type f -exec cat {} + >/dev/null; }
+
+rows=()
+bench_remote() {
+  local name=$1 url=$2 src=$3
+  (cd "$a" && "$bin" push --remote "$url" >/dev/null)
+  local i pull_s=() pull_f=() cp_s=() cp_f=()
+  for i in $(seq 1 "$repeats"); do
+    rm -rf "$dir/b" "$dir/cp"
+    mkdir -p "$dir/b" "$dir/cp"
+    cp "$a/pipeline.yaml" "$dir/b/"
+    [ -d "$a/stages" ] && cp -r "$a/stages" "$dir/b/"
+    warm "$src"
+    read -r s f < <(cd "$dir/b" && timed "$bin" pull --remote "$url")
+    grep -q "restored (remote)" "$dir/last.log" || { cat "$dir/last.log" >&2; exit 1; }
+    pull_s+=("$s"); pull_f+=("$f")
+    (cd "$a" && warm "${outs[@]}")
+    read -r s f < <(cd "$a" && timed cp -r "${outs[@]/#/$a/}" "$dir/cp/")
+    cp_s+=("$s"); cp_f+=("$f")
+    cmp -s <(cd "$a" && find "${outs[@]}" -type f -exec md5sum {} + | sort) \
+           <(cd "$dir/b" && find "${outs[@]}" -type f -exec md5sum {} + | sort) ||
+      { echo "bench_remote: pulled outputs differ from A's" >&2; exit 1; }
+  done
+  local med
+  med() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+  local ps pf cs cf
+  ps=$(med "${pull_s[@]}"); pf=$(med "${pull_f[@]}"); cs=$(med "${cp_s[@]}"); cf=$(med "${cp_f[@]}")
+  local line
+  line=$(awk -v n="$name" -v ps="$ps" -v pf="$pf" -v cs="$cs" -v cf="$cf" -v mib="$mib" 'BEGIN {
+    printf "| %s | %.2f s (+ %.2f flush) | %.0f MiB/s | %.2f s (+ %.2f flush) | %.1fx |", n, ps, pf, mib / (ps + pf), cs, cf, (ps + pf) / (cs + cf) }')
+  echo "$line   (pull runs: ${pull_s[*]}; cp runs: ${cp_s[*]})"
+  rows+=("$line")
+}
+
+bench_remote "shared directory (file://)" "file://$dir/remote-fs" "$dir/remote-fs"
+
+if [ -x /usr/sbin/nginx ] && [ -e /usr/lib/nginx/modules/ngx_http_dav_ext_module.so ]; then
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  n=$dir/nginx
+  mkdir -p "$n/www/cache" "$n/tmp"
+  cat >"$n/nginx.conf" <<EOF
+load_module /usr/lib/nginx/modules/ngx_http_dav_ext_module.so;
+daemon off;
+master_process off;
+worker_processes 1;
+pid $n/nginx.pid;
+error_log $n/error.log;
+events { worker_connections 512; }
+http {
+  access_log off;
+  client_body_temp_path $n/tmp/body;
+  proxy_temp_path $n/tmp/proxy;
+  fastcgi_temp_path $n/tmp/fastcgi;
+  uwsgi_temp_path $n/tmp/uwsgi;
+  scgi_temp_path $n/tmp/scgi;
+  client_max_body_size 0;
+  sendfile on;
+  server {
+    listen 127.0.0.1:$port;
+    root $n/www;
+    location /cache/ {
+      dav_methods PUT DELETE MKCOL;
+      dav_ext_methods PROPFIND OPTIONS;
+      create_full_put_path on;
+    }
+  }
+}
+EOF
+  /usr/sbin/nginx -p "$n" -e "$n/error.log" -c "$n/nginx.conf" &
+  nginx_pid=$!
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.05; done
+  bench_remote "nginx WebDAV on 127.0.0.1 (http://)" "http://127.0.0.1:$port/cache" "$n/www/cache"
+else
+  echo "bench_remote: nginx with dav-ext not installed; WebDAV row skipped (scripts/setup.sh --tests)" >&2
+fi
+
+cpu=$(awk -F: '/model name/ {gsub(/^ +/, "", $2); print $2; exit}' /proc/cpuinfo)
+machine="$(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(df -PT "$dir" | awk 'NR==2 {print $2}') file system, $(date -u +%Y-%m-%d)"
+table=$(
+  echo "Outputs: $files files, $mib MiB — $what. Machine: $machine. Binary: ${bin#"$root"/}. Median of $repeats runs."
+  echo
+  echo "| remote | repro pull into an empty workspace | pull throughput | cp -r of the same bytes | pull / cp |"
+  echo "| --- | --- | --- | --- | --- |"
+  printf '%s\n' "${rows[@]}"
+)
+echo
+echo "$table"
+[ -n "${BENCH_RESULTS:-}" ] && echo "$table" >"$BENCH_RESULTS"
+exit 0

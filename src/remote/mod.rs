@@ -1,0 +1,252 @@
+//! A remote cache shared between workspaces, machines and CI: `repro push`, `repro pull`,
+//! `repro cache verify --remote`, and the look-up `repro run` makes before running a stage
+//! whose key is not in the local run cache.
+//!
+//! The remote is configured by `--remote URL`, else `REPRO_REMOTE`, else the pipeline's
+//! `remote:` (`--no-remote` turns it off); credentials come only from the environment. It
+//! holds the same objects as the local cache (`cas/`) and run-cache entries (`ac/`), see
+//! [`store`]. Objects go up before the entry that names them, and come down into the local
+//! cache, verified by hash, before an entry is recorded locally and outputs are placed, so
+//! neither side ever sees an entry whose objects are missing, and a killed transfer leaves
+//! nothing that looks fresh. Nothing here runs, or even starts its runtime, unless a remote is
+//! configured and a stage actually needs it.
+
+pub mod push;
+pub mod store;
+pub mod transfer;
+pub mod verify;
+
+use std::cell::{Cell, OnceCell};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::db::RunRecord;
+use crate::engine::Workspace;
+use crate::progress::Progress;
+use crate::spec::{Pipeline, Stage};
+use store::Store;
+use transfer::{BadRemoteObject, Counters, Item};
+
+/// Remote options shared by `run`, `pull` and `push`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RemoteArgs {
+    /// Remote cache URL: s3://bucket/prefix, https://host/path (WebDAV) or file:///path.
+    /// Overrides REPRO_REMOTE and the pipeline's `remote:`.
+    #[arg(long, value_name = "URL")]
+    pub remote: Option<String>,
+    /// Use no remote cache, even if one is configured.
+    #[arg(long, conflicts_with = "remote")]
+    pub no_remote: bool,
+    /// Objects transferred at once.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub transfers: usize,
+    /// Set by `repro pull`: restore stages, never run one.
+    #[arg(skip)]
+    pub pull_only: bool,
+}
+
+impl Default for RemoteArgs {
+    fn default() -> Self {
+        RemoteArgs {
+            remote: None,
+            no_remote: false,
+            transfers: 16,
+            pull_only: false,
+        }
+    }
+}
+
+/// The remote URL in force, if any: `--remote`, else `REPRO_REMOTE`, else `remote:`. A plain
+/// path is a shared directory (relative to the workspace when it comes from the pipeline).
+pub fn resolve(args: &RemoteArgs, pipeline: Option<&str>, root: &Path) -> Result<Option<String>> {
+    if args.no_remote {
+        return Ok(None);
+    }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let chosen = match (
+        &args.remote,
+        std::env::var("REPRO_REMOTE").ok().filter(|s| !s.is_empty()),
+    ) {
+        (Some(url), _) => Some((url.clone(), cwd)),
+        (None, Some(env)) => Some((env, cwd)),
+        (None, None) => pipeline.map(|p| (p.to_string(), root.to_path_buf())),
+    };
+    let Some((spec, base)) = chosen else {
+        return Ok(None);
+    };
+    let url = store::normalise(&spec, &base)?;
+    store::check_url(&url).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Some(url))
+}
+
+/// Open the remote a command needs, or say how to configure one.
+pub fn open_required(args: &RemoteArgs, p: &Pipeline) -> Result<Store> {
+    match resolve(args, p.remote.as_deref(), &p.root)? {
+        Some(url) => Store::open(&url),
+        None => anyhow::bail!(
+            "no remote cache configured: pass --remote URL, set REPRO_REMOTE, or add `remote: URL` to {}",
+            p.file.display()
+        ),
+    }
+}
+
+/// The remote as `repro run` (and `repro pull`, which is a run that only restores) sees it:
+/// connected on first use only, and turned off for the rest of a run after a failure that is
+/// not about one object (an unreachable server should cost one warning, not one per stage).
+pub struct RunRemote {
+    url: Option<String>,
+    pull_only: bool,
+    transfers: usize,
+    store: OnceCell<Store>,
+    off: Cell<bool>,
+}
+
+impl RunRemote {
+    pub fn new(args: &RemoteArgs, p: &Pipeline) -> Result<RunRemote> {
+        let url = resolve(args, p.remote.as_deref(), &p.root)?;
+        if args.pull_only && url.is_none() {
+            open_required(args, p)?;
+        }
+        Ok(RunRemote {
+            url,
+            pull_only: args.pull_only,
+            transfers: args.transfers,
+            store: OnceCell::new(),
+            off: Cell::new(false),
+        })
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.url.is_some()
+    }
+
+    /// `repro pull`: stages are restored or reported, never run.
+    pub fn pull_only(&self) -> bool {
+        self.pull_only
+    }
+
+    fn store(&self) -> Result<&Store> {
+        if let Some(s) = self.store.get() {
+            return Ok(s);
+        }
+        let s = Store::open(self.url.as_deref().expect("only called with a remote"))?;
+        let _ = self.store.set(s);
+        Ok(self.store.get().expect("just set"))
+    }
+
+    /// For a stage whose key is not in the local run cache: if the remote has an entry for
+    /// it, bring every object it needs into the local cache (verified), record the entry in
+    /// the local run cache, and return it for the usual restore. In `run`, a remote problem
+    /// is a warning and the stage runs; in `pull` it is the stage's error.
+    pub fn fetch(
+        &self,
+        ws: &Workspace,
+        stage: &Stage,
+        id: usize,
+        key: &str,
+        progress: &mut Progress,
+    ) -> Result<Option<RunRecord>> {
+        if self.url.is_none() || self.off.get() {
+            return Ok(None);
+        }
+        let res = self.try_fetch(ws, stage, id, key, progress);
+        progress.end_line(id);
+        match res {
+            Ok(r) => Ok(r),
+            Err(e) if self.pull_only => Err(e),
+            Err(e) => {
+                if e.downcast_ref::<BadRemoteObject>().is_some() {
+                    progress.println(&format!("warning: {e:#}; running {}", stage.name));
+                } else {
+                    progress.println(&format!(
+                        "warning: remote cache {} unavailable ({e:#}); continuing without it",
+                        self.url.as_deref().unwrap_or_default()
+                    ));
+                    self.off.set(true);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn try_fetch(
+        &self,
+        ws: &Workspace,
+        stage: &Stage,
+        id: usize,
+        key: &str,
+        progress: &mut Progress,
+    ) -> Result<Option<RunRecord>> {
+        let store = self.store()?;
+        let outs: Vec<&str> = stage.outs.iter().map(|o| o.path.as_str()).collect();
+        let Some(entry) = store.rt.block_on(store.entry(key, &outs))? else {
+            return Ok(None);
+        };
+        progress.start(id, &stage.name, "fetching from the remote cache");
+        let tmp = transfer::tmp_dir(&ws.cache_dir);
+        std::fs::create_dir_all(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        let counters = Counters::default();
+        let mut tick = |c: &Counters| progress.update(id, &stage.name, &c.describe("fetching"));
+        // Manifests first: they name the files of directory outputs.
+        let mut first = Vec::new();
+        for (path, hash) in &entry.outs {
+            first.push(Item {
+                hash: hash.clone(),
+                size: entry.sizes.get(path).copied(),
+            });
+        }
+        let errors = transfer::drive(
+            store,
+            transfer::download_all(store, &ws.objects, &tmp, first, self.transfers, &counters),
+            || tick(&counters),
+        );
+        fail_on(errors)?;
+        let mut files = Vec::new();
+        for d in &entry.dirs {
+            let manifest = ws.objects.manifest(&entry.outs[d])?;
+            store::check_manifest(&manifest).with_context(|| format!("remote manifest of {d}"))?;
+            files.extend(manifest.into_iter().map(|f| Item {
+                hash: f.hash,
+                size: Some(f.size),
+            }));
+        }
+        files.sort_by(|a, b| a.hash.cmp(&b.hash));
+        files.dedup_by(|a, b| a.hash == b.hash);
+        let errors = transfer::drive(
+            store,
+            transfer::download_all(store, &ws.objects, &tmp, files, self.transfers, &counters),
+            || tick(&counters),
+        );
+        fail_on(errors)?;
+        let rec = entry.record();
+        ws.db
+            .as_ref()
+            .expect("run holds the database")
+            .put_run(key, &rec)?;
+        Ok(Some(rec))
+    }
+}
+
+/// One error for a list of transfer failures: the first, with a count of the others
+/// (a corrupt or missing object stays recognisable by downcasting).
+pub fn fail_on(mut errors: Vec<anyhow::Error>) -> Result<()> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    // Report a bad object in preference to a follow-on error.
+    if let Some(i) = errors
+        .iter()
+        .position(|e| e.downcast_ref::<BadRemoteObject>().is_some())
+    {
+        errors.swap(0, i);
+    }
+    let n = errors.len();
+    let first = errors.swap_remove(0);
+    Err(if n > 1 {
+        first.context(format!("{n} transfers failed, the first"))
+    } else {
+        first
+    })
+}

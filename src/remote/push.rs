@@ -1,0 +1,199 @@
+//! `repro push [TARGETS]`: upload the outputs and run-cache entries of fresh stages.
+//!
+//! Stages whose entry the remote already holds are skipped after one look-up. For the rest,
+//! every object their outputs need is uploaded (or found present) and verified first; only
+//! then is each stage's entry written, and only for stages all of whose objects made it.
+//! A push killed half-way leaves objects without entries, which the next push finds present
+//! and does not send again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use super::store::{ENTRY_VERSION, Entry, ac_path};
+use super::transfer::{self, Counters, Item};
+use super::{RemoteArgs, open_required};
+use crate::engine::{Workspace, WorkspaceLock};
+use crate::hashing::Content;
+use crate::spec::LoadOptions;
+
+pub fn push(
+    file: &std::path::Path,
+    load: &LoadOptions,
+    targets: &[String],
+    args: &RemoteArgs,
+) -> Result<i32> {
+    let t0 = Instant::now();
+    let (p, dag) = crate::run::load(file, load)?;
+    let selected = crate::graph::select(&p, &dag, targets)?;
+    let store = open_required(args, &p)?;
+    let _lock = WorkspaceLock::acquire(&p.root.join("cache"), false)?;
+    let ws = Workspace::open(&p.root, Duration::from_secs(30))?;
+    let lock = crate::engine::read_lock(&ws)?;
+
+    // What each fresh stage's entry will say, from its outputs as they are now (what the lock
+    // records); objects missing from the local cache are stored first.
+    let mut entries = Vec::new();
+    let mut stale = Vec::new();
+    for (&i, a) in selected
+        .iter()
+        .zip(crate::engine::assess_all(&ws, &p, &selected, &lock))
+    {
+        let stage = &p.stages[i];
+        let a = a?;
+        if !a.fresh() {
+            stale.push(format!("{} ({})", stage.name, a.reasons.join("; ")));
+            continue;
+        }
+        let mut e = Entry {
+            version: ENTRY_VERSION,
+            key: a.key.clone(),
+            stage: stage.name.clone(),
+            outs: BTreeMap::new(),
+            dirs: Vec::new(),
+            sizes: BTreeMap::new(),
+            created: 0,
+            seconds: 0.0,
+        };
+        if let Some(db) = &ws.db
+            && let Some(rec) = db.get_run(&a.key)?
+        {
+            e.created = rec.created;
+            e.seconds = rec.seconds;
+        }
+        let mut objects = Vec::new();
+        for (path, content) in &a.outs {
+            ws.objects.store(&ws.root.join(path), content)?;
+            let hash = content.hash().expect("fresh outputs exist").to_string();
+            let size = std::fs::metadata(ws.objects.object_path(&hash))?.len();
+            if let Content::Dir { files, .. } = content {
+                e.dirs.push(path.clone());
+                objects.extend(files.iter().map(|f| (f.hash.clone(), f.size)));
+            }
+            objects.push((hash.clone(), size));
+            e.outs.insert(path.clone(), hash);
+            e.sizes.insert(path.clone(), size);
+        }
+        entries.push((e, objects));
+    }
+
+    // One look-up per stage: an entry already there means its objects are too.
+    let present: Mutex<BTreeSet<String>> = Mutex::default();
+    let keys: Vec<String> = entries.iter().map(|(e, _)| e.key.clone()).collect();
+    let errors = store
+        .rt
+        .block_on(transfer::each(keys, args.transfers, |key| {
+            let (store, present) = (&store, &present);
+            async move {
+                if store.size_of(&ac_path(&key)).await?.is_some() {
+                    present.lock().expect("not poisoned").insert(key);
+                }
+                Ok(())
+            }
+        }));
+    super::fail_on(errors)?;
+    let present = present.into_inner().expect("not poisoned");
+    let (already, todo): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|(e, _)| present.contains(&e.key));
+
+    let mut wanted: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, objs) in &todo {
+        wanted.extend(objs.iter().cloned());
+    }
+    let items: Vec<Item> = wanted
+        .iter()
+        .map(|(h, s)| Item {
+            hash: h.clone(),
+            size: Some(*s),
+        })
+        .collect();
+    let counters = Counters::default();
+    let bar = Bar::new();
+    let errors = transfer::drive(
+        &store,
+        transfer::upload_all(&store, &ws.objects, items, args.transfers, &counters),
+        || bar.show(&counters, "uploading"),
+    );
+    bar.clear();
+    let failed: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
+    for f in &failed {
+        eprintln!("error: {f}");
+    }
+    // An entry goes up only if none of the uploads failed: a failed object may be one it needs.
+    let mut pushed = 0;
+    if failed.is_empty() {
+        let es: Vec<Entry> = todo.into_iter().map(|(e, _)| e).collect();
+        pushed = es.len();
+        let errors = store.rt.block_on(transfer::each(es, args.transfers, |e| {
+            let store = &store;
+            async move { store.put_entry(&e).await }
+        }));
+        super::fail_on(errors)?;
+    }
+    for s in &stale {
+        println!("not pushed: {s}");
+    }
+    println!(
+        "pushed {pushed} stage{} ({} objects, {:.1} MB checked or sent), {} already on the remote, {} not fresh, to {} ({:.2}s)",
+        if pushed == 1 { "" } else { "s" },
+        wanted.len(),
+        counters
+            .total_bytes
+            .load(std::sync::atomic::Ordering::Relaxed) as f64
+            / 1e6,
+        already.len(),
+        stale.len(),
+        store.url,
+        t0.elapsed().as_secs_f64()
+    );
+    ws.save_stat()?;
+    Ok(if failed.is_empty() { 0 } else { 1 })
+}
+
+/// A byte progress bar on a terminal; nothing otherwise.
+pub struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    pub fn new() -> Bar {
+        use std::io::IsTerminal;
+        Bar(std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise:.dim} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            b
+        }))
+    }
+
+    pub fn show(&self, c: &Counters, verb: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(b) = &self.0 {
+            b.set_length(c.total_bytes.load(Relaxed));
+            b.set_position(c.bytes.load(Relaxed));
+            b.set_message(format!(
+                "{verb} {}/{} objects",
+                c.objects.load(Relaxed),
+                c.total_objects.load(Relaxed)
+            ));
+        }
+    }
+
+    pub fn clear(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Default for Bar {
+    fn default() -> Self {
+        Bar::new()
+    }
+}

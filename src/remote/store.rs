@@ -1,0 +1,407 @@
+//! Opening a remote and its layout.
+//!
+//! A URL becomes an `object_store` client: `s3://bucket/prefix` (endpoint, region and
+//! credentials from the `AWS_*` environment variables), `http(s)://host/path` (WebDAV), or
+//! `file:///path` (a shared file system). Under the URL's prefix the layout follows Bazel's
+//! remote cache: `cas/<blake3>` holds content-addressed objects (files and directory
+//! manifests, byte-identical to the local cache's), `ac/<stage key>` a run-cache entry, the
+//! JSON [`Entry`] naming the outputs that key produced. Everything read back from a remote is
+//! checked before use: hashes and output paths of an entry, paths of a manifest.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use object_store::path::Path as ObjPath;
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
+
+use crate::db::RunRecord;
+use crate::hashing::FileEntry;
+
+/// The entry format this build writes and reads.
+pub const ENTRY_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    S3,
+    Http,
+    File,
+}
+
+/// A connected remote: the client and the runtime its requests run on.
+pub struct Store {
+    /// The URL as configured (it never holds credentials: those come from the environment).
+    pub url: String,
+    pub kind: Kind,
+    pub inner: Arc<dyn ObjectStore>,
+    pub rt: tokio::runtime::Runtime,
+}
+
+/// A run-cache entry as stored under `ac/<key>`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Entry {
+    pub version: u32,
+    pub key: String,
+    pub stage: String,
+    /// Output path → content hash (file hash, or directory manifest hash).
+    pub outs: BTreeMap<String, String>,
+    /// Which outputs are directories.
+    #[serde(default)]
+    pub dirs: Vec<String>,
+    /// Size in bytes of each output's object (the file, or the manifest of a directory).
+    #[serde(default)]
+    pub sizes: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub created: u64,
+    #[serde(default)]
+    pub seconds: f64,
+}
+
+impl Entry {
+    pub fn record(&self) -> RunRecord {
+        RunRecord {
+            stage: self.stage.clone(),
+            outs: self.outs.clone(),
+            dirs: self.dirs.clone(),
+            created: self.created,
+            seconds: self.seconds,
+        }
+    }
+
+    /// Parse and check an entry read from `ac/<key>` for a stage that declares `outs`: a
+    /// remote is not trusted to name paths or hashes, so anything but exactly the declared
+    /// outputs with well-formed hashes is refused.
+    pub fn parse(bytes: &[u8], key: &str, outs: &[&str]) -> Result<Entry> {
+        let e = Entry::parse_any(bytes, key)?;
+        let named: Vec<&str> = e.outs.keys().map(String::as_str).collect();
+        let mut declared = outs.to_vec();
+        declared.sort_unstable();
+        if named != declared {
+            bail!("entry names outputs {named:?}, the stage declares {declared:?}");
+        }
+        Ok(e)
+    }
+
+    /// Parse an entry and check all but its output names (which need the stage).
+    pub fn parse_any(bytes: &[u8], key: &str) -> Result<Entry> {
+        let e: Entry = serde_json::from_slice(bytes).context("malformed run-cache entry")?;
+        if e.version != ENTRY_VERSION {
+            bail!(
+                "run-cache entry format version {} (this repro reads version {ENTRY_VERSION})",
+                e.version
+            );
+        }
+        if e.key != key {
+            bail!("entry is for key {}, not {key}", e.key);
+        }
+        if let Some(h) = e.outs.values().find(|h| !is_hash(h)) {
+            bail!("entry holds a malformed hash '{h}'");
+        }
+        if let Some(d) = e.dirs.iter().find(|d| !e.outs.contains_key(*d)) {
+            bail!("entry marks '{d}' a directory but does not name it as an output");
+        }
+        Ok(e)
+    }
+}
+
+/// A blake3 hash as the cache names objects: 64 lowercase hex digits.
+pub fn is_hash(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Check a directory manifest fetched from a remote: every file hash well formed, every path
+/// relative and inside the directory (a manifest decides where restored files are written).
+pub fn check_manifest(files: &[FileEntry]) -> Result<()> {
+    for f in files {
+        if !is_hash(&f.hash) {
+            bail!("manifest holds a malformed hash '{}'", f.hash);
+        }
+        let bad = f.path.is_empty()
+            || f.path.starts_with('/')
+            || f.path
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..");
+        if bad {
+            bail!("manifest names an unsafe path '{}'", f.path);
+        }
+    }
+    Ok(())
+}
+
+pub fn cas_path(hash: &str) -> ObjPath {
+    ObjPath::from(format!("cas/{hash}"))
+}
+
+pub fn ac_path(key: &str) -> ObjPath {
+    ObjPath::from(format!("ac/{key}"))
+}
+
+/// Turn what the user wrote into a URL: URLs pass through; a plain path (a shared
+/// directory) becomes `file://`, relative to `base`.
+pub fn normalise(spec: &str, base: &std::path::Path) -> Result<String> {
+    if spec.contains("://") {
+        return Ok(spec.to_string());
+    }
+    let p = std::path::Path::new(spec);
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    };
+    Ok(format!("file://{}", abs.display()))
+}
+
+/// Check a remote URL without connecting (the pipeline loader reports problems at the key).
+pub fn check_url(url: &str) -> Result<Kind, String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!(
+            "remote '{url}' is not a URL (s3://bucket/prefix, https://host/path or file:///path)"
+        ));
+    };
+    let kind = match scheme {
+        "s3" | "s3a" => Kind::S3,
+        "http" | "https" => Kind::Http,
+        "file" => Kind::File,
+        other => {
+            return Err(format!(
+                "unsupported remote scheme '{other}://' (supported: s3://, http://, https://, file://)"
+            ));
+        }
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(format!(
+            "remote '{url}' holds credentials: take them out of the URL and set them in the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for S3)"
+        ));
+    }
+    match kind {
+        Kind::S3 if authority.is_empty() => Err(format!("remote '{url}' names no bucket")),
+        Kind::Http if authority.is_empty() => Err(format!("remote '{url}' names no host")),
+        Kind::File if !rest.starts_with('/') => Err(format!(
+            "remote '{url}': a file:// URL needs an absolute path (file:///shared/cache)"
+        )),
+        _ => Ok(kind),
+    }
+}
+
+/// Requests are retried a few times with back-off, then fail: a dead server must end a
+/// transfer in seconds, not in object_store's default of minutes.
+fn retry() -> RetryConfig {
+    RetryConfig {
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(30),
+        ..Default::default()
+    }
+}
+
+fn client_options(allow_http: bool) -> ClientOptions {
+    ClientOptions::new()
+        .with_allow_http(allow_http)
+        .with_connect_timeout(Duration::from_secs(10))
+        // A whole large object must fit in one request; a stalled one still ends.
+        .with_timeout(Duration::from_secs(3600))
+}
+
+impl Store {
+    /// Connect (no request is made yet): builds the runtime and the client.
+    pub fn open(url: &str) -> Result<Store> {
+        let kind = check_url(url).map_err(|e| anyhow::anyhow!(e))?;
+        // reqwest's rustls is built without a bundled provider; ring is already in the tree.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .thread_name("repro-remote")
+            .enable_all()
+            .build()
+            .context("cannot start the remote-transfer runtime")?;
+        let inner: Arc<dyn ObjectStore> = match kind {
+            Kind::S3 => {
+                let (bucket_url, prefix) = split_s3(url);
+                let endpoint_http = std::env::var("AWS_ENDPOINT_URL")
+                    .or_else(|_| std::env::var("AWS_ENDPOINT"))
+                    .is_ok_and(|e| e.starts_with("http://"));
+                let s3 = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(bucket_url)
+                    .with_retry(retry())
+                    .with_client_options(client_options(endpoint_http))
+                    .build()
+                    .with_context(|| format!("cannot open remote {url}"))?;
+                prefixed(s3, &prefix)
+            }
+            Kind::Http => Arc::new(
+                object_store::http::HttpBuilder::new()
+                    .with_url(url.trim_end_matches('/'))
+                    .with_retry(retry())
+                    .with_client_options(client_options(url.starts_with("http://")))
+                    .build()
+                    .with_context(|| format!("cannot open remote {url}"))?,
+            ),
+            Kind::File => {
+                let dir = std::path::PathBuf::from(&url["file://".len()..]);
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create remote directory {}", dir.display()))?;
+                Arc::new(
+                    object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                        .with_context(|| format!("cannot open remote {url}"))?,
+                )
+            }
+        };
+        Ok(Store {
+            url: url.to_string(),
+            kind,
+            inner,
+            rt,
+        })
+    }
+
+    /// Read a whole small object; `None` if absent.
+    pub async fn get_small(&self, path: &ObjPath) -> Result<Option<bytes::Bytes>> {
+        use object_store::ObjectStoreExt;
+        match self.inner.get(path).await {
+            Ok(r) => {
+                Ok(Some(r.bytes().await.with_context(|| {
+                    format!("reading {path} from {}", self.url)
+                })?))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => {
+                Err(anyhow::Error::new(e).context(format!("reading {path} from {}", self.url)))
+            }
+        }
+    }
+
+    /// Size of an object; `None` if absent.
+    pub async fn size_of(&self, path: &ObjPath) -> Result<Option<(u64, Option<String>)>> {
+        use object_store::ObjectStoreExt;
+        match self.inner.head(path).await {
+            Ok(m) => Ok(Some((m.size, m.e_tag))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => {
+                Err(anyhow::Error::new(e).context(format!("looking up {path} on {}", self.url)))
+            }
+        }
+    }
+
+    /// The run-cache entry for `key`, checked against the stage's declared outputs.
+    pub async fn entry(&self, key: &str, outs: &[&str]) -> Result<Option<Entry>> {
+        match self.get_small(&ac_path(key)).await? {
+            None => Ok(None),
+            Some(b) => Entry::parse(&b, key, outs)
+                .map(Some)
+                .with_context(|| format!("remote run-cache entry ac/{key} on {}", self.url)),
+        }
+    }
+
+    /// Write an entry whole (a put replaces atomically on every backend, so two writers of
+    /// one key leave one complete entry).
+    pub async fn put_entry(&self, e: &Entry) -> Result<()> {
+        use object_store::ObjectStoreExt;
+        let body = serde_json::to_vec_pretty(e)?;
+        self.inner
+            .put(&ac_path(&e.key), body.into())
+            .await
+            .with_context(|| format!("writing ac/{} to {}", e.key, self.url))?;
+        Ok(())
+    }
+}
+
+/// `s3://bucket/a/b` → (`s3://bucket`, `a/b`).
+fn split_s3(url: &str) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").expect("checked");
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    (
+        format!("{scheme}://{bucket}"),
+        prefix.trim_matches('/').to_string(),
+    )
+}
+
+fn prefixed<T: ObjectStore>(store: T, prefix: &str) -> Arc<dyn ObjectStore> {
+    if prefix.is_empty() {
+        Arc::new(store)
+    } else {
+        Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn urls_are_checked_without_connecting() {
+        assert_eq!(check_url("s3://b/p/q"), Ok(Kind::S3));
+        assert_eq!(check_url("https://h.example/cache"), Ok(Kind::Http));
+        assert_eq!(check_url("file:///shared/cache"), Ok(Kind::File));
+        assert!(
+            check_url("gs://b")
+                .unwrap_err()
+                .contains("unsupported remote scheme")
+        );
+        assert!(
+            check_url("https://u:pw@h/c")
+                .unwrap_err()
+                .contains("credentials")
+        );
+        assert!(
+            check_url("file://rel/path")
+                .unwrap_err()
+                .contains("absolute")
+        );
+        assert!(check_url("s3:///p").unwrap_err().contains("no bucket"));
+        assert_eq!(split_s3("s3://b/x/y/"), ("s3://b".into(), "x/y".into()));
+        assert_eq!(
+            normalise("cache", std::path::Path::new("/ws")).unwrap(),
+            "file:///ws/cache"
+        );
+    }
+
+    fn entry(outs: &[(&str, &str)]) -> Vec<u8> {
+        serde_json::to_vec(&Entry {
+            version: ENTRY_VERSION,
+            key: "k".into(),
+            stage: "s".into(),
+            outs: outs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            dirs: vec![],
+            sizes: BTreeMap::new(),
+            created: 0,
+            seconds: 0.0,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn entries_naming_other_paths_or_bad_hashes_are_refused() {
+        assert!(Entry::parse(&entry(&[("out/a", H)]), "k", &["out/a"]).is_ok());
+        let e = Entry::parse(&entry(&[("/etc/passwd", H)]), "k", &["out/a"]).unwrap_err();
+        assert!(format!("{e:#}").contains("declares"), "{e:#}");
+        let e = Entry::parse(&entry(&[("out/a", "../../x")]), "k", &["out/a"]).unwrap_err();
+        assert!(format!("{e:#}").contains("malformed hash"), "{e:#}");
+        assert!(Entry::parse(&entry(&[("out/a", H)]), "other", &["out/a"]).is_err());
+        let mut v: serde_json::Value = serde_json::from_slice(&entry(&[("out/a", H)])).unwrap();
+        v["version"] = 99.into();
+        let e = Entry::parse(&serde_json::to_vec(&v).unwrap(), "k", &["out/a"]).unwrap_err();
+        assert!(format!("{e:#}").contains("version 99"), "{e:#}");
+    }
+
+    #[test]
+    fn manifests_with_escaping_paths_are_refused() {
+        let f = |p: &str| FileEntry {
+            path: p.into(),
+            hash: H.into(),
+            size: 1,
+            executable: false,
+        };
+        assert!(check_manifest(&[f("a/b.txt")]).is_ok());
+        for bad in ["../x", "a/../../x", "/abs", "a//b", ""] {
+            assert!(check_manifest(&[f(bad)]).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Moving objects between the local cache and a remote, many at a time.
+//!
+//! A download streams into a temporary file under `cache/remote-tmp/` while it is hashed,
+//! and is renamed into the local cache only if its content matches its name: a corrupt or
+//! truncated remote object never enters the cache, and a killed transfer leaves only
+//! temporary files (cleared by the next one). An upload first asks whether the object is
+//! already there (its name is its content, so present means done), re-hashes the local copy
+//! so a damaged one is never spread, and afterwards reads back the stored size (and, on S3,
+//! the ETag, which is the MD5 of a single-part upload).
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use object_store::ObjectStoreExt;
+
+use super::store::{Kind, Store, cas_path};
+use crate::cache::Cache;
+
+/// A remote object that is absent or does not match its name.
+#[derive(Debug)]
+pub struct BadRemoteObject {
+    pub hash: String,
+    pub url: String,
+    pub missing: bool,
+}
+
+impl std::fmt::Display for BadRemoteObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.missing {
+            write!(
+                f,
+                "remote object cas/{} is missing from {}",
+                self.hash, self.url
+            )
+        } else {
+            write!(
+                f,
+                "remote object cas/{} on {} is corrupted (content does not match its hash); not used",
+                self.hash, self.url
+            )
+        }
+    }
+}
+impl std::error::Error for BadRemoteObject {}
+
+/// What a transfer has done so far, for progress display.
+#[derive(Default)]
+pub struct Counters {
+    pub bytes: AtomicU64,
+    pub objects: AtomicU64,
+    pub total_bytes: AtomicU64,
+    pub total_objects: AtomicU64,
+}
+
+impl Counters {
+    pub fn describe(&self, verb: &str) -> String {
+        let mb = |v: u64| v as f64 / 1e6;
+        format!(
+            "{verb} {}/{} objects, {:.1}/{:.1} MB",
+            self.objects.load(Ordering::Relaxed),
+            self.total_objects.load(Ordering::Relaxed),
+            mb(self.bytes.load(Ordering::Relaxed)),
+            mb(self.total_bytes.load(Ordering::Relaxed)),
+        )
+    }
+}
+
+/// One object to move, with its size where known.
+pub struct Item {
+    pub hash: String,
+    pub size: Option<u64>,
+}
+
+/// Run `fut` on the store's runtime, calling `tick` every 100 ms until it is done (the
+/// caller's thread keeps drawing progress while transfers run on the runtime's threads).
+pub fn drive<T: Send>(
+    store: &Store,
+    fut: impl std::future::Future<Output = T> + Send,
+    mut tick: impl FnMut(),
+) -> T {
+    std::thread::scope(|s| {
+        let h = s.spawn(|| store.rt.block_on(fut));
+        while !h.is_finished() {
+            tick();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        tick();
+        h.join().expect("transfer thread panicked")
+    })
+}
+
+/// Apply `f` to every item, at most `jobs` at once; every failure is returned (an empty
+/// list means all succeeded), so one bad object does not hide the others.
+pub async fn each<T, F, Fut>(items: Vec<T>, jobs: usize, f: F) -> Vec<anyhow::Error>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    futures_util::stream::iter(items)
+        .map(f)
+        .buffer_unordered(jobs.max(1))
+        .filter_map(|r| async move { r.err() })
+        .collect()
+        .await
+}
+
+/// The directory of a workspace's partial downloads.
+pub fn tmp_dir(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("remote-tmp")
+}
+
+/// Remove what a killed transfer left (the caller holds the workspace lock, so nothing in
+/// there belongs to a live process).
+pub fn clear_tmp(cache_dir: &Path) -> Result<()> {
+    let dir = tmp_dir(cache_dir);
+    crate::cache::remove_any(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// Fetch `items` that the local cache lacks into it, every one verified by hash.
+pub async fn download_all(
+    store: &Store,
+    cache: &Cache,
+    tmp: &Path,
+    items: Vec<Item>,
+    jobs: usize,
+    c: &Counters,
+) -> Vec<anyhow::Error> {
+    c.total_objects
+        .fetch_add(items.len() as u64, Ordering::Relaxed);
+    c.total_bytes
+        .fetch_add(items.iter().filter_map(|i| i.size).sum(), Ordering::Relaxed);
+    each(items, jobs, |item| async move {
+        let r = download_one(store, cache, tmp, &item, c).await;
+        c.objects.fetch_add(1, Ordering::Relaxed);
+        r
+    })
+    .await
+}
+
+async fn download_one(
+    store: &Store,
+    cache: &Cache,
+    tmp_dir: &Path,
+    item: &Item,
+    c: &Counters,
+) -> Result<()> {
+    let hash = &item.hash;
+    if cache.has(hash) {
+        c.bytes.fetch_add(item.size.unwrap_or(0), Ordering::Relaxed);
+        return Ok(());
+    }
+    let got = match store.inner.get(&cas_path(hash)).await {
+        Ok(g) => g,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(BadRemoteObject {
+                hash: hash.clone(),
+                url: store.url.clone(),
+                missing: true,
+            }
+            .into());
+        }
+        Err(e) => {
+            return Err(
+                anyhow::Error::new(e).context(format!("downloading cas/{hash} from {}", store.url))
+            );
+        }
+    };
+    let tmp = tmp_dir.join(format!("{hash}.{}", std::process::id()));
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut stream = got.into_stream();
+    let streamed: Result<()> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.with_context(|| format!("downloading cas/{hash} from {}", store.url))?;
+            hasher.update(&chunk);
+            file.write_all(&chunk)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            c.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = streamed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if hasher.finalize().to_hex().as_str() != hash.as_str() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(BadRemoteObject {
+            hash: hash.clone(),
+            url: store.url.clone(),
+            missing: false,
+        }
+        .into());
+    }
+    let placed = (|| -> Result<()> {
+        file.sync_all()?;
+        drop(file);
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))?;
+        let obj = cache.object_path(hash);
+        std::fs::create_dir_all(obj.parent().expect("object has a parent"))?;
+        std::fs::rename(&tmp, &obj)?;
+        Ok(())
+    })();
+    if placed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    placed.with_context(|| format!("cannot place cas/{hash} in the local cache"))
+}
+
+/// Upload local cache objects the remote lacks.
+pub async fn upload_all(
+    store: &Store,
+    cache: &Cache,
+    items: Vec<Item>,
+    jobs: usize,
+    c: &Counters,
+) -> Vec<anyhow::Error> {
+    c.total_objects
+        .fetch_add(items.len() as u64, Ordering::Relaxed);
+    c.total_bytes
+        .fetch_add(items.iter().filter_map(|i| i.size).sum(), Ordering::Relaxed);
+    each(items, jobs, |item| async move {
+        let r = upload_one(store, cache, &item.hash, c).await;
+        c.objects.fetch_add(1, Ordering::Relaxed);
+        r
+    })
+    .await
+}
+
+async fn upload_one(store: &Store, cache: &Cache, hash: &str, c: &Counters) -> Result<()> {
+    let local = cache.object_path(hash);
+    let size = std::fs::metadata(&local)
+        .with_context(|| format!("local cache object {} is missing", local.display()))?
+        .len();
+    let remote = cas_path(hash);
+    if let Some((have, _)) = store.size_of(&remote).await?
+        && have == size
+    {
+        c.bytes.fetch_add(size, Ordering::Relaxed);
+        return Ok(());
+    }
+    let data = if size == 0 {
+        bytes::Bytes::new()
+    } else {
+        let f = std::fs::File::open(&local)
+            .with_context(|| format!("cannot read {}", local.display()))?;
+        // SAFETY: cache objects are read-only and replaced only by rename, never written in place.
+        let map = unsafe { memmap2::Mmap::map(&f) }
+            .with_context(|| format!("cannot map {}", local.display()))?;
+        bytes::Bytes::from_owner(map)
+    };
+    let mut h = blake3::Hasher::new();
+    if data.len() > 16 << 20 {
+        h.update_rayon(&data);
+    } else {
+        h.update(&data);
+    }
+    if h.finalize().to_hex().as_str() != hash {
+        bail!(
+            "local cache object {} is corrupted (content does not match its hash); not uploaded — run `repro cache verify`",
+            local.display()
+        );
+    }
+    let md5 = (store.kind == Kind::S3).then(|| {
+        use md5::Digest;
+        hex::encode(md5::Md5::digest(&data))
+    });
+    store
+        .inner
+        .put(&remote, data.into())
+        .await
+        .with_context(|| format!("uploading cas/{hash} to {}", store.url))?;
+    let Some((stored, etag)) = store.size_of(&remote).await? else {
+        bail!("uploaded cas/{hash} to {} but it is not there", store.url);
+    };
+    if stored != size {
+        bail!(
+            "upload of cas/{hash} to {} did not verify: {stored} bytes stored, {size} sent",
+            store.url
+        );
+    }
+    if let (Some(md5), Some(etag)) = (md5, etag) {
+        let etag = etag.trim_matches('"');
+        // A single-part S3 upload's ETag is the MD5 of its bytes; other forms carry no digest.
+        if etag.len() == 32
+            && etag.bytes().all(|b| b.is_ascii_hexdigit())
+            && !etag.eq_ignore_ascii_case(&md5)
+        {
+            bail!(
+                "upload of cas/{hash} to {} did not verify: stored MD5 {etag}, sent {md5}",
+                store.url
+            );
+        }
+    }
+    c.bytes.fetch_add(size, Ordering::Relaxed);
+    Ok(())
+}
