@@ -45,7 +45,10 @@ stages:
     assert_eq!(ws.read("raw.txt"), "raw --lr 0.1\n");
 
     ws.ok(&["run", "--set", "name=$(touch pwned2)"]);
-    assert!(!ws.path("pwned2").exists(), "a --set value ran as shell code");
+    assert!(
+        !ws.path("pwned2").exists(),
+        "a --set value ran as shell code"
+    );
     assert_eq!(ws.read("hello.txt"), "hello $(touch pwned2)\n");
 }
 
@@ -79,7 +82,11 @@ fn bounded(ws: &Ws, args: &[&str], env: &[(&str, &str)]) -> (bool, String, Durat
         std::thread::sleep(Duration::from_millis(20));
     };
     let took = start.elapsed();
-    (status.success(), std::fs::read_to_string(&out).unwrap(), took)
+    (
+        status.success(),
+        std::fs::read_to_string(&out).unwrap(),
+        took,
+    )
 }
 
 /// Defect 8: a 500-byte alias bomb and an 8×10 matrix (10^8 stages) fail in well under a
@@ -112,8 +119,14 @@ fn alias_bombs_and_huge_matrices_fail_fast() {
         out.contains("`matrix:` expands to 100000000 stages, over the limit of 100000"),
         "{out}"
     );
-    assert!(out.contains("in stage 'big'") && out.contains("pipeline.yaml:3:5"), "{out}");
-    assert!(out.contains("--max-stages N or REPRO_MAX_STAGES=N"), "{out}");
+    assert!(
+        out.contains("in stage 'big'") && out.contains("pipeline.yaml:3:5"),
+        "{out}"
+    );
+    assert!(
+        out.contains("--max-stages N or REPRO_MAX_STAGES=N"),
+        "{out}"
+    );
     assert!(took < Duration::from_secs(5), "took {took:?}");
 
     // The limit is the user's to move, by flag or environment.
@@ -122,7 +135,11 @@ fn alias_bombs_and_huge_matrices_fail_fast() {
     assert!(!ok && out.contains("over the limit of 2"), "{out}");
     let (ok, out, _) = bounded(&ws, &["dag"], &[("REPRO_MAX_STAGES", "2")]);
     assert!(!ok && out.contains("over the limit of 2"), "{out}");
-    let (ok, out, _) = bounded(&ws, &["dag", "--max-stages", "3"], &[("REPRO_MAX_STAGES", "2")]);
+    let (ok, out, _) = bounded(
+        &ws,
+        &["dag", "--max-stages", "3"],
+        &[("REPRO_MAX_STAGES", "2")],
+    );
     assert!(ok && out.contains("s@c"), "{out}");
 }
 

@@ -138,13 +138,16 @@ fn splice(
                 out.push_str(&s);
                 lx.feed(&s);
             }
-            Some(lx) => match lx.quote(&s) {
-                Ok(q) => out.push_str(&q),
-                Err(why) => {
-                    return Err(err_at(mark, quoted, offset + i, why.to_string())
-                        .note(format!("or write `${{raw:{name}}}` to splice the text as code")));
+            Some(lx) => {
+                match lx.quote(&s) {
+                    Ok(q) => out.push_str(&q),
+                    Err(why) => {
+                        return Err(err_at(mark, quoted, offset + i, why.to_string()).note(
+                            format!("or write `${{raw:{name}}}` to splice the text as code"),
+                        ));
+                    }
                 }
-            },
+            }
             None => out.push_str(&s),
         }
         rest = &rest[i + end + 1..];
@@ -302,15 +305,25 @@ mod tests {
     fn cmd_values_are_single_words_and_plain_ones_stay_bare() {
         let vars = json!({"name": "x; touch pwned", "lr": 0.1, "q": "it's", "redir": "> f.txt"});
         assert_eq!(
-            cmd("run --lr ${lr} --loss ${item.loss} --g ${item.gamma}", &vars).unwrap(),
+            cmd(
+                "run --lr ${lr} --loss ${item.loss} --g ${item.gamma}",
+                &vars
+            )
+            .unwrap(),
             "run --lr 0.1 --loss bce-nu --g 8"
         );
         assert_eq!(cmd("echo ${name}", &vars).unwrap(), "echo 'x; touch pwned'");
-        assert_eq!(cmd("echo \"[${name}]\"", &vars).unwrap(), "echo \"[x; touch pwned]\"");
+        assert_eq!(
+            cmd("echo \"[${name}]\"", &vars).unwrap(),
+            "echo \"[x; touch pwned]\""
+        );
         assert_eq!(cmd("echo '${q}'", &vars).unwrap(), r"echo 'it'\''s'");
         assert_eq!(cmd("echo ${q}", &vars).unwrap(), r"echo 'it'\''s'");
         // The raw form is the author's explicit request for code.
-        assert_eq!(cmd("echo hi ${raw:redir}", &vars).unwrap(), "echo hi > f.txt");
+        assert_eq!(
+            cmd("echo hi ${raw:redir}", &vars).unwrap(),
+            "echo hi > f.txt"
+        );
         assert_eq!(cmd("echo $${HOME}", &vars).unwrap(), "echo ${HOME}");
         let e = cmd("echo `echo ${name}`", &vars).unwrap_err().to_string();
         assert!(e.contains("backquotes") && e.contains("${raw:name}"), "{e}");
@@ -325,8 +338,9 @@ mod tests {
             json!({"a": "x/a b", "b": [1]})
         );
         let root = parse_str(Path::new("p"), "a: ${raw:nn}\n".into()).unwrap();
-        let e = interpolate_node(&root, &scope(&vars)).unwrap_err().to_string();
+        let e = interpolate_node(&root, &scope(&vars))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("did you mean `${n}`"), "{e}");
     }
 }
-

@@ -555,11 +555,12 @@ fn expand_stage(
         locals: Vec::new(),
     };
     // Limit errors point at the `foreach:` / `matrix:` key (a block mapping's own mark is odd).
-    let key_mark = |field: &str| {
+    let key_mark = |field: &str| -> Mark {
         entries
             .iter()
             .find(|(k, _)| k.as_str() == Some(field))
             .map_or(&key.mark, |(k, _)| &k.mark)
+            .clone()
     };
     let instances: Vec<(String, Vec<(&'static str, Json)>)> =
         match (body.get("foreach"), body.get("matrix")) {
@@ -579,34 +580,37 @@ fn expand_stage(
                     return true;
                 }
                 Ok(Json::Array(items)) => {
-                    if let Err(e) = limit.check(items.len(), *expanded, key_mark("foreach"), "`foreach:`") {
+                    if let Err(e) =
+                        limit.check(items.len(), *expanded, &key_mark("foreach"), "`foreach:`")
+                    {
                         errors.push(e.in_stage(name));
                         return false;
                     }
                     items
-                    .into_iter()
-                    .map(|item| {
-                        (
-                            format!("{name}@{}", item_label(&item)),
-                            vec![("item", item)],
-                        )
-                    })
-                    .collect()
+                        .into_iter()
+                        .map(|item| {
+                            (
+                                format!("{name}@{}", item_label(&item)),
+                                vec![("item", item)],
+                            )
+                        })
+                        .collect()
                 }
                 Ok(Json::Object(map)) => {
-                    if let Err(e) = limit.check(map.len(), *expanded, key_mark("foreach"), "`foreach:`") {
+                    if let Err(e) =
+                        limit.check(map.len(), *expanded, &key_mark("foreach"), "`foreach:`")
+                    {
                         errors.push(e.in_stage(name));
                         return false;
                     }
-                    map
-                    .into_iter()
-                    .map(|(k, v)| {
-                        (
-                            format!("{name}@{k}"),
-                            vec![("key", Json::String(k)), ("item", v)],
-                        )
-                    })
-                    .collect()
+                    map.into_iter()
+                        .map(|(k, v)| {
+                            (
+                                format!("{name}@{k}"),
+                                vec![("key", Json::String(k)), ("item", v)],
+                            )
+                        })
+                        .collect()
                 }
                 Ok(_) => {
                     errors.push(
@@ -645,7 +649,8 @@ fn expand_stage(
                         total = total.saturating_mul(values.len());
                     }
                     // Counted before building: 8 axes of 10 values must not allocate 10^8.
-                    if let Err(e) = limit.check(total, *expanded, key_mark("matrix"), "`matrix:`") {
+                    if let Err(e) = limit.check(total, *expanded, &key_mark("matrix"), "`matrix:`")
+                    {
                         errors.push(e.in_stage(name));
                         return false;
                     }
@@ -726,10 +731,12 @@ fn build_stage(
     let mut errors = Vec::new();
     let cmd = match body.get("cmd") {
         // Values spliced into a command are quoted as shell words (see `shell`).
-        Some(node @ Node {
-            value: Value::Scalar { text, plain },
-            ..
-        }) => match interp::interpolate_cmd(text, &node.mark, !plain, scope) {
+        Some(
+            node @ Node {
+                value: Value::Scalar { text, plain },
+                ..
+            },
+        ) => match interp::interpolate_cmd(text, &node.mark, !plain, scope) {
             Ok(c) => Some((c, node.mark.clone())),
             Err(e) => {
                 errors.push(e);
@@ -1207,7 +1214,9 @@ mod tests {
             ("train.lr.x", "`train.lr` is a single value"),
             ("datasets.5", "there is no variable `datasets.5`"),
         ] {
-            let e = load_with(text, &set(&[(key, "1")])).unwrap_err().to_string();
+            let e = load_with(text, &set(&[(key, "1")]))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(want), "{key}: {e}");
         }
     }
@@ -1217,22 +1226,34 @@ mod tests {
         let axes: String = (0..8)
             .map(|i| format!("      a{i}: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n"))
             .collect();
-        let text = format!("stages:\n  one:\n    cmd: echo\n  big:\n    matrix:\n{axes}    cmd: echo\n");
+        let text =
+            format!("stages:\n  one:\n    cmd: echo\n  big:\n    matrix:\n{axes}    cmd: echo\n");
         let t = std::time::Instant::now();
-        let e = load_with(&text, &LoadOptions::default()).unwrap_err().to_string();
+        let e = load_with(&text, &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(t.elapsed().as_secs() < 2, "{:?}", t.elapsed());
         assert!(e.contains("`matrix:` expands to 100000000 stages"), "{e}");
-        assert!(e.contains("(1 before this one)") && e.contains("in stage 'big'"), "{e}");
-        assert!(e.contains("pipeline.yaml:5:5") && e.contains("--max-stages"), "{e}");
+        assert!(
+            e.contains("(1 before this one)") && e.contains("in stage 'big'"),
+            "{e}"
+        );
+        assert!(
+            e.contains("pipeline.yaml:5:5") && e.contains("--max-stages"),
+            "{e}"
+        );
 
-        let small = "vars: {l: [1, 2, 3]}\nstages:\n  s:\n    foreach: ${l}\n    cmd: echo ${item}\n";
+        let small =
+            "vars: {l: [1, 2, 3]}\nstages:\n  s:\n    foreach: ${l}\n    cmd: echo ${item}\n";
         let limited = |n| LoadOptions {
             max_stages: Some(n),
             ..Default::default()
         };
         let e = load_with(small, &limited(2)).unwrap_err().to_string();
-        assert!(e.contains("`foreach:` expands to 3 stages, over the limit of 2"), "{e}");
+        assert!(
+            e.contains("`foreach:` expands to 3 stages, over the limit of 2"),
+            "{e}"
+        );
         assert_eq!(load_with(small, &limited(3)).unwrap().stages.len(), 3);
     }
 }
-

@@ -97,8 +97,10 @@ impl ShellLexer {
     /// or why it cannot be.
     pub fn quote(&self, value: &str) -> Result<String, &'static str> {
         if self.escaped {
-            return Err("a `\\` right before `${…}` would escape the value's first character; \
-                        remove it (write `$${` for a literal `${`)");
+            return Err(
+                "a `\\` right before `${…}` would escape the value's first character; \
+                        remove it (write `$${` for a literal `${`)",
+            );
         }
         if self.stack.contains(&Frame::Backquote) {
             // How `\"` is unescaped inside "`…`" differs between shells.
@@ -159,7 +161,16 @@ mod tests {
 
     #[test]
     fn plain_words_stay_bare_and_others_are_quoted() {
-        for v in ["0.1", "cnn", "bce-nu", "data/raw/cub", "1e-3", "a,b", "x@y:z", "café"] {
+        for v in [
+            "0.1",
+            "cnn",
+            "bce-nu",
+            "data/raw/cub",
+            "1e-3",
+            "a,b",
+            "x@y:z",
+            "café",
+        ] {
             assert_eq!(word(v), v);
         }
         assert_eq!(word(""), "''");

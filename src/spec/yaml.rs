@@ -539,7 +539,10 @@ mod tests {
         let e = parse_bytes(Path::new("p.yaml"), b"a: 1\nb: caf\xe9\n".to_vec())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("not valid UTF-8 (byte 0xE9)") && e.contains("p.yaml:2:7"), "{e}");
+        assert!(
+            e.contains("not valid UTF-8 (byte 0xE9)") && e.contains("p.yaml:2:7"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -548,7 +551,10 @@ mod tests {
         assert!(e.contains("duplicate key 'cmd' in `stages.a`"), "{e}");
         assert!(e.contains("p.yaml:4:5") && e.contains("line 3"), "{e}");
         let e = parse_err("vars: {x: 1, x: 2}\nstages: {}\n");
-        assert!(e.contains("duplicate key 'x'") && e.contains("p.yaml:1:14"), "{e}");
+        assert!(
+            e.contains("duplicate key 'x'") && e.contains("p.yaml:1:14"),
+            "{e}"
+        );
         let e = parse_err("stages: {}\nstages: {}\n");
         assert!(e.contains("duplicate key 'stages'"), "{e}");
         // The same key in different mappings is fine.
@@ -558,7 +564,10 @@ mod tests {
     #[test]
     fn a_second_document_is_refused() {
         let e = parse_err("stages: {a: {cmd: echo}}\n---\nstages: {b: {cmd: echo}}\n");
-        assert!(e.contains("second YAML document") && e.contains("p.yaml:2:1"), "{e}");
+        assert!(
+            e.contains("second YAML document") && e.contains("p.yaml:2:1"),
+            "{e}"
+        );
         // One document with explicit markers is fine.
         parse_str(Path::new("p"), "---\na: 1\n...\n".into()).unwrap();
     }
