@@ -94,10 +94,18 @@ fn non_utf8_output_does_not_kill_the_stage_and_is_logged_as_bytes() {
 
 /// Defect 11: a command that failed on a spec error exited while the state loader thread was
 /// still creating `cache/state.redb`, leaving a half-created file that broke later commands.
+/// The window is hit when parsing takes about as long as creating the database: pipelines of
+/// growing size with the error at the end sweep across it (before the fix most of the larger
+/// ones left a file that failed with "invalid data").
 #[test]
 fn a_spec_error_never_leaves_a_half_created_state_db() {
-    for round in 0..20 {
-        let ws = Ws::new("stages:\n  a:\n    cmd: echo\n    dep: [x]\n");
+    for round in 0..16 {
+        let mut text = String::from("stages:\n");
+        for i in 0..round * 200 {
+            text.push_str(&format!("  s{i}:\n    cmd: echo {i}\n"));
+        }
+        text.push_str("  a:\n    cmd: echo\n    dep: [x]\n");
+        let ws = Ws::new(&text);
         let err = ws.fail(&["status"]);
         assert!(err.contains("unknown stage key 'dep'"), "{err}");
         ws.write("pipeline.yaml", "stages:\n  a:\n    cmd: echo hi > a.txt\n    outs: [a.txt]\n");
@@ -121,7 +129,6 @@ fn a_damaged_state_db_is_rebuilt_with_a_warning() {
         ("truncated to half", full[..full.len() / 2].to_vec()),
         ("truncated to 700 bytes", full[..700.min(full.len())].to_vec()),
         ("garbage", b"this is not a database".repeat(100)),
-        ("empty", Vec::new()),
     ] {
         std::fs::write(&db, &bytes).unwrap();
         let st = ws.output(&["status"]);
