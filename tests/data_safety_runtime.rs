@@ -383,3 +383,49 @@ fn status_works_on_a_read_only_workspace() {
     assert!(out.status.success(), "{}", both(&out));
     assert!(both(&out).contains("stale  a"), "{}", both(&out));
 }
+
+/// Defect 18: on a full disk, state database writes failed with "Previous I/O error occurred"
+/// and no path; `status` failed outright (it saves its stat cache).
+#[test]
+fn full_disk_errors_name_the_file_and_status_still_works() {
+    let ws = Ws::new("");
+    let dir = ws.dir.path().to_path_buf();
+    let mounted = is_root()
+        && Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: needs to mount a small tmpfs (root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(dir.clone());
+    ws.write("pipeline.yaml", "vars:\n  n: 1\nstages:\n  s:\n    cmd: echo ${n} > a.txt\n    outs: [a.txt]\n");
+    ws.ok(&["run"]);
+    // Fill the disk.
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "of=filler", "bs=4k"])
+        .current_dir(&dir)
+        .stderr(Stdio::null())
+        .status();
+    let _ = ws.output(&["run", "--set", "n=2"]);
+    let out = ws.output(&["run", "--set", "n=1"]);
+    let text = both(&out);
+    assert!(!out.status.success(), "{text}");
+    for line in text.lines().filter(|l| l.contains("error") || l.contains("FAILED")) {
+        assert!(
+            line.contains(dir.to_str().unwrap()) || line.contains("exit code"),
+            "names no path: {line}\n{text}"
+        );
+    }
+    assert!(!text.contains("Previous I/O error occurred. Please"), "{text}");
+    let st = ws.output(&["status"]);
+    assert!(st.status.success(), "{}", both(&st));
+}
