@@ -49,6 +49,9 @@ pub struct RunRecord {
 pub struct StateDb {
     db: Database,
     path: PathBuf,
+    /// The first I/O error of a write: after one, redb answers every later write with only
+    /// "Previous I/O error occurred", which would hide the cause (e.g. a full disk).
+    first_io: std::sync::Mutex<Option<String>>,
 }
 
 /// The stat cache as loaded.
@@ -209,6 +212,7 @@ impl StateDb {
             StateDb {
                 db,
                 path: path.to_path_buf(),
+                first_io: Default::default(),
             },
             entries,
         ))
@@ -234,7 +238,17 @@ impl StateDb {
 
     /// A redb error, naming the file (a full disk must say which disk).
     fn failed(&self, e: impl Into<redb::Error>, what: &str) -> anyhow::Error {
-        anyhow::Error::new(e.into()).context(format!("cannot {what} the state database {}", self.path.display()))
+        let e = e.into();
+        let mut first = self.first_io.lock().unwrap_or_else(|p| p.into_inner());
+        let detail = match (&e, first.as_ref()) {
+            (redb::Error::PreviousIo, Some(cause)) => format!("an earlier write failed: {cause}"),
+            (redb::Error::Io(io), _) => {
+                first.get_or_insert_with(|| io.to_string());
+                e.to_string()
+            }
+            _ => e.to_string(),
+        };
+        anyhow::anyhow!("cannot {what} the state database {}: {detail}", self.path.display())
     }
 
     pub fn save_stat(&self, entries: &[(String, StatKey, [u8; 32])]) -> Result<()> {

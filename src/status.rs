@@ -51,8 +51,11 @@ pub fn status(
             restorable,
         });
     }
-    // Only persist stat entries if we hold the database.
-    ws.save_stat()?;
+    // Only persist stat entries if we hold the database; a cache, so a full disk or a
+    // read-only file system only costs the next command some hashing.
+    if let Err(e) = ws.save_stat() {
+        eprintln!("warning: {e:#}");
+    }
     Ok(out)
 }
 
