@@ -102,6 +102,8 @@ impl Executor for LocalExecutor {
         let stderr = child.stderr.take().expect("piped");
         let (id, tx) = (job.id, self.tx.clone());
         let out_log = log.clone();
+        // `-v`: lines are also shown on the terminal, prefixed by the stage (crate::ui).
+        let (out_name, err_name) = (job.stage.clone(), job.stage.clone());
         let out_thread = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some((message, fraction)) = progress::parse(&line) {
@@ -111,6 +113,7 @@ impl Executor for LocalExecutor {
                         fraction,
                     });
                 } else {
+                    crate::ui::stage_output(&out_name, &line);
                     let _ = writeln!(out_log.lock().unwrap(), "{line}");
                 }
             }
@@ -118,6 +121,7 @@ impl Executor for LocalExecutor {
         let err_log = log.clone();
         let err_thread = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                crate::ui::stage_output(&err_name, &line);
                 let _ = writeln!(err_log.lock().unwrap(), "{line}");
             }
         });

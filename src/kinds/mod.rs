@@ -67,6 +67,11 @@ pub trait StageKind: Send + Sync {
     fn needs_libtorch(&self) -> bool {
         false
     }
+    /// Outputs (workspace-relative) that hold this stage's metrics as JSON numbers, for
+    /// `repro metrics` and `repro exp show`; a kind that measures something declares them here.
+    fn metrics(&self, _params: &serde_json::Value) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// All built-in kinds, by name.
