@@ -5,4 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release
-exec ./target/release/repro run "$@"
+status=0
+./target/release/repro run "$@" || status=$?
+# The last lines say where the results are (also after a failure: earlier reports may exist).
+for f in report/report.html report/report.pdf report/report.tex; do
+  [ -f "$f" ] && echo "report: $PWD/$f"
+done
+exit "$status"

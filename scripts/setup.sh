@@ -8,6 +8,8 @@
 #   - with --tests, the remote cache's test servers: nginx with WebDAV (Debian) and the S3
 #     server moto (PyPI, into .tools/moto).
 # Usage: scripts/setup.sh [--no-apt] [--tests]   (--tests adds the packages only tests need)
+# Without root (and without password-less sudo) the missing Debian packages are listed and the
+# rest of the set-up goes on. REPRO_TORCH_PYTHON / REPRO_LIBTORCH reuse an existing torch 2.11.0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,8 +22,12 @@ for a in "$@"; do
   esac
 done
 
-if [ "$apt" = 1 ] && command -v apt-get >/dev/null; then
+# Debian packages: installed when possible (root, or sudo without a password); otherwise the
+# missing ones are named and set-up goes on with the rest.
+if [ "$apt" = 1 ] && command -v dpkg >/dev/null; then
   pkgs=(dataset-fashion-mnist)
+  # `python3 -m venv` needs ensurepip, which Debian ships separately.
+  python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
   if [ "$tests" = 1 ]; then
     pkgs+=(texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures
            chromium slurmctld slurmd slurm-client munge nginx libnginx-mod-http-dav-ext)
@@ -32,21 +38,49 @@ if [ "$apt" = 1 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   if [ "${#missing[@]}" -gt 0 ]; then
-    echo "setup: installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
+    if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo -n); fi
+    if command -v apt-get >/dev/null && { [ "${#sudo[@]}" = 0 ] || sudo -n true 2>/dev/null; }; then
+      echo "setup: installing Debian packages: ${missing[*]}"
+      export DEBIAN_FRONTEND=noninteractive
+      "${sudo[@]}" apt-get update -q
+      "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+    else
+      echo "setup: cannot install Debian packages (not root, no password-less sudo); missing:" >&2
+      echo "setup:   ${missing[*]}" >&2
+      echo "setup: ask an administrator for: apt-get install ${missing[*]}   (going on without them)" >&2
+    fi
   fi
 fi
 
 if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
+  if ! python3 -m venv .venv; then
+    echo "setup: python3 -m venv failed: install python3-venv (see above)" >&2
+    exit 1
+  fi
 fi
-if ! .venv/bin/python -c 'import torch, numpy, safetensors; assert torch.__version__.startswith("2.11.0")' 2>/dev/null; then
-  echo "setup: installing torch==2.11.0 into .venv (about 4.6 GB)"
-  .venv/bin/pip install -q --disable-pip-version-check torch==2.11.0 numpy safetensors
+# An existing torch 2.11.0 is reused instead of downloading the 4.6 GB wheel again:
+#   REPRO_TORCH_PYTHON=/path/to/python   a Python environment whose torch is 2.11.0, or
+#   REPRO_LIBTORCH=/path/to/libtorch     a libtorch 2.11.0 directory (with lib/ and include/).
+torch_dir=""
+if [ -n "${REPRO_LIBTORCH:-}" ]; then
+  [ -f "$REPRO_LIBTORCH/lib/libtorch_cpu.so" ] || { echo "setup: REPRO_LIBTORCH=$REPRO_LIBTORCH has no lib/libtorch_cpu.so" >&2; exit 1; }
+  torch_dir=$REPRO_LIBTORCH
+elif [ -n "${REPRO_TORCH_PYTHON:-}" ]; then
+  torch_dir=$("$REPRO_TORCH_PYTHON" -c 'import torch, os; assert torch.__version__.startswith("2.11.0"), torch.__version__; print(os.path.dirname(torch.__file__))') \
+    || { echo "setup: REPRO_TORCH_PYTHON=$REPRO_TORCH_PYTHON has no torch 2.11.0" >&2; exit 1; }
 fi
-torch_dir=$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')
+if [ -n "$torch_dir" ]; then
+  # Only the small packages the Python baselines need.
+  .venv/bin/python -c 'import numpy, safetensors' 2>/dev/null \
+    || .venv/bin/pip install -q --disable-pip-version-check numpy safetensors
+  echo "setup: reusing torch 2.11.0 at $torch_dir"
+else
+  if ! .venv/bin/python -c 'import torch, numpy, safetensors; assert torch.__version__.startswith("2.11.0")' 2>/dev/null; then
+    echo "setup: installing torch==2.11.0 into .venv (about 4.6 GB; set REPRO_TORCH_PYTHON or REPRO_LIBTORCH to reuse one)"
+    .venv/bin/pip install -q --disable-pip-version-check torch==2.11.0 numpy safetensors
+  fi
+  torch_dir=$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')
+fi
 ln -sfn "$torch_dir" .venv/torch
 echo "setup: libtorch at $torch_dir"
 

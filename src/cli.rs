@@ -9,10 +9,21 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Print only errors, failures and warnings.
+    #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Also show each stage's output, prefixed by its name (its log is written either way).
+    #[arg(short = 'v', long, global = true)]
+    pub verbose: bool,
+    /// Colour output: auto (a terminal, and NO_COLOR unset), always or never.
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    pub color: crate::ui::ColorChoice,
 }
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Start a workspace: write a small runnable pipeline.yaml and ignore cache/ in .gitignore.
+    Init(InitArgs),
     /// Run the pipeline (or TARGETs and what they need), skipping fresh stages.
     Run(RunArgs),
     /// Show, per stage, whether it is fresh or stale and exactly why.
@@ -32,14 +43,43 @@ pub enum Command {
     Pull(TransferArgs),
     /// Evaluate a logits file: A_SW, A_CW, A_Uni, t* (and after SoftMax).
     Eval(EvalArgs),
+    /// Compare params between two sources: workspace, lock, a git revision, a run-cache id.
+    Params {
+        #[command(subcommand)]
+        what: ParamsCmd,
+    },
+    /// Show or compare metrics (the numbers in stages' `metrics:` files).
+    Metrics {
+        #[command(subcommand)]
+        what: MetricsCmd,
+    },
+    /// The configurations the run cache knows: compare them, bring one back.
+    Exp {
+        #[command(subcommand)]
+        what: ExpCmd,
+    },
+    /// What each stage run cost: wall and CPU time, peak memory, GPUs, how it ended, where.
+    Trace(TraceArgs),
     /// Print libtorch version, CUDA/cuDNN availability and devices.
     Doctor,
+    /// Print a shell completion script: repro completions bash > ~/.local/share/bash-completion/completions/repro
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
     /// Internal: run one built-in stage kind (the engine spawns this as a child).
     #[command(hide = true)]
     Internal {
         #[command(subcommand)]
         what: Internal,
     },
+}
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// Directory to initialise (created if missing).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
 }
 
 /// Options shared by commands that read the pipeline.
@@ -80,15 +120,19 @@ impl PipelineArgs {
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// Stage names or globs (`train@*`); their upstream runs as needed. Default: all.
+    /// Stage names, globs (`train@*`) or output paths (runs what produces them); their
+    /// upstream runs as needed. Default: all.
     pub targets: Vec<String>,
+    /// Also run every stage downstream of the targets.
+    #[arg(long)]
+    pub downstream: bool,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
     /// Stages to run at once (default: number of cores).
     #[arg(short = 'j', long)]
     pub jobs: Option<usize>,
     /// Show what would run, and why, without running anything.
-    #[arg(long)]
+    #[arg(short = 'n', long)]
     pub dry_run: bool,
     /// Run the selected stages even if fresh (no cache restore), and let them replace what
     /// lies at their outputs and checkpoints even if repro did not produce it.
@@ -123,7 +167,14 @@ pub struct TransferArgs {
 
 #[derive(Args)]
 pub struct StatusArgs {
+    /// Stage names, globs (`train@*`) or output paths, with what they need. Default: all.
     pub targets: Vec<String>,
+    /// Also show every stage downstream of the targets.
+    #[arg(long)]
+    pub downstream: bool,
+    /// Exit with status 1 when any selected stage is stale (for CI and scripts).
+    #[arg(long)]
+    pub check: bool,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
     /// One JSON array of {stage, state, reasons, restorable}.
@@ -144,6 +195,7 @@ pub struct DagArgs {
 pub enum CacheCmd {
     /// Re-hash every cache object; report and remove corrupt ones.
     Verify {
+        /// Pipeline file (its directory is the workspace whose cache is checked).
         #[arg(short = 'f', long = "file", default_value = "pipeline.yaml")]
         file: PathBuf,
         /// Verify the remote cache instead (the configured one, or URL).
@@ -154,6 +206,7 @@ pub enum CacheCmd {
 
 #[derive(Args)]
 pub struct GcArgs {
+    /// Pipeline file (its directory is the workspace whose cache is collected).
     #[arg(short = 'f', long = "file", default_value = "pipeline.yaml")]
     pub file: PathBuf,
     /// Keep only the newest N run-cache entries per stage.
@@ -171,6 +224,151 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
+/// How a comparison is printed.
+#[derive(Args, Clone, Copy)]
+pub struct FormatArgs {
+    /// Print JSON.
+    #[arg(long, conflicts_with = "md")]
+    pub json: bool,
+    /// Print a Markdown table.
+    #[arg(long)]
+    pub md: bool,
+}
+
+impl FormatArgs {
+    fn format(self) -> crate::compare::Format {
+        use crate::compare::Format;
+        if self.json { Format::Json } else if self.md { Format::Markdown } else { Format::Text }
+    }
+}
+
+fn cmd_metrics_show(source: Option<&str>, format: FormatArgs, pipeline: &PipelineArgs) -> anyhow::Result<i32> {
+    let cx = crate::compare::Records::load(&pipeline.file, &pipeline.load_options()?)?;
+    let src = cx.source(source.unwrap_or("workspace"))?;
+    crate::compare::print_metrics(&cx.snapshot(&src)?, format.format())?;
+    Ok(0)
+}
+
+fn cmd_exp_show(
+    targets: &[String],
+    sort: Option<&str>,
+    ascending: bool,
+    metrics: &[String],
+    format: FormatArgs,
+    pipeline: &PipelineArgs,
+) -> anyhow::Result<i32> {
+    let cx = crate::compare::Records::load(&pipeline.file, &pipeline.load_options()?)?;
+    let mut rows = crate::compare::experiments(&cx, targets)?;
+    if let Some(m) = sort {
+        crate::compare::sort_by_metric(&mut rows, m, ascending)?;
+    }
+    if !metrics.is_empty() {
+        crate::compare::keep_metrics(&mut rows, metrics);
+    }
+    crate::compare::print_experiments(&rows, format.format())?;
+    Ok(0)
+}
+
+fn cmd_exp_apply(id: &str, pipeline: &PipelineArgs) -> anyhow::Result<i32> {
+    for line in crate::compare::apply(&pipeline.file, &pipeline.load_options()?, id)? {
+        println!("{line}");
+    }
+    Ok(0)
+}
+
+fn cmd_trace(args: &TraceArgs) -> anyhow::Result<i32> {
+    let mut entries = crate::trace::read(&workspace_of(&args.file).join("cache"))?;
+    if args.last {
+        entries = crate::trace::last_run(entries);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+    } else {
+        crate::trace::print(&entries);
+    }
+    Ok(0)
+}
+
+/// `params diff` / `metrics diff`.
+#[derive(Args)]
+pub struct DiffArgs {
+    /// The "before": workspace, lock (what last ran), a git revision (its committed
+    /// repro.lock) or a run-cache id. Default: HEAD when in git, else lock.
+    pub a: Option<String>,
+    /// The "after", same forms. Default: workspace.
+    pub b: Option<String>,
+    /// Also list what did not change.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub format: FormatArgs,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+#[derive(Subcommand)]
+pub enum ParamsCmd {
+    /// Params (declared `params:` and built-in kinds' `with:` values) that differ.
+    Diff(DiffArgs),
+}
+
+#[derive(Subcommand)]
+pub enum MetricsCmd {
+    /// Every metric of one source (default: workspace).
+    Show {
+        /// workspace, lock, a git revision or a run-cache id.
+        source: Option<String>,
+        #[command(flatten)]
+        format: FormatArgs,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// Metrics that differ between two sources.
+    Diff(DiffArgs),
+}
+
+#[derive(Subcommand)]
+pub enum ExpCmd {
+    /// One table of every configuration the run cache knows for the selected stages.
+    Show {
+        /// Stage names, base names or globs (`gamma_sweep@*`). Default: all stages.
+        targets: Vec<String>,
+        /// Order by this metric, largest first (e.g. a_uni).
+        #[arg(long, value_name = "METRIC")]
+        sort: Option<String>,
+        /// With --sort: smallest first.
+        #[arg(long, requires = "sort")]
+        ascending: bool,
+        /// Show only these metrics (comma-separated names, e.g. a_uni,a_sw).
+        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+        metrics: Vec<String>,
+        #[command(flatten)]
+        format: FormatArgs,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// Restore a configuration's outputs from the cache and say which params make it current.
+    Apply {
+        /// The id `repro exp show` prints (a prefix of the stage key).
+        id: String,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct TraceArgs {
+    /// Only the stages of the newest `repro run`.
+    #[arg(long)]
+    pub last: bool,
+    /// Print the entries as a JSON array.
+    #[arg(long)]
+    pub json: bool,
+    /// Pipeline file (its directory is the workspace whose trace is read).
+    #[arg(short = 'f', long = "file", default_value = "pipeline.yaml")]
+    pub file: PathBuf,
+}
+
 #[derive(Subcommand)]
 pub enum Internal {
     /// Run a built-in kind from a stage specification file (JSON).
@@ -183,6 +381,14 @@ pub enum Internal {
     Supervise {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         argv: Vec<std::ffi::OsString>,
+    },
+    /// Run a command and write its wall/CPU time and peak memory (JSON) for the run trace.
+    Measure {
+        /// Where to write the measurement.
+        out: PathBuf,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
     },
 }
 
@@ -198,7 +404,14 @@ pub fn main() -> i32 {
     ignore_file_size_signal();
     let mut phases = crate::progress::Phases::start();
     let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => crate::ui::Level::Quiet,
+        (_, true) => crate::ui::Level::Verbose,
+        _ => crate::ui::Level::Normal,
+    };
+    crate::ui::configure(level, cli.color);
     let result = match cli.command {
+        Command::Init(args) => cmd_init(&args),
         Command::Run(args) => cmd_run(args),
         Command::Status(args) => cmd_status(args),
         Command::Dag(args) => cmd_dag(args),
@@ -214,9 +427,25 @@ pub fn main() -> i32 {
         Command::Gc(args) => crate::maintenance::gc(&workspace_of(&args.file), args.keep_last),
         Command::Eval(args) => crate::metrics::cli_eval(&args),
         Command::Doctor => Err(crate::kinds::exec_torch(&["doctor".as_ref()])),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "repro", &mut std::io::stdout());
+            Ok(0)
+        }
         Command::Internal { what: Internal::RunKind { spec } } => run_kind(&spec),
         // Straight out: nothing of the engine's (timings included) may reach the stage's log.
         Command::Internal { what: Internal::Supervise { argv } } => std::process::exit(crate::executor::supervise::main(&argv)),
+        Command::Internal { what: Internal::Measure { out, argv } } => crate::trace::measure(&out, &argv),
+        Command::Params { what: ParamsCmd::Diff(args) } => cmd_diff(&args, false),
+        Command::Metrics { what: MetricsCmd::Diff(args) } => cmd_diff(&args, true),
+        Command::Metrics { what: MetricsCmd::Show { source, format, pipeline } } => {
+            cmd_metrics_show(source.as_deref(), format, &pipeline)
+        }
+        Command::Exp { what: ExpCmd::Show { targets, sort, ascending, metrics, format, pipeline } } => {
+            cmd_exp_show(&targets, sort.as_deref(), ascending, &metrics, format, &pipeline)
+        }
+        Command::Exp { what: ExpCmd::Apply { id, pipeline } } => cmd_exp_apply(&id, &pipeline),
+        Command::Trace(args) => cmd_trace(&args),
     };
     phases.mark("whole command");
     match result {
@@ -233,6 +462,28 @@ pub fn main() -> i32 {
 /// The workspace root: the directory of the pipeline file.
 fn workspace_of(file: &std::path::Path) -> PathBuf {
     crate::spec::workspace_root(file)
+}
+
+fn cmd_init(args: &InitArgs) -> anyhow::Result<i32> {
+    for line in crate::init::init(&args.dir)? {
+        println!("{line}");
+    }
+    println!("next: repro run   (then repro status, repro exp show)");
+    Ok(0)
+}
+
+/// `params diff` / `metrics diff`.
+fn cmd_diff(args: &DiffArgs, metrics: bool) -> anyhow::Result<i32> {
+    let cx = crate::compare::Records::load(&args.pipeline.file, &args.pipeline.load_options()?)?;
+    let a = match &args.a {
+        Some(a) => cx.source(a)?,
+        None => cx.default_base(),
+    };
+    let b = cx.source(args.b.as_deref().unwrap_or("workspace"))?;
+    let rows = crate::compare::diff(&cx.snapshot(&a)?, &cx.snapshot(&b)?, metrics, args.all);
+    let what = if metrics { "metrics" } else { "params" };
+    crate::compare::print_diff(&rows, what, &a.label(), &b.label(), args.format.format())?;
+    Ok(0)
 }
 
 fn cmd_run(args: RunArgs) -> anyhow::Result<i32> {
@@ -254,6 +505,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<i32> {
         gpus,
         executor: args.executor,
         wait: args.wait,
+        downstream: args.downstream,
         remote: args.remote,
     };
     crate::run::run(&opts)
@@ -273,13 +525,13 @@ fn cmd_pull(args: TransferArgs) -> anyhow::Result<i32> {
 }
 
 fn cmd_status(args: StatusArgs) -> anyhow::Result<i32> {
-    let st = crate::status::status(&args.pipeline.file, &args.pipeline.load_options()?, &args.targets)?;
+    let st = crate::status::status(&args.pipeline.file, &args.pipeline.load_options()?, &args.targets, args.downstream)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {
         crate::status::print(&st);
     }
-    Ok(0)
+    Ok(if args.check && st.iter().any(|s| s.state != "fresh") { 1 } else { 0 })
 }
 
 fn cmd_dag(args: DagArgs) -> anyhow::Result<i32> {

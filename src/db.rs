@@ -44,6 +44,13 @@ pub struct RunRecord {
     /// Seconds the stage took to run.
     #[serde(default)]
     pub seconds: f64,
+    /// What the key was computed from, so `repro exp show` can say how configurations differ
+    /// (absent in records written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<crate::fingerprint::Fingerprint>,
+    /// Which outputs hold metrics (`metrics:`, or a kind's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<String>,
 }
 
 pub struct StateDb {
@@ -361,6 +368,8 @@ mod tests {
                 dirs: vec![],
                 created: 1,
                 seconds: 0.5,
+                fingerprint: None,
+                metrics: vec![],
             };
             db.put_run("k1", &rec).unwrap();
             let k = StatKey {

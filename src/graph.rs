@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 
-use globset::Glob;
 use petgraph::Direction;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -276,44 +275,7 @@ fn cycle_path(dag: &Dag, scc: &[NodeIndex]) -> Vec<usize> {
 /// Stages selected by targets (names or globs such as `train@*`) plus everything upstream of
 /// them, in topological order. No targets selects every stage.
 pub fn select(p: &Pipeline, dag: &Dag, targets: &[String]) -> anyhow::Result<Vec<usize>> {
-    let order = dag.topo_order();
-    if targets.is_empty() {
-        return Ok(order);
-    }
-    let mut wanted = vec![false; p.stages.len()];
-    for t in targets {
-        let matcher = Glob::new(t)
-            .map_err(|e| anyhow::anyhow!("invalid target pattern '{t}': {e}"))?
-            .compile_matcher();
-        let mut any = false;
-        for (i, s) in p.stages.iter().enumerate() {
-            if s.name == *t
-                || matcher.is_match(&s.name)
-                || s.name.split('@').next() == Some(t.as_str())
-            {
-                wanted[i] = true;
-                any = true;
-            }
-        }
-        if !any {
-            let names: Vec<&str> = p.stages.iter().map(|s| s.name.as_str()).collect();
-            let hint = crate::spec::error::suggest(t, &names)
-                .map(|s| format!(" (did you mean '{s}'?)"))
-                .unwrap_or_default();
-            anyhow::bail!("no stage matches target '{t}'{hint}");
-        }
-    }
-    // Close over upstream.
-    let mut stack: Vec<usize> = (0..wanted.len()).filter(|&i| wanted[i]).collect();
-    while let Some(i) = stack.pop() {
-        for u in dag.upstream(i) {
-            if !wanted[u] {
-                wanted[u] = true;
-                stack.push(u);
-            }
-        }
-    }
-    Ok(order.into_iter().filter(|&i| wanted[i]).collect())
+    crate::targets::select(p, dag, targets, false)
 }
 
 /// Render the DAG as text, Graphviz dot, or Mermaid.

@@ -7,15 +7,21 @@
 //! Built-in stage kinds live in `kinds`; the science in `metrics`, `ml`, `data`, `report`
 //! knows nothing about the engine.
 
+// Stages are supervised with Linux interfaces (prctl, process groups, wait4, /proc).
+#[cfg(not(target_os = "linux"))]
+compile_error!("repro runs on Linux only (it supervises stages with prctl, wait4 and process groups)");
+
 pub mod cache;
 pub mod cli;
 pub mod confine;
+pub mod compare;
 pub mod db;
 pub mod engine;
 pub mod executor;
 pub mod fingerprint;
 pub mod graph;
 pub mod hashing;
+pub mod init;
 pub mod kinds;
 pub mod lockfile;
 pub mod maintenance;
@@ -24,6 +30,9 @@ pub mod remote;
 pub mod run;
 pub mod spec;
 pub mod status;
+pub mod targets;
+pub mod trace;
+pub mod ui;
 
 pub mod data;
 pub mod metrics;

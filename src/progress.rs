@@ -17,7 +17,8 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(total: usize) -> Progress {
-        let fancy = std::io::stdout().is_terminal().then(|| {
+        // Quiet: no bars, only failures (see `finish`).
+        let fancy = (std::io::stdout().is_terminal() && !crate::ui::quiet()).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10));
             let overall = multi.add(ProgressBar::new(total as u64));
             overall.set_style(
@@ -28,6 +29,7 @@ impl Progress {
                 .progress_chars("=> "),
             );
             overall.enable_steady_tick(Duration::from_millis(200));
+            crate::ui::set_display(Some(multi.clone()));
             (multi, overall)
         });
         Progress {
@@ -39,7 +41,15 @@ impl Progress {
     }
 
     /// Print a line above the bars (or plainly).
+    /// Quiet mode keeps warnings and failures.
     pub fn println(&self, msg: &str) {
+        if crate::ui::quiet() && !["warning", "interrupted", "FAILED"].iter().any(|w| msg.starts_with(w)) {
+            return;
+        }
+        self.print_line(msg);
+    }
+
+    fn print_line(&self, msg: &str) {
         match &self.fancy {
             Some((multi, _)) => {
                 let _ = multi.println(msg);
@@ -50,6 +60,9 @@ impl Progress {
 
     pub fn start(&mut self, id: usize, name: &str, verb: &str) {
         self.started.insert(id, Instant::now());
+        if crate::ui::quiet() {
+            return;
+        }
         match &self.fancy {
             Some((multi, overall)) => {
                 let bar = multi.insert_before(overall, ProgressBar::new_spinner());
@@ -70,6 +83,9 @@ impl Progress {
 
     /// A stage's own progress message (epoch/batch/…).
     pub fn update(&mut self, id: usize, name: &str, msg: &str) {
+        if crate::ui::quiet() {
+            return;
+        }
         if let Some((bar, _)) = self.lines.get(&id) {
             bar.set_message(msg.to_string());
             return;
@@ -93,7 +109,10 @@ impl Progress {
         if let Some((bar, _)) = self.lines.remove(&id) {
             bar.finish_and_clear();
         }
-        self.println(line);
+        match line.strip_prefix("FAILED") {
+            Some(rest) => self.print_line(&format!("{}{rest}", crate::ui::paint("FAILED", crate::ui::Paint::Red))),
+            None => self.println(line),
+        }
         if let Some((_, overall)) = &self.fancy {
             overall.inc(1);
         }
@@ -122,6 +141,7 @@ impl Progress {
     }
 
     pub fn done(&mut self) {
+        crate::ui::set_display(None);
         for (_, (bar, _)) in self.lines.drain() {
             bar.finish_and_clear();
         }

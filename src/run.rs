@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub wait: bool,
     /// The remote cache (`--remote`, `--no-remote`; `repro pull` sets `pull_only`).
     pub remote: crate::remote::RemoteArgs,
+    /// `--downstream`: the targets and every stage after them.
+    pub downstream: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +221,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     let state = load_state_in_background(&opts.file, (!opts.dry_run).then_some(opts.wait));
     let (p, mut dag) = load(&opts.file, &opts.load)?;
     phases.mark("parse + check pipeline");
-    let selected = crate::graph::select(&p, &dag, &opts.targets)?;
+    let selected = crate::targets::select(&p, &dag, &opts.targets, opts.downstream)?;
     // Held (when taken) until the run ends.
     let (_run_lock, mut ws, mut lock) = state.join()?;
     ws.source_stats = std::mem::take(&mut dag.source_stats);
@@ -475,6 +477,9 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                     free_gpus.sort_unstable();
                     let stage = &p.stages[id];
                     let secs = r.started.elapsed().as_secs_f64();
+                    let n_gpus = if executor_name == "slurm" { stage.resources.gpus } else { r.gpus.len() };
+                    let usage = crate::trace::usage_path(&ws.cache_dir, &file_safe(&stage.name));
+                    crate::trace::record(&ws.cache_dir, &usage, &stage.name, &r.assessment.key, n_gpus, secs, &outcome);
                     let result = match outcome {
                         Outcome::Succeeded => commit_outputs(&ws, stage, &r.assessment, secs),
                         Outcome::Failed(why) => Err(anyhow::anyhow!("{why}")),
@@ -537,7 +542,9 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     }
     // Milliseconds matter for a no-op run, not for an hour of training.
     let secs = t0.elapsed().as_secs_f64();
-    if secs < 1.0 { println!("{line} ({secs:.3}s)") } else { println!("{line} ({secs:.2}s)") }
+    if !crate::ui::quiet() {
+        if secs < 1.0 { println!("{line} ({secs:.3}s)") } else { println!("{line} ({secs:.2}s)") }
+    }
     drop(executor);
     // The process ends right after this: freeing 10^5 map entries and strings one by one
     // would cost a no-op run of 10,000 stages about 70 ms, so the big read-only structures
@@ -847,6 +854,8 @@ fn make_job(
             ]
         }
     };
+    // Measured (CPU time, peak memory) for the run trace: see crate::trace.
+    let argv = crate::trace::wrap(exe, &crate::trace::usage_path(&ws.cache_dir, &file_safe(&stage.name)), argv);
     Ok(Job {
         id,
         stage: stage.name.clone(),
@@ -905,6 +914,8 @@ fn commit_outputs(
         dirs,
         created,
         seconds,
+        fingerprint: Some(before.fingerprint.clone()),
+        metrics: crate::compare::metric_paths(stage),
     };
     ws.db
         .as_ref()

@@ -22,10 +22,11 @@ pub fn status(
     file: &std::path::Path,
     opts: &LoadOptions,
     targets: &[String],
+    downstream: bool,
 ) -> Result<Vec<StageStatus>> {
     let state = crate::run::load_state_in_background(file, None);
     let (p, mut dag) = crate::run::load(file, opts)?;
-    let selected = crate::graph::select(&p, &dag, targets)?;
+    let selected = crate::targets::select(&p, &dag, targets, downstream)?;
     let (_, mut ws, lock) = state.join()?;
     ws.source_stats = std::mem::take(&mut dag.source_stats);
     let mut stale: BTreeSet<usize> = BTreeSet::new();
@@ -61,13 +62,18 @@ pub fn status(
 
 /// Human-readable rendering.
 pub fn print(statuses: &[StageStatus]) {
+    use crate::ui::{Paint, paint};
+    if crate::ui::quiet() {
+        return;
+    }
     let stale = statuses.iter().filter(|s| s.state == "stale").count();
     for s in statuses {
         if s.state == "fresh" {
-            println!("  fresh  {}", s.stage);
+            println!("  {}  {}", paint("fresh", Paint::Green), s.stage);
         } else {
             println!(
-                "  stale  {}{}",
+                "  {}  {}{}",
+                paint("stale", Paint::Yellow),
                 s.stage,
                 if s.restorable {
                     "  (restorable from cache)"

@@ -117,6 +117,7 @@ pub fn format_limit(d: Duration) -> String {
 fn relay(
     stream: impl Read,
     log: Arc<Mutex<std::fs::File>>,
+    stage: String,
     progress: Option<(super::JobId, crossbeam_channel::Sender<Event>)>,
 ) {
     let mut reader = BufReader::new(stream);
@@ -141,6 +142,8 @@ fn relay(
             });
             continue;
         }
+        // `-v`: the line is also shown on the terminal, prefixed by the stage (crate::ui).
+        crate::ui::stage_output(&stage, String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']));
         // A full disk loses log lines, never the stage: the pipe must keep draining.
         let _ = log.lock().unwrap().write_all(&line);
     }
@@ -205,9 +208,10 @@ impl Executor for LocalExecutor {
         let stderr = child.stderr.take().expect("piped");
         let id = job.id;
         let (out_log, progress_tx) = (log.clone(), self.tx.clone());
-        let out_thread = std::thread::spawn(move || relay(stdout, out_log, Some((id, progress_tx))));
+        let (out_name, err_name) = (job.stage.clone(), job.stage.clone());
+        let out_thread = std::thread::spawn(move || relay(stdout, out_log, out_name, Some((id, progress_tx))));
         let err_log = log.clone();
-        let err_thread = std::thread::spawn(move || relay(stderr, err_log, None));
+        let err_thread = std::thread::spawn(move || relay(stderr, err_log, err_name, None));
         // The time limit: SIGTERM to the supervisor, which stops the stage's tree (SIGKILL
         // after its grace period).
         let limit = job.resources.time_s.map(Duration::from_secs);

@@ -79,6 +79,14 @@ impl StageKind for Evaluate {
         Params::parse(params).map(|_| ())
     }
 
+    fn metrics(&self, params: &serde_json::Value) -> Vec<String> {
+        Params::parse(params)
+            .ok()
+            .and_then(|p| p.out().to_str().and_then(|o| crate::spec::normalise(o, false).ok()))
+            .into_iter()
+            .collect()
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<()> {
         let p = Params::parse(&ctx.params).with_context(|| format!("stage '{}'", ctx.stage))?;
         let pool = rayon::ThreadPoolBuilder::new()

@@ -67,6 +67,11 @@ pub trait StageKind: Send + Sync {
     fn needs_libtorch(&self) -> bool {
         false
     }
+    /// Outputs (workspace-relative) that hold this stage's metrics as JSON numbers, for
+    /// `repro metrics` and `repro exp show`; a kind that measures something declares them here.
+    fn metrics(&self, _params: &serde_json::Value) -> Vec<String> {
+        Vec::new()
+    }
     /// Every path the kind writes, as (parameter it comes from, workspace-relative path as
     /// given), for the engine's confinement check (`crate::confine`): each must be one of the
     /// stage's declared outputs or lie inside one. Parameters that do not parse give none

@@ -74,6 +74,9 @@ pub struct Stage {
     /// Where each top-level `with:` parameter is written, for errors about its value.
     pub with_marks: BTreeMap<String, Mark>,
     pub desc: Option<String>,
+    /// `metrics:` outputs (JSON files whose numbers `repro metrics`/`exp show` compare); each
+    /// is also in `outs`.
+    pub metrics: Vec<PathRef>,
     /// Where the stage is defined (its name in the file).
     pub mark: Mark,
 }
@@ -91,6 +94,7 @@ const STAGE_KEYS: &[&str] = &[
     "matrix",
     "checkpoint",
     "desc",
+    "metrics",
 ];
 /// Longest stage name (after expansion): `cache/logs/<name>.log` must fit a file name (255 bytes).
 const MAX_STAGE_NAME: usize = 200;
@@ -812,7 +816,14 @@ fn build_stage(
     };
 
     let deps = path_list(body, "deps", scope, true, &mut errors);
-    let outs = path_list(body, "outs", scope, false, &mut errors);
+    let mut outs = path_list(body, "outs", scope, false, &mut errors);
+    // A metrics file is an output: listing it under `outs:` as well is allowed, not needed.
+    let metrics = path_list(body, "metrics", scope, false, &mut errors);
+    for m in &metrics {
+        if !outs.iter().any(|o| o.path == m.path) {
+            outs.push(m.clone());
+        }
+    }
 
     let mut params = BTreeMap::new();
     if let Some(p) = body.get("params") {
@@ -878,6 +889,7 @@ fn build_stage(
                 })
                 .unwrap_or_default(),
             desc,
+            metrics,
             mark: key.mark.clone(),
         }),
         _ => Err(errors),
@@ -1172,6 +1184,16 @@ mod tests {
         assert!(normalise("../x", false).is_err());
         assert!(normalise("/abs", false).is_err());
         assert_eq!(normalise("/usr/share/x", true).unwrap(), "/usr/share/x");
+    }
+
+    #[test]
+    fn metrics_are_outputs_too() {
+        let p = load_text("stages:\n  a:\n    cmd: echo\n    outs: [m.json]\n    metrics: [m.json, n.json]\n").unwrap();
+        let s = &p.stages[0];
+        let outs: Vec<_> = s.outs.iter().map(|o| o.path.as_str()).collect();
+        assert_eq!(outs, ["m.json", "n.json"]);
+        assert_eq!(s.metrics.len(), 2);
+        assert!(load_text("stages:\n  a:\n    cmd: echo\n    metrics: [../m.json]\n").is_err());
     }
 
     #[test]

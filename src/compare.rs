@@ -1,0 +1,984 @@
+//! Comparing configurations: `repro params diff`, `repro metrics show|diff`, `repro exp show`
+//! and `repro exp apply`.
+//!
+//! Everything needed is already recorded: a stage's fingerprint (its params and `with:`
+//! values) is in `repro.lock` and in each run-cache record, and its metrics files are outputs,
+//! so their content is in the cache under the hash the lock or record names. A *source* is
+//! one such record of the whole pipeline or of one stage:
+//!
+//! - `workspace`: the pipeline as it is now (params as the file, profile and `--set` give
+//!   them) and the metrics files as they are in the workspace;
+//! - `lock`: `repro.lock`, what each stage last produced;
+//! - a git revision: its committed `repro.lock` (`git show REV:repro.lock`);
+//! - a run-cache entry, by the id `repro exp show` prints (a prefix of the stage key).
+//!
+//! A metric is a number in a metrics JSON file, named by its key (`accuracy`), nested keys
+//! joined by dots one level deep (`softmax.a_uni`); lists and deeper values are not metrics.
+//! `exp show` also attaches to a configuration the metrics of the run-cache entries that
+//! consumed its outputs (an evaluate stage reading a train stage's logits, matched by content
+//! hash), so one row of `exp show 'gamma_sweep@*'` carries the A_Uni of its own model.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::db::RunRecord;
+use crate::engine::Workspace;
+use crate::fingerprint::Fingerprint;
+use crate::lockfile::LockFile;
+use crate::spec::{Action, LoadOptions, Pipeline, Stage};
+
+/// The outputs of `stage` that hold metrics: its `metrics:` and those its kind declares.
+pub fn metric_paths(stage: &Stage) -> Vec<String> {
+    let mut v: Vec<String> = stage.metrics.iter().map(|m| m.path.clone()).collect();
+    if let Action::Uses { kind, with } = &stage.action
+        && let Ok(k) = crate::kinds::lookup(kind)
+    {
+        for m in k.metrics(with) {
+            if !v.contains(&m) {
+                v.push(m);
+            }
+        }
+    }
+    v
+}
+
+/// The numbers of a metrics JSON document, by name (see the module docs).
+pub fn flatten_metrics(doc: &Json) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    if let Json::Object(top) = doc {
+        for (k, v) in top {
+            match v {
+                Json::Number(n) => {
+                    out.insert(k.clone(), n.as_f64().unwrap_or(f64::NAN));
+                }
+                Json::Object(inner) => {
+                    for (k2, v2) in inner {
+                        if let Some(x) = v2.as_f64() {
+                            out.insert(format!("{k}.{k2}"), x);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// The params of a stage as compared: its declared params by variable name, and for a
+/// built-in kind its `with:` values as `with.NAME` (nested mappings joined by dots).
+pub fn params_of(fp_params: &BTreeMap<String, Json>, with: &Json) -> BTreeMap<String, Json> {
+    let mut out = fp_params.clone();
+    fn walk(prefix: &str, v: &Json, out: &mut BTreeMap<String, Json>) {
+        match v {
+            Json::Object(m) => m
+                .iter()
+                .for_each(|(k, v)| walk(&format!("{prefix}.{k}"), v, out)),
+            other => {
+                out.insert(prefix.to_string(), other.clone());
+            }
+        }
+    }
+    if let Json::Object(m) = with {
+        for (k, v) in m {
+            walk(&format!("with.{k}"), v, &mut out);
+        }
+    }
+    out
+}
+
+/// One stage's configuration in a source.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Config {
+    pub params: BTreeMap<String, Json>,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Where a snapshot comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    Workspace,
+    Lock,
+    Git(String),
+    Run(String),
+}
+
+impl Source {
+    pub fn label(&self) -> String {
+        match self {
+            Source::Workspace => "workspace".into(),
+            Source::Lock => "lock".into(),
+            Source::Git(r) => r.clone(),
+            Source::Run(k) => short(k).to_string(),
+        }
+    }
+}
+
+/// The id `exp show` prints for a run-cache entry.
+pub fn short(key: &str) -> &str {
+    &key[..key.len().min(8)]
+}
+
+/// What a command comparing configurations reads: the pipeline as it is now, the workspace
+/// with its cache and run cache, and the lock.
+pub struct Records {
+    pub p: Pipeline,
+    pub ws: Workspace,
+    pub lock: LockFile,
+    runs: Vec<(String, RunRecord)>,
+}
+
+impl Records {
+    pub fn load(file: &Path, opts: &LoadOptions) -> Result<Records> {
+        let (p, _dag) = crate::run::load(file, opts)?;
+        let ws = Workspace::open(&p.root, Duration::from_secs(10))?;
+        let runs = match &ws.db {
+            Some(db) => db.runs()?,
+            None => bail!(
+                "the state database {} is busy (a run is in progress); try again when it ends",
+                ws.cache_dir.join("state.redb").display()
+            ),
+        };
+        let lock = crate::engine::read_lock(&ws)?;
+        Ok(Records { p, ws, lock, runs })
+    }
+
+    /// Read a source named on the command line.
+    pub fn source(&self, name: &str) -> Result<Source> {
+        match name {
+            "workspace" | "ws" => return Ok(Source::Workspace),
+            "lock" => return Ok(Source::Lock),
+            _ => {}
+        }
+        let hex = name.len() >= 4 && name.chars().all(|c| c.is_ascii_hexdigit());
+        if hex {
+            let hits: Vec<&String> = self
+                .runs
+                .iter()
+                .map(|(k, _)| k)
+                .filter(|k| k.starts_with(name))
+                .collect();
+            match hits.as_slice() {
+                [one] => return Ok(Source::Run((*one).clone())),
+                [] => {}
+                _ => bail!(
+                    "'{name}' names {} run-cache entries; give more of the id",
+                    hits.len()
+                ),
+            }
+        }
+        if git_lock(&self.p.root, name).is_ok() {
+            return Ok(Source::Git(name.to_string()));
+        }
+        bail!(
+            "'{name}' is not `workspace`, `lock`, a run-cache id (repro exp show lists them) or a git revision with a committed repro.lock"
+        )
+    }
+
+    /// The default "before" of a diff: HEAD's lock when the workspace is in git and HEAD has
+    /// one, else the workspace's lock (what last ran).
+    pub fn default_base(&self) -> Source {
+        if git_lock(&self.p.root, "HEAD").is_ok() {
+            Source::Git("HEAD".into())
+        } else {
+            Source::Lock
+        }
+    }
+
+    /// Every stage's configuration in `src` (a run-cache source has one stage).
+    pub fn snapshot(&self, src: &Source) -> Result<BTreeMap<String, Config>> {
+        let mut out = BTreeMap::new();
+        match src {
+            Source::Workspace => {
+                for s in &self.p.stages {
+                    let with = match &s.action {
+                        Action::Uses { with, .. } => with.clone(),
+                        Action::Cmd(_) => Json::Null,
+                    };
+                    let mut metrics = BTreeMap::new();
+                    for m in metric_paths(s) {
+                        if let Ok(text) = std::fs::read_to_string(self.p.root.join(&m)) {
+                            metrics.extend(parse_metrics(&text, &m, &metric_paths(s)));
+                        }
+                    }
+                    out.insert(
+                        s.name.clone(),
+                        Config {
+                            params: params_of(&s.params, &with),
+                            metrics,
+                        },
+                    );
+                }
+            }
+            Source::Lock | Source::Git(_) => {
+                let lock = match src {
+                    Source::Git(rev) => git_lock(&self.p.root, rev)?,
+                    _ => self.lock.clone(),
+                };
+                for (name, e) in &lock.stages {
+                    let paths = self.recorded_metric_paths(name, &e.key);
+                    let mut metrics = BTreeMap::new();
+                    for m in &paths {
+                        let Some(hash) = e.out_hashes.get(m) else {
+                            continue;
+                        };
+                        let text = self.object_text(hash).or_else(|| match src {
+                            Source::Git(rev) => git_show(&self.p.root, rev, m).ok(),
+                            _ => None,
+                        });
+                        if let Some(text) = text {
+                            metrics.extend(parse_metrics(&text, m, &paths));
+                        }
+                    }
+                    let fp = &e.fingerprint;
+                    out.insert(
+                        name.clone(),
+                        Config {
+                            params: params_of(&fp.params, &fp.with),
+                            metrics,
+                        },
+                    );
+                }
+            }
+            Source::Run(key) => {
+                let (_, rec) = self
+                    .runs
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .context("run-cache entry vanished")?;
+                out.insert(rec.stage.clone(), self.run_config(key, rec, false));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Metric paths of a recorded stage: as recorded in its run-cache entry, else as the
+    /// pipeline declares them now.
+    fn recorded_metric_paths(&self, stage: &str, key: &str) -> Vec<String> {
+        if let Some((_, r)) = self.runs.iter().find(|(k, _)| k == key)
+            && !r.metrics.is_empty()
+        {
+            return r.metrics.clone();
+        }
+        self.p
+            .stages
+            .iter()
+            .find(|s| s.name == stage)
+            .map(metric_paths)
+            .unwrap_or_default()
+    }
+
+    fn object_text(&self, hash: &str) -> Option<String> {
+        std::fs::read_to_string(self.ws.objects.object_path(hash)).ok()
+    }
+
+    /// A run-cache entry's params and metrics; `linked`: also the metrics of the entries
+    /// that consumed its outputs.
+    fn run_config(&self, key: &str, rec: &RunRecord, linked: bool) -> Config {
+        let (params, _) = record_params(rec);
+        let mut metrics = BTreeMap::new();
+        let own = self.recorded_metric_paths(&rec.stage, key);
+        for m in &own {
+            if let Some(text) = rec.outs.get(m).and_then(|h| self.object_text(h)) {
+                metrics.extend(parse_metrics(&text, m, &own));
+            }
+        }
+        if linked {
+            let hashes: BTreeSet<&str> = rec.outs.values().map(String::as_str).collect();
+            // The newest consumer of each of this entry's outputs that measured something.
+            let mut consumers: Vec<&(String, RunRecord)> = self
+                .runs
+                .iter()
+                .filter(|(k, r)| {
+                    k != key
+                        && r.fingerprint
+                            .as_ref()
+                            .is_some_and(|fp| fp.deps.values().any(|h| hashes.contains(h.as_str())))
+                })
+                .collect();
+            consumers.sort_by_key(|(_, r)| std::cmp::Reverse(r.created));
+            for (k, r) in consumers {
+                for (name, v) in self.run_config(k, r, false).metrics {
+                    metrics.entry(name).or_insert(v);
+                }
+            }
+        }
+        Config { params, metrics }
+    }
+
+    /// Whether every object a record names is in the cache.
+    fn restorable(&self, rec: &RunRecord) -> bool {
+        rec.outs.iter().all(|(path, hash)| {
+            if rec.dirs.contains(path) {
+                self.ws
+                    .objects
+                    .manifest(hash)
+                    .is_ok_and(|files| files.iter().all(|f| self.ws.objects.has(&f.hash)))
+            } else {
+                self.ws.objects.has(hash)
+            }
+        })
+    }
+}
+
+/// A record's params, and whether it knew them (records written before fingerprints were kept
+/// did not).
+fn record_params(rec: &RunRecord) -> (BTreeMap<String, Json>, bool) {
+    match &rec.fingerprint {
+        Some(fp) => (params_of(&fp.params, &fp.with), true),
+        None => (BTreeMap::new(), false),
+    }
+}
+
+/// Metrics from one file; names are prefixed by the file when a stage has several.
+fn parse_metrics(text: &str, path: &str, all: &[String]) -> BTreeMap<String, f64> {
+    let Ok(doc) = serde_json::from_str::<Json>(text) else {
+        return BTreeMap::new();
+    };
+    let m = flatten_metrics(&doc);
+    if all.len() <= 1 {
+        return m;
+    }
+    m.into_iter()
+        .map(|(k, v)| (format!("{path}:{k}"), v))
+        .collect()
+}
+
+/// `git show REV:./repro.lock` from the workspace, parsed.
+fn git_lock(root: &Path, rev: &str) -> Result<LockFile> {
+    let text = git_show(root, rev, "repro.lock")?;
+    serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("{rev}:repro.lock is not a valid lock file"))
+}
+
+fn git_show(root: &Path, rev: &str, path: &str) -> Result<String> {
+    if rev.starts_with('-') {
+        bail!("'{rev}' is not a revision");
+    }
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["show", &format!("{rev}:./{path}")])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .context("cannot run git")?;
+    if !out.status.success() {
+        bail!("git has no {path} at '{rev}'");
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A JSON value as a table cell.
+fn cell(v: Option<&Json>) -> String {
+    match v {
+        None => "-".into(),
+        Some(Json::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    }
+}
+
+fn num_cell(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(x) if x.fract() == 0.0 && x.abs() < 1e15 => format!("{x:.0}"),
+        Some(x) => format!("{x:.6}").trim_end_matches('0').to_string(),
+    }
+}
+
+/// The change between two values, when both are numbers.
+fn change(a: Option<&Json>, b: Option<&Json>) -> String {
+    match (a.and_then(Json::as_f64), b.and_then(Json::as_f64)) {
+        (Some(x), Some(y)) => {
+            let d = y - x;
+            if d >= 0.0 {
+                format!("+{}", num_cell(Some(d)))
+            } else {
+                num_cell(Some(d))
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+/// Output format of the comparison commands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Markdown,
+    Json,
+}
+
+/// An aligned text table, or a Markdown one.
+pub fn render_table(headers: &[String], rows: &[Vec<String>], fmt: Format) -> String {
+    let mut s = String::new();
+    if fmt == Format::Markdown {
+        let esc = |c: &str| c.replace('|', "\\|");
+        s.push_str(&format!(
+            "| {} |\n",
+            headers
+                .iter()
+                .map(|h| esc(h))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        ));
+        s.push_str(&format!(
+            "|{}\n",
+            headers.iter().map(|_| "---|").collect::<String>()
+        ));
+        for r in rows {
+            s.push_str(&format!(
+                "| {} |\n",
+                r.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | ")
+            ));
+        }
+        return s;
+    }
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([headers[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = widths[i] - c.chars().count();
+            l.push_str(c);
+            if i + 1 < cells.len() {
+                l.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    s.push_str(&line(headers));
+    for r in rows {
+        s.push_str(&line(r));
+    }
+    s
+}
+
+/// One row of a params or metrics diff.
+#[derive(Serialize)]
+pub struct DiffRow {
+    pub stage: String,
+    pub name: String,
+    pub a: Option<Json>,
+    pub b: Option<Json>,
+}
+
+/// `params diff` (`metrics: false`) or `metrics diff` between two snapshots; unchanged rows
+/// only with `all`.
+pub fn diff(
+    a: &BTreeMap<String, Config>,
+    b: &BTreeMap<String, Config>,
+    metrics: bool,
+    all: bool,
+) -> Vec<DiffRow> {
+    let mut rows = Vec::new();
+    let stages: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let empty = Config::default();
+    for st in stages {
+        let (ca, cb) = (a.get(st).unwrap_or(&empty), b.get(st).unwrap_or(&empty));
+        let (ma, mb): (BTreeMap<String, Json>, BTreeMap<String, Json>) = if metrics {
+            let j = |c: &Config| -> BTreeMap<String, Json> {
+                c.metrics
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+                    .collect()
+            };
+            (j(ca), j(cb))
+        } else {
+            (ca.params.clone(), cb.params.clone())
+        };
+        let names: BTreeSet<&String> = ma.keys().chain(mb.keys()).collect();
+        for n in names {
+            let (va, vb) = (ma.get(n), mb.get(n));
+            if all || va != vb {
+                rows.push(DiffRow {
+                    stage: st.clone(),
+                    name: n.clone(),
+                    a: va.cloned(),
+                    b: vb.cloned(),
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// Print a diff in the chosen format.
+pub fn print_diff(rows: &[DiffRow], what: &str, a: &str, b: &str, fmt: Format) -> Result<()> {
+    if fmt == Format::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "a": a, "b": b, "rows": rows }))?
+        );
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no {what} differ between {a} and {b}");
+        return Ok(());
+    }
+    let headers = [
+        "stage".to_string(),
+        what.trim_end_matches('s').to_string(),
+        a.to_string(),
+        b.to_string(),
+        "change".into(),
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.stage.clone(),
+                r.name.clone(),
+                cell(r.a.as_ref()),
+                cell(r.b.as_ref()),
+                change(r.a.as_ref(), r.b.as_ref()),
+            ]
+        })
+        .collect();
+    print!("{}", render_table(&headers, &cells, fmt));
+    Ok(())
+}
+
+/// `metrics show`: every metric of a snapshot.
+pub fn print_metrics(snap: &BTreeMap<String, Config>, fmt: Format) -> Result<()> {
+    let with: BTreeMap<&String, &BTreeMap<String, f64>> = snap
+        .iter()
+        .filter(|(_, c)| !c.metrics.is_empty())
+        .map(|(s, c)| (s, &c.metrics))
+        .collect();
+    if fmt == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&with)?);
+        return Ok(());
+    }
+    if with.is_empty() {
+        println!("no metrics found (declare `metrics:` outputs in the pipeline, then run it)");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = with
+        .iter()
+        .flat_map(|(s, m)| {
+            m.iter()
+                .map(move |(k, v)| vec![s.to_string(), k.clone(), num_cell(Some(*v))])
+        })
+        .collect();
+    print!(
+        "{}",
+        render_table(
+            &["stage".into(), "metric".into(), "value".into()],
+            &rows,
+            fmt
+        )
+    );
+    Ok(())
+}
+
+/// One configuration in `exp show`.
+#[derive(Serialize, Clone)]
+pub struct ExpRow {
+    pub id: String,
+    pub key: String,
+    pub stage: String,
+    /// Milliseconds since the epoch when it ran.
+    pub created: u64,
+    pub seconds: f64,
+    pub params: BTreeMap<String, Json>,
+    pub metrics: BTreeMap<String, f64>,
+    /// Its outputs are all in the cache (`repro exp apply` can bring them back).
+    pub restorable: bool,
+    /// It is what the workspace holds now (its key is the lock's).
+    pub current: bool,
+}
+
+/// Every run-cache configuration of the stages `targets` select (names, base names, globs;
+/// all when empty), newest first.
+pub fn experiments(cx: &Records, targets: &[String]) -> Result<Vec<ExpRow>> {
+    let matchers = targets
+        .iter()
+        .map(|t| {
+            Ok((
+                t.clone(),
+                globset::Glob::new(t)
+                    .map_err(|e| anyhow::anyhow!("invalid pattern '{t}': {e}"))?
+                    .compile_matcher(),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let selected = |stage: &str| {
+        matchers.is_empty()
+            || matchers.iter().any(|(t, m)| {
+                stage == t || m.is_match(stage) || stage.split('@').next() == Some(t.as_str())
+            })
+    };
+    let mut rows: Vec<ExpRow> = cx
+        .runs
+        .iter()
+        .filter(|(_, r)| selected(&r.stage))
+        .map(|(k, r)| {
+            let c = cx.run_config(k, r, true);
+            ExpRow {
+                id: short(k).to_string(),
+                key: k.clone(),
+                stage: r.stage.clone(),
+                created: r.created,
+                seconds: r.seconds,
+                params: c.params,
+                metrics: c.metrics,
+                restorable: cx.restorable(r),
+                current: cx.lock.stages.get(&r.stage).is_some_and(|e| &e.key == k),
+            }
+        })
+        .collect();
+    if rows.is_empty() && !targets.is_empty() {
+        bail!(
+            "the run cache has no configuration of a stage matching {}",
+            targets.join(", ")
+        );
+    }
+    rows.sort_by(|a, b| b.created.cmp(&a.created).then(a.stage.cmp(&b.stage)));
+    Ok(rows)
+}
+
+/// Order rows by a metric (`NAME` or the end of a dotted/prefixed name), best (largest)
+/// first unless `ascending`; rows without it last.
+pub fn sort_by_metric(rows: &mut [ExpRow], metric: &str, ascending: bool) -> Result<()> {
+    let find = |r: &ExpRow| {
+        r.metrics.get(metric).copied().or_else(|| {
+            r.metrics
+                .iter()
+                .find(|(k, _)| metric_matches(k, metric))
+                .map(|(_, v)| *v)
+        })
+    };
+    if !rows.iter().any(|r| find(r).is_some()) {
+        let known: BTreeSet<&String> = rows.iter().flat_map(|r| r.metrics.keys()).collect();
+        bail!(
+            "no configuration has a metric '{metric}' (metrics: {})",
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.into_iter().cloned().collect::<Vec<_>>().join(", ")
+            }
+        );
+    }
+    rows.sort_by(|a, b| match (find(a), find(b)) {
+        (Some(x), Some(y)) => {
+            let o = x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal);
+            if ascending { o } else { o.reverse() }
+        }
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    Ok(())
+}
+
+/// Whether the metric `name` is what `wanted` names: equal, or its last dotted/prefixed part.
+fn metric_matches(name: &str, wanted: &str) -> bool {
+    name == wanted || name.ends_with(&format!(".{wanted}")) || name.ends_with(&format!(":{wanted}"))
+}
+
+/// Keep only the metrics named in `wanted` (`exp show --metrics a_uni,a_sw`).
+pub fn keep_metrics(rows: &mut [ExpRow], wanted: &[String]) {
+    for r in rows {
+        r.metrics
+            .retain(|k, _| wanted.iter().any(|w| metric_matches(k, w)));
+    }
+}
+
+/// The params whose values are not the same in every row (what tells configurations apart).
+pub fn differing_params(rows: &[ExpRow]) -> Vec<String> {
+    let names: BTreeSet<&String> = rows.iter().flat_map(|r| r.params.keys()).collect();
+    names
+        .into_iter()
+        .filter(|n| {
+            let first = rows.first().and_then(|r| r.params.get(*n));
+            rows.iter().any(|r| r.params.get(*n) != first)
+        })
+        .cloned()
+        .collect()
+}
+
+/// `exp show` as a table (text or Markdown): id, stage, the params that differ, metrics,
+/// when it ran, restorable; `*` marks what the workspace holds.
+pub fn print_experiments(rows: &[ExpRow], fmt: Format) -> Result<()> {
+    if fmt == Format::Json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("the run cache is empty: run the pipeline first");
+        return Ok(());
+    }
+    let params = differing_params(rows);
+    let metrics: Vec<String> = rows
+        .iter()
+        .flat_map(|r| r.metrics.keys().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut headers = vec!["id".to_string(), "stage".into()];
+    headers.extend(params.iter().cloned());
+    headers.extend(metrics.iter().cloned());
+    headers.extend(["ran (UTC)".to_string(), "took".into(), "restorable".into()]);
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut c = vec![
+                format!("{}{}", r.id, if r.current { "*" } else { "" }),
+                r.stage.clone(),
+            ];
+            c.extend(params.iter().map(|p| cell(r.params.get(p))));
+            c.extend(metrics.iter().map(|m| num_cell(r.metrics.get(m).copied())));
+            c.push(utc(r.created));
+            c.push(format!("{:.1}s", r.seconds));
+            c.push(if r.restorable {
+                "yes".into()
+            } else {
+                "no".into()
+            });
+            c
+        })
+        .collect();
+    print!("{}", render_table(&headers, &cells, fmt));
+    if fmt == Format::Text {
+        println!(
+            "* = in the workspace now; repro exp apply ID restores a configuration from the cache"
+        );
+    }
+    Ok(())
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM` (UTC).
+fn utc(ms: u64) -> String {
+    utc_seconds(ms)[..16].to_string()
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn utc_seconds(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `exp apply ID`: put a cached configuration's outputs back in the workspace (nothing is
+/// recomputed; what the outputs held is saved in the cache first), record it in the lock, and
+/// say which params make it current. Returns the lines to print.
+pub fn apply(file: &Path, opts: &LoadOptions, id: &str) -> Result<Vec<String>> {
+    let root = crate::spec::workspace_root(file);
+    let _guard = crate::engine::WorkspaceLock::acquire(&root.join("cache"), false)?;
+    let cx = Records::load(file, opts)?;
+    let Source::Run(key) = cx.source(id)? else {
+        bail!("'{id}' is not a run-cache id (repro exp show lists them)");
+    };
+    let (_, rec) = cx
+        .runs
+        .iter()
+        .find(|(k, _)| *k == key)
+        .expect("found by source()");
+    if !cx.restorable(rec) {
+        bail!(
+            "{} of stage '{}' cannot be restored: some of its outputs are no longer in the cache",
+            short(&key),
+            rec.stage
+        );
+    }
+    let mut lines = Vec::new();
+    for (path, hash) in &rec.outs {
+        let full = cx.ws.root.join(path);
+        let is_dir = rec.dirs.contains(path);
+        if full.exists() || full.is_symlink() {
+            let now = cx.ws.hasher().content(path)?;
+            if now.hash() == Some(hash.as_str()) {
+                continue;
+            }
+            if now.hash().is_some() {
+                cx.ws
+                    .objects
+                    .store(&full, &now)
+                    .with_context(|| format!("saving the current {path} in the cache"))?;
+            }
+        }
+        cx.ws
+            .objects
+            .restore(hash, is_dir, &full)
+            .with_context(|| format!("restoring {path}"))?;
+        lines.push(format!("restored {path}"));
+    }
+    if lines.is_empty() {
+        lines.push(format!(
+            "the outputs of {} already hold {}",
+            rec.stage,
+            short(&key)
+        ));
+    }
+    let mut lock = cx.lock.clone();
+    match &rec.fingerprint {
+        Some(fp) => {
+            lock.stages.insert(
+                rec.stage.clone(),
+                crate::lockfile::LockEntry {
+                    key: key.clone(),
+                    fingerprint: fp.clone(),
+                    out_hashes: rec.outs.clone(),
+                },
+            );
+            lock.write(&cx.ws.lock_path)?;
+        }
+        None => {
+            lines.push("note: this entry predates recorded params; repro.lock is unchanged".into())
+        }
+    }
+    lines.extend(params_to_set(&cx, &rec.stage, rec.fingerprint.as_ref()));
+    Ok(lines)
+}
+
+/// How the pipeline's params differ from a configuration's: what to set to make it current.
+fn params_to_set(cx: &Records, stage: &str, fp: Option<&Fingerprint>) -> Vec<String> {
+    let Some(fp) = fp else { return Vec::new() };
+    let Some(now) = cx.p.stages.iter().find(|s| s.name == stage) else {
+        return vec![format!(
+            "note: stage '{stage}' is no longer in the pipeline"
+        )];
+    };
+    let now_with = match &now.action {
+        Action::Uses { with, .. } => with.clone(),
+        Action::Cmd(_) => Json::Null,
+    };
+    let (want, have) = (
+        params_of(&fp.params, &fp.with),
+        params_of(&now.params, &now_with),
+    );
+    let mut sets = Vec::new();
+    let mut others = Vec::new();
+    for (k, v) in &want {
+        if have.get(k) == Some(v) {
+            continue;
+        }
+        if fp.params.contains_key(k) {
+            let text = match v {
+                Json::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            sets.push(format!("--set {k}={}", shell_word(&text)));
+        } else {
+            others.push(format!(
+                "{k} = {} (now {})",
+                cell(Some(v)),
+                cell(have.get(k))
+            ));
+        }
+    }
+    let mut lines = Vec::new();
+    if sets.is_empty() && others.is_empty() {
+        lines.push(format!(
+            "the pipeline's params already match; `repro status {stage}` shows whether its deps do"
+        ));
+    }
+    if !sets.is_empty() {
+        lines.push(format!("to make it current: repro run {}", sets.join(" ")));
+    }
+    if !others.is_empty() {
+        lines.push(format!(
+            "in the pipeline, set for '{stage}': {}",
+            others.join("; ")
+        ));
+    }
+    lines
+}
+
+/// A value quoted for a POSIX shell when needed.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+/:=,@".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn metrics_flatten_one_level_and_skip_lists() {
+        let m = flatten_metrics(
+            &json!({"acc": 0.5, "n": 3, "softmax": {"a_uni": 0.25, "deep": {"x": 1}},
+            "hist": [1, 2], "name": "x", "ok": true}),
+        );
+        let keys: Vec<&str> = m.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["acc", "n", "softmax.a_uni"]);
+    }
+
+    #[test]
+    fn params_include_with_values_by_dotted_name() {
+        let p = params_of(
+            &[("lr".to_string(), json!(0.1))].into(),
+            &json!({"gamma": 4, "meta": {"role": "x"}}),
+        );
+        assert_eq!(p["lr"], json!(0.1));
+        assert_eq!(p["with.gamma"], json!(4));
+        assert_eq!(p["with.meta.role"], json!("x"));
+    }
+
+    #[test]
+    fn dates_and_cells() {
+        assert_eq!(utc(0), "1970-01-01 00:00");
+        assert_eq!(utc(1_764_620_700_000), "2025-12-01 20:25");
+        assert_eq!(num_cell(Some(0.125)), "0.125");
+        assert_eq!(num_cell(Some(20.0)), "20");
+        assert_eq!(change(Some(&json!(3)), Some(&json!(5))), "+2");
+        assert_eq!(shell_word("a b"), "'a b'");
+    }
+
+    #[test]
+    fn diff_lists_changed_added_and_removed() {
+        let c = |p: &[(&str, Json)]| Config {
+            params: p.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            metrics: BTreeMap::new(),
+        };
+        let a: BTreeMap<String, Config> =
+            [("s".to_string(), c(&[("n", json!(3)), ("k", json!(1))]))].into();
+        let b: BTreeMap<String, Config> = [
+            ("s".to_string(), c(&[("n", json!(5)), ("k", json!(1))])),
+            ("t".to_string(), c(&[("m", json!(2))])),
+        ]
+        .into();
+        let rows = diff(&a, &b, false, false);
+        let got: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| (r.stage.clone(), r.name.clone()))
+            .collect();
+        assert_eq!(got, [("s".into(), "n".into()), ("t".into(), "m".into())]);
+        assert_eq!(diff(&a, &b, false, true).len(), 3);
+    }
+}

@@ -1,0 +1,141 @@
+//! Terminal conventions shared by every command: how much to say (`-q`, `-v`) and whether to
+//! colour it (`--color`, `NO_COLOR`).
+//!
+//! Set once from the command line before anything prints, read everywhere through these small
+//! functions, so that modules that print (the progress display, `status`, the executors'
+//! output relay) need no extra parameters. Verbose mode relays each stage's output lines to the
+//! terminal, prefixed by the stage's name, through the progress display when one is active (so
+//! lines do not tear the bars); the stage's log is written either way.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+/// How much a command prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// Errors and failures only.
+    Quiet,
+    Normal,
+    /// Also every stage's output, prefixed by its name.
+    Verbose,
+}
+
+/// `--color`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// Colour when stdout is a terminal and `NO_COLOR` is not set.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+static LEVEL: AtomicU8 = AtomicU8::new(1);
+static COLOR: AtomicBool = AtomicBool::new(false);
+/// The active progress display, so relayed stage output is printed above its bars.
+static DISPLAY: Mutex<Option<indicatif::MultiProgress>> = Mutex::new(None);
+
+/// Apply the command line's choices; call once at start-up.
+pub fn configure(level: Level, color: ColorChoice) {
+    LEVEL.store(level as u8, Ordering::Relaxed);
+    let on = match color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => auto_color(
+            std::env::var_os("NO_COLOR").as_deref(),
+            std::env::var_os("TERM").as_deref(),
+            std::io::stdout().is_terminal(),
+        ),
+    };
+    COLOR.store(on, Ordering::Relaxed);
+    // The progress bars' styles colour through `console`.
+    console::set_colors_enabled(on);
+    console::set_colors_enabled_stderr(on);
+}
+
+/// `--color auto`: a terminal that is not `dumb`, and `NO_COLOR` unset or empty
+/// (https://no-color.org).
+fn auto_color(
+    no_color: Option<&std::ffi::OsStr>,
+    term: Option<&std::ffi::OsStr>,
+    tty: bool,
+) -> bool {
+    no_color.is_none_or(|v| v.is_empty()) && term.is_none_or(|t| t != "dumb") && tty
+}
+
+pub fn quiet() -> bool {
+    LEVEL.load(Ordering::Relaxed) == Level::Quiet as u8
+}
+
+pub fn verbose() -> bool {
+    LEVEL.load(Ordering::Relaxed) == Level::Verbose as u8
+}
+
+pub fn color() -> bool {
+    COLOR.load(Ordering::Relaxed)
+}
+
+/// Colours used in output.
+#[derive(Clone, Copy)]
+pub enum Paint {
+    Red,
+    Green,
+    Yellow,
+    Dim,
+    Bold,
+}
+
+/// `text` in a colour when colour is on, unchanged otherwise.
+pub fn paint(text: &str, p: Paint) -> String {
+    if !color() {
+        return text.to_string();
+    }
+    let code = match p {
+        Paint::Red => "31",
+        Paint::Green => "32",
+        Paint::Yellow => "33",
+        Paint::Dim => "2",
+        Paint::Bold => "1",
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+/// The progress display registers itself while it is drawn (and `None` when done).
+pub fn set_display(d: Option<indicatif::MultiProgress>) {
+    *DISPLAY.lock().unwrap_or_else(|e| e.into_inner()) = d;
+}
+
+/// Verbose mode: one line of a stage's output, shown as `stage | line`.
+pub fn stage_output(stage: &str, line: &str) {
+    if !verbose() {
+        return;
+    }
+    let text = format!("{} {line}", paint(&format!("{stage} |"), Paint::Dim));
+    match &*DISPLAY.lock().unwrap_or_else(|e| e.into_inner()) {
+        Some(multi) => {
+            let _ = multi.println(text);
+        }
+        None => println!("{text}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn auto_color_honours_no_color_and_dumb_terminals() {
+        assert!(auto_color(None, Some(OsStr::new("xterm")), true));
+        assert!(!auto_color(None, Some(OsStr::new("xterm")), false));
+        assert!(!auto_color(
+            Some(OsStr::new("1")),
+            Some(OsStr::new("xterm")),
+            true
+        ));
+        // An empty NO_COLOR does not count (no-color.org).
+        assert!(auto_color(Some(OsStr::new("")), None, true));
+        assert!(!auto_color(None, Some(OsStr::new("dumb")), true));
+    }
+}
