@@ -143,7 +143,9 @@ fn relay(
             continue;
         }
         // `-v`: the line is also shown on the terminal, prefixed by the stage (crate::ui).
-        crate::ui::stage_output(&stage, String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']));
+        if crate::ui::verbose() {
+            crate::ui::stage_output(&stage, String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']));
+        }
         // A full disk loses log lines, never the stage: the pipe must keep draining.
         let _ = log.lock().unwrap().write_all(&line);
     }
