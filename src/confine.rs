@@ -459,13 +459,21 @@ fn kind_path(rules: &Rules, s: &Stage, path: &Path) -> Result<(), String> {
 /// produced there — recorded in the lock, claimed by an earlier run of a stage (a run that
 /// failed or was killed leaves its partial outputs behind), or identical to a cache object
 /// (replacing it loses nothing) — unless the user passes `--force`. One per `repro run`.
-#[derive(Default)]
 pub struct Ownership {
+    /// `--force`: the user lets the selected stages take over whatever is at their paths.
+    pub force: bool,
     /// Output paths claimed so far (`cache/claimed`), read when first needed.
     claims: Mutex<Option<HashSet<String>>>,
 }
 
 impl Ownership {
+    pub fn new(force: bool) -> Self {
+        Ownership {
+            force,
+            claims: Mutex::default(),
+        }
+    }
+
     fn with_claims<R>(&self, ws: &Workspace, f: impl FnOnce(&mut HashSet<String>) -> R) -> R {
         let mut guard = self.claims.lock().unwrap();
         let set = guard.get_or_insert_with(|| read_claims(&ws.cache_dir.join(CLAIMS_FILE)));
@@ -487,6 +495,9 @@ impl Ownership {
     /// The outputs (and checkpoint directory) of `stage` that hold something the engine did
     /// not produce, as errors.
     pub fn unowned(&self, ws: &Workspace, lock: &LockFile, stage: &Stage, a: &Assessment) -> Vec<SpecError> {
+        if self.force {
+            return Vec::new();
+        }
         let checkpoint = stage.checkpoint.as_ref().and_then(|cp| {
             let why = checkpoint_owned(&ws.root.join(cp), CHECKPOINT_MARKER).err()?;
             let mark = stage.checkpoint_mark.as_ref().unwrap_or(&stage.mark);

@@ -314,7 +314,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     };
     // Nothing runs if a stage would replace something at its outputs that repro did not
     // produce (unless --force): checked here, before anything runs, and again as each starts.
-    let owners = crate::confine::Ownership::default();
+    let owners = crate::confine::Ownership::new(opts.force);
     let unowned: Vec<crate::spec::SpecError> = assessed
         .iter()
         .filter_map(|(i, a)| Some((*i, a.as_ref().ok().filter(|a| !a.fresh())?)))
@@ -392,7 +392,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
             let pre = pre_fresh
                 .remove(&i)
                 .filter(|_| !dag.upstream(i).iter().any(|u| disturbed.contains(u)));
-            let outcome = start_stage(&ws, &p, stage, pre, &lock, &owners, opts.force, &mut progress, (&remote, i))
+            let outcome = start_stage(&ws, &p, stage, pre, &lock, &owners, &mut progress, (&remote, i))
                 .with_context(|| format!("stage '{}'", stage.name));
             if matches!(outcome, Ok(Start::Restored(..) | Start::Run(_))) {
                 disturbed.insert(i);
@@ -620,10 +620,10 @@ fn start_stage(
     pre: Option<Assessment>,
     lock: &LockFile,
     owners: &crate::confine::Ownership,
-    force: bool,
     progress: &mut Progress,
     (remote, id): (&crate::remote::RunRemote, usize),
 ) -> Result<Start> {
+    let force = owners.force;
     let a = match pre {
         Some(a) => a,
         None => assess(ws, stage, lock.stages.get(&stage.name))?,
@@ -631,11 +631,9 @@ fn start_stage(
     if !force && a.fresh() {
         return Ok(Start::Fresh);
     }
-    if !force {
-        let unowned = owners.unowned(ws, lock, stage, &a);
-        if !unowned.is_empty() {
-            anyhow::bail!("{}", crate::spec::SpecErrors(unowned));
-        }
+    let unowned = owners.unowned(ws, lock, stage, &a);
+    if !unowned.is_empty() {
+        anyhow::bail!("{}", crate::spec::SpecErrors(unowned));
     }
     let db = ws.db.as_ref().expect("run holds the database");
     let mut from_remote = false;
