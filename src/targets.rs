@@ -130,7 +130,7 @@ mod tests {
     fn pipeline(dir: &Path) -> (Pipeline, Dag) {
         std::fs::write(
             dir.join("pipeline.yaml"),
-            "stages:\n  a:\n    cmd: x\n    outs: [data/a.txt]\n  b:\n    foreach: [1, 2]\n    cmd: x\n    deps: [data/a.txt]\n    outs: [runs/b${item}]\n  c:\n    cmd: x\n    deps: [runs]\n    outs: [c.txt]\n  d:\n    cmd: x\n    outs: [d.txt]\n",
+            "stages:\n  a:\n    cmd: x\n    outs: [data/a.txt]\n  b:\n    foreach: [1, 2]\n    cmd: x\n    deps: [data/a.txt]\n    outs: [\"runs/b${item}\"]\n  c:\n    cmd: x\n    deps: [runs]\n    outs: [c.txt]\n  d:\n    cmd: x\n    outs: [d.txt]\n",
         )
         .unwrap();
         let p = crate::spec::load(&dir.join("pipeline.yaml"), &Default::default()).unwrap();
