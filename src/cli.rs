@@ -170,7 +170,7 @@ pub fn main() -> i32 {
         Command::Dag(args) => cmd_dag(args),
         Command::Cache { what: CacheCmd::Verify { file } } => crate::maintenance::verify(&workspace_of(&file)),
         Command::Gc(args) => crate::maintenance::gc(&workspace_of(&args.file), args.keep_last),
-        Command::Eval(args) => crate::metrics::cli_eval(&args),
+        Command::Eval(args) => crate::metrics::cli_eval(&args.logits, args.json),
         Command::Doctor => Err(crate::kinds::exec_torch(&["doctor".as_ref()])),
         Command::Internal { what: Internal::RunKind { spec } } => run_kind(&spec),
     };
