@@ -425,7 +425,7 @@ pub fn main() -> i32 {
         }),
         Command::Pull(args) => cmd_pull(args),
         Command::Gc(args) => crate::maintenance::gc(&workspace_of(&args.file), args.keep_last),
-        Command::Eval(args) => crate::metrics::cli_eval(&args),
+        Command::Eval(args) => crate::metrics::cli_eval(&args.logits, args.json),
         Command::Doctor => Err(crate::kinds::exec_torch(&["doctor".as_ref()])),
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -531,7 +531,7 @@ fn cmd_status(args: StatusArgs) -> anyhow::Result<i32> {
     } else {
         crate::status::print(&st);
     }
-    Ok(if args.check && st.iter().any(|s| s.state != "fresh") { 1 } else { 0 })
+    Ok(if args.check && st.iter().any(|s| s.state != crate::status::State::Fresh) { 1 } else { 0 })
 }
 
 fn cmd_dag(args: DagArgs) -> anyhow::Result<i32> {

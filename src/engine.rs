@@ -108,17 +108,7 @@ impl Workspace {
 }
 
 /// A stage name made safe as a file name (expanded names contain `@` and `,`).
-pub fn file_safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "@=,.-_+".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
+pub use crate::fsutil::stage_file_name as file_safe;
 
 /// The verdict on one stage.
 #[derive(Debug, Clone)]
@@ -183,7 +173,13 @@ pub fn assess(ws: &Workspace, stage: &Stage, entry: Option<&LockEntry>) -> Resul
         None => reasons.push("never run".to_string()),
         Some(e) => {
             if e.key != key {
-                reasons.extend(fingerprint.diff(&e.fingerprint));
+                let why = fingerprint.diff(&e.fingerprint);
+                if why.is_empty() {
+                    // Equal fingerprints, different keys: the entry's key was not made from
+                    // its fingerprint by this version's encoding.
+                    reasons.push("its lock entry was written by another key encoding".into());
+                }
+                reasons.extend(why);
             }
             for (p, c) in &outs {
                 match (c.hash(), e.out_hashes.get(p)) {

@@ -1,10 +1,13 @@
 //! A stage's fingerprint: everything that determines its result, and the key derived from it.
 //!
-//! The key is blake3 over a canonical, length-prefixed encoding of the fingerprint's fields.
-//! The lock file stores the fingerprint itself, so "why is this stale?" is answered by
-//! comparing the same fields the key was computed from: the code that decides and the code
-//! that explains cannot disagree (if the keys differ, some field differs, because the encoding
-//! is injective). Paths are workspace-relative, so a moved or cloned workspace keeps its keys.
+//! The fingerprint is written down once, as one walk over its items ([`Fingerprint::walk`]),
+//! and the walk goes into one of two sinks: a hasher that makes the key (blake3 over a
+//! canonical, length-prefixed encoding of each item) and a record that keeps each item as
+//! (part, name, value) so two fingerprints can be compared. The lock file stores the
+//! fingerprint itself, so "why is this stale?" compares exactly what the key was computed
+//! from, and the explanation is empty exactly when the keys are equal: the code that decides
+//! and the code that explains are the same walk. Paths are workspace-relative, so a moved or
+//! cloned workspace keeps its keys.
 
 use std::collections::BTreeMap;
 
@@ -32,97 +35,236 @@ pub struct Fingerprint {
     pub outs: Vec<String>,
 }
 
-impl Fingerprint {
-    /// The stage key.
-    pub fn key(&self) -> String {
-        let mut h = blake3::Hasher::new();
-        let mut field = |tag: &str, bytes: &[u8]| {
-            h.update(&(tag.len() as u64).to_le_bytes());
-            h.update(tag.as_bytes());
-            h.update(&(bytes.len() as u64).to_le_bytes());
-            h.update(bytes);
-        };
-        field("encoding", ENCODING_VERSION.as_bytes());
-        field("action", self.action.as_bytes());
-        field("with", canonical_json(&self.with).as_bytes());
-        for (k, v) in &self.params {
-            field("param", k.as_bytes());
-            field("value", canonical_json(v).as_bytes());
-        }
-        for (p, hash) in &self.deps {
-            field("dep", p.as_bytes());
-            field("hash", hash.as_bytes());
-        }
-        let mut outs = self.outs.clone();
-        outs.sort();
-        for o in &outs {
-            field("out", o.as_bytes());
-        }
-        h.finalize().to_hex().to_string()
-    }
+/// The part of a fingerprint an item (and so a change) belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Part {
+    /// The command, or the kind and its version.
+    Action,
+    /// A built-in kind's `with:` parameters.
+    With,
+    /// A declared param.
+    Param,
+    /// A dep's content.
+    Dep,
+    /// The declared outputs.
+    Outs,
+}
 
-    /// Why `self` (now) differs from `old` (recorded), field by field, in words.
-    pub fn diff(&self, old: &Fingerprint) -> Vec<String> {
-        let mut why = Vec::new();
-        if self.action != old.action {
-            if self.action.starts_with("uses:") && old.action.starts_with("uses:") {
-                why.push(format!(
-                    "code version changed: {} (was {})",
-                    self.action.trim_start_matches("uses: "),
-                    old.action.trim_start_matches("uses: ")
-                ));
-            } else {
-                why.push(format!(
-                    "command changed: {} (was {})",
-                    self.action, old.action
-                ));
+/// One reason a fingerprint differs from the recorded one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    pub part: Part,
+    pub text: String,
+}
+
+/// One item of a fingerprint, as [`Fingerprint::walk`] visits it.
+#[derive(Clone, Copy)]
+enum Item<'a> {
+    Action(&'a str),
+    With(&'a Json),
+    Param(&'a str, &'a Json),
+    Dep(&'a str, &'a str),
+    Out(&'a str),
+}
+
+/// Where a walk goes: [`KeySink`] hashes it (deciding), [`Record`] keeps it (explaining).
+trait Sink<'a> {
+    fn item(&mut self, item: Item<'a>);
+}
+
+/// The terse sink: blake3 over a length-prefixed encoding of every item.
+struct KeySink(blake3::Hasher);
+
+impl KeySink {
+    fn field(&mut self, tag: &str, bytes: &[u8]) {
+        let h = &mut self.0;
+        h.update(&(tag.len() as u64).to_le_bytes());
+        h.update(tag.as_bytes());
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+}
+
+impl<'a> Sink<'a> for KeySink {
+    fn item(&mut self, item: Item<'a>) {
+        match item {
+            Item::Action(a) => self.field("action", a.as_bytes()),
+            Item::With(w) => self.field("with", canonical_json(w).as_bytes()),
+            Item::Param(k, v) => {
+                self.field("param", k.as_bytes());
+                self.field("value", canonical_json(v).as_bytes());
             }
-        }
-        if canonical_json(&self.with) != canonical_json(&old.with) {
-            let mut changed = Vec::new();
-            diff_json("", &old.with, &self.with, &mut changed);
-            for c in changed {
-                why.push(format!("parameter {c}"));
+            Item::Dep(p, h) => {
+                self.field("dep", p.as_bytes());
+                self.field("hash", h.as_bytes());
             }
+            Item::Out(o) => self.field("out", o.as_bytes()),
         }
+    }
+}
+
+/// One recorded item: its part, its name within the part (param name, dep or output path;
+/// empty for the action and `with:`), its value exactly as the key encodes it, and the JSON
+/// value itself where there is one (for readable explanations).
+struct Entry<'a> {
+    part: Part,
+    name: &'a str,
+    value: String,
+    json: Option<&'a Json>,
+}
+
+/// The explaining sink. Two fingerprints have equal keys exactly when their records hold
+/// the same (part, name, value) sequence: the key encodes each of these, injectively, and
+/// nothing else.
+#[derive(Default)]
+struct Record<'a>(Vec<Entry<'a>>);
+
+impl<'a> Sink<'a> for Record<'a> {
+    fn item(&mut self, item: Item<'a>) {
+        let (part, name, value, json) = match item {
+            Item::Action(a) => (Part::Action, "", a.to_string(), None),
+            Item::With(w) => (Part::With, "", canonical_json(w), Some(w)),
+            Item::Param(k, v) => (Part::Param, k, canonical_json(v), Some(v)),
+            Item::Dep(p, h) => (Part::Dep, p, h.to_string(), None),
+            Item::Out(o) => (Part::Outs, o, String::new(), None),
+        };
+        self.0.push(Entry {
+            part,
+            name,
+            value,
+            json,
+        });
+    }
+}
+
+impl<'a> Record<'a> {
+    fn part(&self, part: Part) -> Vec<&Entry<'a>> {
+        self.0.iter().filter(|e| e.part == part).collect()
+    }
+}
+
+impl Fingerprint {
+    /// The walk: every item that determines the stage's result, in a fixed order. The key and
+    /// the explanation are both computed from it, and from nothing else.
+    fn walk<'a>(&'a self, sink: &mut impl Sink<'a>) {
+        sink.item(Item::Action(&self.action));
+        sink.item(Item::With(&self.with));
         for (k, v) in &self.params {
-            match old.params.get(k) {
-                None => why.push(format!("param {k} added: {}", show(v))),
-                Some(o) if canonical_json(o) != canonical_json(v) => {
-                    why.push(format!("param {k} changed: {} -> {}", show(o), show(v)))
-                }
-                _ => {}
-            }
-        }
-        for k in old.params.keys().filter(|k| !self.params.contains_key(*k)) {
-            why.push(format!("param {k} removed"));
+            sink.item(Item::Param(k, v));
         }
         for (p, h) in &self.deps {
-            match old.deps.get(p) {
-                None => why.push(format!("dep {p} added")),
-                Some(o) if o != h => why.push(format!("dep {p} changed")),
-                _ => {}
+            sink.item(Item::Dep(p, h));
+        }
+        let mut outs: Vec<&str> = self.outs.iter().map(String::as_str).collect();
+        outs.sort_unstable();
+        for o in outs {
+            sink.item(Item::Out(o));
+        }
+    }
+
+    /// The stage key.
+    pub fn key(&self) -> String {
+        let mut sink = KeySink(blake3::Hasher::new());
+        sink.field("encoding", ENCODING_VERSION.as_bytes());
+        self.walk(&mut sink);
+        sink.0.finalize().to_hex().to_string()
+    }
+
+    /// Why `self` (now) differs from `old` (recorded), in words. Empty exactly when the two
+    /// have the same key.
+    pub fn diff(&self, old: &Fingerprint) -> Vec<String> {
+        self.changes(old).into_iter().map(|c| c.text).collect()
+    }
+
+    /// [`diff`](Self::diff), each reason with the part of the fingerprint it concerns.
+    pub fn changes(&self, old: &Fingerprint) -> Vec<Change> {
+        let (mut new_rec, mut old_rec) = (Record::default(), Record::default());
+        self.walk(&mut new_rec);
+        old.walk(&mut old_rec);
+        let mut why = Vec::new();
+        for part in [Part::Action, Part::With, Part::Param, Part::Dep, Part::Outs] {
+            let (n, o) = (new_rec.part(part), old_rec.part(part));
+            let same = n.len() == o.len()
+                && n.iter()
+                    .zip(&o)
+                    .all(|(a, b)| a.name == b.name && a.value == b.value);
+            if !same {
+                // Each arm says something whenever its entries differ, so a part whose
+                // entries differ (and only such a part) is explained.
+                for text in explain(part, &n, &o) {
+                    why.push(Change { part, text });
+                }
             }
-        }
-        for p in old.deps.keys().filter(|p| !self.deps.contains_key(*p)) {
-            why.push(format!("dep {p} removed"));
-        }
-        let (mut a, mut b) = (self.outs.clone(), old.outs.clone());
-        a.sort();
-        b.sort();
-        if a != b {
-            why.push(format!(
-                "declared outputs changed: [{}] (were [{}])",
-                a.join(", "),
-                b.join(", ")
-            ));
-        }
-        if why.is_empty() && self.key() != old.key() {
-            // Unreachable while the encoding is injective; kept so a bug cannot hide a rerun's cause.
-            why.push("stage key changed".into());
         }
         why
     }
+}
+
+/// The reasons for one part whose entries differ (`n`: now, `o`: recorded).
+fn explain(part: Part, n: &[&Entry], o: &[&Entry]) -> Vec<String> {
+    let value = |es: &[&Entry]| es.first().map(|e| e.value.clone()).unwrap_or_default();
+    let mut why = Vec::new();
+    match part {
+        Part::Action => {
+            let (a, b) = (value(n), value(o));
+            match (a.strip_prefix("uses: "), b.strip_prefix("uses: ")) {
+                (Some(x), Some(y)) => why.push(format!("code version changed: {x} (was {y})")),
+                _ => why.push(format!("command changed: {a} (was {b})")),
+            }
+        }
+        Part::With => {
+            let json = |es: &[&Entry]| es.first().and_then(|e| e.json).cloned().unwrap_or_default();
+            let mut changed = Vec::new();
+            diff_json("", &json(o), &json(n), &mut changed);
+            why.extend(changed.into_iter().map(|c| format!("parameter {c}")));
+        }
+        Part::Param | Part::Dep => {
+            // From maps: names are unique and sorted on both sides.
+            let by_name = |es: &[&Entry<'_>]| -> BTreeMap<String, (String, Json)> {
+                es.iter()
+                    .map(|e| {
+                        (
+                            e.name.to_string(),
+                            (e.value.clone(), e.json.cloned().unwrap_or_default()),
+                        )
+                    })
+                    .collect()
+            };
+            let (nm, om) = (by_name(n), by_name(o));
+            let what = if part == Part::Param { "param" } else { "dep" };
+            for (k, (v, vj)) in &nm {
+                match om.get(k) {
+                    None if part == Part::Param => {
+                        why.push(format!("param {k} added: {}", show(vj)))
+                    }
+                    None => why.push(format!("dep {k} added")),
+                    Some((ov, oj)) if ov != v => why.push(if part == Part::Param {
+                        // `"1"` and `1` read alike unquoted; then show them as JSON.
+                        let (a, b) = match (show(oj), show(vj)) {
+                            (a, b) if a == b => (ov.clone(), v.clone()),
+                            shown => shown,
+                        };
+                        format!("param {k} changed: {a} -> {b}")
+                    } else {
+                        format!("dep {k} changed")
+                    }),
+                    _ => {}
+                }
+            }
+            for k in om.keys().filter(|k| !nm.contains_key(*k)) {
+                why.push(format!("{what} {k} removed"));
+            }
+        }
+        Part::Outs => {
+            let names = |es: &[&Entry]| es.iter().map(|e| e.name).collect::<Vec<_>>().join(", ");
+            why.push(format!(
+                "declared outputs changed: [{}] (were [{}])",
+                names(n),
+                names(o)
+            ));
+        }
+    }
+    why
 }
 
 fn show(v: &Json) -> String {
@@ -241,5 +383,187 @@ mod tests {
             "{why:?}"
         );
         assert!(fp().diff(&fp()).is_empty());
+    }
+
+    /// The v1 key as it was computed before the walk existed, written out by hand: the walk
+    /// must hash exactly these bytes, or every recorded stage would rerun after an upgrade.
+    fn v1_key(f: &Fingerprint) -> String {
+        let mut h = blake3::Hasher::new();
+        let mut field = |tag: &str, bytes: &[u8]| {
+            h.update(&(tag.len() as u64).to_le_bytes());
+            h.update(tag.as_bytes());
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        field("encoding", b"repro-key-v1");
+        field("action", f.action.as_bytes());
+        field("with", canonical_json(&f.with).as_bytes());
+        for (k, v) in &f.params {
+            field("param", k.as_bytes());
+            field("value", canonical_json(v).as_bytes());
+        }
+        for (p, hash) in &f.deps {
+            field("dep", p.as_bytes());
+            field("hash", hash.as_bytes());
+        }
+        let mut outs = f.outs.clone();
+        outs.sort();
+        for o in &outs {
+            field("out", o.as_bytes());
+        }
+        h.finalize().to_hex().to_string()
+    }
+
+    #[test]
+    fn keys_are_unchanged_from_v1() {
+        let mut f = fp();
+        f.with = json!({"b": [1, 2], "a": {"y": null, "x": "s"}});
+        f.outs = vec!["z".into(), "a".into()];
+        assert_eq!(f.key(), v1_key(&f));
+        assert_eq!(fp().key(), v1_key(&fp()));
+    }
+
+    /// Each single change to one part of the fingerprint: the explanation is non-empty exactly
+    /// when the key changes, and names only that part.
+    #[test]
+    fn explanation_lists_exactly_the_parts_whose_change_changes_the_key() {
+        let mut base = fp();
+        base.with = json!({"opt": {"lr": 0.1, "m": 0.9}, "n": [1, 2]});
+        base.params.insert("seed".into(), json!("a"));
+        base.deps.insert("b.csv".into(), "bb".into());
+        base.outs = vec!["m.bin".into(), "log.txt".into()];
+        type Edit = fn(&mut Fingerprint);
+        let edits: Vec<(&str, Option<Part>, Edit)> = vec![
+            ("action", Some(Part::Action), |f| {
+                f.action = "cmd: other".into()
+            }),
+            ("kind version", Some(Part::Action), |f| {
+                f.action = "uses: x@2".into()
+            }),
+            ("with leaf", Some(Part::With), |f| {
+                f.with["opt"]["lr"] = json!(0.2)
+            }),
+            ("with key added", Some(Part::With), |f| {
+                f.with["new"] = json!(1)
+            }),
+            ("with list", Some(Part::With), |f| {
+                f.with["n"] = json!([2, 1])
+            }),
+            ("with int vs float", Some(Part::With), |f| {
+                f.with["opt"]["m"] = json!(1)
+            }),
+            ("with reordered", None, |f| {
+                f.with =
+                    serde_json::from_str(r#"{"n": [1, 2], "opt": {"m": 0.9, "lr": 0.1}}"#).unwrap()
+            }),
+            ("param value", Some(Part::Param), |f| {
+                f.params.insert("lr".into(), json!(0.5));
+            }),
+            ("param string vs number", Some(Part::Param), |f| {
+                f.params.insert("lr".into(), json!("0.1"));
+            }),
+            ("param added", Some(Part::Param), |f| {
+                f.params.insert("new".into(), json!(null));
+            }),
+            ("param removed", Some(Part::Param), |f| {
+                f.params.remove("seed");
+            }),
+            ("dep hash", Some(Part::Dep), |f| {
+                f.deps.insert("b.csv".into(), "cc".into());
+            }),
+            ("dep added", Some(Part::Dep), |f| {
+                f.deps.insert("c.csv".into(), "cc".into());
+            }),
+            ("dep removed", Some(Part::Dep), |f| {
+                f.deps.remove("data.csv");
+            }),
+            ("out added", Some(Part::Outs), |f| f.outs.push("x".into())),
+            ("out duplicated", Some(Part::Outs), |f| {
+                f.outs.push("m.bin".into())
+            }),
+            ("outs reordered", None, |f| f.outs.reverse()),
+        ];
+        for (what, part, edit) in edits {
+            let mut now = base.clone();
+            edit(&mut now);
+            let changes = now.changes(&base);
+            assert_eq!(
+                now.key() != base.key(),
+                !changes.is_empty(),
+                "{what}: key changed = {}, explanation {changes:?}",
+                now.key() != base.key()
+            );
+            assert!(
+                changes.iter().all(|c| Some(c.part) == part),
+                "{what}: expected only {part:?}, got {changes:?}"
+            );
+            assert_eq!(part.is_some(), !changes.is_empty(), "{what}");
+        }
+    }
+
+    fn arb_json() -> impl Strategy<Value = Json> {
+        let leaf = prop_oneof![
+            Just(Json::Null),
+            any::<bool>().prop_map(Json::from),
+            (0i64..3).prop_map(Json::from),
+            prop_oneof![Just(0.5f64), Just(1.0f64)].prop_map(Json::from),
+            "[ab]{0,2}".prop_map(Json::from),
+        ];
+        leaf.prop_recursive(3, 12, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Json::from),
+                proptest::collection::btree_map("[ab]", inner, 0..3)
+                    .prop_map(|m| Json::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn arb_fingerprint() -> impl Strategy<Value = Fingerprint> {
+        (
+            prop_oneof![
+                Just("cmd: a"),
+                Just("cmd: b"),
+                Just("uses: k@1"),
+                Just("uses: k@2")
+            ],
+            arb_json(),
+            proptest::collection::btree_map("[ab]{1,2}", arb_json(), 0..3),
+            proptest::collection::btree_map("[ab]{1,2}", "[xy]{0,2}", 0..3),
+            proptest::collection::vec("[ab]{1,2}", 0..3),
+        )
+            .prop_map(|(action, with, params, deps, outs)| Fingerprint {
+                action: action.to_string(),
+                with,
+                params,
+                deps,
+                outs,
+            })
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Over random pairs (small alphabets, so that equal parts are common): the
+        /// explanation is empty exactly when the keys are equal, and every part it names
+        /// differs in what the key encodes.
+        #[test]
+        fn explanation_is_empty_exactly_when_keys_are_equal(a in arb_fingerprint(), b in arb_fingerprint()) {
+            let changes = a.changes(&b);
+            prop_assert_eq!(a.key() == b.key(), changes.is_empty(), "{:?}", changes);
+            for c in &changes {
+                let mut a2 = a.clone();
+                // Taking that part from `b` must change `a`'s key: the part really differs.
+                match c.part {
+                    Part::Action => a2.action = b.action.clone(),
+                    Part::With => a2.with = b.with.clone(),
+                    Part::Param => a2.params = b.params.clone(),
+                    Part::Dep => a2.deps = b.deps.clone(),
+                    Part::Outs => a2.outs = b.outs.clone(),
+                }
+                prop_assert_ne!(a2.key(), a.key(), "{:?}", c);
+            }
+        }
     }
 }

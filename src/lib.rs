@@ -1,11 +1,12 @@
 //! `repro`: a make-like pipeline engine that reproduces "Rediscovering BCE Loss for Uniform
 //! Classification" and runs your own experiments.
 //!
-//! Data flows one way through the modules:
-//! `spec` (parse + expand pipeline.yaml) → `graph` (DAG) → `state` (hashes, stage keys, lock,
-//! why-stale) → `scheduler` / `executor` (run children) → `cache` (content-addressed outputs).
-//! Built-in stage kinds live in `kinds`; the science in `metrics`, `ml`, `data`, `report`
-//! knows nothing about the engine.
+//! Data flows one way through the modules (docs/architecture.md draws it):
+//! `spec` (parse + expand pipeline.yaml) → `graph` (DAG) → state (`hashing`, `fingerprint`,
+//! `lockfile`, `db`, `engine::assess`) → `plan` (one verdict per stage, for `run`, `--dry-run`
+//! and `status`) → `run` (the scheduler) → `executor` (local or Slurm) → `cache`
+//! (content-addressed outputs). Built-in stage kinds live in `kinds`; the science in
+//! `metrics`, `data`, `report` knows nothing about the engine.
 
 // Stages are supervised with Linux interfaces (prctl, process groups, wait4, /proc).
 #[cfg(not(target_os = "linux"))]
@@ -19,12 +20,14 @@ pub mod db;
 pub mod engine;
 pub mod executor;
 pub mod fingerprint;
+pub mod fsutil;
 pub mod graph;
 pub mod hashing;
 pub mod init;
 pub mod kinds;
 pub mod lockfile;
 pub mod maintenance;
+pub mod plan;
 pub mod progress;
 pub mod remote;
 pub mod run;

@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use crate::cache::CorruptObject;
 use crate::db::RunRecord;
 use crate::engine::{Assessment, Workspace, WorkspaceLock, assess, file_safe};
-use crate::executor::{Event, Executor, Job, Outcome};
+use crate::executor::{Event, Executor, ExecutorKind, Job, Outcome};
 use crate::hashing::Content;
 use crate::lockfile::{LockEntry, LockFile};
 use crate::progress::Progress;
@@ -239,17 +239,18 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
         crate::remote::transfer::clear_tmp(&ws.cache_dir)?;
     }
 
-    let executor_name = opts
+    let executor_kind: ExecutorKind = opts
         .executor
-        .clone()
-        .or(p.executor.clone())
-        .unwrap_or_else(|| "local".into());
-    let mut executor = make_executor(&executor_name, &p)?;
+        .as_deref()
+        .or(p.executor.as_deref())
+        .unwrap_or("local")
+        .parse()?;
+    let mut executor = make_executor(executor_kind, &p)?;
 
     let jobs = opts
         .jobs
         .unwrap_or_else(|| {
-            if executor_name == "slurm" {
+            if executor_kind == ExecutorKind::Slurm {
                 256
             } else {
                 std::thread::available_parallelism()
@@ -300,16 +301,15 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     let mut lock_dirty = false;
     let mut last_lock_write = Instant::now();
     let exe = std::env::current_exe().context("cannot find the repro binary")?;
-    // Every selected stage assessed up front, in parallel. A stage that is fresh by it and
-    // whose upstream all stayed fresh in this run skips its own assessment: on a no-op run
+    // Every selected stage planned up front (assessed in parallel; `plan` is also what
+    // `status` and `--dry-run` report). A Fresh verdict is not assessed again: on a no-op run
     // of many stages this is most of the work. Anything else is re-assessed when it starts.
     let assessed: Vec<(usize, Result<Assessment>)> = if opts.force {
         Vec::new()
     } else {
-        selected
-            .iter()
-            .copied()
-            .zip(crate::engine::assess_all(&ws, &p, &selected, &lock))
+        crate::plan::plan(&ws, &p, &dag, &selected, &lock)
+            .into_iter()
+            .map(|(i, r)| (i, r.map(|x| x.assessment)))
             .collect()
     };
     // Nothing runs if a stage would replace something at its outputs that repro did not
@@ -437,7 +437,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                         stage.resources.gpus.min(gpu_total)
                     };
                     let gpus: Vec<usize> = free_gpus.drain(..n_gpu).collect();
-                    let job = make_job(&ws, &exe, stage, i, &a, &gpus, &gpu_ids, executor_name == "slurm")?;
+                    let job = make_job(&ws, &exe, stage, i, &a, &gpus, &gpu_ids, executor_kind == ExecutorKind::Slurm)?;
                     progress.start(i, &stage.name, "running");
                     if let Err(e) = executor.submit(job) {
                         free_gpus.extend(gpus);
@@ -477,7 +477,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                     free_gpus.sort_unstable();
                     let stage = &p.stages[id];
                     let secs = r.started.elapsed().as_secs_f64();
-                    let n_gpus = if executor_name == "slurm" { stage.resources.gpus } else { r.gpus.len() };
+                    let n_gpus = if executor_kind == ExecutorKind::Slurm { stage.resources.gpus } else { r.gpus.len() };
                     let usage = crate::trace::usage_path(&ws.cache_dir, &file_safe(&stage.name));
                     crate::trace::record(&ws.cache_dir, &usage, &stage.name, &r.assessment.key, n_gpus, secs, &outcome);
                     let result = match outcome {
@@ -959,56 +959,46 @@ pub fn log_tail(path: &Path, n: usize) -> String {
         .join("\n")
 }
 
-fn make_executor(name: &str, p: &Pipeline) -> Result<Box<dyn Executor>> {
-    match name {
-        "local" => Ok(Box::new(
+fn make_executor(kind: ExecutorKind, p: &Pipeline) -> Result<Box<dyn Executor>> {
+    match kind {
+        ExecutorKind::Local => Ok(Box::new(
             crate::executor::local::LocalExecutor::with_pid_dir(
                 p.root.join("cache").join("running"),
             )?,
         )),
-        "slurm" => crate::executor::make_slurm(p),
-        other => anyhow::bail!("unknown executor '{other}' (known: local, slurm)"),
+        ExecutorKind::Slurm => crate::executor::make_slurm(p),
     }
 }
 
-/// `--dry-run`: what would happen, without running or recording anything.
+/// `--dry-run`: what would happen, without running or recording anything: the verdicts of
+/// [`plan`](crate::plan::plan), as `repro status` reports them and `run` acts on them.
 fn dry_run(p: &Pipeline, dag: &crate::graph::Dag, selected: &[usize], ws: &Workspace, lock: &LockFile) -> Result<i32> {
-    let mut will_change: BTreeSet<usize> = BTreeSet::new();
-    let mut counts = (0, 0, 0);
-    let assessed = crate::engine::assess_all(ws, p, selected, lock);
-    for (&i, a) in selected.iter().zip(assessed) {
-        let s = &p.stages[i];
-        let upstream: Vec<&str> = dag
-            .upstream(i)
-            .into_iter()
-            .filter(|u| will_change.contains(u))
-            .map(|u| p.stages[u].name.as_str())
-            .collect();
-        let a = a?;
-        if a.fresh() && upstream.is_empty() {
-            counts.1 += 1;
-            continue;
+    use crate::plan::Verdict;
+    let (mut run, mut may, mut fresh, mut restore) = (0, 0, 0, 0);
+    for (i, planned) in crate::plan::plan(ws, p, dag, selected, lock) {
+        let name = &p.stages[i].name;
+        let v = planned?.verdict;
+        let mut why = v.reasons().join("; ");
+        if !v.upstream().is_empty() {
+            let after = format!("after upstream {}", v.upstream().join(", "));
+            why = if why.is_empty() { after } else { format!("{why}; {after}") };
         }
-        will_change.insert(i);
-        let cached = ws.in_run_cache(&a.key)?;
-        if !upstream.is_empty() && a.fresh() {
-            println!(
-                "may run {} (upstream {} will run)",
-                s.name,
-                upstream.join(", ")
-            );
-            counts.0 += 1;
-        } else if cached {
-            println!("would restore {} ({})", s.name, a.reasons.join("; "));
-            counts.2 += 1;
-        } else {
-            println!("would run {} ({})", s.name, a.reasons.join("; "));
-            counts.0 += 1;
+        match v {
+            Verdict::Fresh => fresh += 1,
+            Verdict::Stale { .. } => {
+                println!("would run {name} ({why})");
+                run += 1;
+            }
+            Verdict::Restorable { .. } => {
+                println!("would restore {name} ({why})");
+                restore += 1;
+            }
+            Verdict::Pending { .. } => {
+                println!("may run {name} ({why})");
+                may += 1;
+            }
         }
     }
-    println!(
-        "dry run: {} would run, {} fresh, {} would be restored",
-        counts.0, counts.1, counts.2
-    );
+    println!("dry run: {run} would run, {may} may run, {fresh} fresh, {restore} would be restored");
     Ok(0)
 }

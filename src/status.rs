@@ -1,18 +1,41 @@
-//! `repro status`: per stage, fresh or stale and exactly why — computed by `engine::assess`,
-//! the same code `repro run` uses to decide. Never takes the workspace lock: it reads the
-//! lock file and, when the state database is free, its stat cache.
+//! `repro status`: per stage, the verdict of [`plan`](crate::plan::plan) and exactly why —
+//! the same verdict `repro run` acts on and `repro run --dry-run` prints. Never takes the
+//! workspace lock: it reads the lock file and, when the state database is free, its stat cache.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::plan::Verdict;
 use crate::spec::LoadOptions;
+
+/// A stage's state as `status` reports it (`state` in `--json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Up to date; the run skips it.
+    Fresh,
+    /// Out of date; the run runs it (or restores it, see `restorable`).
+    Stale,
+    /// Decided once the stages upstream of it have run.
+    Pending,
+}
+
+impl State {
+    fn word(self) -> &'static str {
+        match self {
+            State::Fresh => "fresh",
+            State::Stale => "stale",
+            State::Pending => "pending",
+        }
+    }
+}
 
 #[derive(Serialize)]
 pub struct StageStatus {
     pub stage: String,
-    pub state: &'static str,
+    pub state: State,
     pub reasons: Vec<String>,
     /// Whether the run cache can restore this stage without running it.
     pub restorable: bool,
@@ -29,27 +52,29 @@ pub fn status(
     let selected = crate::targets::select(&p, &dag, targets, downstream)?;
     let (_, mut ws, lock) = state.join()?;
     ws.source_stats = std::mem::take(&mut dag.source_stats);
-    let mut stale: BTreeSet<usize> = BTreeSet::new();
     let mut out = Vec::new();
-    let assessed = crate::engine::assess_all(&ws, &p, &selected, &lock);
-    for (&i, a) in selected.iter().zip(assessed) {
-        let s = &p.stages[i];
-        let a = a?;
-        let mut reasons = a.reasons.clone();
-        for u in dag.upstream(i) {
-            if stale.contains(&u) {
-                reasons.push(format!("upstream stage '{}' is stale", p.stages[u].name));
-            }
+    let mut states: HashMap<&str, State> = HashMap::new();
+    for (i, planned) in crate::plan::plan(&ws, &p, &dag, &selected, &lock) {
+        let v = planned?.verdict;
+        let name = p.stages[i].name.as_str();
+        let state = match v {
+            Verdict::Fresh => State::Fresh,
+            Verdict::Stale { .. } | Verdict::Restorable { .. } => State::Stale,
+            Verdict::Pending { .. } => State::Pending,
+        };
+        let mut reasons = v.reasons().to_vec();
+        for u in v.upstream() {
+            reasons.push(match states.get(u.as_str()) {
+                Some(State::Pending) => format!("upstream stage '{u}' may run"),
+                _ => format!("upstream stage '{u}' is stale"),
+            });
         }
-        let restorable = !a.fresh() && ws.in_run_cache(&a.key)?;
-        if !reasons.is_empty() {
-            stale.insert(i);
-        }
+        states.insert(name, state);
         out.push(StageStatus {
-            stage: s.name.clone(),
-            state: if reasons.is_empty() { "fresh" } else { "stale" },
+            stage: name.to_string(),
+            state,
             reasons,
-            restorable,
+            restorable: matches!(v, Verdict::Restorable { .. }),
         });
     }
     // Only persist stat entries if we hold the database; a cache, so a full disk or a
@@ -66,29 +91,35 @@ pub fn print(statuses: &[StageStatus]) {
     if crate::ui::quiet() {
         return;
     }
-    let stale = statuses.iter().filter(|s| s.state == "stale").count();
+    let count = |s: State| statuses.iter().filter(|x| x.state == s).count();
     for s in statuses {
-        if s.state == "fresh" {
-            println!("  {}  {}", paint("fresh", Paint::Green), s.stage);
+        let note = if s.restorable {
+            "  (restorable from cache)"
+        } else if s.state == State::Pending {
+            "  (decided after the stages upstream of it run)"
         } else {
-            println!(
-                "  {}  {}{}",
-                paint("stale", Paint::Yellow),
-                s.stage,
-                if s.restorable {
-                    "  (restorable from cache)"
-                } else {
-                    ""
-                }
-            );
-            for r in &s.reasons {
-                println!("           - {r}");
-            }
+            ""
+        };
+        let colour = match s.state {
+            State::Fresh => Paint::Green,
+            _ => Paint::Yellow,
+        };
+        // Pad before painting: escape codes would count towards the width.
+        println!("  {}  {}{note}", paint(&format!("{:<7}", s.state.word()), colour), s.stage);
+        for r in &s.reasons {
+            println!("           - {r}");
         }
     }
+    let pending = count(State::Pending);
     println!(
-        "{} stages: {} fresh, {stale} stale",
+        "{} stages: {} fresh, {} stale{}",
         statuses.len(),
-        statuses.len() - stale
+        count(State::Fresh),
+        count(State::Stale),
+        if pending > 0 {
+            format!(", {pending} pending")
+        } else {
+            String::new()
+        }
     );
 }

@@ -94,7 +94,7 @@ fn tiny_profile_end_to_end_then_noop_then_one_parameter_change() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|s| s["state"] == "stale")
+        .filter(|s| s["state"] != "fresh")
         .map(|s| s["stage"].as_str().unwrap().to_string())
         .collect();
     let out = ws.ok(&["run", "--profile", "tiny", "--set", "finetune.lr=0.02"]);

@@ -1,9 +1,8 @@
 //! Atomic placement of outputs: everything is written under a temporary name in the same
 //! directory and renamed into place, so an interrupted run never leaves a complete-looking
-//! partial file or directory behind.
+//! partial file or directory behind. (A single file from bytes: `fsutil::write_atomic`.)
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -17,21 +16,6 @@ pub fn parent_dir(path: &Path) -> Result<PathBuf> {
     fs::create_dir_all(&parent)
         .with_context(|| format!("creating directory {}", parent.display()))?;
     Ok(parent)
-}
-
-/// Write `bytes` to `path` atomically (temp file in the same directory, fsync, rename).
-pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = parent_dir(path)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(&dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.as_file().sync_all().ok();
-    tmp.persist(path)
-        .with_context(|| format!("renaming into place: {}", path.display()))?;
-    Ok(())
 }
 
 /// A directory being built next to its final place; [`StagedDir::promote`] renames it over
@@ -122,13 +106,5 @@ mod tests {
         let p = dropped.path().to_path_buf();
         drop(dropped);
         assert!(!p.exists() && !root.path().join("other").exists());
-    }
-
-    #[test]
-    fn write_file_leaves_no_temporaries() {
-        let root = tempfile::tempdir().unwrap();
-        write_file(&root.path().join("a/b.txt"), b"x").unwrap();
-        let names: Vec<_> = fs::read_dir(root.path().join("a")).unwrap().collect();
-        assert_eq!(names.len(), 1);
     }
 }

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 
 use super::checksum::Checksum;
-use crate::kinds::progress;
+
+/// Where progress goes: a message and, where known, the fraction done (the `download` kind
+/// relays it to the engine's display).
+pub type Progress<'a> = &'a dyn Fn(&str, Option<f64>);
 
 /// Retry and timeout settings.
 #[derive(Clone, Debug)]
@@ -67,6 +70,7 @@ pub fn fetch(
     base: &Path,
     label: &str,
     opts: &FetchOptions,
+    progress: Progress,
 ) -> Result<Fetched> {
     if sources.is_empty() {
         bail!("{label}: no sources given");
@@ -74,7 +78,7 @@ pub fn fetch(
     let mut failures = Vec::new();
     for src in sources {
         let outcome = if is_url(src) {
-            download(src, part, label, opts).and_then(|()| {
+            download(src, part, label, opts, progress).and_then(|()| {
                 match check.verify(part)? {
                     None => Ok(Fetched::Downloaded(part.to_path_buf())),
                     Some(why) => {
@@ -90,7 +94,7 @@ pub fn fetch(
             if !path.is_file() {
                 Err(anyhow!("no such file"))
             } else {
-                progress::report(&format!("verifying {label} ({})", path.display()), None);
+                progress(&format!("verifying {label} ({})", path.display()), None);
                 match check.verify(&path) {
                     Ok(None) => Ok(Fetched::Local(path)),
                     Ok(Some(why)) => Err(anyhow!("checksum mismatch: {why}")),
@@ -110,7 +114,7 @@ pub fn fetch(
 }
 
 /// Download `url` into `part`, resuming what is already there.
-fn download(url: &str, part: &Path, label: &str, opts: &FetchOptions) -> Result<()> {
+fn download(url: &str, part: &Path, label: &str, opts: &FetchOptions, progress: Progress) -> Result<()> {
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(opts.timeout)
         .timeout_read(opts.timeout)
@@ -122,7 +126,7 @@ fn download(url: &str, part: &Path, label: &str, opts: &FetchOptions) -> Result<
             std::thread::sleep(delay);
             delay *= 2;
         }
-        match attempt_once(&agent, url, part, label) {
+        match attempt_once(&agent, url, part, label, progress) {
             Ok(()) => return Ok(()),
             Err(Attempt::Fatal(e)) => return Err(e),
             Err(Attempt::Retry(e)) => last_err = e,
@@ -138,7 +142,13 @@ enum Attempt {
     Fatal(anyhow::Error),
 }
 
-fn attempt_once(agent: &ureq::Agent, url: &str, part: &Path, label: &str) -> Result<(), Attempt> {
+fn attempt_once(
+    agent: &ureq::Agent,
+    url: &str,
+    part: &Path,
+    label: &str,
+    progress: Progress,
+) -> Result<(), Attempt> {
     let have = fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     let mut req = agent.get(url);
     if have > 0 {
@@ -196,7 +206,7 @@ fn attempt_once(agent: &ureq::Agent, url: &str, part: &Path, label: &str) -> Res
         done += n as u64;
         if last.elapsed() >= Duration::from_millis(500) {
             last = Instant::now();
-            report_bytes(label, done, start, total, t0.elapsed());
+            report_bytes(progress, label, done, start, total, t0.elapsed());
         }
     }
     file.sync_all().ok();
@@ -207,7 +217,7 @@ fn attempt_once(agent: &ureq::Agent, url: &str, part: &Path, label: &str) -> Res
             "transfer ended at {done} of {t} bytes"
         )));
     }
-    report_bytes(label, done, start, total, t0.elapsed());
+    report_bytes(progress, label, done, start, total, t0.elapsed());
     Ok(())
 }
 
@@ -218,12 +228,12 @@ fn content_range_start(resp: &ureq::Response) -> Option<u64> {
     rest.split('-').next()?.trim().parse().ok()
 }
 
-fn report_bytes(label: &str, done: u64, start: u64, total: Option<u64>, took: Duration) {
+fn report_bytes(progress: Progress, label: &str, done: u64, start: u64, total: Option<u64>, took: Duration) {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let rate = mib(done - start) / took.as_secs_f64().max(1e-3);
     let msg = match total {
         Some(t) => format!("{label} {:.1}/{:.1} MiB {rate:.1} MiB/s", mib(done), mib(t)),
         None => format!("{label} {:.1} MiB {rate:.1} MiB/s", mib(done)),
     };
-    progress::report(&msg, total.map(|t| done as f64 / t.max(1) as f64));
+    progress(&msg, total.map(|t| done as f64 / t.max(1) as f64));
 }

@@ -86,6 +86,27 @@ pub trait Executor: Send {
     fn running(&self) -> usize;
 }
 
+/// Where stages run: `--executor`, else the pipeline's `executor:`, else local.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// Child processes on this machine, within `-j` and GPU slots.
+    Local,
+    /// One Slurm batch job per stage.
+    Slurm,
+}
+
+impl std::str::FromStr for ExecutorKind {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "local" => Ok(ExecutorKind::Local),
+            "slurm" => Ok(ExecutorKind::Slurm),
+            other => anyhow::bail!("unknown executor '{other}' (known: local, slurm)"),
+        }
+    }
+}
+
 /// The Slurm executor for a pipeline (its `slurm:` defaults); fails early, with a message
 /// saying what to fix, when Slurm is not configured or its controller does not answer.
 pub fn make_slurm(p: &crate::spec::Pipeline) -> Result<Box<dyn Executor>> {

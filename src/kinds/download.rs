@@ -189,7 +189,7 @@ impl StageKind for Download {
             }
             let label = format!("[{}/{n}] {}", i + 1, f.name);
             let part = part_dir.join(format!(".{}.part", f.name));
-            let got = fetch::fetch(&sources, check, &part, &ctx.workspace, &label, &opts)?;
+            let got = fetch::fetch(&sources, check, &part, &ctx.workspace, &label, &opts, &progress::report)?;
             match (&staged, f.extract) {
                 (None, _) => place(&got, &out)?,
                 (Some(s), Format::None) => place(&got, &s.path().join(&f.name))?,

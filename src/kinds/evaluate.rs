@@ -13,13 +13,13 @@
 //! The output is written to a temporary file in the same directory and renamed into place,
 //! so an interrupted stage never leaves a complete-looking partial metrics.json.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use super::{StageContext, StageKind, progress};
+use crate::fsutil::write_atomic;
 use crate::metrics;
 
 #[derive(Deserialize, Debug)]
@@ -117,29 +117,6 @@ impl StageKind for Evaluate {
         );
         Ok(())
     }
-}
-
-/// Write `bytes` to `path` via a temporary file in the same directory and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("{}: cannot create output directory", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
-    // Temporary files are created private; the output should be as readable as any other.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644));
-    }
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("{}: cannot write", tmp.path().display()))?;
-    tmp.persist(path).with_context(|| format!("{}: cannot move output into place", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

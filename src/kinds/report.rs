@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Result, ensure};
 use serde::Deserialize;
 
-use super::{StageContext, StageKind};
+use super::{StageContext, StageKind, progress};
 use crate::report::{self, PdfMode, figures::Choice};
 
 /// `with:` parameters of a `report` stage.
@@ -87,7 +87,7 @@ impl StageKind for Report {
     fn run(&self, ctx: &StageContext) -> Result<()> {
         let p: Params = ctx.params()?;
         p.check()?;
-        report::progress_report("reading runs", Some(0.0));
+        progress::report("reading runs", Some(0.0));
         let opts = report::Options {
             workspace: ctx.workspace.clone(),
             runs: p.runs,
@@ -103,12 +103,12 @@ impl StageKind for Report {
             },
         };
         let rendered = report::render(&opts)?;
-        report::progress_report(
+        progress::report(
             &format!("rendered {} runs; writing", rendered.runs),
             Some(0.5),
         );
         let w = report::output::write(&rendered, &ctx.path(&p.out), p.pdf)?;
-        report::progress_report(
+        progress::report(
             &format!(
                 "wrote {} ({} figures{})",
                 p.out.display(),

@@ -85,15 +85,15 @@ pub fn evaluate_full(input: &EvalInput<'_>, bins: usize) -> Evaluation {
 }
 
 /// `repro eval --logits FILE [--json]`.
-pub fn cli_eval(args: &crate::cli::EvalArgs) -> Result<i32> {
-    let file = LogitsFile::open(&args.logits)?;
+pub fn cli_eval(logits: &std::path::Path, json: bool) -> Result<i32> {
+    let file = LogitsFile::open(logits)?;
     let input = file.read()?;
     let ev = evaluate(&input.logits, &input.labels);
-    if args.json {
+    if json {
         let v = output::to_json(&ev, &input, &serde_json::json!({}));
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", output::table(&ev, &args.logits.display().to_string()));
+        print!("{}", output::table(&ev, &logits.display().to_string()));
     }
     Ok(0)
 }

@@ -120,11 +120,6 @@ fn render_one(tera: &Tera, name: &str, ctx: &tera::Context) -> Result<String> {
         .map_err(|e| anyhow::anyhow!("rendering template {name}: {}", tera_chain(&e)))
 }
 
-/// Progress for the engine's display (the report stays usable as a library without it).
-pub fn progress_report(msg: &str, frac: Option<f64>) {
-    crate::kinds::progress::report(msg, frac);
-}
-
 /// Read the runs and render every output in memory.
 pub fn render(opts: &Options) -> Result<Rendered> {
     let ws = &opts.workspace;

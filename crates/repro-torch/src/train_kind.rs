@@ -4,7 +4,7 @@
 use anyhow::Result;
 use repro::kinds::{StageContext, StageKind, progress};
 
-use crate::ml::train::{RunEnv, TrainConfig, run};
+use crate::ml::train::{Checkpoint, RunEnv, TrainConfig, run};
 
 pub struct Train;
 
@@ -25,7 +25,13 @@ impl StageKind for Train {
         let cfg: TrainConfig = ctx.params()?;
         let env = RunEnv {
             base: ctx.workspace.clone(),
-            checkpoint: ctx.checkpoint.as_ref().map(|c| ctx.path(c)),
+            checkpoint: match &ctx.checkpoint {
+                Some(c) => Some(Checkpoint {
+                    dir: ctx.path(c),
+                    key: stage_key()?,
+                }),
+                None => None,
+            },
             threads: ctx.threads,
             progress: Box::new(progress::report),
         };
@@ -35,5 +41,17 @@ impl StageKind for Train {
 
     fn needs_libtorch(&self) -> bool {
         true
+    }
+}
+
+/// The engine's key for this stage (`REPRO_KEY`, exported to every stage it runs, locally and
+/// under Slurm): the checkpoint belongs to it.
+fn stage_key() -> Result<String> {
+    match std::env::var("REPRO_KEY") {
+        Ok(k) if !k.is_empty() => Ok(k),
+        _ => anyhow::bail!(
+            "a `checkpoint:` directory belongs to one stage key, and REPRO_KEY is not set \
+             (it is set by `repro run`; set it yourself to run this stage by hand)"
+        ),
     }
 }

@@ -174,6 +174,7 @@ fn resumes_from_checkpoint_after_a_kill_with_identical_results() {
     std::fs::write(ws.path().join("spec.json"), spec.to_string()).unwrap();
     let mut child = std::process::Command::new(ml_common::repro())
         .args(["internal", "run-kind", "spec.json"])
+        .env("REPRO_KEY", ml_common::stage_key(&params("resumed")))
         .current_dir(ws.path())
         .stdout(std::process::Stdio::null())
         .spawn()

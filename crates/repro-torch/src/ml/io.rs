@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -23,17 +22,8 @@ fn promote(tmp: &Path, path: &Path) -> Result<()> {
     fs::rename(tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
-/// Write bytes atomically.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = temp_for(path);
-    let mut f = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    drop(f);
-    promote(&tmp, path)
-}
+/// Write bytes atomically (and durably: file and directory fsync'd).
+pub use repro::fsutil::write_atomic;
 
 /// Write a JSON value (pretty, with a final newline) atomically.
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {

@@ -47,11 +47,20 @@ pub struct RunEnv {
     /// Base directory for the relative paths of the config (the workspace).
     pub base: PathBuf,
     /// Checkpoint directory for resuming, if any.
-    pub checkpoint: Option<PathBuf>,
+    pub checkpoint: Option<Checkpoint>,
     /// CPU threads for libtorch.
     pub threads: usize,
     /// Where progress goes (message, fraction done); the stage kind relays it to the engine.
     pub progress: Box<dyn Fn(&str, Option<f64>)>,
+}
+
+/// A checkpoint directory and the key of the one configuration that may resume from it: the
+/// engine's stage key (`REPRO_KEY`), which covers the parameters, the kind's version and the
+/// content of every declared dep (data, starting weights). The engine also clears the
+/// directory when the key changes; the key in the checkpoint guards runs outside it.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub key: String,
 }
 
 /// One epoch's record in train.json.
@@ -72,7 +81,9 @@ pub struct EpochStats {
 /// What is saved after each epoch to resume.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct CheckpointMeta {
-    fingerprint: String,
+    /// The stage key that wrote it (older checkpoints called it `fingerprint`).
+    #[serde(alias = "fingerprint")]
+    key: String,
     epochs_done: usize,
     stats: Vec<EpochStats>,
     stopped: bool,
@@ -134,13 +145,12 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
     let n_params: i64 = params.iter().map(|p| p.tensor.numel() as i64).sum();
 
     // Resume from the checkpoint when it belongs to this very configuration.
-    let fingerprint = fingerprint(cfg, &data_dir, env)?;
     let mut stats: Vec<EpochStats> = Vec::new();
     let mut start_epoch = 0;
     let mut stopped = false;
     let mut resumed_from = None;
-    if let Some(dir) = &env.checkpoint
-        && let Some(meta) = read_checkpoint(dir, &fingerprint)?
+    if let Some(Checkpoint { dir, key }) = &env.checkpoint
+        && let Some(meta) = read_checkpoint(dir, key)?
     {
         let state = io::read_safetensors(&dir.join(STATE_FILE))?;
         restore(&vs, &mut params, &state, device).with_context(|| {
@@ -238,9 +248,9 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
             skipped_steps: skipped,
         });
         epoch += 1;
-        if let Some(dir) = &env.checkpoint {
+        if let Some(Checkpoint { dir, key }) = &env.checkpoint {
             save_checkpoint(dir, &vs, &opt, &CheckpointMeta {
-                fingerprint: fingerprint.clone(),
+                key: key.clone(),
                 epochs_done: epoch,
                 stats: stats.clone(),
                 stopped,
@@ -479,39 +489,14 @@ fn load_feature_extractor(vs: &nn::VarStore, path: &Path, model: ModelName) -> R
     Ok(())
 }
 
-/// A hash of everything that determines the training trajectory: the resolved parameters
-/// (without the output path), the data files and the starting weights, and the thread count.
-fn fingerprint(cfg: &TrainConfig, data_dir: &Path, env: &RunEnv) -> Result<String> {
-    let mut h = blake3::Hasher::new();
-    let mut c = cfg.clone();
-    c.out = PathBuf::new();
-    h.update(serde_json::to_string(&c)?.as_bytes());
-    h.update(&(env.threads as u64).to_le_bytes());
-    // In-memory sets are hashed whole; for a sharded set, its index (offsets, lengths and
-    // labels of every image) stands for the shards, which can be gigabytes.
-    let train = match data_dir.join("train.safetensors") {
-        p if p.exists() => p,
-        _ => data_dir.join("train").join("index.safetensors"),
-    };
-    let mut files = vec![train, data_dir.join("classes.json")];
-    if let Some(p) = &cfg.init_from {
-        files.push(env.base.join(p));
-    }
-    for f in files {
-        let mut fh = std::fs::File::open(&f).with_context(|| format!("reading {}", f.display()))?;
-        std::io::copy(&mut fh, &mut h)?;
-    }
-    Ok(h.finalize().to_hex().to_string())
-}
-
-fn read_checkpoint(dir: &Path, fingerprint: &str) -> Result<Option<CheckpointMeta>> {
+fn read_checkpoint(dir: &Path, key: &str) -> Result<Option<CheckpointMeta>> {
     let meta_path = dir.join(META_FILE);
     let Ok(text) = std::fs::read_to_string(&meta_path) else { return Ok(None) };
     let Ok(meta) = serde_json::from_str::<CheckpointMeta>(&text) else {
         println!("ignoring unreadable checkpoint {}", meta_path.display());
         return Ok(None);
     };
-    if meta.fingerprint != fingerprint {
+    if meta.key != key {
         println!("ignoring checkpoint in {} (made with other parameters or data)", dir.display());
         return Ok(None);
     }

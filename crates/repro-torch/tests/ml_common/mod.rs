@@ -115,9 +115,17 @@ pub fn repro() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_repro-torch"))
 }
 
-/// Run `repro internal run-kind` for a train stage in `ws` with the given params; returns
-/// (success, stdout, stderr).
+/// A stand-in for the engine's stage key (`REPRO_KEY`) of a train stage: it changes with the
+/// parameters, as the engine's does.
+pub fn stage_key(params: &serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(params.to_string().as_bytes()))
+}
+
+/// Run `repro internal run-kind` for a train stage in `ws` with the given params, with
+/// `REPRO_KEY` set as the engine sets it; returns (success, stdout, stderr).
 pub fn run_train(ws: &Path, params: serde_json::Value, threads: usize, checkpoint: Option<&str>) -> (bool, String, String) {
+    let key = stage_key(&params);
     let spec = serde_json::json!({
         "stage": "train@test",
         "kind": "train",
@@ -131,6 +139,7 @@ pub fn run_train(ws: &Path, params: serde_json::Value, threads: usize, checkpoin
     let out = std::process::Command::new(repro())
         .args(["internal", "run-kind"])
         .arg(&spec_path)
+        .env("REPRO_KEY", key)
         .current_dir(ws)
         .output()
         .unwrap();
