@@ -50,7 +50,9 @@ pub fn reserved(rel: &str, protected: &[String], checkpoint: bool) -> Option<Str
             return None;
         }
         return Some(if checkpoint {
-            format!("the engine's cache (a checkpoint may live in {CHECKPOINT_AREA}/NAME, or outside cache/)")
+            format!(
+                "the engine's cache (a checkpoint may live in {CHECKPOINT_AREA}/NAME, or outside cache/)"
+            )
         } else {
             "the engine's cache (cache/ holds its objects, state database and logs)".into()
         });
@@ -60,7 +62,9 @@ pub fn reserved(rel: &str, protected: &[String], checkpoint: bool) -> Option<Str
             return Some("a file the engine never writes (the pipeline file, its vars files and repro.lock are protected)".into());
         }
         if p.len() > rel.len() && p.starts_with(rel) && p.as_bytes()[rel.len()] == b'/' {
-            return Some(format!("a directory holding {p}, which the engine never writes"));
+            return Some(format!(
+                "a directory holding {p}, which the engine never writes"
+            ));
         }
         if rel.len() > p.len() && rel.starts_with(p.as_str()) && rel.as_bytes()[p.len()] == b'/' {
             return Some(format!("inside {p}, which the engine never writes"));
@@ -128,7 +132,9 @@ impl Rules {
         if let Some(real) = &real
             && let Some(why) = reserved(real, &self.protected, checkpoint)
         {
-            return Err(format!("'{rel}' is a symlinked alias of '{real}', which is {why}"));
+            return Err(format!(
+                "'{rel}' is a symlinked alias of '{real}', which is {why}"
+            ));
         }
         Ok(real)
     }
@@ -324,7 +330,11 @@ pub fn check_pipeline(p: &Pipeline) -> Result<(), SpecErrors> {
     let has_checkpoints = p.stages.iter().any(|s| s.checkpoint.is_some());
     if !aliased && !has_checkpoints {
         // Every output resolves to itself: duplicates and nesting are `graph`'s errors.
-        return if errors.is_empty() { Ok(()) } else { Err(SpecErrors(errors)) };
+        return if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecErrors(errors))
+        };
     }
     // Resolved output → (stage, declared output).
     let mut outs: BTreeMap<String, (usize, &PathRef)> = BTreeMap::new();
@@ -413,13 +423,25 @@ pub fn check_pipeline(p: &Pipeline) -> Result<(), SpecErrors> {
             }
         };
         if let Some((d, &j)) = overlap(&deps, cp).or_else(|| overlap(&deps, &real)) {
-            fail(format!("'{cp}' overlaps '{d}', a dependency of {}", with_stage(j)));
+            fail(format!(
+                "'{cp}' overlaps '{d}', a dependency of {}",
+                with_stage(j)
+            ));
         } else if let Some((o, &j)) = overlap(&lexical_outs, cp) {
-            fail(format!("'{cp}' overlaps '{o}', an output of {}", with_stage(j)));
+            fail(format!(
+                "'{cp}' overlaps '{o}', an output of {}",
+                with_stage(j)
+            ));
         } else if let Some((o, (j, _))) = overlap(&outs, &real) {
-            fail(format!("'{cp}' overlaps '{o}', an output of {} (through a symlink)", with_stage(*j)));
+            fail(format!(
+                "'{cp}' overlaps '{o}', an output of {} (through a symlink)",
+                with_stage(*j)
+            ));
         } else if let Some((c, &j)) = overlap(&checkpoints, &real) {
-            fail(format!("'{cp}' overlaps '{c}', the checkpoint of {}", with_stage(j)));
+            fail(format!(
+                "'{cp}' overlaps '{c}', the checkpoint of {}",
+                with_stage(j)
+            ));
         } else {
             checkpoints.insert(real, i);
         }
@@ -447,9 +469,14 @@ fn kind_path(rules: &Rules, s: &Stage, path: &Path) -> Result<(), String> {
     if rel != o.path {
         // Inside a declared output: it must still resolve inside that output.
         let real = rules.check(&rel, false)?.unwrap_or_else(|| rel.clone());
-        let out = rules.check(&o.path, false)?.unwrap_or_else(|| o.path.clone());
+        let out = rules
+            .check(&o.path, false)?
+            .unwrap_or_else(|| o.path.clone());
         if !real.starts_with(&format!("{out}/")) {
-            return Err(format!("'{rel}' leaves output '{}' through a symlink", o.path));
+            return Err(format!(
+                "'{rel}' leaves output '{}' through a symlink",
+                o.path
+            ));
         }
     }
     Ok(())
@@ -480,7 +507,14 @@ impl Ownership {
         f(set)
     }
 
-    fn owned(&self, ws: &Workspace, lock: &LockFile, stage: &str, path: &str, content: &Content) -> bool {
+    fn owned(
+        &self,
+        ws: &Workspace,
+        lock: &LockFile,
+        stage: &str,
+        path: &str,
+        content: &Content,
+    ) -> bool {
         let Some(hash) = content.hash() else {
             return true;
         };
@@ -489,12 +523,21 @@ impl Ownership {
             .is_some_and(|e| e.out_hashes.contains_key(path))
             || ws.objects.has(hash)
             || self.with_claims(ws, |c| c.contains(path))
-            || lock.stages.values().any(|e| e.out_hashes.contains_key(path))
+            || lock
+                .stages
+                .values()
+                .any(|e| e.out_hashes.contains_key(path))
     }
 
     /// The outputs (and checkpoint directory) of `stage` that hold something the engine did
     /// not produce, as errors.
-    pub fn unowned(&self, ws: &Workspace, lock: &LockFile, stage: &Stage, a: &Assessment) -> Vec<SpecError> {
+    pub fn unowned(
+        &self,
+        ws: &Workspace,
+        lock: &LockFile,
+        stage: &Stage,
+        a: &Assessment,
+    ) -> Vec<SpecError> {
         if self.force {
             return Vec::new();
         }
@@ -546,7 +589,10 @@ impl Ownership {
             return Ok(());
         }
         let new: Vec<&str> = self.with_claims(ws, |c| {
-            fresh.into_iter().filter(|p| c.insert(p.to_string())).collect()
+            fresh
+                .into_iter()
+                .filter(|p| c.insert(p.to_string()))
+                .collect()
         });
         if new.is_empty() {
             return Ok(());
@@ -606,8 +652,21 @@ mod tests {
 
     #[test]
     fn reserved_paths() {
-        let prot = vec!["repro.lock".to_string(), "pipeline.yaml".into(), "stages/vars.yaml".into()];
-        for bad in ["repro.lock", "pipeline.yaml", "cache", "cache/objects", ".git/x", "a/.git", "stages", "stages/vars.yaml/x"] {
+        let prot = vec![
+            "repro.lock".to_string(),
+            "pipeline.yaml".into(),
+            "stages/vars.yaml".into(),
+        ];
+        for bad in [
+            "repro.lock",
+            "pipeline.yaml",
+            "cache",
+            "cache/objects",
+            ".git/x",
+            "a/.git",
+            "stages",
+            "stages/vars.yaml/x",
+        ] {
             assert!(reserved(bad, &prot, false).is_some(), "{bad}");
         }
         for ok in ["out.txt", "stages/other.yaml", "cachex", "data/cache"] {
@@ -622,7 +681,14 @@ mod tests {
     #[test]
     fn lock_paths_must_be_plain() {
         assert!(check_lock_path("runs/a.txt").is_ok());
-        for bad in ["../../victim.txt", "/etc/passwd", "a/../../b", "cache/state.redb", "repro.lock", "./a"] {
+        for bad in [
+            "../../victim.txt",
+            "/etc/passwd",
+            "a/../../b",
+            "cache/state.redb",
+            "repro.lock",
+            "./a",
+        ] {
             assert!(check_lock_path(bad).is_err(), "{bad}");
         }
     }
@@ -641,7 +707,10 @@ mod tests {
         let r = Resolver::new(root);
         assert_eq!(r.resolve("real/sub/f").unwrap(), None);
         assert_eq!(r.resolve("alias/sub/f").unwrap().unwrap(), "real/sub/f");
-        assert_eq!(r.resolve("real/up/new/f").unwrap().unwrap(), "real/sub/new/f");
+        assert_eq!(
+            r.resolve("real/up/new/f").unwrap().unwrap(),
+            "real/sub/new/f"
+        );
         assert!(r.resolve("ext/o.txt").is_err());
         assert!(r.resolve("loop/x").is_err());
         assert!(r.resolve("dangling").is_err());

@@ -44,28 +44,63 @@ fn checkpoint_may_not_be_a_dep_an_output_cache_or_an_unowned_directory() {
     );
     ws.write("data/a.csv", "1,2\n");
     let out = ws.fail(&["run"]);
-    assert_has(&out, &["checkpoint: 'data' overlaps 'data', a dependency", "pipeline.yaml:6:17", "in stage 'train'", "nothing was run"]);
+    assert_has(
+        &out,
+        &[
+            "checkpoint: 'data' overlaps 'data', a dependency",
+            "pipeline.yaml:6:17",
+            "in stage 'train'",
+            "nothing was run",
+        ],
+    );
     assert_eq!(ws.read("data/a.csv"), "1,2\n");
     assert!(!ws.path("model.txt").exists());
 
     // The cache: a first run fills it, the bad checkpoint is refused and the cache survives.
     let ws = Ws::new("stages:\n  a:\n    cmd: echo a > a.txt\n    outs: [a.txt]\n");
     ws.ok(&["run"]);
-    ws.write("pipeline.yaml", "stages:\n  a:\n    cmd: echo b > a.txt\n    outs: [a.txt]\n    checkpoint: cache\n");
+    ws.write(
+        "pipeline.yaml",
+        "stages:\n  a:\n    cmd: echo b > a.txt\n    outs: [a.txt]\n    checkpoint: cache\n",
+    );
     let out = ws.fail(&["run"]);
-    assert_has(&out, &["checkpoint: 'cache' is the engine's cache", "pipeline.yaml:5:17", "in stage 'a'"]);
+    assert_has(
+        &out,
+        &[
+            "checkpoint: 'cache' is the engine's cache",
+            "pipeline.yaml:5:17",
+            "in stage 'a'",
+        ],
+    );
     assert!(ws.path("cache/state.redb").exists() && ws.path("cache/objects").is_dir());
 
     // A checkpoint holding the stage's own output (it would be deleted after success).
-    let ws = Ws::new("stages:\n  a:\n    cmd: mkdir -p work && echo a > work/o.txt\n    outs: [work/o.txt]\n    checkpoint: work\n");
+    let ws = Ws::new(
+        "stages:\n  a:\n    cmd: mkdir -p work && echo a > work/o.txt\n    outs: [work/o.txt]\n    checkpoint: work\n",
+    );
     let out = ws.fail(&["run"]);
-    assert_has(&out, &["checkpoint: 'work' overlaps 'work/o.txt', an output of this stage", "in stage 'a'"]);
+    assert_has(
+        &out,
+        &[
+            "checkpoint: 'work' overlaps 'work/o.txt', an output of this stage",
+            "in stage 'a'",
+        ],
+    );
 
     // An existing directory the engine did not make is left alone unless --force.
-    let ws = Ws::new("stages:\n  a:\n    cmd: echo a > a.txt\n    outs: [a.txt]\n    checkpoint: ckpt\n");
+    let ws = Ws::new(
+        "stages:\n  a:\n    cmd: echo a > a.txt\n    outs: [a.txt]\n    checkpoint: ckpt\n",
+    );
     ws.write("ckpt/precious.bin", "mine");
     let out = ws.fail(&["run"]);
-    assert_has(&out, &["ckpt already exists and was not created by repro", "in stage 'a'", "--force a"]);
+    assert_has(
+        &out,
+        &[
+            "ckpt already exists and was not created by repro",
+            "in stage 'a'",
+            "--force a",
+        ],
+    );
     assert_eq!(ws.read("ckpt/precious.bin"), "mine");
     assert!(!ws.path("a.txt").exists(), "nothing may run");
     // The engine's own checkpoint directories (cache/checkpoints/...) are accepted.
@@ -84,8 +119,19 @@ fn built_in_kinds_write_only_declared_outputs_inside_the_workspace() {
     std::fs::write(outside.path("victim_dir/keep.txt"), "keep").unwrap();
     ws.write("src.txt", "payload");
     let out = ws.fail(&["run"]);
-    assert_has(&out, &["`with: out`", "points outside the workspace", "in stage 'get'", "pipeline.yaml:4:"]);
-    assert_eq!(std::fs::read_to_string(outside.path("victim_dir/keep.txt")).unwrap(), "keep");
+    assert_has(
+        &out,
+        &[
+            "`with: out`",
+            "points outside the workspace",
+            "in stage 'get'",
+            "pipeline.yaml:4:",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.path("victim_dir/keep.txt")).unwrap(),
+        "keep"
+    );
 
     // Absolute `out:` of evaluate.
     let victim = outside.path("metrics.json");
@@ -108,7 +154,13 @@ fn built_in_kinds_write_only_declared_outputs_inside_the_workspace() {
         "stages:\n  ev:\n    uses: evaluate\n    with: {logits: l.safetensors, out: notes.txt}\n    outs: [m.json]\n",
     );
     let out = ws.fail(&["run"]);
-    assert_has(&out, &["writes 'notes.txt', which is not a declared output of this stage", "in stage 'ev'"]);
+    assert_has(
+        &out,
+        &[
+            "writes 'notes.txt', which is not a declared output of this stage",
+            "in stage 'ev'",
+        ],
+    );
     assert_eq!(ws.read("notes.txt"), "hand-written");
 }
 
@@ -145,7 +197,14 @@ fn reserved_paths_are_refused_and_unowned_files_are_not_replaced_without_force()
         ws.write("stages/vars.yaml", "x: 1\n");
         ws.write(".git/config", "[core]\n");
         let text = ws.fail(&["run"]);
-        assert_has(&text, &[&format!("output '{out}' is {why}"), "pipeline.yaml:5:19", "in stage 'a'"]);
+        assert_has(
+            &text,
+            &[
+                &format!("output '{out}' is {why}"),
+                "pipeline.yaml:5:19",
+                "in stage 'a'",
+            ],
+        );
         assert!(!ws.path("a.txt").exists(), "{out}: nothing may run");
         assert_eq!(ws.read("stages/vars.yaml"), "x: 1\n");
         assert_eq!(ws.read(".git/config"), "[core]\n");
@@ -155,12 +214,23 @@ fn reserved_paths_are_refused_and_unowned_files_are_not_replaced_without_force()
     let ws = Ws::new("stages:\n  a:\n    cmd: echo generated > notes.txt\n    outs: [notes.txt]\n");
     ws.write("notes.txt", "my notes\n");
     let out = ws.fail(&["run"]);
-    assert_has(&out, &["output 'notes.txt' already exists and was not produced by repro", "in stage 'a'", "pipeline.yaml:4:12", "repro run --force a"]);
+    assert_has(
+        &out,
+        &[
+            "output 'notes.txt' already exists and was not produced by repro",
+            "in stage 'a'",
+            "pipeline.yaml:4:12",
+            "repro run --force a",
+        ],
+    );
     assert_eq!(ws.read("notes.txt"), "my notes\n");
     ws.ok(&["run", "--force", "a"]);
     assert_eq!(ws.read("notes.txt"), "generated\n");
     // From then on the output is the engine's: a changed command replaces it without --force.
-    ws.write("pipeline.yaml", "stages:\n  a:\n    cmd: echo again > notes.txt\n    outs: [notes.txt]\n");
+    ws.write(
+        "pipeline.yaml",
+        "stages:\n  a:\n    cmd: echo again > notes.txt\n    outs: [notes.txt]\n",
+    );
     ws.ok(&["run"]);
     assert_eq!(ws.read("notes.txt"), "again\n");
 
@@ -168,7 +238,10 @@ fn reserved_paths_are_refused_and_unowned_files_are_not_replaced_without_force()
     let ws = Ws::new("stages:\n  a:\n    cmd: echo partial > o.txt && exit 1\n    outs: [o.txt]\n");
     ws.fail(&["run"]);
     assert_eq!(ws.read("o.txt"), "partial\n");
-    ws.write("pipeline.yaml", "stages:\n  a:\n    cmd: echo whole > o.txt\n    outs: [o.txt]\n");
+    ws.write(
+        "pipeline.yaml",
+        "stages:\n  a:\n    cmd: echo whole > o.txt\n    outs: [o.txt]\n",
+    );
     ws.ok(&["run"]);
     assert_eq!(ws.read("o.txt"), "whole\n");
 }
@@ -192,24 +265,52 @@ fn lock_file_paths_and_version_are_checked() {
     );
     ws.write("repro.lock", &evil);
     let out = ws.fail(&["run"]);
-    assert_has(&out, &["repro.lock is not a valid lock file", "stage 'gone'", "../victim.txt", "outside the workspace", "delete it"]);
+    assert_has(
+        &out,
+        &[
+            "repro.lock is not a valid lock file",
+            "stage 'gone'",
+            "../victim.txt",
+            "outside the workspace",
+            "delete it",
+        ],
+    );
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim");
 
     ws.write("repro.lock", &lock.replace("version: 1", "version: 99"));
     let out = ws.fail(&["status"]);
-    assert_has(&out, &["repro.lock is not a valid lock file", "version 99", "delete it"]);
+    assert_has(
+        &out,
+        &[
+            "repro.lock is not a valid lock file",
+            "version 99",
+            "delete it",
+        ],
+    );
 }
 
 // Defect 6: symlinks defeated confinement.
 #[test]
 fn symlinks_are_resolved_before_anything_is_written() {
-    let (outside, ws) = Outside::new("stages:\n  a:\n    cmd: echo a > ext/o.txt\n    outs: [ext/o.txt]\n");
+    let (outside, ws) =
+        Outside::new("stages:\n  a:\n    cmd: echo a > ext/o.txt\n    outs: [ext/o.txt]\n");
     std::fs::create_dir_all(outside.path("extdir")).unwrap();
     std::fs::write(outside.path("extdir/o.txt"), "outside").unwrap();
     std::os::unix::fs::symlink(outside.path("extdir"), ws.path("ext")).unwrap();
     let out = ws.fail(&["run"]);
-    assert_has(&out, &["output 'ext/o.txt' resolves through a symlink to", "outside the workspace", "in stage 'a'", "pipeline.yaml:4:12"]);
-    assert_eq!(std::fs::read_to_string(outside.path("extdir/o.txt")).unwrap(), "outside");
+    assert_has(
+        &out,
+        &[
+            "output 'ext/o.txt' resolves through a symlink to",
+            "outside the workspace",
+            "in stage 'a'",
+            "pipeline.yaml:4:12",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.path("extdir/o.txt")).unwrap(),
+        "outside"
+    );
 
     // Two stages writing one file through an alias.
     let ws = Ws::new(
@@ -218,14 +319,23 @@ fn symlinks_are_resolved_before_anything_is_written() {
     std::fs::create_dir_all(ws.path("real")).unwrap();
     std::os::unix::fs::symlink("real", ws.path("alias")).unwrap();
     let out = ws.fail(&["run"]);
-    assert_has(&out, &["output 'alias/f.txt' is the same file as output 'real/f.txt' of stage 'a'", "in stage 'b'"]);
+    assert_has(
+        &out,
+        &[
+            "output 'alias/f.txt' is the same file as output 'real/f.txt' of stage 'a'",
+            "in stage 'b'",
+        ],
+    );
 
     // A symlink into the cache is the cache.
     let ws = Ws::new("stages:\n  a:\n    cmd: echo a > c/x\n    outs: [c/objects]\n");
     std::fs::create_dir_all(ws.path("cache")).unwrap();
     std::os::unix::fs::symlink("cache", ws.path("c")).unwrap();
     let out = ws.fail(&["run"]);
-    assert_has(&out, &["'c/objects' is a symlinked alias of 'cache/objects', which is the engine's cache"]);
+    assert_has(
+        &out,
+        &["'c/objects' is a symlinked alias of 'cache/objects', which is the engine's cache"],
+    );
 }
 
 /// Names of the odd files of the directory-output tests: a line feed, a byte that is not UTF-8.
@@ -236,7 +346,8 @@ fn odd_names() -> [&'static [u8]; 3] {
 // Defect 14: odd file names in output directories.
 #[test]
 fn output_directories_keep_odd_file_names_exactly() {
-    let ws = Ws::new("stages:\n  a:\n    cmd: python3 make.py\n    deps: [make.py]\n    outs: [out]\n");
+    let ws =
+        Ws::new("stages:\n  a:\n    cmd: python3 make.py\n    deps: [make.py]\n    outs: [out]\n");
     ws.write(
         "make.py",
         "import os\nos.makedirs(b'out', exist_ok=True)\nfor n in [b'new\\nline.txt', b'caf\\xe9.txt', b'back\\\\slash.txt']:\n    open(b'out/' + n, 'wb').write(n)\n",
@@ -296,7 +407,11 @@ fn cache_verify_reports_removal_truthfully_and_a_garbage_lock_says_delete_it() {
     let parent = tempfile::tempdir().unwrap();
     let root = parent.path().join("ws: one");
     std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("pipeline.yaml"), "stages:\n  a:\n    cmd: echo a > a.txt\n    outs: [a.txt]\n").unwrap();
+    std::fs::write(
+        root.join("pipeline.yaml"),
+        "stages:\n  a:\n    cmd: echo a > a.txt\n    outs: [a.txt]\n",
+    )
+    .unwrap();
     let run = |args: &[&str]| {
         std::process::Command::new(common::bin())
             .args(args)
@@ -312,7 +427,10 @@ fn cache_verify_reports_removal_truthfully_and_a_garbage_lock_says_delete_it() {
     let o = run(&["cache", "verify"]);
     let text = both(&o);
     assert_has(&text, &["corrupt:", "removed"]);
-    assert!(!obj.exists(), "verify said removed but the object is still there:\n{text}");
+    assert!(
+        !obj.exists(),
+        "verify said removed but the object is still there:\n{text}"
+    );
 
     let ws = Ws::new("stages:\n  a:\n    cmd: echo a > a.txt\n    outs: [a.txt]\n");
     std::fs::write(ws.path("repro.lock"), b"\xff\xfe\x00garbage").unwrap();
