@@ -44,9 +44,17 @@ fn processes_in(dir: &Path) -> Vec<i32> {
         };
         let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
-            .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
+            .and_then(|s| {
+                s.rfind(')')
+                    .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+            })
             .unwrap_or(true);
-        if !zombie && std::fs::read_link(format!("/proc/{pid}/cwd")).ok().as_deref() == Some(&dir) {
+        if !zombie
+            && std::fs::read_link(format!("/proc/{pid}/cwd"))
+                .ok()
+                .as_deref()
+                == Some(&dir)
+        {
             out.push(pid);
         }
     }
@@ -108,7 +116,10 @@ fn a_spec_error_never_leaves_a_half_created_state_db() {
         let ws = Ws::new(&text);
         let err = ws.fail(&["status"]);
         assert!(err.contains("unknown stage key 'dep'"), "{err}");
-        ws.write("pipeline.yaml", "stages:\n  a:\n    cmd: echo hi > a.txt\n    outs: [a.txt]\n");
+        ws.write(
+            "pipeline.yaml",
+            "stages:\n  a:\n    cmd: echo hi > a.txt\n    outs: [a.txt]\n",
+        );
         let out = ws.ok(&["status"]);
         assert!(
             !out.contains("unreadable") && !out.contains("warning"),
@@ -127,7 +138,10 @@ fn a_damaged_state_db_is_rebuilt_with_a_warning() {
     let full = std::fs::read(&db).unwrap();
     for (what, bytes) in [
         ("truncated to half", full[..full.len() / 2].to_vec()),
-        ("truncated to 700 bytes", full[..700.min(full.len())].to_vec()),
+        (
+            "truncated to 700 bytes",
+            full[..700.min(full.len())].to_vec(),
+        ),
         ("garbage", b"this is not a database".repeat(100)),
     ] {
         std::fs::write(&db, &bytes).unwrap();
@@ -135,7 +149,10 @@ fn a_damaged_state_db_is_rebuilt_with_a_warning() {
         let text = both(&st);
         assert!(st.status.success(), "{what}: status failed:\n{text}");
         assert!(!text.contains("panicked"), "{what}:\n{text}");
-        assert!(text.contains("1 fresh"), "{what}: the lock still says fresh:\n{text}");
+        assert!(
+            text.contains("1 fresh"),
+            "{what}: the lock still says fresh:\n{text}"
+        );
         let out = ws.output(&["run"]);
         let text = both(&out);
         assert!(out.status.success(), "{what}: run failed:\n{text}");
@@ -155,11 +172,21 @@ fn a_damaged_state_db_is_rebuilt_with_a_warning() {
 #[test]
 fn a_device_file_is_not_a_valid_dependency() {
     let ws = Ws::new("stages:\n  zeros:\n    cmd: echo\n    deps: [/dev/zero]\n");
-    let out = wait_or_kill(run_piped(&ws, &["run"]), Duration::from_secs(20), "repro run with a /dev/zero dep");
+    let out = wait_or_kill(
+        run_piped(&ws, &["run"]),
+        Duration::from_secs(20),
+        "repro run with a /dev/zero dep",
+    );
     let text = both(&out);
     assert!(!out.status.success(), "{text}");
-    assert!(text.contains("/dev/zero") && text.contains("character device"), "{text}");
-    assert!(text.contains("zeros") && text.contains("pipeline.yaml:4"), "{text}");
+    assert!(
+        text.contains("/dev/zero") && text.contains("character device"),
+        "{text}"
+    );
+    assert!(
+        text.contains("zeros") && text.contains("pipeline.yaml:4"),
+        "{text}"
+    );
 }
 
 /// Defect 12: SIGTERM while hashing a huge dependency was ignored until the hash finished.
@@ -177,12 +204,24 @@ fn sigterm_interrupts_hashing_promptly() {
     let sent = Instant::now();
     // SAFETY: our own child.
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    let out = wait_or_kill(child, Duration::from_secs(10), "repro run after SIGTERM while hashing");
+    let out = wait_or_kill(
+        child,
+        Duration::from_secs(10),
+        "repro run after SIGTERM while hashing",
+    );
     let took = sent.elapsed();
-    assert!(took < Duration::from_secs(3), "took {took:?} to stop:\n{}", both(&out));
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?} to stop:\n{}",
+        both(&out)
+    );
     assert!(!out.status.success(), "{}", both(&out));
     // Nothing was recorded for the interrupted stage.
-    assert!(!ws.read("repro.lock").contains("big.bin"), "{}", ws.read("repro.lock"));
+    assert!(
+        !ws.read("repro.lock").contains("big.bin"),
+        "{}",
+        ws.read("repro.lock")
+    );
 }
 
 /// Defect 13: after SIGKILL of the engine, a stage's grandchildren (`cd . && python3 …`)
@@ -215,7 +254,11 @@ fn sigkill_of_the_engine_stops_the_whole_stage_tree() {
     assert!(gone, "stage processes outlived the engine: {left:?}");
     let (a, b) = (file_len(&tick), file_len(&escaped));
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!((a, b), (file_len(&tick), file_len(&escaped)), "still ticking");
+    assert_eq!(
+        (a, b),
+        (file_len(&tick), file_len(&escaped)),
+        "still ticking"
+    );
 }
 
 /// Defect 13: `.tmp-*` files a killed run left in `cache/objects` were never collected; gc and
@@ -243,7 +286,11 @@ fn temporary_objects_of_killed_runs_are_collected() {
     std::fs::write(&stale, "half an object").unwrap();
     std::fs::write(ws.path("cache/run.pid"), dead.to_string()).unwrap();
     ws.ok(&["run"]);
-    assert!(!stale.exists(), "the run after a killed run left {}", stale.display());
+    assert!(
+        !stale.exists(),
+        "the run after a killed run left {}",
+        stale.display()
+    );
     assert!(busy.exists());
 }
 
@@ -254,9 +301,16 @@ fn stages_get_the_users_own_gpu_ids() {
     let ws = Ws::new(
         "stages:\n  g:\n    foreach: [a, b]\n    cmd: echo \"$CUDA_VISIBLE_DEVICES\" > dev.${item}; sleep 0.3\n    outs: [\"dev.${item}\"]\n    resources: {gpu: 1}\n",
     );
-    let out = ws.cmd(&["run", "-j", "2"]).env("CUDA_VISIBLE_DEVICES", "2,3").output().unwrap();
+    let out = ws
+        .cmd(&["run", "-j", "2"])
+        .env("CUDA_VISIBLE_DEVICES", "2,3")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", both(&out));
-    let mut devs = [ws.read("dev.a").trim().to_string(), ws.read("dev.b").trim().to_string()];
+    let mut devs = [
+        ws.read("dev.a").trim().to_string(),
+        ws.read("dev.b").trim().to_string(),
+    ];
     devs.sort();
     assert_eq!(devs, ["2", "3"], "{}", both(&out));
 
@@ -279,7 +333,11 @@ fn a_local_time_limit_stops_the_stage_tree() {
     );
     ws.write("tick.py", TICK_PY);
     let started = Instant::now();
-    let out = wait_or_kill(run_piped(&ws, &["run"]), Duration::from_secs(30), "repro run of a stage with a 1 s limit");
+    let out = wait_or_kill(
+        run_piped(&ws, &["run"]),
+        Duration::from_secs(30),
+        "repro run of a stage with a 1 s limit",
+    );
     let took = started.elapsed();
     let text = both(&out);
     kill_all_in(ws.dir.path());
@@ -289,7 +347,11 @@ fn a_local_time_limit_stops_the_stage_tree() {
     assert!(processes_in(ws.dir.path()).is_empty());
     let ticks = file_len(&ws.path("tick.txt"));
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(ticks, file_len(&ws.path("tick.txt")), "the stage still runs");
+    assert_eq!(
+        ticks,
+        file_len(&ws.path("tick.txt")),
+        "the stage still runs"
+    );
     // Not recorded: the partial output does not look fresh.
     let st = ws.ok(&["status"]);
     assert!(st.contains("stale  slow"), "{st}");
@@ -298,9 +360,8 @@ fn a_local_time_limit_stops_the_stage_tree() {
 /// Defect 18: "N not started" counted stages that were ready twice.
 #[test]
 fn stages_not_started_are_counted_once() {
-    let ws = Ws::new(
-        "stages:\n  a:\n    cmd: exit 1\n  b:\n    cmd: echo b\n  c:\n    cmd: echo c\n",
-    );
+    let ws =
+        Ws::new("stages:\n  a:\n    cmd: exit 1\n  b:\n    cmd: echo b\n  c:\n    cmd: echo c\n");
     let out = ws.fail(&["run", "-j", "1"]);
     assert!(out.contains("1 failed, 2 not started"), "{out}");
 }
@@ -309,12 +370,17 @@ fn stages_not_started_are_counted_once() {
 #[test]
 fn an_overlong_stage_name_is_a_load_error() {
     let name = "n".repeat(300);
-    let ws = Ws::new(&format!("stages:\n  ok:\n    cmd: echo\n  {name}:\n    cmd: echo hi\n"));
+    let ws = Ws::new(&format!(
+        "stages:\n  ok:\n    cmd: echo\n  {name}:\n    cmd: echo hi\n"
+    ));
     let err = ws.fail(&["status"]);
     assert!(err.contains("pipeline.yaml:4"), "{err}");
     assert!(err.contains("300 characters"), "{err}");
     let err = ws.fail(&["run"]);
-    assert!(err.contains("300 characters") && !err.contains("ran"), "{err}");
+    assert!(
+        err.contains("300 characters") && !err.contains("ran"),
+        "{err}"
+    );
 }
 
 /// Defect 18: `repro eval --logits <dir>` said "No such device".
@@ -341,7 +407,13 @@ fn on_read_only(ws: &Ws, args: &[&str]) -> Option<Output> {
     let dir = ws.dir.path().to_path_buf();
     if !is_root() {
         let chmod = |mode: &str| {
-            assert!(Command::new("chmod").args(["-R", mode, dir.to_str().unwrap()]).status().unwrap().success());
+            assert!(
+                Command::new("chmod")
+                    .args(["-R", mode, dir.to_str().unwrap()])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
         };
         chmod("a-w");
         let out = ws.output(args);
@@ -407,7 +479,10 @@ fn full_disk_errors_name_the_file_and_status_still_works() {
         }
     }
     let _guard = Unmount(dir.clone());
-    ws.write("pipeline.yaml", "vars:\n  n: 1\nstages:\n  s:\n    cmd: echo ${n} > a.txt\n    outs: [a.txt]\n");
+    ws.write(
+        "pipeline.yaml",
+        "vars:\n  n: 1\nstages:\n  s:\n    cmd: echo ${n} > a.txt\n    outs: [a.txt]\n",
+    );
     ws.ok(&["run"]);
     // Fill the disk.
     let _ = Command::new("dd")
@@ -419,13 +494,19 @@ fn full_disk_errors_name_the_file_and_status_still_works() {
     let out = ws.output(&["run", "--set", "n=1"]);
     let text = both(&out);
     assert!(!out.status.success(), "{text}");
-    for line in text.lines().filter(|l| l.contains("error") || l.contains("FAILED")) {
+    for line in text
+        .lines()
+        .filter(|l| l.contains("error") || l.contains("FAILED"))
+    {
         assert!(
             line.contains(dir.to_str().unwrap()) || line.contains("exit code"),
             "names no path: {line}\n{text}"
         );
     }
-    assert!(!text.contains("Previous I/O error occurred. Please"), "{text}");
+    assert!(
+        !text.contains("Previous I/O error occurred. Please"),
+        "{text}"
+    );
     let st = ws.output(&["status"]);
     assert!(st.status.success(), "{}", both(&st));
 }

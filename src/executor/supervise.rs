@@ -73,7 +73,9 @@ pub fn main(argv: &[OsString]) -> i32 {
             loop {
                 // SAFETY: reading into a buffer we own from a descriptor we own.
                 let n = unsafe { libc::read(DEATH_FD, buf.as_mut_ptr().cast(), buf.len()) };
-                if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                if n < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {
                     continue;
                 }
                 if n <= 0 {
@@ -186,15 +188,21 @@ fn kill_tree(sig: i32, reap: bool) {
 
 /// Live descendants of `root` (from /proc), zombies excluded.
 fn descendants(root: i32) -> Vec<i32> {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     let mut parent_of: Vec<(i32, i32)> = Vec::new();
     for e in rd.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // Fields after the command name, which is in parentheses and may hold anything.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
         let mut f = rest.split_whitespace();
         let (state, ppid) = (f.next(), f.next().and_then(|p| p.parse::<i32>().ok()));
         if let (Some(state), Some(ppid)) = (state, ppid)
