@@ -372,7 +372,7 @@ fn webdav_remote_two_workspaces_read_only_pull_and_a_server_killed_mid_transfer(
     // Slow the server down so that a transfer can be cut in the middle.
     let server = start_nginx(&bin, dir.path(), port, "400k");
     let d = Ws::new(PIPE);
-    let mut pull = d
+    let pull = d
         .cmd(&["pull", "--remote", &url])
         .env_remove("REPRO_REMOTE")
         .stdout(Stdio::piped())

@@ -111,17 +111,21 @@ pub fn verify(file: &std::path::Path, args: &RemoteArgs) -> Result<i32> {
     })
 }
 
-/// Names and sizes of the objects under `dir/` (`ac` or `cas`).
+/// Names and sizes of the objects under `dir/` (`ac` or `cas`). The layout is flat, so one
+/// level is listed (nginx's WebDAV refuses `PROPFIND` with infinite depth).
 async fn list(store: &Store, dir: &str) -> Result<Vec<(String, u64)>> {
     let prefix = ObjPath::from(dir);
-    let mut out = Vec::new();
-    let mut s = store.inner.list(Some(&prefix));
-    while let Some(m) = s.next().await {
-        let m = m.with_context(|| format!("listing {dir}/ on {}", store.url))?;
-        if let Some(name) = m.location.filename() {
-            out.push((name.to_string(), m.size));
+    let listed = match store.inner.list_with_delimiter(Some(&prefix)).await {
+        Ok(l) => l.objects,
+        Err(object_store::Error::NotFound { .. }) => Vec::new(),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("listing {dir}/ on {}", store.url)));
         }
-    }
+    };
+    let mut out: Vec<(String, u64)> = listed
+        .into_iter()
+        .filter_map(|m| m.location.filename().map(|n| (n.to_string(), m.size)))
+        .collect();
     out.sort();
     Ok(out)
 }
