@@ -416,6 +416,8 @@ mod tests {
                 dirs: vec![],
                 created: 1,
                 seconds: 0.0,
+                fingerprint: None,
+                metrics: vec![],
             },
         )
         .unwrap();

@@ -66,6 +66,10 @@ impl Entry {
             dirs: self.dirs.clone(),
             created: self.created,
             seconds: self.seconds,
+            // Not carried by the remote (untrusted): `exp show` lists a configuration restored
+            // from it without its params or metrics until it runs here.
+            fingerprint: None,
+            metrics: Vec::new(),
         }
     }
 
