@@ -379,6 +379,7 @@ pub enum Internal {
     /// Run a stage's command under a supervisor that stops its whole process tree when the
     /// engine goes away (see `executor::supervise`).
     Supervise {
+        /// The stage's command and its arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         argv: Vec<std::ffi::OsString>,
     },

@@ -104,8 +104,7 @@ pub fn print(statuses: &[StageStatus]) {
             State::Fresh => Paint::Green,
             _ => Paint::Yellow,
         };
-        // Pad before painting: escape codes would count towards the width.
-        println!("  {}  {}{note}", paint(&format!("{:<7}", s.state.word()), colour), s.stage);
+        println!("  {}  {}{note}", paint(s.state.word(), colour), s.stage);
         for r in &s.reasons {
             println!("           - {r}");
         }
