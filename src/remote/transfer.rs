@@ -58,6 +58,13 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Count `items` into the totals the progress line shows.
+    fn expect(&self, items: &[Item]) {
+        self.total_objects.fetch_add(items.len() as u64, Ordering::Relaxed);
+        self.total_bytes
+            .fetch_add(items.iter().filter_map(|i| i.size).sum(), Ordering::Relaxed);
+    }
+
     pub fn describe(&self, verb: &str) -> String {
         let mb = |v: u64| v as f64 / 1e6;
         format!(
@@ -131,10 +138,7 @@ pub async fn download_all(
     jobs: usize,
     c: &Counters,
 ) -> Vec<anyhow::Error> {
-    c.total_objects
-        .fetch_add(items.len() as u64, Ordering::Relaxed);
-    c.total_bytes
-        .fetch_add(items.iter().filter_map(|i| i.size).sum(), Ordering::Relaxed);
+    c.expect(&items);
     each(items, jobs, |item| async move {
         let r = download_one(store, cache, tmp, &item, c).await;
         c.objects.fetch_add(1, Ordering::Relaxed);
@@ -224,10 +228,7 @@ pub async fn upload_all(
     jobs: usize,
     c: &Counters,
 ) -> Vec<anyhow::Error> {
-    c.total_objects
-        .fetch_add(items.len() as u64, Ordering::Relaxed);
-    c.total_bytes
-        .fetch_add(items.iter().filter_map(|i| i.size).sum(), Ordering::Relaxed);
+    c.expect(&items);
     each(items, jobs, |item| async move {
         let r = upload_one(store, cache, &item.hash, c).await;
         c.objects.fetch_add(1, Ordering::Relaxed);
