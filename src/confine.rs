@@ -17,6 +17,7 @@
 //! Cost: the workspace root is canonicalised once; each distinct output directory costs one
 //! `lstat` (memoised), each output one more.
 
+use crate::graph::ancestors;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::io::Write;
@@ -259,16 +260,6 @@ fn resolve_path(path: &Path) -> PathBuf {
         }
     }
     cur
-}
-
-/// `a/b/c` → `a/b`, `a`.
-fn ancestors(path: &str) -> impl Iterator<Item = &str> {
-    let mut cur = path;
-    std::iter::from_fn(move || {
-        let i = cur.rfind('/')?;
-        cur = &cur[..i];
-        Some(cur)
-    })
 }
 
 /// The first key of `set` that equals `path`, lies inside it, or holds it.

@@ -235,7 +235,7 @@ fn stat_sources(p: &Pipeline, sources: &[(usize, usize)]) -> crate::hashing::Pat
 }
 
 /// `a/b/c` → `a/b`, `a`.
-fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn ancestors(path: &str) -> impl Iterator<Item = &str> {
     let mut cur = path;
     std::iter::from_fn(move || {
         let i = cur.rfind('/')?;
