@@ -3,7 +3,8 @@
 #   - Debian packages: Fashion-MNIST (the default dataset), TeX for the PDF report, Chromium
 #     for the HTML report's browser test, Slurm + munge for the cluster executor's tests;
 #   - the PyPI wheel torch==2.11.0 (what tch 0.24 links against) into .venv, plus numpy and
-#     safetensors for the Python baselines of the benchmarks;
+#     safetensors for the Python baselines of the benchmarks (and, with --tests, torchvision
+#     0.26.0 for the weight-import and paper-mini tests);
 #   - .venv/torch -> the wheel's torch/ folder (LIBTORCH for the build, see .cargo/config.toml).
 # Usage: scripts/setup.sh [--no-apt] [--tests]   (--tests adds the packages only tests need)
 set -euo pipefail
@@ -43,6 +44,14 @@ fi
 if ! .venv/bin/python -c 'import torch, numpy, safetensors; assert torch.__version__.startswith("2.11.0")' 2>/dev/null; then
   echo "setup: installing torch==2.11.0 into .venv (about 4.6 GB)"
   .venv/bin/pip install -q --disable-pip-version-check torch==2.11.0 numpy safetensors
+fi
+# Tests only: torchvision 0.26 (the release paired with torch 2.11) writes the reference
+# checkpoints of the weight-import tests and the paper-mini profile; --no-deps keeps the torch
+# wheel as it is, and pillow is the one dependency torchvision imports.
+if [ "$tests" = 1 ] && ! .venv/bin/python -c 'import torchvision; assert torchvision.__version__.startswith("0.26.0")' 2>/dev/null; then
+  echo "setup: installing torchvision==0.26.0 (tests)"
+  .venv/bin/pip install -q --disable-pip-version-check torchvision==0.26.0 --no-deps
+  .venv/bin/pip install -q --disable-pip-version-check pillow
 fi
 torch_dir=$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')
 ln -sfn "$torch_dir" .venv/torch

@@ -30,6 +30,11 @@ pub enum Command {
     Eval(EvalArgs),
     /// Print libtorch version, CUDA/cuDNN availability and devices.
     Doctor,
+    /// Pre-trained weights: `repro weights import ARCH IN.pth OUT.safetensors`.
+    Weights {
+        #[command(subcommand)]
+        what: WeightsCmd,
+    },
     /// Internal: run one built-in stage kind (the engine spawns this as a child).
     #[command(hide = true)]
     Internal {
@@ -110,7 +115,8 @@ pub struct StatusArgs {
 pub struct DagArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
-    /// text, dot or mermaid.
+    /// text, dot, mermaid or json (every stage with its kind or command, resolved `with:`,
+    /// deps and outs).
     #[arg(long, default_value = "text")]
     pub format: String,
 }
@@ -144,6 +150,21 @@ pub struct EvalArgs {
 }
 
 #[derive(Subcommand)]
+pub enum WeightsCmd {
+    /// Convert a torchvision checkpoint (torch.save file) to safetensors with repro's names.
+    Import {
+        /// resnet50, resnet101 or densenet161.
+        arch: String,
+        input: PathBuf,
+        output: PathBuf,
+        /// Expected sha256 (or its first 8+ hex digits); default: the prefix in a torchvision
+        /// file name such as resnet50-0676ba61.pth.
+        #[arg(long)]
+        sha256: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum Internal {
     /// Run a built-in kind from a stage specification file (JSON).
     RunKind {
@@ -172,6 +193,12 @@ pub fn main() -> i32 {
         Command::Gc(args) => crate::maintenance::gc(&workspace_of(&args.file), args.keep_last),
         Command::Eval(args) => crate::metrics::cli_eval(&args),
         Command::Doctor => Err(crate::kinds::exec_torch(&["doctor".as_ref()])),
+        Command::Weights { what: WeightsCmd::Import { arch, input, output, sha256 } } => {
+            crate::weights::import(&arch, &input, &output, sha256.as_deref()).map(|r| {
+                println!("{}: {} tensors, {} classes", output.display(), r.tensors, r.classes);
+                0
+            })
+        }
         Command::Internal { what: Internal::RunKind { spec } } => run_kind(&spec),
     };
     phases.mark("whole command");
