@@ -3,7 +3,8 @@
 #   - Debian packages: Fashion-MNIST (the default dataset), TeX for the PDF report, Chromium
 #     for the HTML report's browser test, Slurm + munge for the cluster executor's tests;
 #   - the PyPI wheel torch==2.11.0 (what tch 0.24 links against) into .venv, plus numpy and
-#     safetensors for the Python baselines of the benchmarks;
+#     safetensors for the Python baselines of the benchmarks (and, with --tests, torchvision
+#     0.26.0 for the weight-import and paper-mini tests);
 #   - .venv/torch -> the wheel's torch/ folder (LIBTORCH for the build, see .cargo/config.toml);
 #   - with --tests, the remote cache's test servers: nginx with WebDAV (Debian) and the S3
 #     server moto (PyPI, into .tools/moto).
@@ -80,6 +81,14 @@ else
     .venv/bin/pip install -q --disable-pip-version-check torch==2.11.0 numpy safetensors
   fi
   torch_dir=$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')
+fi
+# Tests only: torchvision 0.26 (the release paired with torch 2.11) writes the reference
+# checkpoints of the weight-import tests and the paper-mini profile; --no-deps keeps the torch
+# wheel as it is, and pillow is the one dependency torchvision imports.
+if [ "$tests" = 1 ] && ! .venv/bin/python -c 'import torchvision; assert torchvision.__version__.startswith("0.26.0")' 2>/dev/null; then
+  echo "setup: installing torchvision==0.26.0 (tests)"
+  .venv/bin/pip install -q --disable-pip-version-check torchvision==0.26.0 --no-deps
+  .venv/bin/pip install -q --disable-pip-version-check pillow
 fi
 ln -sfn "$torch_dir" .venv/torch
 echo "setup: libtorch at $torch_dir"

@@ -67,6 +67,11 @@ pub enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+    /// Pre-trained weights: `repro weights import ARCH IN.pth OUT.safetensors`.
+    Weights {
+        #[command(subcommand)]
+        what: WeightsCmd,
+    },
     /// Internal: run one built-in stage kind (the engine spawns this as a child).
     #[command(hide = true)]
     Internal {
@@ -186,7 +191,8 @@ pub struct StatusArgs {
 pub struct DagArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
-    /// text, dot or mermaid.
+    /// text, dot, mermaid or json (every stage with its kind or command, resolved `with:`,
+    /// deps and outs).
     #[arg(long, default_value = "text")]
     pub format: String,
 }
@@ -370,6 +376,21 @@ pub struct TraceArgs {
 }
 
 #[derive(Subcommand)]
+pub enum WeightsCmd {
+    /// Convert a torchvision checkpoint (torch.save file) to safetensors with repro's names.
+    Import {
+        /// resnet50, resnet101 or densenet161.
+        arch: String,
+        input: PathBuf,
+        output: PathBuf,
+        /// Expected sha256 (or its first 8+ hex digits); default: the prefix in a torchvision
+        /// file name such as resnet50-0676ba61.pth.
+        #[arg(long)]
+        sha256: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum Internal {
     /// Run a built-in kind from a stage specification file (JSON).
     RunKind {
@@ -432,6 +453,12 @@ pub fn main() -> i32 {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "repro", &mut std::io::stdout());
             Ok(0)
+        }
+        Command::Weights { what: WeightsCmd::Import { arch, input, output, sha256 } } => {
+            crate::weights::import(&arch, &input, &output, sha256.as_deref()).map(|r| {
+                println!("{}: {} tensors, {} classes", output.display(), r.tensors, r.classes);
+                0
+            })
         }
         Command::Internal { what: Internal::RunKind { spec } } => run_kind(&spec),
         // Straight out: nothing of the engine's (timings included) may reach the stage's log.

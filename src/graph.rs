@@ -328,7 +328,41 @@ pub fn render(p: &Pipeline, dag: &Dag, format: &str) -> anyhow::Result<String> {
                 ));
             }
         }
-        other => anyhow::bail!("unknown format '{other}' (use text, dot or mermaid)"),
+        "json" => {
+            // The plan as data: every stage in topological order, with what it would run.
+            let stages: Vec<serde_json::Value> = order
+                .iter()
+                .map(|&i| {
+                    let s = &p.stages[i];
+                    let mut o = serde_json::Map::new();
+                    o.insert("name".into(), s.name.clone().into());
+                    match &s.action {
+                        crate::spec::Action::Cmd(c) => {
+                            o.insert("cmd".into(), c.clone().into());
+                        }
+                        crate::spec::Action::Uses { kind, with } => {
+                            o.insert("kind".into(), kind.clone().into());
+                            o.insert("with".into(), with.clone());
+                        }
+                    }
+                    let paths = |v: &[crate::spec::PathRef]| -> Vec<serde_json::Value> {
+                        v.iter().map(|d| d.path.clone().into()).collect()
+                    };
+                    o.insert("deps".into(), paths(&s.deps).into());
+                    o.insert("outs".into(), paths(&s.outs).into());
+                    let up: Vec<serde_json::Value> =
+                        dag.upstream(i).iter().map(|&u| p.stages[u].name.clone().into()).collect();
+                    o.insert("upstream".into(), up.into());
+                    if !s.params.is_empty() {
+                        o.insert("params".into(), serde_json::to_value(&s.params)?);
+                    }
+                    Ok(serde_json::Value::Object(o))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            out.push_str(&serde_json::to_string_pretty(&stages)?);
+            out.push('\n');
+        }
+        other => anyhow::bail!("unknown format '{other}' (use text, dot, mermaid or json)"),
     }
     Ok(out)
 }

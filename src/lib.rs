@@ -41,3 +41,4 @@ pub mod data;
 pub mod metrics;
 pub mod ml_spec;
 pub mod report;
+pub mod weights;

@@ -18,6 +18,9 @@ pub enum Checksum {
     Md5(String),
     /// sha256 of the gunzipped content (the file itself may also be uncompressed).
     ContentSha256(String),
+    /// The first 8 or more hex digits of the file's sha256, where that is all the publisher
+    /// states (torchvision's weight files carry the first 8 in their names).
+    Sha256Prefix(String),
     /// Not checked (only with `allow_unverified: true`).
     Unverified,
 }
@@ -31,10 +34,23 @@ impl Checksum {
         allow_unverified: bool,
         what: &str,
     ) -> Result<Self> {
+        Self::from_fields_with_prefix(sha256, md5, content_sha256, None, allow_unverified, what)
+    }
+
+    /// As [`Checksum::from_fields`], with a `sha256_prefix` field as well.
+    pub fn from_fields_with_prefix(
+        sha256: Option<&str>,
+        md5: Option<&str>,
+        content_sha256: Option<&str>,
+        sha256_prefix: Option<&str>,
+        allow_unverified: bool,
+        what: &str,
+    ) -> Result<Self> {
         let set: Vec<Checksum> = [
             sha256.map(|s| Checksum::Sha256(s.to_ascii_lowercase())),
             md5.map(|s| Checksum::Md5(s.to_ascii_lowercase())),
             content_sha256.map(|s| Checksum::ContentSha256(s.to_ascii_lowercase())),
+            sha256_prefix.map(|s| Checksum::Sha256Prefix(s.to_ascii_lowercase())),
         ]
         .into_iter()
         .flatten()
@@ -42,23 +58,25 @@ impl Checksum {
         match set.len() {
             0 if allow_unverified => Ok(Checksum::Unverified),
             0 => bail!(
-                "{what}: no checksum is known (sha256/md5/content_sha256 are all null); fill one \
-                 in from the publisher, or set `allow_unverified: true` to accept whatever the \
-                 source serves"
+                "{what}: no checksum is known (sha256/md5/content_sha256/sha256_prefix are all \
+                 null); fill one in from the publisher, or set `allow_unverified: true` to \
+                 accept whatever the source serves"
             ),
             1 => {
                 let c = set.into_iter().next().unwrap();
                 let (hex, len) = match &c {
-                    Checksum::Md5(h) => (h, 32),
-                    Checksum::Sha256(h) | Checksum::ContentSha256(h) => (h, 64),
+                    Checksum::Md5(h) => (h, 32..=32),
+                    Checksum::Sha256(h) | Checksum::ContentSha256(h) => (h, 64..=64),
+                    Checksum::Sha256Prefix(h) => (h, 8..=64),
                     Checksum::Unverified => unreachable!(),
                 };
-                if hex.len() != len || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    bail!("{what}: checksum '{hex}' is not {len} hex digits");
+                if !len.contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    let n = if len.start() == len.end() { len.start().to_string() } else { "8 to 64".into() };
+                    bail!("{what}: checksum '{hex}' is not {n} hex digits");
                 }
                 Ok(c)
             }
-            _ => bail!("{what}: give only one of sha256, md5, content_sha256"),
+            _ => bail!("{what}: give only one of sha256, md5, content_sha256, sha256_prefix"),
         }
     }
 
@@ -67,6 +85,11 @@ impl Checksum {
         let (want, got, what) = match self {
             Checksum::Unverified => return Ok(None),
             Checksum::Sha256(want) => (want, hash_reader::<Sha256>(open(path)?)?, "sha256"),
+            Checksum::Sha256Prefix(want) => {
+                let got = hash_reader::<Sha256>(open(path)?)?;
+                return Ok((!got.starts_with(want.as_str()))
+                    .then(|| format!("sha256 is {got}, which does not start with the pinned {want}")));
+            }
             Checksum::Md5(want) => (want, hash_reader::<Md5>(open(path)?)?, "md5"),
             Checksum::ContentSha256(want) => {
                 let mut head = [0u8; 2];
@@ -138,5 +161,19 @@ mod tests {
             Checksum::Unverified
         );
         assert!(Checksum::from_fields(Some("ab"), None, None, false, "x").is_err());
+    }
+
+    #[test]
+    fn a_sha256_prefix_is_checked_as_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("resnet50-2cf24dba.pth");
+        std::fs::write(&f, b"hello").unwrap();
+        // sha256("hello") = 2cf24dba5fb0a30e…
+        let c = Checksum::from_fields_with_prefix(None, None, None, Some("2CF24DBA"), false, "w").unwrap();
+        assert_eq!(c.verify(&f).unwrap(), None);
+        let bad = Checksum::from_fields_with_prefix(None, None, None, Some("0676ba61"), false, "w").unwrap();
+        assert!(bad.verify(&f).unwrap().unwrap().contains("does not start with the pinned 0676ba61"));
+        assert!(Checksum::from_fields_with_prefix(None, None, None, Some("2cf24d"), false, "w").is_err());
+        assert!(Checksum::from_fields_with_prefix(Some(&"0".repeat(64)), None, None, Some("2cf24dba"), false, "w").is_err());
     }
 }

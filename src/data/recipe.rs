@@ -47,6 +47,9 @@ pub struct FileSpec {
     /// sha256 of the decompressed content of a gzip file.
     #[serde(default)]
     pub content_sha256: Option<String>,
+    /// The first 8+ hex digits of the sha256, where only those are published.
+    #[serde(default)]
+    pub sha256_prefix: Option<String>,
     /// Archive format to extract (default: place the file as is).
     #[serde(default = "no_extract")]
     pub extract: Format,
@@ -58,10 +61,11 @@ fn no_extract() -> Format {
 
 impl FileSpec {
     pub fn checksum(&self, allow_unverified: bool) -> Result<Checksum> {
-        Checksum::from_fields(
+        Checksum::from_fields_with_prefix(
             self.sha256.as_deref(),
             self.md5.as_deref(),
             self.content_sha256.as_deref(),
+            self.sha256_prefix.as_deref(),
             allow_unverified,
             &self.name,
         )

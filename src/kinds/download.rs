@@ -37,6 +37,9 @@ struct Params {
     md5: Option<String>,
     #[serde(default)]
     content_sha256: Option<String>,
+    /// The first 8+ hex digits of the sha256 (all that torchvision's file names state).
+    #[serde(default)]
+    sha256_prefix: Option<String>,
     #[serde(default)]
     extract: Option<Format>,
     /// Where the result goes (workspace-relative).
@@ -76,9 +79,13 @@ impl Params {
             (Some(_), Some(_)) => bail!("`download`: give either `recipe` or `sources`, not both"),
             (None, None) => bail!("`download`: give `recipe` (a dataset) or `sources` (one file)"),
             (Some(r), None) => {
-                if self.sha256.is_some() || self.md5.is_some() || self.content_sha256.is_some() {
+                if self.sha256.is_some()
+                    || self.md5.is_some()
+                    || self.content_sha256.is_some()
+                    || self.sha256_prefix.is_some()
+                {
                     bail!(
-                        "`download`: checksums come from the recipe; remove sha256/md5/content_sha256"
+                        "`download`: checksums come from the recipe; remove sha256/md5/content_sha256/sha256_prefix"
                     );
                 }
                 let recipe = Recipe::load(&ws.join(r))?;
@@ -97,6 +104,7 @@ impl Params {
                         sha256: self.sha256.clone(),
                         md5: self.md5.clone(),
                         content_sha256: self.content_sha256.clone(),
+                        sha256_prefix: self.sha256_prefix.clone(),
                         extract: self.extract.unwrap_or(Format::None),
                     }],
                     None,

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 pub mod download;
 pub mod preprocess;
 pub mod evaluate;
+pub mod import_weights;
 pub mod progress;
 pub mod report;
 pub mod train;
@@ -95,6 +96,7 @@ pub fn registry() -> Vec<Box<dyn StageKind>> {
         Box::new(download::Download),
         Box::new(preprocess::Preprocess),
         Box::new(train::Train),
+        Box::new(import_weights::ImportWeights),
     ]
 }
 

@@ -36,9 +36,14 @@ pub struct TrainConfig {
     /// Diverse-bias initialisation, 0 (random, mean zero) or 1–7 (Section V-B).
     #[serde(default)]
     pub bias_mode: u8,
-    /// Initial unified bias; default log(N−1) with the classifier's sign (see docs).
+    /// Initial unified bias of the unified-bias losses (`*-u`, `*-nu`; the other losses ignore
+    /// it, so one value can serve a whole matrix of losses); default log(N−1) with the
+    /// classifier's sign (see docs/training.md).
     #[serde(default)]
     pub unified_bias_init: Option<f64>,
+    /// Passes over the training split. 0 = no training: the `init_from` model is evaluated as
+    /// it is, with its own classifier (`head.*` of the file) — the pre-training column of the
+    /// paper's Table II.
     #[serde(default = "d_epochs")]
     pub epochs: usize,
     /// Initial learning rate (cosine decay to 0 over all steps).
@@ -78,6 +83,10 @@ pub struct TrainConfig {
     /// Batch size of the test-set evaluation.
     #[serde(default = "d_eval_batch")]
     pub eval_batch_size: usize,
+    /// Mixed precision on CUDA (autocast to float16 in the forward pass; a step with a
+    /// non-finite loss or gradient is skipped, as a gradient scaler would). Off by default.
+    #[serde(default)]
+    pub mixed_precision: bool,
 }
 
 fn d_model() -> String {
@@ -130,11 +139,27 @@ impl TrainConfig {
                 "parameter `bias_mode` applies to diverse-bias losses only (soft-d, soft-nd, bce-d, bce-nd), not {kind}"
             );
         }
-        if self.unified_bias_init.is_some() && kind.bias != BiasMode::Unified {
-            bail!("parameter `unified_bias_init` applies to unified-bias losses only (*-u, *-nu), not {kind}");
+        if let Some(b) = self.unified_bias_init
+            && !b.is_finite()
+        {
+            bail!("parameter `unified_bias_init` must be a finite number, got {b}");
         }
         if self.epochs == 0 {
-            bail!("parameter `epochs` must be at least 1");
+            // Evaluating a model as it is needs the model, with a classifier of this shape.
+            if self.init_from.is_none() {
+                bail!(
+                    "parameter `epochs: 0` evaluates the `init_from` model as it is, but `init_from` is not set"
+                );
+            }
+            if kind.bias != BiasMode::Diverse || kind.classifier != super::loss::Classifier::Linear {
+                bail!(
+                    "parameter `epochs: 0` evaluates the `init_from` model with its own linear classifier and \
+                     per-class bias, which is the head of soft-d or bce-d, not {kind}"
+                );
+            }
+            if self.bias_mode != 0 {
+                bail!("parameter `bias_mode` has no effect with `epochs: 0` (the bias is loaded)");
+            }
         }
         if self.batch_size < 2 || self.eval_batch_size == 0 {
             bail!("parameter `batch_size` must be at least 2 (batch norm needs two samples)");
@@ -151,5 +176,37 @@ impl TrainConfig {
             bail!("parameter `device` must be auto, cpu or cuda, got '{}'", self.device);
         }
         Ok((kind, model))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: serde_json::Value) -> TrainConfig {
+        let mut v = serde_json::json!({"data": "d", "out": "o", "loss": "soft-d", "model": "resnet50"});
+        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn zero_epochs_evaluates_the_init_model_with_its_own_classifier() {
+        cfg(serde_json::json!({"epochs": 0, "init_from": "w.safetensors"})).validate().unwrap();
+        let e = cfg(serde_json::json!({"epochs": 0})).validate().unwrap_err().to_string();
+        assert!(e.contains("`epochs: 0`") && e.contains("`init_from` is not set"), "{e}");
+        let e = cfg(serde_json::json!({"epochs": 0, "init_from": "w", "loss": "bce-nu"}))
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("soft-d or bce-d, not bce-nu"), "{e}");
+    }
+
+    #[test]
+    fn unified_bias_start_is_ignored_by_other_losses_but_must_be_finite() {
+        cfg(serde_json::json!({"unified_bias_init": 0.0})).validate().unwrap();
+        cfg(serde_json::json!({"unified_bias_init": 0.0, "loss": "bce-nu"})).validate().unwrap();
+        let mut c = cfg(serde_json::json!({"loss": "bce-u"}));
+        c.unified_bias_init = Some(f64::NAN);
+        assert!(c.validate().unwrap_err().to_string().contains("finite"));
     }
 }

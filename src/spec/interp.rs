@@ -5,6 +5,10 @@
 //! scalar and is spliced into the text. `$${` writes a literal `${`. Names are looked up first
 //! in the stage's own scope (`item`, `key` of foreach/matrix), then in `vars`.
 //!
+//! A name may be built from references (`${per_dataset.${item.dataset}.lr}`), and `a ?? b`
+//! takes the first alternative that is defined (a variable set to null is defined), so that a
+//! profile can set a value for some items and fall back to a common one for the rest.
+//!
 //! In `cmd:` a spliced value is one literal shell word, quoted for where it stands
 //! ([`super::shell`]); `${raw:x}` splices x's text as shell code. Elsewhere `raw:` changes
 //! nothing (no other field is read by a shell).
@@ -67,14 +71,29 @@ pub fn interpolate(
     quoted: bool,
     scope: &Scope,
 ) -> Result<Json, SpecError> {
+    interpolate_traced(text, mark, quoted, scope, &mut Vec::new())
+}
+
+/// As [`interpolate`], also listing the variables whose values were used (after nested names
+/// and `??` fallbacks are resolved), so an error about a value can point at its definition.
+pub fn interpolate_traced(
+    text: &str,
+    mark: &Mark,
+    quoted: bool,
+    scope: &Scope,
+    used: &mut Vec<String>,
+) -> Result<Json, SpecError> {
     let trimmed = text.trim();
-    if let Some(name) = whole_reference(trimmed) {
-        return resolve(name, text.find("${").unwrap_or(0), mark, quoted, scope).cloned();
+    if let Some(body) = whole_reference(trimmed) {
+        let at = text.find("${").unwrap_or(0);
+        let (_, expr) = split_raw(body);
+        return resolve_expr(expr, at + 2 + (body.len() - expr.len()), mark, quoted, scope, used)
+            .cloned();
     }
     if !text.contains("${") {
         return Ok(Json::String(text.to_string()));
     }
-    splice(text, mark, quoted, scope, None).map(Json::String)
+    splice(text, mark, quoted, scope, None, used).map(Json::String)
 }
 
 /// Interpolate a `cmd:`: every value becomes one literal shell word unless written `${raw:x}`.
@@ -84,7 +103,7 @@ pub fn interpolate_cmd(
     quoted: bool,
     scope: &Scope,
 ) -> Result<String, SpecError> {
-    splice(text, mark, quoted, scope, Some(&mut ShellLexer::default()))
+    splice(text, mark, quoted, scope, Some(&mut ShellLexer::default()), &mut Vec::new())
 }
 
 /// Splice every `${…}` of `text`; with a lexer, values are quoted for the shell.
@@ -94,6 +113,7 @@ fn splice(
     quoted: bool,
     scope: &Scope,
     mut shell: Option<&mut ShellLexer>,
+    used: &mut Vec<String>,
 ) -> Result<String, SpecError> {
     let mut out = String::with_capacity(text.len());
     fn literal(out: &mut String, s: &str, shell: &mut Option<&mut ShellLexer>) {
@@ -113,7 +133,7 @@ fn splice(
             continue;
         }
         literal(&mut out, &rest[..i], &mut shell);
-        let Some(end) = rest[i..].find('}') else {
+        let Some(end) = closing_brace(&rest[i..]) else {
             return Err(err_at(
                 mark,
                 quoted,
@@ -121,9 +141,11 @@ fn splice(
                 "unterminated `${` (missing `}`)".into(),
             ));
         };
-        let inner = rest[i + 2..i + end].trim();
-        let (raw, name) = split_raw(inner);
-        let value = resolve(inner, offset + i, mark, quoted, scope)?;
+        let body = &rest[i + 2..i + end];
+        let (raw, expr) = split_raw(body);
+        let expr_at = offset + i + 2 + (body.len() - expr.len());
+        let value = resolve_expr(expr, expr_at, mark, quoted, scope, used)?;
+        let name = expr.trim();
         let Some(s) = scalar_text(value) else {
             return Err(err_at(
                 mark,
@@ -138,16 +160,14 @@ fn splice(
                 out.push_str(&s);
                 lx.feed(&s);
             }
-            Some(lx) => {
-                match lx.quote(&s) {
-                    Ok(q) => out.push_str(&q),
-                    Err(why) => {
-                        return Err(err_at(mark, quoted, offset + i, why.to_string()).note(
-                            format!("or write `${{raw:{name}}}` to splice the text as code"),
-                        ));
-                    }
+            Some(lx) => match lx.quote(&s) {
+                Ok(q) => out.push_str(&q),
+                Err(why) => {
+                    return Err(err_at(mark, quoted, offset + i, why.to_string()).note(
+                        format!("or write `${{raw:{name}}}` to splice the text as code"),
+                    ));
                 }
-            }
+            },
             None => out.push_str(&s),
         }
         rest = &rest[i + end + 1..];
@@ -157,48 +177,137 @@ fn splice(
     Ok(out)
 }
 
-/// `raw:name` → (true, `name`); a plain name → (false, name).
-fn split_raw(inner: &str) -> (bool, &str) {
-    match inner.strip_prefix("raw:") {
-        Some(name) => (true, name.trim()),
-        None => (false, inner),
+/// `raw:expr` → (true, `expr`); anything else → (false, itself). Leading blanks are skipped
+/// so that `${ raw:x }` is raw too.
+fn split_raw(body: &str) -> (bool, &str) {
+    let t = body.trim_start();
+    match t.strip_prefix("raw:") {
+        Some(expr) => (true, expr),
+        None => (false, body),
     }
 }
 
-/// `${name}` exactly (and nothing else) → `name`.
-fn whole_reference(s: &str) -> Option<&str> {
-    let inner = s.strip_prefix("${")?.strip_suffix('}')?;
-    (!inner.contains('}') && !inner.contains("${")).then(|| inner.trim())
+/// Index of the `}` that closes the `${` at the start of `s` (nested `${…}` counted).
+fn closing_brace(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' && b.get(i + 1) == Some(&b'{') {
+            depth += 1;
+            i += 2;
+            continue;
+        }
+        if b[i] == b'}' {
+            depth -= 1;
+            if depth == 0 {
+                return Some(i);
+            }
+        }
+        i += 1;
+    }
+    None
 }
 
-fn resolve<'s>(
-    name: &str,
+/// `${…}` exactly (and nothing else) → its body.
+fn whole_reference(s: &str) -> Option<&str> {
+    if !s.starts_with("${") {
+        return None;
+    }
+    (closing_brace(s)? == s.len() - 1).then(|| &s[2..s.len() - 1])
+}
+
+/// Split a reference body at its top-level `??` (outside nested `${…}`), with each part's
+/// offset in the body.
+fn alternatives(body: &str) -> Vec<(usize, &str)> {
+    let b = body.as_bytes();
+    let (mut depth, mut start, mut i) = (0usize, 0usize, 0usize);
+    let mut parts = Vec::new();
+    while i < b.len() {
+        match b[i] {
+            b'$' if b.get(i + 1) == Some(&b'{') => {
+                depth += 1;
+                i += 2;
+                continue;
+            }
+            b'}' => depth = depth.saturating_sub(1),
+            b'?' if depth == 0 && b.get(i + 1) == Some(&b'?') => {
+                parts.push((start, &body[start..i]));
+                start = i + 2;
+                i += 2;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push((start, &body[start..]));
+    parts
+}
+
+/// Resolve the body of one `${…}`: `name`, a name built from nested references
+/// (`per_dataset.${item.dataset}.lr`), or alternatives `a ?? b ?? c` of which the first that is
+/// defined is taken (a variable set to null is defined).
+fn resolve_expr<'s>(
+    body: &str,
     at: usize,
     mark: &Mark,
     quoted: bool,
     scope: &'s Scope,
+    used: &mut Vec<String>,
 ) -> Result<&'s Json, SpecError> {
-    let name = split_raw(name).1;
-    scope.lookup(name).ok_or_else(|| {
-        let known = scope.known_names();
-        let refs: Vec<&str> = known.iter().map(String::as_str).collect();
-        let head = name.split('.').next().unwrap_or(name);
-        let mut e = err_at(
-            mark,
-            quoted,
-            at,
-            format!("undefined variable `${{{name}}}`"),
-        );
-        if scope.lookup(head).is_some() && head != name {
-            e = e.note(format!(
-                "`{head}` is defined but has no `{}`",
-                &name[head.len() + 1..]
-            ));
-        } else if let Some(s) = suggest(head, &refs) {
-            e = e.note(format!("did you mean `${{{s}}}`?"));
+    let alts = alternatives(body);
+    let mut first_name = None;
+    for (k, (off, alt)) in alts.iter().enumerate() {
+        let name = if alt.contains("${") {
+            match interpolate_traced(alt, mark, quoted, scope, used)? {
+                Json::String(s) => s.trim().to_string(),
+                other => scalar_text(&other).unwrap_or_default(),
+            }
+        } else {
+            alt.trim().to_string()
+        };
+        if let Some(v) = scope.lookup(&name) {
+            used.push(name);
+            return Ok(v);
         }
-        e
-    })
+        if k == 0 {
+            first_name = Some((name, at + off));
+        }
+    }
+    let (name, pos) = first_name.unwrap_or_default();
+    Err(undefined(&name, pos.saturating_sub(2), mark, quoted, scope, alts.len() > 1))
+}
+
+fn undefined(
+    name: &str,
+    at: usize,
+    mark: &Mark,
+    quoted: bool,
+    scope: &Scope,
+    with_fallbacks: bool,
+) -> SpecError {
+    let known = scope.known_names();
+    let refs: Vec<&str> = known.iter().map(String::as_str).collect();
+    let head = name.split('.').next().unwrap_or(name);
+    let mut e = err_at(
+        mark,
+        quoted,
+        at,
+        format!("undefined variable `${{{name}}}`"),
+    );
+    if with_fallbacks {
+        e = e.note("none of the `??` alternatives is defined");
+    }
+    if scope.lookup(head).is_some() && head != name {
+        e = e.note(format!(
+            "`{head}` is defined but has no `{}`",
+            &name[head.len() + 1..]
+        ));
+    } else if let Some(s) = suggest(head, &refs) {
+        e = e.note(format!("did you mean `${{{s}}}`?"));
+    }
+    e
 }
 
 fn err_at(mark: &Mark, quoted: bool, offset: usize, msg: String) -> SpecError {
@@ -233,6 +342,24 @@ pub fn interpolate_node(node: &Node, scope: &Scope) -> Result<Json, SpecError> {
         }
         _ => Ok(node.to_json()),
     }
+}
+
+/// The variables a node's strings take their values from (see [`interpolate_traced`]);
+/// references that do not resolve are left out.
+pub fn used_variables(node: &Node, scope: &Scope) -> Vec<String> {
+    let mut used = Vec::new();
+    let mut walk = vec![node];
+    while let Some(n) = walk.pop() {
+        match &n.value {
+            Value::Scalar { text, plain } if text.contains("${") => {
+                let _ = interpolate_traced(text, &n.mark, !plain, scope, &mut used);
+            }
+            Value::Seq(items) => walk.extend(items.iter().rev()),
+            Value::Map(entries) => walk.extend(entries.iter().rev().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
+    used
 }
 
 #[cfg(test)]
@@ -292,6 +419,28 @@ mod tests {
                 .to_string()
                 .contains("cannot be spliced")
         );
+    }
+    #[test]
+    fn nested_names_and_fallbacks() {
+        let vars = json!({
+            "per": {"imagenet": {"lr": 0.0001}},
+            "lr": 0.001,
+            "ds": "imagenet",
+            "none": null
+        });
+        let root = parse_str(
+            Path::new("p"),
+            "a: ${per.${ds}.lr ?? lr}\nb: ${per.cub.lr ?? lr}\nc: x${per.${ds}.lr}y\nd: ${missing ?? none}\n".into(),
+        )
+        .unwrap();
+        let v = interpolate_node(&root, &scope(&vars)).unwrap();
+        assert_eq!(v, json!({"a": 0.0001, "b": 0.001, "c": "x0.0001y", "d": null}));
+        let bad = parse_str(Path::new("p"), "a: ${per.cub.lr ?? nope}\n".into()).unwrap();
+        let e = interpolate_node(&bad, &scope(&vars)).unwrap_err().to_string();
+        assert!(e.contains("undefined variable `${per.cub.lr}`"), "{e}");
+        assert!(e.contains("none of the `??` alternatives"), "{e}");
+        let used = used_variables(&root, &scope(&vars));
+        assert_eq!(used, ["ds", "per.imagenet.lr", "lr", "ds", "per.imagenet.lr", "none"]);
     }
 
     fn cmd(text: &str, vars: &Json) -> Result<String, SpecError> {

@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use serde_json::Value as Json;
 
 pub use error::{SpecError, SpecErrors};
-use interp::{Scope, interpolate_node};
+use interp::{Scope, interpolate_node, used_variables};
 use yaml::{Mark, Node, Value};
 
 use crate::executor::Resources;
@@ -159,8 +159,9 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
 
     // vars, then the profile's vars, then --set overrides.
     let mut vars = Json::Object(Default::default());
+    let mut origins = Origins::new();
     if let Some(v) = doc.get("vars") {
-        merge_vars_node(&mut vars, v, &root_dir, &mut errors);
+        merge_vars_node(&mut vars, &mut origins, v, &root_dir, &mut errors);
     }
     let profile = opts.profile.clone().or_else(|| {
         doc.get("profile")
@@ -169,7 +170,7 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
     });
     if let Some(name) = &profile {
         match doc.get("profiles").and_then(|p| p.get(name)) {
-            Some(p) => merge_vars_node(&mut vars, p, &root_dir, &mut errors),
+            Some(p) => merge_vars_node(&mut vars, &mut origins, p, &root_dir, &mut errors),
             None => {
                 let known: Vec<String> = doc
                     .get("profiles")
@@ -203,7 +204,10 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
     for (k, v) in &opts.overrides {
         // Only variables that exist: a misspelled key would otherwise change nothing, silently.
         match check_override(&vars, k) {
-            Ok(()) => set_dotted(&mut vars, k, yaml::scalar_to_json(v)),
+            Ok(()) => {
+                set_dotted(&mut vars, k, yaml::scalar_to_json(v));
+                origins.insert(k.clone(), Origin::Set(v.clone()));
+            }
             Err(e) => errors.push(e),
         }
     }
@@ -263,7 +267,7 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
                             continue;
                         }
                         let limit = (Limit { max_stages }, &mut expanded);
-                        if !expand_stage(&name, k, body, &vars, limit, &mut stages, &mut errors) {
+                        if !expand_stage(&name, k, body, (&vars, &origins), limit, &mut stages, &mut errors) {
                             break; // over the stage limit: the rest would only repeat that
                         }
                     }
@@ -296,6 +300,7 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
     }
 
     let vars_files = vars_file_names(&doc, &root_dir);
+    let errors = collapse_repeats(errors, &display);
     if errors.is_empty() {
         Ok(Pipeline {
             root: root_dir,
@@ -322,14 +327,115 @@ fn unknown_key(k: &Node, key: &str, known: &[&str], what: &str) -> SpecError {
     e
 }
 
+/// Where a variable's value was written: a line of a vars (profile) file, or `--set`.
+#[derive(Debug, Clone)]
+enum Origin {
+    At(Mark),
+    Set(String),
+}
+
+/// The origin of every variable path (`pretrain.epochs`), last writer wins.
+type Origins = BTreeMap<String, Origin>;
+
+fn record_origins(node: &Node, prefix: &str, origins: &mut Origins) {
+    if let Some(entries) = node.as_map() {
+        for (k, v) in entries {
+            let key = k.as_str().unwrap_or_default();
+            let path = if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") };
+            origins.insert(path.clone(), Origin::At(v.mark.clone()));
+            record_origins(v, &path, origins);
+        }
+    }
+}
+
+/// The origin of `name`, or of the nearest enclosing variable that has one.
+fn origin_of<'o>(origins: &'o Origins, name: &str) -> Option<&'o Origin> {
+    let mut n = name;
+    loop {
+        if let Some(o) = origins.get(n) {
+            return Some(o);
+        }
+        n = &n[..n.rfind('.')?];
+    }
+}
+
+/// Point an error about a `with:` parameter at where its value came from: the profile or vars
+/// line that set the variable (the pipeline line is named in a note), else the parameter's own
+/// line, else `with:`. The parameter is the first `with:` key named in backquotes in `msg`.
+fn locate_param_error(
+    with: Option<&Node>,
+    fallback: &Mark,
+    msg: String,
+    scope: &Scope,
+    origins: &Origins,
+) -> SpecError {
+    let Some(with) = with else { return SpecError::at(fallback, msg) };
+    let param = msg
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .find_map(|word| with.get(word).map(|n| (word.to_string(), n)));
+    let Some((param, node)) = param else { return SpecError::at(&with.mark, msg) };
+    let used = used_variables(node, scope);
+    let source = used.iter().rev().find_map(|name| {
+        let local = name.split('.').next().is_some_and(|h| scope.locals.iter().any(|(l, _)| *l == h));
+        (!local).then(|| origin_of(origins, name).map(|o| (name, o))).flatten()
+    });
+    let here = format!("{}:{}:{}", node.mark.path().display(), node.mark.line, node.mark.col);
+    match source {
+        Some((name, Origin::At(m))) => SpecError::at(m, msg)
+            .note(format!("the value of `${{{name}}}` is set here and used by `{param}:` at {here}")),
+        Some((name, Origin::Set(v))) => SpecError::at(&node.mark, msg)
+            .note(format!("the value comes from `--set {name}={v}`")),
+        None => SpecError::at(&node.mark, msg),
+    }
+}
+
+/// The same error reached from many expanded stages (a bad profile value used by every
+/// `matrix:` instance) is reported once, with the stages that share it in a note. Only errors
+/// pointing outside the pipeline file are merged: those are the ones repeated per instance.
+fn collapse_repeats(errors: Vec<SpecError>, pipeline: &Path) -> Vec<SpecError> {
+    let mut out: Vec<SpecError> = Vec::new();
+    let mut also: Vec<Vec<String>> = Vec::new();
+    for e in errors {
+        let key = e.mark.as_ref().filter(|m| m.path() != pipeline).map(|m| {
+            (m.path().to_path_buf(), m.line, m.col, e.message.clone())
+        });
+        let prev = key.as_ref().and_then(|k| {
+            out.iter().position(|o| {
+                o.mark.as_ref().map(|m| (m.path().to_path_buf(), m.line, m.col, o.message.clone())).as_ref() == Some(k)
+            })
+        });
+        match prev {
+            Some(i) => also[i].extend(e.stage),
+            None => {
+                out.push(e);
+                also.push(Vec::new());
+            }
+        }
+    }
+    for (e, more) in out.iter_mut().zip(also) {
+        if !more.is_empty() {
+            let shown: Vec<_> = more.iter().take(4).cloned().collect();
+            let rest = if more.len() > 4 { format!(", … ({} in all)", more.len()) } else { String::new() };
+            e.notes.push(format!("also in {} more stages: {}{rest}", more.len(), shown.join(", ")));
+        }
+    }
+    out
+}
+
 /// `vars:` is a mapping, a file name, or a list of mappings and file names (merged in order).
-fn merge_vars_node(vars: &mut Json, node: &Node, root: &Path, errors: &mut Vec<SpecError>) {
+fn merge_vars_node(vars: &mut Json, origins: &mut Origins, node: &Node, root: &Path, errors: &mut Vec<SpecError>) {
     match &node.value {
-        Value::Map(_) => deep_merge(vars, node.to_json()),
+        Value::Map(_) => {
+            record_origins(node, "", origins);
+            deep_merge(vars, node.to_json())
+        }
         Value::Scalar { text, .. } => {
             let path = root.join(text);
             match yaml::parse_file(&path) {
                 Ok(doc) if doc.as_map().is_some() || doc.is_null() => {
+                    record_origins(&doc, "", origins);
                     deep_merge(vars, doc.to_json())
                 }
                 Ok(doc) => errors.push(SpecError::at(&doc.mark, "a vars file must hold a mapping")),
@@ -342,7 +448,7 @@ fn merge_vars_node(vars: &mut Json, node: &Node, root: &Path, errors: &mut Vec<S
         }
         Value::Seq(items) => items
             .iter()
-            .for_each(|i| merge_vars_node(vars, i, root, errors)),
+            .for_each(|i| merge_vars_node(vars, origins, i, root, errors)),
         Value::Null => {}
     }
 }
@@ -533,7 +639,7 @@ fn expand_stage(
     name: &str,
     key: &Node,
     body: &Node,
-    vars: &Json,
+    (vars, origins): (&Json, &Origins),
     (limit, expanded): (Limit, &mut usize),
     out: &mut Vec<Stage>,
     errors: &mut Vec<SpecError>,
@@ -705,7 +811,7 @@ fn expand_stage(
     *expanded += instances.len();
     for (full, locals) in instances {
         let scope = Scope { vars, locals };
-        match build_stage(&full, key, body, &scope) {
+        match build_stage(&full, key, body, &scope, origins) {
             Ok(s) => out.push(s),
             Err(mut es) => {
                 for e in es.drain(..) {
@@ -731,6 +837,7 @@ fn build_stage(
     key: &Node,
     body: &Node,
     scope: &Scope,
+    origins: &Origins,
 ) -> Result<Stage, Vec<SpecError>> {
     let mut errors = Vec::new();
     let cmd = match body.get("cmd") {
@@ -795,11 +902,8 @@ fn build_stage(
                 Err(e) => errors.push(SpecError::at(&m, e.to_string())),
                 Ok(k) if with.is_object() => {
                     if let Err(e) = k.validate(&with) {
-                        let at = body.get("with").map(|w| w.mark.clone()).unwrap_or(m);
-                        errors.push(SpecError::at(
-                            &at,
-                            format!("invalid parameters for `{kind}`: {e:#}"),
-                        ));
+                        let msg = format!("invalid parameters for `{kind}`: {e:#}");
+                        errors.push(locate_param_error(body.get("with"), &m, msg, scope, origins));
                     }
                 }
                 Ok(_) => {}
@@ -949,6 +1053,9 @@ fn path_list(
     for item in items {
         let values = match interpolate_node(item, scope) {
             Ok(Json::Array(a)) => a,
+            // A dep that is a variable set to null is no dep (an optional input, such as
+            // `init_from` weights that only some profiles have).
+            Ok(Json::Null) if field == "deps" => continue,
             Ok(v) => vec![v],
             Err(e) => {
                 errors.push(e);
@@ -1277,5 +1384,33 @@ mod tests {
             "{e}"
         );
         assert_eq!(load_with(small, &limited(3)).unwrap().stages.len(), 3);
+    }
+
+    #[test]
+    fn a_bad_value_from_a_profile_points_at_the_profile_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("prof.yaml"), "models: [mlp]\ntrain: {epochs: 1, batch_size: 1}\n").unwrap();
+        let f = dir.path().join("pipeline.yaml");
+        std::fs::write(
+            &f,
+            "profile: p\nprofiles: {p: prof.yaml}\nstages:\n  t:\n    foreach: ${models}\n    uses: train\n    with:\n      data: d\n      out: o/${item}\n      loss: soft-d\n      model: ${item}\n      batch_size: ${train.batch_size}\n",
+        )
+        .unwrap();
+        let e = load(&f, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("`batch_size` must be at least 2"), "{e}");
+        assert!(e.contains("prof.yaml:2:32"), "{e}");
+        assert!(e.contains("used by `batch_size:` at"), "{e}");
+        assert!(e.contains("pipeline.yaml:12:19"), "{e}");
+        let e = load(&f, &LoadOptions { profile: None, overrides: vec![("train.batch_size".into(), "0".into())], ..Default::default() })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--set train.batch_size=0"), "{e}");
+    }
+
+    #[test]
+    fn a_null_dep_is_no_dep() {
+        let p = load_text("vars: {w: null}\nstages:\n  a:\n    cmd: echo\n    deps: [\"${w}\", x]\n").unwrap();
+        let deps: Vec<_> = p.stages[0].deps.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(deps, ["x"]);
     }
 }

@@ -6,6 +6,7 @@
 //! vocabulary in `repro::ml_spec` and runs them by handing `repro internal run-kind` over to
 //! this crate's binary.
 
+pub mod bench;
 pub mod loader;
 pub mod ml;
 pub mod train_kind;

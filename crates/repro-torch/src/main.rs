@@ -1,16 +1,18 @@
 //! `repro-torch internal run-kind SPEC` runs a libtorch stage kind (`repro` execs it);
-//! `repro-torch doctor` reports the libtorch this binary runs on.
+//! `repro-torch doctor` reports the libtorch this binary runs on; `repro-torch bench-train`
+//! times training steps on synthetic data (see `bench`).
 
 use std::path::Path;
 
 use repro::kinds::{KindSpec, StageKind, run_spec};
 use repro_torch::train_kind::Train;
 
-const USAGE: &str = "usage: repro-torch internal run-kind SPEC.json | repro-torch doctor | repro-torch --version";
+const USAGE: &str = "usage: repro-torch internal run-kind SPEC.json | repro-torch doctor | repro-torch bench-train [OPTIONS] | repro-torch --version";
 
 fn run(args: &[String]) -> anyhow::Result<i32> {
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["doctor"] => repro_torch::ml::doctor(),
+        ["bench-train", ..] => repro_torch::bench::run(&args[1..]),
         ["internal", "run-kind", spec] => {
             let spec = KindSpec::read(Path::new(spec))?;
             let kinds: [&dyn StageKind; 1] = [&Train];

@@ -131,6 +131,9 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
     let head = Head::new(&(&root / "head"), backbone.dim, classes, kind, cfg.gamma, &init)?;
     if let Some(src) = &cfg.init_from {
         load_feature_extractor(&vs, &abs(src), model_name)?;
+        if cfg.epochs == 0 {
+            load_head(&head, &abs(src))?;
+        }
     }
     let bias_init = head.bias_values();
 
@@ -169,6 +172,7 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
     // The last partial batch is used unless it has a single sample (batch norm cannot train on it).
     let steps_per_epoch = n_train / bs + usize::from(n_train % bs >= 2);
     let total_steps = steps_per_epoch * cfg.epochs;
+    let amp = cfg.mixed_precision && device.is_cuda();
     let aug = cfg.augment.then(|| Augment { pad: cfg.crop_padding.unwrap_or(h as usize / 8), flip: true });
     let train_start = Instant::now();
     let prior_seconds: f64 = stats.iter().map(|s| s.seconds).sum();
@@ -193,20 +197,10 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
             }
             let step = epoch * steps_per_epoch + b;
             lr = cosine_lr(cfg.lr, step, total_steps);
-            opt.zero_grad();
-            let feats = backbone.net.forward_t(&x, true);
-            let loss = head.loss(&feats, &y);
-            loss.backward();
-            // One device sync per step: finiteness of loss and gradients, and the loss value.
-            let ok = loss.isfinite().logical_and(&opt.grads_finite());
-            let vals = Vec::<f64>::try_from(&Tensor::stack(
-                &[ok.to_kind(Kind::Double), loss.detach().to_kind(Kind::Double)],
-                0,
-            ))?;
+            let (finite, loss_value) = train_step(&backbone, &head, &mut opt, &x, &y, lr, amp)?;
             images += bsz;
-            if vals[0] != 0.0 {
-                opt.step(lr);
-                loss_sum += vals[1];
+            if finite {
+                loss_sum += loss_value;
                 ok_steps += 1;
             } else {
                 skipped += 1;
@@ -261,8 +255,9 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
 
     // Evaluation on the test split (always written, also after divergence).
     (env.progress)("evaluating on the test split", None);
-    let (logits, logits_nobias, labels) =
-        evaluate(&backbone, &head, &data, model_channels as usize, &norm, device, cfg.eval_batch_size)?;
+    let (logits, logits_nobias, labels) = tch::autocast(amp, || {
+        evaluate(&backbone, &head, &data, model_channels as usize, &norm, device, cfg.eval_batch_size)
+    })?;
     let correct = logits.argmax(1, false).eq_tensor(&labels).sum(Kind::Int64).int64_value(&[]);
     let test_accuracy = 100.0 * correct as f64 / n_test as f64;
     let logits_finite = logits.isfinite().all().int64_value(&[]) != 0;
@@ -308,6 +303,7 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
         "diverged": diverged,
         "test_accuracy": test_accuracy,
         "seed": cfg.seed,
+        "mixed_precision": amp,
         "device": device_name,
         "threads": env.threads,
         "libtorch": super::libtorch_version(),
@@ -321,6 +317,36 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
         if diverged { ", DIVERGED" } else { "" }
     );
     Ok(TrainSummary { diverged, skipped_steps, test_accuracy, resumed_from })
+}
+
+/// One SGD step on a batch: forward (under autocast when `amp`), loss, backward, and the
+/// update if the loss and every gradient are finite. One device sync per step, for that check
+/// and the loss value. Returns (finite, loss). Shared by training and `repro-torch bench`.
+pub fn train_step(
+    backbone: &models::Backbone,
+    head: &Head,
+    opt: &mut Sgd,
+    x: &Tensor,
+    y: &Tensor,
+    lr: f64,
+    amp: bool,
+) -> Result<(bool, f64)> {
+    opt.zero_grad();
+    let loss = tch::autocast(amp, || {
+        let feats = backbone.net.forward_t(x, true);
+        head.loss(&feats, y)
+    });
+    loss.backward();
+    let ok = loss.isfinite().logical_and(&opt.grads_finite());
+    let vals = Vec::<f64>::try_from(&Tensor::stack(
+        &[ok.to_kind(Kind::Double), loss.detach().to_kind(Kind::Double)],
+        0,
+    ))?;
+    let finite = vals[0] != 0.0;
+    if finite {
+        opt.step(lr);
+    }
+    Ok((finite, vals[1]))
 }
 
 /// Forward the test split in eval mode: (logits with bias, logits without, labels), on the CPU.
@@ -485,6 +511,34 @@ fn load_feature_extractor(vs: &nn::VarStore, path: &Path, model: ModelName) -> R
             missing.len(),
             shown.join(", ")
         );
+    }
+    Ok(())
+}
+
+/// The classifier of the `init_from` file (`head.weight`, `head.bias`: a torchvision model's
+/// own ImageNet classifier after `repro weights import`), for evaluating a model as it is.
+fn load_head(head: &Head, path: &Path) -> Result<()> {
+    let file = io::read_safetensors(path)?;
+    let classes = head.weight.size()[0];
+    for (name, var) in [("head.weight", Some(&head.weight)), ("head.bias", head.bias.as_ref())] {
+        let Some(var) = var else { continue };
+        let src = file.get(name).with_context(|| {
+            format!(
+                "{}: `epochs: 0` evaluates the model with its own classifier, but the file has no `{name}`",
+                path.display()
+            )
+        })?;
+        if src.size() != var.size() {
+            bail!(
+                "{}: `{name}` has shape {:?} but this dataset needs {:?} ({classes} classes): the model's own \
+                 classifier only fits the dataset it was trained on",
+                path.display(),
+                src.size(),
+                var.size()
+            );
+        }
+        let mut v = var.shallow_clone();
+        tch::no_grad(|| v.copy_(&src.to_kind(v.kind()).to_device(v.device())));
     }
     Ok(())
 }
