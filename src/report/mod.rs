@@ -315,7 +315,11 @@ pub fn summary_from_snapshot(
 ) -> Result<String> {
     let snap: Vec<runs::Snapshot> = serde_json::from_str(snapshot_json)
         .with_context(|| format!("{name}: not a runs snapshot (summary-runs.json)"))?;
-    let runs = runs::from_snapshot(&snap, name)?;
+    summary_of_runs(&runs::from_snapshot(&snap, name)?, claim_specs)
+}
+
+/// The summary of these runs with the built-in templates and published values.
+pub fn summary_of_runs(runs: &[runs::Run], claim_specs: &[claims::ClaimSpec]) -> Result<String> {
     let tera = load_templates(None)?;
-    render_summary(&tera, &runs, &published::Published::builtin()?, claim_specs)
+    render_summary(&tera, runs, &published::Published::builtin()?, claim_specs)
 }
