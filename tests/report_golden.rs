@@ -21,6 +21,7 @@ fn options(runs: Vec<String>) -> report::Options {
         title: "Fixture report: BCE & SoftMax (50%)".into(),
         lock: None,
         revision: Some("0123456789abcdef".into()),
+        claims: None,
         figures: Choice {
             dataset: None,
             model: None,
@@ -285,7 +286,7 @@ fn a_violated_claim_is_reported_as_failing() {
     use repro::report::claims::Verdict;
     // SoftMax clearly ahead on A_Uni (10 points, noise 0.1).
     let runs = synthetic(|l, s| {
-        if l.starts_with("soft") { 80.0 } else { 70.0 } + 0.1 * s as f64
+        (if l.starts_with("soft") { 80.0 } else { 70.0 }) + 0.1 * s as f64
     });
     let res = claims_of(&runs);
     for id in ["bce-higher-uni", "bce-best-uni", "softmax-gap"] {
