@@ -21,6 +21,7 @@ fn options(runs: Vec<String>) -> report::Options {
         title: "Fixture report: BCE & SoftMax (50%)".into(),
         lock: None,
         revision: Some("0123456789abcdef".into()),
+        claims: None,
         figures: Choice {
             dataset: None,
             model: None,
@@ -209,77 +210,119 @@ fn gamma_and_bias_tables() {
     assert_eq!(c.published, Some(-6.8));
 }
 
+fn claims_of(
+    runs: &[repro::report::runs::Run],
+) -> Vec<repro::report::claims::ClaimResult> {
+    use repro::report::{claims, published::Published};
+    let specs = claims::parse("stages/claims.yaml", claims::BUILTIN).unwrap();
+    claims::evaluate(&specs, &Published::builtin().unwrap(), runs)
+}
+
+fn claim<'a>(
+    res: &'a [repro::report::claims::ClaimResult],
+    id: &str,
+) -> &'a repro::report::claims::ClaimResult {
+    res.iter()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("no claim {id}"))
+}
+
 #[test]
 fn findings_check_the_claims_honestly() {
+    use repro::report::claims::Verdict;
     let (runs, _) = load();
-    let f = repro::report::findings::findings(&runs);
-    let find = |claim: &str, dataset: &str, run: &str| {
-        f.iter()
-            .find(|x| x.claim == claim && x.dataset == dataset && x.run == run)
-            .unwrap_or_else(|| panic!("no {claim} finding for {dataset} {run}"))
-    };
-    let gap = find("gap", "cub", "");
-    assert_eq!(gap.verdict, "holds");
-    assert!(
-        gap.note.contains("1 diverged run(s) left out"),
-        "{}",
-        gap.note
-    );
-    assert_eq!(find("best-uni", "cub", "").verdict, "holds");
-    assert_eq!(find("best-uni", "fashion-mnist", "").verdict, "not judged");
-    assert_eq!(
-        find("ordering", "cub", "runs/cub/resnet50/bce-nu").verdict,
-        "holds"
-    );
-    // bce-u: t* = −0.2 with bias, b = −0.08 → |τ_b − t*₀| = 0.2, within the spread
-    let b = find("bias-threshold", "cub", "runs/cub/resnet50/bce-u");
-    assert_eq!(b.verdict, "holds");
-    let diff = b
-        .evidence
+    let res = claims_of(&runs);
+    // bce-u: t* = −0.2 with bias, b = −0.08 → |τ_b − t*₀| = 0.2, within the spread.
+    let b = claim(&res, "bias-is-threshold");
+    let u = b
+        .ours
+        .units
         .iter()
-        .find(|e| e.label == "|difference|")
-        .unwrap()
-        .value
-        .unwrap();
-    assert!(close(diff, 0.2));
-    // no learned bias recorded: not judged, never assumed
-    assert_eq!(
-        find(
-            "bias-threshold",
-            "imagenet-1k",
-            "runs/imagenet/gamma/bce-nu-g16"
-        )
-        .verdict,
-        "not judged"
-    );
-    // no run without metrics makes up an "unspecified" group
-    assert!(f.iter().all(|x| x.dataset != "unspecified"));
+        .find(|u| u.scope.ends_with("bce-u"))
+        .expect("a bce-u scope");
+    assert_eq!(u.verdict, Verdict::Holds, "{}", u.evidence);
+    assert!(u.evidence.contains("holds for 1 of 1 seeds"), "{}", u.evidence);
+    // The fixture has only some of the twelve losses: a claim over all of them is not
+    // measured, and says which runs are missing — never assumed.
+    let c = claim(&res, "bce-higher-uni");
+    assert_eq!(c.ours.verdict, Verdict::NotMeasured, "{}", c.ours.summary);
+    assert!(c.ours.summary.contains("missing runs of"), "{}", c.ours.summary);
+    // ImageNet-only claims have no ImageNet fine-tuning runs here.
+    let c = claim(&res, "bce-uni-20-points-imagenet");
+    assert_eq!(c.ours.verdict, Verdict::NotMeasured);
+    // The γ sweep has γ = 208 for bce-nu: the large-γ claim is measured on it.
+    let g = claim(&res, "gamma-large-breakdown");
+    assert_ne!(g.ours.verdict, Verdict::NotMeasured, "{}", g.ours.summary);
+    assert!(g.ours.summary.contains("γ=208"), "{}", g.ours.summary);
+    // Every claim holds on the paper's own tables or names the cells that contradict it.
+    for c in &res {
+        assert!(
+            c.paper.verdict == Verdict::Holds || !c.contradicted_by.is_empty(),
+            "{}: {}",
+            c.id,
+            c.paper.summary
+        );
+    }
+}
+
+/// Twelve losses × three seeds on one dataset and model, A_Uni from `uni(loss, seed)`.
+fn synthetic(uni: impl Fn(&str, u32) -> f64) -> Vec<repro::report::runs::Run> {
+    let ws = tempfile::tempdir().unwrap();
+    for l in repro::report::names::LOSSES {
+        for seed in 0..3u32 {
+            let d = ws.path().join(format!("{l}/seed{seed}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let u = uni(l, seed);
+            let m = serde_json::json!({"a_sw": 90.0, "a_cw": u + 1.0, "a_uni": u, "t_star": 1.0,
+                "run": {"dataset": "cub", "model": "resnet50", "loss": l, "seed": seed}});
+            std::fs::write(d.join("metrics.json"), m.to_string()).unwrap();
+        }
+    }
+    repro::report::runs::load(ws.path(), &["**/metrics.json".into()]).unwrap()
 }
 
 #[test]
 fn a_violated_claim_is_reported_as_failing() {
-    let ws = tempfile::tempdir().unwrap();
-    let w = |dir: &str, loss: &str, sw: f64, cw: f64, uni: f64| {
-        let d = ws.path().join(dir);
-        std::fs::create_dir_all(&d).unwrap();
-        let m = serde_json::json!({"a_sw": sw, "a_cw": cw, "a_uni": uni, "t_star": 1.0, "run": {"dataset": "cub", "model": "resnet50", "loss": loss}});
-        std::fs::write(d.join("metrics.json"), m.to_string()).unwrap();
-    };
-    // A_CW above A_SW, and a BCE gap larger than SoftMax's, best A_Uni from SoftMax
-    w("a", "bce-nu", 70.0, 75.0, 40.0);
-    w("b", "soft-d", 80.0, 70.0, 60.0);
-    let runs = repro::report::runs::load(ws.path(), &["*".into()]).unwrap();
-    let f = repro::report::findings::findings(&runs);
-    let v = |claim: &str, run: &str| {
-        f.iter()
-            .find(|x| x.claim == claim && x.run == run)
-            .unwrap()
-            .verdict
-    };
-    assert_eq!(v("ordering", "a"), "fails");
-    assert_eq!(v("ordering", "b"), "holds");
-    assert_eq!(v("gap", ""), "fails");
-    assert_eq!(v("best-uni", ""), "fails");
+    use repro::report::claims::Verdict;
+    // SoftMax clearly ahead on A_Uni (10 points, noise 0.1).
+    let runs = synthetic(|l, s| {
+        (if l.starts_with("soft") { 80.0 } else { 70.0 }) + 0.1 * s as f64
+    });
+    let res = claims_of(&runs);
+    for id in ["bce-higher-uni", "bce-best-uni", "softmax-gap"] {
+        assert_eq!(claim(&res, id).ours.verdict, Verdict::Fails, "{id}: {}", claim(&res, id).ours.summary);
+    }
+}
+
+#[test]
+fn a_difference_within_the_seed_noise_is_not_called_a_win() {
+    use repro::report::claims::Verdict;
+    // BCE ahead by 0.2 points on average, but seeds scatter by ±1.
+    let runs = synthetic(|l, s| {
+        let base = if l.starts_with("bce") { 80.2 } else { 80.0 };
+        base + [-1.0, 0.0, 1.0][s as usize]
+    });
+    let res = claims_of(&runs);
+    let c = claim(&res, "bce-higher-uni");
+    assert_eq!(c.ours.verdict, Verdict::WithinNoise, "{}", c.ours.summary);
+    assert!(c.ours.summary.contains("± 1.00 (n=3)"), "{}", c.ours.summary);
+    // And beyond the noise it holds.
+    let runs = synthetic(|l, s| {
+        let base = if l.starts_with("bce") { 85.0 } else { 80.0 };
+        base + [-1.0, 0.0, 1.0][s as usize]
+    });
+    assert_eq!(claim(&claims_of(&runs), "bce-higher-uni").ours.verdict, Verdict::Holds);
+    // In the accuracy table nothing is bold when the best is within noise of the runner-up.
+    let runs = synthetic(|l, s| {
+        let base = if l == "bce-nu" { 80.5 } else { 80.0 };
+        base + [-1.0, 0.0, 1.0][s as usize]
+    });
+    let p = repro::report::published::Published::builtin().unwrap();
+    let t = &repro::report::tables::accuracy_tables(&runs, &p, false)[0];
+    let uni = t.blocks[0].rows.iter().find(|r| r.metric == "a_uni").unwrap();
+    assert!(uni.cells.iter().all(|c| !c.best));
+    assert!(uni.cells.iter().filter(|c| c.tie).count() >= 2);
+    assert_eq!(t.ns, vec![3]);
 }
 
 #[test]

@@ -81,7 +81,14 @@ fn kind_writes_html_tex_svgs_and_hashes_the_lock() {
     for e in std::fs::read_dir(&out).unwrap().flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
         assert!(
-            ["report.html", "report.tex", "figures"].contains(&n.as_str()),
+            [
+                "report.html",
+                "report.tex",
+                "summary.md",
+                "summary-runs.json",
+                "figures"
+            ]
+            .contains(&n.as_str()),
             "stray file {n} in out/"
         );
     }

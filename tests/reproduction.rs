@@ -58,7 +58,7 @@ fn tiny_profile_end_to_end_then_noop_then_one_parameter_change() {
     }
     // Every evaluated run has the paper's three accuracies, ordered as Eq. (26) says.
     let m: serde_json::Value =
-        serde_json::from_str(&ws.read("runs/fashion-mnist/mlp/bce-nu/metrics.json")).unwrap();
+        serde_json::from_str(&ws.read("runs/fashion-mnist/mlp/bce-nu/seed0/metrics.json")).unwrap();
     let (sw, cw, uni) = (
         m["a_sw"].as_f64().unwrap(),
         m["a_cw"].as_f64().unwrap(),
@@ -72,6 +72,10 @@ fn tiny_profile_end_to_end_then_noop_then_one_parameter_change() {
         "the report shows the run's A_SW {sw:.2}"
     );
     assert!(ws.path("report/report.tex").exists());
+    // The Markdown summary (the README's generated block) and the runs it is drawn from.
+    let summary = ws.read("report/summary.md");
+    assert!(summary.contains("| `bce-higher-uni` |"), "{summary}");
+    assert!(ws.path("report/summary-runs.json").exists());
 
     let out = ws.ok(&["run", "--profile", "tiny"]);
     assert!(

@@ -32,12 +32,16 @@ struct Params {
     meta: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
     bins: Option<usize>,
+    /// Open-set study: the metrics of test images of classes the model never saw; adds
+    /// `openset` (rejection at t* and at the learned bias, AUROC) to metrics.json.
+    #[serde(default)]
+    unknown_logits: Option<PathBuf>,
 }
 
 impl Params {
     fn parse(v: &serde_json::Value) -> Result<Self> {
         let p: Params = serde_json::from_value(v.clone())
-            .context("evaluate: invalid `with:` parameters (allowed: logits, out, meta, bins)")?;
+            .context("evaluate: invalid `with:` parameters (allowed: logits, out, meta, bins, unknown_logits)")?;
         if p.bins == Some(0) {
             bail!("evaluate: `bins` must be at least 1");
         }
@@ -103,7 +107,26 @@ impl StageKind for Evaluate {
         );
         let ev = pool.install(|| metrics::evaluate_full(&input, p.bins.unwrap_or(metrics::DEFAULT_BINS)));
         let run = serde_json::Value::Object(p.meta.clone().unwrap_or_default());
-        let json = metrics::output::to_json(&ev, &input, &run);
+        let mut json = metrics::output::to_json(&ev, &input, &run);
+        if let Some(u) = &p.unknown_logits {
+            let file = metrics::LogitsFile::open(&ctx.path(u))?;
+            let unknown = file.read_logits()?;
+            anyhow::ensure!(
+                unknown.cols == input.logits.cols,
+                "evaluate: {} has {} columns but {} has {}; both come from the same model",
+                u.display(),
+                unknown.cols,
+                p.logits.display(),
+                input.logits.cols
+            );
+            let mut at = Vec::new();
+            if let Some(t) = ev.raw.uni.t_star() {
+                at.push(("t_star", t));
+            }
+            at.push(("bias", 0.0));
+            let o = metrics::openset::openset(&input.logits, &input.labels, &unknown, &at);
+            json["openset"] = serde_json::to_value(&o)?;
+        }
         let out = ctx.path(p.out());
         write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())?;
         progress::report(

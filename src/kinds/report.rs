@@ -22,6 +22,9 @@ pub struct Params {
     /// Template directory overriding the built-in templates (default `templates` if present).
     #[serde(default)]
     pub templates: Option<PathBuf>,
+    /// Claims file (default `stages/claims.yaml`, else the built-in copy).
+    #[serde(default)]
+    pub claims: Option<PathBuf>,
     /// Output directory.
     pub out: PathBuf,
     #[serde(default = "default_title")]
@@ -71,7 +74,8 @@ impl StageKind for Report {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: claims from stages/claims.yaml judged on the paper and on our runs; summary.md.
+        2
     }
 
     fn written_paths(&self, params: &serde_json::Value) -> Vec<(&'static str, PathBuf)> {
@@ -96,6 +100,7 @@ impl StageKind for Report {
             title: p.title,
             lock: p.lock,
             revision: None,
+            claims: p.claims,
             figures: Choice {
                 dataset: p.figure_dataset,
                 model: p.figure_model,

@@ -72,6 +72,18 @@ impl LogitsFile {
         Ok(Self { path: path.to_path_buf(), map })
     }
 
+    /// Only the `logits` matrix: open-set unknowns, whose labels are no class of the model.
+    pub fn read_logits(&self) -> Result<Matrix<'_>> {
+        let p = self.path.display();
+        let st = SafeTensors::deserialize(&self.map).with_context(|| {
+            format!("{p}: not a valid safetensors file (write it with safetensors' save_file)")
+        })?;
+        let view = st
+            .tensor("logits")
+            .map_err(|_| anyhow::anyhow!("{p}: no tensor named `logits`; it must hold the [n, N] f32 metrics"))?;
+        matrix(&self.path, "logits", &view)
+    }
+
     /// Parse and validate the tensors.
     pub fn read(&self) -> Result<EvalInput<'_>> {
         let p = self.path.display();

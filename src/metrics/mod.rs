@@ -10,6 +10,7 @@
 pub mod accuracy;
 pub mod distribution;
 pub mod input;
+pub mod openset;
 pub mod output;
 pub mod rows;
 pub mod sweep;

@@ -15,6 +15,21 @@ use super::model::ModelName;
 pub enum OnNonFinite {
     Skip,
     Stop,
+    /// Take the step anyway, as an implementation without a guard does (non-finite values
+    /// then reach the weights); for studying the paper's overflow, with `numerics: direct`.
+    Apply,
+}
+
+/// How the loss is evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Numerics {
+    /// softplus / log-sum-exp: finite for every finite metric.
+    #[default]
+    Stable,
+    /// The formulas as written, in fp32: BCE log(1 + e^x), SoftMax −log(e^{c_y} / Σ e^{c_j});
+    /// e^x overflows for x > 88.7.
+    Direct,
 }
 
 /// The `with:` parameters of a `train` stage (paths relative to the workspace).
@@ -77,6 +92,13 @@ pub struct TrainConfig {
     pub limit_test: Option<usize>,
     #[serde(default = "d_nonfinite")]
     pub on_nonfinite: OnNonFinite,
+    /// Open-set study: train and test on classes 0..k only; the test images of the other
+    /// classes go to `logits_unknown.safetensors`.
+    #[serde(default)]
+    pub known_classes: Option<usize>,
+    /// stable (default) or direct: see [`Numerics`].
+    #[serde(default)]
+    pub numerics: Numerics,
     /// Side of the square images cut from a sharded JPEG set (ignored for in-memory sets).
     #[serde(default = "d_image_size")]
     pub image_size: u32,
@@ -143,6 +165,9 @@ impl TrainConfig {
             && !b.is_finite()
         {
             bail!("parameter `unified_bias_init` must be a finite number, got {b}");
+        }
+        if self.known_classes.is_some_and(|k| k < 2) {
+            bail!("parameter `known_classes` must be at least 2");
         }
         if self.epochs == 0 {
             // Evaluating a model as it is needs the model, with a classifier of this shape.

@@ -380,6 +380,8 @@ pub fn gamma_figures(runs: &[Run], published: &Published) -> Vec<Figure> {
     let sweep: Vec<&Run> = runs
         .iter()
         .filter(|r| r.role == Role::GammaSweep && r.gamma.is_some())
+        // Fig. 1 shows the stable loss; the direct-formula runs are in the γ table.
+        .filter(|r| r.numerics.as_deref().is_none_or(|v| v == "stable"))
         .collect();
     let mut out = Vec::new();
     for (d, m) in dataset_model_pairs(&sweep) {

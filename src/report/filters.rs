@@ -44,6 +44,18 @@ pub fn tex_escape(s: &str) -> String {
             'γ' => out.push_str(r"$\gamma$"),
             '×' => out.push_str(r"$\times$"),
             '≤' => out.push_str(r"$\le$"),
+            '≥' => out.push_str(r"$\ge$"),
+            '≈' => out.push_str(r"$\approx$"),
+            '→' => out.push_str(r"$\to$"),
+            '·' => out.push_str(r"$\cdot$"),
+            '√' => out.push_str(r"$\surd$"),
+            '⁻' => out.push_str(r"\textsuperscript{-}"),
+            '²' => out.push_str(r"\textsuperscript{2}"),
+            '³' => out.push_str(r"\textsuperscript{3}"),
+            '₀' => out.push_str(r"$_0$"),
+            '“' => out.push_str("``"),
+            '”' => out.push_str("''"),
+            '’' => out.push('\''),
             '—' => out.push_str("---"),
             '–' => out.push_str("--"),
             c if c.is_ascii() => out.push(c),
@@ -98,6 +110,33 @@ fn texnum(v: &Value, args: &HashMap<String, Value>) -> tera::Result<Value> {
 }
 
 /// `{{ s | tex }}`: escape a string (or print a number) for LaTeX.
+/// Escape text for a Markdown table cell: the characters Markdown would read as markup, the
+/// cell separator, HTML brackets, and line breaks.
+pub fn md_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' | '|' | '*' | '_' | '`' | '[' | ']' | '#' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn md(v: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
+    Ok(Value::String(match v {
+        Value::String(s) => md_escape(s),
+        Value::Null => String::new(),
+        other => md_escape(&other.to_string()),
+    }))
+}
+
 fn tex(v: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
     Ok(Value::String(match v {
         Value::String(s) => tex_escape(s),
@@ -132,6 +171,7 @@ pub fn register(tera: &mut Tera) {
     tera.register_filter("tex", tex);
     tera.register_filter("short", short);
     tera.register_filter("texpath", texpath);
+    tera.register_filter("md", md);
 }
 
 #[cfg(test)]

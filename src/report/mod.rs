@@ -14,10 +14,13 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tera::Tera;
 
+pub mod claims;
 pub mod figures;
 pub mod filters;
 pub mod findings;
 pub mod names;
+pub mod numerics;
+pub mod openset;
 pub mod output;
 pub mod provenance;
 pub mod published;
@@ -52,6 +55,8 @@ pub struct Options {
     /// Git revision to print; `None`: `git rev-parse HEAD` in the workspace.
     pub revision: Option<String>,
     pub figures: figures::Choice,
+    /// Claims file; `None`: `stages/claims.yaml` if present, else the built-in copy.
+    pub claims: Option<PathBuf>,
 }
 
 /// The built-in templates; files of the same name in the template directory replace them.
@@ -60,6 +65,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("report.tex", include_str!("../../templates/report.tex")),
     ("figure.svg", include_str!("../../templates/figure.svg")),
     ("figure.tex", include_str!("../../templates/figure.tex")),
+    ("summary.md", include_str!("../../templates/summary.md")),
 ];
 
 /// A rendered report, not yet written.
@@ -69,6 +75,10 @@ pub struct Rendered {
     /// `figures/<id>.svg` contents, by id.
     pub svgs: Vec<(String, String)>,
     pub runs: usize,
+    /// `summary.md`: the main tables, the γ sweep and the claims with their verdicts.
+    pub summary: String,
+    /// `summary-runs.json`: the compact copy of the runs the summary is drawn from.
+    pub snapshot: String,
 }
 
 #[derive(Serialize)]
@@ -214,16 +224,97 @@ pub fn render(opts: &Options) -> Result<Rendered> {
     );
     ctx.insert("gamma_tables", &tables::gamma_tables(&runs, &published));
     ctx.insert("bias_tables", &tables::bias_tables(&runs, &published));
-    ctx.insert("findings", &findings::findings(&runs));
+    let claim_specs = claims::load(ws, opts.claims.as_deref())?;
+    let claim_results = claims::evaluate(&claim_specs, &published, &runs);
+    ctx.insert("claims", &claim_results);
+    ctx.insert("sanity", &claims::ordering_sanity(&runs));
+    ctx.insert("openset", &openset_out(&runs));
+    ctx.insert("numerics", &numerics::reading(&runs));
     ctx.insert("figures", &fig_out);
     ctx.insert("provenance", &prov);
     ctx.insert("run_count", &runs.len());
     let html = render_one(&tera, "report.html", &ctx)?;
     let tex = render_one(&tera, "report.tex", &ctx)?;
+    let summary = render_summary(&tera, &runs, &published, &claim_specs)?;
+    let snapshot = serde_json::to_string_pretty(&runs::snapshot(ws, &runs)?)? + "\n";
     Ok(Rendered {
         html,
         tex,
         svgs,
         runs: runs.len(),
+        summary,
+        snapshot,
     })
+}
+
+#[derive(Serialize)]
+struct OpenSetOut {
+    table: openset::Table,
+    reading: Vec<String>,
+}
+
+fn openset_out(runs: &[runs::Run]) -> serde_json::Value {
+    let tables: Vec<OpenSetOut> = openset::tables(runs)
+        .into_iter()
+        .map(|t| OpenSetOut {
+            reading: openset::reading(&t),
+            table: t,
+        })
+        .collect();
+    serde_json::json!({"columns": openset::COLUMNS, "tables": tables})
+}
+
+/// The Markdown summary (the README's generated block) of these runs.
+pub fn render_summary(
+    tera: &Tera,
+    runs: &[runs::Run],
+    published: &published::Published,
+    claim_specs: &[claims::ClaimSpec],
+) -> Result<String> {
+    let mut display = std::collections::BTreeMap::new();
+    for r in runs {
+        if let Some(d) = &r.dataset {
+            display.insert(d.clone(), names::dataset_display(d));
+        }
+        if let Some(m) = &r.model {
+            display.insert(m.clone(), names::model_display(m));
+        }
+    }
+    let mut ctx = tera::Context::new();
+    ctx.insert("display", &display);
+    ctx.insert(
+        "accuracy_tables",
+        &tables::accuracy_tables(runs, published, false),
+    );
+    ctx.insert("gamma_tables", &tables::gamma_tables(runs, published));
+    ctx.insert(
+        "claims",
+        &claims::evaluate(claim_specs, published, runs),
+    );
+    ctx.insert("sanity", &claims::ordering_sanity(runs));
+    ctx.insert("openset", &openset_out(runs));
+    ctx.insert("numerics", &numerics::reading(runs));
+    ctx.insert(
+        "run_count",
+        &runs.iter().filter(|r| r.metrics.is_some()).count(),
+    );
+    render_one(tera, "summary.md", &ctx)
+}
+
+/// The summary re-rendered from a snapshot (`summary-runs.json`) with the built-in templates,
+/// published values and claims file given — what the README test compares against.
+pub fn summary_from_snapshot(
+    snapshot_json: &str,
+    name: &str,
+    claim_specs: &[claims::ClaimSpec],
+) -> Result<String> {
+    let snap: Vec<runs::Snapshot> = serde_json::from_str(snapshot_json)
+        .with_context(|| format!("{name}: not a runs snapshot (summary-runs.json)"))?;
+    summary_of_runs(&runs::from_snapshot(&snap, name)?, claim_specs)
+}
+
+/// The summary of these runs with the built-in templates and published values.
+pub fn summary_of_runs(runs: &[runs::Run], claim_specs: &[claims::ClaimSpec]) -> Result<String> {
+    let tera = load_templates(None)?;
+    render_summary(&tera, runs, &published::Published::builtin()?, claim_specs)
 }

@@ -105,6 +105,8 @@ pub fn write(r: &Rendered, out: &Path, pdf: PdfMode) -> Result<Written> {
     write_atomic(&html, r.html.as_bytes())?;
     let tex = out.join("report.tex");
     write_atomic(&tex, r.tex.as_bytes())?;
+    write_atomic(&out.join("summary.md"), r.summary.as_bytes())?;
+    write_atomic(&out.join("summary-runs.json"), r.snapshot.as_bytes())?;
     let pdf_path = out.join("report.pdf");
     let make_pdf = match pdf {
         PdfMode::Never => false,

@@ -74,7 +74,28 @@ pub struct Distribution {
 
 #[derive(Deserialize, Debug, Clone, Default)]
 #[serde(default)]
+pub struct OpenSetAt {
+    pub name: Option<String>,
+    pub threshold: Option<f64>,
+    pub unknown_rejected: Option<f64>,
+    pub known_accuracy: Option<f64>,
+    pub known_accepted: Option<f64>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(default)]
+pub struct OpenSet {
+    pub known: Option<u64>,
+    pub unknown: Option<u64>,
+    pub at: Vec<OpenSetAt>,
+    pub auroc: Option<f64>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(default)]
 pub struct Metrics {
+    /// Open-set figures (`evaluate` with `unknown_logits`).
+    pub openset: Option<OpenSet>,
     pub n: Option<u64>,
     pub classes: Option<u64>,
     #[serde(flatten)]
@@ -138,6 +159,8 @@ pub struct Train {
     #[serde(deserialize_with = "lenient")]
     pub device: Option<String>,
     #[serde(deserialize_with = "lenient")]
+    pub numerics: Option<String>,
+    #[serde(deserialize_with = "lenient")]
     pub libtorch: Option<String>,
     #[serde(deserialize_with = "lenient")]
     pub train_seconds: Option<f64>,
@@ -151,6 +174,8 @@ pub enum Role {
     Finetune,
     GammaSweep,
     BiasInit,
+    /// Trained on some classes only; evaluated with the unseen classes' images (`openset`).
+    OpenSet,
 }
 
 impl Role {
@@ -160,6 +185,7 @@ impl Role {
             "finetune" | "fine-tune" | "train" | "" => Some(Role::Finetune),
             "gamma-sweep" | "gamma" => Some(Role::GammaSweep),
             "bias-init" | "bias-initialisation" | "bias-initialization" => Some(Role::BiasInit),
+            "openset" | "open-set" => Some(Role::OpenSet),
             _ => None,
         }
     }
@@ -170,6 +196,7 @@ impl Role {
             Role::Finetune => "finetune",
             Role::GammaSweep => "gamma-sweep",
             Role::BiasInit => "bias-init",
+            Role::OpenSet => "openset",
         }
     }
 }
@@ -189,6 +216,9 @@ pub struct Run {
     pub role: Role,
     pub bias_init_mode: Option<u32>,
     pub seed: Option<String>,
+    /// How the loss was evaluated: `stable` (softplus) or `direct` (log(1 + e^x) as written,
+    /// fp32); `None` = not recorded (stable).
+    pub numerics: Option<String>,
 }
 
 impl Run {
@@ -290,6 +320,78 @@ pub fn load_run(dir: &Path, id: String) -> Result<Run> {
             dir.display()
         );
     }
+    build(id, metrics, train, &dir.join("metrics.json").display().to_string())
+}
+
+/// One run of a snapshot (see [`snapshot`]): its id and the kept fields of its two files.
+#[derive(serde::Serialize, Deserialize, Debug, Clone)]
+pub struct Snapshot {
+    pub id: String,
+    pub metrics: Option<serde_json::Value>,
+    pub train: Option<serde_json::Value>,
+}
+
+/// Fields of `metrics.json` / `train.json` a snapshot drops: per-class arrays and histograms
+/// (figures only) and the training log; everything the tables and claims read is kept.
+const DROP_METRICS: &[&str] = &["min_pos", "max_neg_type1", "max_neg_type2", "overlap", "hist"];
+const KEEP_TRAIN: &[&str] = &[
+    "loss", "model", "gamma", "bias_mode", "bias_init", "bias_final", "diverged", "seed",
+    "numerics", "device", "skipped_steps",
+];
+
+/// A compact, re-loadable copy of the runs' results (the source of the Markdown summary), so
+/// the summary can be re-rendered without the run directories.
+pub fn snapshot(workspace: &Path, runs: &[Run]) -> Result<Vec<Snapshot>> {
+    let read = |p: PathBuf| -> Result<Option<serde_json::Value>> { read_json(&p) };
+    let mut out = Vec::new();
+    for r in runs {
+        let dir = workspace.join(&r.id);
+        let mut metrics = read(dir.join("metrics.json"))?;
+        if let Some(serde_json::Value::Object(m)) = &mut metrics
+            && let Some(serde_json::Value::Object(d)) = m.get_mut("distribution")
+        {
+            for side in d.values_mut() {
+                if let serde_json::Value::Object(x) = side {
+                    x.retain(|k, _| !DROP_METRICS.contains(&k.as_str()));
+                }
+            }
+        }
+        let mut train = read(dir.join("train.json"))?;
+        if let Some(serde_json::Value::Object(t)) = &mut train {
+            t.retain(|k, _| KEEP_TRAIN.contains(&k.as_str()));
+        }
+        out.push(Snapshot {
+            id: r.id.clone(),
+            metrics,
+            train,
+        });
+    }
+    Ok(out)
+}
+
+/// The runs of a snapshot; `name` is shown in errors.
+pub fn from_snapshot(snap: &[Snapshot], name: &str) -> Result<Vec<Run>> {
+    snap.iter()
+        .map(|s| {
+            let what = format!("{name}: run {}", s.id);
+            let metrics: Option<Metrics> = s
+                .metrics
+                .clone()
+                .map(serde_json::from_value)
+                .transpose()
+                .with_context(|| format!("{what}: metrics"))?;
+            let train: Option<Train> = s
+                .train
+                .clone()
+                .map(serde_json::from_value)
+                .transpose()
+                .with_context(|| format!("{what}: train"))?;
+            build(s.id.clone(), metrics, train, &what)
+        })
+        .collect()
+}
+
+fn build(id: String, metrics: Option<Metrics>, train: Option<Train>, shown_as: &str) -> Result<Run> {
     let m = metrics.as_ref();
     let t = train.as_ref();
     let dataset = run_str(m, "dataset").map(|s| names::dataset(&s));
@@ -305,8 +407,7 @@ pub fn load_run(dir: &Path, id: String) -> Result<Run> {
         None => Role::Finetune,
         Some(r) => Role::parse(r).with_context(|| {
             format!(
-                "{}: run.role is '{r}'; expected pretrain, finetune, gamma-sweep or bias-init",
-                dir.join("metrics.json").display()
+                "{shown_as}: run.role is '{r}'; expected pretrain, finetune, gamma-sweep or bias-init"
             )
         })?,
     };
@@ -323,6 +424,7 @@ pub fn load_run(dir: &Path, id: String) -> Result<Run> {
             other => other.to_string(),
         })
     });
+    let numerics = run_str(m, "numerics").or_else(|| t.and_then(|t| t.numerics.clone()));
     Ok(Run {
         id,
         metrics,
@@ -334,6 +436,7 @@ pub fn load_run(dir: &Path, id: String) -> Result<Run> {
         role,
         bias_init_mode,
         seed,
+        numerics,
     })
 }
 

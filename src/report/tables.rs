@@ -38,7 +38,10 @@ pub struct Cell {
     pub pm: Option<f64>,
     /// Number of runs with a value.
     pub n: usize,
+    /// Best of its row beyond noise (see [`mark_best`]).
     pub best: bool,
+    /// Within noise of the row's best (the best itself included when it has ties).
+    pub tie: bool,
     pub diverged: bool,
     pub published: Option<f64>,
     pub diff: Option<f64>,
@@ -58,6 +61,9 @@ pub struct Block {
     /// `model` (accuracy tables) or `loss` (γ sweep, bias tables).
     pub kind: &'static str,
     pub name: String,
+    /// γ sweep only: how the loss was evaluated, when not the default stable form
+    /// (`direct`: log(1 + e^x) as written, fp32).
+    pub variant: Option<String>,
     pub rows: Vec<Row>,
 }
 
@@ -90,6 +96,8 @@ pub struct Table {
     pub blocks: Vec<Block>,
     pub comparisons: Vec<Comparison>,
     pub any_diverged: bool,
+    /// The distinct numbers of runs (seeds) behind the table's cells, ascending.
+    pub ns: Vec<usize>,
     pub notes: Vec<String>,
 }
 
@@ -102,6 +110,17 @@ impl Table {
             .flat_map(|b| &b.rows)
             .flat_map(|r| &r.cells)
             .any(|c| c.diverged);
+        let mut ns: Vec<usize> = self
+            .blocks
+            .iter()
+            .flat_map(|b| &b.rows)
+            .flat_map(|r| &r.cells)
+            .filter(|c| c.value.is_some())
+            .map(|c| c.n)
+            .collect();
+        ns.sort();
+        ns.dedup();
+        self.ns = ns;
     }
 
     /// An empty table (no blocks, comparisons or notes yet).
@@ -123,6 +142,7 @@ impl Table {
             blocks: Vec::new(),
             comparisons: Vec::new(),
             any_diverged: false,
+            ns: Vec::new(),
             notes: Vec::new(),
         }
     }
@@ -195,23 +215,58 @@ fn cell(runs: &[&Run], value: impl Fn(&Run) -> Option<f64>) -> Cell {
     }
 }
 
-/// Bold the best value of each accuracy row (ties by the printed digits all bold).
+/// Whether two cells of a row are within noise of each other: with repeated runs behind both,
+/// the difference of their means is within 2 × the pooled standard deviation
+/// √((s₁² + s₂²)/2); with a single run on either side (no noise estimate), equal printed
+/// digits.
+fn within_noise(a: &Cell, b: &Cell, digits: usize) -> bool {
+    let (Some(x), Some(y)) = (a.value, b.value) else {
+        return false;
+    };
+    match (a.pm, b.pm) {
+        (Some(s1), Some(s2)) if a.n >= 2 && b.n >= 2 => {
+            (x - y).abs() <= 2.0 * ((s1 * s1 + s2 * s2) / 2.0).sqrt()
+        }
+        _ => {
+            let scale = 10f64.powi(digits as i32);
+            (x * scale).round() == (y * scale).round()
+        }
+    }
+}
+
+/// Mark the best value of each accuracy row: bold (`best`) only when it beats every other
+/// cell beyond noise ([`within_noise`]); otherwise it and the cells within noise of it are
+/// marked as tied (`tie`) and none is bold.
 fn mark_best(rows: &mut [Row]) {
     for row in rows.iter_mut().filter(|r| r.metric.starts_with("a_")) {
-        let scale = 10f64.powi(row.digits as i32);
-        let rounded = |v: f64| (v * scale).round();
-        let present: Vec<f64> = row
-            .cells
-            .iter()
-            .filter_map(|c| c.value)
-            .map(rounded)
+        let present: Vec<usize> = (0..row.cells.len())
+            .filter(|&i| row.cells[i].value.is_some())
             .collect();
         if present.len() < 2 {
             continue;
         }
-        let best = present.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        for c in row.cells.iter_mut() {
-            c.best = c.value.map(rounded) == Some(best);
+        let bi = present
+            .iter()
+            .copied()
+            .max_by(|&a, &b| {
+                row.cells[a]
+                    .value
+                    .unwrap()
+                    .total_cmp(&row.cells[b].value.unwrap())
+            })
+            .unwrap();
+        let ties: Vec<usize> = present
+            .iter()
+            .copied()
+            .filter(|&i| i != bi && within_noise(&row.cells[bi], &row.cells[i], row.digits))
+            .collect();
+        if ties.is_empty() {
+            row.cells[bi].best = true;
+        } else {
+            row.cells[bi].tie = true;
+            for i in ties {
+                row.cells[i].tie = true;
+            }
         }
     }
 }
@@ -355,6 +410,7 @@ pub fn accuracy_tables(runs: &[Run], published: &Published, softmax: bool) -> Ve
             t.blocks.push(Block {
                 kind: "model",
                 name: m.clone(),
+                variant: None,
                 rows,
             });
             let bi = t.blocks.len() - 1;
@@ -401,7 +457,12 @@ pub fn gamma_tables(runs: &[Run], published: &Published) -> Vec<Table> {
                 .collect();
             let mut t = Table::new(slug(&["gamma", &d, &m]), "gamma", &d, Some(&m), columns);
             t.notes = notes;
-            for l in distinct(here.iter().map(|r| ls(r)), &names::LOSSES) {
+            let numerics = |r: &Run| r.numerics.clone().filter(|v| v != "stable");
+            let mut keys: Vec<(String, Option<String>)> =
+                here.iter().map(|r| (ls(r).to_string(), numerics(r))).collect();
+            keys.sort_by(|a, b| names::cmp_in(&names::LOSSES, &a.0, &b.0).then(a.1.cmp(&b.1)));
+            keys.dedup();
+            for (l, variant) in keys {
                 let rows = ACC_METRICS
                     .iter()
                     .map(|(metric, _)| Row {
@@ -416,7 +477,9 @@ pub fn gamma_tables(runs: &[Run], published: &Published) -> Vec<Table> {
                                     .iter()
                                     .copied()
                                     .filter(|r| {
-                                        ls(r) == l && r.gamma.is_some_and(|g| Some(g) == col.gamma)
+                                        ls(r) == l
+                                            && numerics(r) == variant
+                                            && r.gamma.is_some_and(|g| Some(g) == col.gamma)
                                     })
                                     .collect();
                                 cell(&rs, |r| r.acc(false).and_then(|a| a.get(metric)))
@@ -427,6 +490,7 @@ pub fn gamma_tables(runs: &[Run], published: &Published) -> Vec<Table> {
                 t.blocks.push(Block {
                     kind: "loss",
                     name: l,
+                    variant,
                     rows,
                 });
                 let bi = t.blocks.len() - 1;
@@ -548,6 +612,7 @@ pub fn bias_tables(runs: &[Run], published: &Published) -> Vec<Table> {
                 t.blocks.push(Block {
                     kind: "loss",
                     name: l.clone(),
+                    variant: None,
                     rows,
                 });
                 let bi = t.blocks.len() - 1;
@@ -584,6 +649,7 @@ pub fn bias_tables(runs: &[Run], published: &Published) -> Vec<Table> {
                     ct.blocks.push(Block {
                         kind: "loss",
                         name: l,
+                        variant: None,
                         rows: vec![Row {
                             metric: "bias_change_mean".into(),
                             digits: 1,

@@ -301,3 +301,29 @@ fn metrics_carry_the_table_i_sign_of_the_bias() {
         }
     }
 }
+
+/// `numerics: direct` is the same loss as the stable form where e^x is representable in fp32,
+/// and overflows (non-finite loss) once a metric passes ~88.7, where the stable form stays
+/// finite: the overflow is a property of the evaluation, not of the loss.
+#[test]
+fn direct_formula_equals_the_stable_one_until_fp32_overflows() {
+    use repro_torch::ml::loss::{loss_direct, loss_from_metrics};
+    let labels = Tensor::from_slice(&[0i64, 2, 1]);
+    let small: Vec<f64> = vals(3 * N, 7).iter().map(|v| v * 20.0).collect();
+    let c = Tensor::from_slice(&small).view([3, N as i64]).to_kind(Kind::Float);
+    for f in [Formula::Bce, Formula::Soft] {
+        let s = loss_from_metrics(f, &c, &labels).double_value(&[]);
+        let d = loss_direct(f, &c, &labels).double_value(&[]);
+        assert!((s - d).abs() <= 1e-4 * s.abs().max(1.0), "{f:?}: stable {s} vs direct {d}");
+    }
+    // A negative class's metric at 100 (γ·cos with γ = 208, cos ≈ 0.48): e^100 = inf in fp32.
+    let mut big = small.clone();
+    big[1] = 100.0;
+    let c = Tensor::from_slice(&big).view([3, N as i64]).to_kind(Kind::Float);
+    for f in [Formula::Bce, Formula::Soft] {
+        let s = loss_from_metrics(f, &c, &labels).double_value(&[]);
+        let d = loss_direct(f, &c, &labels).double_value(&[]);
+        assert!(s.is_finite() && s > 20.0, "{f:?}: stable {s}");
+        assert!(!d.is_finite(), "{f:?}: direct {d} should overflow");
+    }
+}

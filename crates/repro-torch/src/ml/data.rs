@@ -35,7 +35,38 @@ pub struct Dataset {
     pub classes: Vec<String>,
 }
 
+impl Split {
+    /// The samples whose label is below `k` (`known`) or not.
+    fn by_known(&self, k: usize, known: bool) -> Split {
+        let per = self.h * self.w * self.c;
+        let idx: Vec<usize> = (0..self.n).filter(|&i| ((self.labels[i] as usize) < k) == known).collect();
+        let mut images = Vec::with_capacity(idx.len() * per);
+        for &i in &idx {
+            images.extend_from_slice(&self.images[i * per..(i + 1) * per]);
+        }
+        Split { images, labels: idx.iter().map(|&i| self.labels[i]).collect(), n: idx.len(), h: self.h, w: self.w, c: self.c }
+    }
+
+    /// An empty split of the same image shape.
+    pub fn empty_like(&self) -> Split {
+        Split { images: Vec::new(), labels: Vec::new(), n: 0, h: self.h, w: self.w, c: self.c }
+    }
+}
+
 impl Dataset {
+    /// Open-set study: keep classes 0..k for training and testing, and return the test images
+    /// of the other classes (the unknowns, labels as they were).
+    pub fn keep_known(&mut self, k: usize) -> Result<Split> {
+        if k < 2 || k >= self.classes.len() {
+            bail!("known_classes must be 2..{} (the dataset has {} classes), got {k}", self.classes.len() - 1, self.classes.len());
+        }
+        let unknown = self.test.by_known(k, false);
+        self.train = self.train.by_known(k, true);
+        self.test = self.test.by_known(k, true);
+        self.classes.truncate(k);
+        Ok(unknown)
+    }
+
     /// Read `dir`; keep only the first `limit_train` / `limit_test` samples when given.
     pub fn load(dir: &Path, limit_train: Option<usize>, limit_test: Option<usize>) -> Result<Self> {
         if !dir.join("train.safetensors").exists() && dir.join("train").join("index.safetensors").exists() {

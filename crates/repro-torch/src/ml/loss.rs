@@ -16,6 +16,7 @@
 use anyhow::{Result, bail};
 use tch::{Kind, Tensor, nn};
 
+pub use repro::ml_spec::config::Numerics;
 pub use repro::ml_spec::loss::*;
 
 /// The classifier head: `W` [N, M] and the bias (none, [N] or [1]).
@@ -25,6 +26,8 @@ pub struct Head {
     pub gamma: f64,
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    /// How [`Head::loss`] evaluates the formula (stable unless set).
+    pub numerics: Numerics,
 }
 
 /// How to initialise the head's bias.
@@ -82,7 +85,7 @@ impl Head {
                 Some(p.var("bias", &[1], nn::Init::Const(v)))
             }
         };
-        Ok(Head { kind, gamma, weight, bias })
+        Ok(Head { kind, gamma, weight, bias, numerics: Numerics::Stable })
     }
 
     /// The metrics without bias: `xWᵀ` or `γ·cos(W_i, x)`, shape [B, N].
@@ -111,7 +114,10 @@ impl Head {
     /// The loss of a batch (mean over samples).
     pub fn loss(&self, x: &Tensor, labels: &Tensor) -> Tensor {
         let (c, _) = self.metrics(x);
-        loss_from_metrics(self.kind.formula, &c, labels)
+        match self.numerics {
+            Numerics::Stable => loss_from_metrics(self.kind.formula, &c, labels),
+            Numerics::Direct => loss_direct(self.kind.formula, &c, labels),
+        }
     }
 
     /// Current bias values as stored ([N] diverse, [1] unified, N zeros for zero bias).
@@ -127,6 +133,27 @@ impl Head {
 fn l2_normalize(x: &Tensor) -> Tensor {
     let norm = x.norm_scalaropt_dim(2, [-1i64].as_slice(), true).clamp_min(1e-12);
     x / norm
+}
+
+/// The paper's formulas evaluated as written, in fp32 (Eqs. 48–59 without the numerical
+/// rewriting): BCE `log(1 + e^z)` per term, SoftMax `−log(e^{c_y} / Σ_j e^{c_j})`. `e^z` is
+/// infinite for z > 88.7, so large metrics (γ ≳ 90 for the normalised classifiers) can make
+/// the loss and its gradient non-finite — the overflow the paper reports at γ ≥ 208.
+pub fn loss_direct(formula: Formula, c: &Tensor, labels: &Tensor) -> Tensor {
+    let k = Kind::Float;
+    let c = c.to_kind(k);
+    match formula {
+        Formula::Soft => {
+            let e = c.exp();
+            let p = e.gather(1, &labels.unsqueeze(1), false) / e.sum_dim_intlist([1i64].as_slice(), true, k);
+            -p.log().mean(k)
+        }
+        Formula::Bce => {
+            let n = c.size()[1];
+            let sign = labels.onehot(n).to_kind(k) * (-2.0) + 1.0;
+            ((c * sign).exp() + 1.0).log().sum_dim_intlist([1i64].as_slice(), false, k).mean(k)
+        }
+    }
 }
 
 /// SoftMax or BCE on metrics `c` [B, N] (bias included) and labels [B] (i64), averaged over B.

@@ -109,7 +109,12 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
     let abs = |p: &Path| env.base.join(p);
     let data_dir = abs(&cfg.data);
     let out_dir = abs(&cfg.out);
-    let data = Source::open(&data_dir, cfg, env.threads)?;
+    let mut data = Source::open(&data_dir, cfg, env.threads)?;
+    let unknown_test = match (cfg.known_classes, &mut data) {
+        (None, _) => None,
+        (Some(k), Source::Memory(d)) => Some(d.keep_known(k).with_context(|| format!("{}", data_dir.display()))?),
+        (Some(_), Source::Sharded { .. }) => bail!("parameter `known_classes` needs an in-memory dataset, not a sharded one"),
+    };
     let classes = data.classes() as i64;
     let (h, w, c) = data.shape();
     let model_channels = if model_name.is_imagenet() { 3 } else { c };
@@ -128,7 +133,8 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
     let root = vs.root();
     let backbone = models::build(&root, model_name, model_channels, h, w)?;
     let init = BiasInit { mode: cfg.bias_mode, unified: cfg.unified_bias_init };
-    let head = Head::new(&(&root / "head"), backbone.dim, classes, kind, cfg.gamma, &init)?;
+    let mut head = Head::new(&(&root / "head"), backbone.dim, classes, kind, cfg.gamma, &init)?;
+    head.numerics = cfg.numerics;
     if let Some(src) = &cfg.init_from {
         load_feature_extractor(&vs, &abs(src), model_name)?;
         if cfg.epochs == 0 {
@@ -203,7 +209,11 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
                 loss_sum += loss_value;
                 ok_steps += 1;
             } else {
+                // Counted as skipped (non-finite) either way; `apply` still takes the step.
                 skipped += 1;
+                if cfg.on_nonfinite == OnNonFinite::Apply {
+                    opt.step(lr);
+                }
                 if cfg.on_nonfinite == OnNonFinite::Stop {
                     println!("non-finite loss or gradient at epoch {} step {}: stopping", epoch + 1, b + 1);
                     stopped = true;
@@ -259,6 +269,21 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
         evaluate(&backbone, &head, &data, model_channels as usize, &norm, device, cfg.eval_batch_size)
     })?;
     let correct = logits.argmax(1, false).eq_tensor(&labels).sum(Kind::Int64).int64_value(&[]);
+    // Open-set study: the same model on the test images of the classes it never saw.
+    let unknown_samples = match unknown_test {
+        None => None,
+        Some(u) => {
+            let n_unknown = u.n;
+            let only = Source::Memory(Dataset { train: u.empty_like(), test: u, classes: Vec::new() });
+            let (ul, uln, uy) = evaluate(&backbone, &head, &only, model_channels as usize, &norm, device, cfg.eval_batch_size)?;
+            io::write_safetensors(&out_dir.join("logits_unknown.safetensors"), &[
+                ("logits".into(), ul.to_kind(Kind::Float)),
+                ("logits_nobias".into(), uln.to_kind(Kind::Float)),
+                ("labels".into(), uy.to_kind(Kind::Int64)),
+            ])?;
+            Some(n_unknown)
+        }
+    };
     let test_accuracy = 100.0 * correct as f64 / n_test as f64;
     let logits_finite = logits.isfinite().all().int64_value(&[]) != 0;
     let bias_final = head.bias_values();
@@ -304,6 +329,10 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
         "test_accuracy": test_accuracy,
         "seed": cfg.seed,
         "mixed_precision": amp,
+        "numerics": cfg.numerics,
+        "known_classes": cfg.known_classes,
+        "unknown_test_samples": unknown_samples,
+        "on_nonfinite": cfg.on_nonfinite,
         "device": device_name,
         "threads": env.threads,
         "libtorch": super::libtorch_version(),
