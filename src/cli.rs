@@ -381,7 +381,9 @@ pub enum WeightsCmd {
     Import {
         /// resnet50, resnet101 or densenet161.
         arch: String,
+        /// The torchvision checkpoint (a `torch.save` file: zip or legacy pickle).
         input: PathBuf,
+        /// The safetensors file to write (replaced atomically).
         output: PathBuf,
         /// Expected sha256 (or its first 8+ hex digits); default: the prefix in a torchvision
         /// file name such as resnet50-0676ba61.pth.

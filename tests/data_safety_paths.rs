@@ -162,6 +162,21 @@ fn built_in_kinds_write_only_declared_outputs_inside_the_workspace() {
         ],
     );
     assert_eq!(ws.read("notes.txt"), "hand-written");
+
+    // import_weights (a kind added after the rule): its `out` is checked the same way.
+    ws.write(
+        "pipeline.yaml",
+        "stages:\n  imp:\n    uses: import_weights\n    with: {arch: resnet50, input: w.pth, out: notes.txt}\n    outs: [w.safetensors]\n",
+    );
+    let out = ws.fail(&["run"]);
+    assert_has(
+        &out,
+        &[
+            "writes 'notes.txt', which is not a declared output of this stage",
+            "in stage 'imp'",
+        ],
+    );
+    assert_eq!(ws.read("notes.txt"), "hand-written");
 }
 
 // Defect 3, recipes: a file name in a dataset recipe escaped the download's output.

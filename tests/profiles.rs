@@ -160,7 +160,7 @@ fn dag_json_shows_resolved_parameters_deps_and_outs() {
     );
 
     // Per-dataset settings: ImageNet 30 epochs at 1e-4, FGVC 100 at 1e-3; b = 0; γ = 96.
-    let f = stage(&dag, "finetune@imagenet-1k,resnet50,bce-nu");
+    let f = stage(&dag, "finetune@imagenet-1k,resnet50,bce-nu,0");
     assert_eq!(f["kind"], "train");
     assert_eq!(f["with"]["epochs"], 30);
     assert_eq!(f["with"]["lr"], 0.0001);
@@ -177,9 +177,9 @@ fn dag_json_shows_resolved_parameters_deps_and_outs() {
     );
     assert_eq!(
         f["outs"][0],
-        "runs/imagenet-1k/resnet50/bce-nu/model.safetensors"
+        "runs/imagenet-1k/resnet50/bce-nu/seed0/model.safetensors"
     );
-    let f = stage(&dag, "finetune@stanford-dogs,densenet161,soft-d");
+    let f = stage(&dag, "finetune@stanford-dogs,densenet161,soft-d,0");
     assert_eq!(f["with"]["epochs"], 100);
     assert_eq!(f["with"]["lr"], 0.001);
     // Every fine-tune starts from the released ImageNet model.
@@ -195,7 +195,7 @@ fn dag_json_shows_resolved_parameters_deps_and_outs() {
             .any(|d| d == "runs/imagenet-1k/densenet161/pretrain/model.safetensors")
     );
     // The γ sweep has ImageNet's settings.
-    let g = stage(&dag, "gamma_sweep@imagenet-1k,resnet50,bce-nu,208");
+    let g = stage(&dag, "gamma_sweep@imagenet-1k,resnet50,bce-nu,208,0");
     assert_eq!(
         (
             g["with"]["epochs"].clone(),

@@ -34,6 +34,10 @@ impl StageKind for ImportWeights {
         1
     }
 
+    fn written_paths(&self, params: &serde_json::Value) -> Vec<(&'static str, PathBuf)> {
+        super::path_param(params, "out").map(|p| ("out", p)).into_iter().collect()
+    }
+
     fn validate(&self, params: &serde_json::Value) -> Result<()> {
         let p: Params = serde_json::from_value(params.clone())
             .context("`import_weights`: invalid `with:` parameters")?;

@@ -76,10 +76,8 @@ pub trait StageKind: Send + Sync {
     /// Every path the kind writes, as (parameter it comes from, workspace-relative path as
     /// given), for the engine's confinement check (`crate::confine`): each must be one of the
     /// stage's declared outputs or lie inside one. Parameters that do not parse give none
-    /// (`validate` reports them).
-    fn written_paths(&self, _params: &serde_json::Value) -> Vec<(&'static str, PathBuf)> {
-        Vec::new()
-    }
+    /// (`validate` reports them). Required, so that no kind can write without saying where.
+    fn written_paths(&self, params: &serde_json::Value) -> Vec<(&'static str, PathBuf)>;
 }
 
 /// `params[key]` as a path, if it is a string.
