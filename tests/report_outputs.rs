@@ -169,6 +169,17 @@ fn kind_writes_html_tex_svgs_and_hashes_the_lock() {
     let tex = std::fs::read_to_string(out.join("report.tex")).unwrap();
     assert!(tex.contains("no trace recorded"));
     every_svg_describes_itself(&html);
+    // The figure files too: each its own <title> and a <desc> naming it.
+    for e in &svgs {
+        let svg = std::fs::read_to_string(e.path()).unwrap();
+        let texts = svg_texts(&svg);
+        assert_eq!(texts.len(), 1);
+        let (title, desc) = &texts[0];
+        assert!(
+            desc.contains(title.split_once(": ").unwrap().1),
+            "{title}: {desc}"
+        );
+    }
     // no temporary files left behind
     for e in std::fs::read_dir(&out).unwrap().flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
