@@ -479,7 +479,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                     let secs = r.started.elapsed().as_secs_f64();
                     let n_gpus = if executor_kind == ExecutorKind::Slurm { stage.resources.gpus } else { r.gpus.len() };
                     let usage = crate::trace::usage_path(&ws.cache_dir, &file_safe(&stage.name));
-                    crate::trace::record(&ws.cache_dir, &usage, &stage.name, &r.assessment.key, n_gpus, secs, &outcome);
+                    crate::trace::record(&ws.cache_dir, &usage, stage, &r.assessment.key, n_gpus, secs, &outcome);
                     let result = match outcome {
                         Outcome::Succeeded => commit_outputs(&ws, stage, &r.assessment, secs),
                         Outcome::Failed(why) => Err(anyhow::anyhow!("{why}")),

@@ -40,8 +40,13 @@ pub struct Entry {
     /// The `repro run` invocation it belongs to (its start, ms since the epoch).
     pub run: u64,
     pub stage: String,
+    /// `cmd`, or the built-in kind (`download`, `train`, `report`, …); absent in lines written
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     pub key: String,
-    /// Milliseconds since the epoch when the stage was handed to the executor.
+    /// Milliseconds since the epoch when the stage was handed to the executor; it ended
+    /// `wall_s` later.
     pub started: u64,
     pub wall_s: f64,
     /// `null` when the measuring wrapper could not report (killed with the stage).
@@ -175,7 +180,7 @@ pub fn measure(out: &Path, argv: &[String]) -> Result<i32> {
 pub fn record(
     cache_dir: &Path,
     usage: &Path,
-    stage: &str,
+    stage: &crate::spec::Stage,
     key: &str,
     gpus: usize,
     wall_s: f64,
@@ -204,7 +209,8 @@ pub fn record(
     };
     let entry = Entry {
         run: run_id(),
-        stage: stage.to_string(),
+        stage: stage.name.clone(),
+        kind: Some(kind_of(&stage.action).to_string()),
         key: key.to_string(),
         started: now_ms().saturating_sub((wall_s * 1000.0) as u64),
         wall_s: wall,
@@ -230,6 +236,14 @@ pub fn record(
     })();
     if let Err(e) = res {
         eprintln!("warning: cannot append to {}: {e:#}", path.display());
+    }
+}
+
+/// The kind a trace line records for a stage: `cmd` or its built-in kind.
+pub fn kind_of(action: &crate::spec::Action) -> &str {
+    match action {
+        crate::spec::Action::Cmd(_) => "cmd",
+        crate::spec::Action::Uses { kind, .. } => kind,
     }
 }
 

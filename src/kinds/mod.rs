@@ -162,17 +162,44 @@ pub fn torch_binary() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// `LD_LIBRARY_PATH` for `repro-torch` when `$REPRO_TORCH_LIB` names libtorch's `lib/`
+/// directory: it goes first, ahead of the binary's run path (which finds the checkout's own
+/// `.venv/torch/lib`, or the directory it was built against). `None` when unset.
+pub fn torch_library_path() -> Result<Option<std::ffi::OsString>> {
+    let Some(lib) = std::env::var_os("REPRO_TORCH_LIB").filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let dir = PathBuf::from(&lib);
+    if !dir.join("libtorch_cpu.so").is_file() {
+        bail!(
+            "REPRO_TORCH_LIB={} has no libtorch_cpu.so; set it to the lib/ directory of a libtorch \
+             2.11.0 (e.g. .venv/torch/lib), or unset it to use the run path of repro-torch",
+            dir.display()
+        );
+    }
+    let mut path = lib;
+    if let Some(old) = std::env::var_os("LD_LIBRARY_PATH").filter(|v| !v.is_empty()) {
+        path.push(":");
+        path.push(old);
+    }
+    Ok(Some(path))
+}
+
 /// Replace this process by `repro-torch ARGS` (same pid, so the engine's process-group and
 /// parent-death handling carry over). Returns only on failure.
 pub fn exec_torch(args: &[&std::ffi::OsStr]) -> anyhow::Error {
     use std::os::unix::process::CommandExt;
-    match torch_binary() {
-        Ok(bin) => {
-            let err = std::process::Command::new(&bin).args(args).exec();
-            anyhow::Error::new(err).context(format!("cannot start {}", bin.display()))
-        }
-        Err(e) => e,
+    let (bin, lib) = match torch_binary().and_then(|b| Ok((b, torch_library_path()?))) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args(args);
+    if let Some(lib) = lib {
+        cmd.env("LD_LIBRARY_PATH", lib);
     }
+    let err = cmd.exec();
+    anyhow::Error::new(err).context(format!("cannot start {}", bin.display()))
 }
 
 /// Look up a kind by name, with a message listing the known kinds.

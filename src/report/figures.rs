@@ -91,6 +91,8 @@ pub struct Figure {
     pub number: u32,
     pub title: String,
     pub caption: String,
+    /// The SVG's `<desc>`: what each panel plots (axes, series, value range), from the data.
+    pub desc: String,
     pub width: f64,
     pub height: f64,
     pub panels: Vec<Panel>,
@@ -212,7 +214,28 @@ fn layout(
     let height = MARGIN_T + PANEL_H + MARGIN_B + legend_rows as f64 * LEGEND_ROW + 6.0;
     let mut x0 = 0.0;
     let mut panels = Vec::new();
+    let mut descs = Vec::new();
     for p in raws {
+        let data_y = p
+            .series
+            .iter()
+            .flat_map(|s| s.pts.iter().map(|q| q[1]))
+            .filter(|v| v.is_finite())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            });
+        descs.push(PanelDesc {
+            title: p.title.clone(),
+            xlabel: p.xlabel.clone(),
+            ylabel: p.ylabel.clone(),
+            labels: p
+                .series
+                .iter()
+                .map(|s| s.label.clone())
+                .filter(|l| !l.is_empty())
+                .collect(),
+            data_y,
+        });
         let left = x0 + MARGIN_L;
         let top = MARGIN_T;
         let (w, h) = (p.w, PANEL_H);
@@ -328,16 +351,56 @@ fn layout(
         let share = 0.8 * p.w / sum_w + 0.15 / n;
         p.tex_width = (share * 100.0).floor() / 100.0;
     }
+    let desc = describe(&title, &descs);
     Figure {
         id,
         kind,
         number,
         title,
         caption,
+        desc,
         width: total_w,
         height,
         panels,
     }
+}
+
+/// What [`describe`] needs of a panel: its labels and the range of its data.
+struct PanelDesc {
+    title: String,
+    xlabel: String,
+    ylabel: String,
+    labels: Vec<String>,
+    data_y: (f64, f64),
+}
+
+/// A figure's `<desc>`: for every panel, what it plots against what, which series (the
+/// models, losses or metrics in its legend) and the range of the values drawn.
+fn describe(title: &str, panels: &[PanelDesc]) -> String {
+    let mut parts = vec![format!("{title}.")];
+    for p in panels {
+        let labels = &p.labels;
+        let (lo, hi) = p.data_y;
+        let what = if p.ylabel.is_empty() {
+            "values"
+        } else {
+            p.ylabel.as_str()
+        };
+        let mut s = format!("Panel \"{}\": {} against {}", p.title, what, p.xlabel);
+        if !labels.is_empty() {
+            s.push_str(&format!(" for {}", labels.join(", ")));
+        }
+        if lo <= hi {
+            s.push_str(&format!(
+                ", values from {} to {}",
+                tick_label(lo),
+                tick_label(hi)
+            ));
+        }
+        s.push('.');
+        parts.push(s);
+    }
+    parts.join(" ")
 }
 
 fn range(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {

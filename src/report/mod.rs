@@ -26,6 +26,7 @@ pub mod provenance;
 pub mod published;
 pub mod runs;
 pub mod tables;
+pub mod timeline;
 
 /// Whether to produce the PDF.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Default)]
@@ -232,6 +233,7 @@ pub fn render(opts: &Options) -> Result<Rendered> {
     ctx.insert("numerics", &numerics::reading(&runs));
     ctx.insert("figures", &fig_out);
     ctx.insert("provenance", &prov);
+    ctx.insert("timeline", &timeline::load(ws)?);
     ctx.insert("run_count", &runs.len());
     let html = render_one(&tera, "report.html", &ctx)?;
     let tex = render_one(&tera, "report.tex", &ctx)?;
