@@ -29,10 +29,14 @@ impl StageKind for Train {
     fn written_paths(&self, params: &serde_json::Value) -> Vec<(&'static str, std::path::PathBuf)> {
         // The files `repro-torch` writes into `out` (crates/repro-torch/src/ml/train.rs).
         match super::path_param(params, "out") {
-            Some(out) => ["model.safetensors", "logits.safetensors", "train.json"]
-                .iter()
-                .map(|f| ("out", out.join(f)))
-                .collect(),
+            Some(out) => {
+                let mut files = vec!["model.safetensors", "logits.safetensors", "train.json"];
+                // The open-set study also scores the held-out classes' test images.
+                if params.get("known_classes").is_some_and(|k| !k.is_null()) {
+                    files.push("logits_unknown.safetensors");
+                }
+                files.iter().map(|f| ("out", out.join(f))).collect()
+            }
             None => Vec::new(),
         }
     }

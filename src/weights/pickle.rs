@@ -344,7 +344,7 @@ fn memo_get(memo: &HashMap<u32, Value>, k: u32) -> Result<Value> {
 }
 
 fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         bail!("malformed pickle: odd number of dict items");
     }
     let mut it = items.into_iter();

@@ -21,6 +21,10 @@ impl StageKind for Train {
         repro::kinds::train::Train.validate(params)
     }
 
+    fn written_paths(&self, params: &serde_json::Value) -> Vec<(&'static str, std::path::PathBuf)> {
+        repro::kinds::train::Train.written_paths(params)
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<()> {
         let cfg: TrainConfig = ctx.params()?;
         let env = RunEnv {
