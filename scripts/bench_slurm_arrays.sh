@@ -57,15 +57,15 @@ done
 cmp -s "$tmp/arrays/repro.lock" "$tmp/single/repro.lock" ||
   { echo "bench_slurm_arrays: lock files differ" >&2; exit 1; }
 
-ratio() { echo "scale=2; $2 / $1" | bc -l; }
+ratio() { printf '%.2f' "$(echo "$2 / $1" | bc -l)"; }
 printf '%s  nproc=%s  load(1/5/15 min)=%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(nproc)" \
   "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf 'stages=%d  sleep=%ss  -j %s  (Slurm node: %s CPUs)\n' "$n" "$secs" "${j:-default}" \
   "$(scontrol show node -o 2>/dev/null | sed -n 's/.*CPUTot=\([0-9]*\).*/\1/p' | head -1)"
-printf '%-28s %10s %10s %14s\n' "" "array" "one each" "one each/array"
-printf '%-28s %10d %10d %13sx\n' "submissions (sbatch)" "${calls_sbatch[arrays]}" \
+printf '%-31s %10s %10s %14s\n' "" "array" "one each" "one each/array"
+printf '%-31s %10d %10d %13sx\n' "submissions (sbatch)" "${calls_sbatch[arrays]}" \
   "${calls_sbatch[single]}" "$(ratio "${calls_sbatch[arrays]}" "${calls_sbatch[single]}")"
-printf '%-28s %10d %10d %13sx\n' "scheduler calls (squeue+sacct)" "${calls_query[arrays]}" \
+printf '%-31s %10d %10d %13sx\n' "scheduler calls (squeue+sacct)" "${calls_query[arrays]}" \
   "${calls_query[single]}" "$(ratio "${calls_query[arrays]}" "${calls_query[single]}")"
-printf '%-28s %9.2fs %9.2fs %13sx\n' "wall time" "${wall[arrays]}" "${wall[single]}" \
+printf '%-31s %9.2fs %9.2fs %13sx\n' "wall time" "${wall[arrays]}" "${wall[single]}" \
   "$(ratio "${wall[arrays]}" "${wall[single]}")"
