@@ -162,7 +162,10 @@ pub fn status_lines(file: &Path) -> Vec<String> {
     let state = match slurm::job_status(&opts, rec.job_id) {
         Ok(Some(st)) => st.state,
         Ok(None) => "no longer known to Slurm".to_string(),
-        Err(e) => format!("state unknown: {e:#}"),
+        Err(e) => {
+            let why = format!("{e:#}");
+            format!("state unknown: {}", why.lines().next().unwrap_or_default())
+        }
     };
     let head = if is_active(&state) {
         format!(

@@ -388,7 +388,8 @@ impl SlurmExecutor {
     /// `None` for jobs that go alone.
     fn array_groups(&self, jobs: Vec<(Job, usize)>) -> Vec<Vec<(Job, usize)>> {
         type Key = (String, Vec<String>, PathBuf);
-        let mut groups: Vec<(Option<Key>, Vec<(Job, usize)>)> = Vec::new();
+        type Group = (Option<Key>, Vec<(Job, usize)>);
+        let mut groups: Vec<Group> = Vec::new();
         for (job, cap) in jobs {
             let dir = self.script_dir(&job);
             let key = self.opts.arrays.then(|| {
@@ -475,7 +476,7 @@ impl SlurmExecutor {
         );
         let scripts: Vec<&Path> = ready.iter().map(|r| r.4.as_path()).collect();
         let text = array_script(&base, &scripts, &args);
-        let written = write_atomic(&dispatch, text.as_bytes()).map_err(anyhow::Error::from);
+        let written = write_atomic(&dispatch, text.as_bytes());
         let mut argv = args;
         argv.push(dispatch.display().to_string());
         let result = written.and_then(|()| {
