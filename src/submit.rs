@@ -66,10 +66,7 @@ pub fn submit(
         );
     }
     // A local run holding the workspace would make the job fail at once: say it now.
-    drop(crate::engine::WorkspaceLock::acquire(
-        &root.join("cache"),
-        false,
-    )?);
+    check_no_run(&root.join("cache").join("run.pid"))?;
 
     let mut run_args = args.to_vec();
     if !executor_given && p.executor.is_none() {
@@ -186,6 +183,25 @@ pub fn status_lines(file: &Path) -> Vec<String> {
 fn read_record(root: &Path) -> Option<Record> {
     let text = std::fs::read_to_string(submit_dir(root).join("current.json")).ok()?;
     serde_json::from_str(&text).ok()
+}
+
+/// Fail when a `repro run` holds the workspace lock (`cache/run.pid`, see
+/// [`WorkspaceLock`](crate::engine::WorkspaceLock)). Only probes the `flock`: the file, and
+/// the pid of a killed run that the next run must notice, are left as they are.
+fn check_no_run(pid_file: &Path) -> Result<()> {
+    let Ok(f) = std::fs::File::open(pid_file) else {
+        return Ok(()); // never run here
+    };
+    // SAFETY: flock on a descriptor we own; closing it releases the probe.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = std::fs::read_to_string(pid_file).unwrap_or_default();
+        bail!(
+            "a `repro run` (pid {}) is using this workspace; wait for it to finish before \
+             `repro submit`",
+            holder.trim()
+        );
+    }
+    Ok(())
 }
 
 /// An exclusive `flock` held until the file is dropped.

@@ -263,6 +263,20 @@ fn submit_runs_the_engine_as_a_slurm_job_and_status_follows_it() {
     let c = Counted::new(
         "stages:\n  s:\n    foreach: [1, 2]\n    cmd: sleep 3; echo ${item} > s${item}.txt\n    outs: [\"s${item}.txt\"]\n",
     );
+    // While a `repro run` holds the workspace (its flock on cache/run.pid), submit refuses.
+    {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(c.ws.path("cache")).unwrap();
+        let held = std::fs::File::create(c.ws.path("cache/run.pid")).unwrap();
+        assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let o = c.run(&["submit"]);
+        let text = both(&o);
+        assert!(
+            !o.status.success() && text.contains("using this workspace"),
+            "{text}"
+        );
+        assert!(c.sbatch_calls().is_empty());
+    }
     let out = c.ok(&["submit", "-j", "4"]);
     let id: u64 = out
         .split("Slurm job ")
