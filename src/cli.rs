@@ -26,6 +26,9 @@ pub enum Command {
     Init(InitArgs),
     /// Run the pipeline (or TARGETs and what they need), skipping fresh stages.
     Run(RunArgs),
+    /// Run the pipeline as a Slurm job (`repro run` with these options), so you can log out;
+    /// its log goes to cache/submit/, and `repro status` shows how it is doing.
+    Submit(RunArgs),
     /// Show, per stage, whether it is fresh or stale and exactly why.
     Status(StatusArgs),
     /// Print the stage graph.
@@ -437,6 +440,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Init(args) => cmd_init(&args),
         Command::Run(args) => cmd_run(args),
+        Command::Submit(args) => cmd_submit(args),
         Command::Status(args) => cmd_status(args),
         Command::Dag(args) => cmd_dag(args),
         Command::Cache { what: CacheCmd::Verify { file, remote: None } } => crate::maintenance::verify(&workspace_of(&file)),
@@ -541,6 +545,15 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<i32> {
     crate::run::run(&opts)
 }
 
+/// `repro submit`: the same options, handed verbatim to the `repro run` of the Slurm job.
+fn cmd_submit(args: RunArgs) -> anyhow::Result<i32> {
+    if args.dry_run {
+        anyhow::bail!("`repro submit` does not take --dry-run; use `repro run --dry-run`");
+    }
+    let raw: Vec<String> = std::env::args().skip(1).skip_while(|a| a != "submit").skip(1).collect();
+    crate::submit::submit(&args.pipeline.file, &args.pipeline.load_options()?, &raw, args.executor.is_some())
+}
+
 /// `repro pull` is a run that only restores: from the local run cache, else the remote.
 fn cmd_pull(args: TransferArgs) -> anyhow::Result<i32> {
     let opts = crate::run::RunOptions {
@@ -559,6 +572,9 @@ fn cmd_status(args: StatusArgs) -> anyhow::Result<i32> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {
+        for line in crate::submit::status_lines(&args.pipeline.file) {
+            println!("{line}");
+        }
         crate::status::print(&st);
     }
     Ok(if args.check && st.iter().any(|s| s.state != crate::status::State::Fresh) { 1 } else { 0 })

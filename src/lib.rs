@@ -33,6 +33,7 @@ pub mod remote;
 pub mod run;
 pub mod spec;
 pub mod status;
+pub mod submit;
 pub mod targets;
 pub mod trace;
 pub mod ui;

@@ -142,6 +142,8 @@ fn count_nvidia_smi_gpus() -> usize {
 struct Running {
     assessment: Assessment,
     slots: usize,
+    /// The job array it went to Slurm in (round and group, see `array_key`), if batched.
+    array: Option<String>,
     gpus: Vec<usize>,
     started: Instant,
 }
@@ -270,6 +272,8 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     let mut free_gpus: Vec<usize> = (0..gpu_total).collect();
     let mut free_slots = jobs;
     let warned_no_gpu = std::cell::Cell::new(false);
+    let batching = executor.batches();
+    let mut round = 0usize;
 
     let in_run: BTreeSet<usize> = selected.iter().copied().collect();
     let topo_pos: HashMap<usize, usize> = selected
@@ -373,7 +377,20 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
             executor.cancel_all();
             break;
         }
-        // Start what can start.
+        // Start what can start. Jobs go to the executor as a batch after the round when it
+        // batches them (Slurm job arrays), else each at once. In a batch, stages of one
+        // foreach/matrix with equal resources share one array that Slurm runs at most as many
+        // at a time as took slots: the rest "ride along" without slots, queued by Slurm (`%N`),
+        // and inherit the slots of elements that finish, so -j still bounds what runs.
+        round += 1;
+        let mut batch: Vec<(Job, Option<String>)> = Vec::new();
+        let mut refused: Vec<(usize, anyhow::Error)> = Vec::new();
+        let mut arrays: HashMap<String, (usize, usize)> = HashMap::new(); // members, with slots
+        let array_key = |i: usize| {
+            let s = &p.stages[i];
+            let base = s.name.split('@').next().unwrap_or(&s.name);
+            format!("{round}\u{0}{base}\u{0}{:?}", s.resources)
+        };
         while !stop_new {
             let next = ready.iter().copied().find(|&(_, i)| {
                 let s = &p.stages[i];
@@ -383,7 +400,10 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                 } else {
                     s.resources.gpus.min(gpu_total)
                 };
-                (slots <= free_slots || running.is_empty()) && gpus_needed <= free_gpus.len()
+                let rides = batching
+                    && gpus_needed == 0
+                    && arrays.get(&array_key(i)).is_some_and(|&(n, _)| n < MAX_ARRAY);
+                ((slots <= free_slots || running.is_empty()) && gpus_needed <= free_gpus.len()) || rides
             });
             let Some((pos, i)) = next else { break };
             ready.remove(&(pos, i));
@@ -439,19 +459,26 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                     let gpus: Vec<usize> = free_gpus.drain(..n_gpu).collect();
                     let job = make_job(&ws, &exe, stage, i, &a, &gpus, &gpu_ids, executor_kind == ExecutorKind::Slurm)?;
                     progress.start(i, &stage.name, "running");
-                    if let Err(e) = executor.submit(job) {
-                        free_gpus.extend(gpus);
-                        summary.failed += 1;
-                        progress.finish(i, &format!("FAILED {}: {e:#}", stage.name));
-                        skip_downstream(i, &mut waiting, &mut progress, &mut summary);
-                        stop_new |= !opts.keep_going;
-                        continue;
+                    let array = batching.then(|| array_key(i));
+                    // Takes slots unless it rides along in an array (see above).
+                    let slots = if slots <= free_slots || running.is_empty() { slots } else { 0 };
+                    if let Some(k) = &array {
+                        let e = arrays.entry(k.clone()).or_default();
+                        e.0 += 1;
+                        e.1 += usize::from(slots > 0);
+                    }
+                    batch.push((job, array.clone()));
+                    if !batching {
+                        let jobs_now = std::mem::take(&mut batch).into_iter().map(|(j, _)| (j, 1)).collect();
+                        refused.extend(executor.submit_many(jobs_now));
+                        stop_new |= !refused.is_empty() && !opts.keep_going;
                     }
                     free_slots = free_slots.saturating_sub(slots);
                     running.insert(
                         i,
                         Running {
                             assessment: a,
+                            array,
                             slots,
                             gpus,
                             started: Instant::now(),
@@ -459,6 +486,24 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                     );
                 }
             }
+        }
+        if !batch.is_empty() {
+            // An array runs at most as many elements at once as took slots.
+            let jobs_now = batch
+                .into_iter()
+                .map(|(j, k)| (j, k.and_then(|k| arrays.get(&k)).map_or(1, |e| e.1.max(1))))
+                .collect();
+            refused.extend(executor.submit_many(jobs_now));
+        }
+        for (i, e) in refused {
+            let Some(r) = running.remove(&i) else { continue };
+            free_slots += r.slots;
+            free_gpus.extend(r.gpus);
+            free_gpus.sort_unstable();
+            summary.failed += 1;
+            progress.finish(i, &format!("FAILED {}: {e:#}", p.stages[i].name));
+            skip_downstream(i, &mut waiting, &mut progress, &mut summary);
+            stop_new |= !opts.keep_going;
         }
         if running.is_empty() && (ready.is_empty() || stop_new) {
             break;
@@ -472,7 +517,14 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                     let Some(r) = running.remove(&id) else {
                         continue;
                     };
-                    free_slots += r.slots;
+                    // An element of a job array hands its slots to one still riding along.
+                    let heir = r.array.as_ref().filter(|_| r.slots > 0).and_then(|k| {
+                        running.values_mut().find(|o| o.slots == 0 && o.array.as_ref() == Some(k))
+                    });
+                    match heir {
+                        Some(h) => h.slots = r.slots,
+                        None => free_slots += r.slots,
+                    }
                     free_gpus.extend(r.gpus.iter().copied());
                     free_gpus.sort_unstable();
                     let stage = &p.stages[id];
@@ -560,6 +612,9 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
         0
     })
 }
+
+/// Most elements of one Slurm job array (Slurm's default `MaxArraySize` is 1001).
+const MAX_ARRAY: usize = 1000;
 
 /// Stages that are no longer in the pipeline lose their lock entry, and their outputs leave
 /// the workspace (they stay in the cache, so a stage that comes back restores them): otherwise

@@ -243,8 +243,10 @@ stages:
 #[test]
 fn ctrl_c_cancels_running_and_queued_jobs() {
     let _gpus = GPUS.lock().unwrap_or_else(|e| e.into_inner());
+    // Single jobs (arrays off): tests/slurm_arrays.rs cancels a job array.
     let ws = Ws::new(
         r#"
+slurm: {arrays: false}
 stages:
   hold:
     foreach: [one, two]

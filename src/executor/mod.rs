@@ -77,6 +77,23 @@ pub enum Event {
 pub trait Executor: Send {
     /// Start a job without waiting for it.
     fn submit(&mut self, job: Job) -> Result<()>;
+    /// Start the jobs the engine started in one scheduling round; returns those that could not
+    /// be started, with why. Each job comes with a cap: of the jobs the executor batches with
+    /// it (Slurm: one job array per `foreach:`/`matrix:` group), at most that many may run at
+    /// once (the ones the engine gave `-j` slots to).
+    fn submit_many(&mut self, jobs: Vec<(Job, usize)>) -> Vec<(JobId, anyhow::Error)> {
+        jobs.into_iter()
+            .filter_map(|(j, _)| {
+                let id = j.id;
+                self.submit(j).err().map(|e| (id, e))
+            })
+            .collect()
+    }
+    /// Whether [`submit_many`](Executor::submit_many) gains from getting a whole round at
+    /// once; if not, the engine hands each job over as soon as it starts it.
+    fn batches(&self) -> bool {
+        false
+    }
     /// Wait up to `timeout` for events of running jobs; returns what happened (possibly
     /// nothing). Must be cheap to call in a loop.
     fn poll(&mut self, timeout: Duration) -> Result<Vec<Event>>;
@@ -91,7 +108,7 @@ pub trait Executor: Send {
 pub enum ExecutorKind {
     /// Child processes on this machine, within `-j` and GPU slots.
     Local,
-    /// One Slurm batch job per stage.
+    /// One Slurm batch job per stage, or one job array per `foreach:`/`matrix:` round.
     Slurm,
 }
 

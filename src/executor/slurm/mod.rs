@@ -12,6 +12,13 @@
 //! Progress marker lines are relayed by tailing each job's log. `cancel_all` is one `scancel`.
 //! Nothing here hashes, caches or records: the engine does that exactly as for local runs.
 //!
+//! Job arrays: [`Executor::submit_many`] gets every stage the engine started in one scheduling
+//! round. Stages of one `foreach:`/`matrix:` (the same name before `@`) that ask for the same
+//! `sbatch` options go to Slurm as one `sbatch --array=0-(N-1)%C` (C: the engine's `-j`)
+//! whose script dispatches on `$SLURM_ARRAY_TASK_ID` to each stage's own batch script. Each
+//! element is still tracked, reported and committed as its own stage, so a failed element fails
+//! alone and the next `repro run` resubmits only it. `slurm: {arrays: false}` turns this off.
+//!
 //! The pieces: [`script`] (the batch script and `sbatch` options), [`accounting`] (state
 //! queries and what a final state means), [`client`] (running Slurm's commands); this file
 //! holds the executor itself, its options and the log relay.
@@ -33,11 +40,11 @@ use super::{Event, Executor, Job, JobId, Outcome};
 use crate::fsutil::{stage_file_name, write_atomic};
 use crate::kinds::progress;
 pub use accounting::{
-    ExitStatus, JobStatus, is_active, outcome_of, parse_sacct, parse_squeue, sacct,
+    ExitStatus, JobStatus, is_active, outcome_of, parse_job_id, parse_sacct, parse_squeue, sacct,
 };
-use accounting::{describe_active, join_ids, squeue};
+use accounting::{describe_active, job_display_id, join_ids, squeue};
 use client::{hint_for, retry_transient, run_client, slurm_conf_shown};
-pub use script::{batch_script, sbatch_args, sh_quote};
+pub use script::{array_script, batch_script, sbatch_args, sh_quote};
 
 /// How the executor talks to Slurm; the defaults suit a cluster whose client tools are on
 /// `PATH` and configured (`SLURM_CONF` or `/etc/slurm/slurm.conf`).
@@ -60,6 +67,8 @@ pub struct SlurmOptions {
     pub unreachable_timeout: Duration,
     /// Longest time one client command (`sbatch`, `squeue`, …) may take before it is killed.
     pub command_timeout: Duration,
+    /// Submit stages of one `foreach:`/`matrix:` that start together as one job array.
+    pub arrays: bool,
 }
 
 impl Default for SlurmOptions {
@@ -73,6 +82,7 @@ impl Default for SlurmOptions {
             cancel_timeout: Duration::from_secs(60),
             unreachable_timeout: Duration::from_secs(120),
             command_timeout: Duration::from_secs(60),
+            arrays: true,
         }
     }
 }
@@ -83,7 +93,7 @@ impl SlurmOptions {
     /// poll_seconds: 2}`. `null` (no block) gives the defaults. Unknown keys are errors, so a
     /// typo does not silently submit to the wrong place.
     pub fn from_settings(settings: &serde_json::Value) -> Result<SlurmOptions> {
-        const KNOWN: &str = "partition, account, qos, sbatch_args, poll_seconds";
+        const KNOWN: &str = "partition, account, qos, sbatch_args, poll_seconds, arrays";
         let mut opts = SlurmOptions::default();
         let map = match settings {
             serde_json::Value::Null => return Ok(opts),
@@ -115,6 +125,11 @@ impl SlurmOptions {
                     })?;
                     opts.poll_interval = Duration::from_secs_f64(secs);
                 }
+                "arrays" => {
+                    opts.arrays = v.as_bool().with_context(|| {
+                        format!("`slurm: {{arrays: …}}` must be true or false, not {v}")
+                    })?;
+                }
                 other => bail!("unknown key `{other}` under `slurm:` (known: {KNOWN})"),
             }
         }
@@ -125,7 +140,10 @@ impl SlurmOptions {
 /// One job the executor submitted and has not yet reported finished.
 struct Tracked {
     id: JobId,
+    /// The job id; for an element of a job array, the array's id.
     slurm_id: u64,
+    /// The element's index in its job array.
+    task: Option<u32>,
     stage: String,
     /// The stage's log, which the executor writes: the job's output minus progress markers.
     log: PathBuf,
@@ -151,6 +169,11 @@ pub struct SlurmExecutor {
     failing_since: Option<Instant>,
     queries: usize,
     submits: usize,
+    /// Dispatch scripts of job arrays with elements still tracked, and whether one failed
+    /// (then the script is kept for inspection).
+    arrays: HashMap<u64, (PathBuf, bool)>,
+    /// Events to hand out at the next poll (which array element a stage became).
+    queued: Vec<Event>,
 }
 
 impl SlurmExecutor {
@@ -183,6 +206,8 @@ impl SlurmExecutor {
             failing_since: None,
             queries: 0,
             submits: 0,
+            arrays: HashMap::new(),
+            queued: Vec::new(),
         })
     }
 
@@ -192,9 +217,18 @@ impl SlurmExecutor {
         self.queries
     }
 
-    /// Number of `sbatch` calls made so far.
+    /// Number of `sbatch` calls made so far (a job array is one).
     pub fn submits(&self) -> usize {
         self.submits
+    }
+
+    /// Slurm's id for an engine job that is still tracked, as Slurm prints it (`1234_7` for
+    /// an array element).
+    pub fn slurm_job(&self, id: JobId) -> Option<String> {
+        self.jobs
+            .iter()
+            .find(|t| t.id == id)
+            .map(|t| job_display_id(t.slurm_id, t.task))
     }
 
     /// Slurm's job id for an engine job that is still tracked.
@@ -242,35 +276,39 @@ impl SlurmExecutor {
                 return Ok(Vec::new());
             }
         };
-        let mut by_id: HashMap<u64, JobStatus> =
-            statuses.into_iter().map(|s| (s.slurm_id, s)).collect();
+        let mut by_id: HashMap<(u64, Option<u32>), JobStatus> = statuses
+            .into_iter()
+            .map(|s| ((s.slurm_id, s.task), s))
+            .collect();
 
         // Jobs squeue no longer lists (purged after MinJobAge): ask the accounting records.
-        let missing: Vec<u64> = ids
+        let missing: Vec<u64> = self
+            .jobs
             .iter()
-            .copied()
-            .filter(|i| !by_id.contains_key(i))
+            .filter(|t| !by_id.contains_key(&(t.slurm_id, t.task)))
+            .map(|t| t.slurm_id)
             .collect();
         if !missing.is_empty() {
             self.queries += 1;
             for s in sacct(&self.opts, &missing) {
-                by_id.entry(s.slurm_id).or_insert(s);
+                by_id.entry((s.slurm_id, s.task)).or_insert(s);
             }
         }
 
         let mut events = Vec::new();
         let mut done = Vec::new();
         for (i, t) in self.jobs.iter_mut().enumerate() {
-            let Some(status) = by_id.get(&t.slurm_id) else {
+            let Some(status) = by_id.get(&(t.slurm_id, t.task)) else {
                 t.unknown_polls += 1;
                 if t.unknown_polls >= 3 {
                     tail_one(t, &mut events, true);
+                    mark_array_failed(&mut self.arrays, t);
                     events.push(Event::Finished {
                         id: t.id,
                         outcome: Outcome::Failed(format!(
                             "Slurm: job {} vanished (neither squeue nor sacct knows it); \
                              see its log {}",
-                            t.slurm_id,
+                            job_display_id(t.slurm_id, t.task),
                             t.log.display()
                         )),
                     });
@@ -297,6 +335,8 @@ impl SlurmExecutor {
                     if outcome == Outcome::Succeeded {
                         // Kept on failure, for debugging; `cache/slurm` is safe to delete.
                         let _ = fs::remove_file(&t.script);
+                    } else {
+                        mark_array_failed(&mut self.arrays, t);
                     }
                     events.push(Event::Finished { id: t.id, outcome });
                     done.push(i);
@@ -306,12 +346,26 @@ impl SlurmExecutor {
         for i in done.into_iter().rev() {
             self.jobs.swap_remove(i);
         }
+        self.forget_ended_arrays();
         Ok(events)
     }
-}
 
-impl Executor for SlurmExecutor {
-    fn submit(&mut self, job: Job) -> Result<()> {
+    /// Drop the dispatch scripts of arrays none of whose elements is tracked any more (kept
+    /// when an element failed).
+    fn forget_ended_arrays(&mut self) {
+        let jobs = &self.jobs;
+        self.arrays.retain(|id, (script, failed)| {
+            let live = jobs.iter().any(|t| t.task.is_some() && t.slurm_id == *id);
+            if !live && !*failed {
+                let _ = fs::remove_file(script);
+            }
+            live
+        });
+    }
+
+    /// Everything a job needs before `sbatch`: its log (started empty, as in a local run) and
+    /// the directory for scripts.
+    fn prepare(&self, job: &Job) -> Result<(PathBuf, fs::File, PathBuf)> {
         let log = if job.log.is_absolute() {
             job.log.clone()
         } else {
@@ -321,9 +375,218 @@ impl Executor for SlurmExecutor {
             fs::create_dir_all(parent)
                 .with_context(|| format!("creating the log directory {}", parent.display()))?;
         }
-        let dir = self.script_dir(&job);
+        let dir = self.script_dir(job);
         fs::create_dir_all(&dir)
             .with_context(|| format!("creating the Slurm script directory {}", dir.display()))?;
+        let log_file = fs::File::create(&log)
+            .with_context(|| format!("creating the stage log {}", log.display()))?;
+        Ok((log, log_file, dir))
+    }
+
+    /// Jobs that may share one array: same base name (before `@`), same `sbatch` options but
+    /// for name and output, same script directory. Groups keep the engine's order; the key is
+    /// `None` for jobs that go alone.
+    fn array_groups(&self, jobs: Vec<(Job, usize)>) -> Vec<Vec<(Job, usize)>> {
+        type Key = (String, Vec<String>, PathBuf);
+        type Group = (Option<Key>, Vec<(Job, usize)>);
+        let mut groups: Vec<Group> = Vec::new();
+        for (job, cap) in jobs {
+            let dir = self.script_dir(&job);
+            let key = self.opts.arrays.then(|| {
+                let args: Vec<String> = sbatch_args(&job, Path::new("/"), &self.opts)
+                    .into_iter()
+                    .filter(|a| !a.starts_with("--job-name=") && !a.starts_with("--output="))
+                    .collect();
+                (base_name(&job.stage).to_string(), args, dir)
+            });
+            match groups
+                .iter_mut()
+                .find(|(k, g)| k.is_some() && *k == key && g.len() < MAX_ARRAY)
+            {
+                Some((_, g)) => g.push((job, cap)),
+                None => groups.push((key, vec![(job, cap)])),
+            }
+        }
+        groups.into_iter().map(|(_, g)| g).collect()
+    }
+
+    /// Submit `jobs` (two or more of one group) as one job array of at most `cap` elements
+    /// running at once. On failure, every job of it fails with the same reason.
+    fn submit_array(&mut self, jobs: Vec<Job>, cap: usize) -> Vec<(JobId, anyhow::Error)> {
+        let base = base_name(&jobs[0].stage).to_string();
+        let stem = format!(
+            "{}-array-{}-{}",
+            stage_file_name(&base),
+            jobs[0].id,
+            std::process::id()
+        );
+        let mut ready: Vec<(Job, PathBuf, fs::File, PathBuf, PathBuf)> = Vec::new();
+        let mut failed = Vec::new();
+        // Each element's own batch script, exactly as for a single job.
+        for job in jobs {
+            let prepared = self.prepare(&job).and_then(|(log, log_file, dir)| {
+                let n = ready.len();
+                let raw = dir.join(format!("{stem}_{n}.out"));
+                let script = dir.join(format!("{stem}_{n}.sh"));
+                let text = batch_script(&job, &raw, &[])?;
+                write_atomic(&script, text.as_bytes())?;
+                let _ = fs::remove_file(&raw);
+                Ok((log, log_file, raw, script))
+            });
+            match prepared {
+                Ok((log, log_file, raw, script)) => ready.push((job, log, log_file, raw, script)),
+                Err(e) => failed.push((job.id, e.context(format!("stage '{}'", job.stage)))),
+            }
+        }
+        if ready.len() < 2 {
+            // Nothing left to batch: the survivor (if any) goes alone.
+            for (job, _, _, _, script) in ready {
+                let _ = fs::remove_file(&script);
+                let id = job.id;
+                if let Err(e) = self.submit(job) {
+                    failed.push((id, e));
+                }
+            }
+            return failed;
+        }
+        let dir = ready[0].4.parent().expect("scripts live in a directory").to_path_buf();
+        let dispatch = dir.join(format!("{stem}.sh"));
+        // `%a` is the element's index; a directory with its own `%` cannot be a pattern, and
+        // then each element's script redirects its output itself (see `batch_script`).
+        let pattern = if dir.display().to_string().contains('%') {
+            PathBuf::from("/dev/null")
+        } else {
+            dir.join(format!("{stem}_%a.out"))
+        };
+        let mut args: Vec<String> = sbatch_args(&ready[0].0, &pattern, &self.opts)
+            .into_iter()
+            .map(|a| {
+                if a.starts_with("--job-name=") {
+                    format!("--job-name=repro:{base}")
+                } else if a.starts_with("--output=") {
+                    format!("--output={}", pattern.display())
+                } else {
+                    a
+                }
+            })
+            .collect();
+        args.insert(
+            1,
+            format!("--array=0-{}%{}", ready.len() - 1, cap.max(1)),
+        );
+        let scripts: Vec<&Path> = ready.iter().map(|r| r.4.as_path()).collect();
+        let text = array_script(&base, &scripts, &args);
+        let written = write_atomic(&dispatch, text.as_bytes());
+        let mut argv = args;
+        argv.push(dispatch.display().to_string());
+        let result = written.and_then(|()| {
+            self.submits += 1;
+            let out = retry_transient(|| run_client(&self.opts, "sbatch", &argv))?;
+            if !out.ok {
+                bail!(
+                    "Slurm refused the job array of {} stages (sbatch {}): {}{}",
+                    scripts.len(),
+                    argv.join(" "),
+                    out.summary(),
+                    hint_for(&out.stderr, &self.opts)
+                );
+            }
+            parse_sbatch_id(&out.stdout)
+        });
+        let slurm_id = match result {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = fs::remove_file(&dispatch);
+                let why = format!("{e:#}");
+                for (job, _, _, _, script) in ready {
+                    let _ = fs::remove_file(&script);
+                    failed.push((job.id, anyhow::anyhow!("stage '{}': {why}", job.stage)));
+                }
+                return failed;
+            }
+        };
+        let n = ready.len();
+        self.arrays.insert(slurm_id, (dispatch, false));
+        for (task, (job, log, log_file, raw, script)) in ready.into_iter().enumerate() {
+            self.queued.push(Event::Progress {
+                id: job.id,
+                message: format!("slurm job {slurm_id}_{task} submitted (array of {n})"),
+                fraction: None,
+            });
+            self.jobs.push(Tracked {
+                id: job.id,
+                slurm_id,
+                task: Some(task as u32),
+                stage: job.stage.clone(),
+                log,
+                log_file: Some(log_file),
+                raw,
+                raw_offset: 0,
+                script,
+                time_min: job.resources.time_min,
+                last_seen: None,
+                unknown_polls: 0,
+            });
+        }
+        failed
+    }
+}
+
+/// Submit a ready-made batch script (`argv`: sbatch options, then the script) for
+/// `repro submit`; returns the job id.
+pub fn sbatch(opts: &SlurmOptions, argv: &[String]) -> Result<u64> {
+    let out = retry_transient(|| run_client(opts, "sbatch", argv))?;
+    if !out.ok {
+        bail!(
+            "Slurm refused the job (sbatch {}): {}{}",
+            argv.join(" "),
+            out.summary(),
+            hint_for(&out.stderr, opts)
+        );
+    }
+    parse_sbatch_id(&out.stdout)
+}
+
+/// What Slurm says about one job now (`squeue`, else the accounting records); `None` when
+/// neither knows it any more.
+pub fn job_status(opts: &SlurmOptions, id: u64) -> Result<Option<JobStatus>> {
+    let found = squeue(opts, &[id])?
+        .into_iter()
+        .find(|s| s.slurm_id == id && s.task.is_none());
+    Ok(found.or_else(|| {
+        sacct(opts, &[id])
+            .into_iter()
+            .find(|s| s.slurm_id == id && s.task.is_none())
+    }))
+}
+
+/// Slurm's default `MaxArraySize` is 1001 (indices 0..=1000); larger groups are split.
+const MAX_ARRAY: usize = 1000;
+
+/// The stage's base name: `train` for `train@bce`, the name itself otherwise.
+fn base_name(stage: &str) -> &str {
+    stage.split('@').next().unwrap_or(stage)
+}
+
+/// `sbatch --parsable` prints `id` or `id;cluster`.
+fn parse_sbatch_id(stdout: &str) -> Result<u64> {
+    let first = stdout.trim().split(';').next().unwrap_or("");
+    first
+        .parse()
+        .with_context(|| format!("unexpected sbatch output {:?}", stdout.trim()))
+}
+
+fn mark_array_failed(arrays: &mut HashMap<u64, (PathBuf, bool)>, t: &Tracked) {
+    if t.task.is_some()
+        && let Some((_, failed)) = arrays.get_mut(&t.slurm_id)
+    {
+        *failed = true;
+    }
+}
+
+impl Executor for SlurmExecutor {
+    fn submit(&mut self, job: Job) -> Result<()> {
+        let (log, log_file, dir) = self.prepare(&job)?;
         let stem = format!(
             "{}-{}-{}",
             stage_file_name(&job.stage),
@@ -335,9 +598,6 @@ impl Executor for SlurmExecutor {
         let args = sbatch_args(&job, &raw, &self.opts);
         let text = batch_script(&job, &raw, &args)?;
         write_atomic(&script, text.as_bytes())?;
-        // Like a local run, the log starts empty when the stage is started.
-        let log_file = fs::File::create(&log)
-            .with_context(|| format!("creating the stage log {}", log.display()))?;
         let _ = fs::remove_file(&raw);
 
         let mut argv = args;
@@ -354,18 +614,12 @@ impl Executor for SlurmExecutor {
                 hint_for(&out.stderr, &self.opts)
             );
         }
-        // `--parsable` prints `id` or `id;cluster`.
-        let first = out.stdout.trim().split(';').next().unwrap_or("");
-        let slurm_id: u64 = first.parse().with_context(|| {
-            format!(
-                "stage '{}': unexpected sbatch output {:?}",
-                job.stage,
-                out.stdout.trim()
-            )
-        })?;
+        let slurm_id = parse_sbatch_id(&out.stdout)
+            .with_context(|| format!("stage '{}'", job.stage))?;
         self.jobs.push(Tracked {
             id: job.id,
             slurm_id,
+            task: None,
             stage: job.stage.clone(),
             log,
             log_file: Some(log_file),
@@ -379,13 +633,37 @@ impl Executor for SlurmExecutor {
         Ok(())
     }
 
+    fn submit_many(&mut self, jobs: Vec<(Job, usize)>) -> Vec<(JobId, anyhow::Error)> {
+        let mut failed = Vec::new();
+        for group in self.array_groups(jobs) {
+            if group.len() >= 2 {
+                let cap = group.iter().map(|(_, c)| *c).max().unwrap_or(1);
+                let jobs = group.into_iter().map(|(j, _)| j).collect();
+                failed.extend(self.submit_array(jobs, cap));
+            } else {
+                for (job, _) in group {
+                    let id = job.id;
+                    if let Err(e) = self.submit(job) {
+                        failed.push((id, e));
+                    }
+                }
+            }
+        }
+        failed
+    }
+
+    fn batches(&self) -> bool {
+        self.opts.arrays
+    }
+
     fn poll(&mut self, timeout: Duration) -> Result<Vec<Event>> {
         let deadline = Instant::now() + timeout;
         loop {
             if self.jobs.is_empty() {
-                return Ok(Vec::new());
+                return Ok(std::mem::take(&mut self.queued));
             }
-            let mut events = self.tail_logs();
+            let mut events = std::mem::take(&mut self.queued);
+            events.extend(self.tail_logs());
             if Instant::now() >= self.next_query {
                 events.extend(self.query()?);
                 self.next_query = Instant::now() + self.opts.poll_interval;
@@ -435,10 +713,14 @@ impl Executor for SlurmExecutor {
             tail_one(t, &mut ignored, true);
             eprintln!(
                 "repro: cancelled Slurm job {} (stage '{}')",
-                t.slurm_id, t.stage
+                job_display_id(t.slurm_id, t.task),
+                t.stage
             );
         }
         self.jobs.clear();
+        // Kept: scripts of cancelled jobs, like those of failed ones.
+        self.arrays.clear();
+        self.queued.clear();
     }
 
     fn running(&self) -> usize {

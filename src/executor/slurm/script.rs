@@ -99,6 +99,35 @@ pub fn batch_script(job: &Job, log: &Path, sbatch_args: &[String]) -> Result<Str
     Ok(s)
 }
 
+/// The batch script of a job array: element `i` (`$SLURM_ARRAY_TASK_ID`) runs `scripts[i]`,
+/// one stage's own batch script (see [`batch_script`]).
+pub fn array_script(base: &str, scripts: &[&Path], sbatch_args: &[String]) -> String {
+    let mut s = String::new();
+    s.push_str("#!/bin/sh\n");
+    s.push_str(&format!(
+        "# repro: Slurm job array for {} stages of {} (safe to delete once it has ended).\n",
+        scripts.len(),
+        sh_quote(base)
+    ));
+    s.push_str("# Submitted as: sbatch");
+    for a in sbatch_args {
+        s.push(' ');
+        s.push_str(&sh_quote(a));
+    }
+    s.push_str(" <this script>\n");
+    s.push_str("case \"$SLURM_ARRAY_TASK_ID\" in\n");
+    for (i, script) in scripts.iter().enumerate() {
+        s.push_str(&format!(
+            "  {i}) exec /bin/sh {} ;;\n",
+            sh_quote(&script.display().to_string())
+        ));
+    }
+    s.push_str(
+        "  *) echo \"repro: no stage for array task $SLURM_ARRAY_TASK_ID\" >&2; exit 2 ;;\nesac\n",
+    );
+    s
+}
+
 /// Quote a word for a POSIX shell: bare when it is plainly safe, else single-quoted.
 pub fn sh_quote(s: &str) -> String {
     let safe = !s.is_empty()
@@ -243,6 +272,35 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("CUDA_VISIBLE_DEVICES=3"), "{text}");
+    }
+
+    #[test]
+    fn an_array_element_runs_the_script_of_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut scripts = Vec::new();
+        for i in 0..3 {
+            let p = dir.path().join(format!("it's {i}.sh"));
+            std::fs::write(&p, format!("echo stage {i}\n")).unwrap();
+            scripts.push(p);
+        }
+        let refs: Vec<&Path> = scripts.iter().map(PathBuf::as_path).collect();
+        let text = array_script("s", &refs, &["--array=0-2%2".into()]);
+        assert!(text.contains("--array=0-2%2"), "{text}");
+        let run = |task: &str| {
+            Command::new("sh")
+                .arg("-c")
+                .arg(&text)
+                .env("SLURM_ARRAY_TASK_ID", task)
+                .output()
+                .unwrap()
+        };
+        for i in 0..3 {
+            let o = run(&i.to_string());
+            assert_eq!(String::from_utf8_lossy(&o.stdout), format!("stage {i}\n"));
+        }
+        let o = run("7");
+        assert_eq!(o.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("no stage for array task 7"));
     }
 
     #[test]
