@@ -852,8 +852,6 @@ fn make_job(
             ]
         }
     };
-    // Measured (CPU time, peak memory) for the run trace: see crate::trace.
-    let argv = crate::trace::wrap(exe, &crate::trace::usage_path(&ws.cache_dir, &file_safe(&stage.name)), argv);
     Ok(Job {
         id,
         stage: stage.name.clone(),
@@ -863,6 +861,8 @@ fn make_job(
         log: ws.log_path(&stage.name),
         resources: stage.resources.clone(),
         gpus: gpus.to_vec(),
+        // Measured (CPU time, peak memory) for the run trace: see crate::trace.
+        usage: Some(crate::trace::usage_path(&ws.cache_dir, &file_safe(&stage.name))),
     })
 }
 

@@ -310,8 +310,19 @@ impl SlurmExecutor {
     }
 }
 
+/// A job whose usage is wanted runs under `repro internal measure` on its node: there is no
+/// supervisor of ours around a Slurm job to measure it (see `crate::trace`).
+fn measured(mut job: Job) -> Result<Job> {
+    if let Some(usage) = job.usage.take() {
+        let exe = std::env::current_exe().context("cannot find the repro binary")?;
+        job.argv = crate::trace::wrap(&exe, &usage, std::mem::take(&mut job.argv));
+    }
+    Ok(job)
+}
+
 impl Executor for SlurmExecutor {
     fn submit(&mut self, job: Job) -> Result<()> {
+        let job = measured(job)?;
         let log = if job.log.is_absolute() {
             job.log.clone()
         } else {

@@ -142,6 +142,7 @@ mod tests {
                 partition: Some("gpu".into()),
             },
             gpus: vec![],
+            usage: None,
         }
     }
 
