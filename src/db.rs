@@ -32,6 +32,11 @@ const RUNS: TableDefinition<&str, &str> = TableDefinition::new("runs");
 /// "lock" → blake3 of repro.lock's text (32 bytes) + the same lock as JSON: parsing YAML is
 /// the slowest part of a no-op run on large pipelines, JSON is several times faster.
 const PARSED_LOCK: TableDefinition<&str, &[u8]> = TableDefinition::new("parsed_lock");
+/// plan key → the checked plan (`crate::plan_cache`). Created by the first write, so opening
+/// a database made before it existed writes nothing.
+const PLANS: TableDefinition<&str, &[u8]> = TableDefinition::new("plans");
+/// Plans kept (one per combination of pipeline file and options); more clears the table.
+const MAX_PLANS: u64 = 16;
 
 /// What the run cache remembers of one successful execution.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -298,6 +303,48 @@ impl StateDb {
             {
                 let mut t = tx.open_table(PARSED_LOCK)?;
                 t.insert("lock", value.as_slice())?;
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        write().map_err(|e| self.failed(e, "write"))
+    }
+
+    /// The stored plan under `key`, as bytes (checked by `crate::plan_cache`).
+    pub fn plan(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let t = match tx.open_table(PLANS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// The keys of every stored plan.
+    pub fn plan_keys(&self) -> Result<Vec<String>> {
+        let tx = self.db.begin_read()?;
+        let t = match tx.open_table(PLANS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut keys = Vec::new();
+        for item in t.iter()? {
+            keys.push(item?.0.value().to_string());
+        }
+        Ok(keys)
+    }
+
+    pub fn put_plan(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let write = || -> Result<(), redb::Error> {
+            let tx = self.db.begin_write()?;
+            {
+                let mut t = tx.open_table(PLANS)?;
+                if t.len()? >= MAX_PLANS && t.get(key)?.is_none() {
+                    t.retain(|_, _| false)?;
+                }
+                t.insert(key, bytes)?;
             }
             tx.commit()?;
             Ok(())
