@@ -73,6 +73,10 @@ pub struct StateDb {
 /// The stat cache as loaded.
 pub type StatEntries = hashing::PathMap<(StatKey, [u8; 32])>;
 
+/// Called with the database as soon as it is open, before the stat cache is read (the state
+/// loader hands the stored plan to the main thread from here; see `run::StateLoader`).
+pub type OnOpen<'a> = &'a mut dyn FnMut(&StateDb);
+
 /// Why the database could not be opened.
 enum OpenFailure {
     /// Another process holds it.
@@ -139,6 +143,15 @@ impl StateDb {
     /// process holds it (`Ok(None)` if it stays busy). A damaged file is rebuilt, with a
     /// warning.
     pub fn open_and_load(path: &Path, wait: Duration) -> Result<Option<(StateDb, StatEntries)>> {
+        Self::open_and_load_with(path, wait, &mut |_| {})
+    }
+
+    /// [`Self::open_and_load`], calling `on_open` as soon as the database is open.
+    pub fn open_and_load_with(
+        path: &Path,
+        wait: Duration,
+        on_open: OnOpen,
+    ) -> Result<Option<(StateDb, StatEntries)>> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -146,7 +159,7 @@ impl StateDb {
         let io_error = |e: redb::Error| {
             anyhow::Error::new(e).context(format!("cannot open state database {}", path.display()))
         };
-        match Self::try_open(path, wait) {
+        match Self::try_open(path, wait, &mut *on_open) {
             Ok(x) => Ok(Some(x)),
             Err(OpenFailure::Busy) => Ok(None),
             Err(OpenFailure::Io(e)) => Err(io_error(e)),
@@ -159,7 +172,7 @@ impl StateDb {
                 );
                 std::fs::remove_file(path)
                     .with_context(|| format!("cannot remove {}", path.display()))?;
-                match Self::try_open(path, wait) {
+                match Self::try_open(path, wait, on_open) {
                     Ok(x) => Ok(Some(x)),
                     Err(OpenFailure::Busy) => Ok(None),
                     Err(OpenFailure::Io(e)) => Err(io_error(e)),
@@ -175,12 +188,17 @@ impl StateDb {
     /// else `None` (busy, on a read-only file system, damaged: a warning, and the next
     /// `repro run` rebuilds it). Never fails, never deletes.
     pub fn open_for_reading(path: &Path) -> Option<(StateDb, StatEntries)> {
+        Self::open_for_reading_with(path, &mut |_| {})
+    }
+
+    /// [`Self::open_for_reading`], calling `on_open` as soon as the database is open.
+    pub fn open_for_reading_with(path: &Path, on_open: OnOpen) -> Option<(StateDb, StatEntries)> {
         if let Some(dir) = path.parent()
             && std::fs::create_dir_all(dir).is_err()
         {
             return None;
         }
-        match Self::try_open(path, Duration::ZERO) {
+        match Self::try_open(path, Duration::ZERO, on_open) {
             Ok(x) => Some(x),
             Err(OpenFailure::Unreadable(why)) => {
                 eprintln!(
@@ -194,10 +212,10 @@ impl StateDb {
         }
     }
 
-    fn try_open(path: &Path, wait: Duration) -> Result<(StateDb, StatEntries), OpenFailure> {
+    fn try_open(path: &Path, wait: Duration, on_open: OnOpen) -> Result<(StateDb, StatEntries), OpenFailure> {
         let start = Instant::now();
         loop {
-            let attempt = catch_quietly(|| Self::open_once(path))
+            let attempt = catch_quietly(|| Self::open_once(path, &mut *on_open))
                 .map_err(OpenFailure::Unreadable)
                 .and_then(|r| r.map_err(OpenFailure::of));
             match attempt {
@@ -209,7 +227,7 @@ impl StateDb {
         }
     }
 
-    fn open_once(path: &Path) -> Result<(StateDb, StatEntries), redb::Error> {
+    fn open_once(path: &Path, on_open: OnOpen) -> Result<(StateDb, StatEntries), redb::Error> {
         let db = Database::create(path)?;
         // Create the tables once; later opens only read (and so work on a full disk).
         let exists = {
@@ -223,15 +241,14 @@ impl StateDb {
             tx.open_table(PARSED_LOCK)?;
             tx.commit()?;
         }
-        let entries = Self::read_stat(&db)?;
-        Ok((
-            StateDb {
-                db,
-                path: path.to_path_buf(),
-                first_io: Default::default(),
-            },
-            entries,
-        ))
+        let db = StateDb {
+            db,
+            path: path.to_path_buf(),
+            first_io: Default::default(),
+        };
+        on_open(&db);
+        let entries = Self::read_stat(&db.db)?;
+        Ok((db, entries))
     }
 
     fn read_stat(db: &Database) -> Result<StatEntries, redb::Error> {

@@ -184,12 +184,21 @@ pub fn load_state_in_background(file: &Path, opts: &LoadOptions, run_lock: Optio
             None => None,
         };
         let db_wait = if guard.is_some() { Duration::from_secs(30) } else { Duration::ZERO };
-        let ws = if guard.is_some() {
-            Workspace::open(&root, db_wait)?
-        } else {
-            Workspace::open_for_reading(&root)?
+        // The stored plan goes to the main thread as soon as the database is open (once; a
+        // damaged file reopened sends nothing more), before the stat cache is read.
+        let mut plan_tx = Some(plan_tx);
+        let mut send_plan = |db: &crate::db::StateDb| {
+            if let Some(tx) = plan_tx.take() {
+                let _ = tx.send(db.plan(&key).ok().flatten());
+            }
         };
-        let _ = plan_tx.send(ws.db.as_ref().and_then(|db| db.plan(&key).ok().flatten()));
+        let ws = if guard.is_some() {
+            Workspace::open_with(&root, db_wait, &mut send_plan)?
+        } else {
+            Workspace::open_for_reading_with(&root, &mut send_plan)?
+        };
+        // No database (busy, read-only): the sender is dropped here and the plan is parsed.
+        drop(send_plan);
         if let Some(g) = &guard
             && g.taken_over
         {
