@@ -187,7 +187,7 @@ pub fn load_state_in_background(file: &Path, opts: &LoadOptions, run_lock: Optio
         // The stored plan goes to the main thread as soon as the database is open (once; a
         // damaged file reopened sends nothing more), before the stat cache is read.
         let mut plan_tx = Some(plan_tx);
-        let mut send_plan = |db: &crate::db::StateDb| {
+        let mut send_plan = move |db: &crate::db::StateDb| {
             if let Some(tx) = plan_tx.take() {
                 let _ = tx.send(db.plan(&key).ok().flatten());
             }

@@ -544,4 +544,27 @@ mod tests {
             assert!(e.contains(needle), "{e}");
         }
     }
+
+    #[test]
+    fn a_job_whose_usage_is_wanted_runs_under_measure() {
+        let job = Job {
+            id: 1,
+            stage: "s".into(),
+            argv: vec!["sh".into(), "-c".into(), "true".into()],
+            env: vec![],
+            cwd: "/ws".into(),
+            log: "/ws/s.log".into(),
+            resources: Default::default(),
+            gpus: vec![],
+            usage: Some("/ws/cache/trace/s.json".into()),
+        };
+        let plain = measured(Job { usage: None, ..job.clone() }).unwrap();
+        assert_eq!(plain.argv, ["sh", "-c", "true"]);
+        let wrapped = measured(job).unwrap();
+        assert_eq!(
+            wrapped.argv[1..],
+            ["internal", "measure", "/ws/cache/trace/s.json", "--", "sh", "-c", "true"]
+        );
+        assert!(wrapped.usage.is_none());
+    }
 }
