@@ -405,6 +405,9 @@ pub enum Internal {
     /// Run a stage's command under a supervisor that stops its whole process tree when the
     /// engine goes away (see `executor::supervise`).
     Supervise {
+        /// Where to write the stage's wall/CPU time and peak memory (JSON) for the run trace.
+        #[arg(long)]
+        usage: Option<PathBuf>,
         /// The stage's command and its arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         argv: Vec<std::ffi::OsString>,
@@ -468,7 +471,7 @@ pub fn main() -> i32 {
         }
         Command::Internal { what: Internal::RunKind { spec } } => run_kind(&spec),
         // Straight out: nothing of the engine's (timings included) may reach the stage's log.
-        Command::Internal { what: Internal::Supervise { argv } } => std::process::exit(crate::executor::supervise::main(&argv)),
+        Command::Internal { what: Internal::Supervise { usage, argv } } => std::process::exit(crate::executor::supervise::main(&argv, usage.as_deref())),
         Command::Internal { what: Internal::Measure { out, argv } } => crate::trace::measure(&out, &argv),
         Command::Params { what: ParamsCmd::Diff(args) } => cmd_diff(&args, false),
         Command::Metrics { what: MetricsCmd::Diff(args) } => cmd_diff(&args, true),

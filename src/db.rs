@@ -32,6 +32,11 @@ const RUNS: TableDefinition<&str, &str> = TableDefinition::new("runs");
 /// "lock" → blake3 of repro.lock's text (32 bytes) + the same lock as JSON: parsing YAML is
 /// the slowest part of a no-op run on large pipelines, JSON is several times faster.
 const PARSED_LOCK: TableDefinition<&str, &[u8]> = TableDefinition::new("parsed_lock");
+/// plan key → the checked plan (`crate::plan_cache`). Created by the first write, so opening
+/// a database made before it existed writes nothing.
+const PLANS: TableDefinition<&str, &[u8]> = TableDefinition::new("plans");
+/// Plans kept (one per combination of pipeline file and options); more clears the table.
+const MAX_PLANS: u64 = 16;
 
 /// What the run cache remembers of one successful execution.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -67,6 +72,10 @@ pub struct StateDb {
 
 /// The stat cache as loaded.
 pub type StatEntries = hashing::PathMap<(StatKey, [u8; 32])>;
+
+/// Called with the database as soon as it is open, before the stat cache is read (the state
+/// loader hands the stored plan to the main thread from here; see `run::StateLoader`).
+pub type OnOpen<'a> = &'a mut dyn FnMut(&StateDb);
 
 /// Why the database could not be opened.
 enum OpenFailure {
@@ -134,6 +143,15 @@ impl StateDb {
     /// process holds it (`Ok(None)` if it stays busy). A damaged file is rebuilt, with a
     /// warning.
     pub fn open_and_load(path: &Path, wait: Duration) -> Result<Option<(StateDb, StatEntries)>> {
+        Self::open_and_load_with(path, wait, &mut |_| {})
+    }
+
+    /// [`Self::open_and_load`], calling `on_open` as soon as the database is open.
+    pub fn open_and_load_with(
+        path: &Path,
+        wait: Duration,
+        on_open: OnOpen,
+    ) -> Result<Option<(StateDb, StatEntries)>> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -141,7 +159,7 @@ impl StateDb {
         let io_error = |e: redb::Error| {
             anyhow::Error::new(e).context(format!("cannot open state database {}", path.display()))
         };
-        match Self::try_open(path, wait) {
+        match Self::try_open(path, wait, &mut *on_open) {
             Ok(x) => Ok(Some(x)),
             Err(OpenFailure::Busy) => Ok(None),
             Err(OpenFailure::Io(e)) => Err(io_error(e)),
@@ -154,7 +172,7 @@ impl StateDb {
                 );
                 std::fs::remove_file(path)
                     .with_context(|| format!("cannot remove {}", path.display()))?;
-                match Self::try_open(path, wait) {
+                match Self::try_open(path, wait, on_open) {
                     Ok(x) => Ok(Some(x)),
                     Err(OpenFailure::Busy) => Ok(None),
                     Err(OpenFailure::Io(e)) => Err(io_error(e)),
@@ -170,12 +188,17 @@ impl StateDb {
     /// else `None` (busy, on a read-only file system, damaged: a warning, and the next
     /// `repro run` rebuilds it). Never fails, never deletes.
     pub fn open_for_reading(path: &Path) -> Option<(StateDb, StatEntries)> {
+        Self::open_for_reading_with(path, &mut |_| {})
+    }
+
+    /// [`Self::open_for_reading`], calling `on_open` as soon as the database is open.
+    pub fn open_for_reading_with(path: &Path, on_open: OnOpen) -> Option<(StateDb, StatEntries)> {
         if let Some(dir) = path.parent()
             && std::fs::create_dir_all(dir).is_err()
         {
             return None;
         }
-        match Self::try_open(path, Duration::ZERO) {
+        match Self::try_open(path, Duration::ZERO, on_open) {
             Ok(x) => Some(x),
             Err(OpenFailure::Unreadable(why)) => {
                 eprintln!(
@@ -189,10 +212,10 @@ impl StateDb {
         }
     }
 
-    fn try_open(path: &Path, wait: Duration) -> Result<(StateDb, StatEntries), OpenFailure> {
+    fn try_open(path: &Path, wait: Duration, on_open: OnOpen) -> Result<(StateDb, StatEntries), OpenFailure> {
         let start = Instant::now();
         loop {
-            let attempt = catch_quietly(|| Self::open_once(path))
+            let attempt = catch_quietly(|| Self::open_once(path, &mut *on_open))
                 .map_err(OpenFailure::Unreadable)
                 .and_then(|r| r.map_err(OpenFailure::of));
             match attempt {
@@ -204,7 +227,7 @@ impl StateDb {
         }
     }
 
-    fn open_once(path: &Path) -> Result<(StateDb, StatEntries), redb::Error> {
+    fn open_once(path: &Path, on_open: OnOpen) -> Result<(StateDb, StatEntries), redb::Error> {
         let db = Database::create(path)?;
         // Create the tables once; later opens only read (and so work on a full disk).
         let exists = {
@@ -218,15 +241,14 @@ impl StateDb {
             tx.open_table(PARSED_LOCK)?;
             tx.commit()?;
         }
-        let entries = Self::read_stat(&db)?;
-        Ok((
-            StateDb {
-                db,
-                path: path.to_path_buf(),
-                first_io: Default::default(),
-            },
-            entries,
-        ))
+        let db = StateDb {
+            db,
+            path: path.to_path_buf(),
+            first_io: Default::default(),
+        };
+        on_open(&db);
+        let entries = Self::read_stat(&db.db)?;
+        Ok((db, entries))
     }
 
     fn read_stat(db: &Database) -> Result<StatEntries, redb::Error> {
@@ -298,6 +320,48 @@ impl StateDb {
             {
                 let mut t = tx.open_table(PARSED_LOCK)?;
                 t.insert("lock", value.as_slice())?;
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        write().map_err(|e| self.failed(e, "write"))
+    }
+
+    /// The stored plan under `key`, as bytes (checked by `crate::plan_cache`).
+    pub fn plan(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let t = match tx.open_table(PLANS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// The keys of every stored plan.
+    pub fn plan_keys(&self) -> Result<Vec<String>> {
+        let tx = self.db.begin_read()?;
+        let t = match tx.open_table(PLANS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut keys = Vec::new();
+        for item in t.iter()? {
+            keys.push(item?.0.value().to_string());
+        }
+        Ok(keys)
+    }
+
+    pub fn put_plan(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let write = || -> Result<(), redb::Error> {
+            let tx = self.db.begin_write()?;
+            {
+                let mut t = tx.open_table(PLANS)?;
+                if t.len()? >= MAX_PLANS && t.get(key)?.is_none() {
+                    t.retain(|_, _| false)?;
+                }
+                t.insert(key, bytes)?;
             }
             tx.commit()?;
             Ok(())

@@ -36,8 +36,13 @@ impl Workspace {
     /// Open the workspace state. `wait_db`: how long to wait if another process holds the
     /// state database (a reader may pass zero and work without it).
     pub fn open(root: &Path, wait_db: Duration) -> Result<Workspace> {
+        Self::open_with(root, wait_db, &mut |_| {})
+    }
+
+    /// [`Self::open`], calling `on_open` as soon as the state database is open.
+    pub fn open_with(root: &Path, wait_db: Duration, on_open: crate::db::OnOpen) -> Result<Workspace> {
         let cache_dir = root.join("cache");
-        let (db, stat) = match StateDb::open_and_load(&cache_dir.join("state.redb"), wait_db)? {
+        let (db, stat) = match StateDb::open_and_load_with(&cache_dir.join("state.redb"), wait_db, on_open)? {
             Some((db, entries)) => (Some(db), StatCache::from_entries(entries)),
             None => (None, StatCache::default()),
         };
@@ -48,8 +53,13 @@ impl Workspace {
     /// without the state database when it cannot be had — busy, unreadable, or on a
     /// read-only file system (its stat cache only saves re-hashing).
     pub fn open_for_reading(root: &Path) -> Result<Workspace> {
+        Self::open_for_reading_with(root, &mut |_| {})
+    }
+
+    /// [`Self::open_for_reading`], calling `on_open` as soon as the state database is open.
+    pub fn open_for_reading_with(root: &Path, on_open: crate::db::OnOpen) -> Result<Workspace> {
         let cache_dir = root.join("cache");
-        let (db, stat) = match StateDb::open_for_reading(&cache_dir.join("state.redb")) {
+        let (db, stat) = match StateDb::open_for_reading_with(&cache_dir.join("state.redb"), on_open) {
             Some((db, entries)) => (Some(db), StatCache::from_entries(entries)),
             None => (None, StatCache::default()),
         };

@@ -21,9 +21,34 @@ pub struct Dag {
     /// The stat of every dep that no stage produces, taken (in parallel) while checking that
     /// it exists; the hasher starts from these instead of stat-ing each path a second time.
     pub source_stats: crate::hashing::PathMap<std::fs::Metadata>,
+    /// Deps that no stage produces, as (stage, dep index).
+    sources: Vec<(usize, usize)>,
+}
+
+/// What a DAG is made of that depends on the pipeline alone, not on the file system: its
+/// edges and the deps no stage produces. Kept with a cached plan (`crate::plan_cache`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Shape {
+    /// producer → consumer.
+    pub edges: Vec<(u32, u32)>,
+    /// (stage, dep index) of every dep no stage produces.
+    pub sources: Vec<(u32, u32)>,
 }
 
 impl Dag {
+    /// The part of this DAG that a cached plan keeps.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            edges: self
+                .graph
+                .raw_edges()
+                .iter()
+                .map(|e| (e.source().index() as u32, e.target().index() as u32))
+                .collect(),
+            sources: self.sources.iter().map(|&(i, k)| (i as u32, k as u32)).collect(),
+        }
+    }
+
     fn node(&self, stage: usize) -> NodeIndex {
         NodeIndex::new(stage)
     }
@@ -167,8 +192,67 @@ pub fn build(p: &Pipeline) -> Result<Dag, SpecErrors> {
             }
         }
     }
-    let source_stats = stat_sources(p, &sources);
-    for &(i, k) in &sources {
+    let source_stats = check_sources(p, &sources, &mut errors);
+    let dag = Dag { graph, source_stats, sources };
+    for scc in tarjan_scc(&dag.graph) {
+        let self_loop = scc.len() == 1 && dag.graph.contains_edge(scc[0], scc[0]);
+        if scc.len() > 1 || self_loop {
+            let cycle = cycle_path(&dag, &scc);
+            let names: Vec<&str> = cycle.iter().map(|&i| p.stages[i].name.as_str()).collect();
+            let first = &p.stages[cycle[0]];
+            errors.push(
+                SpecError::at(
+                    &first.mark,
+                    format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]),
+                )
+                .in_stage(&first.name)
+                .note("each stage in the cycle consumes an output of the one before it"),
+            );
+        }
+    }
+
+    if errors.is_empty() {
+        Ok(dag)
+    } else {
+        Err(SpecErrors(errors))
+    }
+}
+
+/// Rebuild the DAG of a pipeline from the [`Shape`] kept with its cached plan: only what
+/// depends on the file system is checked again (the sources exist and are files or
+/// directories); the rest was checked when the shape was made.
+pub fn rebuild(p: &Pipeline, shape: &Shape) -> Result<Dag, SpecErrors> {
+    let n = p.stages.len();
+    let bad = |&(a, b): &(u32, u32)| a as usize >= n || b as usize >= n;
+    let bad_source = |&(i, k): &(u32, u32)| p.stages.get(i as usize).is_none_or(|s| k as usize >= s.deps.len());
+    if shape.edges.iter().any(bad) || shape.sources.iter().any(bad_source) {
+        return Err(SpecErrors(vec![SpecError::plain("the cached plan does not fit its pipeline")]));
+    }
+    let mut graph = DiGraph::with_capacity(n, shape.edges.len());
+    for i in 0..n {
+        graph.add_node(i);
+    }
+    for &(a, b) in &shape.edges {
+        graph.add_edge(NodeIndex::new(a as usize), NodeIndex::new(b as usize), ());
+    }
+    let sources: Vec<(usize, usize)> = shape.sources.iter().map(|&(i, k)| (i as usize, k as usize)).collect();
+    let mut errors = Vec::new();
+    let source_stats = check_sources(p, &sources, &mut errors);
+    if errors.is_empty() {
+        Ok(Dag { graph, source_stats, sources })
+    } else {
+        Err(SpecErrors(errors))
+    }
+}
+
+/// Stat the sources and check that each exists and has content that can be hashed.
+fn check_sources(
+    p: &Pipeline,
+    sources: &[(usize, usize)],
+    errors: &mut Vec<SpecError>,
+) -> crate::hashing::PathMap<std::fs::Metadata> {
+    let source_stats = stat_sources(p, sources);
+    for &(i, k) in sources {
         let (s, d) = (&p.stages[i], &p.stages[i].deps[k]);
         match source_stats.get(&d.path) {
             None => errors.push(
@@ -193,30 +277,7 @@ pub fn build(p: &Pipeline) -> Result<Dag, SpecErrors> {
             }
         }
     }
-
-    let dag = Dag { graph, source_stats };
-    for scc in tarjan_scc(&dag.graph) {
-        let self_loop = scc.len() == 1 && dag.graph.contains_edge(scc[0], scc[0]);
-        if scc.len() > 1 || self_loop {
-            let cycle = cycle_path(&dag, &scc);
-            let names: Vec<&str> = cycle.iter().map(|&i| p.stages[i].name.as_str()).collect();
-            let first = &p.stages[cycle[0]];
-            errors.push(
-                SpecError::at(
-                    &first.mark,
-                    format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]),
-                )
-                .in_stage(&first.name)
-                .note("each stage in the cycle consumes an output of the one before it"),
-            );
-        }
-    }
-
-    if errors.is_empty() {
-        Ok(dag)
-    } else {
-        Err(SpecErrors(errors))
-    }
+    source_stats
 }
 
 /// Stat every distinct source dep (following symlinks), in parallel: at thousands of deps the

@@ -28,6 +28,7 @@ pub mod kinds;
 pub mod lockfile;
 pub mod maintenance;
 pub mod plan;
+pub mod plan_cache;
 pub mod progress;
 pub mod remote;
 pub mod run;

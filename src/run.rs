@@ -80,7 +80,15 @@ impl std::fmt::Display for Summary {
 pub fn load(file: &Path, opts: &LoadOptions) -> Result<(Pipeline, crate::graph::Dag)> {
     let p = crate::spec::load(file, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     let dag = crate::graph::build(&p);
-    // What the engine may write or delete (docs/safety.md), checked before anything runs.
+    checked(p, dag)
+}
+
+/// The pipeline with its DAG once what the engine may write or delete (docs/safety.md) is
+/// checked too, before anything runs; every error of both checks at once.
+fn checked(
+    p: Pipeline,
+    dag: Result<crate::graph::Dag, crate::spec::SpecErrors>,
+) -> Result<(Pipeline, crate::graph::Dag)> {
     let confined = crate::confine::check_pipeline(&p);
     match (dag, confined) {
         (Ok(dag), Ok(())) => Ok((p, dag)),
@@ -157,21 +165,42 @@ pub type State = (Option<WorkspaceLock>, Workspace, LockFile);
 /// (and needs the state database); `None` reads without them, as `status` and `--dry-run` do.
 /// Dropping it unjoined (the pipeline failed to parse) still waits for the thread, so the
 /// process never exits while the state database is being created or written.
-pub struct StateLoader(Option<std::thread::JoinHandle<Result<State>>>);
+///
+/// As soon as the state database is open, the thread also hands over the checked plan stored
+/// there for this pipeline and these options, if any (see [`StateLoader::pipeline`]).
+pub struct StateLoader {
+    handle: Option<std::thread::JoinHandle<Result<State>>>,
+    /// The stored plan's bytes (`None`: no database, or no plan under `plan_key`).
+    plan: Option<crossbeam_channel::Receiver<Option<Vec<u8>>>>,
+    plan_key: String,
+}
 
-pub fn load_state_in_background(file: &Path, run_lock: Option<bool>) -> StateLoader {
+pub fn load_state_in_background(file: &Path, opts: &LoadOptions, run_lock: Option<bool>) -> StateLoader {
     let root = crate::spec::workspace_root(file);
-    StateLoader(Some(std::thread::spawn(move || -> Result<State> {
+    let plan_key = crate::plan_cache::key(file, opts);
+    let (plan_tx, plan_rx) = crossbeam_channel::bounded(1);
+    let key = plan_key.clone();
+    let handle = std::thread::spawn(move || -> Result<State> {
         let guard = match run_lock {
             Some(wait) => Some(WorkspaceLock::acquire(&root.join("cache"), wait)?),
             None => None,
         };
         let db_wait = if guard.is_some() { Duration::from_secs(30) } else { Duration::ZERO };
-        let ws = if guard.is_some() {
-            Workspace::open(&root, db_wait)?
-        } else {
-            Workspace::open_for_reading(&root)?
+        // The stored plan goes to the main thread as soon as the database is open (once; a
+        // damaged file reopened sends nothing more), before the stat cache is read.
+        let mut plan_tx = Some(plan_tx);
+        let mut send_plan = move |db: &crate::db::StateDb| {
+            if let Some(tx) = plan_tx.take() {
+                let _ = tx.send(db.plan(&key).ok().flatten());
+            }
         };
+        let ws = if guard.is_some() {
+            Workspace::open_with(&root, db_wait, &mut send_plan)?
+        } else {
+            Workspace::open_for_reading_with(&root, &mut send_plan)?
+        };
+        // No database (busy, read-only): the sender is dropped here and the plan is parsed.
+        drop(send_plan);
         if let Some(g) = &guard
             && g.taken_over
         {
@@ -186,19 +215,39 @@ pub fn load_state_in_background(file: &Path, run_lock: Option<bool>) -> StateLoa
         }
         let lock = crate::engine::read_lock(&ws)?;
         Ok((guard, ws, lock))
-    })))
+    });
+    StateLoader {
+        handle: Some(handle),
+        plan: Some(plan_rx),
+        plan_key,
+    }
 }
 
 impl StateLoader {
+    /// The pipeline and its DAG: the plan stored in the state database when every file it
+    /// was made from is unchanged (the checks that depend on the file system are made again),
+    /// else loaded from the files. The third value is set when it was loaded: the key under
+    /// which to keep it ([`crate::plan_cache::remember`], once the state is joined).
+    pub fn pipeline(&mut self, file: &Path, opts: &LoadOptions) -> Result<(Pipeline, crate::graph::Dag, Option<String>)> {
+        let stored = self.plan.take().and_then(|rx| rx.recv().ok().flatten());
+        if let Some((p, shape)) = stored.and_then(|b| crate::plan_cache::lookup(&b, &self.plan_key)) {
+            let dag = crate::graph::rebuild(&p, &shape);
+            let (p, dag) = checked(p, dag)?;
+            return Ok((p, dag, None));
+        }
+        let (p, dag) = load(file, opts)?;
+        Ok((p, dag, Some(self.plan_key.clone())))
+    }
+
     pub fn join(mut self) -> Result<State> {
-        let handle = self.0.take().expect("joined once");
+        let handle = self.handle.take().expect("joined once");
         handle.join().map_err(|_| anyhow::anyhow!("loading the workspace state panicked"))?
     }
 }
 
 impl Drop for StateLoader {
     fn drop(&mut self) {
-        if let Some(h) = self.0.take() {
+        if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
     }
@@ -220,12 +269,13 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     let mut phases = crate::progress::Phases::start();
     // Before anything hashes (the state loader, retiring stages, assessing).
     install_interrupt_handler();
-    let state = load_state_in_background(&opts.file, (!opts.dry_run).then_some(opts.wait));
-    let (p, mut dag) = load(&opts.file, &opts.load)?;
-    phases.mark("parse + check pipeline");
+    let mut state = load_state_in_background(&opts.file, &opts.load, (!opts.dry_run).then_some(opts.wait));
+    let (p, mut dag, parsed) = state.pipeline(&opts.file, &opts.load)?;
+    phases.mark(if parsed.is_some() { "parse + check pipeline" } else { "reuse checked plan" });
     let selected = crate::targets::select(&p, &dag, &opts.targets, opts.downstream)?;
     // Held (when taken) until the run ends.
     let (_run_lock, mut ws, mut lock) = state.join()?;
+    crate::plan_cache::remember(&ws, parsed, &p, &dag);
     ws.source_stats = std::mem::take(&mut dag.source_stats);
     phases.mark("wait for workspace state");
     if opts.dry_run {
@@ -907,8 +957,6 @@ fn make_job(
             ]
         }
     };
-    // Measured (CPU time, peak memory) for the run trace: see crate::trace.
-    let argv = crate::trace::wrap(exe, &crate::trace::usage_path(&ws.cache_dir, &file_safe(&stage.name)), argv);
     Ok(Job {
         id,
         stage: stage.name.clone(),
@@ -918,6 +966,8 @@ fn make_job(
         log: ws.log_path(&stage.name),
         resources: stage.resources.clone(),
         gpus: gpus.to_vec(),
+        // Measured (CPU time, peak memory) for the run trace: see crate::trace.
+        usage: Some(crate::trace::usage_path(&ws.cache_dir, &file_safe(&stage.name))),
     })
 }
 

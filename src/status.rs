@@ -47,10 +47,11 @@ pub fn status(
     targets: &[String],
     downstream: bool,
 ) -> Result<Vec<StageStatus>> {
-    let state = crate::run::load_state_in_background(file, None);
-    let (p, mut dag) = crate::run::load(file, opts)?;
+    let mut state = crate::run::load_state_in_background(file, opts, None);
+    let (p, mut dag, parsed) = state.pipeline(file, opts)?;
     let selected = crate::targets::select(&p, &dag, targets, downstream)?;
     let (_, mut ws, lock) = state.join()?;
+    crate::plan_cache::remember(&ws, parsed, &p, &dag);
     ws.source_stats = std::mem::take(&mut dag.source_stats);
     let mut out = Vec::new();
     let mut states: HashMap<&str, State> = HashMap::new();

@@ -1,14 +1,16 @@
 //! The run trace: what every stage run cost, appended to `cache/trace.jsonl`; `repro trace`.
 //!
-//! A stage's process is started through `repro internal measure`, which runs the stage's own
-//! command as its child, waits for it with `wait4` and writes the kernel's account of it: wall
-//! time, CPU time (user + system) and peak resident memory, each covering the whole process
-//! tree the stage waited for. Measuring inside the job, not in the engine, gives the same
-//! record for both executors (a Slurm job runs the same wrapper on its node, and the record
-//! carries the job id) without attributing one stage's children to another. The engine then
-//! appends one JSON line per finished run: the stage, its key, when it started, the figures,
-//! GPUs × wall time, how it ended, and where it ran. Peak memory is the largest resident set
-//! of any one process of the tree (what `getrusage` reports), not the sum of concurrent ones.
+//! The process that waits for a stage's command measures it: it waits with `wait4` and writes
+//! the kernel's account of the command: wall time, CPU time (user + system) and peak resident
+//! memory, each covering the whole process tree the command waited for. Locally that process
+//! is the stage's supervisor (`repro internal supervise --usage FILE`, see
+//! `executor::supervise`), so a stage runs under one wrapper, not two; a Slurm job runs
+//! `repro internal measure` on its node, and the record carries the job id. Measuring next to
+//! the stage, not in the engine, gives the same record for both executors without attributing
+//! one stage's children to another. The engine then appends one JSON line per finished run:
+//! the stage, its key, when it started, the figures, GPUs × wall time, how it ended, and where
+//! it ran. Peak memory is the largest resident set of any one process of the tree (what
+//! `getrusage` reports), not the sum of concurrent ones.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -80,7 +82,8 @@ pub fn usage_path(cache_dir: &Path, stage_file_name: &str) -> PathBuf {
         .join(format!("{stage_file_name}.json"))
 }
 
-/// The argv that runs `argv` measured, writing to `usage`.
+/// The argv that runs `argv` measured, writing to `usage`: for executors whose jobs have no
+/// supervisor of ours around them (Slurm); the local executor's supervisor measures itself.
 pub fn wrap(exe: &Path, usage: &Path, argv: Vec<String>) -> Vec<String> {
     let mut v = vec![
         exe.display().to_string(),
@@ -95,8 +98,8 @@ pub fn wrap(exe: &Path, usage: &Path, argv: Vec<String>) -> Vec<String> {
 
 const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
-/// `repro internal measure OUT -- ARGV…`: run ARGV, write its [`Usage`] to OUT, and end the
-/// way it ended (same exit code, or killed by the same signal).
+/// `repro internal measure OUT -- ARGV…` (Slurm jobs): run ARGV, write its [`Usage`] to OUT,
+/// and end the way it ended (same exit code, or killed by the same signal).
 pub fn measure(out: &Path, argv: &[String]) -> Result<i32> {
     use std::os::unix::process::CommandExt;
     let Some(program) = argv.first() else {
@@ -131,7 +134,24 @@ pub fn measure(out: &Path, argv: &[String]) -> Result<i32> {
             return Ok(127);
         }
     };
-    let pid = child.id() as libc::pid_t;
+    let (_, usage) = wait_measured(child.id() as libc::pid_t, start)
+        .context("measure: cannot wait for the stage")?;
+    drop(child);
+    write_usage(out, &usage);
+    if let Some(sig) = usage.signal {
+        // SAFETY: restore the default action and end by the same signal.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+        return Ok(128 + sig);
+    }
+    Ok(usage.exit_code.unwrap_or(1))
+}
+
+/// Wait for the child `pid` (started at `start`) with `wait4` and account for it: returns its
+/// raw wait status and its [`Usage`].
+pub fn wait_measured(pid: libc::pid_t, start: Instant) -> std::io::Result<(libc::c_int, Usage)> {
     let mut status: libc::c_int = 0;
     // SAFETY: a zeroed rusage is a valid value for wait4 to fill.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -143,36 +163,33 @@ pub fn measure(out: &Path, argv: &[String]) -> Result<i32> {
         }
         let err = std::io::Error::last_os_error();
         if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(err).context("measure: cannot wait for the stage");
+            return Err(err);
         }
     }
-    drop(child);
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let exited = libc::WIFEXITED(status);
     let usage = Usage {
         wall_s: start.elapsed().as_secs_f64(),
         cpu_s: tv(ru.ru_utime) + tv(ru.ru_stime),
         max_rss_kb: ru.ru_maxrss.max(0) as u64,
-        exit_code: exited.then(|| libc::WEXITSTATUS(status)),
+        exit_code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
         signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
         slurm_job: std::env::var("SLURM_JOB_ID").ok(),
     };
+    Ok((status, usage))
+}
+
+/// Leave `usage` at `out` for the engine. Not fatal: the stage's own result matters more than
+/// its account.
+pub fn write_usage(out: &Path, usage: &Usage) {
     if let Some(dir) = out.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    // Not fatal: the stage's own result matters more than its account.
-    if let Err(e) = std::fs::write(out, serde_json::to_vec(&usage)?) {
+    let res = serde_json::to_vec(usage)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(out, bytes));
+    if let Err(e) = res {
         eprintln!("repro: cannot write {}: {e}", out.display());
     }
-    if let Some(sig) = usage.signal {
-        // SAFETY: restore the default action and end by the same signal.
-        unsafe {
-            libc::signal(sig, libc::SIG_DFL);
-            libc::raise(sig);
-        }
-        return Ok(128 + sig);
-    }
-    Ok(usage.exit_code.unwrap_or(1))
 }
 
 /// Append the trace line of a finished stage run (engine side); the wrapper's usage file is

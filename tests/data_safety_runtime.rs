@@ -357,6 +357,39 @@ fn a_local_time_limit_stops_the_stage_tree() {
     assert!(st.contains("stale  slow"), "{st}");
 }
 
+/// Issue 14, follow-up: a local stage ran under two wrappers (`internal supervise`, then
+/// `internal measure`); the supervisor now measures too. The stage walks its parent chain
+/// and the test finds exactly one `repro` process between the stage's shell and the engine.
+#[test]
+fn a_local_stage_runs_under_exactly_one_repro_wrapper() {
+    let ws = Ws::new("stages:\n  tree:\n    cmd: sh chain.sh\n    outs: [chain.txt]\n");
+    // One line per ancestor, from the stage's shell up to init: pid, name, command line.
+    ws.write(
+        "chain.sh",
+        "p=$$\nwhile [ \"$p\" -gt 1 ]; do\n  printf '%s\\t%s\\t%s\\n' \"$p\" \"$(cat /proc/$p/comm)\" \"$(tr '\\0' ' ' < /proc/$p/cmdline)\" >> chain.tmp\n  p=$(awk '/^PPid:/ {print $2}' /proc/$p/status)\ndone\nmv chain.tmp chain.txt\n",
+    );
+    let engine = run_piped(&ws, &["run"]);
+    let engine_pid = engine.id().to_string();
+    let out = wait_or_kill(engine, Duration::from_secs(30), "repro run");
+    assert!(out.status.success(), "{}", both(&out));
+    let chain = ws.read("chain.txt");
+    let rows: Vec<Vec<&str>> = chain.lines().map(|l| l.split('\t').collect()).collect();
+    let engine_at = rows
+        .iter()
+        .position(|r| r[0] == engine_pid)
+        .unwrap_or_else(|| panic!("the engine ({engine_pid}) is not an ancestor of the stage:\n{chain}"));
+    assert!(rows[engine_at][2].contains(" run"), "{chain}");
+    let wrappers: Vec<&Vec<&str>> = rows[..engine_at].iter().filter(|r| r[1] == "repro").collect();
+    assert_eq!(wrappers.len(), 1, "repro processes between the stage and the engine:\n{chain}");
+    assert!(wrappers[0][2].contains("internal supervise"), "{chain}");
+    assert!(!chain.contains("internal measure"), "{chain}");
+    // The one wrapper still measures the stage for the run trace.
+    let trace = ws.ok(&["trace", "--json"]);
+    let entries: serde_json::Value = serde_json::from_str(&trace).unwrap();
+    assert_eq!(entries[0]["stage"], "tree", "{trace}");
+    assert!(entries[0]["cpu_s"].is_number() && entries[0]["max_rss_kb"].as_u64().unwrap() > 0, "{trace}");
+}
+
 /// Defect 18: "N not started" counted stages that were ready twice.
 #[test]
 fn stages_not_started_are_counted_once() {

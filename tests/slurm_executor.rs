@@ -44,6 +44,7 @@ fn sh_job(id: JobId, stage: &str, ws: &Path, script: &str, resources: Resources)
             ..resources
         },
         gpus: vec![],
+        usage: None,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The local executor: each stage runs under its own supervisor process (see
 //! [`super::supervise`]), which keeps the stage's whole process tree tied to the engine's
-//! life; its stdout and stderr are appended to the stage's log as bytes, progress marker
+//! life and measures it for the run trace; its stdout and stderr are appended to the stage's log as bytes, progress marker
 //! lines relayed as events. A declared `resources: {time: …}` is enforced here: at the limit
 //! the stage's tree is stopped and the stage fails as "timed out after …".
 
@@ -163,7 +163,12 @@ impl Executor for LocalExecutor {
         let exe = std::env::current_exe().context("cannot find the repro binary")?;
         let (death_r, death_w) = death_pipe().context("cannot create a pipe")?;
         let mut cmd = Command::new(&exe);
-        cmd.args(["internal", "supervise", "--"])
+        cmd.args(["internal", "supervise"]);
+        // The supervisor also measures the stage for the run trace: one wrapper, not two.
+        if let Some(usage) = &job.usage {
+            cmd.arg("--usage").arg(usage);
+        }
+        cmd.arg("--")
             .args(&job.argv)
             .current_dir(&job.cwd)
             .envs(job.env.iter().map(|(k, v)| (k, v)))

@@ -54,6 +54,9 @@ pub struct Job {
     /// Concrete GPU indices assigned by the local scheduler (empty under Slurm, which assigns
     /// its own).
     pub gpus: Vec<usize>,
+    /// Where the stage's measured usage goes for the run trace (`crate::trace`), if wanted:
+    /// the local executor's supervisor writes it, a Slurm job runs `internal measure`.
+    pub usage: Option<PathBuf>,
 }
 
 /// How a job ended.

@@ -16,10 +16,15 @@
 //! - the stage's main process exits: whatever it left running is killed (a stage is done
 //!   when its command is; stragglers would hold files, GPUs and the log pipe).
 //!
+//! It is also the process that measures the stage for the run trace: it waits for the stage's
+//! main process with `wait4` and, given `--usage FILE`, leaves its wall and CPU time and peak
+//! memory there (see `crate::trace`), so a local stage runs under this one wrapper only.
+//!
 //! It then exits the way the stage did (same code, or the same signal), so the engine
 //! reports the stage exactly as if it had run it directly.
 
 use std::ffi::OsString;
+use std::path::Path;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -35,9 +40,9 @@ pub const GRACE: Duration = Duration::from_secs(2);
 static STAGE_PGID: AtomicI32 = AtomicI32::new(0);
 static TEARING_DOWN: AtomicBool = AtomicBool::new(false);
 
-/// `repro internal supervise -- ARGV…`: run ARGV and return the exit code to use (or end the
-/// process with the stage's signal).
-pub fn main(argv: &[OsString]) -> i32 {
+/// `repro internal supervise [--usage FILE] -- ARGV…`: run ARGV, write its usage to FILE, and
+/// return the exit code to use (or end the process with the stage's signal).
+pub fn main(argv: &[OsString], usage: Option<&Path>) -> i32 {
     let Some((program, args)) = argv.split_first() else {
         eprintln!("error: supervise needs a command");
         return 2;
@@ -58,7 +63,8 @@ pub fn main(argv: &[OsString]) -> i32 {
             Ok(())
         });
     }
-    let mut child = match cmd.spawn() {
+    let start = Instant::now();
+    let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: cannot start {}: {e}", program.to_string_lossy());
@@ -85,7 +91,14 @@ pub fn main(argv: &[OsString]) -> i32 {
             teardown(false);
         });
     }
-    let status = child.wait();
+    // wait4 rather than Child::wait: the same call gives the stage's resource usage.
+    let status = crate::trace::wait_measured(child.id() as libc::pid_t, start).map(|(raw, measured)| {
+        if let Some(out) = usage {
+            crate::trace::write_usage(out, &measured);
+        }
+        std::process::ExitStatus::from_raw(raw)
+    });
+    drop(child);
     if TEARING_DOWN.load(Ordering::SeqCst) && engine_alive(watch_engine) {
         // Give the rest of the group the same grace to act on its SIGTERM.
         wait_group_empty(Instant::now() + GRACE);

@@ -19,8 +19,9 @@ use yaml::{Mark, Node, Value};
 
 use crate::executor::Resources;
 
-/// A parsed, expanded, validated pipeline.
-#[derive(Debug)]
+/// A parsed, expanded, validated pipeline. Serialisable so that the checked plan can be kept
+/// in the state database and reused while its inputs are unchanged (`crate::plan_cache`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Pipeline {
     /// Workspace root: the directory holding the pipeline file.
     pub root: PathBuf,
@@ -38,10 +39,34 @@ pub struct Pipeline {
     /// Every vars file the pipeline names (top-level and every profile's), workspace-relative
     /// where inside it: the engine must never write or delete them (see `confine`).
     pub vars_files: Vec<String>,
+    /// Every file this load read (the pipeline file first, then each vars file read), with
+    /// the hash of the bytes parsed: what a cached plan must be checked against.
+    pub inputs: Vec<InputFile>,
+}
+
+/// A file the pipeline was loaded from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InputFile {
+    /// Absolute path, as read.
+    pub path: PathBuf,
+    /// The path its marks name (what errors print).
+    pub shown: PathBuf,
+    /// blake3 of the bytes read, hex.
+    pub hash: String,
+}
+
+impl InputFile {
+    fn of(path: &Path, shown: &Path, bytes: &[u8]) -> InputFile {
+        InputFile {
+            path: path.to_path_buf(),
+            shown: shown.to_path_buf(),
+            hash: blake3::hash(bytes).to_hex().to_string(),
+        }
+    }
 }
 
 /// What a stage runs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Action {
     /// A shell command (`sh -c`).
     Cmd(String),
@@ -51,13 +76,13 @@ pub enum Action {
 
 /// A path named by a stage, normalised relative to the workspace (or absolute, for deps
 /// outside it such as `/usr/share/datasets/...`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PathRef {
     pub path: String,
     pub mark: Mark,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Stage {
     /// Full name (`train@cnn,bce-nu` for expanded stages).
     pub name: String,
@@ -141,6 +166,7 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
         ))])
     })?;
     let max_stages = max_stages(opts).map_err(|e| SpecErrors(vec![e]))?;
+    let mut inputs = vec![InputFile::of(&file, &display, &bytes)];
     let doc = yaml::parse_bytes(&display, bytes).map_err(|e| SpecErrors(vec![e]))?;
     let mut errors = Vec::new();
 
@@ -161,7 +187,7 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
     let mut vars = Json::Object(Default::default());
     let mut origins = Origins::new();
     if let Some(v) = doc.get("vars") {
-        merge_vars_node(&mut vars, &mut origins, v, &root_dir, &mut errors);
+        merge_vars_node(&mut vars, &mut origins, v, (&root_dir, &mut inputs), &mut errors);
     }
     let profile = opts.profile.clone().or_else(|| {
         doc.get("profile")
@@ -170,7 +196,7 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
     });
     if let Some(name) = &profile {
         match doc.get("profiles").and_then(|p| p.get(name)) {
-            Some(p) => merge_vars_node(&mut vars, &mut origins, p, &root_dir, &mut errors),
+            Some(p) => merge_vars_node(&mut vars, &mut origins, p, (&root_dir, &mut inputs), &mut errors),
             None => {
                 let known: Vec<String> = doc
                     .get("profiles")
@@ -312,6 +338,7 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
             remote,
             stages,
             vars_files,
+            inputs,
         })
     } else {
         Err(SpecErrors(errors))
@@ -424,8 +451,15 @@ fn collapse_repeats(errors: Vec<SpecError>, pipeline: &Path) -> Vec<SpecError> {
     out
 }
 
-/// `vars:` is a mapping, a file name, or a list of mappings and file names (merged in order).
-fn merge_vars_node(vars: &mut Json, origins: &mut Origins, node: &Node, root: &Path, errors: &mut Vec<SpecError>) {
+/// `vars:` is a mapping, a file name, or a list of mappings and file names (merged in order);
+/// each file read is added to `inputs`.
+fn merge_vars_node(
+    vars: &mut Json,
+    origins: &mut Origins,
+    node: &Node,
+    (root, inputs): (&Path, &mut Vec<InputFile>),
+    errors: &mut Vec<SpecError>,
+) {
     match &node.value {
         Value::Map(_) => {
             record_origins(node, "", origins);
@@ -433,7 +467,13 @@ fn merge_vars_node(vars: &mut Json, origins: &mut Origins, node: &Node, root: &P
         }
         Value::Scalar { text, .. } => {
             let path = root.join(text);
-            match yaml::parse_file(&path) {
+            let parsed = std::fs::read(&path)
+                .map_err(|e| SpecError::plain(format!("cannot read {}: {e}", path.display())))
+                .and_then(|bytes| {
+                    inputs.push(InputFile::of(&path, &path, &bytes));
+                    yaml::parse_bytes(&path, bytes)
+                });
+            match parsed {
                 Ok(doc) if doc.as_map().is_some() || doc.is_null() => {
                     record_origins(&doc, "", origins);
                     deep_merge(vars, doc.to_json())
@@ -448,7 +488,7 @@ fn merge_vars_node(vars: &mut Json, origins: &mut Origins, node: &Node, root: &P
         }
         Value::Seq(items) => items
             .iter()
-            .for_each(|i| merge_vars_node(vars, origins, i, root, errors)),
+            .for_each(|i| merge_vars_node(vars, origins, i, (root, &mut *inputs), errors)),
         Value::Null => {}
     }
 }

@@ -576,6 +576,17 @@ fn parse_sbatch_id(stdout: &str) -> Result<u64> {
         .with_context(|| format!("unexpected sbatch output {:?}", stdout.trim()))
 }
 
+/// A job whose usage is wanted runs under `repro internal measure` on its node: there is no
+/// supervisor of ours around a Slurm job to measure it (see `crate::trace`). Taking `usage`
+/// makes a second call a no-op.
+fn measured(mut job: Job) -> Result<Job> {
+    if let Some(usage) = job.usage.take() {
+        let exe = std::env::current_exe().context("cannot find the repro binary")?;
+        job.argv = crate::trace::wrap(&exe, &usage, std::mem::take(&mut job.argv));
+    }
+    Ok(job)
+}
+
 fn mark_array_failed(arrays: &mut HashMap<u64, (PathBuf, bool)>, t: &Tracked) {
     if t.task.is_some()
         && let Some((_, failed)) = arrays.get_mut(&t.slurm_id)
@@ -586,6 +597,7 @@ fn mark_array_failed(arrays: &mut HashMap<u64, (PathBuf, bool)>, t: &Tracked) {
 
 impl Executor for SlurmExecutor {
     fn submit(&mut self, job: Job) -> Result<()> {
+        let job = measured(job)?;
         let (log, log_file, dir) = self.prepare(&job)?;
         let stem = format!(
             "{}-{}-{}",
@@ -635,6 +647,16 @@ impl Executor for SlurmExecutor {
 
     fn submit_many(&mut self, jobs: Vec<(Job, usize)>) -> Vec<(JobId, anyhow::Error)> {
         let mut failed = Vec::new();
+        let jobs = jobs
+            .into_iter()
+            .filter_map(|(job, cap)| {
+                let id = job.id;
+                measured(job)
+                    .map(|j| (j, cap))
+                    .map_err(|e| failed.push((id, e)))
+                    .ok()
+            })
+            .collect();
         for group in self.array_groups(jobs) {
             if group.len() >= 2 {
                 let cap = group.iter().map(|(_, c)| *c).max().unwrap_or(1);
@@ -814,5 +836,28 @@ mod tests {
             let e = SlurmOptions::from_settings(&bad).unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
         }
+    }
+
+    #[test]
+    fn a_job_whose_usage_is_wanted_runs_under_measure() {
+        let job = Job {
+            id: 1,
+            stage: "s".into(),
+            argv: vec!["sh".into(), "-c".into(), "true".into()],
+            env: vec![],
+            cwd: "/ws".into(),
+            log: "/ws/s.log".into(),
+            resources: Default::default(),
+            gpus: vec![],
+            usage: Some("/ws/cache/trace/s.json".into()),
+        };
+        let plain = measured(Job { usage: None, ..job.clone() }).unwrap();
+        assert_eq!(plain.argv, ["sh", "-c", "true"]);
+        let wrapped = measured(job).unwrap();
+        assert_eq!(
+            wrapped.argv[1..],
+            ["internal", "measure", "/ws/cache/trace/s.json", "--", "sh", "-c", "true"]
+        );
+        assert!(wrapped.usage.is_none());
     }
 }

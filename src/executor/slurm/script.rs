@@ -171,6 +171,7 @@ mod tests {
                 partition: Some("gpu".into()),
             },
             gpus: vec![],
+            usage: None,
         }
     }
 
