@@ -106,8 +106,9 @@ bench_remote() {
   for i in $(seq 1 "$repeats"); do
     rm -rf "$dir/b" "$dir/cp"
     mkdir -p "$dir/b" "$dir/cp"
-    cp "$a/pipeline.yaml" "$dir/b/"
-    [ -d "$a/stages" ] && cp -r "$a/stages" "$dir/b/"
+    # B is a fresh copy of the pipeline: every file of A's except its cache, lock and outputs.
+    (cd "$a" && tar -cf - --exclude=./cache --exclude=./repro.lock "${outs[@]/#/--exclude=./}" .) |
+      tar -xf - -C "$dir/b"
     warm "$src"
     read -r s f < <(cd "$dir/b" && timed "$bin" pull --remote "$url")
     grep -q "restored (remote)" "$dir/last.log" || { cat "$dir/last.log" >&2; exit 1; }
