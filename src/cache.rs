@@ -148,7 +148,11 @@ impl Cache {
         ));
         let old_remover = match std::fs::symlink_metadata(dest) {
             Ok(m) if m.is_dir() => {
-                let old = parent.join(format!(".repro-old-{name}-{}-{}", std::process::id(), unique()));
+                let old = parent.join(format!(
+                    ".repro-old-{name}-{}-{}",
+                    std::process::id(),
+                    unique()
+                ));
                 std::fs::rename(dest, &old)
                     .with_context(|| format!("cannot move {} aside", dest.display()))?;
                 Some(std::thread::spawn(move || remove_any(&old)))
@@ -171,9 +175,9 @@ impl Cache {
                     }
                 }
                 use rayon::prelude::*;
-                files
-                    .par_iter()
-                    .try_for_each(|f| self.restore_file(&f.hash, f.executable, &tmp.join(f.rel_path())))
+                files.par_iter().try_for_each(|f| {
+                    self.restore_file(&f.hash, f.executable, &tmp.join(f.rel_path()))
+                })
             })
         } else {
             let exec = false;
@@ -251,11 +255,15 @@ impl Cache {
     /// may have been reused). The caller holds the workspace lock, so no live run is writing
     /// them. Returns how many were removed.
     pub fn remove_stale_temps(&self) -> usize {
-        let Ok(subdirs) = std::fs::read_dir(&self.dir) else { return 0 };
+        let Ok(subdirs) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
         let me = std::process::id();
         let mut removed = 0;
         for sub in subdirs.flatten() {
-            let Ok(entries) = std::fs::read_dir(sub.path()) else { continue };
+            let Ok(entries) = std::fs::read_dir(sub.path()) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let name = e.file_name();
                 let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(".tmp-")) else {
@@ -263,14 +271,18 @@ impl Cache {
                 };
                 let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
                 // SAFETY: signal 0 only asks whether the pid exists.
-                let owner_alive = pid.is_some_and(|p| p == me || unsafe { libc::kill(p as i32, 0) } == 0);
+                let owner_alive =
+                    pid.is_some_and(|p| p == me || unsafe { libc::kill(p as i32, 0) } == 0);
                 let old = e
                     .metadata()
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|age| age > std::time::Duration::from_secs(3600));
-                if (!owner_alive || old) && pid != Some(me) && std::fs::remove_file(e.path()).is_ok() {
+                if (!owner_alive || old)
+                    && pid != Some(me)
+                    && std::fs::remove_file(e.path()).is_ok()
+                {
                     removed += 1;
                 }
             }
@@ -286,7 +298,10 @@ impl Cache {
             .par_iter()
             .filter_map(|(hash, path)| match crate::hashing::hash_file_bytes(path) {
                 Ok(h) if hex::encode(h) == *hash => None,
-                Ok(_) => Some((path, "corrupted (content does not match its hash)".to_string())),
+                Ok(_) => Some((
+                    path,
+                    "corrupted (content does not match its hash)".to_string(),
+                )),
                 Err(e) => Some((path, format!("unreadable ({e})"))),
             })
             .collect();
@@ -321,7 +336,8 @@ fn copy_hashing(src: &Path, dst: &Path, sync: bool) -> Result<String> {
     }
     drop(out);
     let mut h = blake3::Hasher::new();
-    h.update_mmap(dst).with_context(|| format!("cannot read back {}", dst.display()))?;
+    h.update_mmap(dst)
+        .with_context(|| format!("cannot read back {}", dst.display()))?;
     Ok(h.finalize().to_hex().to_string())
 }
 
@@ -347,8 +363,13 @@ fn reflink(src: &File, dst: &File) -> bool {
 /// temporary build and the old copy it was deleting). Only one run holds a workspace at a
 /// time, so none of these belongs to a live process.
 fn remove_leftovers(parent: &Path, name: &str) {
-    let Ok(entries) = std::fs::read_dir(parent) else { return };
-    let (old, building) = (format!(".repro-old-{name}-"), format!(".repro-restore-{name}-"));
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let (old, building) = (
+        format!(".repro-old-{name}-"),
+        format!(".repro-restore-{name}-"),
+    );
     for e in entries.flatten() {
         let file = e.file_name();
         let file = file.to_string_lossy();
@@ -434,9 +455,21 @@ mod tests {
         assert!(err.downcast_ref::<CorruptObject>().is_some(), "{err:#}");
         // The replaced directory was moved aside (its content is in the cache) and nothing
         // partial took its place: no `out`, and no temporary or old copy left beside it.
-        assert!(!ws.path().join("out").exists(), "a failed restore must not leave a partial output");
-        let beside: Vec<_> = std::fs::read_dir(ws.path()).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert!(beside.iter().all(|n| !n.to_string_lossy().starts_with(".repro-")), "{beside:?}");
+        assert!(
+            !ws.path().join("out").exists(),
+            "a failed restore must not leave a partial output"
+        );
+        let beside: Vec<_> = std::fs::read_dir(ws.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(
+            beside
+                .iter()
+                .all(|n| !n.to_string_lossy().starts_with(".repro-")),
+            "{beside:?}"
+        );
         let (n, bad) = cache.verify().unwrap();
         assert_eq!(n, 3);
         assert_eq!(bad.len(), 1);

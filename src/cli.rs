@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "repro", version, about = "Reproducible, cached, parallel ML pipelines")]
+#[command(
+    name = "repro",
+    version,
+    about = "Reproducible, cached, parallel ML pipelines"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -247,11 +251,21 @@ pub struct FormatArgs {
 impl FormatArgs {
     fn format(self) -> crate::compare::Format {
         use crate::compare::Format;
-        if self.json { Format::Json } else if self.md { Format::Markdown } else { Format::Text }
+        if self.json {
+            Format::Json
+        } else if self.md {
+            Format::Markdown
+        } else {
+            Format::Text
+        }
     }
 }
 
-fn cmd_metrics_show(source: Option<&str>, format: FormatArgs, pipeline: &PipelineArgs) -> anyhow::Result<i32> {
+fn cmd_metrics_show(
+    source: Option<&str>,
+    format: FormatArgs,
+    pipeline: &PipelineArgs,
+) -> anyhow::Result<i32> {
     let cx = crate::compare::Records::load(&pipeline.file, &pipeline.load_options()?)?;
     let src = cx.source(source.unwrap_or("workspace"))?;
     crate::compare::print_metrics(&cx.snapshot(&src)?, format.format())?;
@@ -446,9 +460,20 @@ pub fn main() -> i32 {
         Command::Submit(args) => cmd_submit(args),
         Command::Status(args) => cmd_status(args),
         Command::Dag(args) => cmd_dag(args),
-        Command::Cache { what: CacheCmd::Verify { file, remote: None } } => crate::maintenance::verify(&workspace_of(&file)),
-        Command::Cache { what: CacheCmd::Verify { file, remote: Some(url) } } => {
-            let args = crate::remote::RemoteArgs { remote: Some(url).filter(|u| !u.is_empty()), ..Default::default() };
+        Command::Cache {
+            what: CacheCmd::Verify { file, remote: None },
+        } => crate::maintenance::verify(&workspace_of(&file)),
+        Command::Cache {
+            what:
+                CacheCmd::Verify {
+                    file,
+                    remote: Some(url),
+                },
+        } => {
+            let args = crate::remote::RemoteArgs {
+                remote: Some(url).filter(|u| !u.is_empty()),
+                ..Default::default()
+            };
             crate::remote::verify::verify(&file, &args)
         }
         Command::Push(args) => args.pipeline.load_options().and_then(|load| {
@@ -463,25 +488,68 @@ pub fn main() -> i32 {
             clap_complete::generate(shell, &mut Cli::command(), "repro", &mut std::io::stdout());
             Ok(0)
         }
-        Command::Weights { what: WeightsCmd::Import { arch, input, output, sha256 } } => {
-            crate::weights::import(&arch, &input, &output, sha256.as_deref()).map(|r| {
-                println!("{}: {} tensors, {} classes", output.display(), r.tensors, r.classes);
-                0
-            })
-        }
-        Command::Internal { what: Internal::RunKind { spec } } => run_kind(&spec),
+        Command::Weights {
+            what:
+                WeightsCmd::Import {
+                    arch,
+                    input,
+                    output,
+                    sha256,
+                },
+        } => crate::weights::import(&arch, &input, &output, sha256.as_deref()).map(|r| {
+            println!(
+                "{}: {} tensors, {} classes",
+                output.display(),
+                r.tensors,
+                r.classes
+            );
+            0
+        }),
+        Command::Internal {
+            what: Internal::RunKind { spec },
+        } => run_kind(&spec),
         // Straight out: nothing of the engine's (timings included) may reach the stage's log.
-        Command::Internal { what: Internal::Supervise { usage, argv } } => std::process::exit(crate::executor::supervise::main(&argv, usage.as_deref())),
-        Command::Internal { what: Internal::Measure { out, argv } } => crate::trace::measure(&out, &argv),
-        Command::Params { what: ParamsCmd::Diff(args) } => cmd_diff(&args, false),
-        Command::Metrics { what: MetricsCmd::Diff(args) } => cmd_diff(&args, true),
-        Command::Metrics { what: MetricsCmd::Show { source, format, pipeline } } => {
-            cmd_metrics_show(source.as_deref(), format, &pipeline)
-        }
-        Command::Exp { what: ExpCmd::Show { targets, sort, ascending, metrics, format, pipeline } } => {
-            cmd_exp_show(&targets, sort.as_deref(), ascending, &metrics, format, &pipeline)
-        }
-        Command::Exp { what: ExpCmd::Apply { id, pipeline } } => cmd_exp_apply(&id, &pipeline),
+        Command::Internal {
+            what: Internal::Supervise { usage, argv },
+        } => std::process::exit(crate::executor::supervise::main(&argv, usage.as_deref())),
+        Command::Internal {
+            what: Internal::Measure { out, argv },
+        } => crate::trace::measure(&out, &argv),
+        Command::Params {
+            what: ParamsCmd::Diff(args),
+        } => cmd_diff(&args, false),
+        Command::Metrics {
+            what: MetricsCmd::Diff(args),
+        } => cmd_diff(&args, true),
+        Command::Metrics {
+            what:
+                MetricsCmd::Show {
+                    source,
+                    format,
+                    pipeline,
+                },
+        } => cmd_metrics_show(source.as_deref(), format, &pipeline),
+        Command::Exp {
+            what:
+                ExpCmd::Show {
+                    targets,
+                    sort,
+                    ascending,
+                    metrics,
+                    format,
+                    pipeline,
+                },
+        } => cmd_exp_show(
+            &targets,
+            sort.as_deref(),
+            ascending,
+            &metrics,
+            format,
+            &pipeline,
+        ),
+        Command::Exp {
+            what: ExpCmd::Apply { id, pipeline },
+        } => cmd_exp_apply(&id, &pipeline),
         Command::Trace(args) => cmd_trace(&args),
     };
     phases.mark("whole command");
@@ -490,7 +558,11 @@ pub fn main() -> i32 {
         Err(e) => {
             let text = format!("{e:#}");
             // Spec errors are already rendered as `error: …` blocks.
-            if text.starts_with("error:") { eprintln!("{text}") } else { eprintln!("error: {text}") }
+            if text.starts_with("error:") {
+                eprintln!("{text}")
+            } else {
+                eprintln!("error: {text}")
+            }
             1
         }
     }
@@ -527,7 +599,12 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<i32> {
     let mut gpus = None;
     for r in &args.resources {
         match r.split_once('=') {
-            Some(("gpu" | "gpus", n)) => gpus = Some(n.parse().map_err(|_| anyhow::anyhow!("--resources gpu=N: '{n}' is not a number"))?),
+            Some(("gpu" | "gpus", n)) => {
+                gpus = Some(
+                    n.parse()
+                        .map_err(|_| anyhow::anyhow!("--resources gpu=N: '{n}' is not a number"))?,
+                )
+            }
             _ => anyhow::bail!("unknown resource '{r}' (supported: gpu=N)"),
         }
     }
@@ -553,8 +630,17 @@ fn cmd_submit(args: RunArgs) -> anyhow::Result<i32> {
     if args.dry_run {
         anyhow::bail!("`repro submit` does not take --dry-run; use `repro run --dry-run`");
     }
-    let raw: Vec<String> = std::env::args().skip(1).skip_while(|a| a != "submit").skip(1).collect();
-    crate::submit::submit(&args.pipeline.file, &args.pipeline.load_options()?, &raw, args.executor.is_some())
+    let raw: Vec<String> = std::env::args()
+        .skip(1)
+        .skip_while(|a| a != "submit")
+        .skip(1)
+        .collect();
+    crate::submit::submit(
+        &args.pipeline.file,
+        &args.pipeline.load_options()?,
+        &raw,
+        args.executor.is_some(),
+    )
 }
 
 /// `repro pull` is a run that only restores: from the local run cache, else the remote.
@@ -564,14 +650,22 @@ fn cmd_pull(args: TransferArgs) -> anyhow::Result<i32> {
         load: args.pipeline.load_options()?,
         targets: args.targets,
         keep_going: true,
-        remote: crate::remote::RemoteArgs { pull_only: true, ..args.remote },
+        remote: crate::remote::RemoteArgs {
+            pull_only: true,
+            ..args.remote
+        },
         ..Default::default()
     };
     crate::run::run(&opts)
 }
 
 fn cmd_status(args: StatusArgs) -> anyhow::Result<i32> {
-    let st = crate::status::status(&args.pipeline.file, &args.pipeline.load_options()?, &args.targets, args.downstream)?;
+    let st = crate::status::status(
+        &args.pipeline.file,
+        &args.pipeline.load_options()?,
+        &args.targets,
+        args.downstream,
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {
@@ -580,7 +674,13 @@ fn cmd_status(args: StatusArgs) -> anyhow::Result<i32> {
         }
         crate::status::print(&st);
     }
-    Ok(if args.check && st.iter().any(|s| s.state != crate::status::State::Fresh) { 1 } else { 0 })
+    Ok(
+        if args.check && st.iter().any(|s| s.state != crate::status::State::Fresh) {
+            1
+        } else {
+            0
+        },
+    )
 }
 
 fn cmd_dag(args: DagArgs) -> anyhow::Result<i32> {
@@ -595,7 +695,11 @@ fn run_kind(spec_path: &std::path::Path) -> anyhow::Result<i32> {
     let spec = crate::kinds::KindSpec::read(spec_path)?;
     let kind = crate::kinds::lookup(&spec.kind)?;
     if kind.needs_libtorch() {
-        return Err(crate::kinds::exec_torch(&["internal".as_ref(), "run-kind".as_ref(), spec_path.as_os_str()]));
+        return Err(crate::kinds::exec_torch(&[
+            "internal".as_ref(),
+            "run-kind".as_ref(),
+            spec_path.as_os_str(),
+        ]));
     }
     crate::kinds::run_spec(kind.as_ref(), &spec)?;
     Ok(0)

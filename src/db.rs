@@ -212,7 +212,11 @@ impl StateDb {
         }
     }
 
-    fn try_open(path: &Path, wait: Duration, on_open: OnOpen) -> Result<(StateDb, StatEntries), OpenFailure> {
+    fn try_open(
+        path: &Path,
+        wait: Duration,
+        on_open: OnOpen,
+    ) -> Result<(StateDb, StatEntries), OpenFailure> {
         let start = Instant::now();
         loop {
             let attempt = catch_quietly(|| Self::open_once(path, &mut *on_open))
@@ -232,7 +236,9 @@ impl StateDb {
         // Create the tables once; later opens only read (and so work on a full disk).
         let exists = {
             let r = db.begin_read()?;
-            r.open_table(STAT).is_ok() && r.open_table(RUNS).is_ok() && r.open_table(PARSED_LOCK).is_ok()
+            r.open_table(STAT).is_ok()
+                && r.open_table(RUNS).is_ok()
+                && r.open_table(PARSED_LOCK).is_ok()
         };
         if !exists {
             let tx = db.begin_write()?;
@@ -254,7 +260,8 @@ impl StateDb {
     fn read_stat(db: &Database) -> Result<StatEntries, redb::Error> {
         let tx = db.begin_read()?;
         let t = tx.open_table(STAT)?;
-        let mut out = hashing::PathMap::with_capacity_and_hasher(t.len()? as usize, Default::default());
+        let mut out =
+            hashing::PathMap::with_capacity_and_hasher(t.len()? as usize, Default::default());
         for item in t.iter()? {
             let (k, v) = item?;
             if let Some(e) = hashing::decode_entry(v.value()) {
@@ -281,7 +288,10 @@ impl StateDb {
             }
             _ => e.to_string(),
         };
-        anyhow::anyhow!("cannot {what} the state database {}: {detail}", self.path.display())
+        anyhow::anyhow!(
+            "cannot {what} the state database {}: {detail}",
+            self.path.display()
+        )
     }
 
     pub fn save_stat(&self, entries: &[(String, StatKey, [u8; 32])]) -> Result<()> {

@@ -40,12 +40,17 @@ impl Workspace {
     }
 
     /// [`Self::open`], calling `on_open` as soon as the state database is open.
-    pub fn open_with(root: &Path, wait_db: Duration, on_open: crate::db::OnOpen) -> Result<Workspace> {
+    pub fn open_with(
+        root: &Path,
+        wait_db: Duration,
+        on_open: crate::db::OnOpen,
+    ) -> Result<Workspace> {
         let cache_dir = root.join("cache");
-        let (db, stat) = match StateDb::open_and_load_with(&cache_dir.join("state.redb"), wait_db, on_open)? {
-            Some((db, entries)) => (Some(db), StatCache::from_entries(entries)),
-            None => (None, StatCache::default()),
-        };
+        let (db, stat) =
+            match StateDb::open_and_load_with(&cache_dir.join("state.redb"), wait_db, on_open)? {
+                Some((db, entries)) => (Some(db), StatCache::from_entries(entries)),
+                None => (None, StatCache::default()),
+            };
         Ok(Self::with_state(root, db, stat))
     }
 
@@ -59,10 +64,11 @@ impl Workspace {
     /// [`Self::open_for_reading`], calling `on_open` as soon as the state database is open.
     pub fn open_for_reading_with(root: &Path, on_open: crate::db::OnOpen) -> Result<Workspace> {
         let cache_dir = root.join("cache");
-        let (db, stat) = match StateDb::open_for_reading_with(&cache_dir.join("state.redb"), on_open) {
-            Some((db, entries)) => (Some(db), StatCache::from_entries(entries)),
-            None => (None, StatCache::default()),
-        };
+        let (db, stat) =
+            match StateDb::open_for_reading_with(&cache_dir.join("state.redb"), on_open) {
+                Some((db, entries)) => (Some(db), StatCache::from_entries(entries)),
+                None => (None, StatCache::default()),
+            };
         Ok(Self::with_state(root, db, stat))
     }
 
@@ -214,7 +220,12 @@ pub fn assess(ws: &Workspace, stage: &Stage, entry: Option<&LockEntry>) -> Resul
 /// Assess many stages at once, in parallel, against the files as they are now. Each result is
 /// exactly what [`assess`] would say for that stage alone, given that no upstream stage
 /// changes its outputs in between (the caller re-assesses the stages for which that fails).
-pub fn assess_all(ws: &Workspace, p: &crate::spec::Pipeline, stages: &[usize], lock: &crate::lockfile::LockFile) -> Vec<Result<Assessment>> {
+pub fn assess_all(
+    ws: &Workspace,
+    p: &crate::spec::Pipeline,
+    stages: &[usize],
+    lock: &crate::lockfile::LockFile,
+) -> Vec<Result<Assessment>> {
     use rayon::prelude::*;
     let one = |&i: &usize| {
         let s = &p.stages[i];
@@ -284,7 +295,9 @@ impl WorkspaceLock {
         }
         // The pid is only information for the next contender (the flock is the lock), so a
         // full disk must not stop us here, and it needs no fsync.
-        let _ = file.set_len(0).and_then(|_| write!(file, "{}", std::process::id()));
+        let _ = file
+            .set_len(0)
+            .and_then(|_| write!(file, "{}", std::process::id()));
         Ok(WorkspaceLock {
             file,
             path,

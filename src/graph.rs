@@ -45,7 +45,11 @@ impl Dag {
                 .iter()
                 .map(|e| (e.source().index() as u32, e.target().index() as u32))
                 .collect(),
-            sources: self.sources.iter().map(|&(i, k)| (i as u32, k as u32)).collect(),
+            sources: self
+                .sources
+                .iter()
+                .map(|&(i, k)| (i as u32, k as u32))
+                .collect(),
         }
     }
 
@@ -193,7 +197,11 @@ pub fn build(p: &Pipeline) -> Result<Dag, SpecErrors> {
         }
     }
     let source_stats = check_sources(p, &sources, &mut errors);
-    let dag = Dag { graph, source_stats, sources };
+    let dag = Dag {
+        graph,
+        source_stats,
+        sources,
+    };
     for scc in tarjan_scc(&dag.graph) {
         let self_loop = scc.len() == 1 && dag.graph.contains_edge(scc[0], scc[0]);
         if scc.len() > 1 || self_loop {
@@ -224,9 +232,15 @@ pub fn build(p: &Pipeline) -> Result<Dag, SpecErrors> {
 pub fn rebuild(p: &Pipeline, shape: &Shape) -> Result<Dag, SpecErrors> {
     let n = p.stages.len();
     let bad = |&(a, b): &(u32, u32)| a as usize >= n || b as usize >= n;
-    let bad_source = |&(i, k): &(u32, u32)| p.stages.get(i as usize).is_none_or(|s| k as usize >= s.deps.len());
+    let bad_source = |&(i, k): &(u32, u32)| {
+        p.stages
+            .get(i as usize)
+            .is_none_or(|s| k as usize >= s.deps.len())
+    };
     if shape.edges.iter().any(bad) || shape.sources.iter().any(bad_source) {
-        return Err(SpecErrors(vec![SpecError::plain("the cached plan does not fit its pipeline")]));
+        return Err(SpecErrors(vec![SpecError::plain(
+            "the cached plan does not fit its pipeline",
+        )]));
     }
     let mut graph = DiGraph::with_capacity(n, shape.edges.len());
     for i in 0..n {
@@ -235,11 +249,19 @@ pub fn rebuild(p: &Pipeline, shape: &Shape) -> Result<Dag, SpecErrors> {
     for &(a, b) in &shape.edges {
         graph.add_edge(NodeIndex::new(a as usize), NodeIndex::new(b as usize), ());
     }
-    let sources: Vec<(usize, usize)> = shape.sources.iter().map(|&(i, k)| (i as usize, k as usize)).collect();
+    let sources: Vec<(usize, usize)> = shape
+        .sources
+        .iter()
+        .map(|&(i, k)| (i as usize, k as usize))
+        .collect();
     let mut errors = Vec::new();
     let source_stats = check_sources(p, &sources, &mut errors);
     if errors.is_empty() {
-        Ok(Dag { graph, source_stats, sources })
+        Ok(Dag {
+            graph,
+            source_stats,
+            sources,
+        })
     } else {
         Err(SpecErrors(errors))
     }
@@ -258,7 +280,10 @@ fn check_sources(
             None => errors.push(
                 SpecError::at(
                     &d.mark,
-                    format!("dependency '{}' does not exist and no stage produces it", d.path),
+                    format!(
+                        "dependency '{}' does not exist and no stage produces it",
+                        d.path
+                    ),
                 )
                 .in_stage(&s.name),
             ),
@@ -282,12 +307,22 @@ fn check_sources(
 
 /// Stat every distinct source dep (following symlinks), in parallel: at thousands of deps the
 /// stats are most of a no-op run's time. Missing paths are left out.
-fn stat_sources(p: &Pipeline, sources: &[(usize, usize)]) -> crate::hashing::PathMap<std::fs::Metadata> {
+fn stat_sources(
+    p: &Pipeline,
+    sources: &[(usize, usize)],
+) -> crate::hashing::PathMap<std::fs::Metadata> {
     use rayon::prelude::*;
-    let mut paths: Vec<&str> = sources.iter().map(|&(i, k)| p.stages[i].deps[k].path.as_str()).collect();
+    let mut paths: Vec<&str> = sources
+        .iter()
+        .map(|&(i, k)| p.stages[i].deps[k].path.as_str())
+        .collect();
     paths.sort_unstable();
     paths.dedup();
-    let stat = |path: &&str| std::fs::metadata(p.root.join(path)).ok().map(|m| (path.to_string(), m));
+    let stat = |path: &&str| {
+        std::fs::metadata(p.root.join(path))
+            .ok()
+            .map(|m| (path.to_string(), m))
+    };
     if paths.len() < 256 {
         paths.iter().filter_map(stat).collect()
     } else {
@@ -411,8 +446,11 @@ pub fn render(p: &Pipeline, dag: &Dag, format: &str) -> anyhow::Result<String> {
                     };
                     o.insert("deps".into(), paths(&s.deps).into());
                     o.insert("outs".into(), paths(&s.outs).into());
-                    let up: Vec<serde_json::Value> =
-                        dag.upstream(i).iter().map(|&u| p.stages[u].name.clone().into()).collect();
+                    let up: Vec<serde_json::Value> = dag
+                        .upstream(i)
+                        .iter()
+                        .map(|&u| p.stages[u].name.clone().into())
+                        .collect();
                     o.insert("upstream".into(), up.into());
                     if !s.params.is_empty() {
                         o.insert("params".into(), serde_json::to_value(&s.params)?);

@@ -228,7 +228,9 @@ pub fn decode_name(text: &str) -> Vec<u8> {
                 continue;
             }
             if b.get(i + 1) == Some(&b'x')
-                && let Some(v) = text.get(i + 2..i + 4).and_then(|h| u8::from_str_radix(h, 16).ok())
+                && let Some(v) = text
+                    .get(i + 2..i + 4)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
             {
                 out.push(v);
                 i += 4;
@@ -278,7 +280,9 @@ pub fn manifest_text(files: &[FileEntry]) -> String {
         let mode = if f.executable { "x" } else { "-" };
         // `path` is the encoded form: a backslash means an escape, else it is the raw name.
         let raw = if f.path.contains('\\') {
-            String::from_utf8(decode_name(&f.path)).ok().filter(|r| !r.contains(['\n', '\r']))
+            String::from_utf8(decode_name(&f.path))
+                .ok()
+                .filter(|r| !r.contains(['\n', '\r']))
         } else {
             Some(f.path.clone())
         };
@@ -307,7 +311,11 @@ pub fn parse_manifest(text: &str) -> Result<Vec<FileEntry>> {
                 hash: hash.into(),
                 executable: mode == "x",
                 size: size.parse()?,
-                path: if escaped { path.into() } else { encode_name(path.as_bytes()) },
+                path: if escaped {
+                    path.into()
+                } else {
+                    encode_name(path.as_bytes())
+                },
             })
         })
         .collect()
@@ -319,14 +327,19 @@ pub fn hash_file_bytes(path: &Path) -> Result<[u8; 32]> {
     check_cancelled()?;
     let mut h = blake3::Hasher::new();
     // Checked before opening: opening a FIFO would block until someone writes to it.
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
     if let Some(kind) = special_kind(&meta) {
-        anyhow::bail!("{} is {kind}, not a file or directory: it has no content to hash", path.display());
+        anyhow::bail!(
+            "{} is {kind}, not a file or directory: it has no content to hash",
+            path.display()
+        );
     }
     let f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     if meta.len() > 16 << 20 {
         // SAFETY: read-only map; the stat re-check after hashing catches a concurrent writer.
-        let map = unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("reading {}", path.display()))?;
+        let map = unsafe { memmap2::Mmap::map(&f) }
+            .with_context(|| format!("reading {}", path.display()))?;
         for chunk in map.chunks(64 << 20) {
             check_cancelled()?;
             h.update_rayon(chunk);
@@ -335,7 +348,9 @@ pub fn hash_file_bytes(path: &Path) -> Result<[u8; 32]> {
         let mut f = f;
         let mut buf = vec![0u8; 256 << 10];
         loop {
-            let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+            let n = f
+                .read(&mut buf)
+                .with_context(|| format!("reading {}", path.display()))?;
             if n == 0 {
                 break;
             }
@@ -364,7 +379,9 @@ impl Hasher<'_> {
             Err(e) => return Err(e).with_context(|| format!("cannot stat {}", full.display())),
         };
         if let Some(kind) = special_kind(&meta) {
-            anyhow::bail!("{rel} is {kind}, not a file or directory: it cannot be a dependency or output");
+            anyhow::bail!(
+                "{rel} is {kind}, not a file or directory: it cannot be a dependency or output"
+            );
         }
         if meta.is_dir() {
             let mut files = Vec::new();
@@ -543,7 +560,13 @@ mod tests {
     #[test]
     fn odd_names_round_trip_and_ordinary_manifests_are_unchanged() {
         use std::os::unix::ffi::OsStrExt;
-        let names: [&[u8]; 5] = [b"plain.txt", b"new\nline", b"caf\xe9", b"back\\slash", b"cr\r"];
+        let names: [&[u8]; 5] = [
+            b"plain.txt",
+            b"new\nline",
+            b"caf\xe9",
+            b"back\\slash",
+            b"cr\r",
+        ];
         for n in names {
             let e = encode_name(n);
             assert!(!e.contains(['\n', '\r']), "{e:?}");
@@ -563,7 +586,10 @@ mod tests {
         assert_eq!(text.lines().count(), files.len(), "{text:?}");
         assert_eq!(parse_manifest(&text).unwrap(), files);
         // An ordinary name (a backslash included) is written as it always was.
-        assert!(text.contains("ab - 1 plain.txt\n") && text.contains("ab - 1 back\\slash\n"), "{text}");
+        assert!(
+            text.contains("ab - 1 plain.txt\n") && text.contains("ab - 1 back\\slash\n"),
+            "{text}"
+        );
         assert_eq!(files[2].rel_path().as_os_str().as_bytes(), b"caf\xe9");
         // A manifest written before encoding existed reads the same.
         let old = "ab x 3 dir/a\\b c\n";

@@ -10,12 +10,14 @@
 
 // Stages are supervised with Linux interfaces (prctl, process groups, wait4, /proc).
 #[cfg(not(target_os = "linux"))]
-compile_error!("repro runs on Linux only (it supervises stages with prctl, wait4 and process groups)");
+compile_error!(
+    "repro runs on Linux only (it supervises stages with prctl, wait4 and process groups)"
+);
 
 pub mod cache;
 pub mod cli;
-pub mod confine;
 pub mod compare;
+pub mod confine;
 pub mod db;
 pub mod engine;
 pub mod executor;

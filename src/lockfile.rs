@@ -142,7 +142,10 @@ mod tests {
         );
         bad.write(&p).unwrap();
         let e = format!("{:#}", LockFile::read(&p).unwrap_err());
-        assert!(e.contains("victim.txt") && e.contains("outside the workspace"), "{e}");
+        assert!(
+            e.contains("victim.txt") && e.contains("outside the workspace"),
+            "{e}"
+        );
         std::fs::write(&p, "stages: [oops").unwrap();
         assert!(
             LockFile::read(&p)

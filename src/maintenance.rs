@@ -119,7 +119,11 @@ pub fn gc(root: &Path, keep_last: Option<usize>) -> Result<i32> {
     println!(
         "removed {removed} objects ({:.1} MB), {dropped_runs} run-cache entries{}; kept {} objects",
         bytes as f64 / 1e6,
-        if temps > 0 { format!(", {temps} temporary files of interrupted runs") } else { String::new() },
+        if temps > 0 {
+            format!(", {temps} temporary files of interrupted runs")
+        } else {
+            String::new()
+        },
         live.len()
     );
     Ok(0)

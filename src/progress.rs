@@ -43,7 +43,11 @@ impl Progress {
     /// Print a line above the bars (or plainly).
     /// Quiet mode keeps warnings and failures.
     pub fn println(&self, msg: &str) {
-        if crate::ui::quiet() && !["warning", "interrupted", "FAILED"].iter().any(|w| msg.starts_with(w)) {
+        if crate::ui::quiet()
+            && !["warning", "interrupted", "FAILED"]
+                .iter()
+                .any(|w| msg.starts_with(w))
+        {
             return;
         }
         self.print_line(msg);
@@ -110,7 +114,10 @@ impl Progress {
             bar.finish_and_clear();
         }
         match line.strip_prefix("FAILED") {
-            Some(rest) => self.print_line(&format!("{}{rest}", crate::ui::paint("FAILED", crate::ui::Paint::Red))),
+            Some(rest) => self.print_line(&format!(
+                "{}{rest}",
+                crate::ui::paint("FAILED", crate::ui::Paint::Red)
+            )),
             None => self.println(line),
         }
         if let Some((_, overall)) = &self.fancy {
@@ -162,7 +169,11 @@ pub struct Phases {
 impl Phases {
     pub fn start() -> Phases {
         let now = Instant::now();
-        Phases { on: std::env::var_os("REPRO_TIMINGS").is_some_and(|v| v == "1"), start: now, last: now }
+        Phases {
+            on: std::env::var_os("REPRO_TIMINGS").is_some_and(|v| v == "1"),
+            start: now,
+            last: now,
+        }
     }
 
     /// Report the time since the previous mark under `label`.

@@ -92,7 +92,10 @@ fn checked(
     let confined = crate::confine::check_pipeline(&p);
     match (dag, confined) {
         (Ok(dag), Ok(())) => Ok((p, dag)),
-        (Err(a), Err(b)) => Err(anyhow::anyhow!("{}", crate::spec::SpecErrors(a.0.into_iter().chain(b.0).collect()))),
+        (Err(a), Err(b)) => Err(anyhow::anyhow!(
+            "{}",
+            crate::spec::SpecErrors(a.0.into_iter().chain(b.0).collect())
+        )),
         (Err(e), _) | (_, Err(e)) => Err(anyhow::anyhow!("{e}")),
     }
 }
@@ -109,7 +112,9 @@ pub fn detect_gpu_ids() -> Vec<String> {
     if let Some(ids) = visible_device_ids() {
         return ids;
     }
-    (0..count_nvidia_smi_gpus()).map(|i| i.to_string()).collect()
+    (0..count_nvidia_smi_gpus())
+        .map(|i| i.to_string())
+        .collect()
 }
 
 /// `CUDA_VISIBLE_DEVICES`, split (`None` when unset).
@@ -175,7 +180,11 @@ pub struct StateLoader {
     plan_key: String,
 }
 
-pub fn load_state_in_background(file: &Path, opts: &LoadOptions, run_lock: Option<bool>) -> StateLoader {
+pub fn load_state_in_background(
+    file: &Path,
+    opts: &LoadOptions,
+    run_lock: Option<bool>,
+) -> StateLoader {
     let root = crate::spec::workspace_root(file);
     let plan_key = crate::plan_cache::key(file, opts);
     let (plan_tx, plan_rx) = crossbeam_channel::bounded(1);
@@ -185,7 +194,11 @@ pub fn load_state_in_background(file: &Path, opts: &LoadOptions, run_lock: Optio
             Some(wait) => Some(WorkspaceLock::acquire(&root.join("cache"), wait)?),
             None => None,
         };
-        let db_wait = if guard.is_some() { Duration::from_secs(30) } else { Duration::ZERO };
+        let db_wait = if guard.is_some() {
+            Duration::from_secs(30)
+        } else {
+            Duration::ZERO
+        };
         // The stored plan goes to the main thread as soon as the database is open (once; a
         // damaged file reopened sends nothing more), before the stat cache is read.
         let mut plan_tx = Some(plan_tx);
@@ -228,9 +241,14 @@ impl StateLoader {
     /// was made from is unchanged (the checks that depend on the file system are made again),
     /// else loaded from the files. The third value is set when it was loaded: the key under
     /// which to keep it ([`crate::plan_cache::remember`], once the state is joined).
-    pub fn pipeline(&mut self, file: &Path, opts: &LoadOptions) -> Result<(Pipeline, crate::graph::Dag, Option<String>)> {
+    pub fn pipeline(
+        &mut self,
+        file: &Path,
+        opts: &LoadOptions,
+    ) -> Result<(Pipeline, crate::graph::Dag, Option<String>)> {
         let stored = self.plan.take().and_then(|rx| rx.recv().ok().flatten());
-        if let Some((p, shape)) = stored.and_then(|b| crate::plan_cache::lookup(&b, &self.plan_key)) {
+        if let Some((p, shape)) = stored.and_then(|b| crate::plan_cache::lookup(&b, &self.plan_key))
+        {
             let dag = crate::graph::rebuild(&p, &shape);
             let (p, dag) = checked(p, dag)?;
             return Ok((p, dag, None));
@@ -241,7 +259,9 @@ impl StateLoader {
 
     pub fn join(mut self) -> Result<State> {
         let handle = self.handle.take().expect("joined once");
-        handle.join().map_err(|_| anyhow::anyhow!("loading the workspace state panicked"))?
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("loading the workspace state panicked"))?
     }
 }
 
@@ -269,9 +289,14 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     let mut phases = crate::progress::Phases::start();
     // Before anything hashes (the state loader, retiring stages, assessing).
     install_interrupt_handler();
-    let mut state = load_state_in_background(&opts.file, &opts.load, (!opts.dry_run).then_some(opts.wait));
+    let mut state =
+        load_state_in_background(&opts.file, &opts.load, (!opts.dry_run).then_some(opts.wait));
     let (p, mut dag, parsed) = state.pipeline(&opts.file, &opts.load)?;
-    phases.mark(if parsed.is_some() { "parse + check pipeline" } else { "reuse checked plan" });
+    phases.mark(if parsed.is_some() {
+        "parse + check pipeline"
+    } else {
+        "reuse checked plan"
+    });
     let selected = crate::targets::select(&p, &dag, &opts.targets, opts.downstream)?;
     // Held (when taken) until the run ends.
     let (_run_lock, mut ws, mut lock) = state.join()?;
@@ -452,8 +477,11 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                 };
                 let rides = batching
                     && gpus_needed == 0
-                    && arrays.get(&array_key(i)).is_some_and(|&(n, _)| n < MAX_ARRAY);
-                ((slots <= free_slots || running.is_empty()) && gpus_needed <= free_gpus.len()) || rides
+                    && arrays
+                        .get(&array_key(i))
+                        .is_some_and(|&(n, _)| n < MAX_ARRAY);
+                ((slots <= free_slots || running.is_empty()) && gpus_needed <= free_gpus.len())
+                    || rides
             });
             let Some((pos, i)) = next else { break };
             ready.remove(&(pos, i));
@@ -462,8 +490,17 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
             let pre = pre_fresh
                 .remove(&i)
                 .filter(|_| !dag.upstream(i).iter().any(|u| disturbed.contains(u)));
-            let outcome = start_stage(&ws, &p, stage, pre, &lock, &owners, &mut progress, (&remote, i))
-                .with_context(|| format!("stage '{}'", stage.name));
+            let outcome = start_stage(
+                &ws,
+                &p,
+                stage,
+                pre,
+                &lock,
+                &owners,
+                &mut progress,
+                (&remote, i),
+            )
+            .with_context(|| format!("stage '{}'", stage.name));
             if matches!(outcome, Ok(Start::Restored(..) | Start::Run(_))) {
                 disturbed.insert(i);
             }
@@ -492,7 +529,11 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                     }
                     record_lock(&mut lock, stage, &a);
                     lock_dirty = true;
-                    let from = if from_remote { "the remote cache" } else { "cache" };
+                    let from = if from_remote {
+                        "the remote cache"
+                    } else {
+                        "cache"
+                    };
                     progress.finish(i, &format!("restored {} from {from}", stage.name));
                     release(i, &mut waiting, &mut ready);
                 }
@@ -507,11 +548,24 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                         stage.resources.gpus.min(gpu_total)
                     };
                     let gpus: Vec<usize> = free_gpus.drain(..n_gpu).collect();
-                    let job = make_job(&ws, &exe, stage, i, &a, &gpus, &gpu_ids, executor_kind == ExecutorKind::Slurm)?;
+                    let job = make_job(
+                        &ws,
+                        &exe,
+                        stage,
+                        i,
+                        &a,
+                        &gpus,
+                        &gpu_ids,
+                        executor_kind == ExecutorKind::Slurm,
+                    )?;
                     progress.start(i, &stage.name, "running");
                     let array = batching.then(|| array_key(i));
                     // Takes slots unless it rides along in an array (see above).
-                    let slots = if slots <= free_slots || running.is_empty() { slots } else { 0 };
+                    let slots = if slots <= free_slots || running.is_empty() {
+                        slots
+                    } else {
+                        0
+                    };
                     if let Some(k) = &array {
                         let e = arrays.entry(k.clone()).or_default();
                         e.0 += 1;
@@ -519,7 +573,10 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                     }
                     batch.push((job, array.clone()));
                     if !batching {
-                        let jobs_now = std::mem::take(&mut batch).into_iter().map(|(j, _)| (j, 1)).collect();
+                        let jobs_now = std::mem::take(&mut batch)
+                            .into_iter()
+                            .map(|(j, _)| (j, 1))
+                            .collect();
                         refused.extend(executor.submit_many(jobs_now));
                         stop_new |= !refused.is_empty() && !opts.keep_going;
                     }
@@ -546,7 +603,9 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
             refused.extend(executor.submit_many(jobs_now));
         }
         for (i, e) in refused {
-            let Some(r) = running.remove(&i) else { continue };
+            let Some(r) = running.remove(&i) else {
+                continue;
+            };
             free_slots += r.slots;
             free_gpus.extend(r.gpus);
             free_gpus.sort_unstable();
@@ -569,7 +628,9 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                     };
                     // An element of a job array hands its slots to one still riding along.
                     let heir = r.array.as_ref().filter(|_| r.slots > 0).and_then(|k| {
-                        running.values_mut().find(|o| o.slots == 0 && o.array.as_ref() == Some(k))
+                        running
+                            .values_mut()
+                            .find(|o| o.slots == 0 && o.array.as_ref() == Some(k))
                     });
                     match heir {
                         Some(h) => h.slots = r.slots,
@@ -579,9 +640,21 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                     free_gpus.sort_unstable();
                     let stage = &p.stages[id];
                     let secs = r.started.elapsed().as_secs_f64();
-                    let n_gpus = if executor_kind == ExecutorKind::Slurm { stage.resources.gpus } else { r.gpus.len() };
+                    let n_gpus = if executor_kind == ExecutorKind::Slurm {
+                        stage.resources.gpus
+                    } else {
+                        r.gpus.len()
+                    };
                     let usage = crate::trace::usage_path(&ws.cache_dir, &file_safe(&stage.name));
-                    crate::trace::record(&ws.cache_dir, &usage, stage, &r.assessment.key, n_gpus, secs, &outcome);
+                    crate::trace::record(
+                        &ws.cache_dir,
+                        &usage,
+                        stage,
+                        &r.assessment.key,
+                        n_gpus,
+                        secs,
+                        &outcome,
+                    );
                     let result = match outcome {
                         Outcome::Succeeded => commit_outputs(&ws, stage, &r.assessment, secs),
                         Outcome::Failed(why) => Err(anyhow::anyhow!("{why}")),
@@ -639,13 +712,19 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     if not_run > 0 && (interrupted || stop_new) {
         line.push_str(&format!(", {not_run} not started"));
     }
-    if summary.ran + summary.restored + summary.restored_remote + summary.failed == 0 && !interrupted {
+    if summary.ran + summary.restored + summary.restored_remote + summary.failed == 0
+        && !interrupted
+    {
         line.push_str(" — everything is up to date");
     }
     // Milliseconds matter for a no-op run, not for an hour of training.
     let secs = t0.elapsed().as_secs_f64();
     if !crate::ui::quiet() {
-        if secs < 1.0 { println!("{line} ({secs:.3}s)") } else { println!("{line} ({secs:.2}s)") }
+        if secs < 1.0 {
+            println!("{line} ({secs:.3}s)")
+        } else {
+            println!("{line} ({secs:.2}s)")
+        }
     }
     drop(executor);
     // The process ends right after this: freeing 10^5 map entries and strings one by one
@@ -692,7 +771,9 @@ fn retire_deleted_stages(ws: &Workspace, p: &Pipeline, lock: &mut LockFile) -> R
             }
             // The lock is shared, so untrusted: only paths the rule allows are ever removed.
             if let Some(Err(why)) = rules.as_ref().map(|r| r.deletable(path)) {
-                println!("note: {path} left in place although its stage '{name}' was removed: {why}");
+                println!(
+                    "note: {path} left in place although its stage '{name}' was removed: {why}"
+                );
                 continue;
             }
             // Only remove what is exactly what the stage produced, and so is in the cache.
@@ -745,7 +826,9 @@ fn start_stage(
     let found = match db.get_run(&a.key)? {
         _ if force => None,
         Some(rec) => Some(rec),
-        None => remote.fetch(ws, stage, id, &a.key, progress)?.inspect(|_| from_remote = true),
+        None => remote
+            .fetch(ws, stage, id, &a.key, progress)?
+            .inspect(|_| from_remote = true),
     };
     if let Some(rec) = found {
         // What the outputs hold now goes into the cache first (a no-op when it came from
@@ -754,7 +837,10 @@ fn start_stage(
         match restore(ws, &rec) {
             Ok(()) => {
                 // Every restored byte was verified against the record while copied.
-                return Ok(Start::Restored(restored_assessment(ws, &a, &rec)?, from_remote));
+                return Ok(Start::Restored(
+                    restored_assessment(ws, &a, &rec)?,
+                    from_remote,
+                ));
             }
             Err(e) => {
                 if let Some(c) = e.downcast_ref::<CorruptObject>() {
@@ -967,7 +1053,10 @@ fn make_job(
         resources: stage.resources.clone(),
         gpus: gpus.to_vec(),
         // Measured (CPU time, peak memory) for the run trace: see crate::trace.
-        usage: Some(crate::trace::usage_path(&ws.cache_dir, &file_safe(&stage.name))),
+        usage: Some(crate::trace::usage_path(
+            &ws.cache_dir,
+            &file_safe(&stage.name),
+        )),
     })
 }
 
@@ -1077,7 +1166,13 @@ fn make_executor(kind: ExecutorKind, p: &Pipeline) -> Result<Box<dyn Executor>> 
 
 /// `--dry-run`: what would happen, without running or recording anything: the verdicts of
 /// [`plan`](crate::plan::plan), as `repro status` reports them and `run` acts on them.
-fn dry_run(p: &Pipeline, dag: &crate::graph::Dag, selected: &[usize], ws: &Workspace, lock: &LockFile) -> Result<i32> {
+fn dry_run(
+    p: &Pipeline,
+    dag: &crate::graph::Dag,
+    selected: &[usize],
+    ws: &Workspace,
+    lock: &LockFile,
+) -> Result<i32> {
     use crate::plan::Verdict;
     let (mut run, mut may, mut fresh, mut restore) = (0, 0, 0, 0);
     for (i, planned) in crate::plan::plan(ws, p, dag, selected, lock) {
@@ -1086,7 +1181,11 @@ fn dry_run(p: &Pipeline, dag: &crate::graph::Dag, selected: &[usize], ws: &Works
         let mut why = v.reasons().join("; ");
         if !v.upstream().is_empty() {
             let after = format!("after upstream {}", v.upstream().join(", "));
-            why = if why.is_empty() { after } else { format!("{why}; {after}") };
+            why = if why.is_empty() {
+                after
+            } else {
+                format!("{why}; {after}")
+            };
         }
         match v {
             Verdict::Fresh => fresh += 1,

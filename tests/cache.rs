@@ -31,7 +31,11 @@ fn ran_once() -> Ws {
 
 /// Switch the FLIP pipeline to lr 0.2 (`true`) or back to 0.1.
 fn set_second_lr(ws: &Ws, second: bool) {
-    let yaml = if second { FLIP.replace("lr: 0.1", "lr: 0.2") } else { FLIP.to_string() };
+    let yaml = if second {
+        FLIP.replace("lr: 0.1", "lr: 0.2")
+    } else {
+        FLIP.to_string()
+    };
     ws.write("pipeline.yaml", &yaml);
 }
 
@@ -82,10 +86,14 @@ fn an_output_edited_by_hand_is_kept_in_the_cache_when_a_restore_replaces_it() {
     set_second_lr(&ws, false);
     let out = ws.ok(&["run"]);
     assert!(out.contains("2 restored"), "{out}");
-    assert!(ws.read("model/weights.txt").starts_with("lr=0.1"), "the first run's weights are back");
+    assert!(
+        ws.read("model/weights.txt").starts_with("lr=0.1"),
+        "the first run's weights are back"
+    );
     let hash = blake3::hash(b"my hand-tuned weights").to_hex().to_string();
     assert!(
-        ws.path(&format!("cache/objects/{}/{}", &hash[..2], &hash[2..])).exists(),
+        ws.path(&format!("cache/objects/{}/{}", &hash[..2], &hash[2..]))
+            .exists(),
         "the hand-edited file was saved in the cache before it was replaced"
     );
     let names: Vec<String> = std::fs::read_dir(ws.path("."))
@@ -93,7 +101,10 @@ fn an_output_edited_by_hand_is_kept_in_the_cache_when_a_restore_replaces_it() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(names.iter().all(|n| !n.starts_with(".repro-")), "no temporary left: {names:?}");
+    assert!(
+        names.iter().all(|n| !n.starts_with(".repro-")),
+        "no temporary left: {names:?}"
+    );
 }
 
 #[test]

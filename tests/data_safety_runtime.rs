@@ -377,17 +377,29 @@ fn a_local_stage_runs_under_exactly_one_repro_wrapper() {
     let engine_at = rows
         .iter()
         .position(|r| r[0] == engine_pid)
-        .unwrap_or_else(|| panic!("the engine ({engine_pid}) is not an ancestor of the stage:\n{chain}"));
+        .unwrap_or_else(|| {
+            panic!("the engine ({engine_pid}) is not an ancestor of the stage:\n{chain}")
+        });
     assert!(rows[engine_at][2].contains(" run"), "{chain}");
-    let wrappers: Vec<&Vec<&str>> = rows[..engine_at].iter().filter(|r| r[1] == "repro").collect();
-    assert_eq!(wrappers.len(), 1, "repro processes between the stage and the engine:\n{chain}");
+    let wrappers: Vec<&Vec<&str>> = rows[..engine_at]
+        .iter()
+        .filter(|r| r[1] == "repro")
+        .collect();
+    assert_eq!(
+        wrappers.len(),
+        1,
+        "repro processes between the stage and the engine:\n{chain}"
+    );
     assert!(wrappers[0][2].contains("internal supervise"), "{chain}");
     assert!(!chain.contains("internal measure"), "{chain}");
     // The one wrapper still measures the stage for the run trace.
     let trace = ws.ok(&["trace", "--json"]);
     let entries: serde_json::Value = serde_json::from_str(&trace).unwrap();
     assert_eq!(entries[0]["stage"], "tree", "{trace}");
-    assert!(entries[0]["cpu_s"].is_number() && entries[0]["max_rss_kb"].as_u64().unwrap() > 0, "{trace}");
+    assert!(
+        entries[0]["cpu_s"].is_number() && entries[0]["max_rss_kb"].as_u64().unwrap() > 0,
+        "{trace}"
+    );
 }
 
 /// Defect 18: "N not started" counted stages that were ready twice.

@@ -362,10 +362,19 @@ fn outputs_of_a_deleted_stage_leave_the_workspace_and_come_back_from_the_cache()
 /// only `repro-torch` links it, and `repro doctor` reaches it through `repro`.
 #[test]
 fn the_engine_binary_does_not_link_libtorch_and_doctor_reaches_repro_torch() {
-    let ldd = std::process::Command::new("ldd").arg(common::bin()).output().unwrap();
+    let ldd = std::process::Command::new("ldd")
+        .arg(common::bin())
+        .output()
+        .unwrap();
     let libs = String::from_utf8_lossy(&ldd.stdout);
-    assert!(!libs.contains("libtorch") && !libs.contains("libc10"), "repro links libtorch:\n{libs}");
-    let out = std::process::Command::new(common::bin()).arg("doctor").output().unwrap();
+    assert!(
+        !libs.contains("libtorch") && !libs.contains("libc10"),
+        "repro links libtorch:\n{libs}"
+    );
+    let out = std::process::Command::new(common::bin())
+        .arg("doctor")
+        .output()
+        .unwrap();
     let text = common::both(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("libtorch        2.11.0"), "{text}");

@@ -53,7 +53,10 @@ fn bench_metrics() {
         eprintln!("set BENCH_FILE to a logits safetensors file");
         return;
     };
-    let reps: usize = std::env::var("BENCH_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let reps: usize = std::env::var("BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
     let t0 = Instant::now();
     let file = LogitsFile::open(std::path::Path::new(&path)).unwrap();
     let input = file.read().unwrap();
@@ -74,14 +77,22 @@ fn bench_metrics() {
     let stats = metrics::rows::row_stats(m, &input.labels, true);
     let sweep_ms = |domain| {
         median_ms(reps, || {
-            std::hint::black_box(metrics::accuracy::accuracies(&stats, &input.labels, m.cols, domain));
+            std::hint::black_box(metrics::accuracy::accuracies(
+                &stats,
+                &input.labels,
+                m.cols,
+                domain,
+            ));
         })
     };
     // One phase alone, for a profiler.
     match std::env::var("BENCH_ONLY").as_deref() {
         Ok("rowpass") => return println!("BENCH rowpass {:.2} ms", pass_ms()),
         Ok("sweeps") => {
-            let (raw, soft) = (sweep_ms(metrics::Domain::Raw), sweep_ms(metrics::Domain::Softmax));
+            let (raw, soft) = (
+                sweep_ms(metrics::Domain::Raw),
+                sweep_ms(metrics::Domain::Softmax),
+            );
             return println!("BENCH sweeps raw {raw:.2} ms, softmax {soft:.2} ms");
         }
         _ => {}
@@ -101,11 +112,19 @@ fn bench_metrics() {
     let pass_raw_ms = median_ms(reps, || {
         std::hint::black_box(metrics::rows::row_stats(m, &input.labels, false));
     });
-    let (sweep_raw_ms, sweep_soft_ms) = (sweep_ms(metrics::Domain::Raw), sweep_ms(metrics::Domain::Softmax));
+    let (sweep_raw_ms, sweep_soft_ms) = (
+        sweep_ms(metrics::Domain::Raw),
+        sweep_ms(metrics::Domain::Softmax),
+    );
     println!("BENCH sum {sum_ms:.2} ms (checksum {s:.3})");
-    println!("BENCH sweeps raw {sweep_raw_ms:.2} ms, softmax {sweep_soft_ms:.2} ms (each on the whole pool)");
+    println!(
+        "BENCH sweeps raw {sweep_raw_ms:.2} ms, softmax {sweep_soft_ms:.2} ms (each on the whole pool)"
+    );
     println!("BENCH rowpass {:.2} ms", pass_ms());
-    println!("BENCH rowpass-without-softmax {pass_raw_ms:.2} ms (ratio to sum {:.2})", pass_raw_ms / sum_ms);
+    println!(
+        "BENCH rowpass-without-softmax {pass_raw_ms:.2} ms (ratio to sum {:.2})",
+        pass_raw_ms / sum_ms
+    );
     println!("BENCH eval {eval_ms:.2} ms");
     println!("BENCH full {full_ms:.2} ms");
     println!("BENCH ratio eval/sum {:.2}", eval_ms / sum_ms);

@@ -27,15 +27,25 @@ fn write_st(path: &Path, tensors: &[T<'_>]) {
 }
 
 fn repro(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_repro")).args(args).current_dir(dir).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_repro"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// The hand-worked example of tests/metrics_props.rs (A_SW 5/6, A_CW = A_Uni = 4/6, t* 2.5).
-const LOGITS: [f32; 18] = [5., 1., 2., 3., 0., 4., 0., 6., 1., 2., 3., 2., -1., 0., 1., 1., 1., 7.];
+const LOGITS: [f32; 18] = [
+    5., 1., 2., 3., 0., 4., 0., 6., 1., 2., 3., 2., -1., 0., 1., 1., 1., 7.,
+];
 const LABELS: [i64; 6] = [0, 0, 1, 1, 2, 2];
 
 fn example(path: &Path, extra: bool) {
@@ -62,7 +72,14 @@ fn eval_json_has_the_contract_fields() {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["n"], 6);
     assert_eq!(v["classes"], 3);
-    assert_eq!((v["count_sw"].as_u64(), v["count_cw"].as_u64(), v["count_uni"].as_u64()), (Some(5), Some(4), Some(4)));
+    assert_eq!(
+        (
+            v["count_sw"].as_u64(),
+            v["count_cw"].as_u64(),
+            v["count_uni"].as_u64()
+        ),
+        (Some(5), Some(4), Some(4))
+    );
     assert!((v["a_sw"].as_f64().unwrap() - 500.0 / 6.0).abs() < 1e-9);
     assert!((v["a_uni"].as_f64().unwrap() - 400.0 / 6.0).abs() < 1e-9);
     assert_eq!(v["t_star"], 2.5);
@@ -71,7 +88,14 @@ fn eval_json_has_the_contract_fields() {
     assert_eq!(v["ordering_holds"], true);
     assert_eq!(v["non_finite_samples"], 0);
     assert_eq!(v["softmax"]["count_sw"], 5);
-    for k in ["a_sw", "a_cw", "a_uni", "t_star", "t_class", "ordering_holds"] {
+    for k in [
+        "a_sw",
+        "a_cw",
+        "a_uni",
+        "t_star",
+        "t_class",
+        "ordering_holds",
+    ] {
         assert!(v["softmax"].get(k).is_some(), "softmax.{k} missing");
     }
     assert_eq!(v["run"], serde_json::json!({}));
@@ -80,7 +104,10 @@ fn eval_json_has_the_contract_fields() {
     let o = repro(dir.path(), &["eval", "--logits", "l.safetensors"]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("A_Uni") && t.contains("83.33") && t.contains("66.67") && t.contains("2.500000"), "{t}");
+    assert!(
+        t.contains("A_Uni") && t.contains("83.33") && t.contains("66.67") && t.contains("2.500000"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -88,11 +115,25 @@ fn eval_rejects_bad_input_with_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cases: Vec<(&str, Vec<T<'_>>, &str)> = vec![
-        ("nolabels", vec![("logits", Dtype::F32, vec![2, 2], f32_bytes(&[0., 1., 2., 3.]))], "no tensor named `labels`"),
+        (
+            "nolabels",
+            vec![(
+                "logits",
+                Dtype::F32,
+                vec![2, 2],
+                f32_bytes(&[0., 1., 2., 3.]),
+            )],
+            "no tensor named `labels`",
+        ),
         (
             "i32labels",
             vec![
-                ("logits", Dtype::F32, vec![2, 2], f32_bytes(&[0., 1., 2., 3.])),
+                (
+                    "logits",
+                    Dtype::F32,
+                    vec![2, 2],
+                    f32_bytes(&[0., 1., 2., 3.]),
+                ),
                 ("labels", Dtype::I32, vec![2], vec![0; 8]),
             ],
             "must be i64",
@@ -100,7 +141,12 @@ fn eval_rejects_bad_input_with_clear_errors() {
         (
             "range",
             vec![
-                ("logits", Dtype::F32, vec![2, 2], f32_bytes(&[0., 1., 2., 3.])),
+                (
+                    "logits",
+                    Dtype::F32,
+                    vec![2, 2],
+                    f32_bytes(&[0., 1., 2., 3.]),
+                ),
                 ("labels", Dtype::I64, vec![2], i64_bytes(&[0, 2])),
             ],
             "labels[1] = 2 is outside 0..1",
@@ -108,7 +154,12 @@ fn eval_rejects_bad_input_with_clear_errors() {
         (
             "rows",
             vec![
-                ("logits", Dtype::F32, vec![2, 2], f32_bytes(&[0., 1., 2., 3.])),
+                (
+                    "logits",
+                    Dtype::F32,
+                    vec![2, 2],
+                    f32_bytes(&[0., 1., 2., 3.]),
+                ),
                 ("labels", Dtype::I64, vec![3], i64_bytes(&[0, 1, 1])),
             ],
             "`logits` has 2 rows",
@@ -124,8 +175,18 @@ fn eval_rejects_bad_input_with_clear_errors() {
         (
             "nobias",
             vec![
-                ("logits", Dtype::F32, vec![2, 2], f32_bytes(&[0., 1., 2., 3.])),
-                ("logits_nobias", Dtype::F32, vec![1, 2], f32_bytes(&[0., 1.])),
+                (
+                    "logits",
+                    Dtype::F32,
+                    vec![2, 2],
+                    f32_bytes(&[0., 1., 2., 3.]),
+                ),
+                (
+                    "logits_nobias",
+                    Dtype::F32,
+                    vec![1, 2],
+                    f32_bytes(&[0., 1.]),
+                ),
                 ("labels", Dtype::I64, vec![2], i64_bytes(&[0, 1])),
             ],
             "they must match",
@@ -133,7 +194,12 @@ fn eval_rejects_bad_input_with_clear_errors() {
         (
             "bias",
             vec![
-                ("logits", Dtype::F32, vec![2, 2], f32_bytes(&[0., 1., 2., 3.])),
+                (
+                    "logits",
+                    Dtype::F32,
+                    vec![2, 2],
+                    f32_bytes(&[0., 1., 2., 3.]),
+                ),
                 ("labels", Dtype::I64, vec![2], i64_bytes(&[0, 1])),
                 ("bias", Dtype::F32, vec![3], f32_bytes(&[0., 1., 2.])),
             ],
@@ -146,13 +212,22 @@ fn eval_rejects_bad_input_with_clear_errors() {
         let o = repro(d, &["eval", "--logits", &file]);
         let t = text(&o);
         assert!(!o.status.success(), "{name}: should fail:\n{t}");
-        assert!(t.contains(&file) && t.contains(want), "{name}: message should name the file and say `{want}`:\n{t}");
+        assert!(
+            t.contains(&file) && t.contains(want),
+            "{name}: message should name the file and say `{want}`:\n{t}"
+        );
     }
     std::fs::write(d.join("junk.safetensors"), b"not a tensor file").unwrap();
     let t = text(&repro(d, &["eval", "--logits", "junk.safetensors"]));
-    assert!(t.contains("junk.safetensors") && t.contains("not a valid safetensors file"), "{t}");
+    assert!(
+        t.contains("junk.safetensors") && t.contains("not a valid safetensors file"),
+        "{t}"
+    );
     let t = text(&repro(d, &["eval", "--logits", "missing.safetensors"]));
-    assert!(t.contains("missing.safetensors") && t.contains("cannot open"), "{t}");
+    assert!(
+        t.contains("missing.safetensors") && t.contains("cannot open"),
+        "{t}"
+    );
 }
 
 fn run_kind(dir: &Path, params: Value) -> Output {
@@ -168,14 +243,21 @@ fn evaluate_kind_writes_metrics_json_with_distributions() {
     std::fs::create_dir_all(d.join("runs/a")).unwrap();
     example(&d.join("runs/a/logits.safetensors"), true);
     let meta = serde_json::json!({"dataset": "toy", "loss": "bce-u", "gamma": 1.5});
-    let o = run_kind(d, serde_json::json!({"logits": "runs/a/logits.safetensors", "meta": meta, "bins": 8}));
+    let o = run_kind(
+        d,
+        serde_json::json!({"logits": "runs/a/logits.safetensors", "meta": meta, "bins": 8}),
+    );
     assert!(o.status.success(), "{}", text(&o));
     // Only metrics.json next to the input: no temporary file left behind.
-    let mut names: Vec<String> =
-        std::fs::read_dir(d.join("runs/a")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(d.join("runs/a"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     names.sort();
     assert_eq!(names, vec!["logits.safetensors", "metrics.json"]);
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(d.join("runs/a/metrics.json")).unwrap()).unwrap();
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("runs/a/metrics.json")).unwrap())
+            .unwrap();
     assert_eq!(v["run"], meta);
     assert_eq!(v["bias"], serde_json::json!([1.0]));
     assert_eq!(v["bias_init"], serde_json::json!([0.0]));
@@ -196,7 +278,10 @@ fn evaluate_kind_writes_metrics_json_with_distributions() {
     assert_eq!(w["overlap"], serde_json::json!([1.0, 2.0]));
     assert_eq!(w["overlap_width"], 1.0);
     let h = &w["hist"];
-    assert_eq!((h["lo"].as_f64(), h["hi"].as_f64(), h["bins"].as_u64()), (Some(-1.0), Some(7.0), Some(8)));
+    assert_eq!(
+        (h["lo"].as_f64(), h["hi"].as_f64(), h["bins"].as_u64()),
+        (Some(-1.0), Some(7.0), Some(8))
+    );
     // Bins of width 1 on [-1, 7]; 7 falls in the last bin.
     assert_eq!(h["pos"], serde_json::json!([0, 0, 1, 0, 1, 0, 1, 2]));
     assert_eq!(h["neg"], serde_json::json!([1, 2, 4, 3, 0, 0, 0, 0]));
@@ -205,12 +290,19 @@ fn evaluate_kind_writes_metrics_json_with_distributions() {
     assert_eq!(nb["overlap"], serde_json::json!([0.0, 1.0]));
 
     // An explicit `out`, and unknown parameters are rejected.
-    let o = run_kind(d, serde_json::json!({"logits": "runs/a/logits.safetensors", "out": "m/x.json"}));
+    let o = run_kind(
+        d,
+        serde_json::json!({"logits": "runs/a/logits.safetensors", "out": "m/x.json"}),
+    );
     assert!(o.status.success(), "{}", text(&o));
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(d.join("m/x.json")).unwrap()).unwrap();
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("m/x.json")).unwrap()).unwrap();
     assert_eq!(v["run"], serde_json::json!({}));
     assert_eq!(v["distribution"]["without_bias"]["hist"]["bins"], 100);
-    let o = run_kind(d, serde_json::json!({"logits": "runs/a/logits.safetensors", "colour": 1}));
+    let o = run_kind(
+        d,
+        serde_json::json!({"logits": "runs/a/logits.safetensors", "colour": 1}),
+    );
     assert!(!o.status.success());
     assert!(text(&o).contains("colour"), "{}", text(&o));
 }
@@ -222,13 +314,19 @@ fn evaluate_kind_reports_diverged_models() {
     write_st(
         &d.join("l.safetensors"),
         &[
-            ("logits", Dtype::F32, vec![2, 2], f32_bytes(&[f32::NAN, 0., 1., 0.])),
+            (
+                "logits",
+                Dtype::F32,
+                vec![2, 2],
+                f32_bytes(&[f32::NAN, 0., 1., 0.]),
+            ),
             ("labels", Dtype::I64, vec![2], i64_bytes(&[0, 0])),
         ],
     );
     let o = run_kind(d, serde_json::json!({"logits": "l.safetensors"}));
     assert!(o.status.success(), "{}", text(&o));
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(d.join("metrics.json")).unwrap()).unwrap();
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(v["non_finite_samples"], 1);
     assert_eq!(v["count_sw"], 1);
     assert_eq!(v["a_sw"], 50.0);

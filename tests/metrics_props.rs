@@ -78,7 +78,10 @@ fn pairs(case: &Case, softmax: bool) -> Vec<Option<(f64, f64)>> {
 }
 
 fn count_at(pairs: &[Option<(f64, f64)>], members: &[usize], t: f64) -> usize {
-    members.iter().filter(|&&i| matches!(pairs[i], Some((p, q)) if p > t && t >= q)).count()
+    members
+        .iter()
+        .filter(|&&i| matches!(pairs[i], Some((p, q)) if p > t && t >= q))
+        .count()
 }
 
 fn candidates(pairs: &[Option<(f64, f64)>], members: &[usize]) -> Vec<f64> {
@@ -110,14 +113,30 @@ fn check_best(
         if !snap || !v.is_finite() {
             return Ok(v);
         }
-        let c = cands.iter().cloned().min_by(|a, b| (a - v).abs().total_cmp(&(b - v).abs())).unwrap();
-        prop_assert!((c - v).abs() <= 1e-5 * c.abs().max(1e-3), "{what}: end {v} is no metric value (nearest {c})");
+        let c = cands
+            .iter()
+            .cloned()
+            .min_by(|a, b| (a - v).abs().total_cmp(&(b - v).abs()))
+            .unwrap();
+        prop_assert!(
+            (c - v).abs() <= 1e-5 * c.abs().max(1e-3),
+            "{what}: end {v} is no metric value (nearest {c})"
+        );
         Ok(c)
     };
-    let best = cands.iter().map(|&t| count_at(pairs, members, t)).max().unwrap_or(0);
+    let best = cands
+        .iter()
+        .map(|&t| count_at(pairs, members, t))
+        .max()
+        .unwrap_or(0);
     prop_assert_eq!(got.count, best, "{}: best count", what);
     if best == 0 {
-        prop_assert_eq!(got.interval, None, "{}: no interval when nothing is classified", what);
+        prop_assert_eq!(
+            got.interval,
+            None,
+            "{}: no interval when nothing is classified",
+            what
+        );
         prop_assert_eq!(got.t_star(), None);
         return Ok(());
     }
@@ -126,12 +145,24 @@ fn check_best(
     prop_assert!(lo < hi, "{what}: empty interval [{lo}, {hi})");
     // hi is finite and counts fewer; everything below lo counts fewer (first interval).
     prop_assert!(hi.is_finite());
-    prop_assert!(count_at(pairs, members, hi) < best, "{what}: t = hi still maximal");
+    prop_assert!(
+        count_at(pairs, members, hi) < best,
+        "{what}: t = hi still maximal"
+    );
     for &t in cands.iter().filter(|&&t| t < lo) {
-        prop_assert!(count_at(pairs, members, t) < best, "{what}: t = {t} < lo is maximal");
+        prop_assert!(
+            count_at(pairs, members, t) < best,
+            "{what}: t = {t} < lo is maximal"
+        );
     }
     for &t in cands.iter().filter(|&&t| t >= lo && t < hi) {
-        prop_assert_eq!(count_at(pairs, members, t), best, "{}: t = {} inside interval", what, t);
+        prop_assert_eq!(
+            count_at(pairs, members, t),
+            best,
+            "{}: t = {} inside interval",
+            what,
+            t
+        );
     }
     if lo.is_finite() {
         prop_assert_eq!(count_at(pairs, members, lo), best);
@@ -140,7 +171,12 @@ fn check_best(
         prop_assert!(glo <= t && t < ghi);
         prop_assert_eq!(count_at(pairs, members, t), best, "{}: count at t*", what);
     } else {
-        prop_assert_eq!(got.t_star(), None, "{}: unbounded interval has no midpoint", what);
+        prop_assert_eq!(
+            got.t_star(),
+            None,
+            "{}: unbounded interval has no midpoint",
+            what
+        );
     }
     Ok(())
 }
@@ -148,13 +184,20 @@ fn check_best(
 fn check_domain(case: &Case, a: &metrics::Accuracies, softmax: bool) -> Result<(), TestCaseError> {
     let pr = pairs(case, softmax);
     let all: Vec<usize> = (0..case.rows).collect();
-    let sw = pr.iter().filter(|p| matches!(p, Some((p, q)) if p > q)).count();
+    let sw = pr
+        .iter()
+        .filter(|p| matches!(p, Some((p, q)) if p > q))
+        .count();
     prop_assert_eq!(a.count_sw, sw, "A_SW count");
     check_best(&pr, &all, &a.uni, "uniform", softmax)?;
     prop_assert_eq!(a.count_uni, a.uni.count);
     let mut cw = 0;
     for c in 0..case.cols {
-        let members: Vec<usize> = all.iter().cloned().filter(|&i| case.labels[i] as usize == c).collect();
+        let members: Vec<usize> = all
+            .iter()
+            .cloned()
+            .filter(|&i| case.labels[i] as usize == c)
+            .collect();
         check_best(&pr, &members, &a.class[c], &format!("class {c}"), softmax)?;
         cw += a.class[c].count;
     }
@@ -286,7 +329,12 @@ proptest! {
 }
 
 fn case(cols: usize, rows: &[&[f32]], labels: &[u32]) -> Case {
-    Case { rows: rows.len(), cols, data: rows.concat(), labels: labels.to_vec() }
+    Case {
+        rows: rows.len(),
+        cols,
+        data: rows.concat(),
+        labels: labels.to_vec(),
+    }
 }
 
 #[test]
@@ -305,7 +353,14 @@ fn hand_worked_three_classes() {
     // interval is [0, 7) and t2* = 3.5. A_CW = 4/6.
     let c = case(
         3,
-        &[&[5., 1., 2.], &[3., 0., 4.], &[0., 6., 1.], &[2., 3., 2.], &[-1., 0., 1.], &[1., 1., 7.]],
+        &[
+            &[5., 1., 2.],
+            &[3., 0., 4.],
+            &[0., 6., 1.],
+            &[2., 3., 2.],
+            &[-1., 0., 1.],
+            &[1., 1., 7.],
+        ],
         &[0, 0, 1, 1, 2, 2],
     );
     let ev = c.eval();
@@ -357,7 +412,12 @@ fn single_class_one_sample_and_all_equal() {
 fn non_finite_rows_count_as_wrong() {
     let c = case(
         2,
-        &[&[f32::NAN, 0.], &[f32::INFINITY, 0.], &[3., f32::NEG_INFINITY], &[1., 0.]],
+        &[
+            &[f32::NAN, 0.],
+            &[f32::INFINITY, 0.],
+            &[3., f32::NEG_INFINITY],
+            &[1., 0.],
+        ],
         &[0, 0, 0, 0],
     );
     let ev = c.eval();
@@ -377,6 +437,9 @@ fn softmax_thresholds_are_probabilities() {
     assert_eq!(s.count_uni, 2);
     let (lo, hi) = s.uni.interval.unwrap();
     let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
-    assert!((lo - sig(-1.0)).abs() < 1e-6 && (hi - sig(1.0)).abs() < 1e-6, "{lo} {hi}");
+    assert!(
+        (lo - sig(-1.0)).abs() < 1e-6 && (hi - sig(1.0)).abs() < 1e-6,
+        "{lo} {hi}"
+    );
     assert!((s.uni.t_star().unwrap() - 0.5).abs() < 1e-6);
 }

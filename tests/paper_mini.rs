@@ -364,12 +364,14 @@ fn paper_mini_runs_the_paper_graph_end_to_end() {
     assert_eq!(t["params"]["epochs"], 0);
     // Per-dataset settings reach the stages.
     let t: serde_json::Value =
-        serde_json::from_str(&ws.read("runs/imagenet-1k/resnet50/bce-nu/seed0/train.json")).unwrap();
+        serde_json::from_str(&ws.read("runs/imagenet-1k/resnet50/bce-nu/seed0/train.json"))
+            .unwrap();
     assert_eq!(t["params"]["lr"], 0.0001);
     assert_eq!(t["params"]["unified_bias_init"], 0.0);
     assert_eq!(t["bias_init"][0], 0.0);
     let t: serde_json::Value =
-        serde_json::from_str(&ws.read("runs/cub-200-2011/resnet50/bce-nu/seed0/train.json")).unwrap();
+        serde_json::from_str(&ws.read("runs/cub-200-2011/resnet50/bce-nu/seed0/train.json"))
+            .unwrap();
     assert_eq!(t["params"]["lr"], 0.001);
     assert_eq!(t["image_size"][0], 32);
     assert_eq!(t["epochs"][0]["steps"], 1);
@@ -378,10 +380,14 @@ fn paper_mini_runs_the_paper_graph_end_to_end() {
     // pre-training column and bce-nu column (ImageNet), Table V (CUB), Table III (γ) and X.
     let html = ws.read("report/report.html");
     let m: serde_json::Value =
-        serde_json::from_str(&ws.read("runs/cub-200-2011/resnet50/bce-nu/seed0/metrics.json")).unwrap();
+        serde_json::from_str(&ws.read("runs/cub-200-2011/resnet50/bce-nu/seed0/metrics.json"))
+            .unwrap();
     let ours = format!("{:.2}", m["a_sw"].as_f64().unwrap());
     assert!(html.contains(&ours), "the report shows our A_SW {ours}");
     for published in ["paper 75.80", "paper 77.50", "paper 86.09"] {
-        assert!(html.contains(published), "the report lacks the published value ({published})");
+        assert!(
+            html.contains(published),
+            "the report lacks the published value ({published})"
+        );
     }
 }

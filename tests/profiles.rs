@@ -132,7 +132,10 @@ fn every_profile_loads_and_dry_runs() {
         if name == "paper-mini" {
             // Its weights are written at test time, so their checksum is given on the command
             // line (tests/paper_mini.rs); a dry run verifies nothing.
-            args.extend(["--set", "pretrained.resnet50.sha256_prefix=00000000aaaaaaaa"]);
+            args.extend([
+                "--set",
+                "pretrained.resnet50.sha256_prefix=00000000aaaaaaaa",
+            ]);
         }
         let out = ws.ok(&args);
         assert!(out.contains("dry run: "), "{name}: {out}");

@@ -210,9 +210,7 @@ fn gamma_and_bias_tables() {
     assert_eq!(c.published, Some(-6.8));
 }
 
-fn claims_of(
-    runs: &[repro::report::runs::Run],
-) -> Vec<repro::report::claims::ClaimResult> {
+fn claims_of(runs: &[repro::report::runs::Run]) -> Vec<repro::report::claims::ClaimResult> {
     use repro::report::{claims, published::Published};
     let specs = claims::parse("stages/claims.yaml", claims::BUILTIN).unwrap();
     claims::evaluate(&specs, &Published::builtin().unwrap(), runs)
@@ -241,12 +239,20 @@ fn findings_check_the_claims_honestly() {
         .find(|u| u.scope.ends_with("bce-u"))
         .expect("a bce-u scope");
     assert_eq!(u.verdict, Verdict::Holds, "{}", u.evidence);
-    assert!(u.evidence.contains("holds for 1 of 1 seeds"), "{}", u.evidence);
+    assert!(
+        u.evidence.contains("holds for 1 of 1 seeds"),
+        "{}",
+        u.evidence
+    );
     // The fixture has only some of the twelve losses: a claim over all of them is not
     // measured, and says which runs are missing — never assumed.
     let c = claim(&res, "bce-higher-uni");
     assert_eq!(c.ours.verdict, Verdict::NotMeasured, "{}", c.ours.summary);
-    assert!(c.ours.summary.contains("missing runs of"), "{}", c.ours.summary);
+    assert!(
+        c.ours.summary.contains("missing runs of"),
+        "{}",
+        c.ours.summary
+    );
     // ImageNet-only claims have no ImageNet fine-tuning runs here.
     let c = claim(&res, "bce-uni-20-points-imagenet");
     assert_eq!(c.ours.verdict, Verdict::NotMeasured);
@@ -285,12 +291,15 @@ fn synthetic(uni: impl Fn(&str, u32) -> f64) -> Vec<repro::report::runs::Run> {
 fn a_violated_claim_is_reported_as_failing() {
     use repro::report::claims::Verdict;
     // SoftMax clearly ahead on A_Uni (10 points, noise 0.1).
-    let runs = synthetic(|l, s| {
-        (if l.starts_with("soft") { 80.0 } else { 70.0 }) + 0.1 * s as f64
-    });
+    let runs = synthetic(|l, s| (if l.starts_with("soft") { 80.0 } else { 70.0 }) + 0.1 * s as f64);
     let res = claims_of(&runs);
     for id in ["bce-higher-uni", "bce-best-uni", "softmax-gap"] {
-        assert_eq!(claim(&res, id).ours.verdict, Verdict::Fails, "{id}: {}", claim(&res, id).ours.summary);
+        assert_eq!(
+            claim(&res, id).ours.verdict,
+            Verdict::Fails,
+            "{id}: {}",
+            claim(&res, id).ours.summary
+        );
     }
 }
 
@@ -305,13 +314,20 @@ fn a_difference_within_the_seed_noise_is_not_called_a_win() {
     let res = claims_of(&runs);
     let c = claim(&res, "bce-higher-uni");
     assert_eq!(c.ours.verdict, Verdict::WithinNoise, "{}", c.ours.summary);
-    assert!(c.ours.summary.contains("± 1.00 (n=3)"), "{}", c.ours.summary);
+    assert!(
+        c.ours.summary.contains("± 1.00 (n=3)"),
+        "{}",
+        c.ours.summary
+    );
     // And beyond the noise it holds.
     let runs = synthetic(|l, s| {
         let base = if l.starts_with("bce") { 85.0 } else { 80.0 };
         base + [-1.0, 0.0, 1.0][s as usize]
     });
-    assert_eq!(claim(&claims_of(&runs), "bce-higher-uni").ours.verdict, Verdict::Holds);
+    assert_eq!(
+        claim(&claims_of(&runs), "bce-higher-uni").ours.verdict,
+        Verdict::Holds
+    );
     // In the accuracy table nothing is bold when the best is within noise of the runner-up.
     let runs = synthetic(|l, s| {
         let base = if l == "bce-nu" { 80.5 } else { 80.0 };
@@ -319,7 +335,11 @@ fn a_difference_within_the_seed_noise_is_not_called_a_win() {
     });
     let p = repro::report::published::Published::builtin().unwrap();
     let t = &repro::report::tables::accuracy_tables(&runs, &p, false)[0];
-    let uni = t.blocks[0].rows.iter().find(|r| r.metric == "a_uni").unwrap();
+    let uni = t.blocks[0]
+        .rows
+        .iter()
+        .find(|r| r.metric == "a_uni")
+        .unwrap();
     assert!(uni.cells.iter().all(|c| !c.best));
     assert!(uni.cells.iter().filter(|c| c.tie).count() >= 2);
     assert_eq!(t.ns, vec![3]);

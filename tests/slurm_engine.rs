@@ -16,7 +16,6 @@ use common::{Ws, both, slurm_conf};
 /// The test node has two GPUs; tests that need them exclusively take turns.
 static GPUS: Mutex<()> = Mutex::new(());
 
-
 fn repro(ws: &Ws, args: &[&str]) -> Output {
     ws.cmd(args)
         .env("SLURM_CONF", slurm_conf())

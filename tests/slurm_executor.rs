@@ -16,7 +16,6 @@ use common::slurm_conf;
 use repro::executor::slurm::{ExitStatus, SlurmExecutor, SlurmOptions, sacct};
 use repro::executor::{Event, Executor, Job, JobId, Outcome, Resources};
 
-
 fn options() -> SlurmOptions {
     SlurmOptions {
         poll_interval: Duration::from_millis(300),

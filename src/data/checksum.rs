@@ -71,7 +71,11 @@ impl Checksum {
                     Checksum::Unverified => unreachable!(),
                 };
                 if !len.contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    let n = if len.start() == len.end() { len.start().to_string() } else { "8 to 64".into() };
+                    let n = if len.start() == len.end() {
+                        len.start().to_string()
+                    } else {
+                        "8 to 64".into()
+                    };
                     bail!("{what}: checksum '{hex}' is not {n} hex digits");
                 }
                 Ok(c)
@@ -87,8 +91,9 @@ impl Checksum {
             Checksum::Sha256(want) => (want, hash_reader::<Sha256>(open(path)?)?, "sha256"),
             Checksum::Sha256Prefix(want) => {
                 let got = hash_reader::<Sha256>(open(path)?)?;
-                return Ok((!got.starts_with(want.as_str()))
-                    .then(|| format!("sha256 is {got}, which does not start with the pinned {want}")));
+                return Ok((!got.starts_with(want.as_str())).then(|| {
+                    format!("sha256 is {got}, which does not start with the pinned {want}")
+                }));
             }
             Checksum::Md5(want) => (want, hash_reader::<Md5>(open(path)?)?, "md5"),
             Checksum::ContentSha256(want) => {
@@ -169,11 +174,31 @@ mod tests {
         let f = dir.path().join("resnet50-2cf24dba.pth");
         std::fs::write(&f, b"hello").unwrap();
         // sha256("hello") = 2cf24dba5fb0a30e…
-        let c = Checksum::from_fields_with_prefix(None, None, None, Some("2CF24DBA"), false, "w").unwrap();
+        let c = Checksum::from_fields_with_prefix(None, None, None, Some("2CF24DBA"), false, "w")
+            .unwrap();
         assert_eq!(c.verify(&f).unwrap(), None);
-        let bad = Checksum::from_fields_with_prefix(None, None, None, Some("0676ba61"), false, "w").unwrap();
-        assert!(bad.verify(&f).unwrap().unwrap().contains("does not start with the pinned 0676ba61"));
-        assert!(Checksum::from_fields_with_prefix(None, None, None, Some("2cf24d"), false, "w").is_err());
-        assert!(Checksum::from_fields_with_prefix(Some(&"0".repeat(64)), None, None, Some("2cf24dba"), false, "w").is_err());
+        let bad = Checksum::from_fields_with_prefix(None, None, None, Some("0676ba61"), false, "w")
+            .unwrap();
+        assert!(
+            bad.verify(&f)
+                .unwrap()
+                .unwrap()
+                .contains("does not start with the pinned 0676ba61")
+        );
+        assert!(
+            Checksum::from_fields_with_prefix(None, None, None, Some("2cf24d"), false, "w")
+                .is_err()
+        );
+        assert!(
+            Checksum::from_fields_with_prefix(
+                Some(&"0".repeat(64)),
+                None,
+                None,
+                Some("2cf24dba"),
+                false,
+                "w"
+            )
+            .is_err()
+        );
     }
 }

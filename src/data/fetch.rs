@@ -114,7 +114,13 @@ pub fn fetch(
 }
 
 /// Download `url` into `part`, resuming what is already there.
-fn download(url: &str, part: &Path, label: &str, opts: &FetchOptions, progress: Progress) -> Result<()> {
+fn download(
+    url: &str,
+    part: &Path,
+    label: &str,
+    opts: &FetchOptions,
+    progress: Progress,
+) -> Result<()> {
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(opts.timeout)
         .timeout_read(opts.timeout)
@@ -228,7 +234,14 @@ fn content_range_start(resp: &ureq::Response) -> Option<u64> {
     rest.split('-').next()?.trim().parse().ok()
 }
 
-fn report_bytes(progress: Progress, label: &str, done: u64, start: u64, total: Option<u64>, took: Duration) {
+fn report_bytes(
+    progress: Progress,
+    label: &str,
+    done: u64,
+    start: u64,
+    total: Option<u64>,
+    took: Duration,
+) {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let rate = mib(done - start) / took.as_secs_f64().max(1e-3);
     let msg = match total {

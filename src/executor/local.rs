@@ -53,8 +53,7 @@ impl LocalExecutor {
             .and_then(|c| c.parent())
             .and_then(|r| r.canonicalize().ok());
         let ours = |pid: i32| {
-            is_our_supervisor(pid)
-                && std::fs::read_link(format!("/proc/{pid}/cwd")).ok() == root
+            is_our_supervisor(pid) && std::fs::read_link(format!("/proc/{pid}/cwd")).ok() == root
         };
         for entry in std::fs::read_dir(&pid_dir)? {
             let entry = entry?;
@@ -144,7 +143,10 @@ fn relay(
         }
         // `-v`: the line is also shown on the terminal, prefixed by the stage (crate::ui).
         if crate::ui::verbose() {
-            crate::ui::stage_output(&stage, String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']));
+            crate::ui::stage_output(
+                &stage,
+                String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']),
+            );
         }
         // A full disk loses log lines, never the stage: the pipe must keep draining.
         let _ = log.lock().unwrap().write_all(&line);
@@ -216,7 +218,8 @@ impl Executor for LocalExecutor {
         let id = job.id;
         let (out_log, progress_tx) = (log.clone(), self.tx.clone());
         let (out_name, err_name) = (job.stage.clone(), job.stage.clone());
-        let out_thread = std::thread::spawn(move || relay(stdout, out_log, out_name, Some((id, progress_tx))));
+        let out_thread =
+            std::thread::spawn(move || relay(stdout, out_log, out_name, Some((id, progress_tx))));
         let err_log = log.clone();
         let err_thread = std::thread::spawn(move || relay(stderr, err_log, err_name, None));
         // The time limit: SIGTERM to the supervisor, which stops the stage's tree (SIGKILL
@@ -230,7 +233,8 @@ impl Executor for LocalExecutor {
         if let Some(limit) = limit {
             let (timed_out, exited) = (timed_out.clone(), exited.clone());
             std::thread::spawn(move || {
-                if done_rx.recv_timeout(limit) == Err(crossbeam_channel::RecvTimeoutError::Timeout) {
+                if done_rx.recv_timeout(limit) == Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                {
                     let exited = exited.lock().unwrap();
                     if !*exited {
                         timed_out.store(true, Ordering::SeqCst);
@@ -247,9 +251,15 @@ impl Executor for LocalExecutor {
             // SAFETY: waitid with WNOWAIT on our own child, into a zeroed siginfo we own.
             unsafe {
                 let mut info: libc::siginfo_t = std::mem::zeroed();
-                while libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) != 0
+                while libc::waitid(
+                    libc::P_PID,
+                    pid as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOWAIT,
+                ) != 0
                     && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-                {}
+                {
+                }
             }
             *exited.lock().unwrap() = true;
             drop(done_tx);

@@ -71,7 +71,11 @@ pub enum Outcome {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// A progress line relayed from the job (see `kinds::progress`).
-    Progress { id: JobId, message: String, fraction: Option<f64> },
+    Progress {
+        id: JobId,
+        message: String,
+        fraction: Option<f64>,
+    },
     /// The job finished.
     Finished { id: JobId, outcome: Outcome },
 }

@@ -24,8 +24,8 @@
 //! reports the stage exactly as if it had run it directly.
 
 use std::ffi::OsString;
-use std::path::Path;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
@@ -92,12 +92,13 @@ pub fn main(argv: &[OsString], usage: Option<&Path>) -> i32 {
         });
     }
     // wait4 rather than Child::wait: the same call gives the stage's resource usage.
-    let status = crate::trace::wait_measured(child.id() as libc::pid_t, start).map(|(raw, measured)| {
-        if let Some(out) = usage {
-            crate::trace::write_usage(out, &measured);
-        }
-        std::process::ExitStatus::from_raw(raw)
-    });
+    let status =
+        crate::trace::wait_measured(child.id() as libc::pid_t, start).map(|(raw, measured)| {
+            if let Some(out) = usage {
+                crate::trace::write_usage(out, &measured);
+            }
+            std::process::ExitStatus::from_raw(raw)
+        });
     drop(child);
     if TEARING_DOWN.load(Ordering::SeqCst) && engine_alive(watch_engine) {
         // Give the rest of the group the same grace to act on its SIGTERM.

@@ -126,7 +126,10 @@ impl StageKind for Download {
     }
 
     fn written_paths(&self, params: &serde_json::Value) -> Vec<(&'static str, PathBuf)> {
-        super::path_param(params, "out").map(|p| ("out", p)).into_iter().collect()
+        super::path_param(params, "out")
+            .map(|p| ("out", p))
+            .into_iter()
+            .collect()
     }
 
     fn validate(&self, params: &serde_json::Value) -> Result<()> {
@@ -197,7 +200,15 @@ impl StageKind for Download {
             }
             let label = format!("[{}/{n}] {}", i + 1, f.name);
             let part = part_dir.join(format!(".{}.part", f.name));
-            let got = fetch::fetch(&sources, check, &part, &ctx.workspace, &label, &opts, &progress::report)?;
+            let got = fetch::fetch(
+                &sources,
+                check,
+                &part,
+                &ctx.workspace,
+                &label,
+                &opts,
+                &progress::report,
+            )?;
             match (&staged, f.extract) {
                 (None, _) => place(&got, &out)?,
                 (Some(s), Format::None) => place(&got, &s.path().join(&f.name))?,

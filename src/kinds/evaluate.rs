@@ -52,10 +52,12 @@ impl Params {
     }
 
     fn out(&self) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| match self.logits.parent() {
-            Some(dir) => dir.join("metrics.json"),
-            None => PathBuf::from("metrics.json"),
-        })
+        self.out
+            .clone()
+            .unwrap_or_else(|| match self.logits.parent() {
+                Some(dir) => dir.join("metrics.json"),
+                None => PathBuf::from("metrics.json"),
+            })
     }
 }
 
@@ -86,7 +88,11 @@ impl StageKind for Evaluate {
     fn metrics(&self, params: &serde_json::Value) -> Vec<String> {
         Params::parse(params)
             .ok()
-            .and_then(|p| p.out().to_str().and_then(|o| crate::spec::normalise(o, false).ok()))
+            .and_then(|p| {
+                p.out()
+                    .to_str()
+                    .and_then(|o| crate::spec::normalise(o, false).ok())
+            })
             .into_iter()
             .collect()
     }
@@ -105,7 +111,8 @@ impl StageKind for Evaluate {
             &format!("evaluating {} x {}", input.logits.rows, input.logits.cols),
             Some(0.2),
         );
-        let ev = pool.install(|| metrics::evaluate_full(&input, p.bins.unwrap_or(metrics::DEFAULT_BINS)));
+        let ev = pool
+            .install(|| metrics::evaluate_full(&input, p.bins.unwrap_or(metrics::DEFAULT_BINS)));
         let run = serde_json::Value::Object(p.meta.clone().unwrap_or_default());
         let mut json = metrics::output::to_json(&ev, &input, &run);
         if let Some(u) = &p.unknown_logits {
@@ -149,9 +156,18 @@ mod tests {
     #[test]
     fn params_are_checked() {
         let k = Evaluate;
-        assert!(k.validate(&serde_json::json!({"logits": "a/l.safetensors"})).is_ok());
-        assert!(k.validate(&serde_json::json!({"logits": "l", "bins": 0})).is_err());
-        assert!(k.validate(&serde_json::json!({"logits": "l", "colour": 1})).is_err());
+        assert!(
+            k.validate(&serde_json::json!({"logits": "a/l.safetensors"}))
+                .is_ok()
+        );
+        assert!(
+            k.validate(&serde_json::json!({"logits": "l", "bins": 0}))
+                .is_err()
+        );
+        assert!(
+            k.validate(&serde_json::json!({"logits": "l", "colour": 1}))
+                .is_err()
+        );
         assert!(k.validate(&serde_json::json!({})).is_err());
         let p = Params::parse(&serde_json::json!({"logits": "a/l.safetensors"})).unwrap();
         assert_eq!(p.out(), PathBuf::from("a/metrics.json"));

@@ -35,7 +35,10 @@ impl StageKind for ImportWeights {
     }
 
     fn written_paths(&self, params: &serde_json::Value) -> Vec<(&'static str, PathBuf)> {
-        super::path_param(params, "out").map(|p| ("out", p)).into_iter().collect()
+        super::path_param(params, "out")
+            .map(|p| ("out", p))
+            .into_iter()
+            .collect()
     }
 
     fn validate(&self, params: &serde_json::Value) -> Result<()> {

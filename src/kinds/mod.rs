@@ -12,9 +12,9 @@ use anyhow::{Context, Result, bail};
 use serde::de::DeserializeOwned;
 
 pub mod download;
-pub mod preprocess;
 pub mod evaluate;
 pub mod import_weights;
+pub mod preprocess;
 pub mod progress;
 pub mod report;
 pub mod train;
@@ -121,7 +121,8 @@ impl KindSpec {
     pub fn read(path: &Path) -> Result<KindSpec> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading stage specification {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing stage specification {}", path.display()))
+        serde_json::from_str(&text)
+            .with_context(|| format!("parsing stage specification {}", path.display()))
     }
 
     /// The context the kind runs with; the child's working directory is the workspace.
@@ -140,7 +141,8 @@ impl KindSpec {
 /// The child side of a built-in stage: run `kind` on the spec the engine wrote.
 pub fn run_spec(kind: &dyn StageKind, spec: &KindSpec) -> Result<()> {
     let ctx = spec.context()?;
-    kind.run(&ctx).with_context(|| format!("stage '{}' ({})", ctx.stage, spec.kind))
+    kind.run(&ctx)
+        .with_context(|| format!("stage '{}' ({})", ctx.stage, spec.kind))
 }
 
 /// The `repro-torch` binary: `$REPRO_TORCH`, else next to the running `repro`.
@@ -209,5 +211,8 @@ pub fn lookup(name: &str) -> Result<Box<dyn StageKind>> {
         return Ok(all.swap_remove(i));
     }
     let known: Vec<_> = all.iter().map(|k| k.name()).collect();
-    bail!("unknown stage kind '{name}' (known kinds: {})", known.join(", "))
+    bail!(
+        "unknown stage kind '{name}' (known kinds: {})",
+        known.join(", ")
+    )
 }

@@ -32,7 +32,10 @@ mod tests {
     #[test]
     fn marker_round_trips() {
         let line = format!("{}{}", super::MARKER, r#"{"msg":"epoch 1/2","frac":0.5}"#);
-        assert_eq!(super::parse(&line), Some(("epoch 1/2".to_string(), Some(0.5))));
+        assert_eq!(
+            super::parse(&line),
+            Some(("epoch 1/2".to_string(), Some(0.5)))
+        );
         assert_eq!(super::parse("plain output"), None);
     }
 }

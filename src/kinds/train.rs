@@ -42,14 +42,17 @@ impl StageKind for Train {
     }
 
     fn validate(&self, params: &serde_json::Value) -> Result<()> {
-        let cfg: TrainConfig =
-            serde_json::from_value(params.clone()).context("invalid `with:` parameters of a `train` stage")?;
+        let cfg: TrainConfig = serde_json::from_value(params.clone())
+            .context("invalid `with:` parameters of a `train` stage")?;
         cfg.validate()?;
         Ok(())
     }
 
     fn run(&self, ctx: &StageContext) -> Result<()> {
-        bail!("stage '{}': `train` runs in the repro-torch binary (libtorch), not in repro", ctx.stage)
+        bail!(
+            "stage '{}': `train` runs in the repro-torch binary (libtorch), not in repro",
+            ctx.stage
+        )
     }
 
     fn needs_libtorch(&self) -> bool {

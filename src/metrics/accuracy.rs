@@ -65,7 +65,10 @@ fn interval(s: &RowStat, domain: Domain) -> (f64, f64) {
 /// negatives: a single class) stays −∞, since every t < hi then counts, negative t included.
 fn exp_best(b: Best) -> Best {
     let exp = |v: f64| if v == f64::NEG_INFINITY { v } else { v.exp() };
-    Best { count: b.count, interval: b.interval.map(|(lo, hi)| (exp(lo), exp(hi))) }
+    Best {
+        count: b.count,
+        interval: b.interval.map(|(lo, hi)| (exp(lo), exp(hi))),
+    }
 }
 
 /// Evaluate one domain. `classes` is N; `labels[i]` < N.
@@ -131,5 +134,12 @@ pub fn accuracies(stats: &[RowStat], labels: &[u32], classes: usize, domain: Dom
         uni = exp_best(uni);
         class = class.into_iter().map(exp_best).collect();
     }
-    Accuracies { n, count_sw, count_cw, count_uni: uni.count, uni, class }
+    Accuracies {
+        n,
+        count_sw,
+        count_cw,
+        count_uni: uni.count,
+        uni,
+        class,
+    }
 }

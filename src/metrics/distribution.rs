@@ -74,8 +74,16 @@ struct Binner {
 impl Binner {
     fn new(lo: f32, hi: f32, bins: usize) -> Self {
         let width = hi as f64 - lo as f64;
-        let scale = if width > 0.0 { bins as f64 / width } else { 0.0 };
-        Self { lo: lo as f64, scale, last: bins - 1 }
+        let scale = if width > 0.0 {
+            bins as f64 / width
+        } else {
+            0.0
+        };
+        Self {
+            lo: lo as f64,
+            scale,
+            last: bins - 1,
+        }
     }
     #[inline]
     fn bin(&self, x: f32) -> usize {
@@ -123,25 +131,34 @@ pub fn distribution(m: &Matrix<'_>, labels: &[u32], include: &[bool], bins: usiz
     let binner = Binner::new(lo, hi, bins);
 
     // Pass 2: type-II maxima (column maxima over other classes' rows) and histograms.
-    let identity = || (vec![f32::NEG_INFINITY; classes], vec![0u64; bins], vec![0u64; bins]);
+    let identity = || {
+        (
+            vec![f32::NEG_INFINITY; classes],
+            vec![0u64; bins],
+            vec![0u64; bins],
+        )
+    };
     let (max_t2, hist_pos, hist_neg) = rows
         .par_iter()
         .with_min_len(64)
-        .fold(identity, |(mut colmax, mut hp, mut hn), &(i, y, p, _, _)| {
-            let row = m.row(i);
-            let y = y as usize;
-            let keep = colmax[y];
-            for (c, &x) in colmax.iter_mut().zip(row) {
-                *c = if x > *c { x } else { *c };
-            }
-            colmax[y] = keep;
-            for &x in row {
-                hn[binner.bin(x)] += 1;
-            }
-            hn[binner.bin(p)] -= 1;
-            hp[binner.bin(p)] += 1;
-            (colmax, hp, hn)
-        })
+        .fold(
+            identity,
+            |(mut colmax, mut hp, mut hn), &(i, y, p, _, _)| {
+                let row = m.row(i);
+                let y = y as usize;
+                let keep = colmax[y];
+                for (c, &x) in colmax.iter_mut().zip(row) {
+                    *c = if x > *c { x } else { *c };
+                }
+                colmax[y] = keep;
+                for &x in row {
+                    hn[binner.bin(x)] += 1;
+                }
+                hn[binner.bin(p)] -= 1;
+                hp[binner.bin(p)] += 1;
+                (colmax, hp, hn)
+            },
+        )
         .reduce(identity, |(mut a, mut ap, mut an), (b, bp, bn)| {
             for (x, y) in a.iter_mut().zip(&b) {
                 *x = x.max(*y);
@@ -172,7 +189,13 @@ pub fn distribution(m: &Matrix<'_>, labels: &[u32], include: &[bool], bins: usiz
         std_max_neg,
         overlap,
         overlap_width,
-        hist: Hist { lo, hi, bins, pos: hist_pos, neg: hist_neg },
+        hist: Hist {
+            lo,
+            hi,
+            bins,
+            pos: hist_pos,
+            neg: hist_neg,
+        },
         samples: rows.len(),
     }
 }

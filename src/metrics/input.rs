@@ -25,9 +25,16 @@ impl<'a> Matrix<'a> {
     /// Wrap a row-major slice; `data.len()` must be `rows * cols`.
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
         if cols == 0 || data.len() != rows * cols {
-            bail!("matrix of {} values cannot have shape [{rows}, {cols}]", data.len());
+            bail!(
+                "matrix of {} values cannot have shape [{rows}, {cols}]",
+                data.len()
+            );
         }
-        Ok(Self { data: Cow::Borrowed(data), rows, cols })
+        Ok(Self {
+            data: Cow::Borrowed(data),
+            rows,
+            cols,
+        })
     }
 
     /// Row `i` (the N metrics of one sample).
@@ -60,16 +67,25 @@ impl LogitsFile {
             .metadata()
             .with_context(|| format!("{}: cannot stat logits file", path.display()))?;
         if meta.is_dir() {
-            anyhow::bail!("{}: is a directory; --logits takes a safetensors file", path.display());
+            anyhow::bail!(
+                "{}: is a directory; --logits takes a safetensors file",
+                path.display()
+            );
         }
         if !meta.is_file() {
-            anyhow::bail!("{}: is not a regular file; --logits takes a safetensors file", path.display());
+            anyhow::bail!(
+                "{}: is not a regular file; --logits takes a safetensors file",
+                path.display()
+            );
         }
         // SAFETY: the map is read-only; a concurrent writer truncating the file is outside our
         // contract (the engine promotes outputs by rename, never rewrites them in place).
         let map = unsafe { memmap2::Mmap::map(&file) }
             .with_context(|| format!("{}: cannot map logits file", path.display()))?;
-        Ok(Self { path: path.to_path_buf(), map })
+        Ok(Self {
+            path: path.to_path_buf(),
+            map,
+        })
     }
 
     /// Only the `logits` matrix: open-set unknowns, whose labels are no class of the model.
@@ -78,9 +94,9 @@ impl LogitsFile {
         let st = SafeTensors::deserialize(&self.map).with_context(|| {
             format!("{p}: not a valid safetensors file (write it with safetensors' save_file)")
         })?;
-        let view = st
-            .tensor("logits")
-            .map_err(|_| anyhow::anyhow!("{p}: no tensor named `logits`; it must hold the [n, N] f32 metrics"))?;
+        let view = st.tensor("logits").map_err(|_| {
+            anyhow::anyhow!("{p}: no tensor named `logits`; it must hold the [n, N] f32 metrics")
+        })?;
         matrix(&self.path, "logits", &view)
     }
 
@@ -100,10 +116,16 @@ impl LogitsFile {
         })?;
         let logits = matrix(&self.path, "logits", &logits_view)?;
         let labels_view = st.tensor("labels").map_err(|_| {
-            anyhow::anyhow!("{p}: no tensor named `labels` (found: {}); it must hold the i64 [n] true classes", names())
+            anyhow::anyhow!(
+                "{p}: no tensor named `labels` (found: {}); it must hold the i64 [n] true classes",
+                names()
+            )
         })?;
         if labels_view.dtype() != Dtype::I64 {
-            bail!("{p}: `labels` has dtype {:?}; it must be i64 (torch.long)", labels_view.dtype());
+            bail!(
+                "{p}: `labels` has dtype {:?}; it must be i64 (torch.long)",
+                labels_view.dtype()
+            );
         }
         let lshape = labels_view.shape().to_vec();
         if lshape != [logits.rows] {
@@ -143,7 +165,13 @@ impl LogitsFile {
         };
         let bias = vector(&st, &self.path, "bias", logits.cols)?;
         let bias_init = vector(&st, &self.path, "bias_init", logits.cols)?;
-        Ok(EvalInput { logits, labels, logits_nobias, bias, bias_init })
+        Ok(EvalInput {
+            logits,
+            labels,
+            logits_nobias,
+            bias,
+            bias_init,
+        })
     }
 }
 
@@ -154,7 +182,10 @@ fn matrix<'a>(
 ) -> Result<Matrix<'a>> {
     let p = path.display();
     if view.dtype() != Dtype::F32 {
-        bail!("{p}: `{name}` has dtype {:?}; it must be f32 (convert with .float())", view.dtype());
+        bail!(
+            "{p}: `{name}` has dtype {:?}; it must be f32 (convert with .float())",
+            view.dtype()
+        );
     }
     let shape = view.shape().to_vec();
     let [rows, cols] = shape[..] else {
@@ -166,7 +197,11 @@ fn matrix<'a>(
     if cols == 0 {
         bail!("{p}: `{name}` has zero columns; it needs one column per class");
     }
-    Ok(Matrix { data: f32_data(view.data()), rows, cols })
+    Ok(Matrix {
+        data: f32_data(view.data()),
+        rows,
+        cols,
+    })
 }
 
 /// View little-endian f32 bytes as `[f32]` without copying where possible.
@@ -180,12 +215,22 @@ fn f32_data(bytes: &[u8]) -> Cow<'_, [f32]> {
         }
     }
     Cow::Owned(
-        bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect(),
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .collect(),
     )
 }
 
-fn vector(st: &SafeTensors<'_>, path: &Path, name: &str, classes: usize) -> Result<Option<Vec<f32>>> {
-    let Ok(view) = st.tensor(name) else { return Ok(None) };
+fn vector(
+    st: &SafeTensors<'_>,
+    path: &Path,
+    name: &str,
+    classes: usize,
+) -> Result<Option<Vec<f32>>> {
+    let Ok(view) = st.tensor(name) else {
+        return Ok(None);
+    };
     let p = path.display();
     if view.dtype() != Dtype::F32 {
         bail!("{p}: `{name}` has dtype {:?}; it must be f32", view.dtype());

@@ -40,7 +40,11 @@ pub struct Evaluation {
 }
 
 /// The raw and SoftMax accuracies, side by side (independent sweeps).
-fn both_domains(stats: &[rows::RowStat], labels: &[u32], classes: usize) -> (Accuracies, Accuracies) {
+fn both_domains(
+    stats: &[rows::RowStat],
+    labels: &[u32],
+    classes: usize,
+) -> (Accuracies, Accuracies) {
     rayon::join(
         || accuracy::accuracies(stats, labels, classes, Domain::Raw),
         || accuracy::accuracies(stats, labels, classes, Domain::Softmax),

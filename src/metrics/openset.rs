@@ -51,10 +51,21 @@ fn row_max(row: &[f32]) -> Option<(f32, usize)> {
 
 /// Open-set figures for `known` (rows with `labels`) against `unknown` rows, at each of
 /// `thresholds` (name, t).
-pub fn openset(known: &Matrix<'_>, labels: &[u32], unknown: &Matrix<'_>, thresholds: &[(&str, f64)]) -> OpenSet {
+pub fn openset(
+    known: &Matrix<'_>,
+    labels: &[u32],
+    unknown: &Matrix<'_>,
+    thresholds: &[(&str, f64)],
+) -> OpenSet {
     let k: Vec<Option<(f32, usize)>> = (0..known.rows).map(|i| row_max(known.row(i))).collect();
     let u: Vec<Option<(f32, usize)>> = (0..unknown.rows).map(|i| row_max(unknown.row(i))).collect();
-    let pct = |c: usize, n: usize| if n == 0 { f64::NAN } else { 100.0 * c as f64 / n as f64 };
+    let pct = |c: usize, n: usize| {
+        if n == 0 {
+            f64::NAN
+        } else {
+            100.0 * c as f64 / n as f64
+        }
+    };
     let at = thresholds
         .iter()
         .map(|&(name, t)| {
@@ -77,7 +88,11 @@ pub fn openset(known: &Matrix<'_>, labels: &[u32], unknown: &Matrix<'_>, thresho
         .collect();
     // Mann–Whitney U over the scores (non-finite rows lowest), ties half.
     let score = |m: &Option<(f32, usize)>| m.map_or(f64::NEG_INFINITY, |(v, _)| v as f64);
-    let mut all: Vec<(f64, bool)> = k.iter().map(|m| (score(m), true)).chain(u.iter().map(|m| (score(m), false))).collect();
+    let mut all: Vec<(f64, bool)> = k
+        .iter()
+        .map(|m| (score(m), true))
+        .chain(u.iter().map(|m| (score(m), false)))
+        .collect();
     all.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (mut wins, mut unknown_below) = (0.0f64, 0usize);
     let mut i = 0;
@@ -86,13 +101,26 @@ pub fn openset(known: &Matrix<'_>, labels: &[u32], unknown: &Matrix<'_>, thresho
         while j < all.len() && all[j].0 == all[i].0 {
             j += 1;
         }
-        let (kn, un) = all[i..j].iter().fold((0usize, 0usize), |(a, b), x| if x.1 { (a + 1, b) } else { (a, b + 1) });
+        let (kn, un) =
+            all[i..j].iter().fold(
+                (0usize, 0usize),
+                |(a, b), x| if x.1 { (a + 1, b) } else { (a, b + 1) },
+            );
         wins += kn as f64 * (unknown_below as f64 + 0.5 * un as f64);
         unknown_below += un;
         i = j;
     }
-    let auroc = if k.is_empty() || u.is_empty() { f64::NAN } else { 100.0 * wins / (k.len() as f64 * u.len() as f64) };
-    OpenSet { known: k.len(), unknown: u.len(), at, auroc }
+    let auroc = if k.is_empty() || u.is_empty() {
+        f64::NAN
+    } else {
+        100.0 * wins / (k.len() as f64 * u.len() as f64)
+    };
+    OpenSet {
+        known: k.len(),
+        unknown: u.len(),
+        at,
+        auroc,
+    }
 }
 
 #[cfg(test)]
@@ -107,7 +135,12 @@ mod tests {
         let ud = [0.5f32, 0.0, 2.0, 1.0, f32::NAN, 0.0];
         let known = Matrix::new(&kd, 3, 2).unwrap();
         let unknown = Matrix::new(&ud, 3, 2).unwrap();
-        let o = openset(&known, &[0, 1, 1], &unknown, &[("t_star", 1.5), ("bias", 0.0)]);
+        let o = openset(
+            &known,
+            &[0, 1, 1],
+            &unknown,
+            &[("t_star", 1.5), ("bias", 0.0)],
+        );
         assert_eq!((o.known, o.unknown), (3, 3));
         let a = &o.at[0];
         // t = 1.5: unknown 0.5 and NaN rejected (2 of 3); known 3 and 2 accepted, both right.
@@ -128,9 +161,19 @@ mod tests {
     fn separable_scores_give_full_auroc_and_identical_ones_half() {
         let kd = [5.0f32, 1.0, 1.0, 6.0];
         let ud = [0.0f32, 1.0, 2.0, 0.0];
-        let o = openset(&Matrix::new(&kd, 2, 2).unwrap(), &[0, 1], &Matrix::new(&ud, 2, 2).unwrap(), &[]);
+        let o = openset(
+            &Matrix::new(&kd, 2, 2).unwrap(),
+            &[0, 1],
+            &Matrix::new(&ud, 2, 2).unwrap(),
+            &[],
+        );
         assert_eq!(o.auroc, 100.0);
-        let o = openset(&Matrix::new(&kd, 2, 2).unwrap(), &[0, 1], &Matrix::new(&kd, 2, 2).unwrap(), &[]);
+        let o = openset(
+            &Matrix::new(&kd, 2, 2).unwrap(),
+            &[0, 1],
+            &Matrix::new(&kd, 2, 2).unwrap(),
+            &[],
+        );
         assert_eq!(o.auroc, 50.0);
     }
 }

@@ -9,11 +9,11 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use super::Evaluation;
 use super::accuracy::Accuracies;
 use super::distribution::Dist;
 use super::input::EvalInput;
 use super::sweep::Best;
-use super::Evaluation;
 
 /// A number, or null when not finite.
 fn num(x: f64) -> Value {
@@ -76,7 +76,8 @@ fn dist(d: &Dist) -> Value {
 }
 
 fn floats(v: &Option<Vec<f32>>) -> Value {
-    v.as_ref().map_or(Value::Null, |v| v.iter().map(|&x| num(x as f64)).collect())
+    v.as_ref()
+        .map_or(Value::Null, |v| v.iter().map(|&x| num(x as f64)).collect())
 }
 
 /// The metrics.json object. `run` is copied verbatim (the evaluate stage's `meta`).
@@ -106,19 +107,28 @@ fn fmt_t(t: Option<f64>) -> String {
 }
 
 fn fmt_end(x: f64) -> String {
-    if x.is_finite() { format!("{x:.6}") } else if x > 0.0 { "+inf".into() } else { "-inf".into() }
+    if x.is_finite() {
+        format!("{x:.6}")
+    } else if x > 0.0 {
+        "+inf".into()
+    } else {
+        "-inf".into()
+    }
 }
 
 /// The table `repro eval` prints.
 pub fn table(ev: &Evaluation, source: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{source}: {} samples, {} classes", ev.n, ev.classes);
-    let _ = writeln!(s, "{:<10} {:>12} {:>12} {:>12} {:>14}  t* interval", "metrics", "A_SW %", "A_CW %", "A_Uni %", "t*");
+    let _ = writeln!(
+        s,
+        "{:<10} {:>12} {:>12} {:>12} {:>14}  t* interval",
+        "metrics", "A_SW %", "A_CW %", "A_Uni %", "t*"
+    );
     for (name, a) in [("raw", &ev.raw), ("softmax", &ev.softmax)] {
-        let iv = a
-            .uni
-            .interval
-            .map_or("(any)".to_string(), |(lo, hi)| format!("[{}, {})", fmt_end(lo), fmt_end(hi)));
+        let iv = a.uni.interval.map_or("(any)".to_string(), |(lo, hi)| {
+            format!("[{}, {})", fmt_end(lo), fmt_end(hi))
+        });
         let _ = writeln!(
             s,
             "{name:<10} {:>12.2} {:>12.2} {:>12.2} {:>14}  {iv}",
@@ -135,7 +145,10 @@ pub fn table(ev: &Evaluation, source: &str) -> String {
     }
     for (name, a) in [("raw", &ev.raw), ("softmax", &ev.softmax)] {
         if !a.ordering_holds() {
-            let _ = writeln!(s, "WARNING: A_Uni <= A_CW <= A_SW (Eq. 26) does not hold for {name} metrics");
+            let _ = writeln!(
+                s,
+                "WARNING: A_Uni <= A_CW <= A_SW (Eq. 26) does not hold for {name} metrics"
+            );
         }
     }
     if ev.non_finite_samples > 0 {

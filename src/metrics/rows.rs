@@ -136,7 +136,14 @@ const LOG2E: f32 = std::f32::consts::LOG2_E;
 const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
 const LN2: f32 = std::f32::consts::LN_2;
 /// q(r) = Σ EXP_Q[i]·r^i with e^r ≈ 1 + r·q(r).
-const EXP_Q: [f32; 6] = [1.0, 0.499_999_94, 0.166_664_32, 0.041_668, 0.008_374_155_5, 0.001_384_365_4];
+const EXP_Q: [f32; 6] = [
+    1.0,
+    0.499_999_94,
+    0.166_664_32,
+    0.041_668,
+    0.008_374_155_5,
+    0.001_384_365_4,
+];
 
 /// The lanes of Σ exp(s_j − m) with AVX2 intrinsics: exactly [`exp_sum`]'s operations in
 /// the same order (fnmadd(k, c, x) = fma(−k, c, x) exactly), so both give the same bits.
@@ -172,7 +179,10 @@ fn exp_sum_avx2(s: &[f32], m: f32, ahead: *const f32) -> [f32; EXP_LANES] {
         let mut e = q;
         for v in 0..W {
             let y = _mm256_castps_si256(_mm256_fmadd_ps(r[v], q[v], _mm256_set1_ps(1.0)));
-            e[v] = _mm256_castsi256_ps(_mm256_add_epi32(y, _mm256_slli_epi32::<23>(_mm256_castps_si256(kf[v]))));
+            e[v] = _mm256_castsi256_ps(_mm256_add_epi32(
+                y,
+                _mm256_slli_epi32::<23>(_mm256_castps_si256(kf[v])),
+            ));
         }
         e
     }
@@ -211,9 +221,16 @@ fn exp_sum_avx2(s: &[f32], m: f32, ahead: *const f32) -> [f32; EXP_LANES] {
             } else {
                 let mut pad = [f32::NEG_INFINITY; 8];
                 pad[..piece.len()].copy_from_slice(piece);
-                let keep: [f32; 8] = std::array::from_fn(|k| f32::from_bits(if k < piece.len() { u32::MAX } else { 0 }));
+                let keep: [f32; 8] = std::array::from_fn(|k| {
+                    f32::from_bits(if k < piece.len() { u32::MAX } else { 0 })
+                });
                 // SAFETY: pad and keep hold 8 values each.
-                let (d, keep) = unsafe { (_mm256_loadu_ps(pad.as_ptr()), _mm256_loadu_ps(keep.as_ptr())) };
+                let (d, keep) = unsafe {
+                    (
+                        _mm256_loadu_ps(pad.as_ptr()),
+                        _mm256_loadu_ps(keep.as_ptr()),
+                    )
+                };
                 _mm256_and_ps(exp_v([d], mm)[0], keep)
             };
             *acc = _mm256_add_ps(*acc, e);
@@ -272,7 +289,11 @@ fn exp_sum(s: &[f32], m: f32, ahead: *const f32) -> [f32; EXP_LANES] {
 fn log_sum_exp_rel<const AVX2: bool>(s: &[f32], m: f32, ahead: *const f32) -> f64 {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX2 is true only on the path chosen after detecting AVX2 and FMA.
-    let acc = if AVX2 { unsafe { exp_sum_avx2(s, m, ahead) } } else { exp_sum(s, m, ahead) };
+    let acc = if AVX2 {
+        unsafe { exp_sum_avx2(s, m, ahead) }
+    } else {
+        exp_sum(s, m, ahead)
+    };
     #[cfg(not(target_arch = "x86_64"))]
     let acc = exp_sum(s, m, ahead);
     // Lanes summed pairwise in f64: a short dependency chain, and no f32 rounding here.
@@ -298,19 +319,39 @@ pub fn row_stat(row: &[f32], y: usize, with_lse: bool) -> RowStat {
 
 /// [`row_stat`], prefetching from `ahead` (the next row) while computing the exp-sum.
 #[inline(always)]
-fn row_stat_ahead<const AVX2: bool>(row: &[f32], y: usize, with_lse: bool, ahead: *const f32) -> RowStat {
+fn row_stat_ahead<const AVX2: bool>(
+    row: &[f32],
+    y: usize,
+    with_lse: bool,
+    ahead: *const f32,
+) -> RowStat {
     let (a, wa) = max_and_witness(&row[..y]);
     let (b, wb) = max_and_witness(&row[y + 1..]);
     let pos = row[y];
     let finite = wa + wb + pos * 0.0 == 0.0;
     let neg = if a > b { a } else { b };
-    let ln_sum = if with_lse && finite && pos > neg { log_sum_exp_rel::<AVX2>(row, pos, ahead) } else { f64::NAN };
-    RowStat { pos, neg, ln_sum, finite }
+    let ln_sum = if with_lse && finite && pos > neg {
+        log_sum_exp_rel::<AVX2>(row, pos, ahead)
+    } else {
+        f64::NAN
+    };
+    RowStat {
+        pos,
+        neg,
+        ln_sum,
+        finite,
+    }
 }
 
 /// Rows of `data` (`cols` wide) into `out`, one per label.
 #[inline(always)]
-fn fill<const AVX2: bool>(data: &[f32], cols: usize, labels: &[u32], with_lse: bool, out: &mut [RowStat]) {
+fn fill<const AVX2: bool>(
+    data: &[f32],
+    cols: usize,
+    labels: &[u32],
+    with_lse: bool,
+    out: &mut [RowStat],
+) {
     for ((row, &y), o) in data.chunks_exact(cols).zip(labels).zip(out) {
         let next = row.as_ptr().wrapping_add(cols);
         *o = row_stat_ahead::<AVX2>(row, y as usize, with_lse, next);
@@ -320,7 +361,13 @@ fn fill<const AVX2: bool>(data: &[f32], cols: usize, labels: &[u32], with_lse: b
 /// [`fill`] compiled for AVX2 and FMA (same operations, wider vectors, hardware FMA).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn fill_avx2(data: &[f32], cols: usize, labels: &[u32], with_lse: bool, out: &mut [RowStat]) {
+unsafe fn fill_avx2(
+    data: &[f32],
+    cols: usize,
+    labels: &[u32],
+    with_lse: bool,
+    out: &mut [RowStat],
+) {
     fill::<true>(data, cols, labels, with_lse, out)
 }
 
@@ -337,7 +384,12 @@ fn fill_best(data: &[f32], cols: usize, labels: &[u32], with_lse: bool, out: &mu
 pub fn row_stats(m: &Matrix<'_>, labels: &[u32], with_lse: bool) -> Vec<RowStat> {
     assert_eq!(labels.len(), m.rows, "one label per row");
     const ROWS: usize = 32; // rows per task: enough work to amortise scheduling
-    let blank = RowStat { pos: 0.0, neg: 0.0, ln_sum: f64::NAN, finite: false };
+    let blank = RowStat {
+        pos: 0.0,
+        neg: 0.0,
+        ln_sum: f64::NAN,
+        finite: false,
+    };
     let mut out = vec![blank; m.rows];
     out.par_chunks_mut(ROWS)
         .zip(m.data.par_chunks(ROWS * m.cols))
@@ -357,7 +409,10 @@ mod tests {
             let want = (x as f64).exp();
             let got = exp_nonpos(x) as f64;
             let bound = if x >= -17.0 { 1.2e-7 } else { 3.2e-7 };
-            assert!(((got - want) / want).abs() < bound, "exp({x}): {got} vs {want}");
+            assert!(
+                ((got - want) / want).abs() < bound,
+                "exp({x}): {got} vs {want}"
+            );
             x += 0.000_37;
         }
         assert_eq!(exp_nonpos(0.0), 1.0);
@@ -405,7 +460,12 @@ mod tests {
             for i in (0..rows).step_by(2) {
                 data[i * cols + labels[i] as usize] = 20.0;
             }
-            let blank = RowStat { pos: 0.0, neg: 0.0, ln_sum: 0.0, finite: false };
+            let blank = RowStat {
+                pos: 0.0,
+                neg: 0.0,
+                ln_sum: 0.0,
+                finite: false,
+            };
             let (mut a, mut b) = (vec![blank; rows], vec![blank; rows]);
             fill::<false>(&data, cols, &labels, true, &mut a);
             fill_best(&data, cols, &labels, true, &mut b);

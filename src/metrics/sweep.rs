@@ -43,7 +43,11 @@ pub fn key(v: f64) -> u64 {
 
 #[inline]
 fn value(k: u64) -> f64 {
-    if k >> 63 == 1 { f64::from_bits(k & !(1 << 63)) } else { f64::from_bits(!k) }
+    if k >> 63 == 1 {
+        f64::from_bits(k & !(1 << 63))
+    } else {
+        f64::from_bits(!k)
+    }
 }
 
 /// The sweep's state: the running count and the first maximal run of pieces seen so far.
@@ -57,7 +61,12 @@ struct Sweep {
 
 impl Sweep {
     fn new() -> Self {
-        Self { best: 0, lo: 0, hi: 0, in_best_run: false }
+        Self {
+            best: 0,
+            lo: 0,
+            hi: 0,
+            in_best_run: false,
+        }
     }
 
     /// The piece [v, next) has `count`; close a best run that ends at v, or start a new one.
@@ -100,11 +109,17 @@ impl Sweep {
 
     fn finish(self) -> Best {
         if self.best == 0 {
-            return Best { count: 0, interval: None };
+            return Best {
+                count: 0,
+                interval: None,
+            };
         }
         // The last endpoint is an end, after which the count is 0 < best: the run was closed.
         debug_assert!(!self.in_best_run);
-        Best { count: self.best, interval: Some((value(self.lo), value(self.hi))) }
+        Best {
+            count: self.best,
+            interval: Some((value(self.lo), value(self.hi))),
+        }
     }
 }
 
@@ -175,8 +190,9 @@ pub fn best_of_unsorted(starts: &mut [u64], ends: &mut [u64]) -> Best {
         count = count + opened[b] as usize - closed[b] as usize;
         floor = floor.max(count);
     }
-    let exact: Vec<bool> =
-        (0..buckets).map(|b| opened[b] + closed[b] > 0 && before[b] + opened[b] as usize >= floor).collect();
+    let exact: Vec<bool> = (0..buckets)
+        .map(|b| opened[b] + closed[b] > 0 && before[b] + opened[b] as usize >= floor)
+        .collect();
 
     // Gather the endpoints of the exact buckets, grouped by bucket.
     let gather = |keys: &[u64], key_bucket: &[u32], per_bucket: &[u32]| -> (Vec<u64>, Vec<u32>) {
@@ -216,7 +232,18 @@ mod tests {
 
     #[test]
     fn keys_sort_like_the_values() {
-        let vals = [f64::NEG_INFINITY, -1e300, -2.5, -1e-300, -0.0, 0.0, 1e-300, 3.0, 1e300, f64::INFINITY];
+        let vals = [
+            f64::NEG_INFINITY,
+            -1e300,
+            -2.5,
+            -1e-300,
+            -0.0,
+            0.0,
+            1e-300,
+            3.0,
+            1e300,
+            f64::INFINITY,
+        ];
         for w in vals.windows(2) {
             assert!(key(w[0]) <= key(w[1]), "{} {}", w[0], w[1]);
             assert_eq!(key(w[0]) == key(w[1]), w[0] == w[1], "{} {}", w[0], w[1]);
@@ -228,8 +255,11 @@ mod tests {
 
     /// Best threshold for intervals [q_i, p_i); pairs with q ≥ p are ignored.
     fn best(pairs: &[(f64, f64)]) -> Best {
-        let (mut starts, mut ends): (Vec<u64>, Vec<u64>) =
-            pairs.iter().filter(|(q, p)| q < p).map(|&(q, p)| (key(q), key(p))).unzip();
+        let (mut starts, mut ends): (Vec<u64>, Vec<u64>) = pairs
+            .iter()
+            .filter(|(q, p)| q < p)
+            .map(|&(q, p)| (key(q), key(p)))
+            .unzip();
         best_of_unsorted(&mut starts, &mut ends)
     }
 

@@ -151,10 +151,16 @@ impl TrainConfig {
         let kind: LossKind = self.loss.parse().context("parameter `loss`")?;
         let model: ModelName = self.model.parse().context("parameter `model`")?;
         if !(self.gamma.is_finite() && self.gamma > 0.0) {
-            bail!("parameter `gamma` must be a positive number, got {}", self.gamma);
+            bail!(
+                "parameter `gamma` must be a positive number, got {}",
+                self.gamma
+            );
         }
         if self.bias_mode > 7 {
-            bail!("parameter `bias_mode` must be 0–7 (Section V-B), got {}", self.bias_mode);
+            bail!(
+                "parameter `bias_mode` must be 0–7 (Section V-B), got {}",
+                self.bias_mode
+            );
         }
         if self.bias_mode != 0 && kind.bias != BiasMode::Diverse {
             bail!(
@@ -176,7 +182,8 @@ impl TrainConfig {
                     "parameter `epochs: 0` evaluates the `init_from` model as it is, but `init_from` is not set"
                 );
             }
-            if kind.bias != BiasMode::Diverse || kind.classifier != super::loss::Classifier::Linear {
+            if kind.bias != BiasMode::Diverse || kind.classifier != super::loss::Classifier::Linear
+            {
                 bail!(
                     "parameter `epochs: 0` evaluates the `init_from` model with its own linear classifier and \
                      per-class bias, which is the head of soft-d or bce-d, not {kind}"
@@ -198,7 +205,10 @@ impl TrainConfig {
         // Only the spelling here: whether CUDA is there is checked where the stage runs (the
         // engine may validate on a machine without the GPU that a Slurm job will have).
         if !matches!(self.device.as_str(), "auto" | "cpu" | "cuda") {
-            bail!("parameter `device` must be auto, cpu or cuda, got '{}'", self.device);
+            bail!(
+                "parameter `device` must be auto, cpu or cuda, got '{}'",
+                self.device
+            );
         }
         Ok((kind, model))
     }
@@ -209,16 +219,27 @@ mod tests {
     use super::*;
 
     fn cfg(extra: serde_json::Value) -> TrainConfig {
-        let mut v = serde_json::json!({"data": "d", "out": "o", "loss": "soft-d", "model": "resnet50"});
-        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let mut v =
+            serde_json::json!({"data": "d", "out": "o", "loss": "soft-d", "model": "resnet50"});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         serde_json::from_value(v).unwrap()
     }
 
     #[test]
     fn zero_epochs_evaluates_the_init_model_with_its_own_classifier() {
-        cfg(serde_json::json!({"epochs": 0, "init_from": "w.safetensors"})).validate().unwrap();
-        let e = cfg(serde_json::json!({"epochs": 0})).validate().unwrap_err().to_string();
-        assert!(e.contains("`epochs: 0`") && e.contains("`init_from` is not set"), "{e}");
+        cfg(serde_json::json!({"epochs": 0, "init_from": "w.safetensors"}))
+            .validate()
+            .unwrap();
+        let e = cfg(serde_json::json!({"epochs": 0}))
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`epochs: 0`") && e.contains("`init_from` is not set"),
+            "{e}"
+        );
         let e = cfg(serde_json::json!({"epochs": 0, "init_from": "w", "loss": "bce-nu"}))
             .validate()
             .unwrap_err()
@@ -228,8 +249,12 @@ mod tests {
 
     #[test]
     fn unified_bias_start_is_ignored_by_other_losses_but_must_be_finite() {
-        cfg(serde_json::json!({"unified_bias_init": 0.0})).validate().unwrap();
-        cfg(serde_json::json!({"unified_bias_init": 0.0, "loss": "bce-nu"})).validate().unwrap();
+        cfg(serde_json::json!({"unified_bias_init": 0.0}))
+            .validate()
+            .unwrap();
+        cfg(serde_json::json!({"unified_bias_init": 0.0, "loss": "bce-nu"}))
+            .validate()
+            .unwrap();
         let mut c = cfg(serde_json::json!({"loss": "bce-u"}));
         c.unified_bias_init = Some(f64::NAN);
         assert!(c.validate().unwrap_err().to_string().contains("finite"));

@@ -47,12 +47,18 @@ impl FromStr for LossKind {
     type Err = anyhow::Error;
     fn from_str(name: &str) -> Result<Self> {
         let Some((f, rest)) = name.split_once('-') else {
-            bail!("unknown loss '{name}' (expected one of {})", LOSS_NAMES.join(", "))
+            bail!(
+                "unknown loss '{name}' (expected one of {})",
+                LOSS_NAMES.join(", ")
+            )
         };
         let formula = match f {
             "soft" => Formula::Soft,
             "bce" => Formula::Bce,
-            _ => bail!("unknown loss '{name}' (expected one of {})", LOSS_NAMES.join(", ")),
+            _ => bail!(
+                "unknown loss '{name}' (expected one of {})",
+                LOSS_NAMES.join(", ")
+            ),
         };
         let (classifier, b) = match rest.strip_prefix('n') {
             Some(b) => (Classifier::Normalized, b),
@@ -62,9 +68,16 @@ impl FromStr for LossKind {
             "0" => BiasMode::Zero,
             "d" => BiasMode::Diverse,
             "u" => BiasMode::Unified,
-            _ => bail!("unknown loss '{name}' (expected one of {})", LOSS_NAMES.join(", ")),
+            _ => bail!(
+                "unknown loss '{name}' (expected one of {})",
+                LOSS_NAMES.join(", ")
+            ),
         };
-        Ok(LossKind { formula, classifier, bias })
+        Ok(LossKind {
+            formula,
+            classifier,
+            bias,
+        })
     }
 }
 
@@ -74,7 +87,11 @@ impl fmt::Display for LossKind {
             Formula::Soft => "soft",
             Formula::Bce => "bce",
         };
-        let n = if self.classifier == Classifier::Normalized { "n" } else { "" };
+        let n = if self.classifier == Classifier::Normalized {
+            "n"
+        } else {
+            ""
+        };
         let b = match self.bias {
             BiasMode::Zero => "0",
             BiasMode::Diverse => "d",
@@ -98,8 +115,24 @@ pub fn diverse_bias_init(mode: u8, n: usize) -> Result<Option<Vec<f64>>> {
         3 => (1..=n).map(|i| 64.0 * (n - i) as f64 / nf).collect(),
         4 => (1..=n).map(|i| (96.0 * i as f64).ln()).collect(),
         5 => (1..=n).map(|i| (96.0 * (n + 1 - i) as f64).ln()).collect(),
-        6 => (1..=n).map(|i| if in_quarters(i) { (96.0 * nf).ln() } else { 0.0 }).collect(),
-        7 => (1..=n).map(|i| if in_quarters(i) { 0.0 } else { (96.0 * nf).ln() }).collect(),
+        6 => (1..=n)
+            .map(|i| {
+                if in_quarters(i) {
+                    (96.0 * nf).ln()
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+        7 => (1..=n)
+            .map(|i| {
+                if in_quarters(i) {
+                    0.0
+                } else {
+                    (96.0 * nf).ln()
+                }
+            })
+            .collect(),
         _ => bail!("bias_mode {mode} does not exist: use 0 (random, mean zero) or 1–7 (Table X)"),
     };
     Ok(Some(v))
@@ -143,7 +176,11 @@ mod tests {
         for name in ["bce-u", "bce-nu"] {
             let kind: LossKind = name.parse().unwrap();
             let b = default_unified_bias(kind, n);
-            let s = if kind.classifier == Classifier::Linear { 1.0 } else { -1.0 };
+            let s = if kind.classifier == Classifier::Linear {
+                1.0
+            } else {
+                -1.0
+            };
             let sig = |z: f64| 1.0 / (1.0 + (-z).exp());
             // positive: softplus(−s b), negatives: softplus(s b)
             let d = -s * sig(-s * b) + (n as f64 - 1.0) * s * sig(s * b);

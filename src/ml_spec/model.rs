@@ -16,7 +16,14 @@ pub enum ModelName {
     Densenet161,
 }
 
-pub const MODEL_NAMES: [&str; 6] = ["mlp", "cnn", "resnet-small", "resnet50", "resnet101", "densenet161"];
+pub const MODEL_NAMES: [&str; 6] = [
+    "mlp",
+    "cnn",
+    "resnet-small",
+    "resnet50",
+    "resnet101",
+    "densenet161",
+];
 
 impl FromStr for ModelName {
     type Err = anyhow::Error;
@@ -28,7 +35,10 @@ impl FromStr for ModelName {
             "resnet50" => ModelName::Resnet50,
             "resnet101" => ModelName::Resnet101,
             "densenet161" => ModelName::Densenet161,
-            _ => bail!("unknown model '{s}' (expected one of {})", MODEL_NAMES.join(", ")),
+            _ => bail!(
+                "unknown model '{s}' (expected one of {})",
+                MODEL_NAMES.join(", ")
+            ),
         })
     }
 }
@@ -51,6 +61,9 @@ impl ModelName {
     /// ImageNet models expect 3 channels normalised with ImageNet statistics (their pretrained
     /// weights were trained so); small models take the data's channels and its own statistics.
     pub fn is_imagenet(self) -> bool {
-        matches!(self, ModelName::Resnet50 | ModelName::Resnet101 | ModelName::Densenet161)
+        matches!(
+            self,
+            ModelName::Resnet50 | ModelName::Resnet101 | ModelName::Densenet161
+        )
     }
 }

@@ -60,7 +60,8 @@ pub struct Counters {
 impl Counters {
     /// Count `items` into the totals the progress line shows.
     fn expect(&self, items: &[Item]) {
-        self.total_objects.fetch_add(items.len() as u64, Ordering::Relaxed);
+        self.total_objects
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
         self.total_bytes
             .fetch_add(items.iter().filter_map(|i| i.size).sum(), Ordering::Relaxed);
     }

@@ -289,10 +289,7 @@ pub fn render_summary(
         &tables::accuracy_tables(runs, published, false),
     );
     ctx.insert("gamma_tables", &tables::gamma_tables(runs, published));
-    ctx.insert(
-        "claims",
-        &claims::evaluate(claim_specs, published, runs),
-    );
+    ctx.insert("claims", &claims::evaluate(claim_specs, published, runs));
     ctx.insert("sanity", &claims::ordering_sanity(runs));
     ctx.insert("openset", &openset_out(runs));
     ctx.insert("numerics", &numerics::reading(runs));

@@ -21,12 +21,20 @@ fn value(xs: Vec<f64>) -> Value {
     let xs: Vec<f64> = xs.into_iter().filter(|x| x.is_finite()).collect();
     let n = xs.len();
     if n == 0 {
-        return Value { mean: None, sd: None, n };
+        return Value {
+            mean: None,
+            sd: None,
+            n,
+        };
     }
     let m = xs.iter().sum::<f64>() / n as f64;
     let sd = (n >= 2)
         .then(|| (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n as f64 - 1.0)).sqrt());
-    Value { mean: Some(m), sd, n }
+    Value {
+        mean: Some(m),
+        sd,
+        n,
+    }
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -67,7 +75,9 @@ fn at(r: &Run, name: &str, f: impl Fn(&super::runs::OpenSetAt) -> Option<f64>) -
 pub fn tables(runs: &[Run]) -> Vec<Table> {
     let os: Vec<&Run> = runs
         .iter()
-        .filter(|r| r.role == Role::OpenSet && r.metrics.as_ref().is_some_and(|m| m.openset.is_some()))
+        .filter(|r| {
+            r.role == Role::OpenSet && r.metrics.as_ref().is_some_and(|m| m.openset.is_some())
+        })
         .collect();
     let mut keys: Vec<(String, String)> = os
         .iter()
@@ -131,7 +141,13 @@ pub fn tables(runs: &[Run]) -> Vec<Table> {
 /// t*, and which ranks them better (AUROC), each judged against 2 × the pooled sd.
 pub fn reading(t: &Table) -> Vec<String> {
     let mut out = Vec::new();
-    for (ci, what) in [(2usize, "rejects more unknowns at t*"), (6, "separates known from unknown better by the max metric (AUROC)")] {
+    for (ci, what) in [
+        (2usize, "rejects more unknowns at t*"),
+        (
+            6,
+            "separates known from unknown better by the max metric (AUROC)",
+        ),
+    ] {
         let best = |bce: bool| {
             t.rows
                 .iter()
@@ -148,7 +164,9 @@ pub fn reading(t: &Table) -> Vec<String> {
         };
         let d = b.1 - s.1;
         let verdict = match noise {
-            Some(n) if d.abs() <= n => format!("within noise (difference {d:+.2}, 2 × pooled sd {n:.2})"),
+            Some(n) if d.abs() <= n => {
+                format!("within noise (difference {d:+.2}, 2 × pooled sd {n:.2})")
+            }
             Some(n) => format!(
                 "{} (difference {d:+.2} beyond 2 × pooled sd {n:.2})",
                 if d > 0.0 { "BCE" } else { "SoftMax" }

@@ -320,7 +320,12 @@ pub fn load_run(dir: &Path, id: String) -> Result<Run> {
             dir.display()
         );
     }
-    build(id, metrics, train, &dir.join("metrics.json").display().to_string())
+    build(
+        id,
+        metrics,
+        train,
+        &dir.join("metrics.json").display().to_string(),
+    )
 }
 
 /// One run of a snapshot (see [`snapshot`]): its id and the kept fields of its two files.
@@ -333,10 +338,25 @@ pub struct Snapshot {
 
 /// Fields of `metrics.json` / `train.json` a snapshot drops: per-class arrays and histograms
 /// (figures only) and the training log; everything the tables and claims read is kept.
-const DROP_METRICS: &[&str] = &["min_pos", "max_neg_type1", "max_neg_type2", "overlap", "hist"];
+const DROP_METRICS: &[&str] = &[
+    "min_pos",
+    "max_neg_type1",
+    "max_neg_type2",
+    "overlap",
+    "hist",
+];
 const KEEP_TRAIN: &[&str] = &[
-    "loss", "model", "gamma", "bias_mode", "bias_init", "bias_final", "diverged", "seed",
-    "numerics", "device", "skipped_steps",
+    "loss",
+    "model",
+    "gamma",
+    "bias_mode",
+    "bias_init",
+    "bias_final",
+    "diverged",
+    "seed",
+    "numerics",
+    "device",
+    "skipped_steps",
 ];
 
 /// A compact, re-loadable copy of the runs' results (the source of the Markdown summary), so
@@ -391,7 +411,12 @@ pub fn from_snapshot(snap: &[Snapshot], name: &str) -> Result<Vec<Run>> {
         .collect()
 }
 
-fn build(id: String, metrics: Option<Metrics>, train: Option<Train>, shown_as: &str) -> Result<Run> {
+fn build(
+    id: String,
+    metrics: Option<Metrics>,
+    train: Option<Train>,
+    shown_as: &str,
+) -> Result<Run> {
     let m = metrics.as_ref();
     let t = train.as_ref();
     let dataset = run_str(m, "dataset").map(|s| names::dataset(&s));

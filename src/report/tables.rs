@@ -458,8 +458,10 @@ pub fn gamma_tables(runs: &[Run], published: &Published) -> Vec<Table> {
             let mut t = Table::new(slug(&["gamma", &d, &m]), "gamma", &d, Some(&m), columns);
             t.notes = notes;
             let numerics = |r: &Run| r.numerics.clone().filter(|v| v != "stable");
-            let mut keys: Vec<(String, Option<String>)> =
-                here.iter().map(|r| (ls(r).to_string(), numerics(r))).collect();
+            let mut keys: Vec<(String, Option<String>)> = here
+                .iter()
+                .map(|r| (ls(r).to_string(), numerics(r)))
+                .collect();
             keys.sort_by(|a, b| names::cmp_in(&names::LOSSES, &a.0, &b.0).then(a.1.cmp(&b.1)));
             keys.dedup();
             for (l, variant) in keys {

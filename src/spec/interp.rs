@@ -87,8 +87,15 @@ pub fn interpolate_traced(
     if let Some(body) = whole_reference(trimmed) {
         let at = text.find("${").unwrap_or(0);
         let (_, expr) = split_raw(body);
-        return resolve_expr(expr, at + 2 + (body.len() - expr.len()), mark, quoted, scope, used)
-            .cloned();
+        return resolve_expr(
+            expr,
+            at + 2 + (body.len() - expr.len()),
+            mark,
+            quoted,
+            scope,
+            used,
+        )
+        .cloned();
     }
     if !text.contains("${") {
         return Ok(Json::String(text.to_string()));
@@ -103,7 +110,14 @@ pub fn interpolate_cmd(
     quoted: bool,
     scope: &Scope,
 ) -> Result<String, SpecError> {
-    splice(text, mark, quoted, scope, Some(&mut ShellLexer::default()), &mut Vec::new())
+    splice(
+        text,
+        mark,
+        quoted,
+        scope,
+        Some(&mut ShellLexer::default()),
+        &mut Vec::new(),
+    )
 }
 
 /// Splice every `${…}` of `text`; with a lexer, values are quoted for the shell.
@@ -160,14 +174,16 @@ fn splice(
                 out.push_str(&s);
                 lx.feed(&s);
             }
-            Some(lx) => match lx.quote(&s) {
-                Ok(q) => out.push_str(&q),
-                Err(why) => {
-                    return Err(err_at(mark, quoted, offset + i, why.to_string()).note(
-                        format!("or write `${{raw:{name}}}` to splice the text as code"),
-                    ));
+            Some(lx) => {
+                match lx.quote(&s) {
+                    Ok(q) => out.push_str(&q),
+                    Err(why) => {
+                        return Err(err_at(mark, quoted, offset + i, why.to_string()).note(
+                            format!("or write `${{raw:{name}}}` to splice the text as code"),
+                        ));
+                    }
                 }
-            },
+            }
             None => out.push_str(&s),
         }
         rest = &rest[i + end + 1..];
@@ -276,7 +292,14 @@ fn resolve_expr<'s>(
         }
     }
     let (name, pos) = first_name.unwrap_or_default();
-    Err(undefined(&name, pos.saturating_sub(2), mark, quoted, scope, alts.len() > 1))
+    Err(undefined(
+        &name,
+        pos.saturating_sub(2),
+        mark,
+        quoted,
+        scope,
+        alts.len() > 1,
+    ))
 }
 
 fn undefined(
@@ -434,13 +457,28 @@ mod tests {
         )
         .unwrap();
         let v = interpolate_node(&root, &scope(&vars)).unwrap();
-        assert_eq!(v, json!({"a": 0.0001, "b": 0.001, "c": "x0.0001y", "d": null}));
+        assert_eq!(
+            v,
+            json!({"a": 0.0001, "b": 0.001, "c": "x0.0001y", "d": null})
+        );
         let bad = parse_str(Path::new("p"), "a: ${per.cub.lr ?? nope}\n".into()).unwrap();
-        let e = interpolate_node(&bad, &scope(&vars)).unwrap_err().to_string();
+        let e = interpolate_node(&bad, &scope(&vars))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("undefined variable `${per.cub.lr}`"), "{e}");
         assert!(e.contains("none of the `??` alternatives"), "{e}");
         let used = used_variables(&root, &scope(&vars));
-        assert_eq!(used, ["ds", "per.imagenet.lr", "lr", "ds", "per.imagenet.lr", "none"]);
+        assert_eq!(
+            used,
+            [
+                "ds",
+                "per.imagenet.lr",
+                "lr",
+                "ds",
+                "per.imagenet.lr",
+                "none"
+            ]
+        );
     }
 
     fn cmd(text: &str, vars: &Json) -> Result<String, SpecError> {

@@ -106,7 +106,9 @@ pub struct Stage {
     pub mark: Mark,
 }
 
-const TOP_KEYS: &[&str] = &["vars", "stages", "profiles", "profile", "executor", "slurm", "remote"];
+const TOP_KEYS: &[&str] = &[
+    "vars", "stages", "profiles", "profile", "executor", "slurm", "remote",
+];
 const STAGE_KEYS: &[&str] = &[
     "cmd",
     "uses",
@@ -148,7 +150,10 @@ fn absolute(file: &Path) -> PathBuf {
 
 /// The workspace root of a pipeline file: its directory, absolute (what `Pipeline::root` is).
 pub fn workspace_root(file: &Path) -> PathBuf {
-    absolute(file).parent().map(Path::to_path_buf).unwrap_or_default()
+    absolute(file)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// Load and validate a pipeline file. Every problem found is reported at once.
@@ -187,7 +192,13 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
     let mut vars = Json::Object(Default::default());
     let mut origins = Origins::new();
     if let Some(v) = doc.get("vars") {
-        merge_vars_node(&mut vars, &mut origins, v, (&root_dir, &mut inputs), &mut errors);
+        merge_vars_node(
+            &mut vars,
+            &mut origins,
+            v,
+            (&root_dir, &mut inputs),
+            &mut errors,
+        );
     }
     let profile = opts.profile.clone().or_else(|| {
         doc.get("profile")
@@ -196,7 +207,13 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
     });
     if let Some(name) = &profile {
         match doc.get("profiles").and_then(|p| p.get(name)) {
-            Some(p) => merge_vars_node(&mut vars, &mut origins, p, (&root_dir, &mut inputs), &mut errors),
+            Some(p) => merge_vars_node(
+                &mut vars,
+                &mut origins,
+                p,
+                (&root_dir, &mut inputs),
+                &mut errors,
+            ),
             None => {
                 let known: Vec<String> = doc
                     .get("profiles")
@@ -259,7 +276,9 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
     }
     let slurm = doc.get("slurm").map(Node::to_json).unwrap_or(Json::Null);
     let remote = doc.get("remote").and_then(|n| match n.as_str() {
-        Some(url) => match crate::remote::store::check_url(&crate::remote::store::normalise(url, &root_dir).ok()?) {
+        Some(url) => match crate::remote::store::check_url(
+            &crate::remote::store::normalise(url, &root_dir).ok()?,
+        ) {
             Ok(_) => Some(url.to_string()),
             Err(msg) => {
                 errors.push(SpecError::at(&n.mark, msg));
@@ -267,7 +286,10 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
             }
         },
         None => {
-            errors.push(SpecError::at(&n.mark, format!("`remote:` must be a URL string, found {}", n.type_name())));
+            errors.push(SpecError::at(
+                &n.mark,
+                format!("`remote:` must be a URL string, found {}", n.type_name()),
+            ));
             None
         }
     });
@@ -293,7 +315,15 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
                             continue;
                         }
                         let limit = (Limit { max_stages }, &mut expanded);
-                        if !expand_stage(&name, k, body, (&vars, &origins), limit, &mut stages, &mut errors) {
+                        if !expand_stage(
+                            &name,
+                            k,
+                            body,
+                            (&vars, &origins),
+                            limit,
+                            &mut stages,
+                            &mut errors,
+                        ) {
                             break; // over the stage limit: the rest would only repeat that
                         }
                     }
@@ -368,7 +398,11 @@ fn record_origins(node: &Node, prefix: &str, origins: &mut Origins) {
     if let Some(entries) = node.as_map() {
         for (k, v) in entries {
             let key = k.as_str().unwrap_or_default();
-            let path = if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") };
+            let path = if prefix.is_empty() {
+                key.to_string()
+            } else {
+                format!("{prefix}.{key}")
+            };
             origins.insert(path.clone(), Origin::At(v.mark.clone()));
             record_origins(v, &path, origins);
         }
@@ -396,24 +430,40 @@ fn locate_param_error(
     scope: &Scope,
     origins: &Origins,
 ) -> SpecError {
-    let Some(with) = with else { return SpecError::at(fallback, msg) };
+    let Some(with) = with else {
+        return SpecError::at(fallback, msg);
+    };
     let param = msg
         .split('`')
         .skip(1)
         .step_by(2)
         .find_map(|word| with.get(word).map(|n| (word.to_string(), n)));
-    let Some((param, node)) = param else { return SpecError::at(&with.mark, msg) };
+    let Some((param, node)) = param else {
+        return SpecError::at(&with.mark, msg);
+    };
     let used = used_variables(node, scope);
     let source = used.iter().rev().find_map(|name| {
-        let local = name.split('.').next().is_some_and(|h| scope.locals.iter().any(|(l, _)| *l == h));
-        (!local).then(|| origin_of(origins, name).map(|o| (name, o))).flatten()
+        let local = name
+            .split('.')
+            .next()
+            .is_some_and(|h| scope.locals.iter().any(|(l, _)| *l == h));
+        (!local)
+            .then(|| origin_of(origins, name).map(|o| (name, o)))
+            .flatten()
     });
-    let here = format!("{}:{}:{}", node.mark.path().display(), node.mark.line, node.mark.col);
+    let here = format!(
+        "{}:{}:{}",
+        node.mark.path().display(),
+        node.mark.line,
+        node.mark.col
+    );
     match source {
-        Some((name, Origin::At(m))) => SpecError::at(m, msg)
-            .note(format!("the value of `${{{name}}}` is set here and used by `{param}:` at {here}")),
-        Some((name, Origin::Set(v))) => SpecError::at(&node.mark, msg)
-            .note(format!("the value comes from `--set {name}={v}`")),
+        Some((name, Origin::At(m))) => SpecError::at(m, msg).note(format!(
+            "the value of `${{{name}}}` is set here and used by `{param}:` at {here}"
+        )),
+        Some((name, Origin::Set(v))) => {
+            SpecError::at(&node.mark, msg).note(format!("the value comes from `--set {name}={v}`"))
+        }
         None => SpecError::at(&node.mark, msg),
     }
 }
@@ -425,12 +475,18 @@ fn collapse_repeats(errors: Vec<SpecError>, pipeline: &Path) -> Vec<SpecError> {
     let mut out: Vec<SpecError> = Vec::new();
     let mut also: Vec<Vec<String>> = Vec::new();
     for e in errors {
-        let key = e.mark.as_ref().filter(|m| m.path() != pipeline).map(|m| {
-            (m.path().to_path_buf(), m.line, m.col, e.message.clone())
-        });
+        let key = e
+            .mark
+            .as_ref()
+            .filter(|m| m.path() != pipeline)
+            .map(|m| (m.path().to_path_buf(), m.line, m.col, e.message.clone()));
         let prev = key.as_ref().and_then(|k| {
             out.iter().position(|o| {
-                o.mark.as_ref().map(|m| (m.path().to_path_buf(), m.line, m.col, o.message.clone())).as_ref() == Some(k)
+                o.mark
+                    .as_ref()
+                    .map(|m| (m.path().to_path_buf(), m.line, m.col, o.message.clone()))
+                    .as_ref()
+                    == Some(k)
             })
         });
         match prev {
@@ -444,8 +500,16 @@ fn collapse_repeats(errors: Vec<SpecError>, pipeline: &Path) -> Vec<SpecError> {
     for (e, more) in out.iter_mut().zip(also) {
         if !more.is_empty() {
             let shown: Vec<_> = more.iter().take(4).cloned().collect();
-            let rest = if more.len() > 4 { format!(", … ({} in all)", more.len()) } else { String::new() };
-            e.notes.push(format!("also in {} more stages: {}{rest}", more.len(), shown.join(", ")));
+            let rest = if more.len() > 4 {
+                format!(", … ({} in all)", more.len())
+            } else {
+                String::new()
+            };
+            e.notes.push(format!(
+                "also in {} more stages: {}{rest}",
+                more.len(),
+                shown.join(", ")
+            ));
         }
     }
     out
@@ -515,7 +579,11 @@ fn vars_file_names(doc: &Node, root: &Path) -> Vec<String> {
     if let Some(v) = doc.get("vars") {
         collect(v, root, &mut out);
     }
-    for (_, p) in doc.get("profiles").and_then(Node::as_map).unwrap_or_default() {
+    for (_, p) in doc
+        .get("profiles")
+        .and_then(Node::as_map)
+        .unwrap_or_default()
+    {
         collect(p, root, &mut out);
     }
     out
@@ -943,7 +1011,13 @@ fn build_stage(
                 Ok(k) if with.is_object() => {
                     if let Err(e) = k.validate(&with) {
                         let msg = format!("invalid parameters for `{kind}`: {e:#}");
-                        errors.push(locate_param_error(body.get("with"), &m, msg, scope, origins));
+                        errors.push(locate_param_error(
+                            body.get("with"),
+                            &m,
+                            msg,
+                            scope,
+                            origins,
+                        ));
                     }
                 }
                 Ok(_) => {}
@@ -1335,7 +1409,10 @@ mod tests {
 
     #[test]
     fn metrics_are_outputs_too() {
-        let p = load_text("stages:\n  a:\n    cmd: echo\n    outs: [m.json]\n    metrics: [m.json, n.json]\n").unwrap();
+        let p = load_text(
+            "stages:\n  a:\n    cmd: echo\n    outs: [m.json]\n    metrics: [m.json, n.json]\n",
+        )
+        .unwrap();
         let s = &p.stages[0];
         let outs: Vec<_> = s.outs.iter().map(|o| o.path.as_str()).collect();
         assert_eq!(outs, ["m.json", "n.json"]);
@@ -1429,7 +1506,11 @@ mod tests {
     #[test]
     fn a_bad_value_from_a_profile_points_at_the_profile_line() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("prof.yaml"), "models: [mlp]\ntrain: {epochs: 1, batch_size: 1}\n").unwrap();
+        std::fs::write(
+            dir.path().join("prof.yaml"),
+            "models: [mlp]\ntrain: {epochs: 1, batch_size: 1}\n",
+        )
+        .unwrap();
         let f = dir.path().join("pipeline.yaml");
         std::fs::write(
             &f,
@@ -1441,15 +1522,24 @@ mod tests {
         assert!(e.contains("prof.yaml:2:32"), "{e}");
         assert!(e.contains("used by `batch_size:` at"), "{e}");
         assert!(e.contains("pipeline.yaml:12:19"), "{e}");
-        let e = load(&f, &LoadOptions { profile: None, overrides: vec![("train.batch_size".into(), "0".into())], ..Default::default() })
-            .unwrap_err()
-            .to_string();
+        let e = load(
+            &f,
+            &LoadOptions {
+                profile: None,
+                overrides: vec![("train.batch_size".into(), "0".into())],
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("--set train.batch_size=0"), "{e}");
     }
 
     #[test]
     fn a_null_dep_is_no_dep() {
-        let p = load_text("vars: {w: null}\nstages:\n  a:\n    cmd: echo\n    deps: [\"${w}\", x]\n").unwrap();
+        let p =
+            load_text("vars: {w: null}\nstages:\n  a:\n    cmd: echo\n    deps: [\"${w}\", x]\n")
+                .unwrap();
         let deps: Vec<_> = p.stages[0].deps.iter().map(|d| d.path.as_str()).collect();
         assert_eq!(deps, ["x"]);
     }

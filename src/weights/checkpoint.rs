@@ -262,7 +262,10 @@ mod tests {
     use super::*;
 
     fn f32s(t: &RawTensor) -> Vec<f32> {
-        t.data.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        t.data
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
 
     #[test]
@@ -273,12 +276,23 @@ mod tests {
             let names: Vec<&str> = t.iter().map(|(n, _)| n.as_str()).collect();
             assert_eq!(names, ["w", "b", "h", "n"], "{file}");
             let w = &t[0].1;
-            assert_eq!((w.dtype.as_str(), w.shape.as_slice()), ("Float", &[4usize, 3][..]));
+            assert_eq!(
+                (w.dtype.as_str(), w.shape.as_slice()),
+                ("Float", &[4usize, 3][..])
+            );
             // arange(12).reshape(3, 4).t(), row-major
-            assert_eq!(f32s(w), [0., 4., 8., 1., 5., 9., 2., 6., 10., 3., 7., 11.], "{file}");
+            assert_eq!(
+                f32s(w),
+                [0., 4., 8., 1., 5., 9., 2., 6., 10., 3., 7., 11.],
+                "{file}"
+            );
             assert_eq!(f32s(&t[1].1), [4., 5., 6., 7.], "{file}");
             assert_eq!(t[2].1.dtype, "Half");
-            assert_eq!(t[2].1.data, [0x00, 0x38, 0x00, 0xc0], "{file}: float16 0.5, -2");
+            assert_eq!(
+                t[2].1.data,
+                [0x00, 0x38, 0x00, 0xc0],
+                "{file}: float16 0.5, -2"
+            );
             assert_eq!((t[3].1.dtype.as_str(), t[3].1.shape.len()), ("Long", 0));
             assert_eq!(t[3].1.data, 7i64.to_le_bytes(), "{file}");
         }
@@ -293,7 +307,10 @@ mod tests {
             let cut = tmp.path().join(file);
             std::fs::write(&cut, &b[..b.len() - 20]).unwrap();
             let e = format!("{:#}", read(&cut).unwrap_err());
-            assert!(e.contains("truncated") || e.contains("damaged"), "{file}: {e}");
+            assert!(
+                e.contains("truncated") || e.contains("damaged"),
+                "{file}: {e}"
+            );
         }
         let other = tmp.path().join("x.pth");
         std::fs::write(&other, b"not a checkpoint at all").unwrap();

@@ -10,14 +10,22 @@ use repro_torch::train_kind::Train;
 const USAGE: &str = "usage: repro-torch internal run-kind SPEC.json | repro-torch doctor | repro-torch bench-train [OPTIONS] | repro-torch --version";
 
 fn run(args: &[String]) -> anyhow::Result<i32> {
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["doctor"] => repro_torch::ml::doctor(),
         ["bench-train", ..] => repro_torch::bench::run(&args[1..]),
         ["internal", "run-kind", spec] => {
             let spec = KindSpec::read(Path::new(spec))?;
             let kinds: [&dyn StageKind; 1] = [&Train];
             let Some(kind) = kinds.into_iter().find(|k| k.name() == spec.kind) else {
-                anyhow::bail!("repro-torch runs only libtorch kinds (train), not '{}'", spec.kind)
+                anyhow::bail!(
+                    "repro-torch runs only libtorch kinds (train), not '{}'",
+                    spec.kind
+                )
             };
             run_spec(kind, &spec)?;
             Ok(0)

@@ -11,10 +11,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use http::{Route, Server};
-use repro_torch::loader::{Loader, LoaderConfig};
 use repro::data::mat::{self, Value};
 use repro::data::recipe::{PerClass, Recipe};
 use repro::kinds::{StageContext, lookup};
+use repro_torch::loader::{Loader, LoaderConfig};
 use sha2::{Digest, Sha256};
 
 const CLASSES: usize = 3;

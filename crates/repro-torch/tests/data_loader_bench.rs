@@ -8,8 +8,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use repro_torch::loader::{Loader, LoaderConfig};
 use repro::data::shards::ShardWriter;
+use repro_torch::loader::{Loader, LoaderConfig};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -10,7 +10,11 @@ use tch::{Device, Kind, Tensor, nn};
 fn build(name: ModelName, c: i64, h: i64, w: i64) -> (nn::VarStore, models::Backbone, i64) {
     let vs = nn::VarStore::new(Device::Cpu);
     let b = models::build(&vs.root(), name, c, h, w).unwrap();
-    let n: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+    let n: i64 = vs
+        .trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum();
     (vs, b, n)
 }
 
@@ -20,24 +24,52 @@ fn imagenet_models_match_torchvision_parameter_counts_and_names() {
     // DenseNet161 28,681,000. The head is not part of the feature extractor:
     // fc = 2048·1000 + 1000, classifier = 2208·1000 + 1000.
     for (name, total, head, dim, probe) in [
-        (ModelName::Resnet50, 25_557_032i64, 2_049_000i64, 2048, "layer4.2.bn3.running_var"),
-        (ModelName::Resnet101, 44_549_160, 2_049_000, 2048, "layer3.22.conv2.weight"),
-        (ModelName::Densenet161, 28_681_000, 2_209_000, 2208, "features.denseblock3.denselayer36.conv2.weight"),
+        (
+            ModelName::Resnet50,
+            25_557_032i64,
+            2_049_000i64,
+            2048,
+            "layer4.2.bn3.running_var",
+        ),
+        (
+            ModelName::Resnet101,
+            44_549_160,
+            2_049_000,
+            2048,
+            "layer3.22.conv2.weight",
+        ),
+        (
+            ModelName::Densenet161,
+            28_681_000,
+            2_209_000,
+            2208,
+            "features.denseblock3.denselayer36.conv2.weight",
+        ),
     ] {
         let (vs, b, n) = build(name, 3, 64, 64);
         assert_eq!(n, total - head, "{name}: parameter count");
         assert_eq!(b.dim, dim);
         let vars = vs.variables();
         assert!(vars.contains_key(probe), "{name}: no variable {probe}");
-        for first in ["conv1.weight", "bn1.weight", "layer1.0.downsample.0.weight", "layer1.0.downsample.1.running_mean"] {
+        for first in [
+            "conv1.weight",
+            "bn1.weight",
+            "layer1.0.downsample.0.weight",
+            "layer1.0.downsample.1.running_mean",
+        ] {
             if name != ModelName::Densenet161 {
                 assert!(vars.contains_key(first), "{name}: no {first}");
             }
         }
         if name == ModelName::Densenet161 {
-            for v in ["features.conv0.weight", "features.norm0.running_mean", "features.transition1.conv.weight",
-                      "features.transition3.norm.weight", "features.norm5.bias",
-                      "features.denseblock1.denselayer1.norm1.weight"] {
+            for v in [
+                "features.conv0.weight",
+                "features.norm0.running_mean",
+                "features.transition1.conv.weight",
+                "features.transition3.norm.weight",
+                "features.norm5.bias",
+                "features.denseblock1.denselayer1.norm1.weight",
+            ] {
                 assert!(vars.contains_key(v), "densenet161: no {v}");
             }
         }
@@ -96,14 +128,27 @@ fn densenet_transition_averages_instead_of_summing() {
         )
     };
     let conv = |p: &str, t: &Tensor, stride: i64, pad: i64| {
-        t.conv2d(&v[&format!("{p}.weight")], None::<Tensor>, [stride], [pad], [1], 1)
+        t.conv2d(
+            &v[&format!("{p}.weight")],
+            None::<Tensor>,
+            [stride],
+            [pad],
+            [1],
+            1,
+        )
     };
     let mean2x2 = |t: &Tensor| {
         let s = t.size();
-        t.view([s[0], s[1], s[2] / 2, 2, s[3] / 2, 2]).mean_dim([3i64, 5].as_slice(), false, Kind::Float)
+        t.view([s[0], s[1], s[2] / 2, 2, s[3] / 2, 2]).mean_dim(
+            [3i64, 5].as_slice(),
+            false,
+            Kind::Float,
+        )
     };
     tch::no_grad(|| {
-        let mut y = bn("features.norm0", &conv("features.conv0", &x, 2, 3)).relu().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let mut y = bn("features.norm0", &conv("features.conv0", &x, 2, 3))
+            .relu()
+            .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for blk in 1..=4 {
             let l = format!("features.denseblock{blk}.denselayer1");
             let z = bn(&format!("{l}.norm1"), &y).relu();
@@ -113,11 +158,22 @@ fn densenet_transition_averages_instead_of_summing() {
             y = Tensor::cat(&[y, z], 1);
             if blk < 4 {
                 let t = format!("features.transition{blk}");
-                y = mean2x2(&conv(&format!("{t}.conv"), &bn(&format!("{t}.norm"), &y).relu(), 1, 0));
+                y = mean2x2(&conv(
+                    &format!("{t}.conv"),
+                    &bn(&format!("{t}.norm"), &y).relu(),
+                    1,
+                    0,
+                ));
             }
         }
-        let want = bn("features.norm5", &y).relu().mean_dim([2i64, 3].as_slice(), false, Kind::Float);
+        let want =
+            bn("features.norm5", &y)
+                .relu()
+                .mean_dim([2i64, 3].as_slice(), false, Kind::Float);
         let diff = (&got - &want).abs().max().double_value(&[]);
-        assert!(diff < 1e-5, "densenet differs from the reference graph by {diff}");
+        assert!(
+            diff < 1e-5,
+            "densenet differs from the reference graph by {diff}"
+        );
     });
 }

@@ -39,11 +39,16 @@ fn a_sw(ws: &Path, out: &str) -> f64 {
 #[test]
 fn fashion_mnist_subset_reaches_80_percent_with_soft_d_and_bce_nu() {
     let ws = tempfile::tempdir().unwrap();
-    let Some(_) = fashion_mnist(&ws.path().join("fm"), 10000, 2000) else { return };
+    let Some(_) = fashion_mnist(&ws.path().join("fm"), 10000, 2000) else {
+        return;
+    };
     let runs = [
         ("soft-d", json!({"lr": 0.05, "epochs": 2})),
         // Normalized losses scale the gradient by γ = 96; their learning rate is smaller.
-        ("bce-nu", json!({"lr": 0.001, "epochs": 1, "init_from": "out-soft-d/model.safetensors"})),
+        (
+            "bce-nu",
+            json!({"lr": 0.001, "epochs": 1, "init_from": "out-soft-d/model.safetensors"}),
+        ),
     ];
     for (loss, extra) in runs {
         let out = format!("out-{loss}");
@@ -59,7 +64,16 @@ fn fashion_mnist_subset_reaches_80_percent_with_soft_d_and_bce_nu() {
         assert_eq!(tj["loss"], loss);
         assert_eq!(tj["diverged"], false);
         assert!((tj["test_accuracy"].as_f64().unwrap() - acc).abs() < 1e-9);
-        for key in ["bias_init", "bias_final", "libtorch", "train_seconds", "params", "seed", "device", "skipped_steps"] {
+        for key in [
+            "bias_init",
+            "bias_final",
+            "libtorch",
+            "train_seconds",
+            "params",
+            "seed",
+            "device",
+            "skipped_steps",
+        ] {
             assert!(tj.get(key).is_some(), "train.json lacks {key}");
         }
         // The progress relay markers are on stdout for the engine.
@@ -84,7 +98,10 @@ fn same_seed_gives_bit_identical_logits_on_cpu() {
     let c = read_raw(&ws.path().join("c/logits.safetensors"));
     assert_eq!(a["logits"], b["logits"], "same seed, different logits");
     assert_eq!(a["logits_nobias"], b["logits_nobias"]);
-    assert_ne!(a["logits"], c["logits"], "a different seed should change the logits");
+    assert_ne!(
+        a["logits"], c["logits"],
+        "a different seed should change the logits"
+    );
     let ma = std::fs::read(ws.path().join("a/model.safetensors")).unwrap();
     let mb = std::fs::read(ws.path().join("b/model.safetensors")).unwrap();
     assert!(ma == mb, "model files differ");
@@ -104,13 +121,26 @@ fn logits_file_has_the_evaluate_contract() {
         assert!(ok, "{so}\n{se}");
         let t = read_raw(&ws.path().join(loss).join("logits.safetensors"));
         use safetensors::Dtype;
-        assert_eq!((t["logits"].0, t["logits"].1.clone()), (Dtype::F32, vec![50, 5]));
-        assert_eq!((t["logits_nobias"].0, t["logits_nobias"].1.clone()), (Dtype::F32, vec![50, 5]));
-        assert_eq!((t["labels"].0, t["labels"].1.clone()), (Dtype::I64, vec![50]));
+        assert_eq!(
+            (t["logits"].0, t["logits"].1.clone()),
+            (Dtype::F32, vec![50, 5])
+        );
+        assert_eq!(
+            (t["logits_nobias"].0, t["logits_nobias"].1.clone()),
+            (Dtype::F32, vec![50, 5])
+        );
+        assert_eq!(
+            (t["labels"].0, t["labels"].1.clone()),
+            (Dtype::I64, vec![50])
+        );
         assert_eq!(t["bias"].1, vec![blen]);
         assert_eq!(t["bias_init"].1, vec![blen]);
         // logits = logits_nobias ± bias, per Table I.
-        let (l, r, b) = (f32s(&t["logits"].2), f32s(&t["logits_nobias"].2), f32s(&t["bias"].2));
+        let (l, r, b) = (
+            f32s(&t["logits"].2),
+            f32s(&t["logits_nobias"].2),
+            f32s(&t["bias"].2),
+        );
         let sign = if loss.contains("-n") { -1.0 } else { 1.0 };
         for i in 0..50 {
             for j in 0..5 {
@@ -149,7 +179,12 @@ fn non_finite_steps_are_skipped_or_stop_and_outputs_are_still_written() {
             assert_eq!(tj["stopped_on_nonfinite"], true);
         } else {
             // Training went on after the first bad step.
-            let steps: u64 = tj["epochs"].as_array().unwrap().iter().map(|e| e["steps"].as_u64().unwrap()).sum();
+            let steps: u64 = tj["epochs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["steps"].as_u64().unwrap())
+                .sum();
             assert_eq!(steps, 16);
         }
         assert!(ws.path().join(mode).join("logits.safetensors").exists());
@@ -182,22 +217,42 @@ fn resumes_from_checkpoint_after_a_kill_with_identical_results() {
     let meta = ws.path().join("ckpt/train-state.json");
     let t0 = Instant::now();
     while !meta.exists() {
-        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no checkpoint after 120 s"
+        );
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("training ended ({status}) before it could be interrupted; make the test data bigger");
+            panic!(
+                "training ended ({status}) before it could be interrupted; make the test data bigger"
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(!ws.path().join("resumed/logits.safetensors").exists(), "killed too late");
+    assert!(
+        !ws.path().join("resumed/logits.safetensors").exists(),
+        "killed too late"
+    );
     let (ok, stdout, se) = run_train(ws.path(), params("resumed"), 1, Some("ckpt"));
     assert!(ok, "{stdout}\n{se}");
-    assert!(stdout.contains("resuming from epoch "), "no resume message: {stdout}");
+    assert!(
+        stdout.contains("resuming from epoch "),
+        "no resume message: {stdout}"
+    );
     let a = read_raw(&ws.path().join("ref/logits.safetensors"));
     let b = read_raw(&ws.path().join("resumed/logits.safetensors"));
-    assert_eq!(a["logits"], b["logits"], "resumed run differs from the uninterrupted one");
-    assert_eq!(train_json(ws.path(), "resumed")["epochs"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        a["logits"], b["logits"],
+        "resumed run differs from the uninterrupted one"
+    );
+    assert_eq!(
+        train_json(ws.path(), "resumed")["epochs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 
     // Other parameters: the checkpoint is not used.
     let mut p = params("other");
@@ -231,7 +286,10 @@ fn fine_tunes_from_a_checkpoint_with_a_new_head() {
         None,
     );
     assert!(!ok);
-    assert!(stderr.contains("pre/model.safetensors") && stderr.contains("missing"), "{stderr}");
+    assert!(
+        stderr.contains("pre/model.safetensors") && stderr.contains("missing"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -239,16 +297,37 @@ fn bad_parameters_are_reported_by_name() {
     let ws = tempfile::tempdir().unwrap();
     synthetic(&ws.path().join("d"), 20, 10, 2, 4, 4, 1);
     for (params, needle) in [
-        (json!({"data": "d", "out": "o", "loss": "bce-x"}), "unknown loss"),
-        (json!({"data": "d", "out": "o", "loss": "bce-u", "bias_mode": 3}), "bias_mode"),
-        (json!({"data": "d", "out": "o", "loss": "bce-d", "bias_mode": 9}), "bias_mode"),
-        (json!({"data": "d", "out": "o", "loss": "soft-d", "epochz": 3}), "epochz"),
-        (json!({"data": "d", "out": "o", "loss": "soft-d", "model": "vgg"}), "unknown model"),
-        (json!({"data": "nope", "out": "o", "loss": "soft-d"}), "nope/classes.json"),
+        (
+            json!({"data": "d", "out": "o", "loss": "bce-x"}),
+            "unknown loss",
+        ),
+        (
+            json!({"data": "d", "out": "o", "loss": "bce-u", "bias_mode": 3}),
+            "bias_mode",
+        ),
+        (
+            json!({"data": "d", "out": "o", "loss": "bce-d", "bias_mode": 9}),
+            "bias_mode",
+        ),
+        (
+            json!({"data": "d", "out": "o", "loss": "soft-d", "epochz": 3}),
+            "epochz",
+        ),
+        (
+            json!({"data": "d", "out": "o", "loss": "soft-d", "model": "vgg"}),
+            "unknown model",
+        ),
+        (
+            json!({"data": "nope", "out": "o", "loss": "soft-d"}),
+            "nope/classes.json",
+        ),
     ] {
         let (ok, _, stderr) = run_train(ws.path(), params.clone(), 1, None);
         assert!(!ok, "{params} should fail");
-        assert!(stderr.contains(needle), "{params}: message lacks '{needle}': {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{params}: message lacks '{needle}': {stderr}"
+        );
     }
 }
 
@@ -283,9 +362,15 @@ fn trains_on_a_sharded_jpeg_set() {
     assert!(ok, "{so}\n{se}");
     let t = read_raw(&ws.path().join("o/logits.safetensors"));
     assert_eq!(t["logits"].1, vec![20, 2]);
-    assert_eq!(i64s(&t["labels"].2), (0..20).map(|i| i % 2).collect::<Vec<i64>>());
+    assert_eq!(
+        i64s(&t["labels"].2),
+        (0..20).map(|i| i % 2).collect::<Vec<i64>>()
+    );
     let tj = train_json(ws.path(), "o");
     assert_eq!(tj["image_size"], json!([32, 32, 3]));
     assert_eq!(tj["epochs"][0]["steps"], 6);
-    assert!(a_sw(ws.path(), "o") > 90.0, "two trivially separable classes");
+    assert!(
+        a_sw(ws.path(), "o") > 90.0,
+        "two trivially separable classes"
+    );
 }

@@ -449,7 +449,11 @@ impl SlurmExecutor {
             }
             return failed;
         }
-        let dir = ready[0].4.parent().expect("scripts live in a directory").to_path_buf();
+        let dir = ready[0]
+            .4
+            .parent()
+            .expect("scripts live in a directory")
+            .to_path_buf();
         let dispatch = dir.join(format!("{stem}.sh"));
         // `%a` is the element's index; a directory with its own `%` cannot be a pattern, and
         // then each element's script redirects its output itself (see `batch_script`).
@@ -470,10 +474,7 @@ impl SlurmExecutor {
                 }
             })
             .collect();
-        args.insert(
-            1,
-            format!("--array=0-{}%{}", ready.len() - 1, cap.max(1)),
-        );
+        args.insert(1, format!("--array=0-{}%{}", ready.len() - 1, cap.max(1)));
         let scripts: Vec<&Path> = ready.iter().map(|r| r.4.as_path()).collect();
         let text = array_script(&base, &scripts, &args);
         let written = write_atomic(&dispatch, text.as_bytes());
@@ -626,8 +627,8 @@ impl Executor for SlurmExecutor {
                 hint_for(&out.stderr, &self.opts)
             );
         }
-        let slurm_id = parse_sbatch_id(&out.stdout)
-            .with_context(|| format!("stage '{}'", job.stage))?;
+        let slurm_id =
+            parse_sbatch_id(&out.stdout).with_context(|| format!("stage '{}'", job.stage))?;
         self.jobs.push(Tracked {
             id: job.id,
             slurm_id,
@@ -851,12 +852,24 @@ mod tests {
             gpus: vec![],
             usage: Some("/ws/cache/trace/s.json".into()),
         };
-        let plain = measured(Job { usage: None, ..job.clone() }).unwrap();
+        let plain = measured(Job {
+            usage: None,
+            ..job.clone()
+        })
+        .unwrap();
         assert_eq!(plain.argv, ["sh", "-c", "true"]);
         let wrapped = measured(job).unwrap();
         assert_eq!(
             wrapped.argv[1..],
-            ["internal", "measure", "/ws/cache/trace/s.json", "--", "sh", "-c", "true"]
+            [
+                "internal",
+                "measure",
+                "/ws/cache/trace/s.json",
+                "--",
+                "sh",
+                "-c",
+                "true"
+            ]
         );
         assert!(wrapped.usage.is_none());
     }

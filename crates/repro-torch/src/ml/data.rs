@@ -39,17 +39,33 @@ impl Split {
     /// The samples whose label is below `k` (`known`) or not.
     fn by_known(&self, k: usize, known: bool) -> Split {
         let per = self.h * self.w * self.c;
-        let idx: Vec<usize> = (0..self.n).filter(|&i| ((self.labels[i] as usize) < k) == known).collect();
+        let idx: Vec<usize> = (0..self.n)
+            .filter(|&i| ((self.labels[i] as usize) < k) == known)
+            .collect();
         let mut images = Vec::with_capacity(idx.len() * per);
         for &i in &idx {
             images.extend_from_slice(&self.images[i * per..(i + 1) * per]);
         }
-        Split { images, labels: idx.iter().map(|&i| self.labels[i]).collect(), n: idx.len(), h: self.h, w: self.w, c: self.c }
+        Split {
+            images,
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            n: idx.len(),
+            h: self.h,
+            w: self.w,
+            c: self.c,
+        }
     }
 
     /// An empty split of the same image shape.
     pub fn empty_like(&self) -> Split {
-        Split { images: Vec::new(), labels: Vec::new(), n: 0, h: self.h, w: self.w, c: self.c }
+        Split {
+            images: Vec::new(),
+            labels: Vec::new(),
+            n: 0,
+            h: self.h,
+            w: self.w,
+            c: self.c,
+        }
     }
 }
 
@@ -58,7 +74,11 @@ impl Dataset {
     /// of the other classes (the unknowns, labels as they were).
     pub fn keep_known(&mut self, k: usize) -> Result<Split> {
         if k < 2 || k >= self.classes.len() {
-            bail!("known_classes must be 2..{} (the dataset has {} classes), got {k}", self.classes.len() - 1, self.classes.len());
+            bail!(
+                "known_classes must be 2..{} (the dataset has {} classes), got {k}",
+                self.classes.len() - 1,
+                self.classes.len()
+            );
         }
         let unknown = self.test.by_known(k, false);
         self.train = self.train.by_known(k, true);
@@ -69,7 +89,9 @@ impl Dataset {
 
     /// Read `dir`; keep only the first `limit_train` / `limit_test` samples when given.
     pub fn load(dir: &Path, limit_train: Option<usize>, limit_test: Option<usize>) -> Result<Self> {
-        if !dir.join("train.safetensors").exists() && dir.join("train").join("index.safetensors").exists() {
+        if !dir.join("train.safetensors").exists()
+            && dir.join("train").join("index.safetensors").exists()
+        {
             bail!(
                 "{}: this is a sharded JPEG image set (train/index.safetensors); read it with \
                  `data::loader` (the `train` stage does so), not as an in-memory set",
@@ -78,13 +100,23 @@ impl Dataset {
         }
         let classes_path = dir.join("classes.json");
         let text = fs::read_to_string(&classes_path).with_context(|| {
-            format!("{}: cannot read the class list (the `preprocess` stage writes it)", classes_path.display())
+            format!(
+                "{}: cannot read the class list (the `preprocess` stage writes it)",
+                classes_path.display()
+            )
         })?;
         let classes: Vec<String> = serde_json::from_str(&text).with_context(|| {
-            format!("{}: must be a JSON list of class names", classes_path.display())
+            format!(
+                "{}: must be a JSON list of class names",
+                classes_path.display()
+            )
         })?;
         if classes.len() < 2 {
-            bail!("{}: {} classes; a classifier needs at least 2", classes_path.display(), classes.len());
+            bail!(
+                "{}: {} classes; a classifier needs at least 2",
+                classes_path.display(),
+                classes.len()
+            );
         }
         let train = read_split(&dir.join("train.safetensors"), classes.len(), limit_train)?;
         let test = read_split(&dir.join("test.safetensors"), classes.len(), limit_test)?;
@@ -100,20 +132,31 @@ impl Dataset {
                 test.c
             );
         }
-        Ok(Dataset { train, test, classes })
+        Ok(Dataset {
+            train,
+            test,
+            classes,
+        })
     }
 }
 
 fn read_split(path: &Path, classes: usize, limit: Option<usize>) -> Result<Split> {
     let p = path.display();
-    let bytes = fs::read(path).with_context(|| format!("{p}: cannot read (the `preprocess` stage writes it)"))?;
-    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{p}: not a valid safetensors file"))?;
+    let bytes = fs::read(path)
+        .with_context(|| format!("{p}: cannot read (the `preprocess` stage writes it)"))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{p}: not a valid safetensors file"))?;
     let images = st
         .tensor("images")
         .map_err(|_| anyhow::anyhow!("{p}: no tensor `images` (u8 [n, H, W] or [n, H, W, C])"))?;
-    let labels = st.tensor("labels").map_err(|_| anyhow::anyhow!("{p}: no tensor `labels` (i64 [n])"))?;
+    let labels = st
+        .tensor("labels")
+        .map_err(|_| anyhow::anyhow!("{p}: no tensor `labels` (i64 [n])"))?;
     if images.dtype() != Dtype::U8 {
-        bail!("{p}: `images` has dtype {:?}; it must be u8", images.dtype());
+        bail!(
+            "{p}: `images` has dtype {:?}; it must be u8",
+            images.dtype()
+        );
     }
     let (n, h, w, c) = match images.shape() {
         &[n, h, w] => (n, h, w, 1),
@@ -137,10 +180,23 @@ fn read_split(path: &Path, classes: usize, limit: Option<usize>) -> Result<Split
         .chunks_exact(8)
         .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
         .collect();
-    if let Some((i, y)) = labels_out.iter().enumerate().find(|(_, y)| **y < 0 || **y as usize >= classes) {
-        bail!("{p}: label {y} of sample {i} is outside 0..{classes} (classes.json lists {classes} classes)");
+    if let Some((i, y)) = labels_out
+        .iter()
+        .enumerate()
+        .find(|(_, y)| **y < 0 || **y as usize >= classes)
+    {
+        bail!(
+            "{p}: label {y} of sample {i} is outside 0..{classes} (classes.json lists {classes} classes)"
+        );
     }
-    Ok(Split { images: images_out, labels: labels_out, n: keep, h, w, c })
+    Ok(Split {
+        images: images_out,
+        labels: labels_out,
+        n: keep,
+        h,
+        w,
+        c,
+    })
 }
 
 /// Per-channel normalisation applied on the device: `(x/255 − mean) / std`.
@@ -153,7 +209,10 @@ pub struct Normalize {
 impl Normalize {
     /// ImageNet statistics, which the pretrained ImageNet models expect.
     pub fn imagenet() -> Self {
-        Normalize { mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225] }
+        Normalize {
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+        }
     }
 
     /// Mean and standard deviation of each channel over a split.
@@ -170,7 +229,11 @@ impl Normalize {
         }
         let count = (split.images.len() / c) as f64;
         let mean: Vec<f64> = sum.iter().map(|s| s / count).collect();
-        let std = sq.iter().zip(&mean).map(|(q, m)| (q / count - m * m).max(1e-12).sqrt()).collect();
+        let std = sq
+            .iter()
+            .zip(&mean)
+            .map(|(q, m)| (q / count - m * m).max(1e-12).sqrt())
+            .collect();
         Normalize { mean, std }
     }
 }
@@ -194,7 +257,12 @@ pub struct Batcher<'a> {
 
 impl<'a> Batcher<'a> {
     pub fn new(split: &'a Split, model_channels: usize, norm: Normalize, device: Device) -> Self {
-        Batcher { split, model_channels, norm, device }
+        Batcher {
+            split,
+            model_channels,
+            norm,
+            device,
+        }
     }
 
     /// The sample order of one epoch: a permutation drawn from `rng`.
@@ -205,7 +273,12 @@ impl<'a> Batcher<'a> {
     }
 
     /// Images [B, C, H, W] (float, normalised, on the device) and labels [B] for `idx`.
-    pub fn batch(&self, idx: &[usize], aug: Option<Augment>, rng: &mut ChaCha8Rng) -> (Tensor, Tensor) {
+    pub fn batch(
+        &self,
+        idx: &[usize],
+        aug: Option<Augment>,
+        rng: &mut ChaCha8Rng,
+    ) -> (Tensor, Tensor) {
         let s = self.split;
         let (h, w, c) = (s.h, s.w, s.c);
         let per = h * w * c;
@@ -251,16 +324,26 @@ impl<'a> Batcher<'a> {
         } else {
             x
         };
-        (x.contiguous(), Tensor::from_slice(&labels).to_device(self.device))
+        (
+            x.contiguous(),
+            Tensor::from_slice(&labels).to_device(self.device),
+        )
     }
 
     fn normalize(&self, x: Tensor) -> Tensor {
         let c = x.size()[1];
-        let mean = Tensor::from_slice(&self.norm.mean).to_kind(Kind::Float).to_device(self.device);
-        let std = Tensor::from_slice(&self.norm.std).to_kind(Kind::Float).to_device(self.device);
+        let mean = Tensor::from_slice(&self.norm.mean)
+            .to_kind(Kind::Float)
+            .to_device(self.device);
+        let std = Tensor::from_slice(&self.norm.std)
+            .to_kind(Kind::Float)
+            .to_device(self.device);
         let (mean, std) = if mean.size()[0] != c {
             // Grey images into an ImageNet model: use the mean of the channel statistics.
-            (mean.mean(Kind::Float).reshape([1]), std.mean(Kind::Float).reshape([1]))
+            (
+                mean.mean(Kind::Float).reshape([1]),
+                std.mean(Kind::Float).reshape([1]),
+            )
         } else {
             (mean, std)
         };

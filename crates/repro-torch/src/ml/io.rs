@@ -11,7 +11,10 @@ use tch::Tensor;
 
 /// A temporary sibling of `path` (same directory, so the rename is atomic).
 fn temp_for(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
@@ -19,7 +22,8 @@ fn promote(tmp: &Path, path: &Path) -> Result<()> {
     if let Ok(f) = fs::File::open(tmp) {
         let _ = f.sync_all();
     }
-    fs::rename(tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    fs::rename(tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 /// Write bytes atomically (and durably: file and directory fsync'd).
@@ -40,11 +44,17 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()
     }
     let mut named: Vec<(String, Tensor)> = tensors
         .iter()
-        .map(|(n, t)| (n.clone(), t.detach().to_device(tch::Device::Cpu).contiguous()))
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                t.detach().to_device(tch::Device::Cpu).contiguous(),
+            )
+        })
         .collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let tmp = temp_for(path);
-    Tensor::write_safetensors(&named, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    Tensor::write_safetensors(&named, &tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     promote(&tmp, path)
 }
 

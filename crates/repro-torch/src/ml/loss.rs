@@ -60,17 +60,30 @@ impl Head {
         let weight = p.var(
             "weight",
             &[classes, features],
-            nn::Init::Uniform { lo: -bound, up: bound },
+            nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
         );
         let bias = match kind.bias {
             BiasMode::Zero => {
                 if init.mode != 0 {
-                    bail!("bias_mode {} applies to diverse-bias losses only, not {kind}", init.mode);
+                    bail!(
+                        "bias_mode {} applies to diverse-bias losses only, not {kind}",
+                        init.mode
+                    );
                 }
                 None
             }
             BiasMode::Diverse => Some(match diverse_bias_init(init.mode, classes as usize)? {
-                None => p.var("bias", &[classes], nn::Init::Uniform { lo: -bound, up: bound }),
+                None => p.var(
+                    "bias",
+                    &[classes],
+                    nn::Init::Uniform {
+                        lo: -bound,
+                        up: bound,
+                    },
+                ),
                 Some(v) => {
                     let mut b = p.zeros("bias", &[classes]);
                     tch::no_grad(|| b.copy_(&Tensor::from_slice(&v).to_kind(b.kind())));
@@ -79,13 +92,24 @@ impl Head {
             }),
             BiasMode::Unified => {
                 if init.mode != 0 {
-                    bail!("bias_mode {} applies to diverse-bias losses only, not {kind}", init.mode);
+                    bail!(
+                        "bias_mode {} applies to diverse-bias losses only, not {kind}",
+                        init.mode
+                    );
                 }
-                let v = init.unified.unwrap_or_else(|| default_unified_bias(kind, classes as usize));
+                let v = init
+                    .unified
+                    .unwrap_or_else(|| default_unified_bias(kind, classes as usize));
                 Some(p.var("bias", &[1], nn::Init::Const(v)))
             }
         };
-        Ok(Head { kind, gamma, weight, bias, numerics: Numerics::Stable })
+        Ok(Head {
+            kind,
+            gamma,
+            weight,
+            bias,
+            numerics: Numerics::Stable,
+        })
     }
 
     /// The metrics without bias: `xWᵀ` or `γ·cos(W_i, x)`, shape [B, N].
@@ -131,7 +155,9 @@ impl Head {
 
 /// `x / max(‖x‖, ε)` row-wise, as `F.normalize` does (ε keeps a zero feature finite).
 fn l2_normalize(x: &Tensor) -> Tensor {
-    let norm = x.norm_scalaropt_dim(2, [-1i64].as_slice(), true).clamp_min(1e-12);
+    let norm = x
+        .norm_scalaropt_dim(2, [-1i64].as_slice(), true)
+        .clamp_min(1e-12);
     x / norm
 }
 
@@ -145,13 +171,17 @@ pub fn loss_direct(formula: Formula, c: &Tensor, labels: &Tensor) -> Tensor {
     match formula {
         Formula::Soft => {
             let e = c.exp();
-            let p = e.gather(1, &labels.unsqueeze(1), false) / e.sum_dim_intlist([1i64].as_slice(), true, k);
+            let p = e.gather(1, &labels.unsqueeze(1), false)
+                / e.sum_dim_intlist([1i64].as_slice(), true, k);
             -p.log().mean(k)
         }
         Formula::Bce => {
             let n = c.size()[1];
             let sign = labels.onehot(n).to_kind(k) * (-2.0) + 1.0;
-            ((c * sign).exp() + 1.0).log().sum_dim_intlist([1i64].as_slice(), false, k).mean(k)
+            ((c * sign).exp() + 1.0)
+                .log()
+                .sum_dim_intlist([1i64].as_slice(), false, k)
+                .mean(k)
         }
     }
 }
@@ -160,7 +190,11 @@ pub fn loss_direct(formula: Formula, c: &Tensor, labels: &Tensor) -> Tensor {
 pub fn loss_from_metrics(formula: Formula, c: &Tensor, labels: &Tensor) -> Tensor {
     // The loss is computed in f64 for f64 metrics and in f32 otherwise (also under mixed
     // precision, where the metrics may arrive in half precision).
-    let k = if c.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+    let k = if c.kind() == Kind::Double {
+        Kind::Double
+    } else {
+        Kind::Float
+    };
     let c = c.to_kind(k);
     match formula {
         // −log softmax(c)_y; log_softmax subtracts the row maximum (log-sum-exp).
@@ -172,14 +206,20 @@ pub fn loss_from_metrics(formula: Formula, c: &Tensor, labels: &Tensor) -> Tenso
         Formula::Bce => {
             let n = c.size()[1];
             let sign = labels.onehot(n).to_kind(k) * (-2.0) + 1.0;
-            (c * sign).softplus().sum_dim_intlist([1i64].as_slice(), false, k).mean(k)
+            (c * sign)
+                .softplus()
+                .sum_dim_intlist([1i64].as_slice(), false, k)
+                .mean(k)
         }
     }
 }
 
 /// A small 1-D tensor's values as f32 (on the CPU).
 pub fn tensor_to_vec(t: &Tensor) -> Vec<f32> {
-    let t = t.detach().to_device(tch::Device::Cpu).to_kind(Kind::Float).flatten(0, -1);
+    let t = t
+        .detach()
+        .to_device(tch::Device::Cpu)
+        .to_kind(Kind::Float)
+        .flatten(0, -1);
     Vec::<f32>::try_from(&t).unwrap_or_default()
 }
-

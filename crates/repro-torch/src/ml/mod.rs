@@ -30,7 +30,9 @@ pub fn libtorch_dir() -> Option<PathBuf> {
 pub fn libtorch_version() -> String {
     // Make sure libtorch is loaded and mapped before looking.
     let _ = tch::utils::has_cuda();
-    let Some(lib) = libtorch_dir() else { return "unknown".into() };
+    let Some(lib) = libtorch_dir() else {
+        return "unknown".into();
+    };
     let root = lib.parent().map(|p| p.to_path_buf()).unwrap_or_default();
     if let Ok(text) = std::fs::read_to_string(root.join("version.py")) {
         for line in text.lines() {
@@ -51,13 +53,27 @@ pub fn doctor() -> anyhow::Result<i32> {
     println!("libtorch        {}", libtorch_version());
     println!(
         "libtorch path   {}",
-        libtorch_dir().map_or("(not found in the process map)".into(), |p| p.display().to_string())
+        libtorch_dir().map_or("(not found in the process map)".into(), |p| p
+            .display()
+            .to_string())
     );
     println!("CPU threads     {}", tch::get_num_threads());
-    println!("MKL / OpenMP    {} / {}", tch::utils::has_mkl(), tch::utils::has_openmp());
+    println!(
+        "MKL / OpenMP    {} / {}",
+        tch::utils::has_mkl(),
+        tch::utils::has_openmp()
+    );
     // Linked CUDA support shows as libtorch_cuda.so in the process map, driver or not.
-    let cuda_lib = std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.contains("libtorch_cuda.so"));
-    println!("libtorch_cuda   {}", if cuda_lib { "loaded (CUDA build)" } else { "not loaded (CPU-only build)" });
+    let cuda_lib =
+        std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.contains("libtorch_cuda.so"));
+    println!(
+        "libtorch_cuda   {}",
+        if cuda_lib {
+            "loaded (CUDA build)"
+        } else {
+            "not loaded (CPU-only build)"
+        }
+    );
     let cuda = tch::Cuda::is_available();
     println!("CUDA available  {cuda}");
     if cuda {
@@ -75,7 +91,10 @@ pub fn doctor() -> anyhow::Result<i32> {
                 .sum(tch::Kind::Float)
                 .double_value(&[])
                 == 1.0;
-            println!("  cuda:{i}        {}", if ok { "usable" } else { "allocation failed" });
+            println!(
+                "  cuda:{i}        {}",
+                if ok { "usable" } else { "allocation failed" }
+            );
         }
     } else {
         println!("cuDNN available false");

@@ -23,7 +23,11 @@ pub struct Sgd {
 
 impl Sgd {
     pub fn new(params: Vec<Param>, momentum: f64, weight_decay: f64) -> Self {
-        Sgd { params, momentum, weight_decay }
+        Sgd {
+            params,
+            momentum,
+            weight_decay,
+        }
     }
 
     pub fn zero_grad(&mut self) {
@@ -59,7 +63,11 @@ impl Sgd {
                 if !g.defined() {
                     continue;
                 }
-                let d = if p.decay && wd != 0.0 { &g + &p.tensor * wd } else { g.shallow_clone() };
+                let d = if p.decay && wd != 0.0 {
+                    &g + &p.tensor * wd
+                } else {
+                    g.shallow_clone()
+                };
                 let d = if mu != 0.0 {
                     match &mut p.momentum {
                         Some(m) => {
@@ -107,7 +115,12 @@ mod tests {
         // Two steps by hand: p=1, g=2 constant, lr=0.1, μ=0.9, wd=0.5.
         let t = Tensor::from_slice(&[1.0f64]).set_requires_grad(true);
         let mut opt = Sgd::new(
-            vec![Param { name: "p".into(), tensor: t.shallow_clone(), decay: true, momentum: None }],
+            vec![Param {
+                name: "p".into(),
+                tensor: t.shallow_clone(),
+                decay: true,
+                momentum: None,
+            }],
             0.9,
             0.5,
         );

@@ -20,11 +20,11 @@ use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor, nn};
 
 use super::data::{Augment, Batcher, Dataset, Normalize};
-use crate::loader::{Loader, LoaderConfig};
 use super::io;
 use super::loss::{BiasInit, Head};
 use super::models::{self, ModelName};
 use super::sgd::{Param, Sgd, cosine_lr};
+use crate::loader::{Loader, LoaderConfig};
 
 pub use repro::ml_spec::config::{OnNonFinite, TrainConfig};
 
@@ -34,7 +34,9 @@ fn parse_device(s: &str) -> Result<Device> {
         "cpu" => Device::Cpu,
         "cuda" => {
             if !tch::Cuda::is_available() {
-                bail!("parameter `device: cuda` but CUDA is not available here (run `repro doctor`); use `auto` or `cpu`");
+                bail!(
+                    "parameter `device: cuda` but CUDA is not available here (run `repro doctor`); use `auto` or `cpu`"
+                );
             }
             Device::Cuda(0)
         }
@@ -112,14 +114,22 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
     let mut data = Source::open(&data_dir, cfg, env.threads)?;
     let unknown_test = match (cfg.known_classes, &mut data) {
         (None, _) => None,
-        (Some(k), Source::Memory(d)) => Some(d.keep_known(k).with_context(|| format!("{}", data_dir.display()))?),
-        (Some(_), Source::Sharded { .. }) => bail!("parameter `known_classes` needs an in-memory dataset, not a sharded one"),
+        (Some(k), Source::Memory(d)) => Some(
+            d.keep_known(k)
+                .with_context(|| format!("{}", data_dir.display()))?,
+        ),
+        (Some(_), Source::Sharded { .. }) => {
+            bail!("parameter `known_classes` needs an in-memory dataset, not a sharded one")
+        }
     };
     let classes = data.classes() as i64;
     let (h, w, c) = data.shape();
     let model_channels = if model_name.is_imagenet() { 3 } else { c };
     if model_name.is_imagenet() && c != 1 && c != 3 {
-        bail!("{}: images have {c} channels; {model_name} takes 1 (repeated) or 3", data_dir.display());
+        bail!(
+            "{}: images have {c} channels; {model_name} takes 1 (repeated) or 3",
+            data_dir.display()
+        );
     }
     let norm = match &data {
         Source::Memory(d) if !model_name.is_imagenet() => Normalize::of(&d.train),
@@ -132,8 +142,18 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
     let vs = nn::VarStore::new(device);
     let root = vs.root();
     let backbone = models::build(&root, model_name, model_channels, h, w)?;
-    let init = BiasInit { mode: cfg.bias_mode, unified: cfg.unified_bias_init };
-    let mut head = Head::new(&(&root / "head"), backbone.dim, classes, kind, cfg.gamma, &init)?;
+    let init = BiasInit {
+        mode: cfg.bias_mode,
+        unified: cfg.unified_bias_init,
+    };
+    let mut head = Head::new(
+        &(&root / "head"),
+        backbone.dim,
+        classes,
+        kind,
+        cfg.gamma,
+        &init,
+    )?;
     head.numerics = cfg.numerics;
     if let Some(src) = &cfg.init_from {
         load_feature_extractor(&vs, &abs(src), model_name)?;
@@ -144,11 +164,20 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
     let bias_init = head.bias_values();
 
     let mut params: Vec<Param> = {
-        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut vars: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         // The head's bias is a threshold (Corollary 1); decay would pull it towards 0.
         vars.into_iter()
-            .map(|(name, tensor)| Param { decay: name != "head.bias", name, tensor, momentum: None })
+            .map(|(name, tensor)| Param {
+                decay: name != "head.bias",
+                name,
+                tensor,
+                momentum: None,
+            })
             .collect()
     };
     let n_params: i64 = params.iter().map(|p| p.tensor.numel() as i64).sum();
@@ -163,7 +192,10 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
     {
         let state = io::read_safetensors(&dir.join(STATE_FILE))?;
         restore(&vs, &mut params, &state, device).with_context(|| {
-            format!("{}: checkpoint does not match the model; delete the directory to start over", dir.display())
+            format!(
+                "{}: checkpoint does not match the model; delete the directory to start over",
+                dir.display()
+            )
         })?;
         start_epoch = meta.epochs_done;
         stats = meta.stats;
@@ -179,7 +211,10 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
     let steps_per_epoch = n_train / bs + usize::from(n_train % bs >= 2);
     let total_steps = steps_per_epoch * cfg.epochs;
     let amp = cfg.mixed_precision && device.is_cuda();
-    let aug = cfg.augment.then(|| Augment { pad: cfg.crop_padding.unwrap_or(h as usize / 8), flip: true });
+    let aug = cfg.augment.then(|| Augment {
+        pad: cfg.crop_padding.unwrap_or(h as usize / 8),
+        flip: true,
+    });
     let train_start = Instant::now();
     let prior_seconds: f64 = stats.iter().map(|s| s.seconds).sum();
 
@@ -190,7 +225,15 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
         // so a resumed run draws exactly what the uninterrupted one would have.
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         rng.set_stream(epoch as u64 + 1);
-        let batches = data.train_batches(epoch, bs, aug, model_channels as usize, &norm, device, &mut rng);
+        let batches = data.train_batches(
+            epoch,
+            bs,
+            aug,
+            model_channels as usize,
+            &norm,
+            device,
+            &mut rng,
+        );
         let (mut loss_sum, mut ok_steps, mut skipped, mut images) = (0.0, 0usize, 0usize, 0usize);
         let mut last_report = Instant::now();
         let lr_start = cosine_lr(cfg.lr, epoch * steps_per_epoch, total_steps);
@@ -215,7 +258,11 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
                     opt.step(lr);
                 }
                 if cfg.on_nonfinite == OnNonFinite::Stop {
-                    println!("non-finite loss or gradient at epoch {} step {}: stopping", epoch + 1, b + 1);
+                    println!(
+                        "non-finite loss or gradient at epoch {} step {}: stopping",
+                        epoch + 1,
+                        b + 1
+                    );
                     stopped = true;
                     break;
                 }
@@ -223,7 +270,11 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
             if last_report.elapsed().as_secs_f64() >= 1.0 || b + 1 == steps_per_epoch {
                 last_report = Instant::now();
                 let rate = images as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-                let mean = if ok_steps > 0 { loss_sum / ok_steps as f64 } else { f64::NAN };
+                let mean = if ok_steps > 0 {
+                    loss_sum / ok_steps as f64
+                } else {
+                    f64::NAN
+                };
                 let frac = (step + 1) as f64 / total_steps.max(1) as f64;
                 (env.progress)(
                     &format!(
@@ -234,7 +285,11 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
                         steps_per_epoch,
                         mean,
                         rate,
-                        if skipped > 0 { format!(" skipped {skipped}") } else { String::new() }
+                        if skipped > 0 {
+                            format!(" skipped {skipped}")
+                        } else {
+                            String::new()
+                        }
                     ),
                     Some(frac),
                 );
@@ -253,12 +308,17 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
         });
         epoch += 1;
         if let Some(Checkpoint { dir, key }) = &env.checkpoint {
-            save_checkpoint(dir, &vs, &opt, &CheckpointMeta {
-                key: key.clone(),
-                epochs_done: epoch,
-                stats: stats.clone(),
-                stopped,
-            })?;
+            save_checkpoint(
+                dir,
+                &vs,
+                &opt,
+                &CheckpointMeta {
+                    key: key.clone(),
+                    epochs_done: epoch,
+                    stats: stats.clone(),
+                    stopped,
+                },
+            )?;
         }
     }
     let train_seconds = prior_seconds + train_start.elapsed().as_secs_f64();
@@ -266,21 +326,48 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
     // Evaluation on the test split (always written, also after divergence).
     (env.progress)("evaluating on the test split", None);
     let (logits, logits_nobias, labels) = tch::autocast(amp, || {
-        evaluate(&backbone, &head, &data, model_channels as usize, &norm, device, cfg.eval_batch_size)
+        evaluate(
+            &backbone,
+            &head,
+            &data,
+            model_channels as usize,
+            &norm,
+            device,
+            cfg.eval_batch_size,
+        )
     })?;
-    let correct = logits.argmax(1, false).eq_tensor(&labels).sum(Kind::Int64).int64_value(&[]);
+    let correct = logits
+        .argmax(1, false)
+        .eq_tensor(&labels)
+        .sum(Kind::Int64)
+        .int64_value(&[]);
     // Open-set study: the same model on the test images of the classes it never saw.
     let unknown_samples = match unknown_test {
         None => None,
         Some(u) => {
             let n_unknown = u.n;
-            let only = Source::Memory(Dataset { train: u.empty_like(), test: u, classes: Vec::new() });
-            let (ul, uln, uy) = evaluate(&backbone, &head, &only, model_channels as usize, &norm, device, cfg.eval_batch_size)?;
-            io::write_safetensors(&out_dir.join("logits_unknown.safetensors"), &[
-                ("logits".into(), ul.to_kind(Kind::Float)),
-                ("logits_nobias".into(), uln.to_kind(Kind::Float)),
-                ("labels".into(), uy.to_kind(Kind::Int64)),
-            ])?;
+            let only = Source::Memory(Dataset {
+                train: u.empty_like(),
+                test: u,
+                classes: Vec::new(),
+            });
+            let (ul, uln, uy) = evaluate(
+                &backbone,
+                &head,
+                &only,
+                model_channels as usize,
+                &norm,
+                device,
+                cfg.eval_batch_size,
+            )?;
+            io::write_safetensors(
+                &out_dir.join("logits_unknown.safetensors"),
+                &[
+                    ("logits".into(), ul.to_kind(Kind::Float)),
+                    ("logits_nobias".into(), uln.to_kind(Kind::Float)),
+                    ("labels".into(), uy.to_kind(Kind::Int64)),
+                ],
+            )?;
             Some(n_unknown)
         }
     };
@@ -297,13 +384,16 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
     named.sort_by(|a, b| a.0.cmp(&b.0));
     io::write_safetensors(&out_dir.join("model.safetensors"), &named)?;
     let f32v = |v: &[f32]| Tensor::from_slice(v);
-    io::write_safetensors(&out_dir.join("logits.safetensors"), &[
-        ("logits".into(), logits.to_kind(Kind::Float)),
-        ("logits_nobias".into(), logits_nobias.to_kind(Kind::Float)),
-        ("labels".into(), labels.shallow_clone()),
-        ("bias".into(), f32v(&bias_final)),
-        ("bias_init".into(), f32v(&bias_init)),
-    ])?;
+    io::write_safetensors(
+        &out_dir.join("logits.safetensors"),
+        &[
+            ("logits".into(), logits.to_kind(Kind::Float)),
+            ("logits_nobias".into(), logits_nobias.to_kind(Kind::Float)),
+            ("labels".into(), labels.shallow_clone()),
+            ("bias".into(), f32v(&bias_final)),
+            ("bias_init".into(), f32v(&bias_init)),
+        ],
+    )?;
     let device_name = match device {
         Device::Cuda(i) => format!("cuda:{i}"),
         _ => "cpu".into(),
@@ -345,7 +435,12 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
         "{kind} on {model_name}: test accuracy {test_accuracy:.2}%, {skipped_steps} skipped steps{}, {train_seconds:.1} s",
         if diverged { ", DIVERGED" } else { "" }
     );
-    Ok(TrainSummary { diverged, skipped_steps, test_accuracy, resumed_from })
+    Ok(TrainSummary {
+        diverged,
+        skipped_steps,
+        test_accuracy,
+        resumed_from,
+    })
 }
 
 /// One SGD step on a batch: forward (under autocast when `amp`), loss, backward, and the
@@ -368,7 +463,10 @@ pub fn train_step(
     loss.backward();
     let ok = loss.isfinite().logical_and(&opt.grads_finite());
     let vals = Vec::<f64>::try_from(&Tensor::stack(
-        &[ok.to_kind(Kind::Double), loss.detach().to_kind(Kind::Double)],
+        &[
+            ok.to_kind(Kind::Double),
+            loss.detach().to_kind(Kind::Double),
+        ],
         0,
     ))?;
     let finite = vals[0] != 0.0;
@@ -402,7 +500,11 @@ fn evaluate(
         }
         Ok(())
     })?;
-    Ok((Tensor::cat(&with, 0), Tensor::cat(&without, 0), Tensor::cat(&labels, 0)))
+    Ok((
+        Tensor::cat(&with, 0),
+        Tensor::cat(&without, 0),
+        Tensor::cat(&labels, 0),
+    ))
 }
 
 type Batches<'a> = Box<dyn Iterator<Item = Result<(Tensor, Tensor)>> + 'a>;
@@ -412,13 +514,23 @@ type Batches<'a> = Box<dyn Iterator<Item = Result<(Tensor, Tensor)>> + 'a>;
 /// otherwise, ImageNet normalisation).
 enum Source {
     Memory(Dataset),
-    Sharded { train: Loader, test: Loader, size: i64 },
+    Sharded {
+        train: Loader,
+        test: Loader,
+        size: i64,
+    },
 }
 
 impl Source {
     fn open(dir: &Path, cfg: &TrainConfig, threads: usize) -> Result<Self> {
-        if dir.join("train.safetensors").exists() || !dir.join("train").join("index.safetensors").exists() {
-            return Ok(Source::Memory(Dataset::load(dir, cfg.limit_train, cfg.limit_test)?));
+        if dir.join("train.safetensors").exists()
+            || !dir.join("train").join("index.safetensors").exists()
+        {
+            return Ok(Source::Memory(Dataset::load(
+                dir,
+                cfg.limit_train,
+                cfg.limit_test,
+            )?));
         }
         // Training batches are shuffled per (seed, epoch); the test split stays in file order.
         let lc = |augment: bool, shuffle: bool, limit: Option<usize>, bs: usize| LoaderConfig {
@@ -433,12 +545,22 @@ impl Source {
         };
         let train_cfg = lc(cfg.augment, true, cfg.limit_train, cfg.batch_size);
         let test_cfg = lc(false, false, cfg.limit_test, cfg.eval_batch_size);
-        let train = Loader::new(dir, "train", train_cfg).with_context(|| format!("{}: train split", dir.display()))?;
-        let test = Loader::new(dir, "test", test_cfg).with_context(|| format!("{}: test split", dir.display()))?;
+        let train = Loader::new(dir, "train", train_cfg)
+            .with_context(|| format!("{}: train split", dir.display()))?;
+        let test = Loader::new(dir, "test", test_cfg)
+            .with_context(|| format!("{}: test split", dir.display()))?;
         if train.classes().len() < 2 {
-            bail!("{}: classes.json lists {} classes; a classifier needs at least 2", dir.display(), train.classes().len());
+            bail!(
+                "{}: classes.json lists {} classes; a classifier needs at least 2",
+                dir.display(),
+                train.classes().len()
+            );
         }
-        Ok(Source::Sharded { train, test, size: cfg.image_size as i64 })
+        Ok(Source::Sharded {
+            train,
+            test,
+            size: cfg.image_size as i64,
+        })
     }
 
     fn classes(&self) -> usize {
@@ -481,27 +603,44 @@ impl Source {
                 let batcher = Batcher::new(&d.train, model_channels, norm.clone(), device);
                 let order = batcher.shuffled(rng);
                 let chunks: Vec<Vec<usize>> = order.chunks(bs).map(|c| c.to_vec()).collect();
-                Box::new(chunks.into_iter().map(move |c| Ok(batcher.batch(&c, aug, rng))))
+                Box::new(
+                    chunks
+                        .into_iter()
+                        .map(move |c| Ok(batcher.batch(&c, aug, rng))),
+                )
             }
             Source::Sharded { train, .. } => Box::new(
-                train.epoch(epoch as u64).map(move |r| r.map(|(x, y)| (x.to_device(device), y.to_device(device)))),
+                train
+                    .epoch(epoch as u64)
+                    .map(move |r| r.map(|(x, y)| (x.to_device(device), y.to_device(device)))),
             ),
         }
     }
 
     /// The test batches, in file order, on `device`.
-    fn test_batches<'a>(&'a self, bs: usize, model_channels: usize, norm: &Normalize, device: Device) -> Batches<'a> {
+    fn test_batches<'a>(
+        &'a self,
+        bs: usize,
+        model_channels: usize,
+        norm: &Normalize,
+        device: Device,
+    ) -> Batches<'a> {
         match self {
             Source::Memory(d) => {
                 let batcher = Batcher::new(&d.test, model_channels, norm.clone(), device);
                 let idx: Vec<usize> = (0..d.test.n).collect();
                 let chunks: Vec<Vec<usize>> = idx.chunks(bs).map(|c| c.to_vec()).collect();
                 let mut rng = ChaCha8Rng::seed_from_u64(0); // unused without augmentation
-                Box::new(chunks.into_iter().map(move |c| Ok(batcher.batch(&c, None, &mut rng))))
+                Box::new(
+                    chunks
+                        .into_iter()
+                        .map(move |c| Ok(batcher.batch(&c, None, &mut rng))),
+                )
             }
-            Source::Sharded { test, .. } => {
-                Box::new(test.epoch(0).map(move |r| r.map(|(x, y)| (x.to_device(device), y.to_device(device)))))
-            }
+            Source::Sharded { test, .. } => Box::new(
+                test.epoch(0)
+                    .map(move |r| r.map(|(x, y)| (x.to_device(device), y.to_device(device)))),
+            ),
         }
     }
 }
@@ -509,7 +648,8 @@ impl Source {
 /// Load the feature extractor's variables from `path` (everything but `head.*`); a
 /// torchvision file's own classifier (`fc.*`, `classifier.*`) is simply not used.
 fn load_feature_extractor(vs: &nn::VarStore, path: &Path, model: ModelName) -> Result<()> {
-    let file = io::read_safetensors(path).with_context(|| format!("parameter `init_from` ({})", path.display()))?;
+    let file = io::read_safetensors(path)
+        .with_context(|| format!("parameter `init_from` ({})", path.display()))?;
     let mut missing = Vec::new();
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -549,7 +689,10 @@ fn load_feature_extractor(vs: &nn::VarStore, path: &Path, model: ModelName) -> R
 fn load_head(head: &Head, path: &Path) -> Result<()> {
     let file = io::read_safetensors(path)?;
     let classes = head.weight.size()[0];
-    for (name, var) in [("head.weight", Some(&head.weight)), ("head.bias", head.bias.as_ref())] {
+    for (name, var) in [
+        ("head.weight", Some(&head.weight)),
+        ("head.bias", head.bias.as_ref()),
+    ] {
         let Some(var) = var else { continue };
         let src = file.get(name).with_context(|| {
             format!(
@@ -574,13 +717,18 @@ fn load_head(head: &Head, path: &Path) -> Result<()> {
 
 fn read_checkpoint(dir: &Path, key: &str) -> Result<Option<CheckpointMeta>> {
     let meta_path = dir.join(META_FILE);
-    let Ok(text) = std::fs::read_to_string(&meta_path) else { return Ok(None) };
+    let Ok(text) = std::fs::read_to_string(&meta_path) else {
+        return Ok(None);
+    };
     let Ok(meta) = serde_json::from_str::<CheckpointMeta>(&text) else {
         println!("ignoring unreadable checkpoint {}", meta_path.display());
         return Ok(None);
     };
     if meta.key != key {
-        println!("ignoring checkpoint in {} (made with other parameters or data)", dir.display());
+        println!(
+            "ignoring checkpoint in {} (made with other parameters or data)",
+            dir.display()
+        );
         return Ok(None);
     }
     if !dir.join(STATE_FILE).exists() {
@@ -604,13 +752,22 @@ fn save_checkpoint(dir: &Path, vs: &nn::VarStore, opt: &Sgd, meta: &CheckpointMe
     io::write_json(&meta_path, &serde_json::to_value(meta)?)
 }
 
-fn restore(vs: &nn::VarStore, params: &mut [Param], state: &std::collections::HashMap<String, Tensor>, device: Device) -> Result<()> {
+fn restore(
+    vs: &nn::VarStore,
+    params: &mut [Param],
+    state: &std::collections::HashMap<String, Tensor>,
+    device: Device,
+) -> Result<()> {
     for (name, mut var) in vs.variables() {
-        let src = state.get(&name).with_context(|| format!("variable `{name}` missing"))?;
+        let src = state
+            .get(&name)
+            .with_context(|| format!("variable `{name}` missing"))?;
         tch::no_grad(|| var.f_copy_(src))?;
     }
     for p in params {
-        p.momentum = state.get(&format!("momentum:{}", p.name)).map(|m| m.to_device(device));
+        p.momentum = state
+            .get(&format!("momentum:{}", p.name))
+            .map(|m| m.to_device(device));
     }
     Ok(())
 }

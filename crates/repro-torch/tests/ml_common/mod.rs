@@ -14,17 +14,33 @@ pub const FASHION_DIR: &str = "/usr/share/datasets/fashion-mnist";
 fn gunzip(path: &Path) -> Vec<u8> {
     let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(f).read_to_end(&mut out).unwrap();
+    flate2::read::GzDecoder::new(f)
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }
 
 /// (images u8 [n*28*28], labels) of the first `limit` samples of an IDX pair.
-fn read_idx(images: &Path, labels: &Path, limit: usize) -> (Vec<u8>, Vec<i64>, usize, usize, usize) {
+fn read_idx(
+    images: &Path,
+    labels: &Path,
+    limit: usize,
+) -> (Vec<u8>, Vec<i64>, usize, usize, usize) {
     let im = gunzip(images);
     let lb = gunzip(labels);
     let be = |b: &[u8]| u32::from_be_bytes(b.try_into().unwrap()) as usize;
-    assert_eq!(be(&im[0..4]), 2051, "{}: not an IDX image file", images.display());
-    assert_eq!(be(&lb[0..4]), 2049, "{}: not an IDX label file", labels.display());
+    assert_eq!(
+        be(&im[0..4]),
+        2051,
+        "{}: not an IDX image file",
+        images.display()
+    );
+    assert_eq!(
+        be(&lb[0..4]),
+        2049,
+        "{}: not an IDX label file",
+        labels.display()
+    );
     let (n, h, w) = (be(&im[4..8]), be(&im[8..12]), be(&im[12..16]));
     let n = n.min(limit);
     let pixels = im[16..16 + n * h * w].to_vec();
@@ -36,8 +52,14 @@ pub fn write_split(path: &Path, images: &[u8], labels: &[i64], shape: Vec<usize>
     let n = labels.len();
     let lbytes: Vec<u8> = labels.iter().flat_map(|y| y.to_le_bytes()).collect();
     let views = vec![
-        ("images".to_string(), TensorView::new(Dtype::U8, shape, images).unwrap()),
-        ("labels".to_string(), TensorView::new(Dtype::I64, vec![n], &lbytes).unwrap()),
+        (
+            "images".to_string(),
+            TensorView::new(Dtype::U8, shape, images).unwrap(),
+        ),
+        (
+            "labels".to_string(),
+            TensorView::new(Dtype::I64, vec![n], &lbytes).unwrap(),
+        ),
     ];
     safetensors::serialize_to_file(views, &None, path).unwrap();
 }
@@ -57,22 +79,49 @@ pub fn fashion_mnist(dir: &Path, n_train: usize, n_test: usize) -> Option<PathBu
             &src.join(format!("{prefix}-labels-idx1-ubyte.gz")),
             limit,
         );
-        write_split(&dir.join(format!("{split}.safetensors")), &im, &lb, vec![n, h, w]);
+        write_split(
+            &dir.join(format!("{split}.safetensors")),
+            &im,
+            &lb,
+            vec![n, h, w],
+        );
     }
     let classes = [
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
         "Ankle boot",
     ];
-    std::fs::write(dir.join("classes.json"), serde_json::to_string(&classes).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("classes.json"),
+        serde_json::to_string(&classes).unwrap(),
+    )
+    .unwrap();
     Some(dir.to_path_buf())
 }
 
 /// A random dataset: `classes` classes whose images are noise around a per-class pattern.
-pub fn synthetic(dir: &Path, n_train: usize, n_test: usize, classes: usize, h: usize, w: usize, c: usize) -> PathBuf {
+pub fn synthetic(
+    dir: &Path,
+    n_train: usize,
+    n_test: usize,
+    classes: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+) -> PathBuf {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let per = h * w * c;
-    let patterns: Vec<Vec<u8>> = (0..classes).map(|_| (0..per).map(|_| rng.gen_range(0..=255u8)).collect()).collect();
+    let patterns: Vec<Vec<u8>> = (0..classes)
+        .map(|_| (0..per).map(|_| rng.gen_range(0..=255u8)).collect())
+        .collect();
     std::fs::create_dir_all(dir).unwrap();
     for (split, n) in [("train", n_train), ("test", n_test)] {
         let mut images = Vec::with_capacity(n * per);
@@ -84,11 +133,24 @@ pub fn synthetic(dir: &Path, n_train: usize, n_test: usize, classes: usize, h: u
                 images.push(p.saturating_add(rng.gen_range(0..40)));
             }
         }
-        let shape = if c == 1 { vec![n, h, w] } else { vec![n, h, w, c] };
-        write_split(&dir.join(format!("{split}.safetensors")), &images, &labels, shape);
+        let shape = if c == 1 {
+            vec![n, h, w]
+        } else {
+            vec![n, h, w, c]
+        };
+        write_split(
+            &dir.join(format!("{split}.safetensors")),
+            &images,
+            &labels,
+            shape,
+        );
     }
     let names: Vec<String> = (0..classes).map(|i| format!("class{i}")).collect();
-    std::fs::write(dir.join("classes.json"), serde_json::to_string(&names).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("classes.json"),
+        serde_json::to_string(&names).unwrap(),
+    )
+    .unwrap();
     dir.to_path_buf()
 }
 
@@ -103,11 +165,17 @@ pub fn read_raw(path: &Path) -> HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> {
 }
 
 pub fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
 }
 
 pub fn i64s(bytes: &[u8]) -> Vec<i64> {
-    bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
+    bytes
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect()
 }
 
 /// The `repro-torch` binary built for these tests (same `internal run-kind` interface).
@@ -124,7 +192,12 @@ pub fn stage_key(params: &serde_json::Value) -> String {
 
 /// Run `repro internal run-kind` for a train stage in `ws` with the given params, with
 /// `REPRO_KEY` set as the engine sets it; returns (success, stdout, stderr).
-pub fn run_train(ws: &Path, params: serde_json::Value, threads: usize, checkpoint: Option<&str>) -> (bool, String, String) {
+pub fn run_train(
+    ws: &Path,
+    params: serde_json::Value,
+    threads: usize,
+    checkpoint: Option<&str>,
+) -> (bool, String, String) {
     let key = stage_key(&params);
     let spec = serde_json::json!({
         "stage": "train@test",

@@ -14,7 +14,18 @@ use tch::nn::{self, ModuleT};
 use super::Backbone;
 
 fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
-    nn::conv2d(p, c_in, c_out, k, nn::ConvConfig { stride, padding, bias: false, ..Default::default() })
+    nn::conv2d(
+        p,
+        c_in,
+        c_out,
+        k,
+        nn::ConvConfig {
+            stride,
+            padding,
+            bias: false,
+            ..Default::default()
+        },
+    )
 }
 
 fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
@@ -50,7 +61,12 @@ pub fn densenet(p: &nn::Path, init: i64, growth: i64, blocks: &[usize; 4]) -> Ba
         let bp = &f / format!("denseblock{}", b + 1);
         let mut layers: Vec<Box<dyn ModuleT>> = Vec::new();
         for l in 0..n {
-            layers.push(Box::new(dense_layer(&bp / format!("denselayer{}", l + 1), c, growth, 4)));
+            layers.push(Box::new(dense_layer(
+                &bp / format!("denselayer{}", l + 1),
+                c,
+                growth,
+                4,
+            )));
             c += growth;
         }
         let trans = (b + 1 < blocks.len()).then(|| {
@@ -64,11 +80,13 @@ pub fn densenet(p: &nn::Path, init: i64, growth: i64, blocks: &[usize; 4]) -> Ba
     let norm5 = bn(&f / "norm5", c);
     let dim = c;
     let net = nn::func_t(move |xs, train| {
-        let mut ys = xs
-            .apply(&conv0)
-            .apply_t(&norm0, train)
-            .relu()
-            .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let mut ys = xs.apply(&conv0).apply_t(&norm0, train).relu().max_pool2d(
+            [3, 3],
+            [2, 2],
+            [1, 1],
+            [1, 1],
+            false,
+        );
         for (layers, trans) in &stages {
             // Each layer sees the concatenation of everything before it.
             let mut feats = vec![ys];
@@ -78,14 +96,20 @@ pub fn densenet(p: &nn::Path, init: i64, growth: i64, blocks: &[usize; 4]) -> Ba
             }
             ys = Tensor::cat(&feats, 1);
             if let Some((norm, conv)) = trans {
-                ys = ys
-                    .apply_t(norm, train)
-                    .relu()
-                    .apply(conv)
-                    .avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>);
+                ys = ys.apply_t(norm, train).relu().apply(conv).avg_pool2d(
+                    [2, 2],
+                    [2, 2],
+                    [0, 0],
+                    false,
+                    true,
+                    None::<i64>,
+                );
             }
         }
-        ys.apply_t(&norm5, train).relu().adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+        ys.apply_t(&norm5, train)
+            .relu()
+            .adaptive_avg_pool2d([1, 1])
+            .flatten(1, -1)
     });
     Backbone { net, dim }
 }

@@ -23,7 +23,13 @@ pub struct Backbone {
 }
 
 /// Build `name` under `p` for images with `channels` channels of `height`×`width` pixels.
-pub fn build(p: &nn::Path, name: ModelName, channels: i64, height: i64, width: i64) -> Result<Backbone> {
+pub fn build(
+    p: &nn::Path,
+    name: ModelName,
+    channels: i64,
+    height: i64,
+    width: i64,
+) -> Result<Backbone> {
     Ok(match name {
         ModelName::Mlp => small::mlp(p, channels * height * width),
         ModelName::Cnn => small::cnn(p, channels, height, width),

@@ -9,7 +9,18 @@ use tch::nn::{self, ModuleT};
 use super::Backbone;
 
 fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
-    nn::conv2d(p, c_in, c_out, k, nn::ConvConfig { stride, padding, bias: false, ..Default::default() })
+    nn::conv2d(
+        p,
+        c_in,
+        c_out,
+        k,
+        nn::ConvConfig {
+            stride,
+            padding,
+            bias: false,
+            ..Default::default()
+        },
+    )
 }
 
 fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
@@ -25,7 +36,10 @@ fn bottleneck(p: nn::Path, c_in: i64, width: i64, stride: i64) -> impl ModuleT +
     let conv3 = conv(&p / "conv3", width, c_out, 1, 1, 0);
     let bn3 = bn(&p / "bn3", c_out);
     let down = (stride != 1 || c_in != c_out).then(|| {
-        (conv(&p / "downsample" / "0", c_in, c_out, 1, stride, 0), bn(&p / "downsample" / "1", c_out))
+        (
+            conv(&p / "downsample" / "0", c_in, c_out, 1, stride, 0),
+            bn(&p / "downsample" / "1", c_out),
+        )
     });
     nn::func_t(move |xs, train| {
         let ys = xs
@@ -63,11 +77,13 @@ pub fn resnet(p: &nn::Path, blocks: &[usize; 4]) -> Backbone {
         layers.push(seq);
     }
     let net = nn::func_t(move |xs, train| {
-        let mut ys = xs
-            .apply(&conv1)
-            .apply_t(&bn1, train)
-            .relu()
-            .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let mut ys = xs.apply(&conv1).apply_t(&bn1, train).relu().max_pool2d(
+            [3, 3],
+            [2, 2],
+            [1, 1],
+            [1, 1],
+            false,
+        );
         for l in &layers {
             ys = ys.apply_t(l, train);
         }

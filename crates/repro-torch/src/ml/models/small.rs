@@ -14,8 +14,20 @@ pub fn mlp(p: &nn::Path, inputs: i64) -> Backbone {
     Backbone { net, dim: 128 }
 }
 
-fn conv_bn(p: &nn::Path, name: &str, c_in: i64, c_out: i64, k: i64, stride: i64) -> (nn::Conv2D, nn::BatchNorm) {
-    let cfg = nn::ConvConfig { stride, padding: k / 2, bias: false, ..Default::default() };
+fn conv_bn(
+    p: &nn::Path,
+    name: &str,
+    c_in: i64,
+    c_out: i64,
+    k: i64,
+    stride: i64,
+) -> (nn::Conv2D, nn::BatchNorm) {
+    let cfg = nn::ConvConfig {
+        stride,
+        padding: k / 2,
+        bias: false,
+        ..Default::default()
+    };
     let conv = nn::conv2d(p / name / "conv", c_in, c_out, k, cfg);
     let bn = nn::batch_norm2d(p / name / "bn", c_out, Default::default());
     (conv, bn)
@@ -55,7 +67,18 @@ pub fn cnn(p: &nn::Path, channels: i64, height: i64, width: i64) -> Backbone {
 /// A basic residual block (torchvision naming: conv1, bn1, conv2, bn2, downsample.{0,1}).
 fn basic_block(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> impl ModuleT + use<> {
     let conv = |q: nn::Path, i, o, k, s, pad| {
-        nn::conv2d(q, i, o, k, nn::ConvConfig { stride: s, padding: pad, bias: false, ..Default::default() })
+        nn::conv2d(
+            q,
+            i,
+            o,
+            k,
+            nn::ConvConfig {
+                stride: s,
+                padding: pad,
+                bias: false,
+                ..Default::default()
+            },
+        )
     };
     let conv1 = conv(&p / "conv1", c_in, c_out, 3, stride, 1);
     let bn1 = nn::batch_norm2d(&p / "bn1", c_out, Default::default());
@@ -67,7 +90,12 @@ fn basic_block(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> impl ModuleT 
         (c, b)
     });
     nn::func_t(move |xs, train| {
-        let ys = xs.apply(&conv1).apply_t(&bn1, train).relu().apply(&conv2).apply_t(&bn2, train);
+        let ys = xs
+            .apply(&conv1)
+            .apply_t(&bn1, train)
+            .relu()
+            .apply(&conv2)
+            .apply_t(&bn2, train);
         let skip = match &down {
             Some((c, b)) => xs.apply(c).apply_t(b, train),
             None => xs.shallow_clone(),
@@ -84,7 +112,11 @@ pub fn resnet_small(p: &nn::Path, channels: i64) -> Backbone {
         channels,
         16,
         3,
-        nn::ConvConfig { padding: 1, bias: false, ..Default::default() },
+        nn::ConvConfig {
+            padding: 1,
+            bias: false,
+            ..Default::default()
+        },
     );
     let bn1 = nn::batch_norm2d(p / "bn1", 16, Default::default());
     let l1 = basic_block(p / "layer1" / "0", 16, 16, 1);
