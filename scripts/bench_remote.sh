@@ -114,7 +114,7 @@ bench_remote() {
     grep -q "restored (remote)" "$dir/last.log" || { cat "$dir/last.log" >&2; exit 1; }
     pull_s+=("$s"); pull_f+=("$f")
     (cd "$a" && warm "${outs[@]}")
-    read -r s f < <(cd "$a" && timed cp -r "${outs[@]/#/$a/}" "$dir/cp/")
+    read -r s f < <(cd "$a" && timed cp -r --parents "${outs[@]}" "$dir/cp/")
     cp_s+=("$s"); cp_f+=("$f")
     cmp -s <(cd "$a" && find "${outs[@]}" -type f -exec md5sum {} + | sort) \
            <(cd "$dir/b" && find "${outs[@]}" -type f -exec md5sum {} + | sort) ||

@@ -53,8 +53,11 @@ pub struct RunEnv {
     /// CPU threads for libtorch.
     pub threads: usize,
     /// Where progress goes (message, fraction done); the stage kind relays it to the engine.
-    pub progress: Box<dyn Fn(&str, Option<f64>)>,
+    pub progress: Progress,
 }
+
+/// Receives (message, fraction done) as training goes.
+pub type Progress = Box<dyn Fn(&str, Option<f64>)>;
 
 /// A checkpoint directory and the key of the one configuration that may resume from it: the
 /// engine's stage key (`REPRO_KEY`), which covers the parameters, the kind's version and the

@@ -49,6 +49,9 @@ fn dense_layer(p: nn::Path, c_in: i64, growth: i64, bn_size: i64) -> impl Module
     })
 }
 
+/// One dense block's layers and the transition (norm, conv) after it; the last block has none.
+type DenseStage = (Vec<Box<dyn ModuleT>>, Option<(nn::BatchNorm, nn::Conv2D)>);
+
 /// The torchvision DenseNet with `init` stem channels, growth rate `growth`, bn_size 4 and
 /// `blocks[i]` layers in dense block i (DenseNet-161: 96, 48, [6, 12, 36, 24]).
 pub fn densenet(p: &nn::Path, init: i64, growth: i64, blocks: &[usize; 4]) -> Backbone {
@@ -56,7 +59,7 @@ pub fn densenet(p: &nn::Path, init: i64, growth: i64, blocks: &[usize; 4]) -> Ba
     let conv0 = conv(&f / "conv0", 3, init, 7, 2, 3);
     let norm0 = bn(&f / "norm0", init);
     let mut c = init;
-    let mut stages: Vec<(Vec<Box<dyn ModuleT>>, Option<(nn::BatchNorm, nn::Conv2D)>)> = Vec::new();
+    let mut stages: Vec<DenseStage> = Vec::new();
     for (b, &n) in blocks.iter().enumerate() {
         let bp = &f / format!("denseblock{}", b + 1);
         let mut layers: Vec<Box<dyn ModuleT>> = Vec::new();
