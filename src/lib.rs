@@ -39,6 +39,7 @@ pub mod status;
 pub mod submit;
 pub mod targets;
 pub mod trace;
+pub mod trace_file;
 pub mod ui;
 
 pub mod data;

@@ -20,6 +20,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::executor::Outcome;
+pub use crate::trace_file::{Entry, last_run, read};
 
 /// What `repro internal measure` writes for the engine.
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
@@ -34,32 +35,6 @@ pub struct Usage {
     pub signal: Option<i32>,
     /// `SLURM_JOB_ID` of the job it ran in, if any.
     pub slurm_job: Option<String>,
-}
-
-/// One line of `cache/trace.jsonl`.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct Entry {
-    /// The `repro run` invocation it belongs to (its start, ms since the epoch).
-    pub run: u64,
-    pub stage: String,
-    /// `cmd`, or the built-in kind (`download`, `train`, `report`, …); absent in lines written
-    /// before it was recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    pub key: String,
-    /// Milliseconds since the epoch when the stage was handed to the executor; it ended
-    /// `wall_s` later.
-    pub started: u64,
-    pub wall_s: f64,
-    /// `null` when the measuring wrapper could not report (killed with the stage).
-    pub cpu_s: Option<f64>,
-    pub max_rss_kb: Option<u64>,
-    pub gpus: usize,
-    pub gpu_s: f64,
-    /// `ok`, `exit N`, `signal N`, or the executor's verdict.
-    pub status: String,
-    /// `local`, or `slurm:<job id>`.
-    pub executor: String,
 }
 
 fn now_ms() -> u64 {
@@ -264,28 +239,6 @@ pub fn kind_of(action: &crate::spec::Action) -> &str {
     }
 }
 
-/// Read the trace (lines that do not parse are skipped: a line cut by a full disk).
-pub fn read(cache_dir: &Path) -> Result<Vec<Entry>> {
-    let path = cache_dir.join("trace.jsonl");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
-}
-
-/// Only the entries of the newest run.
-pub fn last_run(entries: Vec<Entry>) -> Vec<Entry> {
-    let Some(last) = entries.iter().map(|e| e.run).max() else {
-        return entries;
-    };
-    entries.into_iter().filter(|e| e.run == last).collect()
-}
-
 fn mem(kb: Option<u64>) -> String {
     match kb {
         None => "-".into(),
@@ -318,7 +271,7 @@ pub fn print(entries: &[Entry]) {
         .map(|e| {
             vec![
                 e.stage.clone(),
-                crate::compare::utc_seconds(e.started),
+                crate::trace_file::utc_seconds(e.started),
                 format!("{:.2}s", e.wall_s),
                 e.cpu_s.map_or("-".into(), |c| format!("{c:.2}s")),
                 mem(e.max_rss_kb),

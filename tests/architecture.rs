@@ -6,7 +6,16 @@
 use std::path::Path;
 
 /// Modules the science code may name with `crate::…`.
-const ALLOWED: &[&str] = &["data", "metrics", "report", "ml_spec", "fsutil"];
+// `trace_file` is the trace's file format (written by the engine, read by the report); it is
+// scanned with the science modules, so it cannot name the engine either.
+const ALLOWED: &[&str] = &[
+    "data",
+    "metrics",
+    "report",
+    "ml_spec",
+    "fsutil",
+    "trace_file",
+];
 
 /// Every module named after `crate::` in `code` (comments stripped), including each name of a
 /// `crate::{a, b::c}` group.
@@ -61,6 +70,7 @@ fn science_modules_name_nothing_of_the_engine() {
     for module in ["data", "metrics", "report", "ml_spec"] {
         rust_files(&src.join(module), &mut files);
     }
+    files.push(src.join("trace_file.rs"));
     assert!(files.len() > 20, "found only {files:?}");
     let mut bad = Vec::new();
     for f in &files {

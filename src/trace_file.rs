@@ -1,0 +1,78 @@
+//! The run trace's file format, `cache/trace.jsonl`: one JSON line per stage run. The engine
+//! writes it (`crate::trace`); the report's timeline reads it. It is a contract between the
+//! two, so it lives apart from both and names no other module of the crate.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// One line of `cache/trace.jsonl`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Entry {
+    /// The `repro run` invocation it belongs to (its start, ms since the epoch).
+    pub run: u64,
+    pub stage: String,
+    /// `cmd`, or the built-in kind (`download`, `train`, `report`, …); absent in lines written
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub key: String,
+    /// Milliseconds since the epoch when the stage was handed to the executor; it ended
+    /// `wall_s` later.
+    pub started: u64,
+    pub wall_s: f64,
+    /// `null` when the measuring wrapper could not report (killed with the stage).
+    pub cpu_s: Option<f64>,
+    pub max_rss_kb: Option<u64>,
+    pub gpus: usize,
+    pub gpu_s: f64,
+    /// `ok`, `exit N`, `signal N`, or the executor's verdict.
+    pub status: String,
+    /// `local`, or `slurm:<job id>`.
+    pub executor: String,
+}
+
+/// Read the trace (lines that do not parse are skipped: a line cut by a full disk).
+pub fn read(cache_dir: &Path) -> Result<Vec<Entry>> {
+    let path = cache_dir.join("trace.jsonl");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+/// Only the entries of the newest run.
+pub fn last_run(entries: Vec<Entry>) -> Vec<Entry> {
+    let Some(last) = entries.iter().map(|e| e.run).max() else {
+        return entries;
+    };
+    entries.into_iter().filter(|e| e.run == last).collect()
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn utc_seconds(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
