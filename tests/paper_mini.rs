@@ -318,7 +318,7 @@ fn ran_stages(out: &str) -> Vec<String> {
         .collect()
 }
 
-// About 7 minutes on 2 cores under a load average of ~10 (other builds); most of it is
+// About a minute on 2 cores (7 minutes under a load average of ~10); most of it is
 // ResNet50 on the CPU.
 #[test]
 fn paper_mini_runs_the_paper_graph_end_to_end() {
