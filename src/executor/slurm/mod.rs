@@ -160,6 +160,33 @@ struct Tracked {
     unknown_polls: u32,
 }
 
+impl Tracked {
+    /// A job (or an array's element `task`) just accepted by `sbatch`, with its stage log, raw
+    /// Slurm output and batch script; single jobs and array elements are followed alike.
+    fn submitted(
+        job: &Job,
+        slurm_id: u64,
+        task: Option<u32>,
+        files: (PathBuf, fs::File, PathBuf, PathBuf),
+    ) -> Self {
+        let (log, log_file, raw, script) = files;
+        Tracked {
+            id: job.id,
+            slurm_id,
+            task,
+            stage: job.stage.clone(),
+            log,
+            log_file: Some(log_file),
+            raw,
+            raw_offset: 0,
+            script,
+            time_min: job.resources.time_min,
+            last_seen: None,
+            unknown_polls: 0,
+        }
+    }
+}
+
 /// Runs stages as Slurm batch jobs. See the module documentation.
 pub struct SlurmExecutor {
     opts: SlurmOptions,
@@ -514,20 +541,9 @@ impl SlurmExecutor {
                 message: format!("slurm job {slurm_id}_{task} submitted (array of {n})"),
                 fraction: None,
             });
-            self.jobs.push(Tracked {
-                id: job.id,
-                slurm_id,
-                task: Some(task as u32),
-                stage: job.stage.clone(),
-                log,
-                log_file: Some(log_file),
-                raw,
-                raw_offset: 0,
-                script,
-                time_min: job.resources.time_min,
-                last_seen: None,
-                unknown_polls: 0,
-            });
+            let files = (log, log_file, raw, script);
+            self.jobs
+                .push(Tracked::submitted(&job, slurm_id, Some(task as u32), files));
         }
         failed
     }
@@ -629,20 +645,9 @@ impl Executor for SlurmExecutor {
         }
         let slurm_id =
             parse_sbatch_id(&out.stdout).with_context(|| format!("stage '{}'", job.stage))?;
-        self.jobs.push(Tracked {
-            id: job.id,
-            slurm_id,
-            task: None,
-            stage: job.stage.clone(),
-            log,
-            log_file: Some(log_file),
-            raw,
-            raw_offset: 0,
-            script,
-            time_min: job.resources.time_min,
-            last_seen: None,
-            unknown_polls: 0,
-        });
+        let files = (log, log_file, raw, script);
+        self.jobs
+            .push(Tracked::submitted(&job, slurm_id, None, files));
         Ok(())
     }
 
