@@ -21,7 +21,7 @@ pub struct Cli {
     pub verbose: bool,
     /// Colour output: auto (a terminal, and NO_COLOR unset), always or never.
     #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
-    pub color: crate::ui::ColorChoice,
+    pub color: repro_engine::ui::ColorChoice,
 }
 
 #[derive(Subcommand)]
@@ -112,7 +112,7 @@ pub struct PipelineArgs {
 }
 
 impl PipelineArgs {
-    pub fn load_options(&self) -> anyhow::Result<crate::spec::LoadOptions> {
+    pub fn load_options(&self) -> anyhow::Result<repro_engine::spec::LoadOptions> {
         let overrides = self
             .set
             .iter()
@@ -122,10 +122,11 @@ impl PipelineArgs {
                     .ok_or_else(|| anyhow::anyhow!("--set expects KEY=VALUE, got '{s}'"))
             })
             .collect::<anyhow::Result<_>>()?;
-        Ok(crate::spec::LoadOptions {
+        Ok(repro_engine::spec::LoadOptions {
             profile: self.profile.clone(),
             overrides,
             max_stages: self.max_stages,
+            kinds: std::sync::Arc::new(crate::kinds::registry()),
         })
     }
 }
@@ -163,7 +164,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub wait: bool,
     #[command(flatten)]
-    pub remote: crate::remote::RemoteArgs,
+    pub remote: repro_engine::remote::RemoteArgs,
 }
 
 /// `repro push` / `repro pull`.
@@ -174,7 +175,7 @@ pub struct TransferArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
     #[command(flatten)]
-    pub remote: crate::remote::RemoteArgs,
+    pub remote: repro_engine::remote::RemoteArgs,
 }
 
 #[derive(Args)]
@@ -249,8 +250,8 @@ pub struct FormatArgs {
 }
 
 impl FormatArgs {
-    fn format(self) -> crate::compare::Format {
-        use crate::compare::Format;
+    fn format(self) -> repro_engine::compare::Format {
+        use repro_engine::compare::Format;
         if self.json {
             Format::Json
         } else if self.md {
@@ -266,9 +267,9 @@ fn cmd_metrics_show(
     format: FormatArgs,
     pipeline: &PipelineArgs,
 ) -> anyhow::Result<i32> {
-    let cx = crate::compare::Records::load(&pipeline.file, &pipeline.load_options()?)?;
+    let cx = repro_engine::compare::Records::load(&pipeline.file, &pipeline.load_options()?)?;
     let src = cx.source(source.unwrap_or("workspace"))?;
-    crate::compare::print_metrics(&cx.snapshot(&src)?, format.format())?;
+    repro_engine::compare::print_metrics(&cx.snapshot(&src)?, format.format())?;
     Ok(0)
 }
 
@@ -280,34 +281,34 @@ fn cmd_exp_show(
     format: FormatArgs,
     pipeline: &PipelineArgs,
 ) -> anyhow::Result<i32> {
-    let cx = crate::compare::Records::load(&pipeline.file, &pipeline.load_options()?)?;
-    let mut rows = crate::compare::experiments(&cx, targets)?;
+    let cx = repro_engine::compare::Records::load(&pipeline.file, &pipeline.load_options()?)?;
+    let mut rows = repro_engine::compare::experiments(&cx, targets)?;
     if let Some(m) = sort {
-        crate::compare::sort_by_metric(&mut rows, m, ascending)?;
+        repro_engine::compare::sort_by_metric(&mut rows, m, ascending)?;
     }
     if !metrics.is_empty() {
-        crate::compare::keep_metrics(&mut rows, metrics);
+        repro_engine::compare::keep_metrics(&mut rows, metrics);
     }
-    crate::compare::print_experiments(&rows, format.format())?;
+    repro_engine::compare::print_experiments(&rows, format.format())?;
     Ok(0)
 }
 
 fn cmd_exp_apply(id: &str, pipeline: &PipelineArgs) -> anyhow::Result<i32> {
-    for line in crate::compare::apply(&pipeline.file, &pipeline.load_options()?, id)? {
+    for line in repro_engine::compare::apply(&pipeline.file, &pipeline.load_options()?, id)? {
         println!("{line}");
     }
     Ok(0)
 }
 
 fn cmd_trace(args: &TraceArgs) -> anyhow::Result<i32> {
-    let mut entries = crate::trace::read(&workspace_of(&args.file).join("cache"))?;
+    let mut entries = repro_engine::trace::read(&workspace_of(&args.file).join("cache"))?;
     if args.last {
-        entries = crate::trace::last_run(entries);
+        entries = repro_engine::trace::last_run(entries);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
     } else {
-        crate::trace::print(&entries);
+        repro_engine::trace::print(&entries);
     }
     Ok(0)
 }
@@ -446,14 +447,14 @@ pub fn ignore_file_size_signal() {
 
 pub fn main() -> i32 {
     ignore_file_size_signal();
-    let mut phases = crate::progress::Phases::start();
+    let mut phases = repro_engine::progress::Phases::start();
     let cli = Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
-        (true, _) => crate::ui::Level::Quiet,
-        (_, true) => crate::ui::Level::Verbose,
-        _ => crate::ui::Level::Normal,
+        (true, _) => repro_engine::ui::Level::Quiet,
+        (_, true) => repro_engine::ui::Level::Verbose,
+        _ => repro_engine::ui::Level::Normal,
     };
-    crate::ui::configure(level, cli.color);
+    repro_engine::ui::configure(level, cli.color);
     let result = match cli.command {
         Command::Init(args) => cmd_init(&args),
         Command::Run(args) => cmd_run(args),
@@ -462,7 +463,7 @@ pub fn main() -> i32 {
         Command::Dag(args) => cmd_dag(args),
         Command::Cache {
             what: CacheCmd::Verify { file, remote: None },
-        } => crate::maintenance::verify(&workspace_of(&file)),
+        } => repro_engine::maintenance::verify(&workspace_of(&file)),
         Command::Cache {
             what:
                 CacheCmd::Verify {
@@ -470,17 +471,24 @@ pub fn main() -> i32 {
                     remote: Some(url),
                 },
         } => {
-            let args = crate::remote::RemoteArgs {
+            let args = repro_engine::remote::RemoteArgs {
                 remote: Some(url).filter(|u| !u.is_empty()),
                 ..Default::default()
             };
-            crate::remote::verify::verify(&file, &args)
+            repro_engine::remote::verify::verify(&file, &args)
         }
         Command::Push(args) => args.pipeline.load_options().and_then(|load| {
-            crate::remote::push::push(&args.pipeline.file, &load, &args.targets, &args.remote)
+            repro_engine::remote::push::push(
+                &args.pipeline.file,
+                &load,
+                &args.targets,
+                &args.remote,
+            )
         }),
         Command::Pull(args) => cmd_pull(args),
-        Command::Gc(args) => crate::maintenance::gc(&workspace_of(&args.file), args.keep_last),
+        Command::Gc(args) => {
+            repro_engine::maintenance::gc(&workspace_of(&args.file), args.keep_last)
+        }
         Command::Eval(args) => crate::metrics::cli_eval(&args.logits, args.json),
         Command::Doctor => Err(crate::kinds::exec_torch(&["doctor".as_ref()])),
         Command::Completions { shell } => {
@@ -511,10 +519,13 @@ pub fn main() -> i32 {
         // Straight out: nothing of the engine's (timings included) may reach the stage's log.
         Command::Internal {
             what: Internal::Supervise { usage, argv },
-        } => std::process::exit(crate::executor::supervise::main(&argv, usage.as_deref())),
+        } => std::process::exit(repro_engine::executor::supervise::main(
+            &argv,
+            usage.as_deref(),
+        )),
         Command::Internal {
             what: Internal::Measure { out, argv },
-        } => crate::trace::measure(&out, &argv),
+        } => repro_engine::trace::measure(&out, &argv),
         Command::Params {
             what: ParamsCmd::Diff(args),
         } => cmd_diff(&args, false),
@@ -570,7 +581,7 @@ pub fn main() -> i32 {
 
 /// The workspace root: the directory of the pipeline file.
 fn workspace_of(file: &std::path::Path) -> PathBuf {
-    crate::spec::workspace_root(file)
+    repro_engine::spec::workspace_root(file)
 }
 
 fn cmd_init(args: &InitArgs) -> anyhow::Result<i32> {
@@ -583,15 +594,16 @@ fn cmd_init(args: &InitArgs) -> anyhow::Result<i32> {
 
 /// `params diff` / `metrics diff`.
 fn cmd_diff(args: &DiffArgs, metrics: bool) -> anyhow::Result<i32> {
-    let cx = crate::compare::Records::load(&args.pipeline.file, &args.pipeline.load_options()?)?;
+    let cx =
+        repro_engine::compare::Records::load(&args.pipeline.file, &args.pipeline.load_options()?)?;
     let a = match &args.a {
         Some(a) => cx.source(a)?,
         None => cx.default_base(),
     };
     let b = cx.source(args.b.as_deref().unwrap_or("workspace"))?;
-    let rows = crate::compare::diff(&cx.snapshot(&a)?, &cx.snapshot(&b)?, metrics, args.all);
+    let rows = repro_engine::compare::diff(&cx.snapshot(&a)?, &cx.snapshot(&b)?, metrics, args.all);
     let what = if metrics { "metrics" } else { "params" };
-    crate::compare::print_diff(&rows, what, &a.label(), &b.label(), args.format.format())?;
+    repro_engine::compare::print_diff(&rows, what, &a.label(), &b.label(), args.format.format())?;
     Ok(0)
 }
 
@@ -608,7 +620,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<i32> {
             _ => anyhow::bail!("unknown resource '{r}' (supported: gpu=N)"),
         }
     }
-    let opts = crate::run::RunOptions {
+    let opts = repro_engine::run::RunOptions {
         file: args.pipeline.file.clone(),
         load: args.pipeline.load_options()?,
         targets: args.targets,
@@ -622,7 +634,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<i32> {
         downstream: args.downstream,
         remote: args.remote,
     };
-    crate::run::run(&opts)
+    repro_engine::run::run(&opts)
 }
 
 /// `repro submit`: the same options, handed verbatim to the `repro run` of the Slurm job.
@@ -635,7 +647,7 @@ fn cmd_submit(args: RunArgs) -> anyhow::Result<i32> {
         .skip_while(|a| a != "submit")
         .skip(1)
         .collect();
-    crate::submit::submit(
+    repro_engine::submit::submit(
         &args.pipeline.file,
         &args.pipeline.load_options()?,
         &raw,
@@ -645,22 +657,22 @@ fn cmd_submit(args: RunArgs) -> anyhow::Result<i32> {
 
 /// `repro pull` is a run that only restores: from the local run cache, else the remote.
 fn cmd_pull(args: TransferArgs) -> anyhow::Result<i32> {
-    let opts = crate::run::RunOptions {
+    let opts = repro_engine::run::RunOptions {
         file: args.pipeline.file.clone(),
         load: args.pipeline.load_options()?,
         targets: args.targets,
         keep_going: true,
-        remote: crate::remote::RemoteArgs {
+        remote: repro_engine::remote::RemoteArgs {
             pull_only: true,
             ..args.remote
         },
         ..Default::default()
     };
-    crate::run::run(&opts)
+    repro_engine::run::run(&opts)
 }
 
 fn cmd_status(args: StatusArgs) -> anyhow::Result<i32> {
-    let st = crate::status::status(
+    let st = repro_engine::status::status(
         &args.pipeline.file,
         &args.pipeline.load_options()?,
         &args.targets,
@@ -669,13 +681,17 @@ fn cmd_status(args: StatusArgs) -> anyhow::Result<i32> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {
-        for line in crate::submit::status_lines(&args.pipeline.file) {
+        for line in repro_engine::submit::status_lines(&args.pipeline.file) {
             println!("{line}");
         }
-        crate::status::print(&st);
+        repro_engine::status::print(&st);
     }
     Ok(
-        if args.check && st.iter().any(|s| s.state != crate::status::State::Fresh) {
+        if args.check
+            && st
+                .iter()
+                .any(|s| s.state != repro_engine::status::State::Fresh)
+        {
             1
         } else {
             0
@@ -684,23 +700,14 @@ fn cmd_status(args: StatusArgs) -> anyhow::Result<i32> {
 }
 
 fn cmd_dag(args: DagArgs) -> anyhow::Result<i32> {
-    let (p, dag) = crate::run::load(&args.pipeline.file, &args.pipeline.load_options()?)?;
-    print!("{}", crate::graph::render(&p, &dag, &args.format)?);
+    let (p, dag) = repro_engine::run::load(&args.pipeline.file, &args.pipeline.load_options()?)?;
+    print!("{}", repro_engine::graph::render(&p, &dag, &args.format)?);
     Ok(0)
 }
 
 /// The child side of a built-in stage: read the spec the engine wrote, run the kind (or hand
 /// it to `repro-torch` when it needs libtorch).
 fn run_kind(spec_path: &std::path::Path) -> anyhow::Result<i32> {
-    let spec = crate::kinds::KindSpec::read(spec_path)?;
-    let kind = crate::kinds::lookup(&spec.kind)?;
-    if kind.needs_libtorch() {
-        return Err(crate::kinds::exec_torch(&[
-            "internal".as_ref(),
-            "run-kind".as_ref(),
-            spec_path.as_os_str(),
-        ]));
-    }
-    crate::kinds::run_spec(kind.as_ref(), &spec)?;
+    crate::kinds::run_spec(&crate::kinds::registry(), spec_path)?;
     Ok(0)
 }

@@ -9,12 +9,22 @@ use std::io::Write;
 use std::path::Path;
 
 use http::{Route, Server};
-use repro::kinds::{StageContext, lookup};
+use repro_engine::kinds::StageContext;
+
+/// Run a `uses: KIND` stage's body as `repro internal run-kind` would.
+fn run_kind(kind: &str, ctx: &StageContext) -> anyhow::Result<()> {
+    let ctx = StageContext {
+        kind: kind.into(),
+        ..ctx.clone()
+    };
+    repro::kinds::registry().run(&ctx)
+}
 use sha2::{Digest, Sha256};
 
 fn ctx(ws: &Path, checkpoint: Option<&str>, params: serde_json::Value) -> StageContext {
     StageContext {
         stage: "download@test".into(),
+        kind: String::new(),
         params,
         workspace: ws.to_path_buf(),
         checkpoint: checkpoint.map(Into::into),
@@ -24,9 +34,7 @@ fn ctx(ws: &Path, checkpoint: Option<&str>, params: serde_json::Value) -> StageC
 }
 
 fn run(ws: &Path, checkpoint: Option<&str>, params: serde_json::Value) -> anyhow::Result<()> {
-    lookup("download")
-        .unwrap()
-        .run(&ctx(ws, checkpoint, params))
+    run_kind("download", &ctx(ws, checkpoint, params))
 }
 
 fn sha(b: &[u8]) -> String {

@@ -4,11 +4,21 @@
 
 use std::path::{Path, PathBuf};
 
-use repro::kinds::{StageContext, lookup};
+use repro_engine::kinds::StageContext;
+
+/// Run a `uses: KIND` stage's body as `repro internal run-kind` would.
+fn run_kind(kind: &str, ctx: &StageContext) -> anyhow::Result<()> {
+    let ctx = StageContext {
+        kind: kind.into(),
+        ..ctx.clone()
+    };
+    repro::kinds::registry().run(&ctx)
+}
 
 fn ctx(ws: &Path, params: serde_json::Value) -> StageContext {
     StageContext {
         stage: "t".into(),
+        kind: String::new(),
         params,
         workspace: ws.to_path_buf(),
         checkpoint: None,
@@ -28,21 +38,23 @@ fn debian_fashion_mnist_parses_to_the_published_counts() {
     }
     let ws = tempfile::tempdir().unwrap();
     let recipe = recipe();
-    lookup("download")
-        .unwrap()
-        .run(&ctx(
+    run_kind(
+        "download",
+        &ctx(
             ws.path(),
             serde_json::json!({"recipe": recipe, "out": "raw/fmnist"}),
-        ))
-        .unwrap();
+        ),
+    )
+    .unwrap();
     let t = std::time::Instant::now();
-    lookup("preprocess")
-        .unwrap()
-        .run(&ctx(
+    run_kind(
+        "preprocess",
+        &ctx(
             ws.path(),
             serde_json::json!({"recipe": recipe, "input": "raw/fmnist", "out": "data/fmnist"}),
-        ))
-        .unwrap();
+        ),
+    )
+    .unwrap();
     eprintln!("preprocess took {:?}", t.elapsed());
     let out = ws.path().join("data/fmnist");
     let meta: serde_json::Value =
@@ -86,20 +98,22 @@ fn a_recipe_with_wrong_counts_fails_clearly_and_places_nothing() {
         .unwrap()
         .replace("test: 10000", "test: 10001");
     std::fs::write(ws.path().join("r.yaml"), text).unwrap();
-    lookup("download")
-        .unwrap()
-        .run(&ctx(
+    run_kind(
+        "download",
+        &ctx(
             ws.path(),
             serde_json::json!({"recipe": "r.yaml", "out": "raw"}),
-        ))
-        .unwrap();
-    let err = lookup("preprocess")
-        .unwrap()
-        .run(&ctx(
+        ),
+    )
+    .unwrap();
+    let err = run_kind(
+        "preprocess",
+        &ctx(
             ws.path(),
             serde_json::json!({"recipe": "r.yaml", "input": "raw", "out": "data"}),
-        ))
-        .unwrap_err();
+        ),
+    )
+    .unwrap_err();
     let msg = format!("{err:#}");
     assert!(
         msg.contains("'test' has 10000 images, expected 10001"),

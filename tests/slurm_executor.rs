@@ -13,8 +13,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::slurm_conf;
-use repro::executor::slurm::{ExitStatus, SlurmExecutor, SlurmOptions, sacct};
-use repro::executor::{Event, Executor, Job, JobId, Outcome, Resources};
+use repro_engine::executor::slurm::{ExitStatus, SlurmExecutor, SlurmOptions, sacct};
+use repro_engine::executor::{Event, Executor, Job, JobId, Outcome, Resources};
 
 fn options() -> SlurmOptions {
     SlurmOptions {
@@ -104,7 +104,7 @@ fn runs_stages_and_reports_success_and_failure() {
             format!(
                 "printf '%s\\n' \"$1\" > out.txt; echo \"$REPRO_T\" >> out.txt; pwd >> out.txt; \
                  echo '{}{{\"msg\":\"half way\",\"frac\":0.5}}'; echo hello-stdout",
-                repro::kinds::progress::MARKER
+                repro_engine::kinds::progress::MARKER
             ),
             "arg0".into(),
             tricky.into(),
@@ -152,7 +152,7 @@ fn runs_stages_and_reports_success_and_failure() {
     let log = fs::read_to_string(ws.path().join("logs/ok.log")).unwrap();
     assert!(log.contains("hello-stdout"), "{log}");
     assert!(
-        !log.contains(repro::kinds::progress::MARKER),
+        !log.contains(repro_engine::kinds::progress::MARKER),
         "markers are relayed, not logged: {log}"
     );
     let log = fs::read_to_string(ws.path().join("logs/fail.log")).unwrap();

@@ -19,5 +19,6 @@ pub mod idx;
 pub mod imagenet;
 pub mod layouts;
 pub mod mat;
+pub mod prepare;
 pub mod recipe;
 pub mod shards;

@@ -16,15 +16,15 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use super::{StageContext, StageKind, progress};
 use crate::data::atomic::{self, StagedDir};
 use crate::data::extract::{self, Format};
 use crate::data::fetch::{self, FetchOptions, Fetched};
 use crate::data::recipe::{FileSpec, Recipe};
+use repro_engine::kinds::{Kind, Run, StageContext, progress};
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     /// Dataset recipe (YAML) whose `files` are downloaded.
     #[serde(default)]
     recipe: Option<PathBuf>,
@@ -116,7 +116,9 @@ impl Params {
 
 pub struct Download;
 
-impl StageKind for Download {
+impl Kind for Download {
+    type Params = Params;
+
     fn name(&self) -> &'static str {
         "download"
     }
@@ -125,16 +127,11 @@ impl StageKind for Download {
         1
     }
 
-    fn written_paths(&self, params: &serde_json::Value) -> Vec<(&'static str, PathBuf)> {
-        super::path_param(params, "out")
-            .map(|p| ("out", p))
-            .into_iter()
-            .collect()
+    fn written_paths(&self, p: &Params) -> Vec<(&'static str, PathBuf)> {
+        vec![("out", p.out.clone())]
     }
 
-    fn validate(&self, params: &serde_json::Value) -> Result<()> {
-        let p: Params = serde_json::from_value(params.clone())
-            .context("`download`: invalid `with:` parameters")?;
+    fn check(&self, p: &Params) -> Result<()> {
         if p.recipe.is_none() {
             let (files, _) = p.files(Path::new("."))?;
             for f in &files {
@@ -143,9 +140,10 @@ impl StageKind for Download {
         }
         Ok(())
     }
+}
 
-    fn run(&self, ctx: &StageContext) -> Result<()> {
-        let p: Params = ctx.params()?;
+impl Run for Download {
+    fn run(&self, p: Params, ctx: &StageContext) -> Result<()> {
         let (files, recipe) = p.files(&ctx.workspace)?;
         let opts = FetchOptions {
             attempts: p.attempts,

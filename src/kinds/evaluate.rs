@@ -18,13 +18,13 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use super::{StageContext, StageKind, progress};
-use crate::fsutil::write_atomic;
 use crate::metrics;
+use repro_engine::fsutil::write_atomic;
+use repro_engine::kinds::{Kind, Run, StageContext, progress};
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     logits: PathBuf,
     #[serde(default)]
     out: Option<PathBuf>,
@@ -39,18 +39,6 @@ struct Params {
 }
 
 impl Params {
-    fn parse(v: &serde_json::Value) -> Result<Self> {
-        let p: Params = serde_json::from_value(v.clone())
-            .context("evaluate: invalid `with:` parameters (allowed: logits, out, meta, bins, unknown_logits)")?;
-        if p.bins == Some(0) {
-            bail!("evaluate: `bins` must be at least 1");
-        }
-        if p.logits.as_os_str().is_empty() {
-            bail!("evaluate: `logits` must name the safetensors file to evaluate");
-        }
-        Ok(p)
-    }
-
     fn out(&self) -> PathBuf {
         self.out
             .clone()
@@ -63,7 +51,9 @@ impl Params {
 
 pub struct Evaluate;
 
-impl StageKind for Evaluate {
+impl Kind for Evaluate {
+    type Params = Params;
+
     fn name(&self) -> &'static str {
         "evaluate"
     }
@@ -73,32 +63,32 @@ impl StageKind for Evaluate {
         2
     }
 
-    fn written_paths(&self, params: &serde_json::Value) -> Vec<(&'static str, PathBuf)> {
-        match Params::parse(params) {
-            // Without `out`, the file goes next to `logits`.
-            Ok(p) => vec![(if p.out.is_some() { "out" } else { "logits" }, p.out())],
-            Err(_) => Vec::new(),
+    fn written_paths(&self, p: &Params) -> Vec<(&'static str, PathBuf)> {
+        // Without `out`, the file goes next to `logits`.
+        vec![(if p.out.is_some() { "out" } else { "logits" }, p.out())]
+    }
+
+    fn check(&self, p: &Params) -> Result<()> {
+        if p.bins == Some(0) {
+            bail!("evaluate: `bins` must be at least 1");
         }
+        if p.logits.as_os_str().is_empty() {
+            bail!("evaluate: `logits` must name the safetensors file to evaluate");
+        }
+        Ok(())
     }
 
-    fn validate(&self, params: &serde_json::Value) -> Result<()> {
-        Params::parse(params).map(|_| ())
-    }
-
-    fn metrics(&self, params: &serde_json::Value) -> Vec<String> {
-        Params::parse(params)
-            .ok()
-            .and_then(|p| {
-                p.out()
-                    .to_str()
-                    .and_then(|o| crate::spec::normalise(o, false).ok())
-            })
+    fn metrics(&self, p: &Params) -> Vec<String> {
+        p.out()
+            .to_str()
+            .and_then(|o| repro_engine::spec::normalise(o, false).ok())
             .into_iter()
             .collect()
     }
+}
 
-    fn run(&self, ctx: &StageContext) -> Result<()> {
-        let p = Params::parse(&ctx.params).with_context(|| format!("stage '{}'", ctx.stage))?;
+impl Run for Evaluate {
+    fn run(&self, p: Params, ctx: &StageContext) -> Result<()> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(ctx.threads.max(1))
             .build()
@@ -155,21 +145,17 @@ mod tests {
 
     #[test]
     fn params_are_checked() {
-        let k = Evaluate;
-        assert!(
-            k.validate(&serde_json::json!({"logits": "a/l.safetensors"}))
-                .is_ok()
+        let k = repro_engine::kinds::Registry::default().with(Evaluate);
+        let check = |v| k.resolve("evaluate", &v);
+        let ok = check(serde_json::json!({"logits": "a/l.safetensors"})).unwrap();
+        assert_eq!(
+            ok.writes,
+            vec![("logits".to_string(), PathBuf::from("a/metrics.json"))],
+            "without `out`, metrics.json goes next to the logits"
         );
-        assert!(
-            k.validate(&serde_json::json!({"logits": "l", "bins": 0}))
-                .is_err()
-        );
-        assert!(
-            k.validate(&serde_json::json!({"logits": "l", "colour": 1}))
-                .is_err()
-        );
-        assert!(k.validate(&serde_json::json!({})).is_err());
-        let p = Params::parse(&serde_json::json!({"logits": "a/l.safetensors"})).unwrap();
-        assert_eq!(p.out(), PathBuf::from("a/metrics.json"));
+        assert_eq!(ok.metrics, vec!["a/metrics.json".to_string()]);
+        assert!(check(serde_json::json!({"logits": "l", "bins": 0})).is_err());
+        assert!(check(serde_json::json!({"logits": "l", "colour": 1})).is_err());
+        assert!(check(serde_json::json!({})).is_err());
     }
 }

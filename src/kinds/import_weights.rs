@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use super::{StageContext, StageKind, progress};
+use repro_engine::kinds::{Kind, Run, StageContext, progress};
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     arch: String,
     input: PathBuf,
     out: PathBuf,
@@ -25,7 +25,9 @@ struct Params {
 
 pub struct ImportWeights;
 
-impl StageKind for ImportWeights {
+impl Kind for ImportWeights {
+    type Params = Params;
+
     fn name(&self) -> &'static str {
         "import_weights"
     }
@@ -34,16 +36,11 @@ impl StageKind for ImportWeights {
         1
     }
 
-    fn written_paths(&self, params: &serde_json::Value) -> Vec<(&'static str, PathBuf)> {
-        super::path_param(params, "out")
-            .map(|p| ("out", p))
-            .into_iter()
-            .collect()
+    fn written_paths(&self, p: &Params) -> Vec<(&'static str, PathBuf)> {
+        vec![("out", p.out.clone())]
     }
 
-    fn validate(&self, params: &serde_json::Value) -> Result<()> {
-        let p: Params = serde_json::from_value(params.clone())
-            .context("`import_weights`: invalid `with:` parameters")?;
+    fn check(&self, p: &Params) -> Result<()> {
         crate::weights::expected_names(&p.arch).context("parameter `arch`")?;
         if let Some(h) = &p.sha256
             && (h.len() < 8 || h.len() > 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -52,9 +49,10 @@ impl StageKind for ImportWeights {
         }
         Ok(())
     }
+}
 
-    fn run(&self, ctx: &StageContext) -> Result<()> {
-        let p: Params = ctx.params()?;
+impl Run for ImportWeights {
+    fn run(&self, p: Params, ctx: &StageContext) -> Result<()> {
         progress::report(
             &format!("importing {} as {}", p.input.display(), p.arch),
             None,

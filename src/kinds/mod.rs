@@ -1,148 +1,57 @@
-//! Built-in stage kinds (`uses:` in pipeline.yaml) behind one small trait.
+//! The paper's stage kinds (`uses:` in pipeline.yaml) and the registry that hands them to the
+//! engine.
 //!
-//! The engine runs a built-in stage as a child process (`repro internal run-kind`), so a kind
-//! is ordinary code that reads its resolved parameters, reads its deps from the workspace, and
-//! writes its declared outputs. A kind knows nothing about hashing, caching or scheduling; the
-//! engine knows nothing about tensors. `version()` enters the stage key: bump it whenever a
-//! change to the kind could change its outputs, so that cached results are not reused wrongly.
+//! Each kind implements `repro_engine::kinds::Kind` (typed `with:` parameters, version, written
+//! paths) and, where its body runs in this binary, `Run`. `train` needs libtorch: its body lives
+//! in the `repro-torch` binary, which the registry names as the place it runs, so that no other
+//! command pays libtorch's start-up.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use serde::de::DeserializeOwned;
+use repro_engine::kinds::{Host, Registry, StageContext};
 
 pub mod download;
 pub mod evaluate;
 pub mod import_weights;
 pub mod preprocess;
-pub mod progress;
 pub mod report;
 pub mod train;
 
-/// What a kind gets to run one stage.
-pub struct StageContext {
-    /// Stage name as expanded (`train@bce-nu`), for messages.
-    pub stage: String,
-    /// The resolved `with:` parameters (all `${…}` interpolated).
-    pub params: serde_json::Value,
-    /// Workspace root; the child's working directory is set to it, and every path in `params`
-    /// is relative to it.
-    pub workspace: PathBuf,
-    /// A directory that survives interruption, excluded from the stage key and outputs, for
-    /// resuming long stages (declared with `checkpoint:`). `None` when not declared.
-    pub checkpoint: Option<PathBuf>,
-    /// CPU threads this stage may use (from its `resources: {cpus: N}`), so parallel stages do
-    /// not oversubscribe the cores.
-    pub threads: usize,
-    /// GPUs assigned to this stage (also exported as `CUDA_VISIBLE_DEVICES`); empty for CPU.
-    pub gpus: Vec<usize>,
+/// The program that runs libtorch's kinds.
+pub const TORCH_PROGRAM: &str = "repro-torch";
+
+/// The paper's kinds, by name, with where each runs.
+pub fn registry() -> Registry {
+    Registry::default()
+        .with(report::Report)
+        .with(evaluate::Evaluate)
+        .with(download::Download)
+        .with(preprocess::Preprocess)
+        .with(import_weights::ImportWeights)
+        .with_elsewhere(train::Train, TORCH_PROGRAM)
 }
 
-impl StageContext {
-    /// Deserialise the `with:` parameters into the kind's own typed struct; unknown fields are
-    /// rejected by `#[serde(deny_unknown_fields)]` on that struct.
-    pub fn params<T: DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_value(self.params.clone())
-            .with_context(|| format!("stage '{}': invalid `with:` parameters", self.stage))
+/// The child side of a `uses:` stage (`repro internal run-kind SPEC`): run the kind's body
+/// here, or hand the stage to the program that holds it (exec, same pid). Returns only on
+/// failure or after the body ran here.
+pub fn run_spec(registry: &Registry, spec_path: &std::path::Path) -> Result<()> {
+    let ctx = StageContext::read(spec_path)?;
+    match registry.host(&ctx.kind)? {
+        Host::Here(run) => {
+            run(&ctx).with_context(|| format!("stage '{}' ({})", ctx.stage, ctx.kind))
+        }
+        Host::Program(TORCH_PROGRAM) => Err(exec_torch(&[
+            "internal".as_ref(),
+            "run-kind".as_ref(),
+            spec_path.as_os_str(),
+        ])),
+        Host::Program(other) => bail!(
+            "stage '{}': kind '{}' runs in '{other}', which repro cannot start",
+            ctx.stage,
+            ctx.kind
+        ),
     }
-
-    /// A workspace-relative path made absolute.
-    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
-        self.workspace.join(rel)
-    }
-}
-
-/// One built-in stage kind.
-pub trait StageKind: Send + Sync {
-    /// The name used in `uses:`.
-    fn name(&self) -> &'static str;
-    /// Implementation version; part of the stage key.
-    fn version(&self) -> u32;
-    /// Check the `with:` parameters without running (called during validation, before
-    /// anything runs). Return a message naming the offending parameter.
-    fn validate(&self, params: &serde_json::Value) -> Result<()>;
-    /// Run the stage: read deps, write outputs. Errors end the stage as failed.
-    fn run(&self, ctx: &StageContext) -> Result<()>;
-    /// Kinds that need libtorch run in the `repro-torch` binary: `repro internal run-kind`
-    /// hands them over (exec, same pid) so that no other command pays libtorch's start-up.
-    fn needs_libtorch(&self) -> bool {
-        false
-    }
-    /// Outputs (workspace-relative) that hold this stage's metrics as JSON numbers, for
-    /// `repro metrics` and `repro exp show`; a kind that measures something declares them here.
-    fn metrics(&self, _params: &serde_json::Value) -> Vec<String> {
-        Vec::new()
-    }
-    /// Every path the kind writes, as (parameter it comes from, workspace-relative path as
-    /// given), for the engine's confinement check (`crate::confine`): each must be one of the
-    /// stage's declared outputs or lie inside one. Parameters that do not parse give none
-    /// (`validate` reports them). Required, so that no kind can write without saying where.
-    fn written_paths(&self, params: &serde_json::Value) -> Vec<(&'static str, PathBuf)>;
-}
-
-/// `params[key]` as a path, if it is a string.
-pub fn path_param(params: &serde_json::Value, key: &str) -> Option<PathBuf> {
-    params.get(key)?.as_str().map(PathBuf::from)
-}
-
-/// All built-in kinds, by name.
-pub fn registry() -> Vec<Box<dyn StageKind>> {
-    vec![
-        // Each concern registers its kind here.
-        Box::new(report::Report),
-        Box::new(evaluate::Evaluate),
-        Box::new(download::Download),
-        Box::new(preprocess::Preprocess),
-        Box::new(train::Train),
-        Box::new(import_weights::ImportWeights),
-    ]
-}
-
-/// The self-contained specification of one built-in stage, as the engine writes it for the
-/// child (and for a Slurm job).
-#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
-pub struct KindSpec {
-    pub stage: String,
-    pub kind: String,
-    pub params: serde_json::Value,
-    #[serde(default)]
-    pub checkpoint: Option<PathBuf>,
-    #[serde(default = "one")]
-    pub threads: usize,
-    #[serde(default)]
-    pub gpus: Vec<usize>,
-}
-
-fn one() -> usize {
-    1
-}
-
-impl KindSpec {
-    pub fn read(path: &Path) -> Result<KindSpec> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading stage specification {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("parsing stage specification {}", path.display()))
-    }
-
-    /// The context the kind runs with; the child's working directory is the workspace.
-    pub fn context(&self) -> Result<StageContext> {
-        Ok(StageContext {
-            stage: self.stage.clone(),
-            params: self.params.clone(),
-            workspace: std::env::current_dir()?,
-            checkpoint: self.checkpoint.clone(),
-            threads: self.threads.max(1),
-            gpus: self.gpus.clone(),
-        })
-    }
-}
-
-/// The child side of a built-in stage: run `kind` on the spec the engine wrote.
-pub fn run_spec(kind: &dyn StageKind, spec: &KindSpec) -> Result<()> {
-    let ctx = spec.context()?;
-    kind.run(&ctx)
-        .with_context(|| format!("stage '{}' ({})", ctx.stage, spec.kind))
 }
 
 /// The `repro-torch` binary: `$REPRO_TORCH`, else next to the running `repro`.
@@ -202,17 +111,4 @@ pub fn exec_torch(args: &[&std::ffi::OsStr]) -> anyhow::Error {
     }
     let err = cmd.exec();
     anyhow::Error::new(err).context(format!("cannot start {}", bin.display()))
-}
-
-/// Look up a kind by name, with a message listing the known kinds.
-pub fn lookup(name: &str) -> Result<Box<dyn StageKind>> {
-    let mut all = registry();
-    if let Some(i) = all.iter().position(|k| k.name() == name) {
-        return Ok(all.swap_remove(i));
-    }
-    let known: Vec<_> = all.iter().map(|k| k.name()).collect();
-    bail!(
-        "unknown stage kind '{name}' (known kinds: {})",
-        known.join(", ")
-    )
 }

@@ -5,26 +5,20 @@
 //! output directory), `out` (a directory), and for image sets `short_side` (default 256),
 //! `quality` (JPEG quality, default 90) and `shard_mb` (default 64).
 //!
-//! Output for in-memory sets (layout `idx`, Fashion-MNIST): `train.safetensors` and
-//! `test.safetensors` (`images` u8 [n, H, W], `labels` i64 [n]), `classes.json`, `meta.json`.
-//! Output for image sets: see `crate::data::shards`.
+//! The work, and the output's layout, are [`crate::data::prepare`]'s.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+use repro_engine::kinds::{Kind, Run, StageContext, progress};
 use serde::Deserialize;
 
-use super::{StageContext, StageKind, progress};
-use crate::data::atomic::StagedDir;
-use crate::data::augment;
-use crate::data::layouts::{self, find_file};
-use crate::data::recipe::{Counts, Layout, Recipe};
-use crate::data::shards::ShardWriter;
-use crate::data::{idx, imagenet};
+use crate::data::prepare::{self, Encoding};
+use crate::data::recipe::Recipe;
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     recipe: PathBuf,
     input: PathBuf,
     out: PathBuf,
@@ -51,7 +45,9 @@ fn default_shard_mb() -> u64 {
 
 pub struct Preprocess;
 
-impl StageKind for Preprocess {
+impl Kind for Preprocess {
+    type Params = Params;
+
     fn name(&self) -> &'static str {
         "preprocess"
     }
@@ -60,16 +56,11 @@ impl StageKind for Preprocess {
         1
     }
 
-    fn written_paths(&self, params: &serde_json::Value) -> Vec<(&'static str, PathBuf)> {
-        super::path_param(params, "out")
-            .map(|p| ("out", p))
-            .into_iter()
-            .collect()
+    fn written_paths(&self, p: &Params) -> Vec<(&'static str, PathBuf)> {
+        vec![("out", p.out.clone())]
     }
 
-    fn validate(&self, params: &serde_json::Value) -> Result<()> {
-        let p: Params = serde_json::from_value(params.clone())
-            .context("`preprocess`: invalid `with:` parameters")?;
+    fn check(&self, p: &Params) -> Result<()> {
         if p.short_side < 8 {
             bail!(
                 "`preprocess`: short_side {} is too small (at least 8)",
@@ -84,10 +75,10 @@ impl StageKind for Preprocess {
         }
         Ok(())
     }
+}
 
-    fn run(&self, ctx: &StageContext) -> Result<()> {
-        self.validate(&ctx.params)?;
-        let p: Params = ctx.params()?;
+impl Run for Preprocess {
+    fn run(&self, p: Params, ctx: &StageContext) -> Result<()> {
         let recipe = Recipe::load(&ctx.path(&p.recipe))?;
         let input = ctx.path(&p.input);
         if !input.is_dir() {
@@ -96,300 +87,16 @@ impl StageKind for Preprocess {
                 input.display()
             );
         }
-        let staged = StagedDir::new(&ctx.path(&p.out))?;
-        let (classes, counts, extra) = match recipe.layout {
-            Layout::Idx => idx_set(&recipe, &input, staged.path())?,
-            _ => image_set(&recipe, &input, staged.path(), &p, ctx.threads)?,
+        let encoding = Encoding {
+            short_side: p.short_side,
+            quality: p.quality,
+            shard_mb: p.shard_mb,
+            threads: ctx.threads,
         };
-        recipe.check_counts(&counts)?;
-        let meta = serde_json::json!({
-            "name": recipe.name,
-            "layout": recipe.layout,
-            "classes": classes.len(),
-            "counts": counts.iter().map(|(s, per)| (s.clone(), serde_json::json!({
-                "total": per.iter().sum::<usize>(),
-                "per_class": per,
-            }))).collect::<serde_json::Map<_, _>>(),
-            "format": extra,
-        });
-        std::fs::write(
-            staged.path().join("classes.json"),
-            serde_json::to_vec_pretty(&classes)?,
-        )?;
-        std::fs::write(
-            staged.path().join("meta.json"),
-            serde_json::to_vec_pretty(&meta)?,
-        )?;
-        staged.promote()?;
+        prepare::prepare(&recipe, &input, &ctx.path(&p.out), &encoding, &|m, f| {
+            progress::report(m, f)
+        })?;
         progress::report(&format!("preprocessed {}", recipe.name), Some(1.0));
         Ok(())
     }
-}
-
-fn idx_set(
-    recipe: &Recipe,
-    input: &Path,
-    out: &Path,
-) -> Result<(Vec<String>, Counts, serde_json::Value)> {
-    let names = recipe
-        .class_names
-        .clone()
-        .unwrap_or_else(|| (0..recipe.classes).map(|c| format!("class_{c}")).collect());
-    let splits = [("train", "train"), ("test", "t10k")];
-    // (split, images per class, image dims) of each split, read in parallel.
-    type SplitResult = Result<(String, Vec<usize>, Vec<usize>)>;
-    let results: Vec<SplitResult> = std::thread::scope(|s| {
-        let handles: Vec<_> = splits
-            .iter()
-            .map(|(split, prefix)| {
-                s.spawn(move || -> SplitResult {
-                    let ipath = find_idx(input, &format!("{prefix}-images-idx3-ubyte"))?;
-                    let lpath = find_idx(input, &format!("{prefix}-labels-idx1-ubyte"))?;
-                    let images = idx::read_u8(&ipath)?;
-                    let labels = idx::read_u8(&lpath)?;
-                    if images.dims.len() != 3 || labels.dims.len() != 1 || images.dims[0] != labels.dims[0] {
-                        bail!(
-                            "{} ({:?}) and {} ({:?}) do not match as images [n, H, W] and labels [n]",
-                            ipath.display(), images.dims, lpath.display(), labels.dims
-                        );
-                    }
-                    let mut per = vec![0usize; recipe.classes];
-                    let mut lab = Vec::with_capacity(labels.data.len());
-                    for &l in &labels.data {
-                        let l = l as usize;
-                        if l >= recipe.classes {
-                            bail!("{}: label {l} outside 0..{}", lpath.display(), recipe.classes);
-                        }
-                        per[l] += 1;
-                        lab.push(l as i64);
-                    }
-                    let bytes = idx::to_safetensors(&images, &lab)?;
-                    std::fs::write(out.join(format!("{split}.safetensors")), bytes)?;
-                    Ok((split.to_string(), per, images.dims.clone()))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("idx worker panicked"))
-            .collect()
-    });
-    let mut counts = Counts::new();
-    let mut shape = Vec::new();
-    for r in results {
-        let (split, per, dims) = r?;
-        shape = dims[1..].to_vec();
-        counts.insert(split, per);
-    }
-    Ok((
-        names,
-        counts,
-        serde_json::json!({"kind": "safetensors", "image_shape": shape}),
-    ))
-}
-
-fn find_idx(dir: &Path, stem: &str) -> Result<PathBuf> {
-    find_file(dir, &format!("{stem}.gz")).or_else(|_| find_file(dir, stem))
-}
-
-fn image_set(
-    recipe: &Recipe,
-    input: &Path,
-    out: &Path,
-    p: &Params,
-    threads: usize,
-) -> Result<(Vec<String>, Counts, serde_json::Value)> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()?;
-    let extra = serde_json::json!({
-        "kind": "jpeg-shards", "short_side": p.short_side, "quality": p.quality,
-    });
-    if recipe.layout == Layout::Imagenet {
-        let devkit = imagenet::read_devkit(&find_file(input, "ILSVRC2012_devkit_t12.tar.gz")?)?;
-        let total = recipe.splits.values().sum();
-        let mut counts = Counts::new();
-        let mut done = 0;
-        for (split, file) in [
-            ("train", "ILSVRC2012_img_train.tar"),
-            ("test", "ILSVRC2012_img_val.tar"),
-        ] {
-            let archive = find_file(input, file)?;
-            let mut enc = SplitEncoder::new(out, split, devkit.wnids.len(), p, &pool, total, done)?;
-            let mut push = |name: String, label: usize, bytes: Vec<u8>| {
-                enc.push(Pending {
-                    label,
-                    name,
-                    payload: Payload::Bytes(bytes),
-                })
-            };
-            if split == "train" {
-                imagenet::for_each_train(&archive, &devkit, &mut push)?;
-            } else {
-                imagenet::for_each_val(&archive, &devkit, &mut push)?;
-            }
-            done = enc.done;
-            counts.insert(split.to_string(), enc.finish()?);
-        }
-        let classes = devkit
-            .wnids
-            .iter()
-            .zip(&devkit.names)
-            .map(|(w, n)| format!("{w} {n}"))
-            .collect();
-        return Ok((classes, counts, extra));
-    }
-
-    let listing = layouts::list(recipe, input)?;
-    let mut counts = Counts::new();
-    for (split, items) in &listing.splits {
-        let mut per = vec![0usize; listing.classes.len()];
-        items.iter().for_each(|it| per[it.label] += 1);
-        counts.insert(split.clone(), per);
-    }
-    // Fail before hours of decoding when the archive does not match the recipe.
-    recipe.check_counts(&counts)?;
-    let total: usize = listing.splits.iter().map(|(_, v)| v.len()).sum();
-    let mut done = 0;
-    for (split, items) in &listing.splits {
-        let mut enc = SplitEncoder::new(out, split, listing.classes.len(), p, &pool, total, done)?;
-        for it in items {
-            let name = it.file.display().to_string();
-            enc.push(Pending {
-                label: it.label,
-                name,
-                payload: Payload::File(it.file.clone()),
-            })?;
-        }
-        done = enc.done;
-        enc.finish()?;
-    }
-    Ok((listing.classes, counts, extra))
-}
-
-enum Payload {
-    File(PathBuf),
-    Bytes(Vec<u8>),
-}
-
-/// One image waiting to be re-encoded.
-struct Pending {
-    label: usize,
-    /// For messages.
-    name: String,
-    payload: Payload,
-}
-
-/// Re-encodes one split in parallel chunks and appends them, in order, to its shards.
-struct SplitEncoder<'a> {
-    split: String,
-    writer: ShardWriter,
-    buf: Vec<Pending>,
-    per_class: Vec<usize>,
-    pool: &'a rayon::ThreadPool,
-    short: u32,
-    quality: u8,
-    total: usize,
-    done: usize,
-    t0: std::time::Instant,
-}
-
-impl<'a> SplitEncoder<'a> {
-    const CHUNK: usize = 256;
-
-    fn new(
-        out: &Path,
-        split: &str,
-        classes: usize,
-        p: &Params,
-        pool: &'a rayon::ThreadPool,
-        total: usize,
-        done: usize,
-    ) -> Result<Self> {
-        Ok(Self {
-            split: split.to_string(),
-            writer: ShardWriter::new(&out.join(split), p.shard_mb << 20)?,
-            buf: Vec::with_capacity(Self::CHUNK),
-            per_class: vec![0; classes],
-            pool,
-            short: p.short_side,
-            quality: p.quality,
-            total,
-            done,
-            t0: std::time::Instant::now(),
-        })
-    }
-
-    fn push(&mut self, item: Pending) -> Result<()> {
-        if item.label >= self.per_class.len() {
-            bail!(
-                "{}: label {} outside the {} classes",
-                item.name,
-                item.label,
-                self.per_class.len()
-            );
-        }
-        self.buf.push(item);
-        if self.buf.len() >= Self::CHUNK {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        use rayon::prelude::*;
-        let (short, quality) = (self.short, self.quality);
-        let chunk = std::mem::take(&mut self.buf);
-        let encoded: Vec<Result<Vec<u8>>> = self.pool.install(|| {
-            chunk
-                .par_iter()
-                .map(|it| encode(it, short, quality))
-                .collect()
-        });
-        for (it, e) in chunk.iter().zip(encoded) {
-            self.writer.push(&e?, it.label as i64)?;
-            self.per_class[it.label] += 1;
-        }
-        self.done += chunk.len();
-        let rate = self.done as f64 / self.t0.elapsed().as_secs_f64().max(1e-3);
-        progress::report(
-            &format!(
-                "{}: {}/{} images {rate:.0} img/s",
-                self.split, self.done, self.total
-            ),
-            Some(self.done as f64 / self.total.max(1) as f64),
-        );
-        Ok(())
-    }
-
-    /// Write the last chunk and the index; images per class.
-    fn finish(mut self) -> Result<Vec<usize>> {
-        self.flush()?;
-        self.writer.finish()?;
-        Ok(self.per_class)
-    }
-}
-
-/// Read, decode, resize the short side, re-encode as JPEG. Deterministic for equal input.
-fn encode(item: &Pending, short: u32, quality: u8) -> Result<Vec<u8>> {
-    let owned;
-    let bytes = match &item.payload {
-        Payload::Bytes(b) => b,
-        Payload::File(f) => {
-            owned = std::fs::read(f).with_context(|| {
-                format!(
-                    "reading {} (listed by the dataset's annotations)",
-                    f.display()
-                )
-            })?;
-            &owned
-        }
-    };
-    let img = augment::decode(bytes).with_context(|| format!("{} cannot be decoded", item.name))?;
-    let small = augment::resize_short_side(&img, short);
-    let mut out = Vec::with_capacity(64 * 1024);
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
-        .encode_image(&small)
-        .with_context(|| format!("re-encoding {}", item.name))?;
-    Ok(out)
 }

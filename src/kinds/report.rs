@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::{Result, ensure};
 use serde::Deserialize;
 
-use super::{StageContext, StageKind, progress};
 use crate::report::{self, PdfMode, figures::Choice};
+use repro_engine::kinds::{Kind, Run, StageContext, progress};
 
 /// `with:` parameters of a `report` stage.
 #[derive(Deserialize, Debug)]
@@ -54,21 +54,9 @@ fn default_modes() -> Vec<u32> {
 
 pub struct Report;
 
-impl Params {
-    fn check(&self) -> Result<()> {
-        ensure!(
-            !self.runs.is_empty(),
-            "report: `runs` is empty; list run directories or a pattern such as runs/**/metrics.json"
-        );
-        ensure!(
-            !self.out.as_os_str().is_empty(),
-            "report: `out` is empty; give the output directory"
-        );
-        Ok(())
-    }
-}
+impl Kind for Report {
+    type Params = Params;
 
-impl StageKind for Report {
     fn name(&self) -> &'static str {
         "report"
     }
@@ -78,22 +66,25 @@ impl StageKind for Report {
         2
     }
 
-    fn written_paths(&self, params: &serde_json::Value) -> Vec<(&'static str, PathBuf)> {
-        super::path_param(params, "out")
-            .map(|p| ("out", p))
-            .into_iter()
-            .collect()
+    fn written_paths(&self, p: &Params) -> Vec<(&'static str, PathBuf)> {
+        vec![("out", p.out.clone())]
     }
 
-    fn validate(&self, params: &serde_json::Value) -> Result<()> {
-        let p: Params = serde_json::from_value(params.clone())
-            .map_err(|e| anyhow::anyhow!("report: invalid `with:` parameters: {e}"))?;
-        p.check()
+    fn check(&self, p: &Params) -> Result<()> {
+        ensure!(
+            !p.runs.is_empty(),
+            "report: `runs` is empty; list run directories or a pattern such as runs/**/metrics.json"
+        );
+        ensure!(
+            !p.out.as_os_str().is_empty(),
+            "report: `out` is empty; give the output directory"
+        );
+        Ok(())
     }
+}
 
-    fn run(&self, ctx: &StageContext) -> Result<()> {
-        let p: Params = ctx.params()?;
-        p.check()?;
+impl Run for Report {
+    fn run(&self, p: Params, ctx: &StageContext) -> Result<()> {
         progress::report("reading runs", Some(0.0));
         let opts = report::Options {
             workspace: ctx.workspace.clone(),

@@ -7,17 +7,23 @@
 //! `repro-torch` binary (`repro_torch::train_kind`), to which `repro internal run-kind` hands
 //! the stage. A non-finite loss is never a stage failure: it is recorded in `train.json`.
 
-use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
 
-use super::{StageContext, StageKind};
+use anyhow::Result;
+use repro_engine::kinds::Kind;
+
 use crate::ml_spec::config::TrainConfig;
 
+/// The kind as the engine sees it: its parameters, version and outputs. Its body is
+/// `repro_torch::train_kind`, registered where it runs (`crate::kinds::registry`).
 pub struct Train;
 
 /// Part of the stage key: bump when a change to training could change its outputs.
 pub const TRAIN_VERSION: u32 = 1;
 
-impl StageKind for Train {
+impl Kind for Train {
+    type Params = TrainConfig;
+
     fn name(&self) -> &'static str {
         "train"
     }
@@ -26,36 +32,17 @@ impl StageKind for Train {
         TRAIN_VERSION
     }
 
-    fn written_paths(&self, params: &serde_json::Value) -> Vec<(&'static str, std::path::PathBuf)> {
+    fn written_paths(&self, cfg: &TrainConfig) -> Vec<(&'static str, PathBuf)> {
         // The files `repro-torch` writes into `out` (crates/repro-torch/src/ml/train.rs).
-        match super::path_param(params, "out") {
-            Some(out) => {
-                let mut files = vec!["model.safetensors", "logits.safetensors", "train.json"];
-                // The open-set study also scores the held-out classes' test images.
-                if params.get("known_classes").is_some_and(|k| !k.is_null()) {
-                    files.push("logits_unknown.safetensors");
-                }
-                files.iter().map(|f| ("out", out.join(f))).collect()
-            }
-            None => Vec::new(),
+        let mut files = vec!["model.safetensors", "logits.safetensors", "train.json"];
+        // The open-set study also scores the held-out classes' test images.
+        if cfg.known_classes.is_some() {
+            files.push("logits_unknown.safetensors");
         }
+        files.iter().map(|f| ("out", cfg.out.join(f))).collect()
     }
 
-    fn validate(&self, params: &serde_json::Value) -> Result<()> {
-        let cfg: TrainConfig = serde_json::from_value(params.clone())
-            .context("invalid `with:` parameters of a `train` stage")?;
-        cfg.validate()?;
-        Ok(())
-    }
-
-    fn run(&self, ctx: &StageContext) -> Result<()> {
-        bail!(
-            "stage '{}': `train` runs in the repro-torch binary (libtorch), not in repro",
-            ctx.stage
-        )
-    }
-
-    fn needs_libtorch(&self) -> bool {
-        true
+    fn check(&self, cfg: &TrainConfig) -> Result<()> {
+        cfg.validate().map(|_| ())
     }
 }

@@ -1,6 +1,6 @@
 //! The timeline of the last run for the report's provenance section: one bar per stage run
 //! (from its start to its end, coloured by kind) and the run's total compute, read from the
-//! run trace `cache/trace.jsonl` (see `crate::trace_file`).
+//! run trace `cache/trace.jsonl` (see `repro_engine::trace_file`).
 //!
 //! "The last run" is the newest `repro run` invocation that ran a stage other than a report:
 //! a run that only re-rendered the report (or the very run rendering it, whose report stage
@@ -14,7 +14,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::trace_file::Entry;
+use repro_engine::trace_file::Entry;
 
 /// Kind → (SVG colour, legend order). Unknown kinds (and lines from before kinds were
 /// traced) share the last colour.
@@ -127,7 +127,9 @@ pub struct Timeline {
 
 /// The timeline of the workspace's last run, or `None` when no stage run is traced.
 pub fn load(workspace: &Path) -> Result<Option<Timeline>> {
-    Ok(build(crate::trace_file::read(&workspace.join("cache"))?))
+    Ok(build(repro_engine::trace_file::read(
+        &workspace.join("cache"),
+    )?))
 }
 
 /// The entries of the newest run that ran anything but report stages (see the module
@@ -140,7 +142,7 @@ pub fn last_run(entries: Vec<Entry>) -> Vec<Entry> {
         .max();
     match substantive {
         Some(run) => entries.into_iter().filter(|e| e.run == run).collect(),
-        None => crate::trace_file::last_run(entries),
+        None => repro_engine::trace_file::last_run(entries),
     }
 }
 
@@ -303,7 +305,7 @@ pub fn build(entries: Vec<Entry>) -> Option<Timeline> {
             .map_or("not recorded".into(), memory),
         failed: entries.iter().filter(|e| e.status != "ok").count(),
     };
-    let started = crate::trace_file::utc_seconds(t0);
+    let started = repro_engine::trace_file::utc_seconds(t0);
     let longest = bars
         .iter()
         .max_by(|a, b| a.wall_s.total_cmp(&b.wall_s))

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use repro::kinds::{KindSpec, StageKind, run_spec};
+use repro_engine::kinds::Registry;
 use repro_torch::train_kind::Train;
 
 const USAGE: &str = "usage: repro-torch internal run-kind SPEC.json | repro-torch doctor | repro-torch bench-train [OPTIONS] | repro-torch --version";
@@ -19,15 +19,9 @@ fn run(args: &[String]) -> anyhow::Result<i32> {
         ["doctor"] => repro_torch::ml::doctor(),
         ["bench-train", ..] => repro_torch::bench::run(&args[1..]),
         ["internal", "run-kind", spec] => {
-            let spec = KindSpec::read(Path::new(spec))?;
-            let kinds: [&dyn StageKind; 1] = [&Train];
-            let Some(kind) = kinds.into_iter().find(|k| k.name() == spec.kind) else {
-                anyhow::bail!(
-                    "repro-torch runs only libtorch kinds (train), not '{}'",
-                    spec.kind
-                )
-            };
-            run_spec(kind, &spec)?;
+            // Only libtorch's kinds run here; `repro` hands over nothing else.
+            let registry = Registry::default().with(Train);
+            repro::kinds::run_spec(&registry, Path::new(spec))?;
             Ok(0)
         }
         ["--version" | "-V"] => {

@@ -1,32 +1,41 @@
-//! The `train` stage kind with its libtorch body; `repro::kinds::train` is the same kind as the
-//! engine sees it (name, version, parameter checks), and this one delegates those to it.
+//! The `train` stage kind with its libtorch body. `repro::kinds::train::Train` is the same kind
+//! as the engine sees it (parameters, version, written paths); this one delegates those to it
+//! and adds the body, so that `repro-torch`'s registry can run it.
+
+use std::path::PathBuf;
 
 use anyhow::Result;
-use repro::kinds::{StageContext, StageKind, progress};
+use repro_engine::kinds::{Kind, Run, StageContext, progress};
 
 use crate::ml::train::{Checkpoint, RunEnv, TrainConfig, run};
 
+// What the engine sees of `train`, owned by the `repro` package.
+use repro::kinds::train::Train as Declared;
+
 pub struct Train;
 
-impl StageKind for Train {
+impl Kind for Train {
+    type Params = TrainConfig;
+
     fn name(&self) -> &'static str {
-        repro::kinds::train::Train.name()
+        Declared.name()
     }
 
     fn version(&self) -> u32 {
-        repro::kinds::train::Train.version()
+        Declared.version()
     }
 
-    fn validate(&self, params: &serde_json::Value) -> Result<()> {
-        repro::kinds::train::Train.validate(params)
+    fn check(&self, cfg: &TrainConfig) -> Result<()> {
+        Declared.check(cfg)
     }
 
-    fn written_paths(&self, params: &serde_json::Value) -> Vec<(&'static str, std::path::PathBuf)> {
-        repro::kinds::train::Train.written_paths(params)
+    fn written_paths(&self, cfg: &TrainConfig) -> Vec<(&'static str, PathBuf)> {
+        Declared.written_paths(cfg)
     }
+}
 
-    fn run(&self, ctx: &StageContext) -> Result<()> {
-        let cfg: TrainConfig = ctx.params()?;
+impl Run for Train {
+    fn run(&self, cfg: TrainConfig, ctx: &StageContext) -> Result<()> {
         let env = RunEnv {
             base: ctx.workspace.clone(),
             checkpoint: match &ctx.checkpoint {
@@ -41,10 +50,6 @@ impl StageKind for Train {
         };
         run(&cfg, &env)?;
         Ok(())
-    }
-
-    fn needs_libtorch(&self) -> bool {
-        true
     }
 }
 

@@ -13,7 +13,16 @@ use std::path::{Path, PathBuf};
 use http::{Route, Server};
 use repro::data::mat::{self, Value};
 use repro::data::recipe::{PerClass, Recipe};
-use repro::kinds::{StageContext, lookup};
+use repro_engine::kinds::StageContext;
+
+/// Run a `uses: KIND` stage's body as `repro internal run-kind` would.
+fn run_kind(kind: &str, ctx: &StageContext) -> anyhow::Result<()> {
+    let ctx = StageContext {
+        kind: kind.into(),
+        ..ctx.clone()
+    };
+    repro::kinds::registry().run(&ctx)
+}
 use repro_torch::loader::{Loader, LoaderConfig};
 use sha2::{Digest, Sha256};
 
@@ -24,6 +33,7 @@ const TEST: usize = 2;
 fn ctx(ws: &Path, params: serde_json::Value) -> StageContext {
     StageContext {
         stage: "t".into(),
+        kind: String::new(),
         params,
         workspace: ws.to_path_buf(),
         checkpoint: None,
@@ -457,22 +467,13 @@ fn end_to_end(recipe_file: &str) {
     if recipe.local_only {
         dl["local_dir"] = "local".into();
     }
-    lookup("download")
-        .unwrap()
-        .run(&ctx(ws.path(), dl))
-        .unwrap();
+    run_kind("download", &ctx(ws.path(), dl)).unwrap();
     let pre = serde_json::json!({"recipe": "recipe.yaml", "input": "raw", "out": "data", "short_side": 32, "shard_mb": 0});
-    lookup("preprocess")
-        .unwrap()
-        .run(&ctx(ws.path(), pre.clone()))
-        .unwrap();
+    run_kind("preprocess", &ctx(ws.path(), pre.clone())).unwrap();
     let data = ws.path().join("data");
     let first = tree_hash(&data);
     // Same input, same bytes: the engine's cache depends on it.
-    lookup("preprocess")
-        .unwrap()
-        .run(&ctx(ws.path(), pre))
-        .unwrap();
+    run_kind("preprocess", &ctx(ws.path(), pre)).unwrap();
     assert_eq!(
         tree_hash(&data),
         first,
@@ -636,20 +637,22 @@ fn a_preprocess_count_mismatch_names_the_split_and_places_nothing() {
         serde_yaml_ng::to_string(&recipe).unwrap(),
     )
     .unwrap();
-    lookup("download")
-        .unwrap()
-        .run(&ctx(
+    run_kind(
+        "download",
+        &ctx(
             ws.path(),
             serde_json::json!({"recipe": "recipe.yaml", "out": "raw"}),
-        ))
-        .unwrap();
-    let err = lookup("preprocess")
-        .unwrap()
-        .run(&ctx(
+        ),
+    )
+    .unwrap();
+    let err = run_kind(
+        "preprocess",
+        &ctx(
             ws.path(),
             serde_json::json!({"recipe": "recipe.yaml", "input": "raw", "out": "data"}),
-        ))
-        .unwrap_err();
+        ),
+    )
+    .unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("'test' has 6 images, expected 5794"), "{msg}");
     assert!(!ws.path().join("data").exists());

@@ -27,7 +27,7 @@ fn promote(tmp: &Path, path: &Path) -> Result<()> {
 }
 
 /// Write bytes atomically (and durably: file and directory fsync'd).
-pub use repro::fsutil::write_atomic;
+pub use repro_engine::fsutil::write_atomic;
 
 /// Write a JSON value (pretty, with a final newline) atomically.
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {

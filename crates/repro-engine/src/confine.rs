@@ -24,10 +24,10 @@ use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::engine::{Assessment, Workspace};
-use crate::hashing::Content;
-use crate::lockfile::LockFile;
 use crate::spec::{Action, PathRef, Pipeline, SpecError, SpecErrors, Stage, normalise};
+use crate::state::hashing::Content;
+use crate::state::lockfile::LockFile;
+use crate::state::workspace::{Assessment, Workspace};
 
 /// Where checkpoint directories may live inside `cache/` (the engine's own area for them).
 pub const CHECKPOINT_AREA: &str = "cache/checkpoints";
@@ -303,12 +303,10 @@ pub fn check_pipeline(p: &Pipeline) -> Result<(), SpecErrors> {
                 }
             }
         }
-        if let Action::Uses { kind, with } = &s.action
-            && let Ok(k) = crate::kinds::lookup(kind)
-        {
-            for (param, path) in k.written_paths(with) {
-                let mark = s.with_marks.get(param).unwrap_or(&s.mark);
-                if let Err(why) = kind_path(&rules, s, &path) {
+        if let Action::Uses { resolved, .. } = &s.action {
+            for (param, path) in &resolved.writes {
+                let mark = s.with_marks.get(param.as_str()).unwrap_or(&s.mark);
+                if let Err(why) = kind_path(&rules, s, path) {
                     errors.push(
                         SpecError::at(mark, format!("`with: {param}`: {why}"))
                             .in_stage(&s.name)

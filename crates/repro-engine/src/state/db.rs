@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::hashing::{self, StatKey};
+use crate::state::hashing::{self, StatKey};
 
 const STAT: TableDefinition<&str, &[u8]> = TableDefinition::new("stat");
 /// stage key → JSON RunRecord
@@ -32,7 +32,7 @@ const RUNS: TableDefinition<&str, &str> = TableDefinition::new("runs");
 /// "lock" → blake3 of repro.lock's text (32 bytes) + the same lock as JSON: parsing YAML is
 /// the slowest part of a no-op run on large pipelines, JSON is several times faster.
 const PARSED_LOCK: TableDefinition<&str, &[u8]> = TableDefinition::new("parsed_lock");
-/// plan key → the checked plan (`crate::plan_cache`). Created by the first write, so opening
+/// plan key → the checked plan (`crate::state::plan_cache`). Created by the first write, so opening
 /// a database made before it existed writes nothing.
 const PLANS: TableDefinition<&str, &[u8]> = TableDefinition::new("plans");
 /// Plans kept (one per combination of pipeline file and options); more clears the table.
@@ -56,7 +56,7 @@ pub struct RunRecord {
     /// What the key was computed from, so `repro exp show` can say how configurations differ
     /// (absent in records written before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<crate::fingerprint::Fingerprint>,
+    pub fingerprint: Option<crate::state::fingerprint::Fingerprint>,
     /// Which outputs hold metrics (`metrics:`, or a kind's own).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<String>,
@@ -337,7 +337,7 @@ impl StateDb {
         write().map_err(|e| self.failed(e, "write"))
     }
 
-    /// The stored plan under `key`, as bytes (checked by `crate::plan_cache`).
+    /// The stored plan under `key`, as bytes (checked by `crate::state::plan_cache`).
     pub fn plan(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let tx = self.db.begin_read()?;
         let t = match tx.open_table(PLANS) {

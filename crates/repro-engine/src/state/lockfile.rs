@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::fingerprint::Fingerprint;
+use crate::state::fingerprint::Fingerprint;
 
 pub const LOCK_VERSION: u32 = 1;
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::hashing::{Content, FileEntry, manifest_text, parse_manifest};
+use crate::state::hashing::{Content, FileEntry, manifest_text, parse_manifest};
 
 pub struct Cache {
     pub dir: PathBuf,
@@ -296,14 +296,16 @@ impl Cache {
         let objs = self.all_objects()?;
         let bad: Vec<(&PathBuf, String)> = objs
             .par_iter()
-            .filter_map(|(hash, path)| match crate::hashing::hash_file_bytes(path) {
-                Ok(h) if hex::encode(h) == *hash => None,
-                Ok(_) => Some((
-                    path,
-                    "corrupted (content does not match its hash)".to_string(),
-                )),
-                Err(e) => Some((path, format!("unreadable ({e})"))),
-            })
+            .filter_map(
+                |(hash, path)| match crate::state::hashing::hash_file_bytes(path) {
+                    Ok(h) if hex::encode(h) == *hash => None,
+                    Ok(_) => Some((
+                        path,
+                        "corrupted (content does not match its hash)".to_string(),
+                    )),
+                    Err(e) => Some((path, format!("unreadable ({e})"))),
+                },
+            )
             .collect();
         // Say "removed" only of what was removed.
         let report = bad
@@ -404,7 +406,7 @@ fn unique() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hashing::{Hasher, StatCache};
+    use crate::state::hashing::{Hasher, StatCache};
 
     #[test]
     fn store_restore_round_trip_and_corruption_detected() {

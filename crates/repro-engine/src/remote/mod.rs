@@ -21,10 +21,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::db::RunRecord;
-use crate::engine::Workspace;
 use crate::progress::Progress;
 use crate::spec::{Pipeline, Stage};
+use crate::state::db::RunRecord;
+use crate::state::workspace::Workspace;
 use store::Store;
 use transfer::{BadRemoteObject, Counters, Item};
 

@@ -25,11 +25,11 @@ use serde::de::Error as _;
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::db::StateDb;
-use crate::engine::Workspace;
 use crate::graph::{Dag, Shape};
 use crate::spec::yaml::{Mark, Source};
 use crate::spec::{InputFile, LoadOptions, Pipeline};
+use crate::state::db::StateDb;
+use crate::state::workspace::Workspace;
 
 /// Bumped whenever the stored form changes meaning.
 const FORMAT: u32 = 1;
@@ -41,6 +41,7 @@ pub fn key(file: &Path, opts: &LoadOptions) -> String {
         profile,
         overrides,
         max_stages,
+        kinds,
     } = opts;
     let mut h = blake3::Hasher::new();
     let mut field = |bytes: &[u8]| {
@@ -49,6 +50,8 @@ pub fn key(file: &Path, opts: &LoadOptions) -> String {
     };
     field(&FORMAT.to_le_bytes());
     field(env!("CARGO_PKG_VERSION").as_bytes());
+    // The kinds' code is the binary's (below); which kinds are registered is the caller's.
+    field(kinds.names().join(",").as_bytes());
     let exe = std::env::current_exe().ok();
     let meta = exe.as_ref().and_then(|e| std::fs::metadata(e).ok());
     field(format!("{exe:?}").as_bytes());

@@ -26,21 +26,19 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use crate::db::RunRecord;
-use crate::engine::Workspace;
-use crate::fingerprint::Fingerprint;
-use crate::lockfile::LockFile;
 use crate::spec::{Action, LoadOptions, Pipeline, Stage};
+use crate::state::db::RunRecord;
+use crate::state::fingerprint::Fingerprint;
+use crate::state::lockfile::LockFile;
+use crate::state::workspace::Workspace;
 
 /// The outputs of `stage` that hold metrics: its `metrics:` and those its kind declares.
 pub fn metric_paths(stage: &Stage) -> Vec<String> {
     let mut v: Vec<String> = stage.metrics.iter().map(|m| m.path.clone()).collect();
-    if let Action::Uses { kind, with } = &stage.action
-        && let Ok(k) = crate::kinds::lookup(kind)
-    {
-        for m in k.metrics(with) {
-            if !v.contains(&m) {
-                v.push(m);
+    if let Action::Uses { resolved, .. } = &stage.action {
+        for m in &resolved.metrics {
+            if !v.contains(m) {
+                v.push(m.clone());
             }
         }
     }
@@ -144,7 +142,7 @@ impl Records {
                 ws.cache_dir.join("state.redb").display()
             ),
         };
-        let lock = crate::engine::read_lock(&ws)?;
+        let lock = crate::state::workspace::read_lock(&ws)?;
         Ok(Records { p, ws, lock, runs })
     }
 
@@ -769,7 +767,7 @@ fn utc(ms: u64) -> String {
 /// say which params make it current. Returns the lines to print.
 pub fn apply(file: &Path, opts: &LoadOptions, id: &str) -> Result<Vec<String>> {
     let root = crate::spec::workspace_root(file);
-    let _guard = crate::engine::WorkspaceLock::acquire(&root.join("cache"), false)?;
+    let _guard = crate::state::workspace::WorkspaceLock::acquire(&root.join("cache"), false)?;
     let cx = Records::load(file, opts)?;
     let Source::Run(key) = cx.source(id)? else {
         bail!("'{id}' is not a run-cache id (repro exp show lists them)");
@@ -820,7 +818,7 @@ pub fn apply(file: &Path, opts: &LoadOptions, id: &str) -> Result<Vec<String>> {
         Some(fp) => {
             lock.stages.insert(
                 rec.stage.clone(),
-                crate::lockfile::LockEntry {
+                crate::state::lockfile::LockEntry {
                     key: key.clone(),
                     fingerprint: fp.clone(),
                     out_hashes: rec.outs.clone(),

@@ -51,7 +51,7 @@ pub fn status(
     let (p, mut dag, parsed) = state.pipeline(file, opts)?;
     let selected = crate::targets::select(&p, &dag, targets, downstream)?;
     let (_, mut ws, lock) = state.join()?;
-    crate::plan_cache::remember(&ws, parsed, &p, &dag);
+    crate::state::plan_cache::remember(&ws, parsed, &p, &dag);
     ws.source_stats = std::mem::take(&mut dag.source_stats);
     let mut out = Vec::new();
     let mut states: HashMap<&str, State> = HashMap::new();

@@ -186,7 +186,7 @@ fn read_record(root: &Path) -> Option<Record> {
 }
 
 /// Fail when a `repro run` holds the workspace lock (`cache/run.pid`, see
-/// [`WorkspaceLock`](crate::engine::WorkspaceLock)). Only probes the `flock`: the file, and
+/// [`WorkspaceLock`](crate::state::workspace::WorkspaceLock)). Only probes the `flock`: the file, and
 /// the pid of a killed run that the next run must notice, are left as they are.
 fn check_no_run(pid_file: &Path) -> Result<()> {
     let Ok(f) = std::fs::File::open(pid_file) else {

@@ -16,8 +16,8 @@ use anyhow::{Context, Result, bail};
 use object_store::path::Path as ObjPath;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 
-use crate::db::RunRecord;
-use crate::hashing::FileEntry;
+use crate::state::db::RunRecord;
+use crate::state::hashing::FileEntry;
 
 /// The entry format this build writes and reads.
 pub const ENTRY_VERSION: u32 = 1;

@@ -168,7 +168,7 @@ async fn entry_problem(store: &Store, key: &str, good: &BTreeSet<&str>) -> Resul
             };
             let files = std::str::from_utf8(&text)
                 .map_err(anyhow::Error::from)
-                .and_then(crate::hashing::parse_manifest)
+                .and_then(crate::state::hashing::parse_manifest)
                 .and_then(|f| super::store::check_manifest(&f).map(|_| f));
             let files = match files {
                 Ok(f) => f,

@@ -18,9 +18,10 @@ use interp::{Scope, interpolate_node, used_variables};
 use yaml::{Mark, Node, Value};
 
 use crate::executor::Resources;
+use crate::kinds::{Registry, Resolved};
 
 /// A parsed, expanded, validated pipeline. Serialisable so that the checked plan can be kept
-/// in the state database and reused while its inputs are unchanged (`crate::plan_cache`).
+/// in the state database and reused while its inputs are unchanged (`crate::state::plan_cache`).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Pipeline {
     /// Workspace root: the directory holding the pipeline file.
@@ -70,8 +71,13 @@ impl InputFile {
 pub enum Action {
     /// A shell command (`sh -c`).
     Cmd(String),
-    /// A built-in kind with its resolved `with:` parameters.
-    Uses { kind: String, with: Json },
+    /// A registered kind with its interpolated `with:` parameters, and what the registry
+    /// made of them at load time (version, written paths, metric files).
+    Uses {
+        kind: String,
+        with: Json,
+        resolved: Resolved,
+    },
 }
 
 /// A path named by a stage, normalised relative to the workspace (or absolute, for deps
@@ -130,6 +136,8 @@ const RESOURCE_KEYS: &[&str] = &["cpus", "gpu", "gpus", "mem", "time", "partitio
 /// Options that select what to load.
 #[derive(Debug, Default, Clone)]
 pub struct LoadOptions {
+    /// The stage kinds `uses:` may name (the program's registry; empty by default).
+    pub kinds: std::sync::Arc<Registry>,
     /// `--profile NAME`; falls back to the file's `profile:`.
     pub profile: Option<String>,
     /// `--set a.b=value` overrides applied last.
@@ -319,7 +327,7 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
                             &name,
                             k,
                             body,
-                            (&vars, &origins),
+                            (&vars, &origins, &opts.kinds),
                             limit,
                             &mut stages,
                             &mut errors,
@@ -747,7 +755,7 @@ fn expand_stage(
     name: &str,
     key: &Node,
     body: &Node,
-    (vars, origins): (&Json, &Origins),
+    (vars, origins, kinds): (&Json, &Origins, &Registry),
     (limit, expanded): (Limit, &mut usize),
     out: &mut Vec<Stage>,
     errors: &mut Vec<SpecError>,
@@ -919,7 +927,7 @@ fn expand_stage(
     *expanded += instances.len();
     for (full, locals) in instances {
         let scope = Scope { vars, locals };
-        match build_stage(&full, key, body, &scope, origins) {
+        match build_stage(&full, key, body, &scope, (origins, kinds)) {
             Ok(s) => out.push(s),
             Err(mut es) => {
                 for e in es.drain(..) {
@@ -945,7 +953,7 @@ fn build_stage(
     key: &Node,
     body: &Node,
     scope: &Scope,
-    origins: &Origins,
+    (origins, kinds): (&Origins, &Registry),
 ) -> Result<Stage, Vec<SpecError>> {
     let mut errors = Vec::new();
     let cmd = match body.get("cmd") {
@@ -1006,10 +1014,19 @@ fn build_stage(
                     }
                 },
             };
-            match crate::kinds::lookup(&kind) {
-                Err(e) => errors.push(SpecError::at(&m, e.to_string())),
-                Ok(k) if with.is_object() => {
-                    if let Err(e) = k.validate(&with) {
+            let mut resolved = Resolved {
+                version: 0,
+                writes: Vec::new(),
+                metrics: Vec::new(),
+            };
+            if !kinds.names().contains(&kind.as_str()) {
+                if let Err(e) = kinds.resolve(&kind, &with) {
+                    errors.push(SpecError::at(&m, e.to_string()));
+                }
+            } else if with.is_object() {
+                match kinds.resolve(&kind, &with) {
+                    Ok(r) => resolved = r,
+                    Err(e) => {
                         let msg = format!("invalid parameters for `{kind}`: {e:#}");
                         errors.push(locate_param_error(
                             body.get("with"),
@@ -1020,9 +1037,12 @@ fn build_stage(
                         ));
                     }
                 }
-                Ok(_) => {}
             }
-            Some(Action::Uses { kind, with })
+            Some(Action::Uses {
+                kind,
+                with,
+                resolved,
+            })
         }
         (None, None) => {
             errors.push(SpecError::at(
@@ -1503,6 +1523,35 @@ mod tests {
         assert_eq!(load_with(small, &limited(3)).unwrap().stages.len(), 3);
     }
 
+    /// A kind for these tests, in the shape of `train`: `batch_size` must be at least 2.
+    struct Batches;
+
+    #[derive(serde::Deserialize)]
+    struct BatchParams {
+        out: PathBuf,
+        batch_size: u64,
+    }
+
+    impl crate::kinds::Kind for Batches {
+        type Params = BatchParams;
+        fn name(&self) -> &'static str {
+            "train"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn check(&self, p: &BatchParams) -> anyhow::Result<()> {
+            anyhow::ensure!(
+                p.batch_size >= 2,
+                "parameter `batch_size` must be at least 2"
+            );
+            Ok(())
+        }
+        fn written_paths(&self, p: &BatchParams) -> Vec<(&'static str, PathBuf)> {
+            vec![("out", p.out.clone())]
+        }
+    }
+
     #[test]
     fn a_bad_value_from_a_profile_points_at_the_profile_line() {
         let dir = tempfile::tempdir().unwrap();
@@ -1517,7 +1566,12 @@ mod tests {
             "profile: p\nprofiles: {p: prof.yaml}\nstages:\n  t:\n    foreach: ${models}\n    uses: train\n    with:\n      data: d\n      out: o/${item}\n      loss: soft-d\n      model: ${item}\n      batch_size: ${train.batch_size}\n",
         )
         .unwrap();
-        let e = load(&f, &LoadOptions::default()).unwrap_err().to_string();
+        let kinds = std::sync::Arc::new(Registry::default().with_elsewhere(Batches, "elsewhere"));
+        let opts = LoadOptions {
+            kinds: kinds.clone(),
+            ..Default::default()
+        };
+        let e = load(&f, &opts).unwrap_err().to_string();
         assert!(e.contains("`batch_size` must be at least 2"), "{e}");
         assert!(e.contains("prof.yaml:2:32"), "{e}");
         assert!(e.contains("used by `batch_size:` at"), "{e}");
@@ -1527,6 +1581,7 @@ mod tests {
             &LoadOptions {
                 profile: None,
                 overrides: vec![("train.batch_size".into(), "0".into())],
+                kinds,
                 ..Default::default()
             },
         )

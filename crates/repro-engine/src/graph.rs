@@ -20,13 +20,13 @@ pub struct Dag {
     pub graph: DiGraph<usize, ()>,
     /// The stat of every dep that no stage produces, taken (in parallel) while checking that
     /// it exists; the hasher starts from these instead of stat-ing each path a second time.
-    pub source_stats: crate::hashing::PathMap<std::fs::Metadata>,
+    pub source_stats: crate::state::hashing::PathMap<std::fs::Metadata>,
     /// Deps that no stage produces, as (stage, dep index).
     sources: Vec<(usize, usize)>,
 }
 
 /// What a DAG is made of that depends on the pipeline alone, not on the file system: its
-/// edges and the deps no stage produces. Kept with a cached plan (`crate::plan_cache`).
+/// edges and the deps no stage produces. Kept with a cached plan (`crate::state::plan_cache`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Shape {
     /// producer → consumer.
@@ -272,7 +272,7 @@ fn check_sources(
     p: &Pipeline,
     sources: &[(usize, usize)],
     errors: &mut Vec<SpecError>,
-) -> crate::hashing::PathMap<std::fs::Metadata> {
+) -> crate::state::hashing::PathMap<std::fs::Metadata> {
     let source_stats = stat_sources(p, sources);
     for &(i, k) in sources {
         let (s, d) = (&p.stages[i], &p.stages[i].deps[k]);
@@ -289,7 +289,7 @@ fn check_sources(
             ),
             // A device or pipe has no content to hash (`/dev/zero` would never end).
             Some(meta) => {
-                if let Some(kind) = crate::hashing::special_kind(meta) {
+                if let Some(kind) = crate::state::hashing::special_kind(meta) {
                     errors.push(
                         SpecError::at(
                             &d.mark,
@@ -310,7 +310,7 @@ fn check_sources(
 fn stat_sources(
     p: &Pipeline,
     sources: &[(usize, usize)],
-) -> crate::hashing::PathMap<std::fs::Metadata> {
+) -> crate::state::hashing::PathMap<std::fs::Metadata> {
     use rayon::prelude::*;
     let mut paths: Vec<&str> = sources
         .iter()
@@ -436,7 +436,7 @@ pub fn render(p: &Pipeline, dag: &Dag, format: &str) -> anyhow::Result<String> {
                         crate::spec::Action::Cmd(c) => {
                             o.insert("cmd".into(), c.clone().into());
                         }
-                        crate::spec::Action::Uses { kind, with } => {
+                        crate::spec::Action::Uses { kind, with, .. } => {
                             o.insert("kind".into(), kind.clone().into());
                             o.insert("with".into(), with.clone());
                         }

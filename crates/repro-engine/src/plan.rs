@@ -7,15 +7,15 @@
 //! from the run cache, [`Verdict::Stale`] is run (or restored, if the stages upstream of it
 //! change its inputs to something already cached), and [`Verdict::Pending`] is decided when
 //! the stages upstream of it have run: if they rewrite their outputs byte for byte, it stays
-//! fresh. Each stage's own assessment is [`engine::assess`](crate::engine::assess).
+//! fresh. Each stage's own assessment is [`engine::assess`](crate::state::workspace::assess).
 
 use anyhow::Result;
 
-use crate::engine::{Assessment, Workspace, assess_all};
-use crate::fingerprint::Part;
 use crate::graph::Dag;
-use crate::lockfile::{LockEntry, LockFile};
 use crate::spec::Pipeline;
+use crate::state::fingerprint::Part;
+use crate::state::lockfile::{LockEntry, LockFile};
+use crate::state::workspace::{Assessment, Workspace, assess_all};
 
 /// What a run will do with one stage, judged before anything runs.
 #[derive(Clone, Debug, PartialEq)]

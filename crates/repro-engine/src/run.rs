@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::cache::CorruptObject;
-use crate::db::RunRecord;
-use crate::engine::{Assessment, Workspace, WorkspaceLock, assess, file_safe};
 use crate::executor::{Event, Executor, ExecutorKind, Job, Outcome};
-use crate::hashing::Content;
-use crate::lockfile::{LockEntry, LockFile};
 use crate::progress::Progress;
 use crate::spec::{Action, LoadOptions, Pipeline, Stage};
+use crate::state::db::RunRecord;
+use crate::state::hashing::Content;
+use crate::state::lockfile::{LockEntry, LockFile};
+use crate::state::workspace::{Assessment, Workspace, WorkspaceLock, assess, file_safe};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -186,7 +186,7 @@ pub fn load_state_in_background(
     run_lock: Option<bool>,
 ) -> StateLoader {
     let root = crate::spec::workspace_root(file);
-    let plan_key = crate::plan_cache::key(file, opts);
+    let plan_key = crate::state::plan_cache::key(file, opts);
     let (plan_tx, plan_rx) = crossbeam_channel::bounded(1);
     let key = plan_key.clone();
     let handle = std::thread::spawn(move || -> Result<State> {
@@ -202,7 +202,7 @@ pub fn load_state_in_background(
         // The stored plan goes to the main thread as soon as the database is open (once; a
         // damaged file reopened sends nothing more), before the stat cache is read.
         let mut plan_tx = Some(plan_tx);
-        let mut send_plan = move |db: &crate::db::StateDb| {
+        let mut send_plan = move |db: &crate::state::db::StateDb| {
             if let Some(tx) = plan_tx.take() {
                 let _ = tx.send(db.plan(&key).ok().flatten());
             }
@@ -226,7 +226,7 @@ pub fn load_state_in_background(
                 ws.cache_dir.join("state.redb").display()
             );
         }
-        let lock = crate::engine::read_lock(&ws)?;
+        let lock = crate::state::workspace::read_lock(&ws)?;
         Ok((guard, ws, lock))
     });
     StateLoader {
@@ -240,14 +240,15 @@ impl StateLoader {
     /// The pipeline and its DAG: the plan stored in the state database when every file it
     /// was made from is unchanged (the checks that depend on the file system are made again),
     /// else loaded from the files. The third value is set when it was loaded: the key under
-    /// which to keep it ([`crate::plan_cache::remember`], once the state is joined).
+    /// which to keep it ([`crate::state::plan_cache::remember`], once the state is joined).
     pub fn pipeline(
         &mut self,
         file: &Path,
         opts: &LoadOptions,
     ) -> Result<(Pipeline, crate::graph::Dag, Option<String>)> {
         let stored = self.plan.take().and_then(|rx| rx.recv().ok().flatten());
-        if let Some((p, shape)) = stored.and_then(|b| crate::plan_cache::lookup(&b, &self.plan_key))
+        if let Some((p, shape)) =
+            stored.and_then(|b| crate::state::plan_cache::lookup(&b, &self.plan_key))
         {
             let dag = crate::graph::rebuild(&p, &shape);
             let (p, dag) = checked(p, dag)?;
@@ -276,10 +277,10 @@ impl Drop for StateLoader {
 /// Ctrl-C / SIGTERM: stop starting stages, cancel running ones, and interrupt hashing.
 fn install_interrupt_handler() {
     INTERRUPTED.store(false, Ordering::SeqCst);
-    crate::hashing::reset_cancel();
+    crate::state::hashing::reset_cancel();
     let _ = ctrlc::set_handler(|| {
         INTERRUPTED.store(true, Ordering::SeqCst);
-        crate::hashing::cancel();
+        crate::state::hashing::cancel();
     });
 }
 
@@ -300,7 +301,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     let selected = crate::targets::select(&p, &dag, &opts.targets, opts.downstream)?;
     // Held (when taken) until the run ends.
     let (_run_lock, mut ws, mut lock) = state.join()?;
-    crate::plan_cache::remember(&ws, parsed, &p, &dag);
+    crate::state::plan_cache::remember(&ws, parsed, &p, &dag);
     ws.source_stats = std::mem::take(&mut dag.source_stats);
     phases.mark("wait for workspace state");
     if opts.dry_run {
@@ -506,7 +507,10 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
             }
             match outcome {
                 // Ctrl-C while hashing its inputs: not a failure, just not started.
-                Err(e) if e.downcast_ref::<crate::hashing::Interrupted>().is_some() => {
+                Err(e)
+                    if e.downcast_ref::<crate::state::hashing::Interrupted>()
+                        .is_some() =>
+                {
                     waiting.insert(i, 0);
                     stop_new = true;
                 }
@@ -1019,8 +1023,8 @@ fn make_job(
     }
     let argv = match &stage.action {
         Action::Cmd(c) => vec!["sh".to_string(), "-c".to_string(), c.clone()],
-        Action::Uses { kind, with } => {
-            let spec = crate::kinds::KindSpec {
+        Action::Uses { kind, with, .. } => {
+            let spec = crate::kinds::StageContext {
                 stage: stage.name.clone(),
                 kind: kind.clone(),
                 params: with.clone(),
@@ -1028,13 +1032,18 @@ fn make_job(
                 threads: stage.resources.cpus,
                 // Inside the child, the visible devices are renumbered from 0.
                 gpus: (0..gpus.len().max(if slurm { stage.resources.gpus } else { 0 })).collect(),
+                // The child's working directory; not part of the file.
+                workspace: PathBuf::new(),
             };
             let path = ws
                 .cache_dir
                 .join("specs")
                 .join(format!("{}.json", file_safe(&stage.name)));
             std::fs::create_dir_all(path.parent().expect("has parent"))?;
-            crate::lockfile::write_atomic(&path, serde_json::to_string_pretty(&spec)?.as_bytes())?;
+            crate::state::lockfile::write_atomic(
+                &path,
+                serde_json::to_string_pretty(&spec)?.as_bytes(),
+            )?;
             vec![
                 exe.display().to_string(),
                 "internal".into(),

@@ -14,11 +14,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::cache::Cache;
-use crate::db::StateDb;
-use crate::fingerprint::Fingerprint;
-use crate::hashing::{Content, Hasher, StatCache};
-use crate::lockfile::{LockEntry, LockFile};
 use crate::spec::{Action, Stage};
+use crate::state::db::StateDb;
+use crate::state::fingerprint::Fingerprint;
+use crate::state::hashing::{Content, Hasher, StatCache};
+use crate::state::lockfile::{LockEntry, LockFile};
 
 /// Paths of one workspace: `pipeline.yaml`'s directory.
 pub struct Workspace {
@@ -29,7 +29,7 @@ pub struct Workspace {
     pub db: Option<StateDb>,
     pub objects: Cache,
     /// Stats of the pipeline's source deps taken while building the DAG (see `Dag::source_stats`).
-    pub source_stats: crate::hashing::PathMap<std::fs::Metadata>,
+    pub source_stats: crate::state::hashing::PathMap<std::fs::Metadata>,
 }
 
 impl Workspace {
@@ -43,7 +43,7 @@ impl Workspace {
     pub fn open_with(
         root: &Path,
         wait_db: Duration,
-        on_open: crate::db::OnOpen,
+        on_open: crate::state::db::OnOpen,
     ) -> Result<Workspace> {
         let cache_dir = root.join("cache");
         let (db, stat) =
@@ -62,7 +62,10 @@ impl Workspace {
     }
 
     /// [`Self::open_for_reading`], calling `on_open` as soon as the state database is open.
-    pub fn open_for_reading_with(root: &Path, on_open: crate::db::OnOpen) -> Result<Workspace> {
+    pub fn open_for_reading_with(
+        root: &Path,
+        on_open: crate::state::db::OnOpen,
+    ) -> Result<Workspace> {
         let cache_dir = root.join("cache");
         let (db, stat) =
             match StateDb::open_for_reading_with(&cache_dir.join("state.redb"), on_open) {
@@ -147,10 +150,11 @@ impl Assessment {
 pub fn fingerprint(ws: &Workspace, stage: &Stage) -> Result<Fingerprint> {
     let (action, with) = match &stage.action {
         Action::Cmd(c) => (format!("cmd: {c}"), serde_json::Value::Null),
-        Action::Uses { kind, with } => {
-            let k = crate::kinds::lookup(kind)?;
-            (format!("uses: {kind}@{}", k.version()), with.clone())
-        }
+        Action::Uses {
+            kind,
+            with,
+            resolved,
+        } => (format!("uses: {kind}@{}", resolved.version), with.clone()),
     };
     let paths: Vec<&str> = stage.deps.iter().map(|d| d.path.as_str()).collect();
     let contents = ws
@@ -224,7 +228,7 @@ pub fn assess_all(
     ws: &Workspace,
     p: &crate::spec::Pipeline,
     stages: &[usize],
-    lock: &crate::lockfile::LockFile,
+    lock: &crate::state::lockfile::LockFile,
 ) -> Vec<Result<Assessment>> {
     use rayon::prelude::*;
     let one = |&i: &usize| {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::engine::{Workspace, WorkspaceLock};
-use crate::lockfile::LockFile;
+use crate::state::lockfile::LockFile;
+use crate::state::workspace::{Workspace, WorkspaceLock};
 
 /// Re-hash every cache object; corrupt ones are reported and removed, and run-cache entries
 /// that needed them are dropped (their stages recompute next time).
@@ -42,7 +42,7 @@ pub fn verify(root: &Path) -> Result<i32> {
     Ok(if bad.is_empty() { 0 } else { 1 })
 }
 
-fn record_complete(ws: &Workspace, rec: &crate::db::RunRecord) -> bool {
+fn record_complete(ws: &Workspace, rec: &crate::state::db::RunRecord) -> bool {
     rec.outs.iter().all(|(path, hash)| {
         if rec.dirs.contains(path) {
             ws.objects

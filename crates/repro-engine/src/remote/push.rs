@@ -15,9 +15,9 @@ use anyhow::Result;
 use super::store::{ENTRY_VERSION, Entry, ac_path};
 use super::transfer::{self, Counters, Item};
 use super::{RemoteArgs, open_required};
-use crate::engine::{Workspace, WorkspaceLock};
-use crate::hashing::Content;
 use crate::spec::LoadOptions;
+use crate::state::hashing::Content;
+use crate::state::workspace::{Workspace, WorkspaceLock};
 
 pub fn push(
     file: &std::path::Path,
@@ -31,16 +31,15 @@ pub fn push(
     let store = open_required(args, &p)?;
     let _lock = WorkspaceLock::acquire(&p.root.join("cache"), false)?;
     let ws = Workspace::open(&p.root, Duration::from_secs(30))?;
-    let lock = crate::engine::read_lock(&ws)?;
+    let lock = crate::state::workspace::read_lock(&ws)?;
 
     // What each fresh stage's entry will say, from its outputs as they are now (what the lock
     // records); objects missing from the local cache are stored first.
     let mut entries = Vec::new();
     let mut stale = Vec::new();
-    for (&i, a) in selected
-        .iter()
-        .zip(crate::engine::assess_all(&ws, &p, &selected, &lock))
-    {
+    for (&i, a) in selected.iter().zip(crate::state::workspace::assess_all(
+        &ws, &p, &selected, &lock,
+    )) {
         let stage = &p.stages[i];
         let a = a?;
         if !a.fresh() {

@@ -1,0 +1,375 @@
+//! Stage kinds (`uses:` in pipeline.yaml) as the engine sees them: a small typed trait, and the
+//! [`Registry`] the program hands the engine at start-up.
+//!
+//! The engine knows no kind by name. It asks the registry to resolve a `uses:` stage once, at
+//! load time, into a [`Resolved`] (version for the stage key, written paths for the
+//! confinement check, metric files for `repro metrics`), and it runs a stage of a kind as a
+//! child process (`<program> internal run-kind SPEC`) that reads a [`StageContext`] back and
+//! asks the registry where the kind's body lives. A kind knows nothing about hashing, caching or
+//! scheduling; the engine knows nothing about tensors.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use serde::de::DeserializeOwned;
+
+pub mod progress;
+
+/// One stage kind: its typed parameters and what the engine needs to know about them.
+///
+/// `version()` enters the stage key: bump it whenever a change to the kind could change its
+/// outputs, so that cached results are not reused wrongly.
+pub trait Kind: Send + Sync + 'static {
+    /// The `with:` parameters; `#[serde(deny_unknown_fields)]` makes a typo an error.
+    type Params: DeserializeOwned;
+    /// The name used in `uses:`.
+    fn name(&self) -> &'static str;
+    /// Implementation version; part of the stage key.
+    fn version(&self) -> u32;
+    /// Checks beyond the parameters' types, before anything runs. Name the offending
+    /// parameter in backquotes: the spec error then points at its line.
+    fn check(&self, _params: &Self::Params) -> Result<()> {
+        Ok(())
+    }
+    /// Every path the kind writes, as (parameter it comes from, workspace-relative path), for
+    /// the confinement check: each must be a declared output of the stage or lie inside one.
+    /// Required, so that no kind can write without saying where.
+    fn written_paths(&self, params: &Self::Params) -> Vec<(&'static str, PathBuf)>;
+    /// Outputs that hold this stage's metrics as JSON numbers (`repro metrics`, `exp show`).
+    fn metrics(&self, _params: &Self::Params) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A kind whose body runs in this program.
+pub trait Run: Kind {
+    /// Run the stage: read deps, write outputs. An error ends the stage as failed.
+    fn run(&self, params: Self::Params, ctx: &StageContext) -> Result<()>;
+}
+
+/// What the engine keeps of a `uses:` stage once its parameters are checked.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Resolved {
+    /// The kind's version, for the stage key.
+    pub version: u32,
+    /// (parameter, path) for every path the kind writes.
+    pub writes: Vec<(String, PathBuf)>,
+    /// Output files holding metrics.
+    pub metrics: Vec<String>,
+}
+
+/// Where a registered kind's body runs.
+pub enum Host<'a> {
+    /// In this program.
+    Here(&'a (dyn Fn(&StageContext) -> Result<()> + Send + Sync)),
+    /// In the named program next to this one (or `$REPRO_<NAME>`), which answers the same
+    /// `internal run-kind SPEC` (libtorch's kinds live in `repro-torch`).
+    Program(&'static str),
+}
+
+/// The object-safe face of a [`Kind`], for the registry.
+trait Declared: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn resolve(&self, params: &serde_json::Value) -> Result<Resolved>;
+}
+
+/// `with:` parsed into `K::Params`; the message names the kind.
+fn parse<K: Kind>(kind: &K, params: &serde_json::Value) -> Result<K::Params> {
+    serde_json::from_value(params.clone())
+        .with_context(|| format!("`{}`: invalid `with:` parameters", kind.name()))
+}
+
+impl<K: Kind> Declared for Arc<K> {
+    fn name(&self) -> &'static str {
+        K::name(self)
+    }
+
+    fn resolve(&self, params: &serde_json::Value) -> Result<Resolved> {
+        let p = parse(self.as_ref(), params)?;
+        self.check(&p)?;
+        Ok(Resolved {
+            version: self.version(),
+            writes: self
+                .written_paths(&p)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            metrics: self.metrics(&p),
+        })
+    }
+}
+
+type Body = Box<dyn Fn(&StageContext) -> Result<()> + Send + Sync>;
+
+enum Place {
+    Here(Body),
+    Program(&'static str),
+}
+
+struct Entry {
+    kind: Box<dyn Declared>,
+    place: Place,
+}
+
+/// The stage kinds a program offers, by name. The `repro` binary registers the paper's kinds;
+/// the engine's own tests register their own.
+#[derive(Default)]
+pub struct Registry {
+    entries: Vec<Entry>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+impl Registry {
+    /// Add a kind whose body runs in this program.
+    pub fn with<K: Run>(mut self, kind: K) -> Registry {
+        let kind = Arc::new(kind);
+        let body = kind.clone();
+        let run: Body = Box::new(move |ctx: &StageContext| {
+            let params = parse(body.as_ref(), &ctx.params)?;
+            body.run(params, ctx)
+        });
+        self.push(Box::new(kind), Place::Here(run));
+        self
+    }
+
+    /// Add a kind whose body runs in `program` (a binary next to this one).
+    pub fn with_elsewhere<K: Kind>(mut self, kind: K, program: &'static str) -> Registry {
+        self.push(Box::new(Arc::new(kind)), Place::Program(program));
+        self
+    }
+
+    fn push(&mut self, kind: Box<dyn Declared>, place: Place) {
+        let name = kind.name();
+        assert!(
+            self.entries.iter().all(|e| e.kind.name() != name),
+            "stage kind '{name}' registered twice"
+        );
+        self.entries.push(Entry { kind, place });
+    }
+
+    /// The registered kinds' names, in registration order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.entries.iter().map(|e| e.kind.name()).collect()
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry> {
+        match self.entries.iter().find(|e| e.kind.name() == name) {
+            Some(e) => Ok(e),
+            None if self.entries.is_empty() => {
+                bail!("unknown stage kind '{name}' (this program registers no kinds)")
+            }
+            None => bail!(
+                "unknown stage kind '{name}' (known kinds: {})",
+                self.names().join(", ")
+            ),
+        }
+    }
+
+    /// Check `with:` for a `uses: name` stage and keep what the engine needs of it.
+    pub fn resolve(&self, name: &str, params: &serde_json::Value) -> Result<Resolved> {
+        self.entry(name)?.kind.resolve(params)
+    }
+
+    /// Run `ctx`'s kind here; an error if its body lives in another program.
+    pub fn run(&self, ctx: &StageContext) -> Result<()> {
+        match self.host(&ctx.kind)? {
+            Host::Here(run) => run(ctx),
+            Host::Program(p) => bail!("stage '{}': kind '{}' runs in {p}", ctx.stage, ctx.kind),
+        }
+    }
+
+    /// Where the body of kind `name` runs.
+    pub fn host(&self, name: &str) -> Result<Host<'_>> {
+        Ok(match &self.entry(name)?.place {
+            Place::Here(run) => Host::Here(run.as_ref()),
+            Place::Program(p) => Host::Program(p),
+        })
+    }
+}
+
+/// Everything one stage of a kind runs with. The engine writes it as JSON
+/// (`cache/specs/<stage>.json`, also what a Slurm job reads); the child reads it back.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
+pub struct StageContext {
+    /// Stage name as expanded (`train@bce-nu`), for messages.
+    pub stage: String,
+    /// The kind's name (`uses:`).
+    pub kind: String,
+    /// The resolved `with:` parameters (all `${…}` interpolated).
+    pub params: serde_json::Value,
+    /// A directory that survives interruption, excluded from the stage key and outputs, for
+    /// resuming long stages (declared with `checkpoint:`).
+    #[serde(default)]
+    pub checkpoint: Option<PathBuf>,
+    /// CPU threads this stage may use (its `resources: {cpus: N}`), so that parallel stages do
+    /// not oversubscribe the cores.
+    #[serde(default = "one")]
+    pub threads: usize,
+    /// GPUs assigned to this stage (also exported as `CUDA_VISIBLE_DEVICES`); empty for CPU.
+    #[serde(default)]
+    pub gpus: Vec<usize>,
+    /// Workspace root, every relative path's base: the child's working directory, filled in
+    /// when the file is read rather than stored in it.
+    #[serde(skip)]
+    pub workspace: PathBuf,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl StageContext {
+    /// Read the file the engine wrote; the workspace is the current directory.
+    pub fn read(path: &Path) -> Result<StageContext> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading stage specification {}", path.display()))?;
+        let mut ctx: StageContext = serde_json::from_str(&text)
+            .with_context(|| format!("parsing stage specification {}", path.display()))?;
+        ctx.workspace = std::env::current_dir()?;
+        ctx.threads = ctx.threads.max(1);
+        Ok(ctx)
+    }
+
+    /// A workspace-relative path made absolute.
+    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.workspace.join(rel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TouchParams {
+        out: PathBuf,
+        #[serde(default)]
+        times: u32,
+    }
+
+    struct Touch;
+
+    impl Kind for Touch {
+        type Params = TouchParams;
+        fn name(&self) -> &'static str {
+            "touch"
+        }
+        fn version(&self) -> u32 {
+            3
+        }
+        fn check(&self, p: &TouchParams) -> Result<()> {
+            if p.times > 5 {
+                bail!("`times` is at most 5");
+            }
+            Ok(())
+        }
+        fn written_paths(&self, p: &TouchParams) -> Vec<(&'static str, PathBuf)> {
+            vec![("out", p.out.clone())]
+        }
+    }
+
+    impl Run for Touch {
+        fn run(&self, p: TouchParams, ctx: &StageContext) -> Result<()> {
+            std::fs::write(ctx.path(&p.out), p.times.to_string())?;
+            Ok(())
+        }
+    }
+
+    fn ctx(dir: &Path, params: serde_json::Value) -> StageContext {
+        StageContext {
+            stage: "t".into(),
+            kind: "touch".into(),
+            params,
+            checkpoint: None,
+            threads: 1,
+            gpus: vec![],
+            workspace: dir.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn resolve_parses_checks_and_reports_writes_once() {
+        let reg = Registry::default().with(Touch);
+        let r = reg
+            .resolve("touch", &serde_json::json!({"out": "a/b", "times": 2}))
+            .unwrap();
+        assert_eq!(r.version, 3);
+        assert_eq!(r.writes, vec![("out".to_string(), PathBuf::from("a/b"))]);
+        let typo = reg
+            .resolve("touch", &serde_json::json!({"out": "a", "tiems": 2}))
+            .unwrap_err();
+        assert!(
+            format!("{typo:#}").contains("unknown field `tiems`"),
+            "{typo:#}"
+        );
+        let checked = reg
+            .resolve("touch", &serde_json::json!({"out": "a", "times": 9}))
+            .unwrap_err();
+        assert!(checked.to_string().contains("`times`"), "{checked:#}");
+        let unknown = reg.resolve("tuch", &serde_json::json!({})).unwrap_err();
+        assert!(
+            unknown.to_string().contains("known kinds: touch"),
+            "{unknown}"
+        );
+    }
+
+    #[test]
+    fn a_body_here_runs_with_typed_params_and_one_elsewhere_names_its_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::default()
+            .with(Touch)
+            .with_elsewhere(Elsewhere, "repro-other");
+        match reg.host("touch").unwrap() {
+            Host::Here(run) => run(&ctx(
+                dir.path(),
+                serde_json::json!({"out": "x", "times": 4}),
+            ))
+            .unwrap(),
+            Host::Program(_) => panic!("touch runs here"),
+        }
+        assert_eq!(std::fs::read_to_string(dir.path().join("x")).unwrap(), "4");
+        assert!(matches!(
+            reg.host("far").unwrap(),
+            Host::Program("repro-other")
+        ));
+    }
+
+    struct Elsewhere;
+
+    impl Kind for Elsewhere {
+        type Params = serde_json::Value;
+        fn name(&self) -> &'static str {
+            "far"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn written_paths(&self, _: &serde_json::Value) -> Vec<(&'static str, PathBuf)> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn the_context_file_round_trips_without_the_workspace() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = ctx(dir.path(), serde_json::json!({"out": "x"}));
+        c.threads = 0;
+        let file = dir.path().join("spec.json");
+        std::fs::write(&file, serde_json::to_string(&c).unwrap()).unwrap();
+        assert!(
+            !std::fs::read_to_string(&file)
+                .unwrap()
+                .contains("workspace")
+        );
+        let back = StageContext::read(&file).unwrap();
+        assert_eq!(back.threads, 1, "at least one thread");
+        assert_eq!(back.workspace, std::env::current_dir().unwrap());
+    }
+}

@@ -1,0 +1,36 @@
+//! `repro-engine`: the make-like pipeline engine of `repro`, with no knowledge of the science.
+//!
+//! Data flows one way through the modules (docs/architecture.md draws it):
+//! `spec` (parse + expand pipeline.yaml) → `graph` (DAG) → `state` (hashing, fingerprints,
+//! lock file, state DB, assessment) → `plan` (one verdict per stage, for `run`, `--dry-run` and
+//! `status`) → `schedule` + `run` → `executor` (local or Slurm) → `cache` (content-addressed
+//! outputs and the run cache). Stage kinds come in through [`kinds::Registry`], handed over by
+//! the program that embeds the engine; this crate cannot name the paper's modules (they live in
+//! the `repro` package, which depends on this one).
+
+// Stages are supervised with Linux interfaces (prctl, process groups, wait4, /proc).
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "repro runs on Linux only (it supervises stages with prctl, wait4 and process groups)"
+);
+
+pub mod cache;
+pub mod compare;
+pub mod confine;
+pub mod executor;
+pub mod fsutil;
+pub mod graph;
+pub mod kinds;
+pub mod maintenance;
+pub mod plan;
+pub mod progress;
+pub mod remote;
+pub mod run;
+pub mod spec;
+pub mod state;
+pub mod status;
+pub mod submit;
+pub mod targets;
+pub mod trace;
+pub mod trace_file;
+pub mod ui;
