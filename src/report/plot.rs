@@ -572,3 +572,295 @@ fn describe(title: &str, panels: &[PanelDesc]) -> String {
     }
     parts.join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    fn all_close(a: &[f64], b: &[f64]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| close(*x, *y))
+    }
+
+    #[test]
+    fn nice_ticks_are_round_and_few() {
+        assert_eq!(
+            nice_ticks(0.0, 100.0),
+            vec![0.0, 20.0, 40.0, 60.0, 80.0, 100.0]
+        );
+        // Fig. 2's class axis: from 0.5, the first round tick is inside the range.
+        assert_eq!(nice_ticks(0.5, 200.5), vec![50.0, 100.0, 150.0, 200.0]);
+        let t = nice_ticks(-0.3, 0.7);
+        assert!(all_close(&t, &[-0.2, 0.0, 0.2, 0.4, 0.6]), "{t:?}");
+        // Stepping from -0.6 by 0.2 lands near zero, not on it: the tick is made exactly zero
+        // (else it is printed "-0").
+        let t = nice_ticks(-0.7, 0.3);
+        assert!(t.contains(&0.0), "{t:?}");
+        let labels: Vec<String> = t.into_iter().map(tick_label).collect();
+        assert_eq!(labels, ["-0.6", "-0.4", "-0.2", "0", "0.2"]);
+        for (lo, hi) in [(0.0, 1e9), (-3.7, 12.1), (1e-6, 3e-6), (-250.0, -249.0)] {
+            let t = nice_ticks(lo, hi);
+            assert!((2..=6).contains(&t.len()), "{lo}..{hi}: {t:?}");
+            assert!(t.iter().all(|v| *v >= lo && *v <= hi), "{lo}..{hi}: {t:?}");
+        }
+    }
+
+    #[test]
+    fn nice_ticks_of_degenerate_ranges() {
+        // An empty range: the one value itself.
+        let t = nice_ticks(5.0, 5.0);
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert!((t[0] - 5.0).abs() < 1e-9);
+        assert_eq!(nice_ticks(0.0, 0.0), vec![0.0]);
+        // Reversed or not a number: no ticks rather than a runaway loop.
+        assert!(nice_ticks(3.0, 1.0).is_empty());
+        assert!(nice_ticks(f64::NAN, 1.0).is_empty());
+    }
+
+    #[test]
+    fn log2_ticks_are_the_powers_of_two_inside() {
+        assert_eq!(Scale::Log2(3.0, 40.0).ticks(), vec![4.0, 8.0, 16.0, 32.0]);
+        // Fig. 1's axis for γ = 4 … 208 (padded by a factor of 1.15 each way).
+        assert_eq!(
+            Scale::Log2(4.0 / 1.15, 208.0 * 1.15).ticks(),
+            vec![4.0, 8.0, 16.0, 32.0, 64.0, 128.0]
+        );
+        // Ends that are powers of two are ticks themselves.
+        assert_eq!(Scale::Log2(1.0, 4.0).ticks(), vec![1.0, 2.0, 4.0]);
+        assert_eq!(Scale::Log2(4.0, 4.0).ticks(), vec![4.0]);
+        assert!(Scale::Log2(5.0, 6.0).ticks().is_empty());
+        // A range reaching zero or below has no place on a log axis.
+        assert!(Scale::Log2(0.0, 8.0).ticks().is_empty());
+        assert!(Scale::Log2(-1.0, 8.0).ticks().is_empty());
+        assert_eq!(Scale::Linear(0.0, 100.0).ticks(), nice_ticks(0.0, 100.0));
+    }
+
+    #[test]
+    fn scales_place_values_along_the_axis() {
+        let lin = Scale::Linear(0.0, 10.0);
+        assert!(close(lin.fraction(2.5), 0.25));
+        assert!(close(lin.fraction(-5.0), -0.5));
+        let log = Scale::Log2(1.0, 16.0);
+        assert!(close(log.fraction(4.0), 0.5));
+        assert!(close(log.fraction(1.0), 0.0) && close(log.fraction(16.0), 1.0));
+        // An empty range puts everything in the middle instead of dividing by zero.
+        assert_eq!(Scale::Linear(3.0, 3.0).fraction(7.0), 0.5);
+        assert!(lin.shows(-1.0) && !lin.shows(f64::NAN) && !lin.shows(f64::INFINITY));
+        assert!(log.shows(0.5) && !log.shows(0.0) && !log.shows(-2.0));
+        assert_eq!(log.bounds(), (1.0, 16.0));
+        assert!(log.is_log2() && !lin.is_log2());
+    }
+
+    #[test]
+    fn frames_map_data_to_pixels_with_y_downwards() {
+        let f = Frame {
+            left: 58.0,
+            top: 30.0,
+            w: 300.0,
+            h: 220.0,
+            x: Scale::Linear(0.0, 10.0),
+            y: (0.0, 100.0),
+        };
+        assert!(close(f.px(0.0), 58.0) && close(f.px(10.0), 358.0) && close(f.px(5.0), 208.0));
+        assert!(close(f.py(0.0), 250.0) && close(f.py(100.0), 30.0) && close(f.py(25.0), 195.0));
+        // Far outside: held 5% beyond the plot area.
+        assert!(close(f.px(100.0), 58.0 + 1.05 * 300.0));
+        assert!(close(f.py(-1e6), 250.0 + 0.05 * 220.0));
+        let g = Frame {
+            x: Scale::Log2(1.0, 16.0),
+            ..f
+        };
+        assert!(close(g.px(4.0), 208.0) && close(g.px(2.0), 133.0));
+    }
+
+    #[test]
+    fn numbers_as_tick_labels_and_pgfplots_coordinates() {
+        assert_eq!(tick_label(0.5), "0.5");
+        assert_eq!(tick_label(100.0), "100");
+        assert_eq!(tick_label(0.0), "0");
+        assert_eq!(tick_label(0.123456), "0.1235");
+        assert_eq!(tick_label(-2.25), "-2.25");
+        assert_eq!(tex_num(0.25), "0.25");
+        assert_eq!(tex_num(42.0), "42");
+        assert_eq!(tex_num(-0.0), "0");
+        assert_eq!(tex_num(1e-5), "1.00000e-5");
+        assert_eq!(tex_num(12345678.0), "1.23457e7");
+    }
+
+    #[test]
+    fn padded_ranges_and_fills() {
+        let (lo, hi) = padded_range([1.0, 3.0, f64::NAN].into_iter()).unwrap();
+        assert!(close(lo, 0.9) && close(hi, 3.1));
+        assert_eq!(padded_range([5.0].into_iter()), Some((4.0, 6.0)));
+        assert_eq!(padded_range([f64::NAN, f64::INFINITY].into_iter()), None);
+        assert_eq!(padded_range(std::iter::empty()), None);
+
+        let steps = [[0.0, 1.0], [2.0, 1.0], [2.0, 3.0], [4.0, 3.0]];
+        let mut want = steps.to_vec();
+        want.extend([[4.0, 0.0], [0.0, 0.0]]);
+        assert_eq!(fill_to(&steps, 0.0), want);
+        assert!(fill_to(&[], 1.0).is_empty());
+        assert_eq!(palette(0), BLUE);
+        assert_eq!(palette(5), RED);
+        assert_eq!(palette(4), palette(0));
+    }
+
+    /// Two panels, 300 and 140 px wide, the first with two legend entries and one hidden curve.
+    fn two_panels() -> Figure {
+        let left = Axes {
+            title: "left".into(),
+            xlabel: "x".into(),
+            ylabel: "accuracy (%)".into(),
+            x: Scale::Linear(0.0, 10.0),
+            y: (0.0, 100.0),
+            width: 300.0,
+            curves: vec![
+                Curve::line("A", BLUE, vec![[0.0, 0.0], [10.0, 100.0]]).marked(),
+                Curve::area("B", RED, vec![[2.0, 10.0], [f64::NAN, 5.0], [4.0, 30.0]]),
+                Curve::hline("", YELLOW, (0.0, 10.0), 50.0).dashed(true),
+            ],
+        };
+        let right = Axes {
+            title: "right".into(),
+            xlabel: "γ".into(),
+            ylabel: String::new(),
+            x: Scale::Log2(1.0, 16.0),
+            y: (0.0, 1.0),
+            width: 140.0,
+            curves: vec![Curve::line(
+                "C",
+                GREEN,
+                vec![[0.0, 0.5], [4.0, 0.5], [16.0, 1.0]],
+            )],
+        };
+        figure(
+            "fig-t".into(),
+            "gamma",
+            1,
+            "Test".into(),
+            "caption".into(),
+            vec![left, right],
+        )
+    }
+
+    #[test]
+    fn figure_lays_panels_side_by_side() {
+        let f = two_panels();
+        assert_eq!(f.width, (300.0 + 58.0 + 16.0) + (140.0 + 58.0 + 16.0));
+        // Room for the tallest legend (two rows).
+        assert_eq!(f.height, 30.0 + 220.0 + 44.0 + 2.0 * 15.0 + 6.0);
+        let (a, b) = (&f.panels[0], &f.panels[1]);
+        assert_eq!((a.left, a.top, a.w, a.h), (58.0, 30.0, 300.0, 220.0));
+        assert_eq!(b.left, 374.0 + 58.0);
+        assert!(!a.xlog2 && b.xlog2);
+        assert_eq!((b.xmin, b.xmax, b.ymin, b.ymax), (1.0, 16.0, 0.0, 1.0));
+        // LaTeX widths follow the pixel widths.
+        assert_eq!((a.tex_width, b.tex_width), (0.62, 0.32));
+        let xt: Vec<(f64, &str)> = b.xticks.iter().map(|t| (t.px, t.label.as_str())).collect();
+        assert_eq!(
+            xt,
+            vec![
+                (432.0, "1"),
+                (467.0, "2"),
+                (502.0, "4"),
+                (537.0, "8"),
+                (572.0, "16")
+            ]
+        );
+        let yt: Vec<&str> = a.yticks.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(yt, vec!["0", "20", "40", "60", "80", "100"]);
+        assert_eq!(a.yticks[1].px, 250.0 - 44.0);
+    }
+
+    #[test]
+    fn series_in_pixels_and_data_coordinates() {
+        let f = two_panels();
+        let [line, area, hidden] = &f.panels[0].series[..] else {
+            panic!("three series")
+        };
+        assert_eq!(line.svg, "58.0,250.0 358.0,30.0");
+        assert_eq!(line.tex, "(0,0) (10,100)");
+        assert_eq!(line.mark_px, vec![[58.0, 250.0], [358.0, 30.0]]);
+        assert_eq!((line.color, line.tex_color), ("1f77b4", "negblue"));
+        // The point with no x is dropped from both.
+        assert_eq!(area.svg, "118.0,228.0 178.0,184.0");
+        assert_eq!(area.tex, "(2,10) (4,30)");
+        assert!(area.mark_px.is_empty() && area.opacity == 0.3);
+        let v = serde_json::to_value(area).unwrap();
+        assert_eq!(v["kind"], "area");
+        assert_eq!(serde_json::to_value(line).unwrap()["kind"], "line");
+        // Legend rows under the panel, labelled curves only.
+        assert_eq!((line.legend_x, line.legend_y), (58.0, 290.0));
+        assert_eq!((area.legend_x, area.legend_y), (58.0, 305.0));
+        assert_eq!((hidden.legend_x, hidden.legend_y), (0.0, 0.0));
+        assert!(hidden.dash && hidden.label.is_empty());
+        // On the log axis, x = 0 cannot be shown.
+        assert_eq!(f.panels[1].series[0].tex, "(4,0.5) (16,1)");
+    }
+
+    #[test]
+    fn desc_says_what_each_panel_plots() {
+        let f = two_panels();
+        assert_eq!(
+            f.desc,
+            "Test. Panel \"left\": accuracy (%) against x for A, B, values from 0 to 100. \
+             Panel \"right\": values against γ for C, values from 0.5 to 1."
+        );
+        let empty = figure(
+            "e".into(),
+            "bias",
+            3,
+            "Empty".into(),
+            String::new(),
+            vec![Axes {
+                title: "none".into(),
+                xlabel: "class".into(),
+                ylabel: "metric".into(),
+                x: Scale::Linear(0.0, 1.0),
+                y: (0.0, 1.0),
+                width: 100.0,
+                curves: vec![Curve::line("", BLUE, vec![[0.0, f64::NAN]])],
+            }],
+        );
+        assert_eq!(empty.desc, "Empty. Panel \"none\": metric against class.");
+    }
+
+    /// The plot's text reaches the SVG escaped: tera escapes `.svg` templates (the plot
+    /// itself keeps text raw, as the LaTeX side escapes differently).
+    #[test]
+    fn text_is_escaped_in_the_svg() {
+        let nasty = "a<b & \"c\"";
+        let f = figure(
+            "fig-esc".into(),
+            "gamma",
+            1,
+            nasty.into(),
+            nasty.into(),
+            vec![Axes {
+                title: nasty.into(),
+                xlabel: nasty.into(),
+                ylabel: nasty.into(),
+                x: Scale::Linear(0.0, 1.0),
+                y: (0.0, 1.0),
+                width: 100.0,
+                curves: vec![Curve::line(nasty, RED, vec![[0.0, 0.0], [1.0, 1.0]])],
+            }],
+        );
+        assert_eq!(f.title, nasty, "the plot layer keeps text raw");
+        let tera = super::super::load_templates(None).unwrap();
+        let mut ctx = tera::Context::new();
+        ctx.insert("fig", &f);
+        let svg = super::super::render_one(&tera, "figure.svg", &ctx).unwrap();
+        assert!(!svg.contains("a<b"), "{svg}");
+        assert!(!svg.contains("& \""), "{svg}");
+        let escaped = "a&lt;b &amp; &quot;c&quot;";
+        // Title, desc, panel title, x label, y label and legend entry.
+        assert!(svg.matches(escaped).count() >= 6, "{svg}");
+        assert!(svg.contains(&format!(
+            "<title id=\"fig-esc-title\">Fig. 1: {escaped}</title>"
+        )));
+    }
+}
