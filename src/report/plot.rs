@@ -18,26 +18,17 @@ pub struct Color {
     pub tex: &'static str,
 }
 
-pub const BLUE: Color = Color {
-    hex: "1f77b4",
-    tex: "negblue",
-};
-pub const RED: Color = Color {
-    hex: "d62728",
-    tex: "posred",
-};
-pub const YELLOW: Color = Color {
-    hex: "e6a800",
-    tex: "biasyellow",
-};
-pub const GREEN: Color = Color {
-    hex: "2ca02c",
-    tex: "c3green",
-};
-pub const PURPLE: Color = Color {
-    hex: "9467bd",
-    tex: "c4purple",
-};
+impl Color {
+    pub const fn new(hex: &'static str, tex: &'static str) -> Color {
+        Color { hex, tex }
+    }
+}
+
+pub const BLUE: Color = Color::new("1f77b4", "negblue");
+pub const RED: Color = Color::new("d62728", "posred");
+pub const YELLOW: Color = Color::new("e6a800", "biasyellow");
+pub const GREEN: Color = Color::new("2ca02c", "c3green");
+pub const PURPLE: Color = Color::new("9467bd", "c4purple");
 
 /// The colours given in turn to series that stand for categories (losses, models).
 pub const PALETTE: [Color; 4] = [BLUE, RED, GREEN, PURPLE];
