@@ -294,21 +294,7 @@ fn distribution_figure(r: &Run) -> Option<Figure> {
     }];
     if let Some(h) = hist {
         let (lo, hi) = (h.lo.unwrap_or(0.0), h.hi.unwrap_or(1.0));
-        let steps = |counts: &[f64]| -> Vec<[f64; 2]> {
-            let peak = counts.iter().cloned().fold(0.0, f64::max);
-            if counts.is_empty() || peak <= 0.0 {
-                return Vec::new();
-            }
-            let w = (hi - lo) / counts.len() as f64;
-            let mut pts = vec![[0.0, lo]];
-            for (j, c) in counts.iter().enumerate() {
-                let x = c / peak;
-                pts.push([x, lo + j as f64 * w]);
-                pts.push([x, lo + (j + 1) as f64 * w]);
-            }
-            pts.push([0.0, hi]);
-            pts
-        };
+        let steps = |counts: &[f64]| plot::sideways_histogram(counts, lo, hi);
         let mut s2 = vec![
             Curve::area("positive", POS, steps(&h.pos)),
             Curve::area("negative", NEG, steps(&h.neg)),

@@ -2,8 +2,9 @@
 //! into [`Axes`]), a laid-out [`Figure`] comes out — panels side by side with their margins,
 //! linear or log₂ [`Scale`]s with nice ticks, every series mapped to pixels (for the SVG
 //! template) and written as pgfplots coordinates (for the LaTeX one), legend positions, the
-//! named colours both templates know, and the SVG's `<desc>` text. It knows nothing of the
-//! paper: [`super::figures`] decides what each figure shows.
+//! named colours both templates know, and the SVG's `<desc>` text; plus shapes to fill
+//! (regions beside a step curve, sideways histograms). It knows nothing of the paper:
+//! [`super::figures`] decides what each figure shows.
 //!
 //! Nothing here draws or escapes: `figure.svg` and `figure.tex` do (tera escapes the SVG's
 //! text, the `tex` filter the LaTeX's).
@@ -115,6 +116,25 @@ pub fn fill_to(steps: &[[f64; 2]], edge: f64) -> Vec<[f64; 2]> {
     let mut pts = steps.to_vec();
     pts.push([steps[steps.len() - 1][0], edge]);
     pts.push([steps[0][0], edge]);
+    pts
+}
+
+/// The outline of a histogram lying on its side, to fill: bins of equal height from `lo` up
+/// to `hi` (y), each as wide as its count over the largest count (x from 0 to 1); empty when
+/// there are no counts or none is positive.
+pub fn sideways_histogram(counts: &[f64], lo: f64, hi: f64) -> Vec<[f64; 2]> {
+    let peak = counts.iter().cloned().fold(0.0, f64::max);
+    if counts.is_empty() || peak <= 0.0 {
+        return Vec::new();
+    }
+    let w = (hi - lo) / counts.len() as f64;
+    let mut pts = vec![[0.0, lo]];
+    for (j, c) in counts.iter().enumerate() {
+        let x = c / peak;
+        pts.push([x, lo + j as f64 * w]);
+        pts.push([x, lo + (j + 1) as f64 * w]);
+    }
+    pts.push([0.0, hi]);
     pts
 }
 
@@ -682,7 +702,7 @@ mod tests {
     }
 
     #[test]
-    fn padded_ranges_and_fills() {
+    fn padded_ranges_fills_and_histograms() {
         let (lo, hi) = padded_range([1.0, 3.0, f64::NAN].into_iter()).unwrap();
         assert!(close(lo, 0.9) && close(hi, 3.1));
         assert_eq!(padded_range([5.0].into_iter()), Some((4.0, 6.0)));
@@ -694,6 +714,21 @@ mod tests {
         want.extend([[4.0, 0.0], [0.0, 0.0]]);
         assert_eq!(fill_to(&steps, 0.0), want);
         assert!(fill_to(&[], 1.0).is_empty());
+        assert_eq!(
+            sideways_histogram(&[1.0, 4.0, 2.0], 0.0, 3.0),
+            vec![
+                [0.0, 0.0],
+                [0.25, 0.0],
+                [0.25, 1.0],
+                [1.0, 1.0],
+                [1.0, 2.0],
+                [0.5, 2.0],
+                [0.5, 3.0],
+                [0.0, 3.0]
+            ]
+        );
+        assert!(sideways_histogram(&[], 0.0, 1.0).is_empty());
+        assert!(sideways_histogram(&[0.0, 0.0], 0.0, 1.0).is_empty());
         assert_eq!(palette(0), BLUE);
         assert_eq!(palette(5), RED);
         assert_eq!(palette(4), palette(0));
