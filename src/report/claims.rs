@@ -1283,6 +1283,50 @@ pub fn ordering_sanity(runs: &[Run]) -> Sanity {
 mod tests {
     use super::*;
 
+    /// The shared difference verdict: judged on the pooled noise, and on our runs it says
+    /// when there is none to judge by.
+    #[test]
+    fn a_difference_is_judged_on_pooled_noise_and_says_when_there_is_none() {
+        let data = |ours| Data {
+            recs: Vec::new(),
+            classes: BTreeMap::new(),
+            bias: Vec::new(),
+            ours,
+        };
+        let stat = |mean, sd| Stat { mean, sd, n: 3 };
+        let unit = |ours, a, b, ties| {
+            Unit::difference(&data(ours), "s".into(), (a, b), 1.0, ties, |d| {
+                format!("d={d}")
+            })
+        };
+        let u = unit(true, stat(3.0, None), stat(1.0, None), false);
+        assert_eq!(u.verdict, Verdict::Holds);
+        assert_eq!(u.evidence, "d=2; single seed, noise not estimated");
+        // The paper's cells never had seeds to count: no note.
+        let u = unit(false, stat(3.0, None), stat(1.0, None), false);
+        assert_eq!((u.verdict, u.evidence.as_str()), (Verdict::Holds, "d=2"));
+        // |2 − 1| ≤ 2·0.5: within noise, and no note when the noise is known.
+        let u = unit(true, stat(3.0, Some(0.5)), stat(1.0, Some(0.5)), false);
+        assert_eq!(
+            (u.verdict, u.evidence.as_str()),
+            (Verdict::WithinNoise, "d=2")
+        );
+        // A difference of exactly the margin holds only where ties count.
+        assert_eq!(
+            unit(false, stat(2.0, None), stat(1.0, None), false).verdict,
+            Verdict::Fails
+        );
+        assert_eq!(
+            unit(false, stat(2.0, None), stat(1.0, None), true).verdict,
+            Verdict::Holds
+        );
+        let u = Unit::not_measured("s".into(), "why");
+        assert_eq!(
+            (u.verdict, u.evidence.as_str()),
+            (Verdict::NotMeasured, "why")
+        );
+    }
+
     fn builtin() -> Vec<ClaimSpec> {
         parse("stages/claims.yaml", BUILTIN).unwrap()
     }
