@@ -511,6 +511,40 @@ pub struct Unit {
     pub verdict: Verdict,
 }
 
+impl Unit {
+    fn not_measured(scope: String, why: impl Into<String>) -> Unit {
+        Unit {
+            scope,
+            evidence: why.into(),
+            verdict: Verdict::NotMeasured,
+        }
+    }
+
+    /// `a − b` judged against `margin` with the two sides' pooled noise; `evidence` states
+    /// the values (it is handed the difference). On our runs a missing noise estimate is
+    /// said, since a verdict from one seed each cannot tell a real gap from luck.
+    fn difference(
+        data: &Data,
+        scope: String,
+        (a, b): (Stat, Stat),
+        margin: f64,
+        ties: bool,
+        evidence: impl FnOnce(f64) -> String,
+    ) -> Unit {
+        let d = a.mean - b.mean;
+        let sd = pooled(&[a, b]);
+        let mut evidence = evidence(d);
+        if data.ours && sd.is_none() {
+            evidence.push_str("; single seed, noise not estimated");
+        }
+        Unit {
+            scope,
+            evidence,
+            verdict: judge(d, margin, sd, ties),
+        }
+    }
+}
+
 /// A claim judged on one source.
 #[derive(Serialize, Clone, Debug)]
 pub struct Judgement {
@@ -716,34 +750,23 @@ fn check_compare(
             if !ma.is_empty() || !mb.is_empty() {
                 let mut miss = ma;
                 miss.extend(mb);
-                units.push(Unit {
-                    scope: sc,
-                    evidence: format!("missing runs of {}", miss.join(", ")),
-                    verdict: Verdict::NotMeasured,
-                });
+                units.push(Unit::not_measured(
+                    sc,
+                    format!("missing runs of {}", miss.join(", ")),
+                ));
                 continue;
             }
             let (Some((la, sa)), Some((lb, sb))) = (aggregate(&ha, a.agg), aggregate(&hb, b.agg))
             else {
                 continue;
             };
-            let dval = sa.mean - sb.mean;
-            let sd = pooled(&[sa, sb]);
-            let v = judge(dval, margin, sd, false);
-            let mut ev = format!(
-                "{la} {} − {lb} {} = {:+.2} (needs > {margin})",
-                fmt_stat(&sa, 2),
-                fmt_stat(&sb, 2),
-                dval
-            );
-            if data.ours && sd.is_none() {
-                ev.push_str("; single seed, noise not estimated");
-            }
-            units.push(Unit {
-                scope: sc,
-                evidence: ev,
-                verdict: v,
-            });
+            units.push(Unit::difference(data, sc, (sa, sb), margin, false, |d| {
+                format!(
+                    "{la} {} − {lb} {} = {d:+.2} (needs > {margin})",
+                    fmt_stat(&sa, 2),
+                    fmt_stat(&sb, 2),
+                )
+            }));
         }
     }
     combine(
@@ -777,30 +800,20 @@ fn check_best(
             let inn = all.iter().find(|x| winners.contains(&x.0));
             let out = all.iter().find(|x| !winners.contains(&x.0));
             let (Some((li, si)), Some((lo, so))) = (inn, out) else {
-                units.push(Unit {
-                    scope: sc,
-                    evidence: "needs runs of a listed loss and of another loss".into(),
-                    verdict: Verdict::NotMeasured,
-                });
+                units.push(Unit::not_measured(
+                    sc,
+                    "needs runs of a listed loss and of another loss",
+                ));
                 continue;
             };
-            let dval = si.mean - so.mean;
-            let sd = pooled(&[*si, *so]);
-            let v = judge(dval, 0.0, sd, true);
-            let mut ev = format!(
-                "best listed {li} {} vs best other {lo} {} ({} losses)",
-                fmt_stat(si, 2),
-                fmt_stat(so, 2),
-                all.len()
-            );
-            if data.ours && sd.is_none() {
-                ev.push_str("; single seed, noise not estimated");
-            }
-            units.push(Unit {
-                scope: sc,
-                evidence: ev,
-                verdict: v,
-            });
+            units.push(Unit::difference(data, sc, (*si, *so), 0.0, true, |_| {
+                format!(
+                    "best listed {li} {} vs best other {lo} {} ({} losses)",
+                    fmt_stat(si, 2),
+                    fmt_stat(so, 2),
+                    all.len()
+                )
+            }));
         }
     }
     combine(
@@ -859,11 +872,10 @@ fn check_gamma(
                 }
             };
             if matches!(at, At::Named(_)) && n_classes.is_none() {
-                units.push(Unit {
-                    scope: sc,
-                    evidence: "number of classes unknown (metrics.json has no `classes`)".into(),
-                    verdict: Verdict::NotMeasured,
-                });
+                units.push(Unit::not_measured(
+                    sc,
+                    "number of classes unknown (metrics.json has no `classes`)",
+                ));
                 continue;
             }
             let mut worst: Option<Verdict> = None;
@@ -892,11 +904,10 @@ fn check_gamma(
                 At::Named(_) => "γ violating inequality (42)".into(),
             };
             match worst {
-                None => units.push(Unit {
-                    scope: sc,
-                    evidence: format!("no run at {what} in the sweep"),
-                    verdict: Verdict::NotMeasured,
-                }),
+                None => units.push(Unit::not_measured(
+                    sc,
+                    format!("no run at {what} in the sweep"),
+                )),
                 Some(v) => units.push(Unit {
                     scope: sc,
                     evidence: format!(
@@ -992,23 +1003,14 @@ fn check_init(
                 init_stat(data, &d, &m, b, metric, stat),
             ) {
                 (Some((sa, ea)), Some((sb, eb))) => {
-                    let dval = sa.mean - sb.mean;
-                    let sd = pooled(&[sa, sb]);
-                    let mut ev = format!("{ea}; {eb}; difference {dval:+.2} (needs > {margin})");
-                    if data.ours && sd.is_none() {
-                        ev.push_str("; single seed, noise not estimated");
-                    }
-                    units.push(Unit {
-                        scope: sc,
-                        evidence: ev,
-                        verdict: judge(dval, margin, sd, false),
-                    });
+                    units.push(Unit::difference(data, sc, (sa, sb), margin, false, |d| {
+                        format!("{ea}; {eb}; difference {d:+.2} (needs > {margin})")
+                    }))
                 }
-                _ => units.push(Unit {
-                    scope: sc,
-                    evidence: "needs bias-initialisation runs of both losses".into(),
-                    verdict: Verdict::NotMeasured,
-                }),
+                _ => units.push(Unit::not_measured(
+                    sc,
+                    "needs bias-initialisation runs of both losses",
+                )),
             }
         }
     }
@@ -1115,13 +1117,12 @@ fn check_bias_threshold(data: &Data, losses: &[String], text: &[TextValue]) -> J
                     ),
                     verdict: judge(s - dist, 0.0, None, true),
                 }),
-                None => units.push(Unit {
-                    scope: sc,
-                    evidence: format!(
+                None => units.push(Unit::not_measured(
+                    sc,
+                    format!(
                         "|b − t*₀| = {dist:.3}; the paper prints no class-wise spread to judge it against"
                     ),
-                    verdict: Verdict::NotMeasured,
-                }),
+                )),
             }
         }
         return combine(units, "the paper prints these values only in the text");
@@ -1281,6 +1282,50 @@ pub fn ordering_sanity(runs: &[Run]) -> Sanity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shared difference verdict: judged on the pooled noise, and on our runs it says
+    /// when there is none to judge by.
+    #[test]
+    fn a_difference_is_judged_on_pooled_noise_and_says_when_there_is_none() {
+        let data = |ours| Data {
+            recs: Vec::new(),
+            classes: BTreeMap::new(),
+            bias: Vec::new(),
+            ours,
+        };
+        let stat = |mean, sd| Stat { mean, sd, n: 3 };
+        let unit = |ours, a, b, ties| {
+            Unit::difference(&data(ours), "s".into(), (a, b), 1.0, ties, |d| {
+                format!("d={d}")
+            })
+        };
+        let u = unit(true, stat(3.0, None), stat(1.0, None), false);
+        assert_eq!(u.verdict, Verdict::Holds);
+        assert_eq!(u.evidence, "d=2; single seed, noise not estimated");
+        // The paper's cells never had seeds to count: no note.
+        let u = unit(false, stat(3.0, None), stat(1.0, None), false);
+        assert_eq!((u.verdict, u.evidence.as_str()), (Verdict::Holds, "d=2"));
+        // |2 − 1| ≤ 2·0.5: within noise, and no note when the noise is known.
+        let u = unit(true, stat(3.0, Some(0.5)), stat(1.0, Some(0.5)), false);
+        assert_eq!(
+            (u.verdict, u.evidence.as_str()),
+            (Verdict::WithinNoise, "d=2")
+        );
+        // A difference of exactly the margin holds only where ties count.
+        assert_eq!(
+            unit(false, stat(2.0, None), stat(1.0, None), false).verdict,
+            Verdict::Fails
+        );
+        assert_eq!(
+            unit(false, stat(2.0, None), stat(1.0, None), true).verdict,
+            Verdict::Holds
+        );
+        let u = Unit::not_measured("s".into(), "why");
+        assert_eq!(
+            (u.verdict, u.evidence.as_str()),
+            (Verdict::NotMeasured, "why")
+        );
+    }
 
     fn builtin() -> Vec<ClaimSpec> {
         parse("stages/claims.yaml", BUILTIN).unwrap()

@@ -1,5 +1,6 @@
-//! The report's figures as plain data: series in data coordinates (for pgfplots in the LaTeX
-//! report) and the same series mapped to pixels with axes and ticks (for the SVG template).
+//! The paper's three figures, as data for the templates: which runs and published values
+//! each shows and how (series, ranges, titles, captions). Axes, ticks, layout and the mapping
+//! to pixels (SVG) and coordinates (pgfplots) are [`super::plot`]'s.
 //!
 //! - Fig. 1: A_SW and A_Uni against γ for the γ-sweep losses (soft-nu, bce-nu), ours and, where
 //!   the paper has the setting, the paper's (Tables III and S.I) in a second panel.
@@ -11,10 +12,9 @@
 //!
 //! Nothing here draws: the templates do (`figure.svg`, `figure.tex`).
 
-use serde::Serialize;
-
 use super::findings::bias_sign;
 use super::names;
+use super::plot::{self, Axes, Color, Curve, Figure, Scale, fill_to, padded_range};
 use super::published::Published;
 use super::runs::{Dist, Role, Run};
 use super::tables::{UNSPECIFIED, slug};
@@ -23,402 +23,10 @@ use super::tables::{UNSPECIFIED, slug};
 /// positive, highest maximum negative), so that a 1000-class plot stays light.
 pub const MAX_CLASS_POINTS: usize = 200;
 
-const POS: (&str, &str) = ("d62728", "posred");
-const NEG: (&str, &str) = ("1f77b4", "negblue");
-const BIAS: (&str, &str) = ("e6a800", "biasyellow");
-const PALETTE: [(&str, &str); 4] = [
-    ("1f77b4", "negblue"),
-    ("d62728", "posred"),
-    ("2ca02c", "c3green"),
-    ("9467bd", "c4purple"),
-];
-
-#[derive(Serialize, Clone, Debug)]
-pub struct Tick {
-    pub value: f64,
-    pub px: f64,
-    pub label: String,
-}
-
-#[derive(Serialize, Clone, Debug)]
-pub struct Series {
-    /// Empty: not in the legend.
-    pub label: String,
-    /// `line` or `area` (a filled polygon).
-    pub kind: &'static str,
-    pub color: &'static str,
-    pub tex_color: &'static str,
-    pub dash: bool,
-    pub marks: bool,
-    pub opacity: f64,
-    /// Data coordinates, for pgfplots: `(x,y) (x,y) …`.
-    pub tex: String,
-    /// Pixel coordinates, for SVG: `x,y x,y …`.
-    pub svg: String,
-    /// Marker positions in pixels (when `marks`).
-    pub mark_px: Vec<[f64; 2]>,
-    /// Legend swatch position in pixels.
-    pub legend_x: f64,
-    pub legend_y: f64,
-}
-
-#[derive(Serialize, Clone, Debug)]
-pub struct Panel {
-    pub title: String,
-    pub xlabel: String,
-    pub ylabel: String,
-    pub xlog2: bool,
-    pub xmin: f64,
-    pub xmax: f64,
-    pub ymin: f64,
-    pub ymax: f64,
-    pub left: f64,
-    pub top: f64,
-    pub w: f64,
-    pub h: f64,
-    pub xticks: Vec<Tick>,
-    pub yticks: Vec<Tick>,
-    pub series: Vec<Series>,
-    /// Fraction of the text width in LaTeX.
-    pub tex_width: f64,
-}
-
-#[derive(Serialize, Clone, Debug)]
-pub struct Figure {
-    pub id: String,
-    /// `gamma`, `distribution`, `bias`.
-    pub kind: &'static str,
-    pub number: u32,
-    pub title: String,
-    pub caption: String,
-    /// The SVG's `<desc>`: what each panel plots (axes, series, value range), from the data.
-    pub desc: String,
-    pub width: f64,
-    pub height: f64,
-    pub panels: Vec<Panel>,
-}
-
-/// A series before layout.
-struct Raw {
-    label: String,
-    kind: &'static str,
-    color: (&'static str, &'static str),
-    dash: bool,
-    marks: bool,
-    opacity: f64,
-    pts: Vec<[f64; 2]>,
-}
-
-fn line(
-    label: &str,
-    color: (&'static str, &'static str),
-    dash: bool,
-    marks: bool,
-    pts: Vec<[f64; 2]>,
-) -> Raw {
-    Raw {
-        label: label.into(),
-        kind: "line",
-        color,
-        dash,
-        marks,
-        opacity: 1.0,
-        pts,
-    }
-}
-
-fn area(label: &str, color: (&'static str, &'static str), pts: Vec<[f64; 2]>) -> Raw {
-    Raw {
-        label: label.into(),
-        kind: "area",
-        color,
-        dash: false,
-        marks: false,
-        opacity: 0.3,
-        pts,
-    }
-}
-
-struct RawPanel {
-    title: String,
-    xlabel: String,
-    ylabel: String,
-    xlog2: bool,
-    x: (f64, f64),
-    y: (f64, f64),
-    w: f64,
-    series: Vec<Raw>,
-}
-
-/// Compact, pgfplots-readable number.
-fn tex_num(v: f64) -> String {
-    if v == 0.0 || (v.abs() >= 1e-4 && v.abs() < 1e7) {
-        let s = format!("{v:.5}");
-        let s = s.trim_end_matches('0').trim_end_matches('.');
-        if s == "-0" {
-            "0".to_string()
-        } else {
-            s.to_string()
-        }
-    } else {
-        format!("{v:.5e}")
-    }
-}
-
-fn nice_ticks(lo: f64, hi: f64) -> Vec<f64> {
-    let span = (hi - lo).max(1e-12);
-    let raw = span / 5.0;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|s| span / s <= 6.0)
-        .unwrap_or(10.0 * mag);
-    let mut v = (lo / step).ceil() * step;
-    let mut out = Vec::new();
-    while v <= hi + step * 1e-9 && out.len() < 20 {
-        out.push(if v.abs() < step * 1e-9 { 0.0 } else { v });
-        v += step;
-    }
-    out
-}
-
-fn tick_label(v: f64) -> String {
-    let s = format!("{v:.4}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    s.to_string()
-}
-
-const MARGIN_L: f64 = 58.0;
-const MARGIN_R: f64 = 16.0;
-const MARGIN_T: f64 = 30.0;
-const MARGIN_B: f64 = 44.0;
-const LEGEND_ROW: f64 = 15.0;
-const PANEL_H: f64 = 220.0;
-
-/// Lay out panels side by side and map every series to pixels.
-fn layout(
-    id: String,
-    kind: &'static str,
-    number: u32,
-    title: String,
-    caption: String,
-    raws: Vec<RawPanel>,
-) -> Figure {
-    let total_w: f64 = raws.iter().map(|p| p.w + MARGIN_L + MARGIN_R).sum();
-    let legend_rows = raws
-        .iter()
-        .map(|p| p.series.iter().filter(|s| !s.label.is_empty()).count())
-        .max()
-        .unwrap_or(0);
-    let height = MARGIN_T + PANEL_H + MARGIN_B + legend_rows as f64 * LEGEND_ROW + 6.0;
-    let mut x0 = 0.0;
-    let mut panels = Vec::new();
-    let mut descs = Vec::new();
-    for p in raws {
-        let data_y = p
-            .series
-            .iter()
-            .flat_map(|s| s.pts.iter().map(|q| q[1]))
-            .filter(|v| v.is_finite())
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-                (lo.min(v), hi.max(v))
-            });
-        descs.push(PanelDesc {
-            title: p.title.clone(),
-            xlabel: p.xlabel.clone(),
-            ylabel: p.ylabel.clone(),
-            labels: p
-                .series
-                .iter()
-                .map(|s| s.label.clone())
-                .filter(|l| !l.is_empty())
-                .collect(),
-            data_y,
-        });
-        let left = x0 + MARGIN_L;
-        let top = MARGIN_T;
-        let (w, h) = (p.w, PANEL_H);
-        let (xmin, xmax) = p.x;
-        let (ymin, ymax) = p.y;
-        let fx = |v: f64| -> f64 {
-            let t = if p.xlog2 {
-                (v.log2() - xmin.log2()) / (xmax.log2() - xmin.log2())
-            } else {
-                (v - xmin) / (xmax - xmin)
-            };
-            left + t.clamp(-0.05, 1.05) * w
-        };
-        let fy = |v: f64| -> f64 { top + h - ((v - ymin) / (ymax - ymin)).clamp(-0.05, 1.05) * h };
-        let xticks: Vec<Tick> = if p.xlog2 {
-            let mut v = 2f64.powf(xmin.log2().ceil());
-            let mut t = Vec::new();
-            while v <= xmax * (1.0 + 1e-9) {
-                t.push(v);
-                v *= 2.0;
-            }
-            t
-        } else {
-            nice_ticks(xmin, xmax)
-        }
-        .into_iter()
-        .map(|v| Tick {
-            value: v,
-            px: fx(v),
-            label: tick_label(v),
-        })
-        .collect();
-        let yticks = nice_ticks(ymin, ymax)
-            .into_iter()
-            .map(|v| Tick {
-                value: v,
-                px: fy(v),
-                label: tick_label(v),
-            })
-            .collect();
-        let mut row = 0;
-        let series = p
-            .series
-            .into_iter()
-            .map(|s| {
-                let (legend_x, legend_y) = if s.label.is_empty() {
-                    (0.0, 0.0)
-                } else {
-                    row += 1;
-                    (
-                        left,
-                        top + h + MARGIN_B - 4.0 + (row - 1) as f64 * LEGEND_ROW,
-                    )
-                };
-                let inside =
-                    |q: &[f64; 2]| q[0].is_finite() && q[1].is_finite() && (!p.xlog2 || q[0] > 0.0);
-                let pts: Vec<[f64; 2]> = s.pts.into_iter().filter(inside).collect();
-                let px: Vec<[f64; 2]> = pts.iter().map(|q| [fx(q[0]), fy(q[1])]).collect();
-                Series {
-                    label: s.label,
-                    kind: s.kind,
-                    color: s.color.0,
-                    tex_color: s.color.1,
-                    dash: s.dash,
-                    marks: s.marks,
-                    opacity: s.opacity,
-                    tex: pts
-                        .iter()
-                        .map(|q| format!("({},{})", tex_num(q[0]), tex_num(q[1])))
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                    svg: px
-                        .iter()
-                        .map(|q| format!("{:.1},{:.1}", q[0], q[1]))
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                    mark_px: if s.marks {
-                        px.iter()
-                            .map(|q| [(q[0] * 10.0).round() / 10.0, (q[1] * 10.0).round() / 10.0])
-                            .collect()
-                    } else {
-                        Vec::new()
-                    },
-                    legend_x,
-                    legend_y,
-                }
-            })
-            .collect();
-        panels.push(Panel {
-            title: p.title,
-            xlabel: p.xlabel,
-            ylabel: p.ylabel,
-            xlog2: p.xlog2,
-            xmin,
-            xmax,
-            ymin,
-            ymax,
-            left,
-            top,
-            w,
-            h,
-            xticks,
-            yticks,
-            series,
-            tex_width: 0.0,
-        });
-        x0 += w + MARGIN_L + MARGIN_R;
-    }
-    // LaTeX widths in proportion to the SVG panel widths (axis labels take a fixed share).
-    let n = panels.len() as f64;
-    let sum_w: f64 = panels.iter().map(|p| p.w).sum();
-    for p in panels.iter_mut() {
-        let share = 0.8 * p.w / sum_w + 0.15 / n;
-        p.tex_width = (share * 100.0).floor() / 100.0;
-    }
-    let desc = describe(&title, &descs);
-    Figure {
-        id,
-        kind,
-        number,
-        title,
-        caption,
-        desc,
-        width: total_w,
-        height,
-        panels,
-    }
-}
-
-/// What [`describe`] needs of a panel: its labels and the range of its data.
-struct PanelDesc {
-    title: String,
-    xlabel: String,
-    ylabel: String,
-    labels: Vec<String>,
-    data_y: (f64, f64),
-}
-
-/// A figure's `<desc>`: for every panel, what it plots against what, which series (the
-/// models, losses or metrics in its legend) and the range of the values drawn.
-fn describe(title: &str, panels: &[PanelDesc]) -> String {
-    let mut parts = vec![format!("{title}.")];
-    for p in panels {
-        let labels = &p.labels;
-        let (lo, hi) = p.data_y;
-        let what = if p.ylabel.is_empty() {
-            "values"
-        } else {
-            p.ylabel.as_str()
-        };
-        let mut s = format!("Panel \"{}\": {} against {}", p.title, what, p.xlabel);
-        if !labels.is_empty() {
-            s.push_str(&format!(" for {}", labels.join(", ")));
-        }
-        if lo <= hi {
-            s.push_str(&format!(
-                ", values from {} to {}",
-                tick_label(lo),
-                tick_label(hi)
-            ));
-        }
-        s.push('.');
-        parts.push(s);
-    }
-    parts.join(" ")
-}
-
-fn range(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
-    let mut lo = f64::INFINITY;
-    let mut hi = f64::NEG_INFINITY;
-    for v in vals.filter(|v| v.is_finite()) {
-        lo = lo.min(v);
-        hi = hi.max(v);
-    }
-    if lo > hi {
-        return None;
-    }
-    if hi - lo < 1e-9 {
-        return Some((lo - 1.0, hi + 1.0));
-    }
-    let pad = (hi - lo) * 0.05;
-    Some((lo - pad, hi + pad))
-}
+/// Positive metrics, negative metrics, and the learned biases (as thresholds).
+const POS: Color = plot::RED;
+const NEG: Color = plot::BLUE;
+const BIAS: Color = plot::YELLOW;
 
 fn name(o: &Option<String>) -> &str {
     o.as_deref().unwrap_or(UNSPECIFIED)
@@ -458,7 +66,7 @@ pub fn gamma_figures(runs: &[Run], published: &Published) -> Vec<Figure> {
         losses.dedup();
         let mut ours = Vec::new();
         for (k, l) in losses.iter().enumerate() {
-            let color = PALETTE[k % PALETTE.len()];
+            let color = plot::palette(k);
             for (metric, label, dash) in [("a_sw", "A_SW", false), ("a_uni", "A_Uni", true)] {
                 let mut gs: Vec<f64> = here
                     .iter()
@@ -482,12 +90,16 @@ pub fn gamma_figures(runs: &[Run], published: &Published) -> Vec<Figure> {
                         }
                     })
                     .collect();
-                ours.push(line(&format!("{label} {l}"), color, dash, true, pts));
+                ours.push(
+                    Curve::line(format!("{label} {l}"), color, pts)
+                        .dashed(dash)
+                        .marked(),
+                );
             }
         }
         let mut paper = Vec::new();
         for (k, l) in losses.iter().enumerate() {
-            let color = PALETTE[k % PALETTE.len()];
+            let color = plot::palette(k);
             for (metric, label, dash) in [("a_sw", "A_SW", false), ("a_uni", "A_Uni", true)] {
                 let mut pts: Vec<[f64; 2]> = published
                     .cells
@@ -504,7 +116,11 @@ pub fn gamma_figures(runs: &[Run], published: &Published) -> Vec<Figure> {
                     .collect();
                 pts.sort_by(|a, b| a[0].total_cmp(&b[0]));
                 if !pts.is_empty() {
-                    paper.push(line(&format!("{label} {l}"), color, dash, true, pts));
+                    paper.push(
+                        Curve::line(format!("{label} {l}"), color, pts)
+                            .dashed(dash)
+                            .marked(),
+                    );
                 }
             }
         }
@@ -513,10 +129,10 @@ pub fn gamma_figures(runs: &[Run], published: &Published) -> Vec<Figure> {
             .chain(&paper)
             .flat_map(|s| s.pts.iter().map(|p| p[0]))
             .filter(|g| *g > 0.0);
-        let Some((glo, ghi)) = range(xs) else {
+        let Some((glo, ghi)) = padded_range(xs) else {
             continue;
         };
-        // Fit the axis to the γ values themselves (range() pads linearly).
+        // Fit the axis to the γ values themselves (padded_range() pads linearly).
         let gl: Vec<f64> = ours
             .iter()
             .chain(&paper)
@@ -531,29 +147,27 @@ pub fn gamma_figures(runs: &[Run], published: &Published) -> Vec<Figure> {
         } else {
             (glo.max(1e-3), ghi)
         };
-        let mut panels = vec![RawPanel {
+        let mut panels = vec![Axes {
             title: "this reproduction".into(),
             xlabel: "γ (log scale)".into(),
             ylabel: "accuracy (%)".into(),
-            xlog2: true,
-            x: (gmin, gmax),
+            x: Scale::Log2(gmin, gmax),
             y: (0.0, 100.0),
-            w: 300.0,
-            series: ours,
+            width: 300.0,
+            curves: ours,
         }];
         if !paper.is_empty() {
-            panels.push(RawPanel {
+            panels.push(Axes {
                 title: "paper (Tables III, S.I)".into(),
                 xlabel: "γ (log scale)".into(),
                 ylabel: "accuracy (%)".into(),
-                xlog2: true,
-                x: (gmin, gmax),
+                x: Scale::Log2(gmin, gmax),
                 y: (0.0, 100.0),
-                w: 300.0,
-                series: paper,
+                width: 300.0,
+                curves: paper,
             });
         }
-        out.push(layout(
+        out.push(plot::figure(
             slug(&["fig1", &d, &m]),
             "gamma",
             1,
@@ -591,27 +205,6 @@ fn per_class(v: &[Option<f64>], lowest: bool) -> Vec<[f64; 2]> {
         out.push([x1, y]);
     }
     out
-}
-
-/// Region above the minimum positive metric (positive range) or below the maximum negative.
-fn region(steps: &[[f64; 2]], edge: f64) -> Vec<[f64; 2]> {
-    if steps.is_empty() {
-        return Vec::new();
-    }
-    let mut pts = steps.to_vec();
-    pts.push([steps[steps.len() - 1][0], edge]);
-    pts.push([steps[0][0], edge]);
-    pts
-}
-
-fn hline(
-    label: &str,
-    color: (&'static str, &'static str),
-    dash: bool,
-    x: (f64, f64),
-    y: f64,
-) -> Raw {
-    line(label, color, dash, false, vec![[x.0, y], [x.1, y]])
 }
 
 fn bucket_note(n: usize) -> String {
@@ -664,36 +257,29 @@ fn distribution_figure(r: &Run) -> Option<Figure> {
             hist.iter()
                 .flat_map(|h| [h.lo.unwrap_or(f64::NAN), h.hi.unwrap_or(f64::NAN)]),
         );
-    let (ylo, yhi) = range(ys)?;
+    let (ylo, yhi) = padded_range(ys)?;
     let xr = (0.5, n.max(1) as f64 + 0.5);
     let mut s1 = vec![
-        area("positive (above min)", POS, region(&pos, yhi)),
-        area("negative type I (below max)", NEG, region(&neg, ylo)),
+        Curve::area("positive (above min)", POS, fill_to(&pos, yhi)),
+        Curve::area("negative type I (below max)", NEG, fill_to(&neg, ylo)),
     ];
     let mut lines = Vec::new();
     if let Some(v) = d.mean_min_pos {
-        lines.push(hline("mean min positive", POS, false, xr, v));
+        lines.push(Curve::hline("mean min positive", POS, xr, v));
     }
     if let Some(v) = d.mean_max_neg {
-        lines.push(hline("mean max negative", NEG, false, xr, v));
+        lines.push(Curve::hline("mean max negative", NEG, xr, v));
     }
     if let Some(v) = bias_t {
-        lines.push(hline("learned bias (as threshold)", BIAS, false, xr, v));
+        lines.push(Curve::hline("learned bias (as threshold)", BIAS, xr, v));
     }
-    let hist_lines: Vec<Raw> = lines
+    // The same lines across the histograms, out of their legend.
+    let hist_lines: Vec<Curve> = lines
         .iter()
-        .map(|l| Raw {
-            label: String::new(),
-            kind: "line",
-            color: l.color,
-            dash: l.dash,
-            marks: false,
-            opacity: 1.0,
-            pts: vec![[0.0, l.pts[0][1]], [1.05, l.pts[0][1]]],
-        })
+        .map(|l| Curve::hline("", l.color, (0.0, 1.05), l.pts[0][1]).dashed(l.dash))
         .collect();
     s1.extend(lines);
-    let mut panels = vec![RawPanel {
+    let mut panels = vec![Axes {
         title: "per-class ranges".into(),
         xlabel: "class".into(),
         ylabel: if without {
@@ -701,46 +287,30 @@ fn distribution_figure(r: &Run) -> Option<Figure> {
         } else {
             "metric (with bias)".into()
         },
-        xlog2: false,
-        x: xr,
+        x: Scale::Linear(xr.0, xr.1),
         y: (ylo, yhi),
-        w: 300.0,
-        series: s1,
+        width: 300.0,
+        curves: s1,
     }];
     if let Some(h) = hist {
         let (lo, hi) = (h.lo.unwrap_or(0.0), h.hi.unwrap_or(1.0));
-        let steps = |counts: &[f64]| -> Vec<[f64; 2]> {
-            let peak = counts.iter().cloned().fold(0.0, f64::max);
-            if counts.is_empty() || peak <= 0.0 {
-                return Vec::new();
-            }
-            let w = (hi - lo) / counts.len() as f64;
-            let mut pts = vec![[0.0, lo]];
-            for (j, c) in counts.iter().enumerate() {
-                let x = c / peak;
-                pts.push([x, lo + j as f64 * w]);
-                pts.push([x, lo + (j + 1) as f64 * w]);
-            }
-            pts.push([0.0, hi]);
-            pts
-        };
+        let steps = |counts: &[f64]| plot::sideways_histogram(counts, lo, hi);
         let mut s2 = vec![
-            area("positive", POS, steps(&h.pos)),
-            area("negative", NEG, steps(&h.neg)),
+            Curve::area("positive", POS, steps(&h.pos)),
+            Curve::area("negative", NEG, steps(&h.neg)),
         ];
         s2.extend(hist_lines);
-        panels.push(RawPanel {
+        panels.push(Axes {
             title: "histograms".into(),
             xlabel: "frequency / peak".into(),
             ylabel: String::new(),
-            xlog2: false,
-            x: (0.0, 1.05),
+            x: Scale::Linear(0.0, 1.05),
             y: (ylo, yhi),
-            w: 140.0,
-            series: s2,
+            width: 140.0,
+            curves: s2,
         });
     }
-    Some(layout(
+    Some(plot::figure(
         slug(&["fig2", &r.id]),
         "distribution",
         2,
@@ -806,40 +376,34 @@ fn bias_figure(r: &Run) -> Option<Figure> {
             .chain(&neg)
             .map(|p| p[1])
             .chain(curve.iter().flatten().map(|p| p[1]));
-        let Some((ylo, yhi)) = range(ys) else {
+        let Some((ylo, yhi)) = padded_range(ys) else {
             continue;
         };
         let xr = (0.5, d.min_pos.len() as f64 + 0.5);
         let mut s = vec![
-            area("positive", POS, region(&pos, yhi)),
-            area(
+            Curve::area("positive", POS, fill_to(&pos, yhi)),
+            Curve::area(
                 if type2 {
                     "negative type II"
                 } else {
                     "negative type I"
                 },
                 NEG,
-                region(&neg, ylo),
+                fill_to(&neg, ylo),
             ),
         ];
         if let Some(c) = curve {
-            s.push(line(
-                "learned biases (as thresholds)",
-                BIAS,
-                false,
-                false,
-                c,
-            ));
+            s.push(Curve::line("learned biases (as thresholds)", BIAS, c));
         }
         if with_bias {
             if let Some(v) = d.mean_min_pos {
-                s.push(hline("mean min positive", POS, false, xr, v));
+                s.push(Curve::hline("mean min positive", POS, xr, v));
             }
             if let Some(v) = d.mean_max_neg {
-                s.push(hline("mean max negative", NEG, false, xr, v));
+                s.push(Curve::hline("mean max negative", NEG, xr, v));
             }
         }
-        panels.push(RawPanel {
+        panels.push(Axes {
             title: match (with_bias, type2) {
                 (false, false) => "without bias: positive vs type I".into(),
                 (false, true) => "without bias: positive vs type II".into(),
@@ -847,11 +411,10 @@ fn bias_figure(r: &Run) -> Option<Figure> {
             },
             xlabel: "class".into(),
             ylabel: "metric".into(),
-            xlog2: false,
-            x: xr,
+            x: Scale::Linear(xr.0, xr.1),
             y: (ylo, yhi),
-            w: 260.0,
-            series: s,
+            width: 260.0,
+            curves: s,
         });
     }
     if panels.is_empty() {
@@ -861,7 +424,7 @@ fn bias_figure(r: &Run) -> Option<Figure> {
         .bias_init_mode
         .map(|m| format!(", bias initialisation mode {m}"))
         .unwrap_or_default();
-    Some(layout(
+    Some(plot::figure(
         slug(&["fig3", &r.id]),
         "bias",
         3,

@@ -3,10 +3,11 @@
 //! figures) and, when `pdflatex` is present, its PDF; plus one SVG per figure.
 //!
 //! Flow: [`runs`] reads `metrics.json` / `train.json` → [`tables`], [`figures`], [`findings`]
-//! turn them into plain data (with [`published`] values side by side) → the templates in
-//! `templates/` (built-in copies compiled in; a workspace's own files override them) render
-//! that data, formatting numbers and escaping LaTeX through [`filters`] → [`output`] writes
-//! every file atomically. Nothing reads the clock, so equal inputs give equal bytes.
+//! turn them into plain data (with [`published`] values side by side; [`figures`] lays its
+//! panels out through [`plot`]) → the templates in `templates/` (built-in copies compiled in;
+//! a workspace's own files override them) render that data, formatting numbers and escaping
+//! LaTeX through [`filters`] → [`output`] writes every file atomically. Nothing reads the
+//! clock, so equal inputs give equal bytes.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,7 @@ pub mod names;
 pub mod numerics;
 pub mod openset;
 pub mod output;
+pub mod plot;
 pub mod provenance;
 pub mod published;
 pub mod runs;
@@ -85,7 +87,7 @@ pub struct Rendered {
 #[derive(Serialize)]
 struct FigureOut {
     #[serde(flatten)]
-    fig: figures::Figure,
+    fig: plot::Figure,
     svg: String,
     tex: String,
 }
