@@ -135,7 +135,7 @@ impl Records {
     pub fn load(file: &Path, opts: &LoadOptions) -> Result<Records> {
         let (p, _dag) = crate::run::load(file, opts)?;
         let ws = Workspace::open(&p.root, Duration::from_secs(10))?;
-        let runs = match &ws.db {
+        let runs = match ws.db_if_open() {
             Some(db) => db.runs()?,
             None => bail!(
                 "the state database {} is busy (a run is in progress); try again when it ends",

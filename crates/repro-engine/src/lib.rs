@@ -26,6 +26,7 @@ pub mod plan;
 pub mod progress;
 pub mod remote;
 pub mod run;
+pub mod schedule;
 pub mod spec;
 pub mod state;
 pub mod status;

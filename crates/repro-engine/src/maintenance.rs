@@ -22,7 +22,7 @@ pub fn verify(root: &Path) -> Result<i32> {
         println!("corrupt: {b}");
     }
     let mut dropped = 0;
-    if let Some(db) = &ws.db {
+    if let Some(db) = ws.db_if_open() {
         for (key, rec) in db.runs()? {
             if !record_complete(&ws, &rec) {
                 db.remove_run(&key)?;
@@ -60,7 +60,7 @@ fn record_complete(ws: &Workspace, rec: &crate::state::db::RunRecord) -> bool {
 pub fn gc(root: &Path, keep_last: Option<usize>) -> Result<i32> {
     let _lock = WorkspaceLock::acquire(&root.join("cache"), true)?;
     let ws = Workspace::open(root, Duration::from_secs(30))?;
-    let db = ws.db.as_ref().expect("gc holds the database");
+    let db = ws.db()?;
     let lock = LockFile::read(&ws.lock_path)?;
 
     let mut by_stage: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();

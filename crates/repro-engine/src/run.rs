@@ -7,7 +7,7 @@
 //! run cache, lock entry) only after it exited 0 and every declared output exists, so a run
 //! killed at any moment never leaves a stage looking fresh with partial outputs.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::cache::CorruptObject;
+use crate::cache::run_cache;
 use crate::executor::{Event, Executor, ExecutorKind, Job, Outcome};
 use crate::progress::Progress;
+use crate::schedule::{Lease, Scheduler};
 use crate::spec::{Action, LoadOptions, Pipeline, Stage};
-use crate::state::db::RunRecord;
-use crate::state::hashing::Content;
 use crate::state::lockfile::{LockEntry, LockFile};
 use crate::state::workspace::{Assessment, Workspace, WorkspaceLock, assess, file_safe};
 
@@ -154,10 +154,10 @@ fn count_nvidia_smi_gpus() -> usize {
 
 struct Running {
     assessment: Assessment,
-    slots: usize,
+    /// Its CPU slots and GPUs, given back to the scheduler when it finishes.
+    lease: Lease,
     /// The job array it went to Slurm in (round and group, see `array_key`), if batched.
     array: Option<String>,
-    gpus: Vec<usize>,
     started: Instant,
 }
 
@@ -220,7 +220,7 @@ pub fn load_state_in_background(
             // A killed run may have left half-written objects; only then is the sweep worth it.
             ws.objects.remove_stale_temps();
         }
-        if guard.is_some() && ws.db.is_none() {
+        if guard.is_some() && ws.db_if_open().is_none() {
             anyhow::bail!(
                 "the state database {} is held by another process",
                 ws.cache_dir.join("state.redb").display()
@@ -345,35 +345,12 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
         None => Vec::new(),
     };
     let gpu_total = gpu_ids.len();
-    let mut free_gpus: Vec<usize> = (0..gpu_total).collect();
-    let mut free_slots = jobs;
+    let mut sched = Scheduler::new(&dag, &selected, jobs, gpu_total);
+    let need = |i: usize| (p.stages[i].resources.cpus, p.stages[i].resources.gpus);
     let warned_no_gpu = std::cell::Cell::new(false);
     let batching = executor.batches();
     let mut round = 0usize;
 
-    let in_run: BTreeSet<usize> = selected.iter().copied().collect();
-    let topo_pos: HashMap<usize, usize> = selected
-        .iter()
-        .enumerate()
-        .map(|(pos, &i)| (i, pos))
-        .collect();
-    let mut waiting: HashMap<usize, usize> = selected
-        .iter()
-        .map(|&i| {
-            (
-                i,
-                dag.upstream(i)
-                    .iter()
-                    .filter(|u| in_run.contains(u))
-                    .count(),
-            )
-        })
-        .collect();
-    let mut ready: BTreeSet<(usize, usize)> = selected
-        .iter()
-        .filter(|i| waiting[i] == 0)
-        .map(|&i| (topo_pos[&i], i))
-        .collect();
     let mut running: HashMap<usize, Running> = HashMap::new();
     let mut summary = Summary::default();
     let mut progress = Progress::new(selected.len());
@@ -411,40 +388,19 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     let mut disturbed: BTreeSet<usize> = BTreeSet::new();
     phases.mark("assess all (parallel)");
 
-    // Release a finished stage's dependents.
-    let release =
-        |i: usize, waiting: &mut HashMap<usize, usize>, ready: &mut BTreeSet<(usize, usize)>| {
-            for d in dag.downstream(i) {
-                if let Some(w) = waiting.get_mut(&d) {
-                    *w -= 1;
-                    if *w == 0 {
-                        ready.insert((topo_pos[&d], d));
-                    }
-                }
-            }
-        };
-    // Mark everything downstream of a failed stage as skipped.
-    let skip_downstream = |i: usize,
-                           waiting: &mut HashMap<usize, usize>,
-                           progress: &mut Progress,
-                           summary: &mut Summary| {
-        let mut stack = vec![i];
-        let mut seen = BTreeSet::new();
-        while let Some(s) = stack.pop() {
-            for d in dag.downstream(s) {
-                if in_run.contains(&d) && seen.insert(d) && waiting.remove(&d).is_some() {
-                    summary.skipped += 1;
-                    progress.finish(
-                        d,
-                        &format!(
-                            "skipped {} (upstream '{}' failed)",
-                            p.stages[d].name, p.stages[i].name
-                        ),
-                    );
-                    stack.push(d);
-                }
-            }
+    // Everything downstream of a failed stage is skipped, and says why.
+    let skip_downstream = |sched: &mut Scheduler, i: usize, progress: &mut Progress| {
+        let skipped = sched.skip_downstream(i);
+        for &d in &skipped {
+            progress.finish(
+                d,
+                &format!(
+                    "skipped {} (upstream '{}' failed)",
+                    p.stages[d].name, p.stages[i].name
+                ),
+            );
         }
+        skipped.len()
     };
 
     loop {
@@ -468,40 +424,23 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
             format!("{round}\u{0}{base}\u{0}{:?}", s.resources)
         };
         while !stop_new {
-            let next = ready.iter().copied().find(|&(_, i)| {
-                let s = &p.stages[i];
-                let slots = s.resources.cpus.clamp(1, jobs);
-                let gpus_needed = if gpu_total == 0 {
-                    0
-                } else {
-                    s.resources.gpus.min(gpu_total)
-                };
-                let rides = batching
-                    && gpus_needed == 0
+            // A stage without GPUs may ride along in its group's array (see above).
+            let rides = |i: usize| {
+                batching
+                    && (gpu_total == 0 || p.stages[i].resources.gpus == 0)
                     && arrays
                         .get(&array_key(i))
-                        .is_some_and(|&(n, _)| n < MAX_ARRAY);
-                ((slots <= free_slots || running.is_empty()) && gpus_needed <= free_gpus.len())
-                    || rides
-            });
-            let Some((pos, i)) = next else { break };
-            ready.remove(&(pos, i));
-            waiting.remove(&i);
+                        .is_some_and(|&(n, _)| n < MAX_ARRAY)
+            };
+            let Some(i) = sched.next(need, rides) else {
+                break;
+            };
             let stage = &p.stages[i];
             let pre = pre_fresh
                 .remove(&i)
                 .filter(|_| !dag.upstream(i).iter().any(|u| disturbed.contains(u)));
-            let outcome = start_stage(
-                &ws,
-                &p,
-                stage,
-                pre,
-                &lock,
-                &owners,
-                &mut progress,
-                (&remote, i),
-            )
-            .with_context(|| format!("stage '{}'", stage.name));
+            let outcome = start_stage(&ws, stage, pre, &lock, &owners, &mut progress, (&remote, i))
+                .with_context(|| format!("stage '{}'", stage.name));
             if matches!(outcome, Ok(Start::Restored(..) | Start::Run(_))) {
                 disturbed.insert(i);
             }
@@ -511,19 +450,19 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                     if e.downcast_ref::<crate::state::hashing::Interrupted>()
                         .is_some() =>
                 {
-                    waiting.insert(i, 0);
+                    sched.not_taken(i);
                     stop_new = true;
                 }
                 Err(e) => {
                     summary.failed += 1;
                     progress.finish(i, &format!("FAILED {}: {e:#}", stage.name));
-                    skip_downstream(i, &mut waiting, &mut progress, &mut summary);
+                    summary.skipped += skip_downstream(&mut sched, i, &mut progress);
                     stop_new |= !opts.keep_going;
                 }
                 Ok(Start::Fresh) => {
                     summary.fresh += 1;
                     progress.skip_quietly();
-                    release(i, &mut waiting, &mut ready);
+                    sched.release(i);
                 }
                 Ok(Start::Restored(a, from_remote)) => {
                     if from_remote {
@@ -539,41 +478,30 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                         "cache"
                     };
                     progress.finish(i, &format!("restored {} from {from}", stage.name));
-                    release(i, &mut waiting, &mut ready);
+                    sched.release(i);
                 }
                 Ok(Start::Run(a)) => {
                     if stage.resources.gpus > 0 && gpu_total == 0 && !warned_no_gpu.replace(true) {
                         progress.println("note: no GPU found; stages that declare `gpu:` run without one (pass --resources gpu=N to set slots)");
                     }
-                    let slots = stage.resources.cpus.clamp(1, jobs);
-                    let n_gpu = if gpu_total == 0 {
-                        0
-                    } else {
-                        stage.resources.gpus.min(gpu_total)
-                    };
-                    let gpus: Vec<usize> = free_gpus.drain(..n_gpu).collect();
+                    // Takes slots unless it rides along in an array (see above).
+                    let lease = sched.lease(need(i));
                     let job = make_job(
                         &ws,
                         &exe,
                         stage,
                         i,
                         &a,
-                        &gpus,
+                        &lease.gpus,
                         &gpu_ids,
                         executor_kind == ExecutorKind::Slurm,
                     )?;
                     progress.start(i, &stage.name, "running");
                     let array = batching.then(|| array_key(i));
-                    // Takes slots unless it rides along in an array (see above).
-                    let slots = if slots <= free_slots || running.is_empty() {
-                        slots
-                    } else {
-                        0
-                    };
                     if let Some(k) = &array {
                         let e = arrays.entry(k.clone()).or_default();
                         e.0 += 1;
-                        e.1 += usize::from(slots > 0);
+                        e.1 += usize::from(lease.slots > 0);
                     }
                     batch.push((job, array.clone()));
                     if !batching {
@@ -584,14 +512,12 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                         refused.extend(executor.submit_many(jobs_now));
                         stop_new |= !refused.is_empty() && !opts.keep_going;
                     }
-                    free_slots = free_slots.saturating_sub(slots);
                     running.insert(
                         i,
                         Running {
                             assessment: a,
+                            lease,
                             array,
-                            slots,
-                            gpus,
                             started: Instant::now(),
                         },
                     );
@@ -610,15 +536,13 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
             let Some(r) = running.remove(&i) else {
                 continue;
             };
-            free_slots += r.slots;
-            free_gpus.extend(r.gpus);
-            free_gpus.sort_unstable();
+            sched.give_back(r.lease);
             summary.failed += 1;
             progress.finish(i, &format!("FAILED {}: {e:#}", p.stages[i].name));
-            skip_downstream(i, &mut waiting, &mut progress, &mut summary);
+            summary.skipped += skip_downstream(&mut sched, i, &mut progress);
             stop_new |= !opts.keep_going;
         }
-        if running.is_empty() && (ready.is_empty() || stop_new) {
+        if running.is_empty() && (!sched.has_ready() || stop_new) {
             break;
         }
         for event in executor.poll(Duration::from_millis(100))? {
@@ -627,28 +551,26 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                     progress.update(id, &p.stages[id].name, &message)
                 }
                 Event::Finished { id, outcome } => {
-                    let Some(r) = running.remove(&id) else {
+                    let Some(mut r) = running.remove(&id) else {
                         continue;
                     };
-                    // An element of a job array hands its slots to one still riding along.
-                    let heir = r.array.as_ref().filter(|_| r.slots > 0).and_then(|k| {
-                        running
-                            .values_mut()
-                            .find(|o| o.slots == 0 && o.array.as_ref() == Some(k))
-                    });
-                    match heir {
-                        Some(h) => h.slots = r.slots,
-                        None => free_slots += r.slots,
-                    }
-                    free_gpus.extend(r.gpus.iter().copied());
-                    free_gpus.sort_unstable();
                     let stage = &p.stages[id];
                     let secs = r.started.elapsed().as_secs_f64();
                     let n_gpus = if executor_kind == ExecutorKind::Slurm {
                         stage.resources.gpus
                     } else {
-                        r.gpus.len()
+                        r.lease.gpus.len()
                     };
+                    // An element of a job array hands its slots to one still riding along.
+                    if r.lease.slots > 0
+                        && let Some(k) = &r.array
+                        && let Some(heir) = running
+                            .values_mut()
+                            .find(|o| o.lease.slots == 0 && o.array.as_ref() == Some(k))
+                    {
+                        heir.lease.slots = std::mem::take(&mut r.lease.slots);
+                    }
+                    sched.give_back(r.lease);
                     let usage = crate::trace::usage_path(&ws.cache_dir, &file_safe(&stage.name));
                     crate::trace::record(
                         &ws.cache_dir,
@@ -660,7 +582,9 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                         &outcome,
                     );
                     let result = match outcome {
-                        Outcome::Succeeded => commit_outputs(&ws, stage, &r.assessment, secs),
+                        Outcome::Succeeded => {
+                            run_cache::commit_outputs(&ws, stage, &r.assessment, secs)
+                        }
                         Outcome::Failed(why) => Err(anyhow::anyhow!("{why}")),
                     };
                     match result {
@@ -669,7 +593,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                             record_lock(&mut lock, stage, &a);
                             lock_dirty = true;
                             progress.finish(id, &format!("ran {} in {:.1}s", stage.name, secs));
-                            release(id, &mut waiting, &mut ready);
+                            sched.release(id);
                         }
                         Err(e) => {
                             summary.failed += 1;
@@ -689,7 +613,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                                     }
                                 ),
                             );
-                            skip_downstream(id, &mut waiting, &mut progress, &mut summary);
+                            summary.skipped += skip_downstream(&mut sched, id, &mut progress);
                             stop_new |= !opts.keep_going;
                         }
                     }
@@ -710,8 +634,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     }
     ws.save_stat()?;
     phases.mark("write lock + stat cache");
-    // `ready` stages are still in `waiting` (they leave it when started).
-    let not_run = waiting.len();
+    let not_run = sched.not_started();
     let mut line = summary.to_string();
     if not_run > 0 && (interrupted || stop_new) {
         line.push_str(&format!(", {not_run} not started"));
@@ -805,7 +728,6 @@ enum Start {
 #[allow(clippy::too_many_arguments)]
 fn start_stage(
     ws: &Workspace,
-    p: &Pipeline,
     stage: &Stage,
     pre: Option<Assessment>,
     lock: &LockFile,
@@ -825,7 +747,7 @@ fn start_stage(
     if !unowned.is_empty() {
         anyhow::bail!("{}", crate::spec::SpecErrors(unowned));
     }
-    let db = ws.db.as_ref().expect("run holds the database");
+    let db = ws.db()?;
     let mut from_remote = false;
     let found = match db.get_run(&a.key)? {
         _ if force => None,
@@ -837,12 +759,12 @@ fn start_stage(
     if let Some(rec) = found {
         // What the outputs hold now goes into the cache first (a no-op when it came from
         // there), so that replacing them loses nothing, even an output edited by hand.
-        preserve_outputs(ws, &a)?;
-        match restore(ws, &rec) {
+        run_cache::preserve_outputs(ws, &a)?;
+        match run_cache::restore(ws, &rec) {
             Ok(()) => {
                 // Every restored byte was verified against the record while copied.
                 return Ok(Start::Restored(
-                    restored_assessment(ws, &a, &rec)?,
+                    run_cache::restored_assessment(ws, &a, &rec)?,
                     from_remote,
                 ));
             }
@@ -874,116 +796,8 @@ fn start_stage(
         );
     }
     owners.claim(ws, lock, stage)?;
-    prepare_outputs(ws, p, stage, &a)?;
+    run_cache::prepare_outputs(ws, stage, &a)?;
     Ok(Start::Run(a))
-}
-
-/// The assessment of a stage just restored: every restored byte was hashed while it was
-/// copied and matched the record, so the record's hashes are the outputs' hashes; the stat
-/// cache learns them, and nothing is read again.
-fn restored_assessment(ws: &Workspace, a: &Assessment, rec: &RunRecord) -> Result<Assessment> {
-    let mut outs = BTreeMap::new();
-    for (path, hash) in &rec.outs {
-        let content = if rec.dirs.contains(path) {
-            let files = ws.objects.manifest(hash)?;
-            for f in &files {
-                let rel = format!("{path}/{}", f.path);
-                let on_disk = ws.root.join(path).join(f.rel_path());
-                ws.stat.record(&rel, &std::fs::metadata(on_disk)?, &f.hash);
-            }
-            Content::Dir {
-                hash: hash.clone(),
-                files,
-            }
-        } else {
-            let meta = std::fs::metadata(ws.root.join(path))?;
-            ws.stat.record(path, &meta, hash);
-            Content::File {
-                hash: hash.clone(),
-                size: meta.len(),
-                executable: false,
-            }
-        };
-        outs.insert(path.clone(), content);
-    }
-    Ok(Assessment {
-        fingerprint: a.fingerprint.clone(),
-        key: a.key.clone(),
-        reasons: Vec::new(),
-        outs,
-    })
-}
-
-fn restore(ws: &Workspace, rec: &RunRecord) -> Result<()> {
-    // Check every object first, so a damaged entry does not half-restore a stage.
-    for (path, hash) in &rec.outs {
-        let is_dir = rec.dirs.contains(path);
-        if is_dir {
-            for f in ws.objects.manifest(hash)? {
-                if !ws.objects.has(&f.hash) {
-                    return Err(CorruptObject {
-                        path: ws.objects.object_path(&f.hash),
-                        detail: "missing".into(),
-                    }
-                    .into());
-                }
-            }
-        } else if !ws.objects.has(hash) {
-            return Err(CorruptObject {
-                path: ws.objects.object_path(hash),
-                detail: "missing".into(),
-            }
-            .into());
-        }
-    }
-    for (path, hash) in &rec.outs {
-        ws.objects
-            .restore(hash, rec.dirs.contains(path), &ws.root.join(path))?;
-    }
-    Ok(())
-}
-
-/// Put what a stage's outputs hold now into the cache (objects already there are skipped).
-fn preserve_outputs(ws: &Workspace, a: &Assessment) -> Result<()> {
-    for (path, content) in &a.outs {
-        if !matches!(content, Content::Missing) {
-            ws.objects
-                .store(&ws.root.join(path), content)
-                .with_context(|| format!("saving the previous {path} in the cache"))?;
-        }
-    }
-    Ok(())
-}
-
-/// Before a stage runs: keep what its outputs hold now (in the cache, so nothing is lost),
-/// clear them so a stage never builds on its own stale output, create their parents, and
-/// ready the checkpoint directory (wiped if it belongs to another configuration).
-fn prepare_outputs(ws: &Workspace, _p: &Pipeline, stage: &Stage, a: &Assessment) -> Result<()> {
-    preserve_outputs(ws, a)?;
-    for (path, content) in &a.outs {
-        let full = ws.root.join(path);
-        // A dangling symlink reads as missing, but a stage writing through it would create
-        // its target, a path nobody declared: the link goes too.
-        if !matches!(content, Content::Missing) || std::fs::symlink_metadata(&full).is_ok() {
-            crate::cache::remove_any(&full);
-        }
-        if let Some(parent) = full.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-    }
-    if let Some(cp) = &stage.checkpoint {
-        let dir = ws.root.join(cp);
-        let marker = dir.join(crate::confine::CHECKPOINT_MARKER);
-        let owner = std::fs::read_to_string(&marker).unwrap_or_default();
-        if owner.trim() != a.key {
-            crate::cache::remove_any(&dir);
-        }
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create checkpoint directory {}", dir.display()))?;
-        std::fs::write(&marker, &a.key)?;
-    }
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1070,68 +884,6 @@ fn make_job(
 }
 
 /// After a stage exited 0: check its outputs, store them, record the run.
-fn commit_outputs(
-    ws: &Workspace,
-    stage: &Stage,
-    before: &Assessment,
-    seconds: f64,
-) -> Result<Assessment> {
-    let missing: Vec<&str> = stage
-        .outs
-        .iter()
-        .map(|o| o.path.as_str())
-        .filter(|o| !ws.root.join(o).exists())
-        .collect();
-    if !missing.is_empty() {
-        anyhow::bail!(
-            "exited 0 but did not produce declared output{} {}",
-            if missing.len() > 1 { "s" } else { "" },
-            missing.join(", ")
-        );
-    }
-    let paths: Vec<&str> = stage.outs.iter().map(|o| o.path.as_str()).collect();
-    let contents = ws.hasher().contents(&paths)?;
-    let mut outs = BTreeMap::new();
-    let mut dirs = Vec::new();
-    for (path, content) in paths.iter().zip(&contents) {
-        ws.objects
-            .store(&ws.root.join(path), content)
-            .with_context(|| format!("storing output {path} in the cache"))?;
-        outs.insert(
-            path.to_string(),
-            content.hash().expect("exists").to_string(),
-        );
-        if matches!(content, Content::Dir { .. }) {
-            dirs.push(path.to_string());
-        }
-    }
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let rec = RunRecord {
-        stage: stage.name.clone(),
-        outs,
-        dirs,
-        created,
-        seconds,
-        fingerprint: Some(before.fingerprint.clone()),
-        metrics: crate::compare::metric_paths(stage),
-    };
-    ws.db
-        .as_ref()
-        .expect("run holds the database")
-        .put_run(&before.key, &rec)?;
-    if let Some(cp) = &stage.checkpoint {
-        // Done: the checkpoint has served its purpose.
-        crate::cache::remove_any(&ws.root.join(cp));
-    }
-    let mut a = before.clone();
-    a.outs = paths.iter().map(|p| p.to_string()).zip(contents).collect();
-    a.reasons.clear();
-    Ok(a)
-}
-
 fn record_lock(lock: &mut LockFile, stage: &Stage, a: &Assessment) {
     let out_hashes = a
         .outs

@@ -8,6 +8,8 @@
 //! reflinks where the file system supports them, else real copies (never hard links: editing a
 //! hard-linked output would corrupt the cache).
 
+pub mod run_cache;
+
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

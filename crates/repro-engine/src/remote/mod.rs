@@ -221,10 +221,7 @@ impl RunRemote {
         );
         fail_on(errors)?;
         let rec = entry.record();
-        ws.db
-            .as_ref()
-            .expect("run holds the database")
-            .put_run(key, &rec)?;
+        ws.db()?.put_run(key, &rec)?;
         Ok(Some(rec))
     }
 }

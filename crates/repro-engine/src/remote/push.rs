@@ -56,7 +56,7 @@ pub fn push(
             created: 0,
             seconds: 0.0,
         };
-        if let Some(db) = &ws.db
+        if let Some(db) = ws.db_if_open()
             && let Some(rec) = db.get_run(&a.key)?
         {
             e.created = rec.created;

@@ -165,7 +165,7 @@ fn fits(p: &Pipeline, shape: &Shape) -> bool {
 /// database, if it has one. Best effort: a plan that cannot be stored is parsed again next
 /// time.
 pub fn remember(ws: &Workspace, key: Option<String>, plan: &Pipeline, dag: &Dag) {
-    if let (Some(key), Some(db)) = (key, &ws.db) {
+    if let (Some(key), Some(db)) = (key, ws.db_if_open()) {
         store(db, &key, plan, dag);
     }
 }

@@ -26,7 +26,8 @@ pub struct Workspace {
     pub cache_dir: PathBuf,
     pub lock_path: PathBuf,
     pub stat: StatCache,
-    pub db: Option<StateDb>,
+    /// `None` only for a reader that could not have it (see [`Workspace::db`]).
+    db: Option<StateDb>,
     pub objects: Cache,
     /// Stats of the pipeline's source deps taken while building the DAG (see `Dag::source_stats`).
     pub source_stats: crate::state::hashing::PathMap<std::fs::Metadata>,
@@ -93,6 +94,25 @@ impl Workspace {
     pub fn close(mut self) {
         drop(self.db.take());
         std::mem::forget(self);
+    }
+
+    /// The state database. Commands that write (`run`, `gc`, `pull`) open the workspace with
+    /// [`Self::open`] and fail there if it cannot be had, so for them this never errs; a
+    /// reader gets an error naming the file.
+    pub fn db(&self) -> Result<&StateDb> {
+        match &self.db {
+            Some(db) => Ok(db),
+            None => bail!(
+                "the state database {} is held by another process (a run is in progress?); \
+                 try again when it ends",
+                self.cache_dir.join("state.redb").display()
+            ),
+        }
+    }
+
+    /// The state database when this reader could open it.
+    pub fn db_if_open(&self) -> Option<&StateDb> {
+        self.db.as_ref()
     }
 
     pub fn hasher(&self) -> Hasher<'_> {

@@ -1,0 +1,183 @@
+//! The run cache: a stage key → the outputs it produced (a [`RunRecord`] in the state
+//! database, the bytes in the content-addressed objects). Before a stage runs, what its
+//! outputs hold is preserved and they are cleared; after it succeeds, its outputs are stored
+//! and recorded; when its key is found, they are restored, each byte verified.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+
+use super::CorruptObject;
+use crate::spec::Stage;
+use crate::state::db::RunRecord;
+use crate::state::hashing::Content;
+use crate::state::workspace::{Assessment, Workspace};
+
+/// The assessment of a stage just restored: every restored byte was hashed while it was
+/// copied and matched the record, so the record's hashes are the outputs' hashes; the stat
+/// cache learns them, and nothing is read again.
+pub fn restored_assessment(ws: &Workspace, a: &Assessment, rec: &RunRecord) -> Result<Assessment> {
+    let mut outs = BTreeMap::new();
+    for (path, hash) in &rec.outs {
+        let content = if rec.dirs.contains(path) {
+            let files = ws.objects.manifest(hash)?;
+            for f in &files {
+                let rel = format!("{path}/{}", f.path);
+                let on_disk = ws.root.join(path).join(f.rel_path());
+                ws.stat.record(&rel, &std::fs::metadata(on_disk)?, &f.hash);
+            }
+            Content::Dir {
+                hash: hash.clone(),
+                files,
+            }
+        } else {
+            let meta = std::fs::metadata(ws.root.join(path))?;
+            ws.stat.record(path, &meta, hash);
+            Content::File {
+                hash: hash.clone(),
+                size: meta.len(),
+                executable: false,
+            }
+        };
+        outs.insert(path.clone(), content);
+    }
+    Ok(Assessment {
+        fingerprint: a.fingerprint.clone(),
+        key: a.key.clone(),
+        reasons: Vec::new(),
+        outs,
+    })
+}
+
+pub fn restore(ws: &Workspace, rec: &RunRecord) -> Result<()> {
+    // Check every object first, so a damaged entry does not half-restore a stage.
+    for (path, hash) in &rec.outs {
+        let is_dir = rec.dirs.contains(path);
+        if is_dir {
+            for f in ws.objects.manifest(hash)? {
+                if !ws.objects.has(&f.hash) {
+                    return Err(CorruptObject {
+                        path: ws.objects.object_path(&f.hash),
+                        detail: "missing".into(),
+                    }
+                    .into());
+                }
+            }
+        } else if !ws.objects.has(hash) {
+            return Err(CorruptObject {
+                path: ws.objects.object_path(hash),
+                detail: "missing".into(),
+            }
+            .into());
+        }
+    }
+    for (path, hash) in &rec.outs {
+        ws.objects
+            .restore(hash, rec.dirs.contains(path), &ws.root.join(path))?;
+    }
+    Ok(())
+}
+
+/// Put what a stage's outputs hold now into the cache (objects already there are skipped).
+pub fn preserve_outputs(ws: &Workspace, a: &Assessment) -> Result<()> {
+    for (path, content) in &a.outs {
+        if !matches!(content, Content::Missing) {
+            ws.objects
+                .store(&ws.root.join(path), content)
+                .with_context(|| format!("saving the previous {path} in the cache"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Before a stage runs: keep what its outputs hold now (in the cache, so nothing is lost),
+/// clear them so a stage never builds on its own stale output, create their parents, and
+/// ready the checkpoint directory (wiped if it belongs to another configuration).
+pub fn prepare_outputs(ws: &Workspace, stage: &Stage, a: &Assessment) -> Result<()> {
+    preserve_outputs(ws, a)?;
+    for (path, content) in &a.outs {
+        let full = ws.root.join(path);
+        // A dangling symlink reads as missing, but a stage writing through it would create
+        // its target, a path nobody declared: the link goes too.
+        if !matches!(content, Content::Missing) || std::fs::symlink_metadata(&full).is_ok() {
+            super::remove_any(&full);
+        }
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+    }
+    if let Some(cp) = &stage.checkpoint {
+        let dir = ws.root.join(cp);
+        let marker = dir.join(crate::confine::CHECKPOINT_MARKER);
+        let owner = std::fs::read_to_string(&marker).unwrap_or_default();
+        if owner.trim() != a.key {
+            super::remove_any(&dir);
+        }
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create checkpoint directory {}", dir.display()))?;
+        std::fs::write(&marker, &a.key)?;
+    }
+    Ok(())
+}
+
+/// After a stage succeeded: check it produced every declared output, store them in the
+/// objects, and remember the run under its key. Returns the stage's assessment now.
+pub fn commit_outputs(
+    ws: &Workspace,
+    stage: &Stage,
+    before: &Assessment,
+    seconds: f64,
+) -> Result<Assessment> {
+    let missing: Vec<&str> = stage
+        .outs
+        .iter()
+        .map(|o| o.path.as_str())
+        .filter(|o| !ws.root.join(o).exists())
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "exited 0 but did not produce declared output{} {}",
+            if missing.len() > 1 { "s" } else { "" },
+            missing.join(", ")
+        );
+    }
+    let paths: Vec<&str> = stage.outs.iter().map(|o| o.path.as_str()).collect();
+    let contents = ws.hasher().contents(&paths)?;
+    let mut outs = BTreeMap::new();
+    let mut dirs = Vec::new();
+    for (path, content) in paths.iter().zip(&contents) {
+        ws.objects
+            .store(&ws.root.join(path), content)
+            .with_context(|| format!("storing output {path} in the cache"))?;
+        outs.insert(
+            path.to_string(),
+            content.hash().expect("exists").to_string(),
+        );
+        if matches!(content, Content::Dir { .. }) {
+            dirs.push(path.to_string());
+        }
+    }
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let rec = RunRecord {
+        stage: stage.name.clone(),
+        outs,
+        dirs,
+        created,
+        seconds,
+        fingerprint: Some(before.fingerprint.clone()),
+        metrics: crate::compare::metric_paths(stage),
+    };
+    ws.db()?.put_run(&before.key, &rec)?;
+    if let Some(cp) = &stage.checkpoint {
+        // Done: the checkpoint has served its purpose.
+        super::remove_any(&ws.root.join(cp));
+    }
+    let mut a = before.clone();
+    a.outs = paths.iter().map(|p| p.to_string()).zip(contents).collect();
+    a.reasons.clear();
+    Ok(a)
+}
