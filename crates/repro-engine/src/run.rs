@@ -854,10 +854,7 @@ fn make_job(
                 .join("specs")
                 .join(format!("{}.json", file_safe(&stage.name)));
             std::fs::create_dir_all(path.parent().expect("has parent"))?;
-            crate::state::lockfile::write_atomic(
-                &path,
-                serde_json::to_string_pretty(&spec)?.as_bytes(),
-            )?;
+            crate::fsutil::write_atomic(&path, serde_json::to_string_pretty(&spec)?.as_bytes())?;
             vec![
                 exe.display().to_string(),
                 "internal".into(),

@@ -18,23 +18,8 @@ pub mod supervise;
 /// Engine-assigned identifier of a submitted job (index of the stage in the run).
 pub type JobId = usize;
 
-/// Resources a stage declared (`resources:` in pipeline.yaml), already resolved.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Resources {
-    /// CPU threads (default 1).
-    pub cpus: usize,
-    /// Number of GPUs.
-    pub gpus: usize,
-    /// Memory in MiB (Slurm `--mem`), if declared.
-    pub mem_mb: Option<u64>,
-    /// Wall-time limit in minutes (Slurm `--time`), if declared.
-    pub time_min: Option<u64>,
-    /// The same limit in seconds, as declared: the local executor enforces it.
-    #[serde(default)]
-    pub time_s: Option<u64>,
-    /// Slurm partition, if declared.
-    pub partition: Option<String>,
-}
+/// What a stage asks of the machine; declared in the spec (`resources:`).
+pub use crate::spec::Resources;
 
 /// One process to run for one stage.
 #[derive(Clone, Debug)]

@@ -1,0 +1,309 @@
+//! One stage instance from its YAML body and scope: command or kind (resolved against the
+//! registry), deps, outputs, params, metrics, checkpoint; paths normalised and checked.
+
+use serde_json::Value as Json;
+
+use super::interp::{self, Scope, interpolate_node};
+use super::yaml::{Node, Value};
+use super::*;
+
+pub(super) fn build_stage(
+    name: &str,
+    key: &Node,
+    body: &Node,
+    scope: &Scope,
+    (origins, kinds): (&Origins, &Registry),
+) -> Result<Stage, Vec<SpecError>> {
+    let mut errors = Vec::new();
+    let cmd = match body.get("cmd") {
+        // Values spliced into a command are quoted as shell words (see `shell`).
+        Some(
+            node @ Node {
+                value: Value::Scalar { text, plain },
+                ..
+            },
+        ) => match interp::interpolate_cmd(text, &node.mark, !plain, scope) {
+            Ok(c) => Some((c, node.mark.clone())),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        _ => string_field(body, "cmd", scope, &mut errors),
+    };
+    let uses = string_field(body, "uses", scope, &mut errors);
+    let checkpoint = string_field(body, "checkpoint", scope, &mut errors);
+    let desc = string_field(body, "desc", scope, &mut errors).map(|(s, _)| s);
+
+    let action = match (cmd, uses) {
+        (Some(_), Some((_, m))) => {
+            errors.push(SpecError::at(
+                &m,
+                "a stage has either `cmd:` or `uses:`, not both",
+            ));
+            None
+        }
+        (Some((c, m)), None) => {
+            if body.get("with").is_some() {
+                errors.push(SpecError::at(
+                    &body.get("with").unwrap().mark,
+                    "`with:` only applies to `uses:` stages",
+                ));
+            }
+            if c.trim().is_empty() {
+                errors.push(SpecError::at(&m, "`cmd:` is empty"));
+            }
+            Some(Action::Cmd(c))
+        }
+        (None, Some((kind, m))) => {
+            let with = match body.get("with") {
+                None => Json::Object(Default::default()),
+                Some(w) => match interpolate_node(w, scope) {
+                    Ok(v @ Json::Object(_)) => v,
+                    Ok(_) => {
+                        errors.push(SpecError::at(
+                            &w.mark,
+                            "`with:` must be a mapping of parameters",
+                        ));
+                        Json::Null
+                    }
+                    Err(e) => {
+                        errors.push(e);
+                        Json::Null
+                    }
+                },
+            };
+            let mut resolved = Resolved {
+                version: 0,
+                writes: Vec::new(),
+                metrics: Vec::new(),
+            };
+            if !kinds.names().contains(&kind.as_str()) {
+                if let Err(e) = kinds.resolve(&kind, &with) {
+                    errors.push(SpecError::at(&m, e.to_string()));
+                }
+            } else if with.is_object() {
+                match kinds.resolve(&kind, &with) {
+                    Ok(r) => resolved = r,
+                    Err(e) => {
+                        let msg = format!("invalid parameters for `{kind}`: {e:#}");
+                        errors.push(locate_param_error(
+                            body.get("with"),
+                            &m,
+                            msg,
+                            scope,
+                            origins,
+                        ));
+                    }
+                }
+            }
+            Some(Action::Uses {
+                kind,
+                with,
+                resolved,
+            })
+        }
+        (None, None) => {
+            errors.push(SpecError::at(
+                &key.mark,
+                "stage has neither `cmd:` nor `uses:`",
+            ));
+            None
+        }
+    };
+
+    let deps = path_list(body, "deps", scope, true, &mut errors);
+    let mut outs = path_list(body, "outs", scope, false, &mut errors);
+    // A metrics file is an output: listing it under `outs:` as well is allowed, not needed.
+    let metrics = path_list(body, "metrics", scope, false, &mut errors);
+    for m in &metrics {
+        if !outs.iter().any(|o| o.path == m.path) {
+            outs.push(m.clone());
+        }
+    }
+
+    let mut params = BTreeMap::new();
+    if let Some(p) = body.get("params") {
+        match p.as_seq() {
+            None => errors.push(SpecError::at(
+                &p.mark,
+                "`params:` must be a list of variable names",
+            )),
+            Some(items) => {
+                for item in items {
+                    let Some(k) = item.as_str() else {
+                        errors.push(SpecError::at(
+                            &item.mark,
+                            "a param must be a variable name such as `train.lr`",
+                        ));
+                        continue;
+                    };
+                    match scope.lookup(k) {
+                        Some(v) => {
+                            params.insert(k.to_string(), v.clone());
+                        }
+                        None => errors.push(SpecError::at(
+                            &item.mark,
+                            format!("param `{k}` is not defined in vars"),
+                        )),
+                    }
+                }
+            }
+        }
+    }
+
+    let resources = match body.get("resources") {
+        None => Resources {
+            cpus: 1,
+            ..Default::default()
+        },
+        Some(r) => parse_resources(r, scope, &mut errors),
+    };
+
+    if let Some((cp, m)) = &checkpoint
+        && let Err(msg) = normalise(cp, false)
+    {
+        errors.push(SpecError::at(m, format!("checkpoint: {msg}")));
+    }
+
+    match (action, errors.is_empty()) {
+        (Some(action), true) => Ok(Stage {
+            name: name.to_string(),
+            action,
+            deps,
+            outs,
+            params,
+            resources,
+            checkpoint_mark: checkpoint.as_ref().map(|(_, m)| m.clone()),
+            checkpoint: checkpoint.map(|(c, _)| normalise(&c, false).unwrap_or(c)),
+            with_marks: body
+                .get("with")
+                .and_then(Node::as_map)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.mark.clone())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            desc,
+            metrics,
+            mark: key.mark.clone(),
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// A field that must interpolate to one scalar, as text with where it was written.
+fn string_field(
+    body: &Node,
+    field: &str,
+    scope: &Scope,
+    errors: &mut Vec<SpecError>,
+) -> Option<(String, Mark)> {
+    let node = body.get(field)?;
+    match interpolate_node(node, scope) {
+        Ok(Json::String(s)) => Some((s, node.mark.clone())),
+        Ok(other) => match interp::scalar_text(&other) {
+            Some(s) => Some((s, node.mark.clone())),
+            None => {
+                errors.push(SpecError::at(
+                    &node.mark,
+                    format!("`{field}:` must be a string"),
+                ));
+                None
+            }
+        },
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
+}
+
+fn path_list(
+    body: &Node,
+    field: &str,
+    scope: &Scope,
+    allow_absolute: bool,
+    errors: &mut Vec<SpecError>,
+) -> Vec<PathRef> {
+    let Some(node) = body.get(field) else {
+        return Vec::new();
+    };
+    let items: Vec<&Node> = match &node.value {
+        Value::Seq(items) => items.iter().collect(),
+        Value::Scalar { .. } => vec![node],
+        Value::Null => Vec::new(),
+        Value::Map(_) => {
+            errors.push(SpecError::at(
+                &node.mark,
+                format!("`{field}:` must be a list of paths"),
+            ));
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let values = match interpolate_node(item, scope) {
+            Ok(Json::Array(a)) => a,
+            // A dep that is a variable set to null is no dep (an optional input, such as
+            // `init_from` weights that only some profiles have).
+            Ok(Json::Null) if field == "deps" => continue,
+            Ok(v) => vec![v],
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        for v in values {
+            let Some(text) = interp::scalar_text(&v) else {
+                errors.push(SpecError::at(
+                    &item.mark,
+                    format!("`{field}:` entries must be paths"),
+                ));
+                continue;
+            };
+            match normalise(&text, allow_absolute) {
+                Ok(path) => out.push(PathRef {
+                    path,
+                    mark: item.mark.clone(),
+                }),
+                Err(msg) => errors.push(SpecError::at(&item.mark, format!("{field}: {msg}"))),
+            }
+        }
+    }
+    out
+}
+
+/// Normalise a workspace path: no `.`, no trailing `/`, no escaping `..`.
+pub fn normalise(p: &str, allow_absolute: bool) -> Result<String, String> {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        return if allow_absolute {
+            Ok(p.trim_end_matches('/').to_string())
+        } else {
+            Err(format!(
+                "'{p}' is absolute; outputs must be inside the workspace"
+            ))
+        };
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if parts.pop().is_none() {
+                    return Err(format!("'{p}' points outside the workspace"));
+                }
+            }
+            Component::Normal(s) => {
+                parts.push(s.to_str().ok_or_else(|| format!("'{p}' is not UTF-8"))?)
+            }
+            _ => return Err(format!("'{p}' is not a plain relative path")),
+        }
+    }
+    if parts.is_empty() {
+        return Err(format!("'{p}' names the workspace itself"));
+    }
+    Ok(parts.join("/"))
+}
