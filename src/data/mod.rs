@@ -5,8 +5,8 @@
 //! The modules follow the data: [`recipe`] describes a dataset (sources, checksums, archive
 //! layout, the split sizes of the paper's Table IV); [`fetch`] brings one file over HTTP(S) or
 //! from a local path, resuming and retrying, and [`checksum`] verifies it before [`extract`]
-//! unpacks it safely; [`idx`] (Fashion-MNIST) and [`layouts`] + [`shards`] (JPEG image sets)
-//! write the preprocessed form; [`augment`] holds the image transforms the loader applies.
+//! unpacks it safely; [`prepare`] turns the download into the training-ready form, with
+//! [`idx`] (Fashion-MNIST) and [`layouts`] + [`shards`] (JPEG image sets); [`augment`] holds the image transforms the loader applies.
 //! Nothing here knows about the engine: the stage kinds in `crate::kinds::{download,
 //! preprocess}` are thin wrappers around these functions.
 
