@@ -37,21 +37,17 @@ pub fn registry() -> Registry {
 /// failure or after the body ran here.
 pub fn run_spec(registry: &Registry, spec_path: &std::path::Path) -> Result<()> {
     let ctx = StageContext::read(spec_path)?;
-    match registry.host(&ctx.kind)? {
-        Host::Here(run) => {
-            run(&ctx).with_context(|| format!("stage '{}' ({})", ctx.stage, ctx.kind))
-        }
-        Host::Program(TORCH_PROGRAM) => Err(exec_torch(&[
+    if let Host::Program(TORCH_PROGRAM) = registry.host(&ctx.kind)? {
+        return Err(exec_torch(&[
             "internal".as_ref(),
             "run-kind".as_ref(),
             spec_path.as_os_str(),
-        ])),
-        Host::Program(other) => bail!(
-            "stage '{}': kind '{}' runs in '{other}', which repro cannot start",
-            ctx.stage,
-            ctx.kind
-        ),
+        ]));
     }
+    // A body here, or an error naming the program it needs.
+    registry
+        .run(&ctx)
+        .with_context(|| format!("stage '{}' ({})", ctx.stage, ctx.kind))
 }
 
 /// The `repro-torch` binary: `$REPRO_TORCH`, else next to the running `repro`.

@@ -93,9 +93,13 @@ impl Run for Preprocess {
             shard_mb: p.shard_mb,
             threads: ctx.threads,
         };
-        prepare::prepare(&recipe, &input, &ctx.path(&p.out), &encoding, &|m, f| {
-            progress::report(m, f)
-        })?;
+        prepare::prepare(
+            &recipe,
+            &input,
+            &ctx.path(&p.out),
+            &encoding,
+            &progress::report,
+        )?;
         progress::report(&format!("preprocessed {}", recipe.name), Some(1.0));
         Ok(())
     }

@@ -21,7 +21,7 @@ pub struct Lease {
 
 pub struct Scheduler<'d> {
     dag: &'d Dag,
-    in_run: BTreeSet<usize>,
+    /// Position in topological order of each stage of this run (its keys are the run).
     topo_pos: HashMap<usize, usize>,
     /// Selected stages not started yet, with how many of their upstream stages in this run
     /// have not finished.
@@ -40,19 +40,18 @@ impl<'d> Scheduler<'d> {
     /// `selected` in topological order (as `targets::select` gives it); `jobs` CPU slots
     /// (`-j`, at least 1); `gpu_total` GPU slots.
     pub fn new(dag: &'d Dag, selected: &[usize], jobs: usize, gpu_total: usize) -> Self {
-        let in_run: BTreeSet<usize> = selected.iter().copied().collect();
-        let topo_pos = selected
+        let topo_pos: HashMap<usize, usize> = selected
             .iter()
             .enumerate()
             .map(|(pos, &i)| (i, pos))
-            .collect::<HashMap<_, _>>();
+            .collect();
         let waiting: HashMap<usize, usize> = selected
             .iter()
             .map(|&i| {
                 let n = dag
                     .upstream(i)
                     .iter()
-                    .filter(|u| in_run.contains(u))
+                    .filter(|u| topo_pos.contains_key(u))
                     .count();
                 (i, n)
             })
@@ -65,7 +64,6 @@ impl<'d> Scheduler<'d> {
         let jobs = jobs.max(1);
         Scheduler {
             dag,
-            in_run,
             topo_pos,
             waiting,
             ready,
@@ -158,7 +156,10 @@ impl<'d> Scheduler<'d> {
         let mut seen = BTreeSet::new();
         while let Some(s) = stack.pop() {
             for d in self.dag.downstream(s) {
-                if self.in_run.contains(&d) && seen.insert(d) && self.waiting.remove(&d).is_some() {
+                if self.topo_pos.contains_key(&d)
+                    && seen.insert(d)
+                    && self.waiting.remove(&d).is_some()
+                {
                     self.ready.retain(|&(_, r)| r != d);
                     skipped.push(d);
                     stack.push(d);

@@ -63,8 +63,8 @@ pub struct Resolved {
 pub enum Host<'a> {
     /// In this program.
     Here(&'a (dyn Fn(&StageContext) -> Result<()> + Send + Sync)),
-    /// In the named program next to this one (or `$REPRO_<NAME>`), which answers the same
-    /// `internal run-kind SPEC` (libtorch's kinds live in `repro-torch`).
+    /// In the named program, which answers the same `internal run-kind SPEC`; the program
+    /// that embeds the engine knows how to start it (libtorch's kinds live in `repro-torch`).
     Program(&'static str),
 }
 
@@ -169,6 +169,11 @@ impl Registry {
                 self.names().join(", ")
             ),
         }
+    }
+
+    /// Whether `name` is registered; the error lists the kinds that are.
+    pub fn check_known(&self, name: &str) -> Result<()> {
+        self.entry(name).map(|_| ())
     }
 
     /// Check `with:` for a `uses: name` stage and keep what the engine needs of it.

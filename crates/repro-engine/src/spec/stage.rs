@@ -78,10 +78,8 @@ pub(super) fn build_stage(
                 writes: Vec::new(),
                 metrics: Vec::new(),
             };
-            if !kinds.names().contains(&kind.as_str()) {
-                if let Err(e) = kinds.resolve(&kind, &with) {
-                    errors.push(SpecError::at(&m, e.to_string()));
-                }
+            if let Err(e) = kinds.check_known(&kind) {
+                errors.push(SpecError::at(&m, e.to_string()));
             } else if with.is_object() {
                 match kinds.resolve(&kind, &with) {
                     Ok(r) => resolved = r,
