@@ -134,7 +134,7 @@ pub struct Records {
 impl Records {
     pub fn load(file: &Path, opts: &LoadOptions) -> Result<Records> {
         let (p, _dag) = crate::run::load(file, opts)?;
-        let ws = Workspace::open(&p.root, Duration::from_secs(10))?;
+        let mut ws = Workspace::open(&p.root, Duration::from_secs(10))?;
         let runs = match ws.db_if_open() {
             Some(db) => db.runs()?,
             None => bail!(
@@ -142,7 +142,7 @@ impl Records {
                 ws.cache_dir.join("state.redb").display()
             ),
         };
-        let lock = crate::state::workspace::read_lock(&ws)?;
+        let lock = crate::state::workspace::read_lock(&mut ws)?;
         Ok(Records { p, ws, lock, runs })
     }
 

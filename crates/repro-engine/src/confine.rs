@@ -442,6 +442,23 @@ pub fn check_pipeline(p: &Pipeline) -> Result<(), SpecErrors> {
     }
 }
 
+/// Every workspace path [`check_pipeline`] resolves through symlinks — outputs, checkpoints
+/// and the paths kinds write — as it checks them; its verdict depends on nothing else on
+/// disk (besides the workspace root), which is what `state::up_to_date` relies on.
+pub fn resolved_paths(p: &Pipeline) -> Vec<String> {
+    let mut paths = Vec::new();
+    for s in &p.stages {
+        paths.extend(s.outs.iter().map(|o| o.path.clone()));
+        paths.extend(s.checkpoint.iter().cloned());
+        if let Action::Uses { resolved, .. } = &s.action {
+            for (_, w) in &resolved.writes {
+                paths.extend(normalise(&w.to_string_lossy(), false));
+            }
+        }
+    }
+    paths
+}
+
 /// A path a built-in kind writes: a declared output of its stage or inside one.
 fn kind_path(rules: &Rules, s: &Stage, path: &Path) -> Result<(), String> {
     let text = path.to_string_lossy();

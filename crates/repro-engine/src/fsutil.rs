@@ -5,6 +5,8 @@
 //! (temporary sibling, fsync, rename, fsync of the directory), so the lock file, the stage
 //! specifications, Slurm batch scripts, metrics, reports and training outputs all survive a
 //! crash or power loss the same way: the old content or the new, never a torn file.
+//! [`write_atomic_unsynced`] is the same without the fsyncs, for the engine's own caches that
+//! a checksum guards and whose loss costs only time.
 
 use std::io::Write;
 use std::path::Path;
@@ -16,6 +18,17 @@ use anyhow::{Context, Result};
 /// The file gets the mode a plain `File::create` would give it (0666 less the umask), not
 /// the private 0600 of a temporary file. Every error names the path it concerns.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace(path, bytes, true)
+}
+
+/// [`write_atomic`] without its two fsyncs: readers never see a partial file, but after a
+/// power loss the file may be empty or old. Only for a cache whose reader checks what it reads
+/// (a checksum) and treats damage as a miss; the fsyncs would cost more than it saves.
+pub fn write_atomic_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace(path, bytes, false)
+}
+
+fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -34,16 +47,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             tmp.path().display()
         )
     })?;
-    tmp.as_file().sync_all().with_context(|| {
-        format!(
-            "cannot sync {} (via {})",
-            path.display(),
-            tmp.path().display()
-        )
-    })?;
+    if durable {
+        tmp.as_file().sync_all().with_context(|| {
+            format!(
+                "cannot sync {} (via {})",
+                path.display(),
+                tmp.path().display()
+            )
+        })?;
+    }
     tmp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("cannot rename a temporary file onto {}", path.display()))?;
+    if !durable {
+        return Ok(());
+    }
     sync_dir(dir).with_context(|| {
         format!(
             "cannot sync the directory {} after writing {}",

@@ -166,8 +166,8 @@ struct Running {
 pub type State = (Option<WorkspaceLock>, Workspace, LockFile);
 
 /// The workspace state, loading on a second thread while the caller parses the pipeline: on a
-/// large no-op run the two take about as long. `run_lock`: `Some(wait)` takes the run lock
-/// (and needs the state database); `None` reads without them, as `status` and `--dry-run` do.
+/// large no-op run the two take about as long. `run_lock`: whether to take the run lock (and
+/// need the state database) or read without them, as `status` and `--dry-run` do.
 /// Dropping it unjoined (the pipeline failed to parse) still waits for the thread, so the
 /// process never exits while the state database is being created or written.
 ///
@@ -180,19 +180,15 @@ pub struct StateLoader {
     plan_key: String,
 }
 
-pub fn load_state_in_background(
-    file: &Path,
-    opts: &LoadOptions,
-    run_lock: Option<bool>,
-) -> StateLoader {
+pub fn load_state_in_background(file: &Path, plan_key: &str, run_lock: RunLock) -> StateLoader {
     let root = crate::spec::workspace_root(file);
-    let plan_key = crate::state::plan_cache::key(file, opts);
     let (plan_tx, plan_rx) = crossbeam_channel::bounded(1);
-    let key = plan_key.clone();
+    let key = plan_key.to_string();
     let handle = std::thread::spawn(move || -> Result<State> {
         let guard = match run_lock {
-            Some(wait) => Some(WorkspaceLock::acquire(&root.join("cache"), wait)?),
-            None => None,
+            RunLock::Take { wait } => Some(WorkspaceLock::acquire(&root.join("cache"), wait)?),
+            RunLock::Held(guard) => Some(guard),
+            RunLock::None => None,
         };
         let db_wait = if guard.is_some() {
             Duration::from_secs(30)
@@ -207,7 +203,7 @@ pub fn load_state_in_background(
                 let _ = tx.send(db.plan(&key).ok().flatten());
             }
         };
-        let ws = if guard.is_some() {
+        let mut ws = if guard.is_some() {
             Workspace::open_with(&root, db_wait, &mut send_plan)?
         } else {
             Workspace::open_for_reading_with(&root, &mut send_plan)?
@@ -226,14 +222,24 @@ pub fn load_state_in_background(
                 ws.cache_dir.join("state.redb").display()
             );
         }
-        let lock = crate::state::workspace::read_lock(&ws)?;
+        let lock = crate::state::workspace::read_lock(&mut ws)?;
         Ok((guard, ws, lock))
     });
     StateLoader {
         handle: Some(handle),
         plan: Some(plan_rx),
-        plan_key,
+        plan_key: plan_key.to_string(),
     }
+}
+
+/// The run lock (`cache/run.pid`) as [`load_state_in_background`] is to have it.
+pub enum RunLock {
+    /// Read without it.
+    None,
+    /// Take it, waiting for another run if `wait`.
+    Take { wait: bool },
+    /// Already taken.
+    Held(WorkspaceLock),
 }
 
 impl StateLoader {
@@ -288,10 +294,22 @@ fn install_interrupt_handler() {
 pub fn run(opts: &RunOptions) -> Result<i32> {
     let t0 = Instant::now();
     let mut phases = crate::progress::Phases::start();
+    let plan_key = crate::state::plan_cache::key(&opts.file, &opts.load);
+    let run_lock = match up_to_date(opts, &plan_key)? {
+        UpToDate::Yes(stages) => {
+            phases.mark("up-to-date record holds");
+            let summary = Summary {
+                fresh: stages,
+                ..Default::default()
+            };
+            print_summary(&summary, false, 0, t0);
+            return Ok(0);
+        }
+        UpToDate::No(held) => held,
+    };
     // Before anything hashes (the state loader, retiring stages, assessing).
     install_interrupt_handler();
-    let mut state =
-        load_state_in_background(&opts.file, &opts.load, (!opts.dry_run).then_some(opts.wait));
+    let mut state = load_state_in_background(&opts.file, &plan_key, run_lock);
     let (p, mut dag, parsed) = state.pipeline(&opts.file, &opts.load)?;
     phases.mark(if parsed.is_some() {
         "parse + check pipeline"
@@ -629,15 +647,57 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     progress.done();
     phases.mark("schedule (assess + run)");
     let interrupted = INTERRUPTED.load(Ordering::SeqCst);
-    if lock != lock_before {
+    let lock_changed = lock != lock_before;
+    if lock_changed {
         lock.write(&ws.lock_path)?;
     }
     ws.save_stat()?;
     phases.mark("write lock + stat cache");
-    let not_run = sched.not_started();
+    // A run of the whole pipeline, locally, that found every stage fresh and changed nothing:
+    // what that rested on is kept, so that the next such run only stats (`up_to_date`).
+    let whole = opts.targets.is_empty() && selected.len() == p.stages.len();
+    if whole
+        && !lock_changed
+        && !interrupted
+        && !opts.force
+        && !opts.remote.pull_only
+        && executor_kind == ExecutorKind::Local
+        && summary
+            == (Summary {
+                fresh: selected.len(),
+                ..Default::default()
+            })
+    {
+        crate::state::up_to_date::record(&ws, &p, &selected, &plan_key, &run_context(opts));
+        phases.mark("keep the up-to-date record");
+    }
+    let not_run = if interrupted || stop_new {
+        sched.not_started()
+    } else {
+        0
+    };
+    print_summary(&summary, interrupted, not_run, t0);
+    drop(executor);
+    // The process ends right after this: freeing 10^5 map entries and strings one by one
+    // would cost a no-op run of 10,000 stages about 70 ms, so the big read-only structures
+    // are left to the exit. The state database is closed properly.
+    ws.close();
+    std::mem::forget((pre_fresh, lock_before, lock, dag, p));
+    phases.mark("close state db");
+    Ok(if interrupted {
+        130
+    } else if summary.failed > 0 {
+        1
+    } else {
+        0
+    })
+}
+
+/// The summary line every run ends with.
+fn print_summary(summary: &Summary, interrupted: bool, not_started: usize, t0: Instant) {
     let mut line = summary.to_string();
-    if not_run > 0 && (interrupted || stop_new) {
-        line.push_str(&format!(", {not_run} not started"));
+    if not_started > 0 {
+        line.push_str(&format!(", {not_started} not started"));
     }
     if summary.ran + summary.restored + summary.restored_remote + summary.failed == 0
         && !interrupted
@@ -653,20 +713,56 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
             println!("{line} ({secs:.2}s)")
         }
     }
-    drop(executor);
-    // The process ends right after this: freeing 10^5 map entries and strings one by one
-    // would cost a no-op run of 10,000 stages about 70 ms, so the big read-only structures
-    // are left to the exit. The state database is closed properly.
-    ws.close();
-    std::mem::forget((pre_fresh, lock_before, lock, dag, p));
-    phases.mark("close state db");
-    Ok(if interrupted {
-        130
-    } else if summary.failed > 0 {
-        1
-    } else {
-        0
-    })
+}
+
+enum UpToDate {
+    /// The up-to-date record holds: this many stages, all fresh.
+    Yes(usize),
+    /// The full path, with the run lock when it was taken here.
+    No(RunLock),
+}
+
+/// Whether `run` can answer from the up-to-date record (`crate::state::up_to_date`): only a
+/// run of the whole pipeline, neither forced nor dry, holding the run lock (a busy workspace
+/// is the same error either way), after an earlier run that ended cleanly (a killed one may
+/// have left temporary objects or stage processes for the full path to clear).
+fn up_to_date(opts: &RunOptions, plan_key: &str) -> Result<UpToDate> {
+    let full_path = RunLock::Take { wait: opts.wait };
+    if opts.dry_run {
+        return Ok(UpToDate::No(RunLock::None));
+    }
+    let root = crate::spec::workspace_root(&opts.file);
+    if !opts.targets.is_empty()
+        || opts.force
+        || opts.remote.pull_only
+        || !crate::state::up_to_date::path(&root).exists()
+    {
+        return Ok(UpToDate::No(full_path));
+    }
+    let cache = root.join("cache");
+    let guard = WorkspaceLock::acquire(&cache, opts.wait)?;
+    let stage_left = std::fs::read_dir(cache.join("running")).is_ok_and(|mut d| d.next().is_some());
+    if guard.taken_over || stage_left {
+        return Ok(UpToDate::No(RunLock::Held(guard)));
+    }
+    Ok(
+        match crate::state::up_to_date::check(&root, plan_key, Some(&run_context(opts))) {
+            Some(stages) => UpToDate::Yes(stages.len()),
+            None => UpToDate::No(RunLock::Held(guard)),
+        },
+    )
+}
+
+/// The options of a run besides its plan that could make it fail before assessing anything
+/// (an unknown executor, a remote that does not parse): part of the up-to-date record.
+fn run_context(opts: &RunOptions) -> String {
+    format!(
+        "executor {:?}; remote {:?}, off {}; REPRO_REMOTE {:?}",
+        opts.executor,
+        opts.remote.remote,
+        opts.remote.no_remote,
+        std::env::var_os("REPRO_REMOTE")
+    )
 }
 
 /// Most elements of one Slurm job array (Slurm's default `MaxArraySize` is 1001).

@@ -47,7 +47,23 @@ pub fn status(
     targets: &[String],
     downstream: bool,
 ) -> Result<Vec<StageStatus>> {
-    let mut state = crate::run::load_state_in_background(file, opts, None);
+    let plan_key = crate::state::plan_cache::key(file, opts);
+    if targets.is_empty()
+        && let Some(stages) =
+            crate::state::up_to_date::check(&crate::spec::workspace_root(file), &plan_key, None)
+    {
+        return Ok(stages
+            .into_iter()
+            .map(|stage| StageStatus {
+                stage,
+                state: State::Fresh,
+                reasons: Vec::new(),
+                restorable: false,
+            })
+            .collect());
+    }
+    let mut state =
+        crate::run::load_state_in_background(file, &plan_key, crate::run::RunLock::None);
     let (p, mut dag, parsed) = state.pipeline(file, opts)?;
     let selected = crate::targets::select(&p, &dag, targets, downstream)?;
     let (_, mut ws, lock) = state.join()?;

@@ -418,13 +418,7 @@ mod tests {
         std::fs::write(ws.path().join("out/sub/a.txt"), "alpha").unwrap();
         std::fs::write(ws.path().join("out/b.txt"), "beta").unwrap();
         let sc = StatCache::default();
-        let content = Hasher {
-            root: ws.path(),
-            cache: &sc,
-            known: None,
-        }
-        .content("out")
-        .unwrap();
+        let content = Hasher::new(ws.path(), &sc).content("out").unwrap();
         cache.store(&ws.path().join("out"), &content).unwrap();
         std::fs::remove_dir_all(ws.path().join("out")).unwrap();
         cache
@@ -436,13 +430,7 @@ mod tests {
         );
         let sc2 = StatCache::default();
         assert_eq!(
-            Hasher {
-                root: ws.path(),
-                cache: &sc2,
-                known: None,
-            }
-            .content("out")
-            .unwrap(),
+            Hasher::new(ws.path(), &sc2).content("out").unwrap(),
             content
         );
 

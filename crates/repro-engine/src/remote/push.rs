@@ -30,8 +30,8 @@ pub fn push(
     let selected = crate::graph::select(&p, &dag, targets)?;
     let store = open_required(args, &p)?;
     let _lock = WorkspaceLock::acquire(&p.root.join("cache"), false)?;
-    let ws = Workspace::open(&p.root, Duration::from_secs(30))?;
-    let lock = crate::state::workspace::read_lock(&ws)?;
+    let mut ws = Workspace::open(&p.root, Duration::from_secs(30))?;
+    let lock = crate::state::workspace::read_lock(&mut ws)?;
 
     // What each fresh stage's entry will say, from its outputs as they are now (what the lock
     // records); objects missing from the local cache are stored first.

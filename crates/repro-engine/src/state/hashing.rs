@@ -175,6 +175,33 @@ impl StatCache {
     }
 }
 
+/// What one stat said about a path whose content a verdict used (see
+/// [`crate::state::up_to_date`]): the stat under which its hash was trusted, or that it was
+/// missing; `Changing` when it changed while being hashed, so that no stat vouches for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    Missing,
+    Stat(StatKey),
+    Changing,
+}
+
+/// Every path a [`Hasher`] looked at, with what it saw (workspace-relative paths; a file inside
+/// a directory dep and each subdirectory are listed too, since the directory's own stat does
+/// not change when a file inside it is rewritten).
+#[derive(Default)]
+pub struct SeenLog(Mutex<Vec<(std::path::PathBuf, Seen)>>);
+
+impl SeenLog {
+    fn note(&self, rel: impl Into<std::path::PathBuf>, seen: Seen) {
+        self.0.lock().unwrap().push((rel.into(), seen));
+    }
+
+    /// Everything noted so far, in no particular order (a path may appear more than once).
+    pub fn take(&self) -> Vec<(std::path::PathBuf, Seen)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
 /// One file of a directory manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileEntry {
@@ -366,16 +393,37 @@ pub struct Hasher<'a> {
     pub cache: &'a StatCache,
     /// Stats already taken this invocation (the DAG's source deps), used instead of a new stat.
     pub known: Option<&'a PathMap<std::fs::Metadata>>,
+    /// Where to note what each stat said (the workspace's log; `None` for one-off hashing).
+    pub seen: Option<&'a SeenLog>,
 }
 
-impl Hasher<'_> {
+impl<'a> Hasher<'a> {
+    /// A hasher that neither reuses stats nor notes them.
+    pub fn new(root: &'a Path, cache: &'a StatCache) -> Hasher<'a> {
+        Hasher {
+            root,
+            cache,
+            known: None,
+            seen: None,
+        }
+    }
+
+    fn note(&self, rel: impl Into<std::path::PathBuf>, seen: Seen) {
+        if let Some(log) = self.seen {
+            log.note(rel, seen);
+        }
+    }
+
     /// Hash one workspace path (file or directory); `Missing` if it does not exist.
     pub fn content(&self, rel: &str) -> Result<Content> {
         let full = self.root.join(rel);
         let known = self.known.and_then(|k| k.get(rel)).cloned();
         let meta = match known.map_or_else(|| std::fs::metadata(&full), Ok) {
             Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Content::Missing),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.note(rel, Seen::Missing);
+                return Ok(Content::Missing);
+            }
             Err(e) => return Err(e).with_context(|| format!("cannot stat {}", full.display())),
         };
         if let Some(kind) = special_kind(&meta) {
@@ -384,14 +432,24 @@ impl Hasher<'_> {
             );
         }
         if meta.is_dir() {
+            // Noted before listing: an entry added after this stat changes the directory's.
+            self.note(rel, Seen::Stat(StatKey::of(&meta)));
             let mut files = Vec::new();
-            walk(&full, "", &mut files)?;
+            let mut dirs = Vec::new();
+            walk(&full, "", &mut files, &mut dirs)?;
+            for (path, meta) in dirs {
+                let inside = path.strip_prefix(self.root).unwrap_or(&path);
+                self.note(inside, Seen::Stat(StatKey::of(&meta)));
+            }
             files.sort_by(|a, b| a.0.cmp(&b.0));
             let entries: Vec<FileEntry> = files
                 .par_iter()
                 .map(|(relpath, file, meta)| {
                     let key = format!("{rel}/{relpath}");
                     let hash = self.file_hash(&key, file, meta)?;
+                    let inside = file.strip_prefix(self.root).unwrap_or(file);
+                    self.note(inside, hash.1);
+                    let hash = hash.0;
                     Ok(FileEntry {
                         path: relpath.clone(),
                         hash: blake3::Hash::from_bytes(hash).to_hex().to_string(),
@@ -408,7 +466,8 @@ impl Hasher<'_> {
                 files: entries,
             })
         } else {
-            let hash = self.file_hash(rel, &full, &meta)?;
+            let (hash, seen) = self.file_hash(rel, &full, &meta)?;
+            self.note(rel, seen);
             Ok(Content::File {
                 hash: blake3::Hash::from_bytes(hash).to_hex().to_string(),
                 size: meta.len(),
@@ -428,10 +487,16 @@ impl Hasher<'_> {
         rels.par_iter().map(|r| self.content(r)).collect()
     }
 
-    fn file_hash(&self, key: &str, full: &Path, meta: &std::fs::Metadata) -> Result<[u8; 32]> {
+    /// The hash of a file, with the stat that vouches for it.
+    fn file_hash(
+        &self,
+        key: &str,
+        full: &Path,
+        meta: &std::fs::Metadata,
+    ) -> Result<([u8; 32], Seen)> {
         let sk = StatKey::of(meta);
         if let Some(h) = self.cache.get(key, &sk) {
-            return Ok(h);
+            return Ok((h, Seen::Stat(sk)));
         }
         let h = hash_file_bytes(full)?;
         // Re-stat: a file that changed while we read it must not be cached under the new stat.
@@ -439,16 +504,23 @@ impl Hasher<'_> {
             && StatKey::of(&after) == sk
         {
             self.cache.put(key, sk, h);
+            return Ok((h, Seen::Stat(sk)));
         }
-        Ok(h)
+        Ok((h, Seen::Changing))
     }
 }
 
 /// Collect regular files under `dir` (following symlinks to files): encoded relative path
 /// (see [`encode_name`]; sorting it sorts ordinary names as before), path on disk, stat.
+/// `dirs` gets each subdirectory (its path on disk) with the stat taken before it was listed.
 type Walked = (String, std::path::PathBuf, std::fs::Metadata);
 
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<Walked>) -> Result<()> {
+fn walk(
+    dir: &Path,
+    prefix: &str,
+    out: &mut Vec<Walked>,
+    dirs: &mut Vec<(std::path::PathBuf, std::fs::Metadata)>,
+) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let rd = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
     for entry in rd {
@@ -463,7 +535,9 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<Walked>) -> Result<()> {
         let meta = std::fs::metadata(entry.path())
             .with_context(|| format!("cannot stat {}", entry.path().display()))?;
         if meta.is_dir() {
-            walk(&entry.path(), &rel, out)?;
+            let path = entry.path();
+            walk(&path, &rel, out, dirs)?;
+            dirs.push((path, meta));
         } else if meta.is_file() {
             out.push((rel, entry.path(), meta));
         }
@@ -486,33 +560,14 @@ mod tests {
         }
         let ca = StatCache::default();
         let cb = StatCache::default();
-        let ha = Hasher {
-            root: a.path(),
-            cache: &ca,
-            known: None,
-        }
-        .content("x")
-        .unwrap();
-        let hb = Hasher {
-            root: b.path(),
-            cache: &cb,
-            known: None,
-        }
-        .content("x")
-        .unwrap();
+        let ha = Hasher::new(a.path(), &ca).content("x").unwrap();
+        let hb = Hasher::new(b.path(), &cb).content("x").unwrap();
         assert_eq!(ha.hash(), hb.hash());
         std::fs::write(b.path().join("x/g.txt"), "World").unwrap();
         let cb2 = StatCache::default();
         assert_ne!(
             ha.hash(),
-            Hasher {
-                root: b.path(),
-                cache: &cb2,
-                known: None,
-            }
-            .content("x")
-            .unwrap()
-            .hash()
+            Hasher::new(b.path(), &cb2).content("x").unwrap().hash()
         );
     }
 
@@ -521,11 +576,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("f"), "one").unwrap();
         let c = StatCache::default();
-        let h = Hasher {
-            root: d.path(),
-            cache: &c,
-            known: None,
-        };
+        let h = Hasher::new(d.path(), &c);
         let first = h.content("f").unwrap();
         assert_eq!(c.take_dirty().len(), 1);
         assert_eq!(h.content("f").unwrap(), first);

@@ -35,27 +35,30 @@ impl LockFile {
     /// Read the lock file; a missing file is an empty lock. A corrupt one is an error naming it.
     /// The lock is shared (committed), so it is untrusted: see [`LockFile::check`].
     pub fn read(path: &Path) -> Result<LockFile> {
-        let invalid = || {
-            format!(
-                "{} is not a valid lock file (delete it to rebuild it from the cache)",
-                path.display()
-            )
-        };
         match std::fs::read(path) {
-            Ok(bytes) => {
-                let text = String::from_utf8(bytes)
-                    .map_err(|e| anyhow::anyhow!("it is not UTF-8 text ({e})"))
-                    .with_context(invalid)?;
-                let lock: LockFile = serde_yaml_ng::from_str(&text).with_context(invalid)?;
-                lock.check().with_context(invalid)?;
-                Ok(lock)
-            }
+            Ok(bytes) => Self::parse(&bytes, path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockFile {
                 version: LOCK_VERSION,
                 ..Default::default()
             }),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
+    }
+
+    /// A lock file's bytes, read from `path` (named in errors), parsed and checked.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<LockFile> {
+        let invalid = || {
+            format!(
+                "{} is not a valid lock file (delete it to rebuild it from the cache)",
+                path.display()
+            )
+        };
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| anyhow::anyhow!("it is not UTF-8 text ({e})"))
+            .with_context(invalid)?;
+        let lock: LockFile = serde_yaml_ng::from_str(text).with_context(invalid)?;
+        lock.check().with_context(invalid)?;
+        Ok(lock)
     }
 
     /// Refuse a lock this version cannot read, and any entry whose output path the engine

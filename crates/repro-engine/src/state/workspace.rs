@@ -17,7 +17,7 @@ use crate::cache::Cache;
 use crate::spec::{Action, Stage};
 use crate::state::db::StateDb;
 use crate::state::fingerprint::Fingerprint;
-use crate::state::hashing::{Content, Hasher, StatCache};
+use crate::state::hashing::{Content, Hasher, SeenLog, StatCache};
 use crate::state::lockfile::{LockEntry, LockFile};
 
 /// Paths of one workspace: `pipeline.yaml`'s directory.
@@ -31,6 +31,10 @@ pub struct Workspace {
     pub objects: Cache,
     /// Stats of the pipeline's source deps taken while building the DAG (see `Dag::source_stats`).
     pub source_stats: crate::state::hashing::PathMap<std::fs::Metadata>,
+    /// What every stat behind a hash said this invocation (for [`crate::state::up_to_date`]).
+    pub seen: SeenLog,
+    /// blake3 of the `repro.lock` bytes [`read_lock`] parsed (`None`: no lock file).
+    pub lock_hash: Option<[u8; 32]>,
 }
 
 impl Workspace {
@@ -86,6 +90,8 @@ impl Workspace {
             stat,
             db,
             source_stats: Default::default(),
+            seen: SeenLog::default(),
+            lock_hash: None,
         }
     }
 
@@ -120,6 +126,7 @@ impl Workspace {
             root: &self.root,
             cache: &self.stat,
             known: Some(&self.source_stats),
+            seen: Some(&self.seen),
         }
     }
 
@@ -340,15 +347,22 @@ impl Drop for WorkspaceLock {
 /// Read the lock file of a workspace.
 /// Read the lock file of a workspace, through the state database's parsed copy when the
 /// text is unchanged (the YAML file stays the source of truth: the copy is keyed by its hash).
-pub fn read_lock(ws: &Workspace) -> Result<LockFile> {
-    let Some(db) = &ws.db else {
-        return LockFile::read(&ws.lock_path);
-    };
+pub fn read_lock(ws: &mut Workspace) -> Result<LockFile> {
+    ws.lock_hash = None;
     let text = match std::fs::read(&ws.lock_path) {
         Ok(t) => t,
         Err(_) => return LockFile::read(&ws.lock_path),
     };
     let hash = *blake3::hash(&text).as_bytes();
+    let lock = parse_lock(ws, &text, hash)?;
+    ws.lock_hash = Some(hash);
+    Ok(lock)
+}
+
+fn parse_lock(ws: &Workspace, text: &[u8], hash: [u8; 32]) -> Result<LockFile> {
+    let Some(db) = &ws.db else {
+        return LockFile::parse(text, &ws.lock_path);
+    };
     if let Some(json) = db.parsed_lock(&hash)?
         && let Ok(lock) = serde_json::from_slice::<LockFile>(&json)
         // A copy parsed by an older repro was not checked (`LockFile::check`).
@@ -356,7 +370,7 @@ pub fn read_lock(ws: &Workspace) -> Result<LockFile> {
     {
         return Ok(lock);
     }
-    let lock = LockFile::read(&ws.lock_path)?;
+    let lock = LockFile::parse(text, &ws.lock_path)?;
     // Best effort: a failure here only costs the next run a YAML parse.
     let _ = db.put_parsed_lock(&hash, &serde_json::to_vec(&lock)?);
     Ok(lock)
