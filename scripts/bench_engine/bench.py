@@ -219,6 +219,27 @@ def bench_repro(ws, S, repeats, repro, jobs, log):
     walls, _ = repeat(repeats, status)
     res["status_walls"] = walls
     log(f"  repro status ×{repeats}: wall {fmt_list(walls)}")
+
+    # The first no-op after any change takes the full path (the up-to-date record no longer
+    # matches): the kept plan, the lock, the assessment of every stage, then a new record.
+    record = ws / "cache" / "up-to-date"
+
+    def full_noop():
+        record.unlink(missing_ok=True)
+        return noop()
+
+    walls, engines = repeat(repeats, full_noop)
+    res["full_noop_walls"], res["full_noop_engines"] = walls, engines
+    log(f"  repro no-op run without the up-to-date record ×{repeats}: wall {fmt_list(walls)}; engine {fmt_list(engines)}")
+
+    # What one stat of each file costs on this machine, by a tool that does nothing else.
+    def du():
+        w, _ = run(["du", "-s", "--apparent-size", "in", "out"], ws)
+        return w, None
+
+    walls, _ = repeat(repeats, du)
+    res["du_walls"] = walls
+    log(f"  du -s of the same files ×{repeats}: wall {fmt_list(walls)}")
     return res
 
 
@@ -368,6 +389,10 @@ def markdown(info, side, alone, args):
         rn, re_ = med(r["noop_walls"]), med(r["noop_engines"])
         L.append(f"| repro `run` / `status` | {secs(r['cold_wall'])} | {ms(rn)} (engine {ms(med(r['noop_engines']))}) "
                  f"| {ms(med(r['status_walls']))} | — |")
+        L.append(f"| repro, first no-op after a change (full path, keeps the up-to-date record) | — "
+                 f"| {ms(med(r['full_noop_walls']))} (engine {ms(med(r['full_noop_engines']))}) | — | — |")
+        L.append(f"| `du -s` of the same files (one stat each, one thread: the floor of any tool that checks them) | — "
+                 f"| {ms(med(r['du_walls']))} | — | repro no-op / du: {ratio(rn, med(r['du_walls']))} |")
         if "DVC" in rows:
             d = rows["DVC"]
             cold = secs(d['cold_wall']) if d['cold_wall'] is not None else f"not run (lock by `dvc commit`: {secs(d['commit_wall'])})"
@@ -380,11 +405,13 @@ def markdown(info, side, alone, args):
     if alone:
         L.append("**repro alone at larger sizes**")
         L.append("")
-        L.append("| size | cold run (wall / engine) | no-op `run` (wall / engine) | no-op `status` (wall) |")
-        L.append("|---|---|---|---|")
+        L.append("| size | cold run (wall / engine) | no-op `run` (wall / engine) | no-op `status` (wall) "
+                 "| first no-op after a change (wall / engine) | `du -s` of the same files |")
+        L.append("|---|---|---|---|---|---|")
         for (S, F, fb, r) in alone:
             L.append(f"| {size_label(S, F, fb)} | {secs(r['cold_wall'])} / {secs(r['cold_engine'])} "
-                     f"| {ms(med(r['noop_walls']))} / {ms(med(r['noop_engines']))} | {ms(med(r['status_walls']))} |")
+                     f"| {ms(med(r['noop_walls']))} / {ms(med(r['noop_engines']))} | {ms(med(r['status_walls']))} "
+                     f"| {ms(med(r['full_noop_walls']))} / {ms(med(r['full_noop_engines']))} | {ms(med(r['du_walls']))} |")
         L.append("")
     return "\n".join(L)
 

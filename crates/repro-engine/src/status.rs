@@ -102,13 +102,16 @@ pub fn status(
     Ok(out)
 }
 
-/// Human-readable rendering.
+/// Human-readable rendering, written in one go (a line per stage: at 10,000 stages, one write
+/// per line would cost more than deciding the verdicts from the up-to-date record).
 pub fn print(statuses: &[StageStatus]) {
     use crate::ui::{Paint, paint};
+    use std::fmt::Write as _;
     if crate::ui::quiet() {
         return;
     }
     let count = |s: State| statuses.iter().filter(|x| x.state == s).count();
+    let mut text = String::with_capacity(statuses.len() * 32);
     for s in statuses {
         let note = if s.restorable {
             "  (restorable from cache)"
@@ -121,13 +124,19 @@ pub fn print(statuses: &[StageStatus]) {
             State::Fresh => Paint::Green,
             _ => Paint::Yellow,
         };
-        println!("  {}  {}{note}", paint(s.state.word(), colour), s.stage);
+        let _ = writeln!(
+            text,
+            "  {}  {}{note}",
+            paint(s.state.word(), colour),
+            s.stage
+        );
         for r in &s.reasons {
-            println!("           - {r}");
+            let _ = writeln!(text, "           - {r}");
         }
     }
     let pending = count(State::Pending);
-    println!(
+    let _ = writeln!(
+        text,
         "{} stages: {} fresh, {} stale{}",
         statuses.len(),
         count(State::Fresh),
@@ -138,4 +147,5 @@ pub fn print(statuses: &[StageStatus]) {
             String::new()
         }
     );
+    print!("{text}");
 }

@@ -22,8 +22,8 @@
 //! longer matches.
 //!
 //! The file is the engine's own (in `cache/`, replaced atomically, not synced: a record lost
-//! to a power cut costs one full run) but read as untrusted
-//! bytes: a checksum covers it, and a record that does not decode is a miss, never an error.
+//! to a power cut costs one full run) but read as untrusted bytes: a checksum covers it, and a
+//! record that does not decode is a miss, never an error.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
