@@ -649,7 +649,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     let interrupted = INTERRUPTED.load(Ordering::SeqCst);
     let lock_changed = lock != lock_before;
     if lock_changed {
-        lock.write(&ws.lock_path)?;
+        crate::state::workspace::write_lock(&ws, &lock)?;
     }
     ws.save_stat()?;
     phases.mark("write lock + stat cache");

@@ -149,6 +149,31 @@ mod tests {
             e.contains("victim.txt") && e.contains("outside the workspace"),
             "{e}"
         );
+        // Whatever a pipeline puts in `with:` and `params:` comes back from the text as it was
+        // written (`workspace::write_lock` keeps the written value as the parsed copy).
+        let odd = serde_json::json!({
+            "f": 0.1, "big": 1e300, "tiny": 5e-324, "neg": -0.0, "int": 9007199254740993_u64,
+            "min": -9223372036854775808_i64, "strs": ["yes", "no", "null", "~", "1e3", "0x1F",
+            "", " lead", "a: b", "- x", "#c", "multi\nline", "tab\t", "é ü", "'q'", "\"dq\""],
+            "nested": {"a": [1, {"b": null}], "true": true}, "empty": {}, "none": []
+        });
+        let fp = Fingerprint {
+            action: "uses: train@3".into(),
+            with: odd.clone(),
+            params: odd.as_object().unwrap().clone().into_iter().collect(),
+            ..Default::default()
+        };
+        let mut l2 = l.clone();
+        l2.stages.insert(
+            "odd@x,y".into(),
+            LockEntry {
+                key: fp.key(),
+                fingerprint: fp,
+                out_hashes: [("out/a b.txt".to_string(), "a".repeat(64))].into(),
+            },
+        );
+        let text = l2.to_text().unwrap();
+        assert_eq!(LockFile::parse(text.as_bytes(), &p).unwrap(), l2, "{text}");
         std::fs::write(&p, "stages: [oops").unwrap();
         assert!(
             LockFile::read(&p)

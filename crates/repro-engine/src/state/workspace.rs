@@ -344,7 +344,6 @@ impl Drop for WorkspaceLock {
     }
 }
 
-/// Read the lock file of a workspace.
 /// Read the lock file of a workspace, through the state database's parsed copy when the
 /// text is unchanged (the YAML file stays the source of truth: the copy is keyed by its hash).
 pub fn read_lock(ws: &mut Workspace) -> Result<LockFile> {
@@ -357,6 +356,19 @@ pub fn read_lock(ws: &mut Workspace) -> Result<LockFile> {
     let lock = parse_lock(ws, &text, hash)?;
     ws.lock_hash = Some(hash);
     Ok(lock)
+}
+
+/// Replace `repro.lock` with `lock` and keep its parsed copy under the hash of the text
+/// written, so that the next command does not parse the YAML again (about a second at 10,000
+/// stages). The copy is what was serialised, which parsing the text gives back (the round trip
+/// is tested in `state::lockfile`). Keeping it is best effort.
+pub fn write_lock(ws: &Workspace, lock: &LockFile) -> Result<()> {
+    let text = lock.to_text()?;
+    crate::fsutil::write_atomic(&ws.lock_path, text.as_bytes())?;
+    if let (Some(db), Ok(json)) = (&ws.db, serde_json::to_vec(lock)) {
+        let _ = db.put_parsed_lock(blake3::hash(text.as_bytes()).as_bytes(), &json);
+    }
+    Ok(())
 }
 
 fn parse_lock(ws: &Workspace, text: &[u8], hash: [u8; 32]) -> Result<LockFile> {
