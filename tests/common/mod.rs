@@ -91,6 +91,19 @@ impl Ws {
         v
     }
 
+    /// The stage names `repro status --json ARGS` lists, in its order.
+    pub fn status_names(&self, args: &[&str]) -> Vec<String> {
+        let mut all = vec!["status", "--json"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v.as_array()
+            .unwrap_or_else(|| panic!("not a JSON array: {out}"))
+            .iter()
+            .map(|s| s["stage"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     pub fn clear_executions(&self) {
         let _ = std::fs::remove_file(self.path("executions.log"));
     }
