@@ -26,7 +26,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use crate::spec::{Action, LoadOptions, Pipeline, Stage};
+use crate::spec::{LoadOptions, Pipeline, Stage};
 use crate::state::db::RunRecord;
 use crate::state::fingerprint::Fingerprint;
 use crate::state::lockfile::LockFile;
@@ -35,11 +35,9 @@ use crate::state::workspace::Workspace;
 /// The outputs of `stage` that hold metrics: its `metrics:` and those its kind declares.
 pub fn metric_paths(stage: &Stage) -> Vec<String> {
     let mut v: Vec<String> = stage.metrics.iter().map(|m| m.path.clone()).collect();
-    if let Action::Uses { resolved, .. } = &stage.action {
-        for m in &resolved.metrics {
-            if !v.contains(m) {
-                v.push(m.clone());
-            }
+    for m in &stage.action.resolved.metrics {
+        if !v.contains(m) {
+            v.push(m.clone());
         }
     }
     v
@@ -194,10 +192,7 @@ impl Records {
         match src {
             Source::Workspace => {
                 for s in &self.p.stages {
-                    let with = match &s.action {
-                        Action::Uses { with, .. } => with.clone(),
-                        Action::Cmd(_) => Json::Null,
-                    };
+                    let (_, with) = s.action.key();
                     let mut metrics = BTreeMap::new();
                     for m in metric_paths(s) {
                         if let Ok(text) = std::fs::read_to_string(self.p.root.join(&m)) {
@@ -842,10 +837,7 @@ fn params_to_set(cx: &Records, stage: &str, fp: Option<&Fingerprint>) -> Vec<Str
             "note: stage '{stage}' is no longer in the pipeline"
         )];
     };
-    let now_with = match &now.action {
-        Action::Uses { with, .. } => with.clone(),
-        Action::Cmd(_) => Json::Null,
-    };
+    let (_, now_with) = now.action.key();
     let (want, have) = (
         params_of(&fp.params, &fp.with),
         params_of(&now.params, &now_with),

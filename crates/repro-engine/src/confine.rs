@@ -24,7 +24,7 @@ use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::spec::{Action, PathRef, Pipeline, SpecError, SpecErrors, Stage, normalise};
+use crate::spec::{PathRef, Pipeline, SpecError, SpecErrors, Stage, normalise};
 use crate::state::hashing::Content;
 use crate::state::lockfile::LockFile;
 use crate::state::workspace::{Assessment, Workspace};
@@ -303,16 +303,14 @@ pub fn check_pipeline(p: &Pipeline) -> Result<(), SpecErrors> {
                 }
             }
         }
-        if let Action::Uses { resolved, .. } = &s.action {
-            for (param, path) in &resolved.writes {
-                let mark = s.with_marks.get(param.as_str()).unwrap_or(&s.mark);
-                if let Err(why) = kind_path(&rules, s, path) {
-                    errors.push(
-                        SpecError::at(mark, format!("`with: {param}`: {why}"))
-                            .in_stage(&s.name)
-                            .note("a built-in kind writes only its stage's declared outputs (`outs:`)"),
-                    );
-                }
+        for (param, path) in &s.action.resolved.writes {
+            let mark = s.with_marks.get(param.as_str()).unwrap_or(&s.mark);
+            if let Err(why) = kind_path(&rules, s, path) {
+                errors.push(
+                    SpecError::at(mark, format!("`with: {param}`: {why}"))
+                        .in_stage(&s.name)
+                        .note("a built-in kind writes only its stage's declared outputs (`outs:`)"),
+                );
             }
         }
     }
@@ -450,10 +448,8 @@ pub fn resolved_paths(p: &Pipeline) -> Vec<String> {
     for s in &p.stages {
         paths.extend(s.outs.iter().map(|o| o.path.clone()));
         paths.extend(s.checkpoint.iter().cloned());
-        if let Action::Uses { resolved, .. } = &s.action {
-            for (_, w) in &resolved.writes {
-                paths.extend(normalise(&w.to_string_lossy(), false));
-            }
+        for (_, w) in &s.action.resolved.writes {
+            paths.extend(normalise(&w.to_string_lossy(), false));
         }
     }
     paths

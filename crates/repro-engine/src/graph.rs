@@ -432,13 +432,13 @@ pub fn render(p: &Pipeline, dag: &Dag, format: &str) -> anyhow::Result<String> {
                     let s = &p.stages[i];
                     let mut o = serde_json::Map::new();
                     o.insert("name".into(), s.name.clone().into());
-                    match &s.action {
-                        crate::spec::Action::Cmd(c) => {
-                            o.insert("cmd".into(), c.clone().into());
+                    match s.action.command() {
+                        Some(c) => {
+                            o.insert("cmd".into(), c.into());
                         }
-                        crate::spec::Action::Uses { kind, with, .. } => {
-                            o.insert("kind".into(), kind.clone().into());
-                            o.insert("with".into(), with.clone());
+                        None => {
+                            o.insert("kind".into(), s.action.kind.clone().into());
+                            o.insert("with".into(), s.action.with.clone());
                         }
                     }
                     let paths = |v: &[crate::spec::PathRef]| -> Vec<serde_json::Value> {

@@ -17,9 +17,10 @@ use anyhow::{Context, Result};
 use crate::cache::CorruptObject;
 use crate::cache::run_cache;
 use crate::executor::{Event, Executor, ExecutorKind, Job, Outcome};
+use crate::kinds::{Host, Registry};
 use crate::progress::Progress;
 use crate::schedule::{Lease, Scheduler};
-use crate::spec::{Action, LoadOptions, Pipeline, Stage};
+use crate::spec::{LoadOptions, Pipeline, Stage};
 use crate::state::lockfile::{LockEntry, LockFile};
 use crate::state::workspace::{Assessment, Workspace, WorkspaceLock, assess, file_safe};
 
@@ -506,6 +507,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
                     let lease = sched.lease(need(i));
                     let job = make_job(
                         &ws,
+                        &opts.load.kinds,
                         &exe,
                         stage,
                         i,
@@ -899,6 +901,7 @@ fn start_stage(
 #[allow(clippy::too_many_arguments)]
 fn make_job(
     ws: &Workspace,
+    kinds: &Registry,
     exe: &Path,
     stage: &Stage,
     id: usize,
@@ -931,13 +934,14 @@ fn make_job(
                 .join(","),
         ));
     }
-    let argv = match &stage.action {
-        Action::Cmd(c) => vec!["sh".to_string(), "-c".to_string(), c.clone()],
-        Action::Uses { kind, with, .. } => {
+    let action = &stage.action;
+    let argv = match kinds.host(&action.kind)? {
+        Host::Shell(line) => vec!["sh".to_string(), "-c".to_string(), line(&action.with)?],
+        Host::Here(_) | Host::Program(_) => {
             let spec = crate::kinds::StageContext {
                 stage: stage.name.clone(),
-                kind: kind.clone(),
-                params: with.clone(),
+                kind: action.kind.clone(),
+                params: action.with.clone(),
                 checkpoint: stage.checkpoint.as_ref().map(|c| ws.root.join(c)),
                 threads: stage.resources.cpus,
                 // Inside the child, the visible devices are renumbered from 0.
@@ -951,6 +955,7 @@ fn make_job(
                 .join(format!("{}.json", file_safe(&stage.name)));
             std::fs::create_dir_all(path.parent().expect("has parent"))?;
             crate::fsutil::write_atomic(&path, serde_json::to_string_pretty(&spec)?.as_bytes())?;
+            // The program that embeds the engine finds the kind's body (here or elsewhere).
             vec![
                 exe.display().to_string(),
                 "internal".into(),

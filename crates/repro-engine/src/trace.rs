@@ -202,7 +202,7 @@ pub fn record(
     let entry = Entry {
         run: run_id(),
         stage: stage.name.clone(),
-        kind: Some(kind_of(&stage.action).to_string()),
+        kind: Some(stage.action.kind.clone()),
         key: key.to_string(),
         started: now_ms().saturating_sub((wall_s * 1000.0) as u64),
         wall_s: wall,
@@ -228,14 +228,6 @@ pub fn record(
     })();
     if let Err(e) = res {
         eprintln!("warning: cannot append to {}: {e:#}", path.display());
-    }
-}
-
-/// The kind a trace line records for a stage: `cmd` or its built-in kind.
-pub fn kind_of(action: &crate::spec::Action) -> &str {
-    match action {
-        crate::spec::Action::Cmd(_) => "cmd",
-        crate::spec::Action::Uses { kind, .. } => kind,
     }
 }
 

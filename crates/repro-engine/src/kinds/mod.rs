@@ -1,12 +1,14 @@
-//! Stage kinds (`uses:` in pipeline.yaml) as the engine sees them: a small typed trait, and the
-//! [`Registry`] the program hands the engine at start-up.
+//! Stage kinds as the engine sees them: a small typed trait, and the [`Registry`] the program
+//! hands the engine at start-up.
 //!
-//! The engine knows no kind by name. It asks the registry to resolve a `uses:` stage once, at
-//! load time, into a [`Resolved`] (version for the stage key, written paths for the
-//! confinement check, metric files for `repro metrics`), and it runs a stage of a kind as a
-//! child process (`<program> internal run-kind SPEC`) that reads a [`StageContext`] back and
-//! asks the registry where the kind's body lives. A kind knows nothing about hashing, caching or
-//! scheduling; the engine knows nothing about tensors.
+//! Every stage is a stage of a kind. `uses: NAME` names one the program registered; `cmd: …`
+//! is the engine's one built-in kind ([`cmd::Cmd`], registered in every [`Registry`]), whose
+//! body is a shell command. The engine asks the registry to resolve a stage once, at load
+//! time, into a [`Resolved`] (the action's part of the stage key, written paths for the
+//! confinement check, metric files for `repro metrics`), and at run time where the body lives
+//! ([`Host`]): a shell command line, this program (`<program> internal run-kind SPEC`, a child
+//! that reads a [`StageContext`] back), or another program. A kind knows nothing about
+//! hashing, caching or scheduling; the engine knows nothing about tensors.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use serde::de::DeserializeOwned;
 
+pub mod cmd;
 pub mod progress;
 
 /// One stage kind: its typed parameters and what the engine needs to know about them.
@@ -40,6 +43,11 @@ pub trait Kind: Send + Sync + 'static {
     fn metrics(&self, _params: &Self::Params) -> Vec<String> {
         Vec::new()
     }
+    /// The action's part of the stage key when the parameters are written into it rather than
+    /// hashed beside it. `None` (the default) keys on `uses: NAME@VERSION` and the parameters.
+    fn key_text(&self, _params: &Self::Params) -> Option<String> {
+        None
+    }
 }
 
 /// A kind whose body runs in this program.
@@ -48,11 +56,19 @@ pub trait Run: Kind {
     fn run(&self, params: Self::Params, ctx: &StageContext) -> Result<()>;
 }
 
-/// What the engine keeps of a `uses:` stage once its parameters are checked.
+/// A kind whose body is a shell command line (`sh -c`), started by the engine itself.
+pub trait Shell: Kind {
+    /// The command line the stage runs.
+    fn command_line(&self, params: Self::Params) -> String;
+}
+
+/// What the engine keeps of a stage's kind once its parameters are checked.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Resolved {
     /// The kind's version, for the stage key.
     pub version: u32,
+    /// The action's part of the stage key, when the kind writes its own ([`Kind::key_text`]).
+    pub key: Option<String>,
     /// (parameter, path) for every path the kind writes.
     pub writes: Vec<(String, PathBuf)>,
     /// Output files holding metrics.
@@ -61,6 +77,8 @@ pub struct Resolved {
 
 /// Where a registered kind's body runs.
 pub enum Host<'a> {
+    /// As a shell command line, made from the stage's parameters.
+    Shell(&'a (dyn Fn(&serde_json::Value) -> Result<String> + Send + Sync)),
     /// In this program.
     Here(&'a (dyn Fn(&StageContext) -> Result<()> + Send + Sync)),
     /// In the named program, which answers the same `internal run-kind SPEC`; the program
@@ -90,6 +108,7 @@ impl<K: Kind> Declared for Arc<K> {
         self.check(&p)?;
         Ok(Resolved {
             version: self.version(),
+            key: self.key_text(&p),
             writes: self
                 .written_paths(&p)
                 .into_iter()
@@ -101,8 +120,10 @@ impl<K: Kind> Declared for Arc<K> {
 }
 
 type Body = Box<dyn Fn(&StageContext) -> Result<()> + Send + Sync>;
+type CommandLine = Box<dyn Fn(&serde_json::Value) -> Result<String> + Send + Sync>;
 
 enum Place {
+    Shell(CommandLine),
     Here(Body),
     Program(&'static str),
 }
@@ -112,11 +133,19 @@ struct Entry {
     place: Place,
 }
 
-/// The stage kinds a program offers, by name. The `repro` binary registers the paper's kinds;
-/// the engine's own tests register their own.
-#[derive(Default)]
+/// The stage kinds a program offers, by name: `cmd` always, then what the program adds. The
+/// `repro` binary registers the paper's kinds; the engine's own tests register their own.
 pub struct Registry {
     entries: Vec<Entry>,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry {
+            entries: Vec::new(),
+        }
+        .with_shell(cmd::Cmd)
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -138,6 +167,17 @@ impl Registry {
         self
     }
 
+    /// Add a kind whose body is a shell command line.
+    pub fn with_shell<K: Shell>(mut self, kind: K) -> Registry {
+        let kind = Arc::new(kind);
+        let body = kind.clone();
+        let line: CommandLine = Box::new(move |params: &serde_json::Value| {
+            Ok(body.command_line(parse(body.as_ref(), params)?))
+        });
+        self.push(Box::new(kind), Place::Shell(line));
+        self
+    }
+
     /// Add a kind whose body runs in `program` (a binary next to this one).
     pub fn with_elsewhere<K: Kind>(mut self, kind: K, program: &'static str) -> Registry {
         self.push(Box::new(Arc::new(kind)), Place::Program(program));
@@ -153,22 +193,27 @@ impl Registry {
         self.entries.push(Entry { kind, place });
     }
 
-    /// The registered kinds' names, in registration order.
+    /// The registered kinds' names, in registration order (`cmd` first).
     pub fn names(&self) -> Vec<&'static str> {
         self.entries.iter().map(|e| e.kind.name()).collect()
     }
 
     fn entry(&self, name: &str) -> Result<&Entry> {
-        match self.entries.iter().find(|e| e.kind.name() == name) {
-            Some(e) => Ok(e),
-            None if self.entries.is_empty() => {
-                bail!("unknown stage kind '{name}' (this program registers no kinds)")
-            }
-            None => bail!(
-                "unknown stage kind '{name}' (known kinds: {})",
-                self.names().join(", ")
-            ),
+        if let Some(e) = self.entries.iter().find(|e| e.kind.name() == name) {
+            return Ok(e);
         }
+        // The kinds `uses:` can name: a shell kind has its own key (`cmd:`).
+        let usable: Vec<&str> = (self.entries.iter())
+            .filter(|e| !matches!(e.place, Place::Shell(_)))
+            .map(|e| e.kind.name())
+            .collect();
+        if usable.is_empty() {
+            bail!("unknown stage kind '{name}' (this program registers no kinds)")
+        }
+        bail!(
+            "unknown stage kind '{name}' (known kinds: {})",
+            usable.join(", ")
+        )
     }
 
     /// Whether `name` is registered; the error lists the kinds that are.
@@ -186,12 +231,18 @@ impl Registry {
         match self.host(&ctx.kind)? {
             Host::Here(run) => run(ctx),
             Host::Program(p) => bail!("stage '{}': kind '{}' runs in {p}", ctx.stage, ctx.kind),
+            Host::Shell(_) => bail!(
+                "stage '{}': kind '{}' is a shell command, started by the engine",
+                ctx.stage,
+                ctx.kind
+            ),
         }
     }
 
     /// Where the body of kind `name` runs.
     pub fn host(&self, name: &str) -> Result<Host<'_>> {
         Ok(match &self.entry(name)?.place {
+            Place::Shell(line) => Host::Shell(line.as_ref()),
             Place::Here(run) => Host::Here(run.as_ref()),
             Place::Program(p) => Host::Program(p),
         })
@@ -326,7 +377,7 @@ mod tests {
     }
 
     #[test]
-    fn a_body_here_runs_with_typed_params_and_one_elsewhere_names_its_program() {
+    fn each_kind_says_where_its_body_runs_and_cmd_is_always_there() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::default()
             .with(Touch)
@@ -337,13 +388,33 @@ mod tests {
                 serde_json::json!({"out": "x", "times": 4}),
             ))
             .unwrap(),
-            Host::Program(_) => panic!("touch runs here"),
+            _ => panic!("touch runs here"),
         }
         assert_eq!(std::fs::read_to_string(dir.path().join("x")).unwrap(), "4");
         assert!(matches!(
             reg.host("far").unwrap(),
             Host::Program("repro-other")
         ));
+        // `cmd` is registered in every registry: its body is the command line itself.
+        assert_eq!(reg.names(), ["cmd", "touch", "far"]);
+        match reg.host("cmd").unwrap() {
+            Host::Shell(line) => {
+                assert_eq!(
+                    line(&serde_json::json!("echo 'a b'")).unwrap(),
+                    "echo 'a b'"
+                );
+                assert!(line(&serde_json::json!({"not": "a string"})).is_err());
+            }
+            _ => panic!("cmd is a shell command"),
+        }
+        let r = reg.resolve("cmd", &serde_json::json!("echo hi")).unwrap();
+        assert_eq!(r.key.as_deref(), Some("cmd: echo hi"), "keyed on its text");
+        let empty = reg.resolve("cmd", &serde_json::json!("  ")).unwrap_err();
+        assert!(empty.to_string().contains("`cmd:` is empty"), "{empty:#}");
+        let mut shell = ctx(dir.path(), serde_json::json!("echo"));
+        shell.kind = "cmd".into();
+        let e = reg.run(&shell).unwrap_err();
+        assert!(e.to_string().contains("started by the engine"), "{e:#}");
     }
 
     struct Elsewhere;

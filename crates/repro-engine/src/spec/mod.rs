@@ -74,18 +74,34 @@ impl InputFile {
     }
 }
 
-/// What a stage runs.
+/// What a stage runs: a registered kind with its interpolated parameters, and what the
+/// registry made of them at load time (key text or version, written paths, metric files).
+/// `cmd: …` is the built-in kind `cmd` with the command line as its one parameter.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum Action {
-    /// A shell command (`sh -c`).
-    Cmd(String),
-    /// A registered kind with its interpolated `with:` parameters, and what the registry
-    /// made of them at load time (version, written paths, metric files).
-    Uses {
-        kind: String,
-        with: Json,
-        resolved: Resolved,
-    },
+pub struct Action {
+    pub kind: String,
+    pub with: Json,
+    pub resolved: Resolved,
+}
+
+impl Action {
+    /// The action's part of the stage key: its text, and the parameters hashed beside it.
+    pub fn key(&self) -> (String, Json) {
+        match &self.resolved.key {
+            Some(text) => (text.clone(), Json::Null),
+            None => (
+                format!("uses: {}@{}", self.kind, self.resolved.version),
+                self.with.clone(),
+            ),
+        }
+    }
+
+    /// The command line of a `cmd:` stage.
+    pub fn command(&self) -> Option<&str> {
+        (self.kind == crate::kinds::cmd::NAME)
+            .then(|| self.with.as_str())
+            .flatten()
+    }
 }
 
 /// A path named by a stage, normalised relative to the workspace (or absolute, for deps
@@ -738,8 +754,8 @@ mod tests {
             ]
         );
         assert_eq!(
-            p.stages[1].action,
-            Action::Cmd("echo bce-nu > out/bce-nu".into())
+            p.stages[1].action.command(),
+            Some("echo bce-nu > out/bce-nu")
         );
         assert_eq!(p.stages[1].outs[0].path, "out/bce-nu");
     }
@@ -779,6 +795,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("neither `cmd:` nor `uses:`"), "{e}");
+    }
+
+    #[test]
+    fn cmd_is_the_built_in_kind_keyed_on_its_text() {
+        let p = load_text("stages:\n  a:\n    cmd: echo hi\n").unwrap();
+        let a = &p.stages[0].action;
+        assert_eq!(a.kind, "cmd");
+        // The same key text as before `cmd` became a kind: existing locks stay fresh.
+        assert_eq!(a.key(), ("cmd: echo hi".to_string(), Json::Null));
+        let e = load_text("stages:\n  a:\n    cmd: '  '\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("pipeline.yaml:3:10") && e.contains("`cmd:` is empty"),
+            "{e}"
+        );
+        // Through `uses:`, spliced values would not be quoted as shell words.
+        let e = load_text("stages:\n  a:\n    uses: cmd\n    with: {run: echo}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("write a shell command as `cmd: …`"), "{e}");
+        let e = load_text("stages:\n  a:\n    uses: tarin\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("this program registers no kinds"), "{e}");
     }
 
     #[test]
@@ -833,7 +874,7 @@ mod tests {
     fn set_must_name_an_existing_single_value() {
         let text = "vars:\n  train: {lr: 0.1, epochs: 2}\n  datasets: [a, b]\nstages:\n  a:\n    cmd: echo ${train.lr} ${datasets.1}\n";
         let p = load_with(text, &set(&[("train.lr", "0.5"), ("datasets.1", "c")])).unwrap();
-        assert_eq!(p.stages[0].action, Action::Cmd("echo 0.5 c".into()));
+        assert_eq!(p.stages[0].action.command(), Some("echo 0.5 c"));
         for (key, want) in [
             ("train.lrr", "did you mean `train.lr`?"),
             ("nothing", "there is no variable `nothing`"),

@@ -6,6 +6,7 @@ use serde_json::Value as Json;
 use super::interp::{self, Scope, interpolate_node};
 use super::yaml::{Node, Value};
 use super::*;
+use crate::kinds::cmd;
 
 pub(super) fn build_stage(
     name: &str,
@@ -35,6 +36,8 @@ pub(super) fn build_stage(
     let checkpoint = string_field(body, "checkpoint", scope, &mut errors);
     let desc = string_field(body, "desc", scope, &mut errors).map(|(s, _)| s);
 
+    // `cmd: …` is the built-in kind `cmd` with the command as its parameter; `uses:` names any
+    // other registered kind, with the `with:` mapping as its parameters.
     let action = match (cmd, uses) {
         (Some(_), Some((_, m))) => {
             errors.push(SpecError::at(
@@ -44,16 +47,22 @@ pub(super) fn build_stage(
             None
         }
         (Some((c, m)), None) => {
-            if body.get("with").is_some() {
+            if let Some(w) = body.get("with") {
                 errors.push(SpecError::at(
-                    &body.get("with").unwrap().mark,
+                    &w.mark,
                     "`with:` only applies to `uses:` stages",
                 ));
             }
-            if c.trim().is_empty() {
-                errors.push(SpecError::at(&m, "`cmd:` is empty"));
-            }
-            Some(Action::Cmd(c))
+            resolve_action(kinds, cmd::NAME, Json::String(c), &m, &mut errors, |e| {
+                SpecError::at(&m, format!("{e:#}"))
+            })
+        }
+        (None, Some((kind, m))) if kind == cmd::NAME => {
+            errors.push(SpecError::at(
+                &m,
+                "write a shell command as `cmd: …` (values spliced into it are quoted as shell words there)",
+            ));
+            None
         }
         (None, Some((kind, m))) => {
             let with = match body.get("with") {
@@ -73,32 +82,9 @@ pub(super) fn build_stage(
                     }
                 },
             };
-            let mut resolved = Resolved {
-                version: 0,
-                writes: Vec::new(),
-                metrics: Vec::new(),
-            };
-            if let Err(e) = kinds.check_known(&kind) {
-                errors.push(SpecError::at(&m, e.to_string()));
-            } else if with.is_object() {
-                match kinds.resolve(&kind, &with) {
-                    Ok(r) => resolved = r,
-                    Err(e) => {
-                        let msg = format!("invalid parameters for `{kind}`: {e:#}");
-                        errors.push(locate_param_error(
-                            body.get("with"),
-                            &m,
-                            msg,
-                            scope,
-                            origins,
-                        ));
-                    }
-                }
-            }
-            Some(Action::Uses {
-                kind,
-                with,
-                resolved,
+            resolve_action(kinds, &kind, with, &m, &mut errors, |e| {
+                let msg = format!("invalid parameters for `{kind}`: {e:#}");
+                locate_param_error(body.get("with"), &m, msg, scope, origins)
             })
         }
         (None, None) => {
@@ -192,6 +178,36 @@ pub(super) fn build_stage(
 }
 
 /// A field that must interpolate to one scalar, as text with where it was written.
+/// The stage's action once the registry has checked `with` for `kind` (named at `mark`); a
+/// parameter error is placed by `locate`. Parameters that are not a mapping were reported.
+fn resolve_action(
+    kinds: &Registry,
+    kind: &str,
+    with: Json,
+    mark: &Mark,
+    errors: &mut Vec<SpecError>,
+    locate: impl FnOnce(anyhow::Error) -> SpecError,
+) -> Option<Action> {
+    if let Err(e) = kinds.check_known(kind) {
+        errors.push(SpecError::at(mark, e.to_string()));
+        return None;
+    }
+    if with.is_null() {
+        return None;
+    }
+    match kinds.resolve(kind, &with) {
+        Ok(resolved) => Some(Action {
+            kind: kind.to_string(),
+            with,
+            resolved,
+        }),
+        Err(e) => {
+            errors.push(locate(e));
+            None
+        }
+    }
+}
+
 fn string_field(
     body: &Node,
     field: &str,

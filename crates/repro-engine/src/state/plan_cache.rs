@@ -32,7 +32,7 @@ use crate::state::db::StateDb;
 use crate::state::workspace::Workspace;
 
 /// Bumped whenever the stored form changes meaning.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2; // 2: every action is a kind (`cmd:` is `cmd`)
 
 /// The key of the plan for loading `file` with `opts` (see the module header).
 pub fn key(file: &Path, opts: &LoadOptions) -> String {

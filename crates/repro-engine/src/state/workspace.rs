@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::cache::Cache;
-use crate::spec::{Action, Stage};
+use crate::spec::Stage;
 use crate::state::db::StateDb;
 use crate::state::fingerprint::Fingerprint;
 use crate::state::hashing::{Content, Hasher, SeenLog, StatCache};
@@ -175,14 +175,7 @@ impl Assessment {
 
 /// The fingerprint of a stage from the workspace as it is now.
 pub fn fingerprint(ws: &Workspace, stage: &Stage) -> Result<Fingerprint> {
-    let (action, with) = match &stage.action {
-        Action::Cmd(c) => (format!("cmd: {c}"), serde_json::Value::Null),
-        Action::Uses {
-            kind,
-            with,
-            resolved,
-        } => (format!("uses: {kind}@{}", resolved.version), with.clone()),
-    };
+    let (action, with) = stage.action.key();
     let paths: Vec<&str> = stage.deps.iter().map(|d| d.path.as_str()).collect();
     let contents = ws
         .hasher()
