@@ -427,29 +427,30 @@ fn decode(bytes: &[u8]) -> Option<Record<'_>> {
     let plan_key = r.str()?;
     let context = r.str()?;
     let stages = (0..r.count(4)?).map(|_| r.str()).collect::<Option<_>>()?;
-    let paths = (0..r.count(5)?)
-        .map(|_| {
-            let rel = r.bytes()?;
-            let tag = r.u8()?;
-            let look = match tag >> 1 {
-                0 => Look::Follow,
-                1 => Look::NoFollow,
-                _ => return None,
-            };
-            let seen = if tag & 1 == 0 {
-                Seen::Missing
-            } else {
-                Seen::Stat(StatKey {
-                    dev: r.u64()?,
-                    ino: r.u64()?,
-                    size: r.u64()?,
-                    mtime_ns: r.u64()? as i64,
-                    ctime_ns: r.u64()? as i64,
-                })
-            };
-            Some((rel, look, seen))
-        })
-        .collect::<Option<_>>()?;
+    let n = r.count(5)?;
+    // Sized up front: collecting through `Option` would grow it by doubling.
+    let mut paths = Vec::with_capacity(n);
+    for _ in 0..n {
+        let rel = r.bytes()?;
+        let tag = r.u8()?;
+        let look = match tag >> 1 {
+            0 => Look::Follow,
+            1 => Look::NoFollow,
+            _ => return None,
+        };
+        let seen = if tag & 1 == 0 {
+            Seen::Missing
+        } else {
+            Seen::Stat(StatKey {
+                dev: r.u64()?,
+                ino: r.u64()?,
+                size: r.u64()?,
+                mtime_ns: r.u64()? as i64,
+                ctime_ns: r.u64()? as i64,
+            })
+        };
+        paths.push((rel, look, seen));
+    }
     if !r.0.is_empty() {
         return None;
     }
