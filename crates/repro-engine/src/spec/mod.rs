@@ -728,6 +728,11 @@ fn dotted_names(v: &Json) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// The message of a pipeline that must not load.
+    fn load_err(text: &str) -> String {
+        load_text(text).unwrap_err().to_string()
+    }
+
     fn load_text(text: &str) -> Result<Pipeline, SpecErrors> {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("pipeline.yaml");
@@ -762,9 +767,7 @@ mod tests {
 
     #[test]
     fn misspelled_key_is_reported_with_position_and_hint() {
-        let e = load_text("stages:\n  a:\n    cmd: echo\n    dep: [x]\n")
-            .unwrap_err()
-            .to_string();
+        let e = load_err("stages:\n  a:\n    cmd: echo\n    dep: [x]\n");
         assert!(e.contains("unknown stage key 'dep'"), "{e}");
         assert!(e.contains("pipeline.yaml:4:5"), "{e}");
         assert!(e.contains("did you mean 'deps'"), "{e}");
@@ -779,21 +782,15 @@ mod tests {
             p.stages[0].params.get("train.lr"),
             Some(&serde_json::json!(0.1))
         );
-        let e = load_text("vars: {}\nstages:\n  a:\n    cmd: echo\n    params: [nope]\n")
-            .unwrap_err()
-            .to_string();
+        let e = load_err("vars: {}\nstages:\n  a:\n    cmd: echo\n    params: [nope]\n");
         assert!(e.contains("param `nope` is not defined"), "{e}");
     }
 
     #[test]
     fn conflicting_and_missing_fields() {
-        let e = load_text("stages:\n  a:\n    cmd: echo\n    uses: train\n")
-            .unwrap_err()
-            .to_string();
+        let e = load_err("stages:\n  a:\n    cmd: echo\n    uses: train\n");
         assert!(e.contains("either `cmd:` or `uses:`"), "{e}");
-        let e = load_text("stages:\n  a:\n    deps: [x]\n")
-            .unwrap_err()
-            .to_string();
+        let e = load_err("stages:\n  a:\n    deps: [x]\n");
         assert!(e.contains("neither `cmd:` nor `uses:`"), "{e}");
     }
 
@@ -804,21 +801,15 @@ mod tests {
         assert_eq!(a.kind, "cmd");
         // The same key text as before `cmd` became a kind: existing locks stay fresh.
         assert_eq!(a.key(), ("cmd: echo hi".to_string(), Json::Null));
-        let e = load_text("stages:\n  a:\n    cmd: '  '\n")
-            .unwrap_err()
-            .to_string();
+        let e = load_err("stages:\n  a:\n    cmd: '  '\n");
         assert!(
             e.contains("pipeline.yaml:3:10") && e.contains("`cmd:` is empty"),
             "{e}"
         );
         // Through `uses:`, spliced values would not be quoted as shell words.
-        let e = load_text("stages:\n  a:\n    uses: cmd\n    with: {run: echo}\n")
-            .unwrap_err()
-            .to_string();
+        let e = load_err("stages:\n  a:\n    uses: cmd\n    with: {run: echo}\n");
         assert!(e.contains("write a shell command as `cmd: …`"), "{e}");
-        let e = load_text("stages:\n  a:\n    uses: tarin\n")
-            .unwrap_err()
-            .to_string();
+        let e = load_err("stages:\n  a:\n    uses: tarin\n");
         assert!(e.contains("this program registers no kinds"), "{e}");
     }
 

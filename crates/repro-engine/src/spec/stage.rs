@@ -177,7 +177,6 @@ pub(super) fn build_stage(
     }
 }
 
-/// A field that must interpolate to one scalar, as text with where it was written.
 /// The stage's action once the registry has checked `with` for `kind` (named at `mark`); a
 /// parameter error is placed by `locate`. Parameters that are not a mapping were reported.
 fn resolve_action(
@@ -208,6 +207,7 @@ fn resolve_action(
     }
 }
 
+/// A field that must interpolate to one scalar, as text with where it was written.
 fn string_field(
     body: &Node,
     field: &str,
