@@ -5,7 +5,10 @@
 //! γcos − b); the optimal threshold there is t*₀ = t* shifted by the same bias, so |τ_b − t*₀|
 //! equals |t*| of the metrics with bias. It holds when that distance is within one standard
 //! deviation of the per-class extremes (the spread the paper quotes for Fig. 2: max of std of
-//! minimum positive and of maximum negative metrics).
+//! minimum positive and of maximum negative metrics) **and** training brought the bias there:
+//! the learned bias must be at most half as far from t*₀ as its start was. A bias that starts
+//! near the threshold and barely moves shows nothing learned ("fails"); a run without its
+//! initial bias is not judged.
 
 use serde::Serialize;
 
@@ -110,10 +113,14 @@ pub fn bias_threshold(r: &Run) -> Option<Finding> {
         f.evidence = vec![ev("b", b, 3), ev("t*", t, 3)];
         return Some(f);
     };
+    let b0 = r
+        .bias_init()
+        .and_then(|b| if b.len() == 1 { b[0] } else { None });
     let sign = bias_sign(r, info);
     let tau = -sign * b;
     let t0 = t - sign * b;
     let dist = (tau - t0).abs();
+    let start_dist = b0.map(|b0| (-sign * b0 - t0).abs());
     let spread =
         r.dist(true)
             .or_else(|| r.dist(false))
@@ -128,10 +135,23 @@ pub fn bias_threshold(r: &Run) -> Option<Finding> {
         ev("t*0 (no bias)", Some(t0), 3),
         ev("|difference|", Some(dist), 3),
         ev("spread", spread, 3),
+        ev("b0", b0, 3),
+        ev("|start difference|", start_dist, 3),
     ];
-    match spread {
-        Some(s) => f.verdict = verdict(dist <= s),
-        None => f.note = "no distribution statistics to judge 'close' against".into(),
+    match (spread, start_dist) {
+        (Some(s), Some(sd)) => {
+            f.verdict = verdict(dist <= s && dist <= sd / 2.0);
+            if dist <= s && dist > sd / 2.0 {
+                f.note = format!(
+                    "close to t*₀, but its start b₀ = {:.3} was already {sd:.3} from it: not learned",
+                    b0.unwrap_or(f64::NAN)
+                );
+            }
+        }
+        (None, _) => f.note = "no distribution statistics to judge 'close' against".into(),
+        (_, None) => {
+            f.note = "needs the initial bias to tell a learned threshold from its start".into()
+        }
     }
     Some(f)
 }
