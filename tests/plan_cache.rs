@@ -168,3 +168,81 @@ fn a_damaged_cached_plan_is_never_used() {
     assert!(parsed, "{text}");
     assert!(text.contains("0 ran, 1 fresh"), "{text}");
 }
+
+/// The offset of the build id inside a binary's file: after the `NT_GNU_BUILD_ID` note's
+/// header (name size 4, description size 20 — the linker's SHA-1 — type 3, "GNU\0").
+fn build_id_offset(bytes: &[u8]) -> Option<usize> {
+    let mut header = Vec::new();
+    for v in [4u32, 20, 3] {
+        header.extend_from_slice(&v.to_ne_bytes());
+    }
+    header.extend_from_slice(b"GNU\0");
+    bytes
+        .windows(header.len())
+        .position(|w| w == header)
+        .map(|i| i + header.len())
+}
+
+#[test]
+fn another_binary_written_in_place_with_the_same_stat_does_not_trust_the_plan() {
+    // A copy of repro, run from its own path; then another binary (here: another build id)
+    // written over it in place — same path, inode and size — with its mtime put back, as a
+    // deploy script or `cp --preserve=timestamps` onto the same file leaves it.
+    use std::os::unix::fs::MetadataExt;
+    let ws = workspace();
+    let bins = tempfile::tempdir().unwrap();
+    let exe = bins.path().join("repro");
+    std::fs::copy(common::bin(), &exe).unwrap();
+    let with = |exe: &std::path::Path| {
+        let o = std::process::Command::new(exe)
+            .arg("run")
+            .current_dir(ws.path(""))
+            .env("REPRO_TIMINGS", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = both(&o);
+        assert!(o.status.success(), "{text}");
+        (text.contains("timing: parse + check pipeline"), text)
+    };
+    assert!(with(&exe).0);
+    // (The up-to-date record, were it kept, is keyed on the same plan key.)
+    assert!(!with(&exe).0, "the same binary reuses its plan");
+
+    let before = std::fs::metadata(&exe).unwrap();
+    let mut bytes = std::fs::read(&exe).unwrap();
+    let at = build_id_offset(&bytes).expect("repro is linked with a build id");
+    bytes[at] ^= 0xff;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&exe).unwrap();
+        f.seek(SeekFrom::Start(at as u64)).unwrap();
+        f.write_all(&bytes[at..at + 1]).unwrap();
+    }
+    let mtime = std::time::UNIX_EPOCH
+        + std::time::Duration::new(before.mtime() as u64, before.mtime_nsec() as u32);
+    std::fs::File::options()
+        .write(true)
+        .open(&exe)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let after = std::fs::metadata(&exe).unwrap();
+    assert_eq!(
+        (after.ino(), after.len(), after.mtime(), after.mtime_nsec()),
+        (
+            before.ino(),
+            before.len(),
+            before.mtime(),
+            before.mtime_nsec()
+        ),
+        "the old key's parts are all unchanged"
+    );
+    let (parsed, text) = with(&exe);
+    assert!(
+        parsed,
+        "a plan checked by another binary must not be trusted:\n{text}"
+    );
+    assert!(text.contains("0 ran, 1 fresh"), "{text}");
+    assert!(!with(&exe).0, "the new binary reuses its own plan");
+}

@@ -47,10 +47,11 @@ fn workspace() -> Ws {
     ws
 }
 
-/// Let every file age past the record's 50 ms (a change within a clock tick could leave a stat
-/// as it was), then a no-op run keeps the record and the next run answers from it.
+/// Let every file age past the racy-clean granule (1 s for sub-second timestamps: a change
+/// within it could leave a stat as it was), then a no-op run keeps the record and the next
+/// run answers from it.
 fn settle(ws: &Ws) {
-    std::thread::sleep(Duration::from_millis(120));
+    std::thread::sleep(Duration::from_millis(1100));
     let (fast, text) = run(ws, &[]);
     assert!(text.contains("0 ran, 2 fresh"), "{text}");
     if !fast {

@@ -9,6 +9,14 @@
 //! (device, inode, size, mtime ns, ctime ns) to the hash; ctime catches tools (tar, mv, touch
 //! with an old mtime) that restore mtimes. Hashing of many files runs in parallel (rayon).
 //!
+//! Racy-clean rule (as in git): a stat is kept only if its mtime and ctime are older, by more
+//! than the file system's timestamp granularity, than a moment taken before the bytes were
+//! read ([`settled`]). A later write in the same granule (the same second on ext4 with
+//! 128-byte inodes, FAT, many NFS exports; the same timer tick before Linux 6.13) could leave
+//! size, mtime and ctime as they were, so such a stat cannot vouch for the content: the file
+//! is hashed again on the next run, by which time its stat has settled. Files older than that
+//! cost nothing: the rule is applied when an entry is made, never when one is used.
+//!
 //! Only regular files and directories have content: a device, FIFO or socket would never end
 //! (`/dev/zero`) or block, so it is an error naming the path. Hashing checks a process-wide
 //! cancellation flag (set by the engine's Ctrl-C/SIGTERM handler) between chunks, so an
@@ -98,8 +106,52 @@ impl StatKey {
     }
 }
 
-/// Fixed-size encoding of a stat-cache entry: 5 × 8 bytes of stat + 32 bytes of hash.
-pub const ENTRY_LEN: usize = 72;
+/// Timestamp granularity assumed for a timestamp with a sub-second part: far above the
+/// coarsest kernel timer tick (10 ms) and the finest stamps of FAT-like file systems (10 ms),
+/// and it absorbs a network file server's clock running up to a second behind ours.
+const FINE_GRANULE_NS: i64 = 1_000_000_000;
+/// For a timestamp whose nanoseconds are zero: a file system that keeps whole seconds (or
+/// FAT's two).
+const COARSE_GRANULE_NS: i64 = 2_000_000_000;
+
+/// Whether a stat taken no earlier than `now_ns` (from [`fs_now_ns`], the clock the kernel
+/// stamps files with) can vouch for the content read after it: its mtime and ctime are each
+/// older than `now_ns` by more than their granularity (see the module header). A timestamp
+/// in the future never settles.
+pub fn settled(k: &StatKey, now_ns: i64) -> bool {
+    let old = |t: i64| {
+        let granule = if t.rem_euclid(1_000_000_000) == 0 {
+            COARSE_GRANULE_NS
+        } else {
+            FINE_GRANULE_NS
+        };
+        i128::from(now_ns) - i128::from(t) > i128::from(granule)
+    };
+    old(k.mtime_ns) && old(k.ctime_ns)
+}
+
+/// Now, in ns since the epoch, from the clock the kernel stamps files with
+/// (`CLOCK_REALTIME_COARSE`: never ahead of a stamp given later, unlike the fine clock).
+pub fn fs_now_ns() -> i64 {
+    // SAFETY: `clock_gettime` writes only into the timespec it is given.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock id and a pointer to a timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0 {
+        // Never: but an error must not make anything look settled.
+        return i64::MIN;
+    }
+    ts.tv_sec
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec)
+}
+
+/// Fixed-size encoding of a stat-cache entry: 5 × 8 bytes of stat + 32 bytes of hash + a
+/// version byte ([`ENTRY_VERSION`]).
+pub const ENTRY_LEN: usize = 73;
+/// 1: kept only under the racy-clean rule. Entries written before it (72 bytes, possibly of a
+/// stat taken in the same second as a later write) are ignored, so each file is hashed once
+/// more.
+const ENTRY_VERSION: u8 = 1;
 
 pub fn encode_entry(k: &StatKey, hash: &[u8; 32]) -> [u8; ENTRY_LEN] {
     let mut b = [0u8; ENTRY_LEN];
@@ -109,11 +161,12 @@ pub fn encode_entry(k: &StatKey, hash: &[u8; 32]) -> [u8; ENTRY_LEN] {
     b[24..32].copy_from_slice(&k.mtime_ns.to_le_bytes());
     b[32..40].copy_from_slice(&k.ctime_ns.to_le_bytes());
     b[40..72].copy_from_slice(hash);
+    b[72] = ENTRY_VERSION;
     b
 }
 
 pub fn decode_entry(b: &[u8]) -> Option<(StatKey, [u8; 32])> {
-    if b.len() != ENTRY_LEN {
+    if b.len() != ENTRY_LEN || b[72] != ENTRY_VERSION {
         return None;
     }
     let u = |r: std::ops::Range<usize>| u64::from_le_bytes(b[r].try_into().unwrap());
@@ -148,11 +201,13 @@ impl StatCache {
     }
 
     /// Remember the hash of a file whose content is known (e.g. just verified while copied),
-    /// so it is not read again.
+    /// so it is not read again — under the racy-clean rule, so a file just written (whose
+    /// ctime is now) is not remembered and is hashed by the next run.
     pub fn record(&self, path: &str, meta: &std::fs::Metadata, hash_hex: &str) {
         let mut h = [0u8; 32];
-        if hex::decode_to_slice(hash_hex, &mut h).is_ok() {
-            self.put(path, StatKey::of(meta), h);
+        let k = StatKey::of(meta);
+        if hex::decode_to_slice(hash_hex, &mut h).is_ok() && settled(&k, fs_now_ns()) {
+            self.put(path, k, h);
         }
     }
 
@@ -188,17 +243,40 @@ pub enum Seen {
 /// Every path a [`Hasher`] looked at, with what it saw (workspace-relative paths; a file inside
 /// a directory dep and each subdirectory are listed too, since the directory's own stat does
 /// not change when a file inside it is rewritten).
-#[derive(Default)]
-pub struct SeenLog(Mutex<Vec<(std::path::PathBuf, Seen)>>);
+pub struct SeenLog {
+    log: Mutex<Vec<(std::path::PathBuf, Seen)>>,
+    /// [`fs_now_ns`] when the log was made: before anything it notes was read, so a stat
+    /// [`settled`] by then vouches for what was read under it.
+    since_ns: i64,
+}
+
+impl Default for SeenLog {
+    fn default() -> Self {
+        SeenLog::since(fs_now_ns())
+    }
+}
 
 impl SeenLog {
+    /// A log of what was read after `since_ns` (the clock of [`fs_now_ns`]).
+    pub fn since(since_ns: i64) -> Self {
+        SeenLog {
+            log: Mutex::default(),
+            since_ns,
+        }
+    }
+
     fn note(&self, rel: impl Into<std::path::PathBuf>, seen: Seen) {
-        self.0.lock().unwrap().push((rel.into(), seen));
+        self.log.lock().unwrap().push((rel.into(), seen));
     }
 
     /// Everything noted so far, in no particular order (a path may appear more than once).
     pub fn take(&self) -> Vec<(std::path::PathBuf, Seen)> {
-        std::mem::take(&mut *self.0.lock().unwrap())
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+
+    /// When the log was made (see [`SeenLog::since`]).
+    pub fn since_ns(&self) -> i64 {
+        self.since_ns
     }
 }
 
@@ -395,6 +473,8 @@ pub struct Hasher<'a> {
     pub known: Option<&'a PathMap<std::fs::Metadata>>,
     /// Where to note what each stat said (the workspace's log; `None` for one-off hashing).
     pub seen: Option<&'a SeenLog>,
+    /// The clock of the racy-clean rule ([`fs_now_ns`]; tests inject their own).
+    pub clock: fn() -> i64,
 }
 
 impl<'a> Hasher<'a> {
@@ -405,6 +485,7 @@ impl<'a> Hasher<'a> {
             cache,
             known: None,
             seen: None,
+            clock: fs_now_ns,
         }
     }
 
@@ -495,15 +576,22 @@ impl<'a> Hasher<'a> {
         meta: &std::fs::Metadata,
     ) -> Result<([u8; 32], Seen)> {
         let sk = StatKey::of(meta);
+        // An entry was settled when it was made, so a hit needs no clock (see `settled`).
         if let Some(h) = self.cache.get(key, &sk) {
             return Ok((h, Seen::Stat(sk)));
         }
+        // Taken before the bytes are read: a write after it gets a later timestamp.
+        let now = (self.clock)();
         let h = hash_file_bytes(full)?;
         // Re-stat: a file that changed while we read it must not be cached under the new stat.
         if let Ok(after) = std::fs::metadata(full)
             && StatKey::of(&after) == sk
         {
-            self.cache.put(key, sk, h);
+            // Racy-clean: a stat too recent to tell this content from a write to come is not
+            // kept; the next run hashes the file again. It still says what was seen now.
+            if settled(&sk, now) {
+                self.cache.put(key, sk, h);
+            }
             return Ok((h, Seen::Stat(sk)));
         }
         Ok((h, Seen::Changing))
@@ -576,7 +664,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("f"), "one").unwrap();
         let c = StatCache::default();
-        let h = Hasher::new(d.path(), &c);
+        // A clock an hour ahead: every stat has settled.
+        let h = Hasher {
+            clock: || fs_now_ns() + 3_600_000_000_000,
+            ..Hasher::new(d.path(), &c)
+        };
         let first = h.content("f").unwrap();
         assert_eq!(c.take_dirty().len(), 1);
         assert_eq!(h.content("f").unwrap(), first);
@@ -586,6 +678,95 @@ mod tests {
         );
         std::fs::write(d.path().join("f"), "two").unwrap();
         assert_ne!(h.content("f").unwrap(), first);
+    }
+
+    const S: i64 = 1_000_000_000;
+
+    fn stamped(mtime_ns: i64, ctime_ns: i64) -> StatKey {
+        StatKey {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_ns,
+            ctime_ns,
+        }
+    }
+
+    #[test]
+    fn racy_clean_rule_with_an_injected_clock() {
+        let t = 1_700_000_000 * S;
+        // Whole-second stamps (1-second file systems): trusted only 2 s after the stamp. The
+        // old 50 ms guard trusted a stamp truncated to the second 0.9 s into that second.
+        assert!(!settled(&stamped(t, t), t + 900_000_000));
+        assert!(!settled(&stamped(t, t), t + S + 500_000_000));
+        assert!(!settled(&stamped(t, t), t + 2 * S));
+        assert!(settled(&stamped(t, t), t + 2 * S + 1));
+        // Sub-second stamps: 1 s.
+        let f = t + 123;
+        assert!(!settled(&stamped(f, f), f + 50_000_000));
+        assert!(!settled(&stamped(f, f), f + S));
+        assert!(settled(&stamped(f, f), f + S + 1));
+        // Both timestamps count: an old mtime put back (cp -p, tar) with a fresh ctime.
+        assert!(!settled(&stamped(t - 3600 * S, f), f + S / 2));
+        assert!(!settled(&stamped(f, t - 3600 * S), f + S / 2));
+        // A stamp in the future never settles; extremes do not overflow.
+        assert!(!settled(&stamped(t + 3600 * S, t), t + 10 * S));
+        assert!(!settled(&stamped(i64::MAX, i64::MAX), i64::MIN));
+        assert!(settled(&stamped(i64::MIN, i64::MIN), i64::MAX));
+        // Negative stamps (before 1970) round like any other.
+        assert!(!settled(&stamped(-S, -S), S / 2));
+        assert!(settled(&stamped(-S, -S), S + 1));
+    }
+
+    static RACY_NOW: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+    #[test]
+    fn a_stat_too_recent_to_trust_is_not_kept_and_is_hashed_again() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), "one").unwrap();
+        std::fs::create_dir(d.path().join("dir")).unwrap();
+        std::fs::write(d.path().join("dir/g"), "two").unwrap();
+        let k = StatKey::of(&std::fs::metadata(d.path().join("f")).unwrap());
+        let c = StatCache::default();
+        // The clock says the file was written half a second ago: within the granule.
+        RACY_NOW.store(k.mtime_ns.max(k.ctime_ns) + S / 2, Ordering::SeqCst);
+        let h = Hasher {
+            clock: || RACY_NOW.load(Ordering::SeqCst),
+            ..Hasher::new(d.path(), &c)
+        };
+        let first = h.content("f").unwrap();
+        h.content("dir").unwrap();
+        assert!(
+            c.take_dirty().is_empty(),
+            "a racy stat must not be kept (the old rule kept it)"
+        );
+        // The same size and stat as far as a 1-second file system could tell: hashed again,
+        // so the change is seen.
+        std::fs::write(d.path().join("f"), "ONE").unwrap();
+        assert_ne!(h.content("f").unwrap(), first);
+        // Once the clock has moved past the granule, the stat is kept.
+        RACY_NOW.store(fs_now_ns() + 3 * S, Ordering::SeqCst);
+        h.content("f").unwrap();
+        assert_eq!(c.take_dirty().len(), 1);
+        // `record` (a verified restore) applies the rule with the real clock: a file just
+        // written is not remembered.
+        let meta = std::fs::metadata(d.path().join("f")).unwrap();
+        c.record("f2", &meta, &blake3::hash(b"ONE").to_hex());
+        assert!(c.take_dirty().is_empty());
+    }
+
+    #[test]
+    fn entries_of_the_old_format_are_ignored() {
+        let k = stamped(4, 5);
+        let e = encode_entry(&k, &[7; 32]);
+        assert_eq!(
+            decode_entry(&e[..72]),
+            None,
+            "a 72-byte entry of before the rule"
+        );
+        let mut other = e;
+        other[72] = 0;
+        assert_eq!(decode_entry(&other), None);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //!
 //! A plan is found by a key over everything a load depends on besides the files it reads:
 //! the pipeline file's absolute path, `--profile`, `--set`, `--max-stages`,
-//! `REPRO_MAX_STAGES`, and the repro binary itself (its version and the size and mtime of its
-//! file, so a rebuilt binary never trusts a plan checked by another). The record then names
+//! `REPRO_MAX_STAGES`, and the repro binary itself (its version and its build id, or its
+//! file's content where it has none, so a rebuilt binary never trusts a plan checked by
+//! another, even one written in place with the same size and mtime). The record then names
 //! every file the load read (the pipeline and each vars file) with the blake3 of its bytes;
 //! each is read and hashed again, and one difference means a full parse. What depends on the
 //! file system rather than on those files (source deps exist and are files, outputs resolve
@@ -29,6 +30,7 @@ use crate::graph::{Dag, Shape};
 use crate::spec::yaml::{Mark, Source};
 use crate::spec::{InputFile, LoadOptions, Pipeline};
 use crate::state::db::StateDb;
+use crate::state::hashing::{self, StatKey};
 use crate::state::workspace::Workspace;
 
 /// Bumped whenever the stored form changes meaning.
@@ -52,19 +54,7 @@ pub fn key(file: &Path, opts: &LoadOptions) -> String {
     field(env!("CARGO_PKG_VERSION").as_bytes());
     // The kinds' code is the binary's (below); which kinds are registered is the caller's.
     field(kinds.names().join(",").as_bytes());
-    let exe = std::env::current_exe().ok();
-    let meta = exe.as_ref().and_then(|e| std::fs::metadata(e).ok());
-    field(format!("{exe:?}").as_bytes());
-    field(
-        format!(
-            "{:?}",
-            meta.map(|m| {
-                use std::os::unix::fs::MetadataExt;
-                (m.len(), m.mtime(), m.mtime_nsec(), m.ino())
-            })
-        )
-        .as_bytes(),
-    );
+    field(binary_identity().as_bytes());
     let abs = if file.is_absolute() {
         file.to_path_buf()
     } else {
@@ -80,6 +70,98 @@ pub fn key(file: &Path, opts: &LoadOptions) -> String {
     field(format!("{max_stages:?}").as_bytes());
     field(format!("{:?}", std::env::var_os("REPRO_MAX_STAGES")).as_bytes());
     h.finalize().to_hex().to_string()
+}
+
+/// What identifies the code of the running binary (see [`identity`]), worked out once per
+/// process.
+fn binary_identity() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| identity(build_id(), hashing::fs_now_ns()))
+}
+
+/// The binary's GNU build id — the linker's hash of everything it linked, read from the
+/// program's own loaded headers, so it names the code that is running even if its file has
+/// been replaced since — or, for a binary linked without one, its file's content:
+/// `/proc/self/exe`'s stat identity including the ctime (which no user can set, and which
+/// every write changes) once that has settled by the racy-clean rule, else its bytes
+/// hashed. The path, inode, size and mtime alone cannot tell another binary written in place
+/// (same size, mtime put back) from the one that checked the plan.
+fn identity(build_id: Option<Vec<u8>>, now_ns: i64) -> String {
+    if let Some(id) = build_id {
+        return format!("build-id {}", hex::encode(id));
+    }
+    let exe = Path::new("/proc/self/exe");
+    let Ok(meta) = std::fs::metadata(exe) else {
+        return "unknown binary".into();
+    };
+    let k = StatKey::of(&meta);
+    if hashing::settled(&k, now_ns) {
+        return format!(
+            "stat {} {} {} {} {}",
+            k.dev, k.ino, k.size, k.mtime_ns, k.ctime_ns
+        );
+    }
+    match hashing::hash_file_bytes(exe) {
+        Ok(h) => format!("content {}", hex::encode(h)),
+        Err(_) => "unknown binary".into(),
+    }
+}
+
+/// The GNU build id of the running program, if it was linked with one.
+fn build_id() -> Option<Vec<u8>> {
+    /// Called by `dl_iterate_phdr` with each loaded object, the program first.
+    unsafe extern "C" fn program(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `data` is the `Option` passed below; `info` describes a loaded object whose
+        // `PT_NOTE` segments are mapped at `dlpi_addr + p_vaddr` for `p_memsz` bytes.
+        unsafe {
+            let out = &mut *data.cast::<Option<Vec<u8>>>();
+            let info = &*info;
+            for i in 0..usize::from(info.dlpi_phnum) {
+                let ph = &*info.dlpi_phdr.add(i);
+                if ph.p_type != libc::PT_NOTE {
+                    continue;
+                }
+                let start = (info.dlpi_addr as usize).wrapping_add(ph.p_vaddr as usize);
+                let notes = std::slice::from_raw_parts(start as *const u8, ph.p_memsz as usize);
+                if let Some(id) = gnu_build_id(notes, ph.p_align as usize) {
+                    *out = Some(id.to_vec());
+                    break;
+                }
+            }
+        }
+        1 // the program is the first object: stop
+    }
+    let mut out: Option<Vec<u8>> = None;
+    // SAFETY: the callback only reads the headers it is given and writes into `out`.
+    unsafe { libc::dl_iterate_phdr(Some(program), (&raw mut out).cast()) };
+    out.filter(|id| !id.is_empty())
+}
+
+/// The description of the `NT_GNU_BUILD_ID` note in a note segment aligned to `align`.
+fn gnu_build_id(mut notes: &[u8], align: usize) -> Option<&[u8]> {
+    const NT_GNU_BUILD_ID: u32 = 3;
+    let pad = |n: usize| {
+        let a = if align == 8 { 8 } else { 4 };
+        n.checked_add(a - 1).map(|n| n & !(a - 1))
+    };
+    while notes.len() >= 12 {
+        let word = |i: usize| u32::from_ne_bytes(notes[i..i + 4].try_into().unwrap());
+        let (namesz, descsz, kind) = (word(0) as usize, word(4) as usize, word(8));
+        // The name and the description each start at an aligned offset.
+        let desc = pad(12usize.checked_add(namesz)?)?;
+        let end = desc.checked_add(descsz)?;
+        let name = notes.get(12..12 + namesz)?;
+        let body = notes.get(desc..end)?;
+        if kind == NT_GNU_BUILD_ID && name == b"GNU\0" {
+            return Some(body);
+        }
+        notes = notes.get(pad(end)?..)?;
+    }
+    None
 }
 
 /// Read first, and checked before the plan itself is decoded.
@@ -324,6 +406,57 @@ mod tests {
         let (mut header, body) = split(&bytes).unwrap();
         header.format += 1;
         assert!(lookup(&encode(&header, body).unwrap(), &k).is_none());
+    }
+
+    fn note(name: &[u8], kind: u32, desc: &[u8], align: usize) -> Vec<u8> {
+        let mut n = Vec::new();
+        for v in [name.len() as u32, desc.len() as u32, kind] {
+            n.extend_from_slice(&v.to_ne_bytes());
+        }
+        for part in [name, desc] {
+            n.extend_from_slice(part);
+            while n.len() % align != 0 {
+                n.push(0);
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn the_build_id_note_is_found_among_others() {
+        for align in [4, 8] {
+            let mut seg = note(b"GNU\0", 5, &[1; 12], align);
+            seg.extend(note(b"XYZW\0", 3, &[2; 7], align));
+            seg.extend(note(b"GNU\0", 3, &[9, 8, 7, 6, 5], align));
+            assert_eq!(gnu_build_id(&seg, align), Some(&[9, 8, 7, 6, 5][..]));
+            // Cut short anywhere: nothing, never a panic.
+            for cut in 0..seg.len() - 1 {
+                assert!(gnu_build_id(&seg[..cut], align).is_none_or(|id| id.len() == 5));
+            }
+        }
+        assert_eq!(gnu_build_id(&note(b"GNU\0", 1, &[3], 4), 4), None);
+    }
+
+    #[test]
+    fn the_running_binary_is_known_by_its_build_id() {
+        // This test binary is linked like repro: with a build id, found in its file too.
+        let id = build_id().expect("linked with a build id");
+        let file = std::fs::read("/proc/self/exe").unwrap();
+        let mut needle = b"GNU\0".to_vec();
+        needle.extend_from_slice(&id);
+        assert!(file.windows(needle.len()).any(|w| w == needle));
+        assert_eq!(binary_identity(), format!("build-id {}", hex::encode(&id)));
+        // Another build id, another key part; no build id: the file, by content or by its
+        // settled stat (ctime included).
+        assert_ne!(identity(Some(vec![1, 2]), 0), identity(Some(vec![1, 3]), 0));
+        let racy = identity(None, i64::MIN);
+        assert!(racy.starts_with("content "), "{racy}");
+        let settled = identity(None, i64::MAX);
+        let k = StatKey::of(&std::fs::metadata("/proc/self/exe").unwrap());
+        assert!(
+            settled.ends_with(&format!(" {} {}", k.mtime_ns, k.ctime_ns)),
+            "{settled}"
+        );
     }
 
     #[test]

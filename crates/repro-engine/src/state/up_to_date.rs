@@ -14,9 +14,10 @@
 //! and each of these is trusted under the stat the stat cache trusts a file's content under
 //! (device, inode, size, mtime, ctime). The pipeline, vars and lock files are stat'ed, hashed
 //! and stat'ed again when the record is written, and must hash to what the run used. A file
-//! that changed while it was hashed, a path seen with two stats, or one changed within the last
-//! 50 ms (a change in the same clock tick could leave its stat as it was) keeps the record from
-//! being written. The output checks of `crate::confine` depend on symlinks besides: the record holds
+//! that changed while it was hashed, a path seen with two stats, or one whose mtime or ctime is
+//! not older than the start of the command by more than its file system's timestamp
+//! granularity (the stat cache's racy-clean rule: a change in the same second, or timer tick,
+//! could leave its stat as it was) keeps the record from being written. The output checks of `crate::confine` depend on symlinks besides: the record holds
 //! the `lstat` of each output, checkpoint and path a kind writes, and of each directory above
 //! them, and is written only when none of them is a symlink, so whatever becomes one later no
 //! longer matches.
@@ -31,12 +32,12 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::spec::Pipeline;
-use crate::state::hashing::{Seen, StatKey};
+use crate::state::hashing::{self, Seen, StatKey};
 use crate::state::workspace::Workspace;
 
 const MAGIC: &[u8] = b"repro up-to-date\n";
 /// Bumped whenever the stored form changes meaning.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2; // 2: stats kept under the racy-clean rule, not a 50 ms guard
 
 /// The record's file in a workspace.
 pub fn path(root: &Path) -> PathBuf {
@@ -297,26 +298,20 @@ fn paths_seen(ws: &Workspace, p: &Pipeline) -> Option<Vec<(Vec<u8>, Look, Seen)>
             _ => once.push((rel, look, seen)),
         }
     }
-    // A stat taken within a clock tick of a change cannot tell that change from the next one in
-    // the same tick (same size, same coarse mtime and ctime): while any path is that recent,
-    // no record is kept (the next run's full path keeps one).
-    let settled = now_ns() - RECENT_NS;
-    let recent = |seen: &Seen| matches!(seen, Seen::Stat(k) if k.mtime_ns >= settled || k.ctime_ns >= settled);
-    if once.iter().any(|(_, _, seen)| recent(seen)) {
-        return None;
-    }
-    Some(once)
+    all_settled(&once, ws.seen.since_ns()).then_some(once)
 }
 
-/// How old every recorded timestamp must be: several ticks of the coarsest kernel clock that
-/// stamps files (10 ms at 100 Hz).
-const RECENT_NS: i64 = 50_000_000;
-
-fn now_ns() -> i64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(t.as_nanos()).unwrap_or(i64::MAX)
+/// The racy-clean rule of the stat cache ([`hashing::settled`]), against `since_ns`, a moment
+/// before the assessment read anything: a stat taken within a timestamp granule of a change
+/// cannot tell that change from the next one in the same granule (same size, same truncated
+/// mtime and ctime), so while any path is that recent no record is kept (the next run's full
+/// path keeps one).
+fn all_settled(paths: &[(Vec<u8>, Look, Seen)], since_ns: i64) -> bool {
+    paths.iter().all(|(_, _, seen)| match seen {
+        Seen::Stat(k) => hashing::settled(k, since_ns),
+        Seen::Missing => true,
+        Seen::Changing => false,
+    })
 }
 
 /// The stat of a file that held bytes hashing to `hash` when they were used (`None`: it did
@@ -486,6 +481,44 @@ mod tests {
                 ),
             ],
         }
+    }
+
+    #[test]
+    fn no_record_rests_on_a_stat_within_a_granule_of_the_start() {
+        const S: i64 = 1_000_000_000;
+        let t = 1_700_000_000 * S;
+        let stat = |mtime_ns, ctime_ns| {
+            Seen::Stat(StatKey {
+                dev: 1,
+                ino: 2,
+                size: 3,
+                mtime_ns,
+                ctime_ns,
+            })
+        };
+        let paths = |seen| {
+            vec![
+                (b"a".to_vec(), Look::Follow, Seen::Missing),
+                (b"b".to_vec(), Look::Follow, seen),
+            ]
+        };
+        // A 1-second file system: a dep written at t.9 is stamped t; a run starting at t.95 must
+        // keep no record (the old rule, 50 ms against the truncated stamp, kept one and the
+        // next write in the same second went unseen).
+        assert!(!all_settled(&paths(stat(t, t)), t + 950_000_000));
+        assert!(!all_settled(&paths(stat(t, t)), t + 2 * S));
+        assert!(all_settled(&paths(stat(t, t)), t + 2 * S + 1));
+        // Nanosecond stamps: one second.
+        assert!(!all_settled(&paths(stat(t + 7, t + 7)), t + 7 + S / 2));
+        assert!(all_settled(&paths(stat(t + 7, t + 7)), t + 7 + S + 1));
+        // An old mtime with a fresh ctime, a stamp in the future, a path that changed.
+        assert!(!all_settled(
+            &paths(stat(t - 100 * S, t + 7)),
+            t + 7 + S / 2
+        ));
+        assert!(!all_settled(&paths(stat(t + 100 * S, t)), t + 10 * S));
+        assert!(!all_settled(&paths(Seen::Changing), t));
+        assert!(all_settled(&paths(Seen::Missing), t));
     }
 
     #[test]

@@ -127,6 +127,7 @@ impl Workspace {
             cache: &self.stat,
             known: Some(&self.source_stats),
             seen: Some(&self.seen),
+            clock: crate::state::hashing::fs_now_ns,
         }
     }
 
