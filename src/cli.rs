@@ -601,7 +601,12 @@ fn cmd_diff(args: &DiffArgs, metrics: bool) -> anyhow::Result<i32> {
         None => cx.default_base(),
     };
     let b = cx.source(args.b.as_deref().unwrap_or("workspace"))?;
-    let rows = repro_engine::compare::diff(&cx.snapshot(&a)?, &cx.snapshot(&b)?, metrics, args.all);
+    let (sa, sb) = (cx.snapshot(&a)?, cx.snapshot(&b)?);
+    if metrics {
+        repro_engine::compare::check_metrics(&sa)?;
+        repro_engine::compare::check_metrics(&sb)?;
+    }
+    let rows = repro_engine::compare::diff(&sa, &sb, metrics, args.all);
     let what = if metrics { "metrics" } else { "params" };
     repro_engine::compare::print_diff(&rows, what, &a.label(), &b.label(), args.format.format())?;
     Ok(0)

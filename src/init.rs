@@ -52,6 +52,10 @@ pub fn init(dir: &Path) -> Result<Vec<String>> {
             pipeline.display()
         );
     }
+    // Everything that can fail is checked before anything is written: a `.gitignore` that
+    // cannot be read must not leave a pipeline behind.
+    let ignore = dir.join(".gitignore");
+    let addition = ignore_addition(&ignore)?;
     // create_new: a file that appeared since the check is not replaced either.
     {
         use std::io::Write;
@@ -64,39 +68,45 @@ pub fn init(dir: &Path) -> Result<Vec<String>> {
             .with_context(|| format!("cannot write {}", pipeline.display()))?;
     }
     let mut done = vec![format!("wrote {}", pipeline.display())];
-    if add_ignore(&dir.join(".gitignore"))? {
-        done.push(format!(
-            "added {IGNORE_LINE} to {}",
-            dir.join(".gitignore").display()
-        ));
+    if let Some(bytes) = addition {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&ignore)
+            .and_then(|mut f| f.write_all(&bytes))
+            .with_context(|| format!("cannot write {}", ignore.display()))?;
+        done.push(format!("added {IGNORE_LINE} to {}", ignore.display()));
     }
     Ok(done)
 }
 
-/// Append the cache entry to a `.gitignore` unless an equivalent line is already there.
-/// Returns whether the file changed.
-fn add_ignore(path: &Path) -> Result<bool> {
-    let old = match std::fs::read_to_string(path) {
+/// The bytes to append to a `.gitignore` so that it ignores the cache, or `None` when an
+/// equivalent line is already there. Works on bytes: a `.gitignore` need not be UTF-8, and
+/// what it holds is kept as it is.
+fn ignore_addition(path: &Path) -> Result<Option<Vec<u8>>> {
+    let old = match std::fs::read(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     let covered = old
-        .lines()
-        .map(str::trim)
-        .any(|l| matches!(l, "cache" | "cache/" | "/cache" | "/cache/"));
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .any(|l| matches!(l, b"cache" | b"cache/" | b"/cache" | b"/cache/"));
     if covered {
-        return Ok(false);
+        return Ok(None);
     }
-    let mut text = old;
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
+    let mut text = Vec::new();
+    if !old.is_empty() && !old.ends_with(b"\n") {
+        text.push(b'\n');
     }
-    text.push_str("# repro's cache (outputs, run cache, logs); commit repro.lock, not this\n");
-    text.push_str(IGNORE_LINE);
-    text.push('\n');
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(true)
+    text.extend_from_slice(
+        b"# repro's cache (outputs, run cache, logs); commit repro.lock, not this\n",
+    );
+    text.extend_from_slice(IGNORE_LINE.as_bytes());
+    text.push(b'\n');
+    Ok(Some(text))
 }
 
 #[cfg(test)]
@@ -106,14 +116,38 @@ mod tests {
     #[test]
     fn ignore_entry_is_added_once_and_keeps_existing_lines() {
         let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(".gitignore"), "*.pyc").unwrap();
+        init(d.path()).unwrap();
         let g = d.path().join(".gitignore");
-        std::fs::write(&g, "*.pyc").unwrap();
-        assert!(add_ignore(&g).unwrap());
-        assert!(!add_ignore(&g).unwrap());
         let text = std::fs::read_to_string(&g).unwrap();
         assert!(text.starts_with("*.pyc\n"), "{text}");
         assert_eq!(text.lines().filter(|l| *l == IGNORE_LINE).count(), 1);
+        assert_eq!(ignore_addition(&g).unwrap(), None);
         std::fs::write(&g, "cache/\n").unwrap();
-        assert!(!add_ignore(&g).unwrap());
+        assert_eq!(ignore_addition(&g).unwrap(), None);
+    }
+
+    #[test]
+    fn a_gitignore_that_is_not_utf8_keeps_its_bytes_and_gets_the_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let g = d.path().join(".gitignore");
+        let old = b"caf\xe9.log\n*.pyc".to_vec();
+        std::fs::write(&g, &old).unwrap();
+        let done = init(d.path()).unwrap();
+        assert_eq!(done.len(), 2, "{done:?}");
+        assert!(d.path().join("pipeline.yaml").is_file());
+        let bytes = std::fs::read(&g).unwrap();
+        assert!(bytes.starts_with(&old), "{bytes:?}");
+        assert!(bytes.ends_with(b"\n/cache/\n"), "{bytes:?}");
+    }
+
+    #[test]
+    fn an_unreadable_gitignore_leaves_nothing_behind() {
+        let d = tempfile::tempdir().unwrap();
+        // A directory at .gitignore cannot be read as a file, even by root.
+        std::fs::create_dir(d.path().join(".gitignore")).unwrap();
+        let err = init(d.path()).unwrap_err();
+        assert!(format!("{err:#}").contains(".gitignore"), "{err:#}");
+        assert!(!d.path().join("pipeline.yaml").exists());
     }
 }

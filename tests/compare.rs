@@ -179,3 +179,44 @@ fn params_and_metrics_diff_between_lock_workspace_runs_and_git() {
     let err = ws.fail(&["params", "diff", "no-such-rev"]);
     assert!(err.contains("not `workspace`"), "{err}");
 }
+
+#[test]
+fn metrics_commands_refuse_a_fifo_or_an_unreadable_metrics_file_and_name_it() {
+    let ws = Ws::new(
+        r#"stages:
+  eval:
+    cmd: >-
+      echo '{"acc": 0.5}' > m.json
+    metrics: [m.json]
+"#,
+    );
+    ws.ok(&["run"]);
+    assert!(ws.ok(&["metrics", "show"]).contains("acc"));
+    let limit = std::time::Duration::from_secs(20);
+
+    // A FIFO at the metrics path: an error naming it, never a hang.
+    std::fs::remove_file(ws.path("m.json")).unwrap();
+    ws.sh("mkfifo m.json");
+    for args in [&["metrics", "show"][..], &["metrics", "diff"][..]] {
+        let o = common::output_within(ws.cmd(args), limit);
+        let text = common::both(&o);
+        assert!(!o.status.success(), "{args:?}: {text}");
+        assert!(
+            text.contains("m.json") && text.contains("FIFO") && text.contains("eval"),
+            "{args:?}: {text}"
+        );
+        assert!(!text.contains("no metrics found"), "{text}");
+    }
+    // `params diff` does not read metrics: the FIFO does not stop it.
+    let o = common::output_within(ws.cmd(&["params", "diff"]), limit);
+    assert!(o.status.success(), "{}", common::both(&o));
+
+    // A declared metrics file that cannot be read is not "no metrics".
+    std::fs::remove_file(ws.path("m.json")).unwrap();
+    std::fs::write(ws.path("m.json"), b"{\"acc\": \xff}").unwrap();
+    let text = ws.fail(&["metrics", "show"]);
+    assert!(
+        text.contains("m.json") && text.contains("UTF-8") && !text.contains("no metrics found"),
+        "{text}"
+    );
+}

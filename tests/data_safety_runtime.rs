@@ -558,3 +558,168 @@ fn full_disk_errors_name_the_file_and_status_still_works() {
     let st = ws.output(&["status"]);
     assert!(st.status.success(), "{}", both(&st));
 }
+
+/// Issue 26, defect 5: a stage that leaves its output as a symlink out of the workspace had
+/// the outside file's bytes copied into the cache, and every later command refused to load
+/// the pipeline until the link was deleted by hand.
+#[test]
+fn an_output_left_as_a_symlink_out_of_the_workspace_fails_the_stage_and_stores_nothing() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret");
+    std::fs::write(&secret, "the secret bytes\n").unwrap();
+    let pipeline = format!(
+        "stages:\n  leak:\n    cmd: ln -sf '{}' out.txt\n    outs: [out.txt]\n  other:\n    cmd: echo ok > other.txt\n    outs: [other.txt]\n",
+        secret.display()
+    );
+    let ws = Ws::new(&pipeline);
+    let text = ws.fail(&["run", "-k"]);
+    assert!(
+        text.contains("leak")
+            && text.contains("out.txt")
+            && text.contains(&secret.display().to_string())
+            && text.contains("outside the workspace"),
+        "{text}"
+    );
+    // Nothing of the secret in the cache; the secret itself untouched.
+    let mut stored = Vec::new();
+    let mut stack = vec![ws.path("cache")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() && std::fs::read(e.path()).unwrap() == b"the secret bytes\n" {
+                stored.push(e.path());
+            }
+        }
+    }
+    assert!(stored.is_empty(), "stored: {stored:?}");
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "the secret bytes\n"
+    );
+    assert!(!ws.read("repro.lock").contains("out.txt"));
+    // The workspace stays usable: status loads and says the stage is stale, the other fresh.
+    let st = ws.ok(&["status"]);
+    assert!(
+        st.contains("stale  leak") && st.contains("fresh  other"),
+        "{st}"
+    );
+    // The next run gets as far as running the stage again (it fails the same way).
+    let again = ws.fail(&["run"]);
+    assert!(again.contains("outside the workspace"), "{again}");
+    assert!(!again.contains("resolves through a symlink"), "{again}");
+}
+
+/// Issue 26, defect 10: `exp show`, `metrics show`, `params diff` and a no-op `repro run`
+/// failed on a read-only workspace (status and --dry-run worked).
+#[test]
+fn comparisons_and_a_no_op_run_work_on_a_read_only_workspace() {
+    let ws = Ws::new(
+        "vars:\n  n: 3\nstages:\n  a:\n    cmd: >-\n      echo '{\"acc\": ${n}}' > m.json\n    params: [n]\n    metrics: [m.json]\n",
+    );
+    ws.ok(&["run"]);
+    let cases: [(&[&str], &str); 4] = [
+        (&["exp", "show"], "acc"),
+        (&["metrics", "show"], "acc"),
+        (&["params", "diff", "lock", "workspace", "--all"], "n"),
+        (&["run"], "1 fresh"),
+    ];
+    for (args, expect) in cases {
+        let Some(out) = on_read_only(&ws, args) else {
+            eprintln!(
+                "skipped: cannot make a read-only workspace here (root without mount rights)"
+            );
+            return;
+        };
+        let text = both(&out);
+        assert!(
+            out.status.success(),
+            "repro {args:?} on a read-only workspace:\n{text}"
+        );
+        assert!(text.contains(expect), "repro {args:?}:\n{text}");
+    }
+}
+
+/// Issue 26, defect 11: a FIFO at one stage's output path made `status` fail for the whole
+/// pipeline.
+#[test]
+fn a_fifo_at_one_output_makes_that_stage_stale_and_status_reports_the_rest() {
+    let ws = Ws::new(
+        "stages:\n  a:\n    cmd: echo a > a.txt\n    outs: [a.txt]\n  b:\n    cmd: echo b > b.txt\n    outs: [b.txt]\n",
+    );
+    ws.ok(&["run"]);
+    std::fs::remove_file(ws.path("a.txt")).unwrap();
+    ws.sh("mkfifo a.txt");
+    let out = common::output_within(ws.cmd(&["status"]), Duration::from_secs(20));
+    let text = both(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("stale  a") && text.contains("fresh  b") && text.contains("FIFO"),
+        "{text}"
+    );
+}
+
+/// Issue 26, defect 11: SIGTERM made `repro run` exit 130 (128 + SIGINT); and stopping a
+/// stage that exits at once on SIGTERM cost the whole 2 s grace (its zombies kept its process
+/// group alive until the grace ran out).
+#[test]
+fn sigint_and_sigterm_stop_a_run_promptly_with_their_own_exit_codes() {
+    for (sig, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let ws = Ws::new(
+            "stages:\n  s:\n    cmd: touch started; sleep 30; echo done > out.txt\n    outs: [out.txt]\n",
+        );
+        let child = run_piped(&ws, &["run"]);
+        wait_for("the stage to start", Duration::from_secs(20), || {
+            ws.path("started").exists()
+        });
+        let sent = Instant::now();
+        // SAFETY: our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let out = wait_or_kill(child, Duration::from_secs(20), "repro run after a signal");
+        let took = sent.elapsed();
+        kill_all_in(ws.dir.path());
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "signal {sig}: {}",
+            both(&out)
+        );
+        // The stage's shell and its `sleep` end on SIGTERM at once: well under the grace.
+        assert!(
+            took < Duration::from_millis(1500),
+            "signal {sig}: took {took:?}"
+        );
+    }
+}
+
+/// Issue 26, defect 11: `gc` waited silently for a running `repro run`.
+#[test]
+fn gc_says_what_it_waits_for() {
+    let ws = Ws::new(
+        "stages:\n  s:\n    cmd: touch started; sleep 3; echo > out.txt\n    outs: [out.txt]\n",
+    );
+    let run = run_piped(&ws, &["run"]);
+    let run_pid = run.id();
+    wait_for("the stage to start", Duration::from_secs(20), || {
+        ws.path("started").exists()
+    });
+    let gc = wait_or_kill(
+        ws.cmd(&["gc"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(30),
+        "repro gc",
+    );
+    let run = wait_or_kill(run, Duration::from_secs(30), "repro run");
+    assert!(run.status.success(), "{}", both(&run));
+    let text = String::from_utf8_lossy(&gc.stderr);
+    assert!(gc.status.success(), "{}", both(&gc));
+    assert!(
+        text.contains("waiting for the workspace lock")
+            && text.contains(&format!("`repro run` (pid {run_pid})")),
+        "{text}"
+    );
+}

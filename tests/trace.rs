@@ -70,3 +70,40 @@ fn stage_runs_are_traced_with_cpu_memory_and_how_they_ended() {
         0
     );
 }
+
+#[test]
+fn a_damaged_trace_line_is_skipped_with_one_warning() {
+    let ws = Ws::new(
+        r#"stages:
+  a:
+    cmd: echo a > a.txt
+    outs: [a.txt]
+"#,
+    );
+    ws.ok(&["run"]);
+    // One invalid byte in a line of its own, then another run appends after it.
+    let trace = ws.path("cache/trace.jsonl");
+    let mut bytes = std::fs::read(&trace).unwrap();
+    bytes.extend_from_slice(b"{\"run\": \xff}\n");
+    std::fs::write(&trace, bytes).unwrap();
+    ws.ok(&["run", "--force"]);
+
+    let o = ws.output(&["trace", "--json"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{}", common::both(&o));
+    let entries: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        entries.len(),
+        2,
+        "both runs survive the damaged line: {entries:?}"
+    );
+    assert_eq!(
+        stderr.matches("warning").count(),
+        1,
+        "one warning: {stderr}"
+    );
+    assert!(
+        stderr.contains("skipped 1 unreadable line") && stderr.contains("trace.jsonl"),
+        "{stderr}"
+    );
+}

@@ -137,3 +137,27 @@ pub fn slurm_conf() -> String {
     );
     conf.display().to_string()
 }
+
+/// Run `cmd` to its end, but for at most `limit`: a command still running then (one that
+/// would hang CI, e.g. on a FIFO) is killed and the test fails.
+pub fn output_within(mut cmd: Command, limit: std::time::Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(o) => o.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{cmd:?} still running after {limit:?}: killed");
+        }
+    }
+}

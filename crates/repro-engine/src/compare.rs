@@ -93,6 +93,10 @@ pub fn params_of(fp_params: &BTreeMap<String, Json>, with: &Json) -> BTreeMap<St
 pub struct Config {
     pub params: BTreeMap<String, Json>,
     pub metrics: BTreeMap<String, f64>,
+    /// Declared metrics files that exist but could not be read, each with the reason
+    /// (see [`check_metrics`]).
+    #[serde(skip)]
+    pub unreadable: Vec<String>,
 }
 
 /// Where a snapshot comes from.
@@ -132,7 +136,11 @@ pub struct Records {
 impl Records {
     pub fn load(file: &Path, opts: &LoadOptions) -> Result<Records> {
         let (p, _dag) = crate::run::load(file, opts)?;
-        let mut ws = Workspace::open(&p.root, Duration::from_secs(10))?;
+        // These commands only read: on a read-only workspace, the state is read as it is.
+        let mut ws = match Workspace::open(&p.root, Duration::from_secs(10)) {
+            Ok(ws) => ws,
+            Err(_) => Workspace::open_for_reading(&p.root)?,
+        };
         let runs = match ws.db_if_open() {
             Some(db) => db.runs()?,
             None => bail!(
@@ -194,9 +202,16 @@ impl Records {
                 for s in &self.p.stages {
                     let (_, with) = s.action.key();
                     let mut metrics = BTreeMap::new();
+                    let mut unreadable = Vec::new();
                     for m in metric_paths(s) {
-                        if let Ok(text) = std::fs::read_to_string(self.p.root.join(&m)) {
-                            metrics.extend(parse_metrics(&text, &m, &metric_paths(s)));
+                        match read_metrics_file(&self.p.root.join(&m)) {
+                            Ok(Some(text)) => {
+                                metrics.extend(parse_metrics(&text, &m, &metric_paths(s)))
+                            }
+                            // Not produced yet.
+                            Ok(None) => {}
+                            Err(why) => unreadable
+                                .push(format!("metrics file {m} of stage '{}': {why}", s.name)),
                         }
                     }
                     out.insert(
@@ -204,6 +219,7 @@ impl Records {
                         Config {
                             params: params_of(&s.params, &with),
                             metrics,
+                            unreadable,
                         },
                     );
                 }
@@ -234,6 +250,7 @@ impl Records {
                         Config {
                             params: params_of(&fp.params, &fp.with),
                             metrics,
+                            unreadable: Vec::new(),
                         },
                     );
                 }
@@ -301,7 +318,11 @@ impl Records {
                 }
             }
         }
-        Config { params, metrics }
+        Config {
+            params,
+            metrics,
+            unreadable: Vec::new(),
+        }
     }
 
     /// Whether every object a record names is in the cache.
@@ -326,6 +347,44 @@ fn record_params(rec: &RunRecord) -> (BTreeMap<String, Json>, bool) {
         Some(fp) => (params_of(&fp.params, &fp.with), true),
         None => (BTreeMap::new(), false),
     }
+}
+
+/// A metrics file of the workspace: `None` when there is none. Only a regular file is read:
+/// it is opened without blocking and checked on the open descriptor, so a FIFO at the path is
+/// refused instead of waited on forever. The error says why, in words.
+fn read_metrics_file(path: &Path) -> std::result::Result<Option<String>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        let kind = crate::state::hashing::special_kind(&meta).unwrap_or("a directory");
+        return Err(format!("it is {kind}, not a regular file"));
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(Some(text))
+}
+
+/// Fail, naming each file and why, when a snapshot has declared metrics files that exist but
+/// cannot be read (rather than reporting "no metrics" for them).
+pub fn check_metrics(snap: &BTreeMap<String, Config>) -> Result<()> {
+    let problems: Vec<&str> = snap
+        .values()
+        .flat_map(|c| c.unreadable.iter().map(String::as_str))
+        .collect();
+    if !problems.is_empty() {
+        bail!("cannot read {}", problems.join("; cannot read "));
+    }
+    Ok(())
 }
 
 /// Metrics from one file; names are prefixed by the file when a stage has several.
@@ -545,6 +604,7 @@ pub fn print_diff(rows: &[DiffRow], what: &str, a: &str, b: &str, fmt: Format) -
 
 /// `metrics show`: every metric of a snapshot.
 pub fn print_metrics(snap: &BTreeMap<String, Config>, fmt: Format) -> Result<()> {
+    check_metrics(snap)?;
     let with: BTreeMap<&String, &BTreeMap<String, f64>> = snap
         .iter()
         .filter(|(_, c)| !c.metrics.is_empty())
@@ -933,6 +993,7 @@ mod tests {
         let c = |p: &[(&str, Json)]| Config {
             params: p.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
             metrics: BTreeMap::new(),
+            unreadable: Vec::new(),
         };
         let a: BTreeMap<String, Config> =
             [("s".to_string(), c(&[("n", json!(3)), ("k", json!(1))]))].into();

@@ -97,6 +97,64 @@ pub fn check_lock_path(path: &str) -> Result<(), String> {
     }
 }
 
+/// Check what a finished stage left at its output path `rel` (in the workspace `root`): a
+/// stage may itself make the path, or a directory above it, a symlink leading out of the
+/// workspace (`ln -sf /elsewhere/secret out.txt`) or into the engine's own files. Such an
+/// output must not be hashed or stored — that would copy what it points to into the cache —
+/// so this says, in words, where it leads.
+pub fn check_produced(root: &Path, rel: &str) -> Result<(), String> {
+    let r = Resolver::new(root);
+    match r.resolve(rel) {
+        Ok(None) => Ok(()),
+        Ok(Some(real)) => match reserved(&real, &[], false) {
+            Some(why) => Err(format!(
+                "output '{rel}' is a symlink to '{real}', which is {why}"
+            )),
+            None => Ok(()),
+        },
+        Err(outside) => {
+            let target = std::fs::read_link(root.join(rel)).map_or_else(
+                |_| outside.display().to_string(),
+                |t| t.display().to_string(),
+            );
+            Err(format!(
+                "output '{rel}' is a symlink to {target}, outside the workspace"
+            ))
+        }
+    }
+}
+
+/// [`check_produced`] for every output of a stage that just succeeded, before its outputs are
+/// hashed and stored. An output that leads out is refused, nothing of the stage is stored,
+/// and a symlink at the output path itself is removed: it is the stage's own output, and left
+/// there it would stop every later command from loading the pipeline (the stage is then
+/// stale, its output missing).
+pub fn check_outputs_produced(root: &Path, stage: &Stage) -> anyhow::Result<()> {
+    let escaped: Vec<String> = stage
+        .outs
+        .iter()
+        .filter_map(|o| {
+            let why = check_produced(root, &o.path).err()?;
+            let path = root.join(&o.path);
+            let removed = std::fs::symlink_metadata(&path)
+                .is_ok_and(|m| m.file_type().is_symlink())
+                && std::fs::remove_file(&path).is_ok();
+            Some(if removed {
+                format!("{why}; nothing was stored and the link was removed")
+            } else {
+                format!("{why}; nothing was stored")
+            })
+        })
+        .collect();
+    if escaped.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{} (a stage's outputs must be files or directories inside the workspace)",
+        escaped.join("; ")
+    )
+}
+
 /// The pipeline's rule set: its protected files and a resolver for its workspace.
 pub struct Rules {
     protected: Vec<String>,
@@ -693,6 +751,31 @@ mod tests {
         ] {
             assert!(check_lock_path(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_produced_output_may_not_lead_out() {
+        let ws = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = ws.path();
+        let secret = outside.path().join("secret");
+        std::fs::write(&secret, "s").unwrap();
+        std::fs::create_dir_all(root.join("cache/objects")).unwrap();
+        std::fs::write(root.join("data.txt"), "d").unwrap();
+        std::fs::write(root.join("plain.txt"), "p").unwrap();
+        std::os::unix::fs::symlink(&secret, root.join("out.txt")).unwrap();
+        std::os::unix::fs::symlink("data.txt", root.join("alias.txt")).unwrap();
+        std::os::unix::fs::symlink("cache/objects", root.join("objs")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("dir")).unwrap();
+        assert!(check_produced(root, "plain.txt").is_ok());
+        assert!(check_produced(root, "alias.txt").is_ok());
+        let why = check_produced(root, "out.txt").unwrap_err();
+        assert!(
+            why.contains("out.txt") && why.contains(&secret.display().to_string()),
+            "{why}"
+        );
+        assert!(check_produced(root, "objs").unwrap_err().contains("cache"));
+        assert!(check_produced(root, "dir/x.txt").is_err());
     }
 
     #[test]

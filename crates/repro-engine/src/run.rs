@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -24,7 +24,9 @@ use crate::spec::{LoadOptions, Pipeline, Stage};
 use crate::state::lockfile::{LockEntry, LockFile};
 use crate::state::workspace::{Assessment, Workspace, WorkspaceLock, assess, file_safe};
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The signal that interrupted the run (SIGINT, SIGTERM or SIGHUP), or 0; the run exits
+/// with 128 + it, as a shell reports a process that signal ended.
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -283,12 +285,24 @@ impl Drop for StateLoader {
 
 /// Ctrl-C / SIGTERM: stop starting stages, cancel running ones, and interrupt hashing.
 fn install_interrupt_handler() {
-    INTERRUPTED.store(false, Ordering::SeqCst);
+    INTERRUPTED.store(0, Ordering::SeqCst);
     crate::state::hashing::reset_cancel();
-    let _ = ctrlc::set_handler(|| {
-        INTERRUPTED.store(true, Ordering::SeqCst);
+    // A handler of our own rather than `ctrlc`'s, which does not say which signal came.
+    extern "C" fn on_signal(sig: libc::c_int) {
+        // Atomic stores only: async-signal-safe.
+        INTERRUPTED.store(sig, Ordering::SeqCst);
         crate::state::hashing::cancel();
-    });
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: a zeroed sigaction with a handler that only stores atomics.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
 }
 
 /// Run the pipeline; returns the process exit code.
@@ -325,6 +339,10 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     phases.mark("wait for workspace state");
     if opts.dry_run {
         return dry_run(&p, &dag, &selected, &ws, &lock);
+    }
+    if _run_lock.is_none() {
+        // A read-only workspace (see `up_to_date`).
+        return read_only_run(&p, &dag, &selected, &ws, &lock, t0);
     }
     // Compared at the end, so an unchanged lock is not rewritten (cheaper than serialising).
     let lock_before = lock.clone();
@@ -423,7 +441,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     };
 
     loop {
-        if INTERRUPTED.load(Ordering::SeqCst) {
+        if INTERRUPTED.load(Ordering::SeqCst) != 0 {
             progress.println("interrupted: stopping running stages");
             executor.cancel_all();
             break;
@@ -648,7 +666,8 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     }
     progress.done();
     phases.mark("schedule (assess + run)");
-    let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+    let signal = INTERRUPTED.load(Ordering::SeqCst);
+    let interrupted = signal != 0;
     let lock_changed = lock != lock_before;
     if lock_changed {
         crate::state::workspace::write_lock(&ws, &lock)?;
@@ -687,7 +706,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     std::mem::forget((pre_fresh, lock_before, lock, dag, p));
     phases.mark("close state db");
     Ok(if interrupted {
-        130
+        128 + signal
     } else if summary.failed > 0 {
         1
     } else {
@@ -734,6 +753,10 @@ fn up_to_date(opts: &RunOptions, plan_key: &str) -> Result<UpToDate> {
         return Ok(UpToDate::No(RunLock::None));
     }
     let root = crate::spec::workspace_root(&opts.file);
+    if read_only(&root) {
+        // Nobody can change it, so no lock is needed: the run is checked, not made.
+        return Ok(UpToDate::No(RunLock::None));
+    }
     if !opts.targets.is_empty()
         || opts.force
         || opts.remote.pull_only
@@ -896,6 +919,67 @@ fn start_stage(
     owners.claim(ws, lock, stage)?;
     run_cache::prepare_outputs(ws, stage, &a)?;
     Ok(Start::Run(a))
+}
+
+/// Whether the workspace cannot be written (a read-only mount, or no write permission): its
+/// `cache/`, or the workspace itself while it has none. One `access` call.
+fn read_only(root: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let writable = |p: &Path| -> std::io::Result<()> {
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes())?;
+        // SAFETY: a NUL-terminated path; access only asks.
+        if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    let refused = |e: &std::io::Error| {
+        e.raw_os_error() == Some(libc::EROFS) || e.kind() == std::io::ErrorKind::PermissionDenied
+    };
+    match writable(&root.join("cache")) {
+        Ok(()) => false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            writable(root).is_err_and(|e| refused(&e))
+        }
+        Err(e) => refused(&e),
+    }
+}
+
+/// `repro run` on a read-only workspace: it succeeds when every selected stage is fresh (a
+/// no-op run needs to write nothing), and otherwise says what would have to run.
+fn read_only_run(
+    p: &Pipeline,
+    dag: &crate::graph::Dag,
+    selected: &[usize],
+    ws: &Workspace,
+    lock: &LockFile,
+    t0: Instant,
+) -> Result<i32> {
+    let mut stale = Vec::new();
+    for (i, planned) in crate::plan::plan(ws, p, dag, selected, lock) {
+        if !planned?.verdict.is_fresh() {
+            stale.push(p.stages[i].name.as_str());
+        }
+    }
+    if !stale.is_empty() {
+        let n = stale.len();
+        let more = if n > 5 { ", …" } else { "" };
+        stale.truncate(5);
+        anyhow::bail!(
+            "the workspace is read-only ({} cannot be written), and {} stage(s) are not fresh \
+             ({}{more}); nothing was run (`repro status` says why)",
+            ws.cache_dir.display(),
+            n,
+            stale.join(", ")
+        );
+    }
+    let summary = Summary {
+        fresh: selected.len(),
+        ..Default::default()
+    };
+    print_summary(&summary, false, 0, t0);
+    Ok(0)
 }
 
 #[allow(clippy::too_many_arguments)]

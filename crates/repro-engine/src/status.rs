@@ -72,8 +72,17 @@ pub fn status(
     let mut out = Vec::new();
     let mut states: HashMap<&str, State> = HashMap::new();
     for (i, planned) in crate::plan::plan(&ws, &p, &dag, &selected, &lock) {
-        let v = planned?.verdict;
         let name = p.stages[i].name.as_str();
+        let v = match planned {
+            Ok(planned) => planned.verdict,
+            // A path this stage alone cannot hash (a FIFO at its output, an unreadable dep):
+            // the stage is stale, for that reason; the others are reported as usual (`run`
+            // fails this stage alone too).
+            Err(e) => Verdict::Stale {
+                reasons: vec![format!("{e:#}")],
+                upstream: Vec::new(),
+            },
+        };
         let state = match v {
             Verdict::Fresh => State::Fresh,
             Verdict::Stale { .. } | Verdict::Restorable { .. } => State::Stale,

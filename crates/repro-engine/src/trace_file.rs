@@ -33,18 +33,41 @@ pub struct Entry {
     pub executor: String,
 }
 
-/// Read the trace (lines that do not parse are skipped: a line cut by a full disk).
+/// Read the trace. A line that does not parse — cut by a full disk or a kill, or holding
+/// bytes that are not UTF-8 — is skipped, and one warning on stderr says how many were, so
+/// one damaged line never hides the rest.
 pub fn read(cache_dir: &Path) -> Result<Vec<Entry>> {
     let path = cache_dir.join("trace.jsonl");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+    let (entries, skipped) = read_lines(&path)?;
+    if skipped > 0 {
+        eprintln!(
+            "warning: skipped {skipped} unreadable line{} of {}",
+            if skipped == 1 { "" } else { "s" },
+            path.display()
+        );
+    }
+    Ok(entries)
+}
+
+/// The entries of a trace file and how many non-empty lines were skipped.
+fn read_lines(path: &Path) -> Result<(Vec<Entry>, usize)> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
+    let mut entries = Vec::new();
+    let mut skipped = 0;
+    for line in bytes.split(|&b| b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice(line) {
+            Ok(e) => entries.push(e),
+            Err(_) => skipped += 1,
+        }
+    }
+    Ok((entries, skipped))
 }
 
 /// Only the entries of the newest run.
@@ -75,4 +98,26 @@ pub fn utc_seconds(ms: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damaged_lines_are_skipped_and_counted() {
+        let d = tempfile::tempdir().unwrap();
+        let good = r#"{"run":1,"stage":"a","key":"k","started":5,"wall_s":0.5,"cpu_s":null,"max_rss_kb":null,"gpus":0,"gpu_s":0.0,"status":"ok","executor":"local"}"#;
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(good.as_bytes());
+        bytes.extend_from_slice(b"\n{\"run\":\xff\xfe}\n\n");
+        bytes.extend_from_slice(good.replace("\"a\"", "\"b\"").as_bytes());
+        bytes.extend_from_slice(b"\n{\"run\":2,\"sta");
+        std::fs::write(d.path().join("trace.jsonl"), bytes).unwrap();
+        let (entries, skipped) = read_lines(&d.path().join("trace.jsonl")).unwrap();
+        let stages: Vec<&str> = entries.iter().map(|e| e.stage.as_str()).collect();
+        assert_eq!(stages, ["a", "b"]);
+        assert_eq!(skipped, 2, "the invalid byte and the torn last line");
+        assert_eq!(read(d.path()).unwrap().len(), 2);
+    }
 }

@@ -129,6 +129,8 @@ pub fn commit_outputs(
     before: &Assessment,
     seconds: f64,
 ) -> Result<Assessment> {
+    // Before anything reads through an output the stage made a symlink out of the workspace.
+    crate::confine::check_outputs_produced(&ws.root, stage)?;
     let missing: Vec<&str> = stage
         .outs
         .iter()

@@ -101,8 +101,10 @@ pub fn main(argv: &[OsString], usage: Option<&Path>) -> i32 {
         });
     drop(child);
     if TEARING_DOWN.load(Ordering::SeqCst) && engine_alive(watch_engine) {
-        // Give the rest of the group the same grace to act on its SIGTERM.
-        wait_group_empty(Instant::now() + GRACE);
+        // Give the rest of the group the same grace to act on its SIGTERM, reaping as it
+        // goes: its members that exit are re-parented to us, and their zombies would keep the
+        // group alive for the whole grace.
+        wait_group_empty(Instant::now() + GRACE, true);
     }
     // The stage's main process is done: nothing it started may outlive it.
     kill_tree(libc::SIGKILL, true);
@@ -142,7 +144,9 @@ fn teardown(graceful: bool) {
         let pgid = STAGE_PGID.load(Ordering::SeqCst);
         // SAFETY: signalling the stage's own process group.
         unsafe { libc::kill(-pgid, libc::SIGTERM) };
-        wait_group_empty(Instant::now() + GRACE);
+        // No reaping here (see below); the main thread reaps and ends the process as soon as
+        // the group is gone.
+        wait_group_empty(Instant::now() + GRACE, false);
     }
     // No reaping here: the main thread is waiting for the stage's main process.
     kill_tree(libc::SIGKILL, false);
@@ -166,12 +170,31 @@ fn engine_alive(watching: bool) -> bool {
     unsafe { libc::poll(&mut p, 1, 0) == 0 }
 }
 
-fn wait_group_empty(deadline: Instant) {
+/// Wait until the stage's process group has no members left, or `deadline`. With `reap`
+/// (main thread only), exited children are collected meanwhile: a zombie still counts as a
+/// member of its group. Returns whether the group is gone.
+fn wait_group_empty(deadline: Instant, reap: bool) -> bool {
     let pgid = STAGE_PGID.load(Ordering::SeqCst);
-    // SAFETY: signal 0 only asks whether the group still has members.
-    while Instant::now() < deadline && unsafe { libc::kill(-pgid, 0) } == 0 {
-        std::thread::sleep(Duration::from_millis(20));
+    loop {
+        if reap {
+            reap_exited();
+        }
+        // SAFETY: signal 0 only asks whether the group still has members.
+        if unsafe { libc::kill(-pgid, 0) } != 0 {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Collect every child that has already exited, without waiting.
+fn reap_exited() {
+    let mut status = 0;
+    // SAFETY: waitpid on any child of this process, non-blocking.
+    while unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } > 0 {}
 }
 
 /// Signal the stage's process group and every descendant of this process, until none is
@@ -257,6 +280,59 @@ fn reap_all(limit: Duration) {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+
+    /// A stage that exits at once on SIGTERM must not cost the grace period: once its
+    /// members are reaped, the group is gone, and the wait ends then, not at the deadline.
+    #[test]
+    fn a_group_whose_members_exited_is_gone_once_reaped() {
+        const NAME: &str =
+            "executor::supervise::tests::a_group_whose_members_exited_is_gone_once_reaped";
+        // Reaping collects any child of the process, so the check runs in a process of its
+        // own (other tests here wait for their own children).
+        if std::env::var_os("REPRO_TEST_REAP_CHILD").is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--test-threads=1"])
+                .env("REPRO_TEST_REAP_CHILD", "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success() && text.contains("1 passed"), "{text}");
+            return;
+        }
+        let child = std::process::Command::new("true")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id() as i32;
+        super::STAGE_PGID.store(pgid, std::sync::atomic::Ordering::SeqCst);
+        // Wait for the exit without reaping: the zombie stays a member of its group.
+        // SAFETY: waitid with WNOWAIT on our own child, into a zeroed siginfo we own.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            assert_eq!(
+                libc::waitid(
+                    libc::P_PID,
+                    pgid as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOWAIT
+                ),
+                0
+            );
+        }
+        let short = Instant::now() + Duration::from_millis(100);
+        assert!(
+            !super::wait_group_empty(short, false),
+            "an exited, unreaped member keeps its group"
+        );
+        assert!(
+            super::wait_group_empty(Instant::now() + super::GRACE, true),
+            "reaped, the group is gone before the grace ends"
+        );
+        std::mem::forget(child);
+    }
+
     #[test]
     fn descendants_finds_children_and_grandchildren() {
         let mut c = std::process::Command::new("sh")

@@ -208,8 +208,31 @@ impl StateDb {
                 );
                 None
             }
-            Err(OpenFailure::Busy | OpenFailure::Io(_)) => None,
+            Err(OpenFailure::Busy) => None,
+            // A read-only file system or cache directory: redb opens its file for writing
+            // (and marks it open in its header), so a reader works on a copy in memory; what
+            // it would write is dropped with it.
+            Err(OpenFailure::Io(_)) => Self::open_copy(path, on_open),
         }
+    }
+
+    /// [`Self::open_for_reading_with`] on a copy of the file in memory (`None`: no file, or
+    /// not a database).
+    fn open_copy(path: &Path, on_open: OnOpen) -> Option<(StateDb, StatEntries)> {
+        use redb::StorageBackend;
+        let bytes = std::fs::read(path).ok()?;
+        let mem = redb::backends::InMemoryBackend::new();
+        mem.set_len(bytes.len() as u64).ok()?;
+        mem.write(0, &bytes).ok()?;
+        drop(bytes);
+        catch_quietly(|| {
+            let db = Database::builder()
+                .create_with_backend(mem)
+                .map_err(redb::Error::from)?;
+            Self::with_tables(db, path, on_open)
+        })
+        .ok()?
+        .ok()
     }
 
     fn try_open(
@@ -232,7 +255,16 @@ impl StateDb {
     }
 
     fn open_once(path: &Path, on_open: OnOpen) -> Result<(StateDb, StatEntries), redb::Error> {
-        let db = Database::create(path)?;
+        Self::with_tables(Database::create(path)?, path, on_open)
+    }
+
+    /// The opened database `db` of the file `path`, its tables created if missing, and its
+    /// stat cache.
+    fn with_tables(
+        db: Database,
+        path: &Path,
+        on_open: OnOpen,
+    ) -> Result<(StateDb, StatEntries), redb::Error> {
         // Create the tables once; later opens only read (and so work on a full disk).
         let exists = {
             let r = db.begin_read()?;

@@ -289,16 +289,33 @@ impl WorkspaceLock {
         let previous = std::fs::read_to_string(&path)
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok());
-        let flags = if wait {
-            libc::LOCK_EX
-        } else {
-            libc::LOCK_EX | libc::LOCK_NB
+        let holder = || {
+            previous
+                .map(|p| format!("pid {p}"))
+                .unwrap_or_else(|| "another process".into())
         };
         // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), flags) } != 0 {
-            let holder = previous
-                .map(|p| format!("pid {p}"))
-                .unwrap_or_else(|| "another process".into());
+        let mut held = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if !held && wait {
+            // Say what we wait for: a long run can hold the workspace for hours.
+            eprintln!(
+                "waiting for the workspace lock {}, held by {} …",
+                path.display(),
+                previous.map_or_else(|| "another repro command".into(), describe_holder)
+            );
+            loop {
+                // SAFETY: as above, blocking.
+                if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                    held = true;
+                    break;
+                }
+                if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                    break;
+                }
+            }
+        }
+        if !held {
+            let holder = holder();
             bail!(
                 "another `repro run` ({holder}) is using this workspace ({}); wait for it to finish, stop it, or pass --wait",
                 path.display()
@@ -328,6 +345,22 @@ impl WorkspaceLock {
             path,
             taken_over,
         })
+    }
+}
+
+/// The process holding the workspace lock, in words: "`repro run` (pid 12)".
+fn describe_holder(pid: i32) -> String {
+    let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let mut args = argv
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned());
+    let exe = args.next().unwrap_or_default();
+    let name = Path::new(&exe)
+        .file_name()
+        .map_or_else(|| "repro".into(), |n| n.to_string_lossy().into_owned());
+    match args.find(|a| !a.starts_with('-')) {
+        Some(sub) if !exe.is_empty() => format!("`{name} {sub}` (pid {pid})"),
+        _ => format!("another repro command (pid {pid})"),
     }
 }
 
