@@ -16,7 +16,8 @@ pub mod store;
 pub mod transfer;
 pub mod verify;
 
-use std::cell::{Cell, OnceCell};
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -25,7 +26,7 @@ use crate::progress::Progress;
 use crate::spec::{Pipeline, Stage};
 use crate::state::db::RunRecord;
 use crate::state::workspace::Workspace;
-use store::Store;
+use store::{BadRemoteEntry, MANIFEST_CAP, Store};
 use transfer::{BadRemoteObject, Counters, Item};
 
 /// Remote options shared by `run`, `pull` and `push`.
@@ -100,6 +101,8 @@ pub struct RunRemote {
     transfers: usize,
     store: OnceCell<Store>,
     off: Cell<bool>,
+    /// Keys whose remote entry proved unusable in this run (warned about once).
+    bad: RefCell<BTreeSet<String>>,
 }
 
 impl RunRemote {
@@ -114,6 +117,7 @@ impl RunRemote {
             transfers: args.transfers,
             store: OnceCell::new(),
             off: Cell::new(false),
+            bad: RefCell::default(),
         })
     }
 
@@ -147,7 +151,7 @@ impl RunRemote {
         key: &str,
         progress: &mut Progress,
     ) -> Result<Option<RunRecord>> {
-        if self.url.is_none() || self.off.get() {
+        if self.url.is_none() || self.off.get() || self.bad.borrow().contains(key) {
             return Ok(None);
         }
         let res = self.try_fetch(ws, stage, id, key, progress);
@@ -156,8 +160,15 @@ impl RunRemote {
             Ok(r) => Ok(r),
             Err(e) if self.pull_only => Err(e),
             Err(e) => {
-                if e.downcast_ref::<BadRemoteObject>().is_some() {
-                    progress.println(&format!("warning: {e:#}; running {}", stage.name));
+                if e.downcast_ref::<BadRemoteObject>().is_some()
+                    || e.downcast_ref::<BadRemoteEntry>().is_some()
+                {
+                    // This entry only: the remote answered, so it stays in use for the others.
+                    self.bad.borrow_mut().insert(key.to_string());
+                    progress.println(&format!(
+                        "warning: {e:#}; skipped it, running {}",
+                        stage.name
+                    ));
                 } else {
                     progress.println(&format!(
                         "warning: remote cache {} unavailable ({e:#}); continuing without it",
@@ -195,6 +206,7 @@ impl RunRemote {
             first.push(Item {
                 hash: hash.clone(),
                 size: entry.sizes.get(path).copied(),
+                cap: entry.dirs.contains(path).then_some(MANIFEST_CAP),
             });
         }
         let errors = transfer::drive(
@@ -202,14 +214,19 @@ impl RunRemote {
             transfer::download_all(store, &ws.objects, &tmp, first, self.transfers, &counters),
             || tick(&counters),
         );
-        fail_on(errors)?;
+        fail_on(errors).map_err(|e| name_entry(e, store, key))?;
         let mut files = Vec::new();
         for d in &entry.dirs {
-            let manifest = ws.objects.manifest(&entry.outs[d])?;
-            store::check_manifest(&manifest).with_context(|| format!("remote manifest of {d}"))?;
+            // A manifest that does not parse or check is this entry's fault, not the remote's.
+            let manifest = ws
+                .objects
+                .manifest(&entry.outs[d])
+                .and_then(|m| store::check_manifest(&m).map(|()| m))
+                .map_err(|e| store.bad_entry(key, format!("remote manifest of {d}: {e:#}")))?;
             files.extend(manifest.into_iter().map(|f| Item {
                 hash: f.hash,
                 size: Some(f.size),
+                cap: None,
             }));
         }
         files.sort_by(|a, b| a.hash.cmp(&b.hash));
@@ -219,10 +236,19 @@ impl RunRemote {
             transfer::download_all(store, &ws.objects, &tmp, files, self.transfers, &counters),
             || tick(&counters),
         );
-        fail_on(errors)?;
+        fail_on(errors).map_err(|e| name_entry(e, store, key))?;
         let rec = entry.record();
         ws.db()?.put_run(key, &rec)?;
         Ok(Some(rec))
+    }
+}
+
+/// A bad object is its entry's problem: say which entry, so the warning names it.
+fn name_entry(e: anyhow::Error, store: &Store, key: &str) -> anyhow::Error {
+    if e.downcast_ref::<BadRemoteObject>().is_some() {
+        e.context(format!("remote run-cache entry ac/{key} on {}", store.url))
+    } else {
+        e
     }
 }
 

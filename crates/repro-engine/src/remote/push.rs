@@ -107,6 +107,7 @@ pub fn push(
         .map(|(h, s)| Item {
             hash: h.clone(),
             size: Some(*s),
+            cap: None,
         })
         .collect();
     let counters = Counters::default();

@@ -22,6 +22,19 @@ use crate::state::hashing::FileEntry;
 /// The entry format this build writes and reads.
 pub const ENTRY_VERSION: u32 = 1;
 
+/// The largest `ac/` entry read. An entry is a small JSON object: per declared output one
+/// path, one 64-digit hash and one size, and a few numbers, about 3 × path + 120 bytes per
+/// output pretty-printed. 4 MiB holds some 10,000 outputs with 100-character paths, far beyond
+/// any real stage (many files go in one directory output, whose listing is its manifest), and
+/// costs nothing to hold in memory.
+pub const ENTRY_CAP: u64 = 4 << 20;
+
+/// The largest directory manifest fetched from a remote. A manifest line is a file's hash,
+/// mode, size and relative path, about 100–130 bytes: 256 MiB holds some two million files,
+/// an ImageNet-sized training directory (1.3 million files) with room to spare, while the
+/// manifest and its parsed form stay within about a gigabyte of memory.
+pub const MANIFEST_CAP: u64 = 256 << 20;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     S3,
@@ -109,6 +122,96 @@ impl Entry {
     }
 }
 
+/// A remote run-cache entry that cannot be used: malformed, over [`ENTRY_CAP`], naming other
+/// outputs, or whose directory manifest is bad. Only that entry is skipped (the stage is
+/// computed); the remote stays in use for every other stage.
+#[derive(Debug)]
+pub struct BadRemoteEntry {
+    pub key: String,
+    pub url: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadRemoteEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "remote run-cache entry ac/{} on {} is unusable: {}",
+            self.key, self.url, self.reason
+        )
+    }
+}
+impl std::error::Error for BadRemoteEntry {}
+
+/// An object larger than a limit on what is read of it (its declared size, or a cap).
+#[derive(Debug)]
+pub struct TooLarge {
+    pub limit: u64,
+    /// What the server declared, when that alone was over the limit.
+    pub declared: Option<u64>,
+}
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.declared {
+            Some(d) => write!(f, "{d} bytes, over the limit of {} bytes", self.limit),
+            None => write!(f, "more than the limit of {} bytes", self.limit),
+        }
+    }
+}
+impl std::error::Error for TooLarge {}
+
+/// Collect a body of at most `cap` bytes, chunk by chunk: reading stops at the first byte past
+/// the cap (a [`TooLarge`] error), so an endless body costs at most `cap` bytes of memory.
+pub async fn read_capped<S, E>(mut body: S, cap: u64) -> Result<bytes::Bytes>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    use futures_util::StreamExt;
+    let mut buf = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        if (buf.len() + chunk.len()) as u64 > cap {
+            return Err(TooLarge {
+                limit: cap,
+                declared: None,
+            }
+            .into());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.into())
+}
+
+/// One line for a failed request: an HTTP error becomes `HTTP <status> on <METHOD> <URL>`
+/// instead of object_store's chain, each level of which repeats the server's whole error page.
+/// Anything else keeps its chain.
+pub fn request_error(e: object_store::Error, what: String) -> anyhow::Error {
+    let mut method_uri = None;
+    let mut status = None;
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = src {
+        let text = s.to_string();
+        // object_store's request error reads "Error performing PUT http://… in 1ms - …", its
+        // cause "Server returned non-2xx status code: 403 Forbidden: <body>".
+        if let Some(rest) = text.strip_prefix("Error performing ") {
+            let mut w = rest.split(' ');
+            if let (Some(m), Some(u)) = (w.next(), w.next()) {
+                method_uri = Some(format!("{m} {u}"));
+            }
+        }
+        if let Some(rest) = text.strip_prefix("Server returned non-2xx status code: ") {
+            status = Some(rest.split(':').next().unwrap_or(rest).trim().to_string());
+        }
+        src = s.source();
+    }
+    match (status, method_uri) {
+        (Some(status), Some(req)) => anyhow::anyhow!("{what}: HTTP {status} on {req}"),
+        _ => anyhow::Error::new(e).context(what),
+    }
+}
+
 /// A blake3 hash as the cache names objects: 64 lowercase hex digits.
 pub fn is_hash(s: &str) -> bool {
     s.len() == 64
@@ -116,21 +219,15 @@ pub fn is_hash(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Check a directory manifest fetched from a remote: every file hash well formed, every path
-/// relative and inside the directory (a manifest decides where restored files are written).
+/// Check a directory manifest fetched from a remote: every file hash well formed. Its paths
+/// were checked, decoded, when it was parsed (`hashing::parse_manifest_full`, which every
+/// manifest reader goes through); checked again here for entries built by hand.
 pub fn check_manifest(files: &[FileEntry]) -> Result<()> {
     for f in files {
         if !is_hash(&f.hash) {
             bail!("manifest holds a malformed hash '{}'", f.hash);
         }
-        let bad = f.path.is_empty()
-            || f.path.starts_with('/')
-            || f.path
-                .split('/')
-                .any(|c| c.is_empty() || c == "." || c == "..");
-        if bad {
-            bail!("manifest names an unsafe path '{}'", f.path);
-        }
+        crate::state::hashing::check_rel_name(&crate::state::hashing::decode_name(&f.path))?;
     }
     Ok(())
 }
@@ -261,19 +358,26 @@ impl Store {
         })
     }
 
-    /// Read a whole small object; `None` if absent.
-    pub async fn get_small(&self, path: &ObjPath) -> Result<Option<bytes::Bytes>> {
+    /// Read a whole object of at most `cap` bytes; `None` if absent. A body declared or found
+    /// to be larger fails with [`TooLarge`] (downcast to tell it from a failed request) after
+    /// at most `cap` bytes were read: the size a server claims is never allocated.
+    pub async fn get_capped(&self, path: &ObjPath, cap: u64) -> Result<Option<bytes::Bytes>> {
         use object_store::ObjectStoreExt;
+        let what = || format!("reading {path} from {}", self.url);
         match self.inner.get(path).await {
-            Ok(r) => {
-                Ok(Some(r.bytes().await.with_context(|| {
-                    format!("reading {path} from {}", self.url)
-                })?))
-            }
+            Ok(r) if r.meta.size > cap => Err(anyhow::Error::new(TooLarge {
+                limit: cap,
+                declared: Some(r.meta.size),
+            })),
+            Ok(r) => read_capped(r.into_stream(), cap)
+                .await
+                .map(Some)
+                .map_err(|e| match e.downcast::<object_store::Error>() {
+                    Ok(e) => request_error(e, what()),
+                    Err(e) => e,
+                }),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => {
-                Err(anyhow::Error::new(e).context(format!("reading {path} from {}", self.url)))
-            }
+            Err(e) => Err(request_error(e, what())),
         }
     }
 
@@ -283,20 +387,36 @@ impl Store {
         match self.inner.head(path).await {
             Ok(m) => Ok(Some((m.size, m.e_tag))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => {
-                Err(anyhow::Error::new(e).context(format!("looking up {path} on {}", self.url)))
-            }
+            Err(e) => Err(request_error(
+                e,
+                format!("looking up {path} on {}", self.url),
+            )),
         }
     }
 
-    /// The run-cache entry for `key`, checked against the stage's declared outputs.
+    /// The run-cache entry for `key`, checked against the stage's declared outputs. An entry
+    /// that is there but unusable (over [`ENTRY_CAP`], malformed) is a [`BadRemoteEntry`].
     pub async fn entry(&self, key: &str, outs: &[&str]) -> Result<Option<Entry>> {
-        match self.get_small(&ac_path(key)).await? {
-            None => Ok(None),
-            Some(b) => Entry::parse(&b, key, outs)
-                .map(Some)
-                .with_context(|| format!("remote run-cache entry ac/{key} on {}", self.url)),
+        let bytes = match self.get_capped(&ac_path(key), ENTRY_CAP).await {
+            Ok(None) => return Ok(None),
+            Ok(Some(b)) => b,
+            Err(e) if e.downcast_ref::<TooLarge>().is_some() => {
+                return Err(self.bad_entry(key, format!("{e}")));
+            }
+            Err(e) => return Err(e),
+        };
+        Entry::parse(&bytes, key, outs)
+            .map(Some)
+            .map_err(|e| self.bad_entry(key, format!("{e:#}")))
+    }
+
+    pub fn bad_entry(&self, key: &str, reason: String) -> anyhow::Error {
+        BadRemoteEntry {
+            key: key.to_string(),
+            url: self.url.clone(),
+            reason,
         }
+        .into()
     }
 
     /// Write an entry whole (a put replaces atomically on every backend, so two writers of
@@ -307,7 +427,7 @@ impl Store {
         self.inner
             .put(&ac_path(&e.key), body.into())
             .await
-            .with_context(|| format!("writing ac/{} to {}", e.key, self.url))?;
+            .map_err(|err| request_error(err, format!("writing ac/{} to {}", e.key, self.url)))?;
         Ok(())
     }
 }
@@ -396,15 +516,43 @@ mod tests {
     }
 
     #[test]
+    fn a_capped_read_stops_at_the_first_byte_past_the_cap() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let chunk = || Ok::<_, std::io::Error>(bytes::Bytes::from_static(&[7u8; 1000]));
+        // An endless body: only the cap's worth is ever held.
+        let endless = futures_util::stream::repeat_with(chunk);
+        let e = rt.block_on(read_capped(endless, 4500)).unwrap_err();
+        let t = e.downcast_ref::<TooLarge>().expect("too large");
+        assert_eq!((t.limit, t.declared), (4500, None));
+        let five = futures_util::stream::iter((0..5).map(|_| chunk()));
+        assert_eq!(rt.block_on(read_capped(five, 5000)).unwrap().len(), 5000);
+        let broken = futures_util::stream::iter(vec![chunk(), Err(std::io::Error::other("reset"))]);
+        let e = rt.block_on(read_capped(broken, 5000)).unwrap_err();
+        assert!(e.downcast_ref::<TooLarge>().is_none(), "{e:#}");
+    }
+
+    #[test]
     fn manifests_with_escaping_paths_are_refused() {
         let f = |p: &str| FileEntry {
             path: p.into(),
             hash: H.into(),
             size: 1,
-            executable: false,
+            mode: crate::state::hashing::FILE_MODE,
         };
         assert!(check_manifest(&[f("a/b.txt")]).is_ok());
-        for bad in ["../x", "a/../../x", "/abs", "a//b", ""] {
+        // The escaped forms are what the restore decodes and writes to.
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/abs",
+            "a//b",
+            "",
+            "\\x2e\\x2e/x",
+            "\\x2fetc/x",
+            "a/\\x00b",
+        ] {
             assert!(check_manifest(&[f(bad)]).is_err(), "{bad}");
         }
     }

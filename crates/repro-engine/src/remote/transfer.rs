@@ -18,31 +18,38 @@ use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
 use object_store::ObjectStoreExt;
 
-use super::store::{Kind, Store, cas_path};
+use super::store::{Kind, Store, TooLarge, cas_path, request_error};
 use crate::cache::Cache;
 
-/// A remote object that is absent or does not match its name.
+/// A remote object that is absent, does not match its name, or is larger than it may be.
 #[derive(Debug)]
 pub struct BadRemoteObject {
     pub hash: String,
     pub url: String,
-    pub missing: bool,
+    pub problem: Problem,
+}
+
+#[derive(Debug)]
+pub enum Problem {
+    Missing,
+    Corrupt,
+    /// Larger than the entry or manifest that names it says (or than a cap): reading stopped.
+    TooLarge(TooLarge),
 }
 
 impl std::fmt::Display for BadRemoteObject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.missing {
-            write!(
+        let (hash, url) = (&self.hash, &self.url);
+        match &self.problem {
+            Problem::Missing => write!(f, "remote object cas/{hash} is missing from {url}"),
+            Problem::Corrupt => write!(
                 f,
-                "remote object cas/{} is missing from {}",
-                self.hash, self.url
-            )
-        } else {
-            write!(
+                "remote object cas/{hash} on {url} is corrupted (content does not match its hash); not used"
+            ),
+            Problem::TooLarge(t) => write!(
                 f,
-                "remote object cas/{} on {} is corrupted (content does not match its hash); not used",
-                self.hash, self.url
-            )
+                "remote object cas/{hash} on {url} is too large ({t}); not used"
+            ),
         }
     }
 }
@@ -78,10 +85,13 @@ impl Counters {
     }
 }
 
-/// One object to move, with its size where known.
+/// One object to move, with its size where known. Both come from an entry or a manifest, so
+/// a download reads no more than `size` (or, where that is unknown, than the server declares)
+/// and never more than `cap`.
 pub struct Item {
     pub hash: String,
     pub size: Option<u64>,
+    pub cap: Option<u64>,
 }
 
 /// Run `fut` on the store's runtime, calling `tick` every 100 ms until it is done (the
@@ -160,31 +170,51 @@ async fn download_one(
         c.bytes.fetch_add(item.size.unwrap_or(0), Ordering::Relaxed);
         return Ok(());
     }
+    let bad = |problem| {
+        anyhow::Error::new(BadRemoteObject {
+            hash: hash.clone(),
+            url: store.url.clone(),
+            problem,
+        })
+    };
+    let too_large = |limit, declared| bad(Problem::TooLarge(TooLarge { limit, declared }));
+    let limit = match (item.size, item.cap) {
+        (Some(s), Some(c)) if s > c => return Err(too_large(c, Some(s))),
+        (Some(s), _) => Some(s),
+        (None, c) => c,
+    };
     let got = match store.inner.get(&cas_path(hash)).await {
         Ok(g) => g,
-        Err(object_store::Error::NotFound { .. }) => {
-            return Err(BadRemoteObject {
-                hash: hash.clone(),
-                url: store.url.clone(),
-                missing: true,
-            }
-            .into());
-        }
+        Err(object_store::Error::NotFound { .. }) => return Err(bad(Problem::Missing)),
         Err(e) => {
-            return Err(
-                anyhow::Error::new(e).context(format!("downloading cas/{hash} from {}", store.url))
-            );
+            return Err(request_error(
+                e,
+                format!("downloading cas/{hash} from {}", store.url),
+            ));
         }
+    };
+    // The server's size is a claim too: over the limit, nothing is read; under it, reading
+    // still stops at the limit, so a body that does not end costs no more disk than that.
+    let limit = match limit {
+        Some(l) if got.meta.size > l => return Err(too_large(l, Some(got.meta.size))),
+        Some(l) => l,
+        None => got.meta.size,
     };
     let tmp = tmp_dir.join(format!("{hash}.{}", std::process::id()));
     let mut file =
         std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut hasher = blake3::Hasher::new();
     let mut stream = got.into_stream();
+    let mut read = 0u64;
     let streamed: Result<()> = async {
         while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.with_context(|| format!("downloading cas/{hash} from {}", store.url))?;
+            let chunk = chunk.map_err(|e| {
+                request_error(e, format!("downloading cas/{hash} from {}", store.url))
+            })?;
+            read += chunk.len() as u64;
+            if read > limit {
+                return Err(too_large(limit, None));
+            }
             hasher.update(&chunk);
             file.write_all(&chunk)
                 .with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -199,12 +229,7 @@ async fn download_one(
     }
     if hasher.finalize().to_hex().as_str() != hash.as_str() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(BadRemoteObject {
-            hash: hash.clone(),
-            url: store.url.clone(),
-            missing: false,
-        }
-        .into());
+        return Err(bad(Problem::Corrupt));
     }
     let placed = (|| -> Result<()> {
         file.sync_all()?;
@@ -280,7 +305,7 @@ async fn upload_one(store: &Store, cache: &Cache, hash: &str, c: &Counters) -> R
         .inner
         .put(&remote, data.into())
         .await
-        .with_context(|| format!("uploading cas/{hash} to {}", store.url))?;
+        .map_err(|e| request_error(e, format!("uploading cas/{hash} to {}", store.url)))?;
     let Some((stored, etag)) = store.size_of(&remote).await? else {
         bail!("uploaded cas/{hash} to {} but it is not there", store.url);
     };

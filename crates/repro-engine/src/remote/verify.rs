@@ -17,7 +17,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjPath;
 
 use super::push::Bar;
-use super::store::{Entry, Store, ac_path, cas_path, is_hash};
+use super::store::{ENTRY_CAP, Entry, MANIFEST_CAP, Store, TooLarge, ac_path, cas_path, is_hash};
 use super::transfer::{self, Counters};
 use super::{RemoteArgs, open_required};
 
@@ -119,7 +119,10 @@ async fn list(store: &Store, dir: &str) -> Result<Vec<(String, u64)>> {
         Ok(l) => l.objects,
         Err(object_store::Error::NotFound { .. }) => Vec::new(),
         Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!("listing {dir}/ on {}", store.url)));
+            return Err(super::store::request_error(
+                e,
+                format!("listing {dir}/ on {}", store.url),
+            ));
         }
     };
     let mut out: Vec<(String, u64)> = listed
@@ -132,11 +135,9 @@ async fn list(store: &Store, dir: &str) -> Result<Vec<(String, u64)>> {
 
 /// The blake3 of a remote object's content, streamed.
 async fn hash_of(store: &Store, name: &str, c: &Counters) -> Result<String> {
-    let got = store
-        .inner
-        .get(&cas_path(name))
-        .await
-        .with_context(|| format!("reading cas/{name} from {}", store.url))?;
+    let got = store.inner.get(&cas_path(name)).await.map_err(|e| {
+        super::store::request_error(e, format!("reading cas/{name} from {}", store.url))
+    })?;
     let mut h = blake3::Hasher::new();
     let mut s = got.into_stream();
     while let Some(chunk) = s.next().await {
@@ -149,8 +150,13 @@ async fn hash_of(store: &Store, name: &str, c: &Counters) -> Result<String> {
 
 /// Why an entry cannot be restored, if it cannot.
 async fn entry_problem(store: &Store, key: &str, good: &BTreeSet<&str>) -> Result<Option<String>> {
-    let Some(bytes) = store.get_small(&ac_path(key)).await? else {
-        return Ok(None); // removed since listed
+    let bytes = match store.get_capped(&ac_path(key), ENTRY_CAP).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(None), // removed since listed
+        Err(e) if e.downcast_ref::<TooLarge>().is_some() => {
+            return Ok(Some(format!("entry is {e}")));
+        }
+        Err(e) => return Err(e),
     };
     let e = match Entry::parse_any(&bytes, key) {
         Ok(e) => e,
@@ -163,8 +169,13 @@ async fn entry_problem(store: &Store, key: &str, good: &BTreeSet<&str>) -> Resul
             )));
         }
         if e.dirs.contains(path) {
-            let Some(text) = store.get_small(&cas_path(hash)).await? else {
-                return Ok(Some(format!("manifest cas/{hash} of {path} is missing")));
+            let text = match store.get_capped(&cas_path(hash), MANIFEST_CAP).await {
+                Ok(Some(t)) => t,
+                Ok(None) => return Ok(Some(format!("manifest cas/{hash} of {path} is missing"))),
+                Err(e) if e.downcast_ref::<TooLarge>().is_some() => {
+                    return Ok(Some(format!("manifest cas/{hash} of {path} is {e}")));
+                }
+                Err(e) => return Err(e),
             };
             let files = std::str::from_utf8(&text)
                 .map_err(anyhow::Error::from)
