@@ -375,3 +375,69 @@ fn outputs_of(stage: &str) -> Vec<String> {
         s => vec![format!("gen/{}.txt", s.trim_start_matches("gen@"))],
     }
 }
+
+/// A stage whose outputs carry modes, an empty directory and an internal link; a downstream
+/// stage runs what it made.
+const FAITHFUL: &str = r#"
+vars:
+  v: 1
+  w: 1
+stages:
+  build:
+    cmd: echo build >> executions.log && mkdir -p out/bin out/empty/inner && echo 'echo tool-${v}' > out/bin/tool && chmod 755 out/bin/tool && echo secret > out/private && chmod 600 out/private && ln -s bin/tool out/tool && echo 'echo single-${v}' > run.sh && chmod 700 run.sh
+    outs: [out, run.sh]
+  use:
+    cmd: echo use >> executions.log && ./run.sh > used.txt && out/tool >> used.txt && echo w=${w} >> used.txt
+    deps: [out, run.sh]
+    outs: [used.txt]
+"#;
+
+#[test]
+fn restores_keep_modes_empty_directories_and_internal_links() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Ws::new(FAITHFUL);
+    ws.ok(&["run"]);
+    let mode = |p: &str| std::fs::metadata(ws.path(p)).unwrap().permissions().mode() & 0o777;
+    let check = |ws: &Ws, when: &str| {
+        assert_eq!(mode("run.sh"), 0o700, "{when}: single-file output");
+        assert_eq!(mode("out/bin/tool"), 0o755, "{when}");
+        assert_eq!(mode("out/private"), 0o600, "{when}");
+        assert!(ws.path("out/empty/inner").is_dir(), "{when}: empty dir");
+        let link = std::fs::symlink_metadata(ws.path("out/tool")).unwrap();
+        assert!(
+            link.file_type().is_symlink(),
+            "{when}: link came back a copy"
+        );
+        assert_eq!(
+            std::fs::read_link(ws.path("out/tool")).unwrap(),
+            std::path::Path::new("bin/tool"),
+            "{when}"
+        );
+    };
+    check(&ws, "as made");
+
+    // Another configuration, then back: both stages come from the cache.
+    ws.write("pipeline.yaml", &FAITHFUL.replace("v: 1", "v: 2"));
+    let out = ws.ok(&["run"]);
+    assert!(out.contains("2 ran"), "{out}");
+    ws.write("pipeline.yaml", FAITHFUL);
+    ws.clear_executions();
+    let out = ws.ok(&["run"]);
+    assert!(out.contains("2 restored"), "{out}");
+    assert!(ws.executions().is_empty());
+    check(&ws, "restored after a switch");
+    assert_eq!(ws.read("used.txt"), "single-1\ntool-1\nw=1\n");
+
+    // Outputs deleted and a new downstream configuration: `build` is restored, and `use`
+    // runs the restored executables.
+    std::fs::remove_dir_all(ws.path("out")).unwrap();
+    std::fs::remove_file(ws.path("run.sh")).unwrap();
+    ws.write("pipeline.yaml", &FAITHFUL.replace("w: 1", "w: 2"));
+    let out = ws.ok(&["run"]);
+    assert!(out.contains("1 ran") && out.contains("1 restored"), "{out}");
+    assert_eq!(ws.executions(), ["use"], "{out}");
+    check(&ws, "restored after deletion");
+    assert_eq!(ws.read("used.txt"), "single-1\ntool-1\nw=2\n");
+    let out = ws.ok(&["run"]);
+    assert!(out.contains("up to date"), "{out}");
+}

@@ -857,7 +857,7 @@ pub fn apply(file: &Path, opts: &LoadOptions, id: &str) -> Result<Vec<String>> {
         }
         cx.ws
             .objects
-            .restore(hash, is_dir, &full)
+            .restore(hash, is_dir, rec.file_mode(path), &full)
             .with_context(|| format!("restoring {path}"))?;
         lines.push(format!("restored {path}"));
     }

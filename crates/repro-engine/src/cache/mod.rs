@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::state::hashing::{Content, FileEntry, manifest_text, parse_manifest};
+use crate::state::hashing::{
+    Content, FileEntry, MODE_BITS, Manifest, manifest_text, parse_manifest_full,
+};
 
 pub struct Cache {
     pub dir: PathBuf,
@@ -58,11 +60,16 @@ impl Cache {
         match content {
             Content::Missing => bail!("cannot store missing {}", full.display()),
             Content::File { hash, .. } => self.store_file(full, hash),
-            Content::Dir { hash, files } => {
+            Content::Dir {
+                hash,
+                files,
+                empty_dirs,
+                links,
+            } => {
                 for f in files {
                     self.store_file(&full.join(f.rel_path()), &f.hash)?;
                 }
-                self.store_bytes(hash, manifest_text(files).as_bytes())
+                self.store_bytes(hash, manifest_text(files, empty_dirs, links).as_bytes())
             }
         }
     }
@@ -114,8 +121,14 @@ impl Cache {
         Ok(dir.join(format!(".tmp-{}-{}", std::process::id(), unique())))
     }
 
-    /// Read a directory manifest object.
+    /// The files of a directory manifest object.
     pub fn manifest(&self, hash: &str) -> Result<Vec<FileEntry>> {
+        Ok(self.manifest_full(hash)?.files)
+    }
+
+    /// Read a directory manifest object (every path in it checked, see
+    /// [`parse_manifest_full`]).
+    pub fn manifest_full(&self, hash: &str) -> Result<Manifest> {
         let path = self.object_path(hash);
         let text = std::fs::read_to_string(&path).map_err(|e| CorruptObject {
             path: path.clone(),
@@ -128,7 +141,7 @@ impl Cache {
             }
             .into());
         }
-        parse_manifest(&text)
+        parse_manifest_full(&text)
     }
 
     /// Materialise `hash` at `dest` (a file, or a directory if `is_dir`), replacing whatever
@@ -136,8 +149,9 @@ impl Cache {
     /// `dest` never holds a partial restore. A directory being replaced is moved aside first
     /// and deleted on another thread while the new one is built (deleting 1 GiB costs about
     /// as much as copying it); the caller has put its content in the cache beforehand, and
-    /// a missing output only makes its stage stale, never fresh.
-    pub fn restore(&self, hash: &str, is_dir: bool, dest: &Path) -> Result<()> {
+    /// a missing output only makes its stage stale, never fresh. `file_mode` is the mode of a
+    /// file output (a directory's files have theirs in its manifest).
+    pub fn restore(&self, hash: &str, is_dir: bool, file_mode: u32, dest: &Path) -> Result<()> {
         let parent = dest.parent().expect("dest has a parent");
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -169,21 +183,11 @@ impl Cache {
             _ => None,
         };
         let built = if is_dir {
-            self.manifest(hash).and_then(|files| {
-                std::fs::create_dir_all(&tmp)?;
-                for f in &files {
-                    if let Some(p) = tmp.join(f.rel_path()).parent() {
-                        std::fs::create_dir_all(p)?;
-                    }
-                }
-                use rayon::prelude::*;
-                files.par_iter().try_for_each(|f| {
-                    self.restore_file(&f.hash, f.executable, &tmp.join(f.rel_path()))
-                })
-            })
+            self.manifest_full(hash)
+                .and_then(|m| self.build_dir(&m, &tmp))
+                .with_context(|| format!("restoring {}", dest.display()))
         } else {
-            let exec = false;
-            self.restore_file(hash, exec, &tmp)
+            self.restore_file(hash, file_mode, &tmp)
         };
         // `dest` is gone (moved aside or removed above) or a file replaced by a file: a rename
         // puts the new content in place atomically. Whatever fails, no temporary is left.
@@ -199,7 +203,54 @@ impl Cache {
         placed
     }
 
-    fn restore_file(&self, hash: &str, executable: bool, to: &Path) -> Result<()> {
+    /// Build a directory from its manifest at `tmp` (new): directories first, each checked to
+    /// lie inside `tmp`, then the files, then the links (last, so nothing is written through
+    /// one).
+    fn build_dir(&self, m: &Manifest, tmp: &Path) -> Result<()> {
+        std::fs::create_dir_all(tmp)?;
+        let root = tmp.canonicalize()?;
+        let mut parents = std::collections::BTreeSet::new();
+        for p in m.files.iter().map(|f| f.rel_path()) {
+            parents.insert(p.parent().map(Path::to_path_buf).unwrap_or_default());
+        }
+        for l in &m.links {
+            parents.insert(
+                l.rel_path()
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
+            );
+        }
+        for d in &m.empty_dirs {
+            use std::os::unix::ffi::OsStringExt;
+            let d = std::ffi::OsString::from_vec(crate::state::hashing::decode_name(d));
+            parents.insert(PathBuf::from(d));
+        }
+        for rel in &parents {
+            let dir = tmp.join(rel);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            // Manifest paths are checked when read; this is the last word on where bytes go.
+            if !dir.canonicalize()?.starts_with(&root) {
+                bail!(
+                    "manifest path {} resolves outside the directory being restored",
+                    rel.display()
+                );
+            }
+        }
+        use rayon::prelude::*;
+        m.files
+            .par_iter()
+            .try_for_each(|f| self.restore_file(&f.hash, f.mode, &tmp.join(f.rel_path())))?;
+        for l in &m.links {
+            let at = tmp.join(l.rel_path());
+            std::os::unix::fs::symlink(l.target_path(), &at)
+                .with_context(|| format!("cannot create symbolic link {}", at.display()))?;
+        }
+        Ok(())
+    }
+
+    fn restore_file(&self, hash: &str, mode: u32, to: &Path) -> Result<()> {
         let obj = self.object_path(hash);
         if !obj.exists() {
             return Err(CorruptObject {
@@ -217,8 +268,7 @@ impl Cache {
             }
             .into());
         }
-        let mode = if executable { 0o755 } else { 0o644 };
-        std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))?;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode & MODE_BITS))?;
         Ok(())
     }
 
@@ -422,7 +472,7 @@ mod tests {
         cache.store(&ws.path().join("out"), &content).unwrap();
         std::fs::remove_dir_all(ws.path().join("out")).unwrap();
         cache
-            .restore(content.hash().unwrap(), true, &ws.path().join("out"))
+            .restore(content.hash().unwrap(), true, 0, &ws.path().join("out"))
             .unwrap();
         assert_eq!(
             std::fs::read_to_string(ws.path().join("out/sub/a.txt")).unwrap(),
@@ -442,7 +492,7 @@ mod tests {
         std::fs::set_permissions(&obj, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::fs::write(&obj, "tampered").unwrap();
         let err = cache
-            .restore(content.hash().unwrap(), true, &ws.path().join("out"))
+            .restore(content.hash().unwrap(), true, 0, &ws.path().join("out"))
             .unwrap_err();
         assert!(err.downcast_ref::<CorruptObject>().is_some(), "{err:#}");
         // The replaced directory was moved aside (its content is in the cache) and nothing
@@ -466,5 +516,103 @@ mod tests {
         assert_eq!(n, 3);
         assert_eq!(bad.len(), 1);
         assert!(!obj.exists());
+    }
+
+    #[test]
+    fn restores_keep_modes_empty_dirs_and_inner_links() {
+        use std::os::unix::fs::symlink;
+        let ws = tempfile::tempdir().unwrap();
+        let cache = Cache::new(&ws.path().join("cache"));
+        let out = ws.path().join("out");
+        std::fs::create_dir_all(out.join("bin")).unwrap();
+        std::fs::create_dir_all(out.join("keep/empty")).unwrap();
+        std::fs::write(out.join("bin/tool"), "#!/bin/sh\necho hi\n").unwrap();
+        std::fs::write(out.join("private"), "secret").unwrap();
+        let set = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        set(&out.join("bin/tool"), 0o755);
+        set(&out.join("private"), 0o600);
+        symlink("bin/tool", out.join("tool")).unwrap();
+        std::fs::write(ws.path().join("single"), "x").unwrap();
+        set(&ws.path().join("single"), 0o700);
+        let sc = StatCache::default();
+        let h = Hasher::new(ws.path(), &sc);
+        let dir = h.content("out").unwrap();
+        let single = h.content("single").unwrap();
+        let Content::File { mode, .. } = single else {
+            panic!()
+        };
+        assert_eq!(mode, 0o700);
+        cache.store(&out, &dir).unwrap();
+        cache.store(&ws.path().join("single"), &single).unwrap();
+        std::fs::remove_dir_all(&out).unwrap();
+        std::fs::remove_file(ws.path().join("single")).unwrap();
+        cache.restore(dir.hash().unwrap(), true, 0, &out).unwrap();
+        cache
+            .restore(
+                single.hash().unwrap(),
+                false,
+                mode,
+                &ws.path().join("single"),
+            )
+            .unwrap();
+        let mode_of = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode_of(&out.join("bin/tool")), 0o755);
+        assert_eq!(mode_of(&out.join("private")), 0o600);
+        assert_eq!(mode_of(&ws.path().join("single")), 0o700);
+        assert!(out.join("keep/empty").is_dir());
+        assert_eq!(
+            std::fs::read_link(out.join("tool")).unwrap(),
+            Path::new("bin/tool")
+        );
+        let sc2 = StatCache::default();
+        assert_eq!(Hasher::new(ws.path(), &sc2).content("out").unwrap(), dir);
+    }
+
+    #[test]
+    fn a_manifest_naming_a_path_outside_writes_nothing() {
+        let ws = tempfile::tempdir().unwrap();
+        let cache = Cache::new(&ws.path().join("cache"));
+        let victim = ws.path().join("victim.txt");
+        std::fs::write(&victim, "mine").unwrap();
+        std::fs::create_dir_all(ws.path().join("a")).unwrap();
+        std::fs::write(ws.path().join("a/f"), "evil").unwrap();
+        let sc = StatCache::default();
+        let Content::File { hash, .. } = Hasher::new(ws.path(), &sc).content("a/f").unwrap() else {
+            panic!()
+        };
+        cache.store_file(&ws.path().join("a/f"), &hash).unwrap();
+        for line in [
+            format!("{hash} xe 4 \\x2e\\x2e/victim.txt\n"),
+            format!("{hash} xe 4 \\x2f{}\n", victim.display()),
+        ] {
+            let mhash = blake3::hash(line.as_bytes()).to_hex().to_string();
+            cache.store_bytes(&mhash, line.as_bytes()).unwrap();
+            let err = cache
+                .restore(&mhash, true, 0, &ws.path().join("out"))
+                .unwrap_err();
+            assert!(format!("{err:#}").contains("unsafe path"), "{err:#}");
+            assert_eq!(std::fs::read_to_string(&victim).unwrap(), "mine");
+            assert!(!ws.path().join("out").exists());
+        }
+
+        // The last check, on where a directory really is: a link already in the tree being
+        // built (which the manifest checks make impossible to create) is caught too.
+        let tmp = ws.path().join("building");
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::os::unix::fs::symlink(ws.path(), tmp.join("a")).unwrap();
+        let m = Manifest {
+            files: vec![FileEntry {
+                path: "a/victim.txt".into(),
+                hash: hash.clone(),
+                size: 4,
+                mode: 0o644,
+            }],
+            ..Manifest::default()
+        };
+        let err = cache.build_dir(&m, &tmp).unwrap_err();
+        assert!(format!("{err:#}").contains("outside"), "{err:#}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "mine");
     }
 }

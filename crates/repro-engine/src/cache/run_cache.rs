@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use super::CorruptObject;
 use crate::spec::Stage;
 use crate::state::db::RunRecord;
-use crate::state::hashing::Content;
+use crate::state::hashing::{Content, FILE_MODE};
 use crate::state::workspace::{Assessment, Workspace};
 
 /// The assessment of a stage just restored: every restored byte was hashed while it was
@@ -20,7 +20,8 @@ pub fn restored_assessment(ws: &Workspace, a: &Assessment, rec: &RunRecord) -> R
     let mut outs = BTreeMap::new();
     for (path, hash) in &rec.outs {
         let content = if rec.dirs.contains(path) {
-            let files = ws.objects.manifest(hash)?;
+            let m = ws.objects.manifest_full(hash)?;
+            let files = m.files;
             for f in &files {
                 let rel = format!("{path}/{}", f.path);
                 let on_disk = ws.root.join(path).join(f.rel_path());
@@ -29,6 +30,8 @@ pub fn restored_assessment(ws: &Workspace, a: &Assessment, rec: &RunRecord) -> R
             Content::Dir {
                 hash: hash.clone(),
                 files,
+                empty_dirs: m.empty_dirs,
+                links: m.links,
             }
         } else {
             let meta = std::fs::metadata(ws.root.join(path))?;
@@ -36,7 +39,7 @@ pub fn restored_assessment(ws: &Workspace, a: &Assessment, rec: &RunRecord) -> R
             Content::File {
                 hash: hash.clone(),
                 size: meta.len(),
-                executable: false,
+                mode: rec.file_mode(path),
             }
         };
         outs.insert(path.clone(), content);
@@ -72,8 +75,12 @@ pub fn restore(ws: &Workspace, rec: &RunRecord) -> Result<()> {
         }
     }
     for (path, hash) in &rec.outs {
-        ws.objects
-            .restore(hash, rec.dirs.contains(path), &ws.root.join(path))?;
+        ws.objects.restore(
+            hash,
+            rec.dirs.contains(path),
+            rec.file_mode(path),
+            &ws.root.join(path),
+        )?;
     }
     Ok(())
 }
@@ -148,6 +155,7 @@ pub fn commit_outputs(
     let contents = ws.hasher().contents(&paths)?;
     let mut outs = BTreeMap::new();
     let mut dirs = Vec::new();
+    let mut modes = BTreeMap::new();
     for (path, content) in paths.iter().zip(&contents) {
         ws.objects
             .store(&ws.root.join(path), content)
@@ -156,8 +164,12 @@ pub fn commit_outputs(
             path.to_string(),
             content.hash().expect("exists").to_string(),
         );
-        if matches!(content, Content::Dir { .. }) {
-            dirs.push(path.to_string());
+        match content {
+            Content::Dir { .. } => dirs.push(path.to_string()),
+            Content::File { mode, .. } if *mode != FILE_MODE => {
+                modes.insert(path.to_string(), *mode);
+            }
+            _ => {}
         }
     }
     let created = std::time::SystemTime::now()
@@ -172,6 +184,7 @@ pub fn commit_outputs(
         seconds,
         fingerprint: Some(before.fingerprint.clone()),
         metrics: crate::compare::metric_paths(stage),
+        modes,
     };
     ws.db()?.put_run(&before.key, &rec)?;
     if let Some(cp) = &stage.checkpoint {

@@ -16,7 +16,7 @@ use super::store::{ENTRY_VERSION, Entry, ac_path};
 use super::transfer::{self, Counters, Item};
 use super::{RemoteArgs, open_required};
 use crate::spec::LoadOptions;
-use crate::state::hashing::Content;
+use crate::state::hashing::{Content, FILE_MODE};
 use crate::state::workspace::{Workspace, WorkspaceLock};
 
 pub fn push(
@@ -55,6 +55,7 @@ pub fn push(
             sizes: BTreeMap::new(),
             created: 0,
             seconds: 0.0,
+            modes: BTreeMap::new(),
         };
         if let Some(db) = ws.db_if_open()
             && let Some(rec) = db.get_run(&a.key)?
@@ -67,9 +68,15 @@ pub fn push(
             ws.objects.store(&ws.root.join(path), content)?;
             let hash = content.hash().expect("fresh outputs exist").to_string();
             let size = std::fs::metadata(ws.objects.object_path(&hash))?.len();
-            if let Content::Dir { files, .. } = content {
-                e.dirs.push(path.clone());
-                objects.extend(files.iter().map(|f| (f.hash.clone(), f.size)));
+            match content {
+                Content::Dir { files, .. } => {
+                    e.dirs.push(path.clone());
+                    objects.extend(files.iter().map(|f| (f.hash.clone(), f.size)));
+                }
+                Content::File { mode, .. } if *mode != FILE_MODE => {
+                    e.modes.insert(path.clone(), *mode);
+                }
+                _ => {}
             }
             objects.push((hash.clone(), size));
             e.outs.insert(path.clone(), hash);

@@ -69,6 +69,10 @@ pub struct Entry {
     pub created: u64,
     #[serde(default)]
     pub seconds: f64,
+    /// Mode of each file output whose mode is not 0644 (see `RunRecord::modes`; masked with
+    /// `MODE_BITS` when used, so a remote cannot make a file setuid or world-writable).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub modes: BTreeMap<String, u32>,
 }
 
 impl Entry {
@@ -83,6 +87,7 @@ impl Entry {
             // from it without its params or metrics until it runs here.
             fingerprint: None,
             metrics: Vec::new(),
+            modes: self.modes.clone(),
         }
     }
 
@@ -497,6 +502,7 @@ mod tests {
             sizes: BTreeMap::new(),
             created: 0,
             seconds: 0.0,
+            modes: BTreeMap::new(),
         })
         .unwrap()
     }

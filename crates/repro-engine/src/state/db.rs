@@ -60,6 +60,20 @@ pub struct RunRecord {
     /// Which outputs hold metrics (`metrics:`, or a kind's own).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<String>,
+    /// The mode (masked with `hashing::MODE_BITS`) of each file output whose mode is not
+    /// 0644; a directory's files have theirs in its manifest. (Records from before modes were
+    /// kept restore 0644, as they always did.)
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub modes: std::collections::BTreeMap<String, u32>,
+}
+
+impl RunRecord {
+    /// The mode to restore the file output `path` with.
+    pub fn file_mode(&self, path: &str) -> u32 {
+        self.modes
+            .get(path)
+            .map_or(hashing::FILE_MODE, |m| m & hashing::MODE_BITS)
+    }
 }
 
 pub struct StateDb {
@@ -480,6 +494,7 @@ mod tests {
                 seconds: 0.5,
                 fingerprint: None,
                 metrics: vec![],
+                modes: Default::default(),
             };
             db.put_run("k1", &rec).unwrap();
             let k = StatKey {
@@ -524,6 +539,7 @@ mod tests {
                 seconds: 0.0,
                 fingerprint: None,
                 metrics: vec![],
+                modes: Default::default(),
             },
         )
         .unwrap();

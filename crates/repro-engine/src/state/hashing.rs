@@ -2,8 +2,9 @@
 //! read twice.
 //!
 //! A file's hash is blake3 of its bytes. A directory's hash is blake3 of its manifest: one
-//! line per file, sorted by relative path, holding the file's hash, executable bit, size and
-//! path — the same text the cache stores to restore the directory. File names are bytes: a
+//! line per file, sorted by relative path, holding the file's hash, mode, size and path, then
+//! its empty directories and the symbolic links that stay inside it — the same text the cache
+//! stores to restore the directory (see [`manifest_text`]). File names are bytes: a
 //! name that is not UTF-8 or holds a line break is written escaped (see [`encode_name`]), so
 //! every name round-trips; other names are written as they are, as they always were. The stat cache maps
 //! (device, inode, size, mtime ns, ctime ns) to the hash; ctime catches tools (tar, mv, touch
@@ -280,6 +281,15 @@ impl SeenLog {
     }
 }
 
+/// The permission bits a manifest keeps: the owner's, and group and other read and execute.
+/// Group/other write follow the umask, which differs between machines (002 on many desktops,
+/// 022 on CI): keeping them would make the same content hash differently on each.
+pub const MODE_BITS: u32 = 0o755;
+/// The mode of an ordinary file, written `-` in a manifest (as it always was).
+pub const FILE_MODE: u32 = 0o644;
+/// The mode of an ordinary executable, written `x` in a manifest (as it always was).
+pub const EXEC_MODE: u32 = 0o755;
+
 /// One file of a directory manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileEntry {
@@ -289,15 +299,54 @@ pub struct FileEntry {
     pub path: String,
     pub hash: String,
     pub size: u64,
-    pub executable: bool,
+    /// Permission bits, masked with [`MODE_BITS`].
+    pub mode: u32,
 }
 
 impl FileEntry {
     /// The relative path on disk (the exact bytes of the name).
     pub fn rel_path(&self) -> std::path::PathBuf {
-        use std::os::unix::ffi::OsStringExt;
-        std::ffi::OsString::from_vec(decode_name(&self.path)).into()
+        bytes_path(decode_name(&self.path))
     }
+
+    pub fn executable(&self) -> bool {
+        self.mode & 0o111 != 0
+    }
+}
+
+/// A symbolic link inside a directory whose target stays inside that directory (see
+/// [`check_link_target`]); links that point elsewhere are followed and hashed as what they
+/// point to, as they always were.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkEntry {
+    /// Encoded as [`FileEntry::path`].
+    pub path: String,
+    /// The link's text, encoded the same way.
+    pub target: String,
+}
+
+impl LinkEntry {
+    pub fn rel_path(&self) -> std::path::PathBuf {
+        bytes_path(decode_name(&self.path))
+    }
+
+    pub fn target_path(&self) -> std::path::PathBuf {
+        bytes_path(decode_name(&self.target))
+    }
+}
+
+/// Everything a directory manifest holds: its files, the directories that hold nothing (else
+/// implied by the files' paths), and its internal symbolic links. Encoded paths throughout.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Manifest {
+    pub files: Vec<FileEntry>,
+    pub empty_dirs: Vec<String>,
+    pub links: Vec<LinkEntry>,
+}
+
+fn bytes_path(b: Vec<u8>) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    std::ffi::OsString::from_vec(b).into()
 }
 
 /// A file name (or `/`-separated relative path) as text, losslessly: `\` → `\\`, and a byte
@@ -348,6 +397,64 @@ pub fn decode_name(text: &str) -> Vec<u8> {
     out
 }
 
+/// Check a manifest path, decoded (the bytes the restore will write to): relative, no empty,
+/// `.` or `..` component, no NUL. Every manifest reader goes through it (in
+/// [`parse_manifest_full`]): a manifest may come from a remote, and the escaped form can spell
+/// anything (`\x2e\x2e/x`, `\x2fetc/x`), so the encoded text proves nothing.
+pub fn check_rel_name(decoded: &[u8]) -> Result<()> {
+    let bad = decoded.is_empty()
+        || decoded[0] == b'/'
+        || decoded.contains(&0)
+        || decoded
+            .split(|&b| b == b'/')
+            .any(|c| c.is_empty() || c == b"." || c == b"..");
+    if bad {
+        anyhow::bail!(
+            "manifest names an unsafe path '{}' (a path must be relative, inside its directory)",
+            encode_name(decoded)
+        );
+    }
+    Ok(())
+}
+
+/// Check that a symbolic link at `link` (a checked relative path) with text `target` points
+/// inside the directory that holds it: a relative target of some `..` steps, no more than the
+/// link is deep, then plain names (no `.`, `..` or empty component later, where a `..` after a
+/// name that is itself a link could climb out). Followed from inside, such a link can only
+/// reach paths inside (a name on the way is a real directory or another such link).
+pub fn check_link_target(link: &[u8], target: &[u8]) -> Result<()> {
+    let depth = link.iter().filter(|&&b| b == b'/').count();
+    let mut ups = 0;
+    let mut names = 0;
+    let mut ok = !target.is_empty() && target[0] != b'/' && !target.contains(&0);
+    for c in target.split(|&b| b == b'/') {
+        if !ok {
+            break;
+        }
+        if c == b".." && names == 0 {
+            ups += 1;
+            ok = ups <= depth;
+        } else {
+            names += 1;
+            ok = !(c.is_empty() || c == b"." || c == b"..");
+        }
+    }
+    if !ok || names == 0 {
+        anyhow::bail!(
+            "symbolic link '{}' -> '{}' does not point inside its directory",
+            encode_name(link),
+            encode_name(target)
+        );
+    }
+    Ok(())
+}
+
+/// A path of a `dir`/`link` line: [`encode_name`]'s form with spaces escaped too, so fields
+/// split on spaces.
+fn encode_field(bytes: &[u8]) -> String {
+    encode_name(bytes).replace(' ', "\\x20")
+}
+
 /// What a path holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Content {
@@ -355,11 +462,15 @@ pub enum Content {
     File {
         hash: String,
         size: u64,
-        executable: bool,
+        /// Permission bits, masked with [`MODE_BITS`] (not part of the hash: the run cache
+        /// keeps it beside an output's hash).
+        mode: u32,
     },
     Dir {
         hash: String,
         files: Vec<FileEntry>,
+        empty_dirs: Vec<String>,
+        links: Vec<LinkEntry>,
     },
 }
 
@@ -374,15 +485,22 @@ impl Content {
 
 /// The canonical manifest text of a directory (also what the cache stores for it).
 ///
-/// A line is `HASH MODE SIZE PATH`. MODE `x`/`-` (executable or not) means PATH is the name as
-/// it is — the only form before names were encoded, and still the form of every ordinary
-/// name, so directory hashes did not change. MODE `xe`/`-e` means PATH is [`encode_name`]'s
-/// escaped form: used only for names that the plain form cannot carry (a line break, bytes
-/// that are not UTF-8).
-pub fn manifest_text(files: &[FileEntry]) -> String {
+/// A file's line is `HASH MODE SIZE PATH`. MODE `x`/`-` (mode 0755/0644) means PATH is the
+/// name as it is — the only form before names were encoded, and still the form of every
+/// ordinary name, so directory hashes did not change. MODE `xe`/`-e` means PATH is
+/// [`encode_name`]'s escaped form: used only for names that the plain form cannot carry (a
+/// line break, bytes that are not UTF-8). Any other mode is `m` and three octal digits
+/// (`m600`, `m600e`). After the files (sorted by path), an empty directory is `dir PATH` and
+/// an internal symbolic link `link PATH TARGET`, both escaped with spaces as `\x20`; a
+/// directory without those, of files of ordinary modes, has the text it always had.
+pub fn manifest_text(files: &[FileEntry], empty_dirs: &[String], links: &[LinkEntry]) -> String {
     let mut s = String::with_capacity(files.len() * 90);
     for f in files {
-        let mode = if f.executable { "x" } else { "-" };
+        let mode = match f.mode {
+            FILE_MODE => "-".to_string(),
+            EXEC_MODE => "x".to_string(),
+            m => format!("m{:03o}", m & MODE_BITS),
+        };
         // `path` is the encoded form: a backslash means an escape, else it is the raw name.
         let raw = if f.path.contains('\\') {
             String::from_utf8(decode_name(&f.path))
@@ -396,34 +514,108 @@ pub fn manifest_text(files: &[FileEntry]) -> String {
             None => s.push_str(&format!("{} {mode}e {} {}\n", f.hash, f.size, f.path)),
         }
     }
+    let mut dirs: Vec<&String> = empty_dirs.iter().collect();
+    dirs.sort();
+    for d in dirs {
+        s.push_str(&format!("dir {}\n", encode_field(&decode_name(d))));
+    }
+    let mut links: Vec<&LinkEntry> = links.iter().collect();
+    links.sort_by(|a, b| a.path.cmp(&b.path));
+    for l in links {
+        s.push_str(&format!(
+            "link {} {}\n",
+            encode_field(&decode_name(&l.path)),
+            encode_field(&decode_name(&l.target))
+        ));
+    }
     s
 }
 
+/// The files of a manifest (see [`parse_manifest_full`], which checks every path).
 pub fn parse_manifest(text: &str) -> Result<Vec<FileEntry>> {
-    text.split_terminator('\n')
-        .map(|l| {
-            let mut it = l.splitn(4, ' ');
-            let (Some(hash), Some(mode), Some(size), Some(path)) =
-                (it.next(), it.next(), it.next(), it.next())
-            else {
+    Ok(parse_manifest_full(text)?.files)
+}
+
+/// Read a manifest, refusing any path that could put a restored file outside its directory:
+/// every path is checked decoded ([`check_rel_name`]), every link's target
+/// ([`check_link_target`]), and no path may lie under a link.
+pub fn parse_manifest_full(text: &str) -> Result<Manifest> {
+    let mut m = Manifest::default();
+    for l in text.split_terminator('\n') {
+        if let Some(rest) = l.strip_prefix("dir ") {
+            check_rel_name(&decode_name(rest))?;
+            m.empty_dirs.push(encode_name(&decode_name(rest)));
+            continue;
+        }
+        if let Some(rest) = l.strip_prefix("link ") {
+            let Some((path, target)) = rest.split_once(' ') else {
                 anyhow::bail!("malformed manifest line '{l}'");
             };
-            let (mode, escaped) = match mode.strip_suffix('e') {
-                Some(m) => (m, true),
-                None => (mode, false),
-            };
-            Ok(FileEntry {
-                hash: hash.into(),
-                executable: mode == "x",
-                size: size.parse()?,
-                path: if escaped {
-                    path.into()
-                } else {
-                    encode_name(path.as_bytes())
-                },
-            })
-        })
-        .collect()
+            let (path, target) = (decode_name(path), decode_name(target));
+            check_rel_name(&path)?;
+            check_link_target(&path, &target)?;
+            m.links.push(LinkEntry {
+                path: encode_name(&path),
+                target: encode_name(&target),
+            });
+            continue;
+        }
+        let mut it = l.splitn(4, ' ');
+        let (Some(hash), Some(mode), Some(size), Some(path)) =
+            (it.next(), it.next(), it.next(), it.next())
+        else {
+            anyhow::bail!("malformed manifest line '{l}'");
+        };
+        let (mode, escaped) = match mode.strip_suffix('e') {
+            Some(m) => (m, true),
+            None => (mode, false),
+        };
+        let mode = match mode {
+            "-" => FILE_MODE,
+            "x" => EXEC_MODE,
+            m => m
+                .strip_prefix('m')
+                .and_then(|o| u32::from_str_radix(o, 8).ok())
+                .filter(|&o| o & !MODE_BITS == 0)
+                .ok_or_else(|| anyhow::anyhow!("malformed mode in manifest line '{l}'"))?,
+        };
+        let path = if escaped {
+            let raw = decode_name(path);
+            check_rel_name(&raw)?;
+            encode_name(&raw)
+        } else {
+            check_rel_name(path.as_bytes())?;
+            encode_name(path.as_bytes())
+        };
+        m.files.push(FileEntry {
+            hash: hash.into(),
+            mode,
+            size: size.parse()?,
+            path,
+        });
+    }
+    if !m.links.is_empty() {
+        // A path under a link would be written through it.
+        let links: std::collections::HashSet<Vec<u8>> =
+            m.links.iter().map(|l| decode_name(&l.path)).collect();
+        let paths = m.files.iter().map(|f| &f.path);
+        let paths = paths
+            .chain(&m.empty_dirs)
+            .chain(m.links.iter().map(|l| &l.path));
+        for p in paths {
+            let p = decode_name(p);
+            for (i, _) in p.iter().enumerate().filter(|(_, b)| **b == b'/') {
+                if links.contains(&p[..i]) {
+                    anyhow::bail!(
+                        "manifest names '{}' under the symbolic link '{}'",
+                        encode_name(&p),
+                        encode_name(&p[..i])
+                    );
+                }
+            }
+        }
+    }
+    Ok(m)
 }
 
 /// Hash a file's bytes (large files memory-mapped and hashed in parallel), checking for
@@ -517,7 +709,8 @@ impl<'a> Hasher<'a> {
             self.note(rel, Seen::Stat(StatKey::of(&meta)));
             let mut files = Vec::new();
             let mut dirs = Vec::new();
-            walk(&full, "", &mut files, &mut dirs)?;
+            let mut extra = Extra::default();
+            walk(&full, "", false, &mut files, &mut dirs, &mut extra)?;
             for (path, meta) in dirs {
                 let inside = path.strip_prefix(self.root).unwrap_or(&path);
                 self.note(inside, Seen::Stat(StatKey::of(&meta)));
@@ -535,16 +728,19 @@ impl<'a> Hasher<'a> {
                         path: relpath.clone(),
                         hash: blake3::Hash::from_bytes(hash).to_hex().to_string(),
                         size: meta.len(),
-                        executable: meta.mode() & 0o111 != 0,
+                        mode: meta.mode() & MODE_BITS,
                     })
                 })
                 .collect::<Result<_>>()?;
-            let hash = blake3::hash(manifest_text(&entries).as_bytes())
-                .to_hex()
-                .to_string();
+            let hash =
+                blake3::hash(manifest_text(&entries, &extra.empty_dirs, &extra.links).as_bytes())
+                    .to_hex()
+                    .to_string();
             Ok(Content::Dir {
                 hash,
                 files: entries,
+                empty_dirs: extra.empty_dirs,
+                links: extra.links,
             })
         } else {
             let (hash, seen) = self.file_hash(rel, &full, &meta)?;
@@ -552,7 +748,7 @@ impl<'a> Hasher<'a> {
             Ok(Content::File {
                 hash: blake3::Hash::from_bytes(hash).to_hex().to_string(),
                 size: meta.len(),
-                executable: meta.mode() & 0o111 != 0,
+                mode: meta.mode() & MODE_BITS,
             })
         }
     }
@@ -598,19 +794,31 @@ impl<'a> Hasher<'a> {
     }
 }
 
-/// Collect regular files under `dir` (following symlinks to files): encoded relative path
-/// (see [`encode_name`]; sorting it sorts ordinary names as before), path on disk, stat.
-/// `dirs` gets each subdirectory (its path on disk) with the stat taken before it was listed.
+/// Collect regular files under `dir` (following symbolic links that point out of the walked
+/// directory, as always): encoded relative path (see [`encode_name`]; sorting it sorts
+/// ordinary names as before), path on disk, stat. `dirs` gets each subdirectory (its path on
+/// disk) with the stat taken before it was listed; `extra` the empty directories and the links
+/// that stay inside (kept as links: what they point to is listed in its own right; under a
+/// link that was followed, every link is followed).
 type Walked = (String, std::path::PathBuf, std::fs::Metadata);
+
+#[derive(Default)]
+struct Extra {
+    empty_dirs: Vec<String>,
+    links: Vec<LinkEntry>,
+}
 
 fn walk(
     dir: &Path,
     prefix: &str,
+    through_link: bool,
     out: &mut Vec<Walked>,
     dirs: &mut Vec<(std::path::PathBuf, std::fs::Metadata)>,
+    extra: &mut Extra,
 ) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let rd = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let mut empty = true;
     for entry in rd {
         check_cancelled()?;
         let entry = entry?;
@@ -620,15 +828,34 @@ fn walk(
         } else {
             format!("{prefix}/{name}")
         };
+        let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+        // Under a followed link, "inside" would be judged against the wrong directory.
+        if is_link
+            && !through_link
+            && let Ok(target) = std::fs::read_link(entry.path())
+            && check_link_target(&decode_name(&rel), target.as_os_str().as_bytes()).is_ok()
+        {
+            empty = false;
+            extra.links.push(LinkEntry {
+                path: rel,
+                target: encode_name(target.as_os_str().as_bytes()),
+            });
+            continue;
+        }
         let meta = std::fs::metadata(entry.path())
             .with_context(|| format!("cannot stat {}", entry.path().display()))?;
         if meta.is_dir() {
+            empty = false;
             let path = entry.path();
-            walk(&path, &rel, out, dirs)?;
+            walk(&path, &rel, through_link || is_link, out, dirs, extra)?;
             dirs.push((path, meta));
         } else if meta.is_file() {
+            empty = false;
             out.push((rel, entry.path(), meta));
         }
+    }
+    if empty && !prefix.is_empty() {
+        extra.empty_dirs.push(prefix.to_string());
     }
     Ok(())
 }
@@ -784,9 +1011,12 @@ mod tests {
             path: "a b/c".into(),
             hash: "ab".into(),
             size: 3,
-            executable: true,
+            mode: EXEC_MODE,
         }];
-        assert_eq!(parse_manifest(&manifest_text(&files)).unwrap(), files);
+        assert_eq!(
+            parse_manifest(&manifest_text(&files, &[], &[])).unwrap(),
+            files
+        );
     }
 
     #[test]
@@ -811,10 +1041,10 @@ mod tests {
                 path: encode_name(n),
                 hash: "ab".into(),
                 size: 1,
-                executable: false,
+                mode: FILE_MODE,
             })
             .collect();
-        let text = manifest_text(&files);
+        let text = manifest_text(&files, &[], &[]);
         assert_eq!(text.lines().count(), files.len(), "{text:?}");
         assert_eq!(parse_manifest(&text).unwrap(), files);
         // An ordinary name (a backslash included) is written as it always was.
@@ -827,6 +1057,101 @@ mod tests {
         let old = "ab x 3 dir/a\\b c\n";
         let f = &parse_manifest(old).unwrap()[0];
         assert_eq!(f.rel_path().as_os_str().as_bytes(), b"dir/a\\b c");
-        assert_eq!(manifest_text(std::slice::from_ref(f)), old);
+        assert_eq!(manifest_text(std::slice::from_ref(f), &[], &[]), old);
+    }
+
+    #[test]
+    fn manifests_naming_paths_outside_are_refused_decoded() {
+        let h = "ab";
+        for bad in [
+            // The escaped form spells what the plain check never sees.
+            format!("{h} -e 1 \\x2e\\x2e/\\x2e\\x2e/victim.txt\n"),
+            format!("{h} xe 1 \\x2fetc/victim\n"),
+            format!("{h} -e 1 a/\\x00b\n"),
+            format!("{h} -e 1 a/\\x2e/b\n"),
+            format!("{h} - 1 ../x\n"),
+            format!("{h} - 1 /abs\n"),
+            format!("{h} - 1 a//b\n"),
+            "dir \\x2e\\x2e/d\n".to_string(),
+            "link l /etc/passwd\n".to_string(),
+            "link l ../x\n".to_string(),
+            "link a/l ../../x\n".to_string(),
+            "link a/l b/../../x\n".to_string(),
+            "link \\x2e\\x2e/l x\n".to_string(),
+            // A path under a link would be written through it.
+            format!("link l sub\n{h} - 1 l/x\n"),
+            format!("{h} m4755 1 x\n"),
+        ] {
+            assert!(parse_manifest_full(&bad).is_err(), "accepted {bad:?}");
+            assert!(parse_manifest(&bad).is_err(), "accepted {bad:?}");
+        }
+        assert!(parse_manifest_full("link a/l ../x\nlink m sub/x\n").is_ok());
+    }
+
+    #[test]
+    fn modes_empty_dirs_and_inner_links_are_in_the_manifest() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        std::fs::create_dir_all(out.join("sub/empty")).unwrap();
+        std::fs::write(out.join("run.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::write(out.join("secret"), "s").unwrap();
+        std::fs::write(out.join("plain"), "p").unwrap();
+        std::fs::write(d.path().join("outside"), "o").unwrap();
+        let mode = |p: &str, m: u32| {
+            std::fs::set_permissions(out.join(p), std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode("run.sh", 0o755);
+        mode("secret", 0o600);
+        mode("plain", 0o664); // group write follows the umask: not kept
+        symlink("../plain", out.join("sub/link")).unwrap();
+        symlink("../outside", out.join("ext")).unwrap();
+        let c = StatCache::default();
+        let Content::Dir {
+            files,
+            empty_dirs,
+            links,
+            hash,
+        } = Hasher::new(d.path(), &c).content("out").unwrap()
+        else {
+            panic!()
+        };
+        let text = manifest_text(&files, &empty_dirs, &links);
+        assert_eq!(blake3::hash(text.as_bytes()).to_hex().as_str(), hash);
+        let mode_of = |n: &str| files.iter().find(|f| f.path == n).unwrap().mode;
+        assert_eq!(mode_of("run.sh"), 0o755);
+        assert_eq!(mode_of("secret"), 0o600);
+        assert_eq!(mode_of("plain"), 0o644);
+        // A link out of the directory is followed, as it always was.
+        assert!(files.iter().any(|f| f.path == "ext"), "{text}");
+        assert_eq!(empty_dirs, ["sub/empty"]);
+        assert_eq!(
+            links,
+            [LinkEntry {
+                path: "sub/link".into(),
+                target: "../plain".into()
+            }]
+        );
+        assert!(text.contains(" m600 1 secret\n"), "{text}");
+        assert!(text.contains(" - 1 plain\n"), "{text}");
+        assert!(text.contains(" x 10 run.sh\n"), "{text}");
+        assert!(
+            text.ends_with("dir sub/empty\nlink sub/link ../plain\n"),
+            "{text}"
+        );
+        let m = parse_manifest_full(&text).unwrap();
+        assert_eq!((m.files, m.empty_dirs, m.links), (files, empty_dirs, links));
+        // Names with spaces round-trip in the new lines too.
+        let odd = manifest_text(
+            &[],
+            &["a b/c".into()],
+            &[LinkEntry {
+                path: "l m".into(),
+                target: "x y".into(),
+            }],
+        );
+        let m = parse_manifest_full(&odd).unwrap();
+        assert_eq!(m.empty_dirs, ["a b/c"]);
+        assert_eq!(m.links[0].target_path(), std::path::Path::new("x y"));
     }
 }
