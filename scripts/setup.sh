@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh machine (idempotent; safe to rerun):
 #   - Debian packages: Fashion-MNIST (the default dataset), TeX for the PDF report, Chromium
-#     for the HTML report's browser test, Slurm + munge for the cluster executor's tests;
+#     for the HTML report's browser test, Slurm + munge for the cluster executor's tests,
+#     e2fsprogs (mkfs.ext4) for the 1-second file system of the racy-clean tests;
 #   - the PyPI wheel torch==2.11.0 (what tch 0.24 links against) into .venv, plus numpy and
 #     safetensors for the Python baselines of the benchmarks (and, with --tests, torchvision
 #     0.26.0 for the weight-import and paper-mini tests);
@@ -31,7 +32,8 @@ if [ "$apt" = 1 ] && command -v dpkg >/dev/null; then
   python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
   if [ "$tests" = 1 ]; then
     pkgs+=(texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures
-           chromium slurmctld slurmd slurm-client munge nginx libnginx-mod-http-dav-ext)
+           chromium slurmctld slurmd slurm-client munge nginx libnginx-mod-http-dav-ext
+           e2fsprogs)  # mkfs.ext4: the 1-second file system of tests/racy_clean.rs
   else
     # the main job renders the PDF report when pdflatex is present
     pkgs+=(texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures)
