@@ -658,6 +658,14 @@ fn a_fifo_at_one_output_makes_that_stage_stale_and_status_reports_the_rest() {
         text.contains("stale  a") && text.contains("fresh  b") && text.contains("FIFO"),
         "{text}"
     );
+    // `--dry-run` gives the same verdicts.
+    let out = common::output_within(ws.cmd(&["run", "--dry-run"]), Duration::from_secs(20));
+    let text = both(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("would run a") && text.contains("FIFO") && text.contains("1 fresh"),
+        "{text}"
+    );
 }
 
 /// Issue 26, defect 11: SIGTERM made `repro run` exit 130 (128 + SIGINT); and stopping a

@@ -1120,7 +1120,14 @@ fn dry_run(
     let (mut run, mut may, mut fresh, mut restore) = (0, 0, 0, 0);
     for (i, planned) in crate::plan::plan(ws, p, dag, selected, lock) {
         let name = &p.stages[i].name;
-        let v = planned?.verdict;
+        let v = match planned {
+            Ok(planned) => planned.verdict,
+            // As `repro status` says: this stage is stale for that reason, the rest as usual.
+            Err(e) => Verdict::Stale {
+                reasons: vec![format!("{e:#}")],
+                upstream: Vec::new(),
+            },
+        };
         let mut why = v.reasons().join("; ");
         if !v.upstream().is_empty() {
             let after = format!("after upstream {}", v.upstream().join(", "));
