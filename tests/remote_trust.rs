@@ -101,3 +101,37 @@ fn a_remote_manifest_naming_paths_outside_is_refused_and_writes_nothing() {
         }
     }
 }
+
+/// Modes, an empty directory and an internal link travel through a remote as they are.
+const FAITHFUL: &str = r#"stages:
+  build:
+    cmd: echo build >> executions.log && mkdir -p out/bin out/empty && echo 'echo tool' > out/bin/tool && chmod 755 out/bin/tool && echo s > out/private && chmod 600 out/private && ln -s bin/tool out/tool && echo 'echo single' > run.sh && chmod 700 run.sh
+    outs: [out, run.sh]
+"#;
+
+#[test]
+fn a_pull_restores_modes_empty_directories_and_internal_links() {
+    use std::os::unix::fs::PermissionsExt;
+    let shared = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", shared.path().join("cache").display());
+    let a = Ws::new(FAITHFUL);
+    let (ok, out) = repro(&a, &["run"]);
+    assert!(ok, "{out}");
+    let (ok, out) = repro(&a, &["push", "--remote", &url]);
+    assert!(ok, "{out}");
+    let b = Ws::new(FAITHFUL);
+    let (ok, out) = repro(&b, &["pull", "--remote", &url]);
+    assert!(ok && out.contains("1 restored (remote)"), "{out}");
+    assert!(b.executions().is_empty());
+    let mode = |p: &str| std::fs::metadata(b.path(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("run.sh"), 0o700);
+    assert_eq!(mode("out/bin/tool"), 0o755);
+    assert_eq!(mode("out/private"), 0o600);
+    assert!(b.path("out/empty").is_dir());
+    assert_eq!(
+        std::fs::read_link(b.path("out/tool")).unwrap(),
+        Path::new("bin/tool")
+    );
+    let (ok, out) = repro(&b, &["run", "--no-remote"]);
+    assert!(ok && out.contains("up to date"), "{out}");
+}
