@@ -1,12 +1,13 @@
 //! A remote's bytes are untrusted: a run-cache entry that is malformed, or huge (a sparse
-//! 5 GB file, an HTTP body that never ends), costs bounded memory and is skipped with a
-//! warning naming it, while the remote stays in use for every other stage; and a server that
-//! refuses writes is reported in one line per failure, not with its error page.
+//! 5 GB file, an HTTP body that never ends), and an object whose body goes past its declared
+//! size, cost bounded memory and disk and are skipped with a warning naming the entry, while the
+//! remote stays in use for every other stage; and a server that refuses writes is reported in
+//! one line per failure, not with its error page.
 //!
 //! The HTTP server here is a small one in this process, on 127.0.0.1: it serves a directory
 //! read-only, answers every write with an HTML error page (as nginx does), and can stream an
-//! endless body for `ac/` entries. Each connection is bounded in what it sends and the server
-//! stops when dropped.
+//! endless body for entries or objects. Each connection is bounded in what it sends, and the
+//! server stops when dropped.
 
 mod common;
 
@@ -176,13 +177,14 @@ fn a_sparse_5gb_entry_is_not_read_into_memory_and_is_skipped() {
 // ---------------------------------------------------------------------------------------
 // A small HTTP server
 
-/// What the test server does for a GET of an `ac/` entry.
+/// What the test server does for a GET.
 #[derive(Clone, Copy, PartialEq)]
-enum Entries {
-    /// Serve the file, as any other.
+enum Serve {
+    /// Serve the file.
     Files,
-    /// Declare a terabyte and send zeros until the client goes away (at most 1 GiB).
-    Endless,
+    /// Under this prefix (`ac/`, `cas/`), declare a terabyte and send zeros until the client
+    /// goes away (at most 256 MiB); serve other files.
+    EndlessUnder(&'static str),
 }
 
 /// nginx's page for a refused method, which a client must not print.
@@ -196,7 +198,7 @@ struct HttpServer {
 }
 
 impl HttpServer {
-    fn start(root: PathBuf, entries: Entries) -> HttpServer {
+    fn start(root: PathBuf, mode: Serve) -> HttpServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
@@ -209,7 +211,7 @@ impl HttpServer {
                 match listener.accept() {
                     Ok((s, _)) => {
                         let root = root.clone();
-                        std::thread::spawn(move || serve(s, &root, entries));
+                        std::thread::spawn(move || answer(s, &root, mode));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -237,7 +239,7 @@ impl Drop for HttpServer {
 }
 
 /// One request per connection (every answer says `Connection: close`).
-fn serve(s: TcpStream, root: &Path, entries: Entries) {
+fn answer(s: TcpStream, root: &Path, mode: Serve) {
     s.set_nonblocking(false).unwrap();
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
     let mut r = BufReader::new(s.try_clone().unwrap());
@@ -274,14 +276,17 @@ fn serve(s: TcpStream, root: &Path, entries: Entries) {
         );
         return;
     }
-    if entries == Entries::Endless && rel.starts_with("ac/") && method == "GET" {
+    if let Serve::EndlessUnder(prefix) = mode
+        && rel.starts_with(prefix)
+        && method == "GET"
+    {
         let _ = write!(
             s,
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             1u64 << 40
         );
         let zeros = vec![0u8; 1 << 16];
-        for _ in 0..(1 << 14) {
+        for _ in 0..(1 << 12) {
             if s.write_all(&zeros).is_err() {
                 return;
             }
@@ -314,7 +319,7 @@ fn serve(s: TcpStream, root: &Path, entries: Entries) {
 #[test]
 fn an_endless_http_body_for_an_entry_is_cut_and_the_remote_stays_in_use() {
     let dir = tempfile::tempdir().unwrap();
-    let server = HttpServer::start(dir.path().to_path_buf(), Entries::Endless);
+    let server = HttpServer::start(dir.path().to_path_buf(), Serve::EndlessUnder("ac/"));
     let url = server.url();
 
     // pull: every entry is refused at its declared size, each named; no abort.
@@ -340,9 +345,29 @@ fn an_endless_http_body_for_an_entry_is_cut_and_the_remote_stays_in_use() {
 }
 
 #[test]
+fn an_endless_object_body_is_refused_past_its_declared_size() {
+    let (shared, _, _) = pair_remote();
+    let server = HttpServer::start(shared.path().to_path_buf(), Serve::EndlessUnder("cas/"));
+    let url = server.url();
+    // The entries are good; each names a few-byte object that the server says is a terabyte.
+    let ws = Ws::new(PAIR);
+    let (code, out) = repro(&ws, &["run", "--remote", &url]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.matches("is too large").count(), 2, "{out}");
+    assert_eq!(out.matches("run-cache entry ac/").count(), 2, "{out}");
+    assert!(!out.contains("unavailable"), "{out}");
+    assert!(out.contains("2 ran"), "{out}");
+    let left: u64 = std::fs::read_dir(ws.path("cache/remote-tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(left, 0, "a partial download was left behind");
+}
+
+#[test]
 fn a_push_refused_by_a_get_only_server_says_status_method_and_url_once_per_object() {
     let dir = tempfile::tempdir().unwrap();
-    let server = HttpServer::start(dir.path().to_path_buf(), Entries::Files);
+    let server = HttpServer::start(dir.path().to_path_buf(), Serve::Files);
     let url = server.url();
     let ws = Ws::new(PAIR);
     ok(&ws, &["run"]);
