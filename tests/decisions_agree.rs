@@ -2,7 +2,7 @@
 //! replayed on a workspace — content rewritten with the same size, with and without its mtime
 //! put back, renames and swaps, symlink retargets, files added to and removed from a directory
 //! dep and the directory replaced, vars, profile and `--set` changes, outputs edited and
-//! deleted — and after each, three answers must agree: `repro status` in place (answered
+//! deleted, the binary itself rewritten in place — and after each, three answers must agree: `repro status` in place (answered
 //! from the up-to-date record when it holds, else through the stat cache), and `repro status`
 //! in a copy of the workspace without `cache/` (every file hashed from scratch). Then `repro
 //! run` must produce exactly what the inputs say, and a copy must find it all fresh.
@@ -40,6 +40,20 @@ stages:
 
 const ROUNDS: usize = 40;
 
+/// The offset of the build id in a binary's file (after the `NT_GNU_BUILD_ID` note header:
+/// name size 4, description size 20, type 3, "GNU\0").
+fn build_id_offset(bytes: &[u8]) -> Option<usize> {
+    let mut header = Vec::new();
+    for v in [4u32, 20, 3] {
+        header.extend_from_slice(&v.to_ne_bytes());
+    }
+    header.extend_from_slice(b"GNU\0");
+    bytes
+        .windows(header.len())
+        .position(|w| w == header)
+        .map(|i| i + header.len())
+}
+
 /// The options of the commands: none, `--profile alt` or `--set msg=...`.
 #[derive(Clone, Debug)]
 enum Mode {
@@ -68,6 +82,9 @@ struct Sim {
     extra: usize,
     /// Rounds whose edit was made with an up-to-date record in place.
     with_record: usize,
+    /// The repro binary every command runs: a copy, rewritten in place now and then.
+    exe: std::path::PathBuf,
+    _bin_dir: tempfile::TempDir,
 }
 
 fn with(cmd: &mut std::process::Command, args: &[String]) -> std::process::Output {
@@ -89,6 +106,8 @@ impl Sim {
         ws.write("data/keep.txt", "keep\n");
         ws.write("data/sub/deep.txt", "d0000\n");
         std::os::unix::fs::symlink("t1.txt", ws.path("link.txt")).unwrap();
+        let bin_dir = tempfile::tempdir().unwrap();
+        std::fs::copy(common::bin(), bin_dir.path().join("repro")).unwrap();
         let mut sim = Sim {
             ws,
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
@@ -97,6 +116,8 @@ impl Sim {
             granule,
             extra: 0,
             with_record: 0,
+            exe: bin_dir.path().join("repro"),
+            _bin_dir: bin_dir,
         };
         sim.run();
         sim
@@ -128,7 +149,7 @@ impl Sim {
 
     fn edit(&mut self) {
         let keep = self.rng.gen_bool(0.5);
-        match self.rng.gen_range(0..12) {
+        match self.rng.gen_range(0..13) {
             0 => self.rewrite("in.txt", "i", keep),
             1 => self.rewrite("data/sub/deep.txt", "d", keep),
             2 => {
@@ -227,6 +248,23 @@ impl Sim {
                 ));
                 self.log.push(format!("data/ replaced (deep.txt d{n:04})"));
             }
+            11 => {
+                // Another binary (another build id) written over the one in use, in place,
+                // its mtime put back: same path, inode, size and mtime.
+                let mut bytes = std::fs::read(&self.exe).unwrap();
+                let at = build_id_offset(&bytes).expect("repro is linked with a build id");
+                bytes[at] ^= 0xff;
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&self.exe)
+                    .unwrap();
+                let mtime = f.metadata().unwrap().modified().unwrap();
+                std::os::unix::fs::FileExt::write_all_at(&f, &bytes[at..at + 1], at as u64)
+                    .unwrap();
+                f.set_modified(mtime).unwrap();
+                self.log
+                    .push("binary rewritten in place (another build id)".into());
+            }
             _ => {
                 // Left alone past the granule, then a no-op run keeps an up-to-date record.
                 std::thread::sleep(self.granule);
@@ -238,7 +276,7 @@ impl Sim {
 
     /// stage → state, from `repro status --json` in `dir`.
     fn status_in(&self, dir: &Path) -> BTreeMap<String, String> {
-        let mut cmd = std::process::Command::new(common::bin());
+        let mut cmd = std::process::Command::new(&self.exe);
         cmd.current_dir(dir).args(["status", "--json"]);
         let o = with(&mut cmd, &self.mode.args());
         let text = both(&o);
@@ -276,7 +314,11 @@ impl Sim {
     }
 
     fn run(&mut self) {
-        let o = with(&mut self.ws.cmd(&["run"]), &self.mode.args());
+        let mut cmd = std::process::Command::new(&self.exe);
+        cmd.current_dir(self.ws.dir.path())
+            .arg("run")
+            .stdin(std::process::Stdio::null());
+        let o = with(&mut cmd, &self.mode.args());
         assert!(
             o.status.success(),
             "run failed:\n{}\n{}",
