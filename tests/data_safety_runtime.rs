@@ -675,7 +675,9 @@ fn a_fifo_at_one_output_makes_that_stage_stale_and_status_reports_the_rest() {
 fn sigint_and_sigterm_stop_a_run_promptly_with_their_own_exit_codes() {
     for (sig, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
         let ws = Ws::new(
-            "stages:\n  s:\n    cmd: touch started; sleep 30; echo done > out.txt\n    outs: [out.txt]\n",
+            // `started` appears once `sleep` runs: stopping the stage then leaves a zombie
+            // in its group.
+            "stages:\n  s:\n    cmd: sleep 30 & echo $! > started; wait; echo done > out.txt\n    outs: [out.txt]\n",
         );
         let child = run_piped(&ws, &["run"]);
         wait_for("the stage to start", Duration::from_secs(20), || {
