@@ -441,3 +441,35 @@ fn restores_keep_modes_empty_directories_and_internal_links() {
     let out = ws.ok(&["run"]);
     assert!(out.contains("up to date"), "{out}");
 }
+
+/// A link inside an output directory that leads out of the workspace would copy outside bytes
+/// (a secret) into the cache and on to a remote: the stage fails naming it, nothing is stored,
+/// the link is removed, and the workspace stays usable.
+#[test]
+fn a_link_out_of_the_workspace_inside_an_output_directory_fails_the_stage() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret");
+    std::fs::write(&secret, "top secret bytes").unwrap();
+    let pipe = format!(
+        "stages:\n  s:\n    cmd: mkdir -p out && echo a > out/a && ln -s {} out/key\n    outs: [out]\n",
+        secret.display()
+    );
+    let ws = Ws::new(&pipe);
+    let out = ws.fail(&["run"]);
+    assert!(
+        out.contains("out/key") && out.contains("outside the workspace"),
+        "{out}"
+    );
+    let hash = blake3::hash(b"top secret bytes").to_hex().to_string();
+    assert!(
+        !ws.path(&format!("cache/objects/{}/{}", &hash[..2], &hash[2..]))
+            .exists(),
+        "the secret was copied into the cache"
+    );
+    assert!(std::fs::symlink_metadata(ws.path("out/key")).is_err());
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "top secret bytes"
+    );
+    ws.ok(&["status"]);
+}

@@ -4,6 +4,7 @@
 //! and recorded; when its key is found, they are restored, each byte verified.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -128,6 +129,63 @@ pub fn prepare_outputs(ws: &Workspace, stage: &Stage, a: &Assessment) -> Result<
     Ok(())
 }
 
+/// Refuse symbolic links inside a stage's output directories that lead out of the workspace.
+/// The hasher follows a link that leaves its directory (a restore makes it a copy: only links
+/// that stay inside are kept as links), so one leaving the workspace would copy outside bytes (a
+/// key, a secret) into the cache and on to a remote. Like an output that is such a link, it is
+/// the stage's own doing: the stage fails, nothing is stored, and the links are removed so the
+/// workspace stays usable. (Links inside a directory reached through a followed link are not
+/// looked at.)
+fn check_inner_links(ws: &Workspace, stage: &Stage) -> Result<()> {
+    fn scan(root: &Path, dir: &Path, rel: &str, bad: &mut Vec<(String, PathBuf)>) -> Result<()> {
+        let entries =
+            std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+        for e in entries {
+            let e = e?;
+            let rel = format!("{rel}/{}", e.file_name().to_string_lossy());
+            let t = e.file_type()?;
+            if t.is_symlink() {
+                // A dangling link is the hasher's error (or an internal link, kept as is).
+                if let Ok(real) = e.path().canonicalize()
+                    && !real.starts_with(root)
+                {
+                    bad.push((rel, e.path()));
+                }
+            } else if t.is_dir() {
+                scan(root, &e.path(), &rel, bad)?;
+            }
+        }
+        Ok(())
+    }
+    let root = ws.root.canonicalize()?;
+    let mut bad = Vec::new();
+    for o in &stage.outs {
+        let full = ws.root.join(&o.path);
+        if std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
+            scan(&root, &full, &o.path, &mut bad)?;
+        }
+    }
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let named: Vec<String> = bad
+        .iter()
+        .map(|(rel, path)| {
+            let target = std::fs::read_link(path).unwrap_or_default();
+            let removed = std::fs::remove_file(path).is_ok();
+            format!(
+                "'{rel}' is a symlink to {}, outside the workspace{}",
+                target.display(),
+                if removed { " (removed)" } else { "" }
+            )
+        })
+        .collect();
+    anyhow::bail!(
+        "output {}; nothing was stored (a stage's outputs must be files or directories inside the workspace)",
+        named.join("; ")
+    )
+}
+
 /// After a stage succeeded: check it produced every declared output, store them in the
 /// objects, and remember the run under its key. Returns the stage's assessment now.
 pub fn commit_outputs(
@@ -138,6 +196,7 @@ pub fn commit_outputs(
 ) -> Result<Assessment> {
     // Before anything reads through an output the stage made a symlink out of the workspace.
     crate::confine::check_outputs_produced(&ws.root, stage)?;
+    check_inner_links(ws, stage)?;
     let missing: Vec<&str> = stage
         .outs
         .iter()
