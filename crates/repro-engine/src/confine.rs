@@ -106,7 +106,7 @@ pub fn check_produced(root: &Path, rel: &str) -> Result<(), String> {
     let r = Resolver::new(root);
     match r.resolve(rel) {
         Ok(None) => Ok(()),
-        Ok(Some(real)) => match reserved(&real, &[], false) {
+        Ok(Some(real)) => match reserved(&real, &["repro.lock".to_string()], false) {
             Some(why) => Err(format!(
                 "output '{rel}' is a symlink to '{real}', which is {why}"
             )),
@@ -775,6 +775,8 @@ mod tests {
             "{why}"
         );
         assert!(check_produced(root, "objs").unwrap_err().contains("cache"));
+        std::os::unix::fs::symlink("repro.lock", root.join("lock.txt")).unwrap();
+        assert!(check_produced(root, "lock.txt").is_err());
         assert!(check_produced(root, "dir/x.txt").is_err());
     }
 
