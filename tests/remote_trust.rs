@@ -100,6 +100,12 @@ fn a_remote_manifest_naming_paths_outside_is_refused_and_writes_nothing() {
             assert_eq!(std::fs::read_to_string(&victim).unwrap(), "mine");
         }
     }
+    // `cache verify --remote` reports the entry (it used to find nothing wrong).
+    let (ok, out) = repro(&a, &["cache", "verify", "--remote", &url]);
+    assert!(
+        !ok && out.contains("incomplete: ac/") && out.contains("unsafe path"),
+        "{out}"
+    );
 }
 
 /// Modes, an empty directory and an internal link travel through a remote as they are.
