@@ -639,6 +639,15 @@ fn comparisons_and_a_no_op_run_work_on_a_read_only_workspace() {
         );
         assert!(text.contains(expect), "repro {args:?}:\n{text}");
     }
+    // A read-only checkout that never ran (no cache/): nothing recorded, no error.
+    let never = Ws::new("stages:\n  a:\n    cmd: echo hi > a.txt\n    outs: [a.txt]\n");
+    for args in [
+        &["exp", "show"][..],
+        &["params", "diff", "lock", "workspace"][..],
+    ] {
+        let out = on_read_only(&never, args).unwrap();
+        assert!(out.status.success(), "repro {args:?}:\n{}", both(&out));
+    }
 }
 
 /// Issue 26, defect 11: a FIFO at one stage's output path made `status` fail for the whole

@@ -143,6 +143,8 @@ impl Records {
         };
         let runs = match ws.db_if_open() {
             Some(db) => db.runs()?,
+            // Never run here (a fresh checkout, read-only): nothing is recorded yet.
+            None if !ws.cache_dir.join("state.redb").exists() => Vec::new(),
             None => bail!(
                 "the state database {} is busy (a run is in progress); try again when it ends",
                 ws.cache_dir.join("state.redb").display()
