@@ -134,9 +134,11 @@ fn accuracy_table_cells_come_from_the_runs_and_the_paper() {
     assert_eq!(c.value, Some(81.5));
     assert_eq!(c.published, Some(81.86));
     assert!(close(c.diff.unwrap(), 81.5 - 81.86));
-    // bce-nu is the row's best, and the only one in bold
-    assert!(a_sw.cells[col("finetune", "bce-nu")].best);
-    assert_eq!(a_sw.cells.iter().filter(|c| c.best).count(), 1);
+    // bce-nu is the row's best, but a single run: never bold against soft-0's two seeds
+    // (issue 28, item 9), and nothing else is bold either
+    let nu = &a_sw.cells[col("finetune", "bce-nu")];
+    assert!(nu.n == 1 && !nu.best && a_sw.cells[col("finetune", "soft-0")].n == 2);
+    assert_eq!(a_sw.cells.iter().filter(|c| c.best).count(), 0);
     // never-run loss: missing, not invented, no paper value shown
     let c = &a_sw.cells[col("finetune", "soft-n0")];
     assert!(c.value.is_none() && c.runs.is_empty() && c.published.is_none());
@@ -263,8 +265,11 @@ fn findings_check_the_claims_honestly() {
     assert!(g.ours.summary.contains("γ=208"), "{}", g.ours.summary);
     // Every claim holds on the paper's own tables or names the cells that contradict it.
     for c in &res {
+        // (Two claims rest on a figure only: nothing printed to judge.)
         assert!(
-            c.paper.verdict == Verdict::Holds || !c.contradicted_by.is_empty(),
+            c.paper.verdict == Verdict::Holds
+                || !c.contradicted_by.is_empty()
+                || (c.paper.verdict == Verdict::NotMeasured && c.id.starts_with("fig")),
             "{}: {}",
             c.id,
             c.paper.summary

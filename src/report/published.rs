@@ -34,6 +34,9 @@ pub struct Cell {
     pub unit: Option<f64>,
     /// `None` where the paper prints "-".
     pub value: Option<f64>,
+    /// A remark on the printed value (e.g. a misprint: it is kept as printed).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -216,6 +219,47 @@ impl Published {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Inequality (26), A_Uni ≤ A_CW ≤ A_SW, holds for every printed row except the cells
+    /// annotated as misprints (Table S.V, DenseNet161, bce-u: A_CW 96.67 > A_SW 96.08).
+    #[test]
+    fn inequality_26_breaks_only_at_annotated_misprints() {
+        let p = Published::builtin().unwrap();
+        let get = |c: &Cell, metric: &str| {
+            p.cells.iter().find(|x| {
+                x.table == c.table
+                    && x.dataset == c.dataset
+                    && x.model == c.model
+                    && x.loss == c.loss
+                    && x.softmax == c.softmax
+                    && x.gamma == c.gamma
+                    && x.bias_init_mode == c.bias_init_mode
+                    && x.metric == metric
+            })
+        };
+        let mut broken = Vec::new();
+        for c in p.cells.iter().filter(|c| c.metric == "a_cw") {
+            let (Some(cw), Some(sw), Some(uni)) = (
+                c.value,
+                get(c, "a_sw").and_then(|x| x.value),
+                get(c, "a_uni").and_then(|x| x.value),
+            ) else {
+                continue;
+            };
+            if !(uni <= cw && cw <= sw) {
+                assert!(
+                    c.note.as_deref().is_some_and(|n| n.starts_with("misprint")),
+                    "Table {} {} {} {}: A_Uni {uni} A_CW {cw} A_SW {sw} unannotated",
+                    c.table,
+                    c.dataset,
+                    c.model,
+                    c.loss
+                );
+                broken.push(format!("{} {} {}", c.table, c.model, c.loss));
+            }
+        }
+        assert_eq!(broken, vec!["S.V densenet161 bce-u".to_string()]);
+    }
 
     #[test]
     fn builtin_matches_the_directory_and_spot_checks() {

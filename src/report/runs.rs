@@ -370,9 +370,18 @@ pub fn snapshot(workspace: &Path, runs: &[Run]) -> Result<Vec<Snapshot>> {
         if let Some(serde_json::Value::Object(m)) = &mut metrics
             && let Some(serde_json::Value::Object(d)) = m.get_mut("distribution")
         {
-            for side in d.values_mut() {
+            for (name, side) in d.iter_mut() {
                 if let serde_json::Value::Object(x) = side {
-                    x.retain(|k, _| !DROP_METRICS.contains(&k.as_str()));
+                    // The claim of Fig. 3 reads the per-class minimum positive and type II
+                    // negative metrics without bias: those two lists stay.
+                    let keep: &[&str] = if name == "without_bias" {
+                        &["min_pos", "max_neg_type2"]
+                    } else {
+                        &[]
+                    };
+                    x.retain(|k, _| {
+                        keep.contains(&k.as_str()) || !DROP_METRICS.contains(&k.as_str())
+                    });
                 }
             }
         }

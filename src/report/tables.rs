@@ -215,19 +215,35 @@ fn cell(runs: &[&Run], value: impl Fn(&Run) -> Option<f64>) -> Cell {
     }
 }
 
-/// Whether two cells of a row are within noise of each other: with repeated runs behind both,
-/// the difference of their means is within 2 × the pooled standard deviation
-/// √((s₁² + s₂²)/2); with a single run on either side (no noise estimate), equal printed
-/// digits.
+/// Whether two cells of a row are within noise of each other, by the rule of the claims
+/// ([`super::claims::stats`]): with repeated runs behind both, Welch's t-test on the seeds
+/// cannot tell them apart (two-sided p ≥ α); a single run against a cell of repeated runs is
+/// within noise when it lies inside that cell's prediction band (t = (x − ȳ)/(s·√(1 + 1/n)),
+/// n − 1 degrees of freedom, p ≥ α); two single runs, equal printed digits.
 fn within_noise(a: &Cell, b: &Cell, digits: usize) -> bool {
+    use super::claims::stats::{ALPHA, Noise, student_t_two_sided, welch_p};
     let (Some(x), Some(y)) = (a.value, b.value) else {
         return false;
     };
-    match (a.pm, b.pm) {
-        (Some(s1), Some(s2)) if a.n >= 2 && b.n >= 2 => {
-            (x - y).abs() <= 2.0 * ((s1 * s1 + s2 * s2) / 2.0).sqrt()
+    let noisy = |c: &Cell| c.pm.filter(|_| c.n >= 2);
+    match (noisy(a), noisy(b)) {
+        (Some(s1), Some(s2)) => {
+            let (n1, n2) = (a.n as f64, b.n as f64);
+            let (v1, v2) = (s1 * s1 / n1, s2 * s2 / n2);
+            let var = v1 + v2;
+            let df = if var > 0.0 {
+                var * var / (v1 * v1 / (n1 - 1.0) + v2 * v2 / (n2 - 1.0))
+            } else {
+                n1 + n2 - 2.0
+            };
+            welch_p(x - y, 0.0, Noise { se: var.sqrt(), df }) >= ALPHA
         }
-        _ => {
+        (Some(s), None) | (None, Some(s)) => {
+            let n = if a.n >= 2 { a.n } else { b.n } as f64;
+            let t = (x - y) / (s * (1.0 + 1.0 / n).sqrt());
+            !t.is_finite() && x == y || student_t_two_sided(t, n - 1.0) >= ALPHA
+        }
+        (None, None) => {
             let scale = 10f64.powi(digits as i32);
             (x * scale).round() == (y * scale).round()
         }
@@ -260,6 +276,15 @@ fn mark_best(rows: &mut [Row]) {
             .copied()
             .filter(|&i| i != bi && within_noise(&row.cells[bi], &row.cells[i], row.digits))
             .collect();
+        // A single run is never bold against cells of repeated runs: one seed cannot show
+        // that it beats a noisy cell.
+        let single_vs_noisy = row.cells[bi].n < 2
+            && present
+                .iter()
+                .any(|&i| i != bi && row.cells[i].n >= 2 && row.cells[i].pm.is_some());
+        if ties.is_empty() && single_vs_noisy {
+            continue;
+        }
         if ties.is_empty() {
             row.cells[bi].best = true;
         } else {

@@ -335,6 +335,7 @@ pub(super) fn check_bias_change(
                 };
                 let (vm, nm) = judge_stat(data.ours, abs_stat(s).below(bound), 0.0, false);
                 let (vs, ns) = judge_stat(data.ours, sp.below(bound), 0.0, false);
+                let ns = if ns == nm { String::new() } else { ns };
                 units.push(Unit {
                     scope: sc,
                     evidence: format!(
@@ -528,4 +529,99 @@ pub(super) fn abs_stat(s: Stat) -> Stat {
         mean: s.mean.abs(),
         ..s
     }
+}
+
+pub(super) fn check_bound(
+    data: &Data,
+    losses: &[String],
+    max: &BTreeMap<String, f64>,
+    datasets: &Option<Vec<String>>,
+) -> Judgement {
+    let mut units = Vec::new();
+    for (d, m) in data.units("finetune", datasets) {
+        for (metric, bound) in max {
+            for l in losses {
+                let sc = format!("{}, {l}, {}", scope(&d, &m), metric_name(metric));
+                let Some(s) = data.finetune(&d, &m, l, metric) else {
+                    units.push(Unit::not_measured(sc, format!("missing runs of {l}")));
+                    continue;
+                };
+                units.push(Unit::tested(
+                    data,
+                    sc,
+                    s.below(*bound),
+                    0.0,
+                    true,
+                    format!("{} (needs ≤ {bound})", fmt_stat(&s, 2)),
+                ));
+            }
+        }
+    }
+    combine(
+        units,
+        &format!("no fine-tuning runs{}", scope_text(datasets)),
+    )
+}
+
+pub(super) fn check_gamma_compare(
+    data: &Data,
+    a: &str,
+    b: &str,
+    (from, to): (f64, f64),
+    margins: &BTreeMap<String, f64>,
+    datasets: &Option<Vec<String>>,
+) -> Judgement {
+    let mut units = Vec::new();
+    for (d, m) in data.units("gamma-sweep", datasets) {
+        let at = |loss: &str, metric: &str, g: f64| {
+            data.stat(|r| {
+                r.role == "gamma-sweep"
+                    && r.dataset == d
+                    && r.model == m
+                    && r.loss == loss
+                    && r.metric == metric
+                    && r.gamma == Some(g)
+                    && r.numerics != "direct"
+            })
+        };
+        let mut gammas: Vec<f64> = data
+            .recs
+            .iter()
+            .filter(|r| r.role == "gamma-sweep" && r.dataset == d && r.model == m)
+            .filter_map(|r| r.gamma)
+            .filter(|g| (from..=to).contains(g))
+            .collect();
+        gammas.sort_by(|x, y| x.total_cmp(y));
+        gammas.dedup();
+        for (metric, margin) in margins {
+            for &g in &gammas {
+                let sc = format!("{}, γ={g}, {}", scope(&d, &m), metric_name(metric));
+                match (at(a, metric, g), at(b, metric, g)) {
+                    (Some(sa), Some(sb)) => {
+                        units.push(Unit::difference(data, sc, (sa, sb), *margin, false, |x| {
+                            format!(
+                                "{a} {} − {b} {} = {x:+.2} (needs > {margin})",
+                                fmt_stat(&sa, 2),
+                                fmt_stat(&sb, 2)
+                            )
+                        }))
+                    }
+                    (sa, _) => units.push(Unit::not_measured(
+                        sc,
+                        format!(
+                            "missing the γ-sweep run of {}",
+                            if sa.is_none() { a } else { b }
+                        ),
+                    )),
+                }
+            }
+        }
+    }
+    combine(
+        units,
+        &format!(
+            "no γ-sweep runs of {a} and {b} in γ ∈ [{from}, {to}]{}",
+            scope_text(datasets)
+        ),
+    )
 }

@@ -146,6 +146,13 @@ pub(super) fn published_data(p: &Published) -> Data {
                 ..r.clone()
             });
         }
+        if let Some(c) = other("a_cw") {
+            extra.push(Rec {
+                metric: "gap_cw".into(),
+                values: vec![r.values[0] - c.values[0]],
+                ..r.clone()
+            });
+        }
     }
     for r in data.recs.iter().filter(|r| r.metric.starts_with("sm:")) {
         let base = &r.metric[3..];
@@ -224,6 +231,13 @@ pub(super) fn runs_data(runs: &[Run]) -> Data {
         ));
     }
     getters.push((
+        "gap_cw".into(),
+        Box::new(|r: &Run| {
+            let a = r.acc(false)?;
+            Some(a.get("a_sw")? - a.get("a_cw")?)
+        }),
+    ));
+    getters.push((
         "gap".into(),
         Box::new(|r: &Run| {
             let a = r.acc(false)?;
@@ -233,6 +247,18 @@ pub(super) fn runs_data(runs: &[Run]) -> Data {
     getters.push((
         "bias_change_mean".into(),
         Box::new(|r: &Run| tables::bias_change(r).map(|x| x.0)),
+    ));
+    getters.push((
+        "overlap_width".into(),
+        Box::new(|r: &Run| r.dist(false)?.overlap_width),
+    ));
+    getters.push((
+        "pos_spread".into(),
+        Box::new(|r: &Run| r.dist(false)?.std_min_pos),
+    ));
+    getters.push((
+        "type2_sep".into(),
+        Box::new(super::distribution::type_two_separated),
     ));
     getters.push((
         "bias_change_std".into(),

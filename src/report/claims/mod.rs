@@ -9,6 +9,7 @@
 //! "single seed" in its verdict; a claim whose runs are missing is "not measured" and names them. Nothing
 //! is softened: one failing scope makes the claim fail.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -146,6 +147,48 @@ pub enum Check {
         losses: Vec<String>,
         text: Vec<TextValue>,
     },
+    /// Every listed loss's value of each metric at most its bound.
+    Bound {
+        losses: Vec<String>,
+        max: BTreeMap<String, f64>,
+        #[serde(default)]
+        datasets: Option<Vec<String>>,
+    },
+    /// Over the γ sweep, at every γ in [from, to] run for both: a − b > margin per metric.
+    GammaCompare {
+        a: String,
+        b: String,
+        from: f64,
+        to: f64,
+        margins: BTreeMap<String, f64>,
+        #[serde(default)]
+        datasets: Option<Vec<String>>,
+    },
+    /// A distribution statistic of the first loss of each pair below the second's (Fig. 2).
+    Smaller {
+        metric: String,
+        pairs: Vec<[String; 2]>,
+        #[serde(default)]
+        text: Vec<TextMetric>,
+    },
+    /// Fig. 3: the share of classes whose learned bias separates the positive from the type II
+    /// negative metrics is larger for the first loss of each pair (bias-initialisation runs).
+    TypeTwo {
+        pairs: Vec<[String; 2]>,
+        modes: Vec<u32>,
+        #[serde(default)]
+        datasets: Option<Vec<String>>,
+    },
+}
+
+/// A value the paper prints only in its text.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TextMetric {
+    pub dataset: String,
+    pub model: String,
+    pub loss: String,
+    pub value: f64,
 }
 
 /// Parse a claims file; `name` is shown in errors (serde's line and column follow it).
@@ -169,6 +212,15 @@ pub fn parse(name: &str, text: &str) -> Result<Vec<ClaimSpec>> {
                 "{name}: claim '{}': `at` is '{s}'; expected eq42_fails or {{min: γ}}",
                 c.id
             );
+        }
+        if let Check::BiasThreshold { losses, .. } = &c.check {
+            for l in losses {
+                anyhow::ensure!(
+                    names::loss_info(l).is_some_and(|i| i.bias == 'u'),
+                    "{name}: claim '{}': {l} has no learned unified bias to read as a threshold",
+                    c.id
+                );
+            }
         }
         if let Check::Softmax { within, above, .. } = &c.check {
             anyhow::ensure!(
@@ -199,7 +251,8 @@ pub fn load(ws: &Path, path: Option<&Path>) -> Result<Vec<ClaimSpec>> {
 
 mod checks;
 mod data;
-mod stats;
+mod distribution;
+pub mod stats;
 
 use checks::*;
 use data::{Data, Rec, published_data, runs_data};
@@ -381,6 +434,7 @@ fn metric_name(m: &str) -> &str {
         "a_cw" => "A_CW",
         "a_uni" => "A_Uni",
         "gap" => "A_SW − A_Uni",
+        "gap_cw" => "A_SW − A_CW",
         "t_star" => "t*",
         other => other,
     }
@@ -542,6 +596,29 @@ fn judge_on(data: &Data, c: &ClaimSpec) -> Judgement {
             above,
             datasets,
         } => check_softmax(data, metrics, *within, *above, datasets),
+        Check::Bound {
+            losses,
+            max,
+            datasets,
+        } => check_bound(data, losses, max, datasets),
+        Check::GammaCompare {
+            a,
+            b,
+            from,
+            to,
+            margins,
+            datasets,
+        } => check_gamma_compare(data, a, b, (*from, *to), margins, datasets),
+        Check::Smaller {
+            metric,
+            pairs,
+            text,
+        } => distribution::check_smaller(data, metric, pairs, text),
+        Check::TypeTwo {
+            pairs,
+            modes,
+            datasets,
+        } => distribution::check_type_two(data, pairs, modes, datasets),
         Check::BiasThreshold { losses, text } => check_bias_threshold(data, losses, text),
     }
 }
