@@ -94,23 +94,40 @@ pub struct Item {
     pub cap: Option<u64>,
 }
 
-/// Run `fut` on the store's runtime, calling `tick` every 100 ms until it is done (the
-/// caller's thread keeps drawing progress while transfers run on the runtime's threads).
+/// Run `fut` on the store's runtime, calling `tick` now, about every 100 ms while it runs,
+/// and once when it is done (the caller's thread keeps drawing progress while transfers run
+/// on the runtime's threads). The caller wakes the moment the work finishes: the ticks are
+/// a timeout on a channel the transfer thread sends its result down, never a sleep that the
+/// work has to wait out (a fixed sleep cost up to 100 ms per call, twice per stage, and made
+/// a pull of 316 stages take 68 s where a copy takes 0.3 s).
 pub fn drive<T: Send>(
     store: &Store,
     fut: impl std::future::Future<Output = T> + Send,
     mut tick: impl FnMut(),
 ) -> T {
     std::thread::scope(|s| {
-        let h = s.spawn(|| store.rt.block_on(fut));
-        while !h.is_finished() {
-            tick();
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let h = s.spawn(move || {
+            let _ = tx.send(store.rt.block_on(fut));
+        });
         tick();
-        h.join().expect("transfer thread panicked")
+        let out = loop {
+            match rx.recv_timeout(TICK) {
+                Ok(v) => break v,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => tick(),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    // The thread ended without sending: it panicked; re-raise its panic.
+                    std::panic::resume_unwind(h.join().expect_err("no result means a panic"))
+                }
+            }
+        };
+        tick();
+        out
     })
 }
+
+/// How often a running transfer redraws its progress.
+const TICK: Duration = Duration::from_millis(100);
 
 /// Apply `f` to every item, at most `jobs` at once; every failure is returned (an empty
 /// list means all succeeded), so one bad object does not hide the others.
@@ -150,25 +167,57 @@ pub async fn download_all(
     c: &Counters,
 ) -> Vec<anyhow::Error> {
     c.expect(&items);
-    each(items, jobs, |item| async move {
-        let r = download_one(store, cache, tmp, &item, c).await;
-        c.objects.fetch_add(1, Ordering::Relaxed);
-        r
+    let placed = AtomicU64::new(0);
+    let mut errors = each(items, jobs, |item| {
+        let placed = &placed;
+        async move {
+            let r = download_one(store, cache, tmp, &item, c).await;
+            c.objects.fetch_add(1, Ordering::Relaxed);
+            if matches!(r, Ok(true)) {
+                placed.fetch_add(1, Ordering::Relaxed);
+            }
+            r.map(|_| ())
+        }
     })
-    .await
+    .await;
+    // Durability is batched: one sync of the cache's file system once every object of the
+    // batch is in place, before the caller records any entry that names them (an fsync per
+    // object cost 2,303 fsyncs in a pull of 301 stages). A crash before it can leave a
+    // renamed object whose bytes never reached the disk; no entry names it yet, and a restore
+    // re-hashes every byte it copies, so such an object is found and dropped, never used.
+    if placed.load(Ordering::Relaxed) > 0
+        && let Err(e) = sync_fs(&cache.dir)
+    {
+        errors.push(e);
+    }
+    errors
 }
 
+/// Flush the file system holding `dir` (one `syncfs`).
+fn sync_fs(dir: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let d = std::fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    // SAFETY: syncfs takes a valid open descriptor and touches no memory of ours.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot sync the file system of {}", dir.display()));
+    }
+    Ok(())
+}
+
+/// Bring one object into the local cache; `Ok(true)` when it was placed here now (not
+/// already present).
 async fn download_one(
     store: &Store,
     cache: &Cache,
     tmp_dir: &Path,
     item: &Item,
     c: &Counters,
-) -> Result<()> {
+) -> Result<bool> {
     let hash = &item.hash;
     if cache.has(hash) {
         c.bytes.fetch_add(item.size.unwrap_or(0), Ordering::Relaxed);
-        return Ok(());
+        return Ok(false);
     }
     let bad = |problem| {
         anyhow::Error::new(BadRemoteObject {
@@ -204,25 +253,55 @@ async fn download_one(
     let mut file =
         std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut hasher = blake3::Hasher::new();
-    let mut stream = got.into_stream();
-    let mut read = 0u64;
-    let streamed: Result<()> = async {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                request_error(e, format!("downloading cas/{hash} from {}", store.url))
-            })?;
-            read += chunk.len() as u64;
-            if read > limit {
-                return Err(too_large(limit, None));
+    let streamed: Result<()> = match got.payload {
+        // A shared directory: read the file directly, in large blocks on a blocking thread.
+        // (The generic stream reads a local file 8 KiB at a time, each read a hand-off to
+        // another thread: 128 hand-offs per MB, most of a pull's time on file://.)
+        object_store::GetResultPayload::File(src, _) => {
+            let (tmp_path, url) = (tmp.clone(), store.url.clone());
+            let h = hash.clone();
+            let job = tokio::task::spawn_blocking(move || {
+                let r = copy_capped(src, &mut file, &mut hasher, limit, &tmp_path, &url, &h);
+                (r, file, hasher)
+            });
+            match job.await {
+                Ok((r, f, h)) => {
+                    (file, hasher) = (f, h);
+                    r.map(|n| {
+                        c.bytes.fetch_add(n, Ordering::Relaxed);
+                    })
+                    .map_err(|e| match e {
+                        Copied::TooLarge => too_large(limit, None),
+                        Copied::Other(e) => e,
+                    })
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(anyhow::anyhow!("download of cas/{hash} failed: {e}"));
+                }
             }
-            hasher.update(&chunk);
-            file.write_all(&chunk)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            c.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         }
-        Ok(())
-    }
-    .await;
+        object_store::GetResultPayload::Stream(mut stream) => {
+            let mut read = 0u64;
+            async {
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| {
+                        request_error(e, format!("downloading cas/{hash} from {}", store.url))
+                    })?;
+                    read += chunk.len() as u64;
+                    if read > limit {
+                        return Err(too_large(limit, None));
+                    }
+                    hasher.update(&chunk);
+                    file.write_all(&chunk)
+                        .with_context(|| format!("cannot write {}", tmp.display()))?;
+                    c.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            .await
+        }
+    };
     if let Err(e) = streamed {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -231,8 +310,8 @@ async fn download_one(
         let _ = std::fs::remove_file(&tmp);
         return Err(bad(Problem::Corrupt));
     }
+    // No fsync here: `download_all` syncs once for the whole batch.
     let placed = (|| -> Result<()> {
-        file.sync_all()?;
         drop(file);
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))?;
         let obj = cache.object_path(hash);
@@ -243,7 +322,51 @@ async fn download_one(
     if placed.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    placed.with_context(|| format!("cannot place cas/{hash} in the local cache"))
+    placed
+        .with_context(|| format!("cannot place cas/{hash} in the local cache"))
+        .map(|()| true)
+}
+
+enum Copied {
+    /// More bytes than the limit: reading stopped there.
+    TooLarge,
+    Other(anyhow::Error),
+}
+
+/// Copy at most `limit` bytes of `src` into `out`, hashing them; reading one byte more than
+/// the limit is an error (nothing past the limit is written).
+fn copy_capped(
+    mut src: std::fs::File,
+    out: &mut std::fs::File,
+    hasher: &mut blake3::Hasher,
+    limit: u64,
+    tmp: &Path,
+    url: &str,
+    hash: &str,
+) -> std::result::Result<u64, Copied> {
+    use std::io::Read;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => return Ok(read),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Copied::Other(
+                    anyhow::Error::new(e).context(format!("downloading cas/{hash} from {url}")),
+                ));
+            }
+        };
+        read += n as u64;
+        if read > limit {
+            return Err(Copied::TooLarge);
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(|e| {
+            Copied::Other(anyhow::Error::new(e).context(format!("cannot write {}", tmp.display())))
+        })?;
+    }
 }
 
 /// Upload local cache objects the remote lacks.
