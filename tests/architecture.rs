@@ -147,3 +147,212 @@ fn the_check_sees_imports() {
     let code = "use crate::kinds::progress;\nuse crate::{data::x, cli};\n// crate::run in a comment\nlet a = crate::engine::f(repro_engine::run::x);";
     assert_eq!(crate_paths(code), ["kinds", "data", "cli", "engine", "run"]);
 }
+
+/// The engine's modules, one per file (`a/mod.rs` is `a`, `a/b.rs` is `a::b`), each with the
+/// modules its `crate::…` paths name: a path names the longest module prefix that is a file.
+fn engine_module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/repro-engine/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let module_of = |f: &Path| -> String {
+        let rel = f.strip_prefix(&src).unwrap().with_extension("");
+        let parts: Vec<String> = rel
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        match parts.last().map(String::as_str) {
+            Some("mod") | Some("lib") => parts[..parts.len() - 1].join("::"),
+            _ => parts.join("::"),
+        }
+    };
+    let modules: std::collections::BTreeSet<String> = files.iter().map(|f| module_of(f)).collect();
+    let mut graph = std::collections::BTreeMap::new();
+    for f in &files {
+        let me = module_of(f);
+        let code = std::fs::read_to_string(f).unwrap();
+        let mut deps = std::collections::BTreeSet::new();
+        for path in crate_module_paths(&code) {
+            // The longest prefix of the path that is a module file.
+            let segs: Vec<&str> = path.split("::").collect();
+            let target = (1..=segs.len())
+                .rev()
+                .map(|n| segs[..n].join("::"))
+                .find(|m| modules.contains(m));
+            if let Some(t) = target
+                && t != me
+            {
+                deps.insert(t);
+            }
+        }
+        graph.insert(me, deps);
+    }
+    graph
+}
+
+/// Every full path after `crate::` in `code` (comments stripped), a `{…}` group (on one line,
+/// nested or not) expanded into one path per member: `crate::a::{b::c, d}` gives `a::b::c`
+/// and `a::d`.
+fn crate_module_paths(code: &str) -> Vec<String> {
+    fn expand(prefix: &str, rest: &str, out: &mut Vec<String>) {
+        let head: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+            .collect();
+        let path = format!("{prefix}{head}");
+        let after = &rest[head.len()..];
+        if head.ends_with("::") && after.starts_with('{') {
+            // Split the group's members at top-level commas.
+            let (mut depth, mut start) = (0, 1);
+            for (i, c) in after.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' | ',' if depth == 1 => {
+                        expand(&path, after[start..i].trim(), out);
+                        start = i + 1;
+                        if c == '}' {
+                            return;
+                        }
+                    }
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+        } else if !head.is_empty() {
+            out.push(path.trim_end_matches("::").to_string());
+        }
+    }
+    let mut out = Vec::new();
+    for line in code.lines() {
+        let line = line.split("//").next().unwrap_or("");
+        let mut rest = line;
+        while let Some(i) = rest.find("crate::") {
+            rest = &rest[i + "crate::".len()..];
+            expand("", rest, &mut out);
+        }
+    }
+    out
+}
+
+/// Tarjan's strongly connected components of `graph` with more than one module: each is an
+/// import loop.
+fn import_loops(
+    graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+) -> Vec<Vec<String>> {
+    struct T<'a> {
+        g: &'a std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        index: std::collections::HashMap<&'a str, (usize, usize)>,
+        stack: Vec<&'a str>,
+        on_stack: std::collections::HashSet<&'a str>,
+        loops: Vec<Vec<String>>,
+    }
+    impl<'a> T<'a> {
+        fn visit(&mut self, v: &'a str) {
+            let n = self.index.len();
+            self.index.insert(v, (n, n));
+            self.stack.push(v);
+            self.on_stack.insert(v);
+            for w in self.g.get(v).into_iter().flatten() {
+                let w = w.as_str();
+                if !self.index.contains_key(w) {
+                    self.visit(w);
+                    let low = self.index[w].1.min(self.index[v].1);
+                    self.index.get_mut(v).unwrap().1 = low;
+                } else if self.on_stack.contains(w) {
+                    let low = self.index[w].0.min(self.index[v].1);
+                    self.index.get_mut(v).unwrap().1 = low;
+                }
+            }
+            if self.index[v].0 == self.index[v].1 {
+                let mut scc = Vec::new();
+                while let Some(w) = self.stack.pop() {
+                    self.on_stack.remove(w);
+                    scc.push(w.to_string());
+                    if w == v {
+                        break;
+                    }
+                }
+                if scc.len() > 1 {
+                    scc.sort();
+                    self.loops.push(scc);
+                }
+            }
+        }
+    }
+    let mut t = T {
+        g: graph,
+        index: Default::default(),
+        stack: Vec::new(),
+        on_stack: Default::default(),
+        loops: Vec::new(),
+    };
+    for v in graph.keys() {
+        if !t.index.contains_key(v.as_str()) {
+            t.visit(v);
+        }
+    }
+    t.loops
+}
+
+#[test]
+fn the_engine_has_no_import_loop() {
+    let graph = engine_module_graph();
+    assert!(graph.len() > 40, "found only {:?}", graph.keys());
+    assert!(
+        graph["run"].contains("executor") && graph["state::workspace"].contains("cache"),
+        "the module graph reads no imports: {graph:?}"
+    );
+    let loops = import_loops(&graph);
+    assert!(
+        loops.is_empty(),
+        "import loops in the engine (each group's modules reach each other through `crate::` paths):\n{}",
+        loops
+            .iter()
+            .map(|l| l.join(" ↔ "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn the_engines_lower_layers_name_no_command() {
+    const LOWER: &[&str] = &["state", "graph", "executor", "cache", "spec"];
+    const COMMANDS: &[&str] = &[
+        "run", "session", "runner", "compare", "trace", "status", "submit",
+    ];
+    let mut bad = Vec::new();
+    for (module, deps) in engine_module_graph() {
+        let top = module.split("::").next().unwrap();
+        if !LOWER.contains(&top) {
+            continue;
+        }
+        for d in deps {
+            if COMMANDS.contains(&d.split("::").next().unwrap()) {
+                bad.push(format!("{module} → {d}"));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "a lower layer of the engine names a command:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn the_loop_check_sees_loops() {
+    let code = "use crate::a::{b::{c, d}, e};\nlet x = crate::f::g(); // crate::h\n";
+    assert_eq!(
+        crate_module_paths(code),
+        ["a::b::c", "a::b::d", "a::e", "f::g"]
+    );
+    let g = [
+        ("a", vec!["b"]),
+        ("b", vec!["c"]),
+        ("c", vec!["a"]),
+        ("d", vec!["a"]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+    .collect();
+    assert_eq!(import_loops(&g), [["a", "b", "c"]]);
+}

@@ -32,17 +32,6 @@ use crate::state::fingerprint::Fingerprint;
 use crate::state::lockfile::LockFile;
 use crate::state::workspace::Workspace;
 
-/// The outputs of `stage` that hold metrics: its `metrics:` and those its kind declares.
-pub fn metric_paths(stage: &Stage) -> Vec<String> {
-    let mut v: Vec<String> = stage.metrics.iter().map(|m| m.path.clone()).collect();
-    for m in &stage.action.resolved.metrics {
-        if !v.contains(m) {
-            v.push(m.clone());
-        }
-    }
-    v
-}
-
 /// The numbers of a metrics JSON document, by name (see the module docs).
 pub fn flatten_metrics(doc: &Json) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
@@ -205,10 +194,10 @@ impl Records {
                     let (_, with) = s.action.key();
                     let mut metrics = BTreeMap::new();
                     let mut unreadable = Vec::new();
-                    for m in metric_paths(s) {
+                    for m in s.metric_paths() {
                         match read_metrics_file(&self.p.root.join(&m)) {
                             Ok(Some(text)) => {
-                                metrics.extend(parse_metrics(&text, &m, &metric_paths(s)))
+                                metrics.extend(parse_metrics(&text, &m, &s.metric_paths()))
                             }
                             // Not produced yet.
                             Ok(None) => {}
@@ -281,7 +270,7 @@ impl Records {
             .stages
             .iter()
             .find(|s| s.name == stage)
-            .map(metric_paths)
+            .map(Stage::metric_paths)
             .unwrap_or_default()
     }
 
@@ -459,65 +448,8 @@ fn change(a: Option<&Json>, b: Option<&Json>) -> String {
     }
 }
 
-/// Output format of the comparison commands.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Text,
-    Markdown,
-    Json,
-}
-
-/// An aligned text table, or a Markdown one.
-pub fn render_table(headers: &[String], rows: &[Vec<String>], fmt: Format) -> String {
-    let mut s = String::new();
-    if fmt == Format::Markdown {
-        let esc = |c: &str| c.replace('|', "\\|");
-        s.push_str(&format!(
-            "| {} |\n",
-            headers
-                .iter()
-                .map(|h| esc(h))
-                .collect::<Vec<_>>()
-                .join(" | ")
-        ));
-        s.push_str(&format!(
-            "|{}\n",
-            headers.iter().map(|_| "---|").collect::<String>()
-        ));
-        for r in rows {
-            s.push_str(&format!(
-                "| {} |\n",
-                r.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | ")
-            ));
-        }
-        return s;
-    }
-    let widths: Vec<usize> = (0..headers.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([headers[i].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[String]| {
-        let mut l = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            let pad = widths[i] - c.chars().count();
-            l.push_str(c);
-            if i + 1 < cells.len() {
-                l.push_str(&" ".repeat(pad + 2));
-            }
-        }
-        l.trim_end().to_string() + "\n"
-    };
-    s.push_str(&line(headers));
-    for r in rows {
-        s.push_str(&line(r));
-    }
-    s
-}
+// The table renderer lives in `ui`, which `trace` uses too.
+pub use crate::ui::{Format, render_table};
 
 /// One row of a params or metrics diff.
 #[derive(Serialize)]

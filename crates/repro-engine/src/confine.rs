@@ -29,73 +29,12 @@ use crate::state::hashing::Content;
 use crate::state::lockfile::LockFile;
 use crate::state::workspace::{Assessment, Workspace};
 
-/// Where checkpoint directories may live inside `cache/` (the engine's own area for them).
-pub const CHECKPOINT_AREA: &str = "cache/checkpoints";
-
-/// The file the engine writes into every checkpoint directory it creates (the stage key).
-pub const CHECKPOINT_MARKER: &str = ".repro-key";
+pub use crate::confine_rule::{
+    CHECKPOINT_AREA, CHECKPOINT_MARKER, check_lock_path, reserved, resolved_paths,
+};
 
 /// The engine's record of output paths it cleared for a stage to write (see [`Ownership`]).
 const CLAIMS_FILE: &str = "claimed";
-
-/// Why a normalised workspace-relative path may not be written, if it may not. `protected`:
-/// files the engine never writes (the pipeline file, its vars files, `repro.lock`); an output
-/// may be neither one of them, nor inside one, nor a directory holding one.
-pub fn reserved(rel: &str, protected: &[String], checkpoint: bool) -> Option<String> {
-    if rel.split('/').any(|c| c == ".git") {
-        return Some("inside a .git directory".into());
-    }
-    if rel == "cache" || rel.starts_with("cache/") {
-        let area = format!("{CHECKPOINT_AREA}/");
-        if checkpoint && rel.starts_with(&area) && rel.len() > area.len() {
-            return None;
-        }
-        return Some(if checkpoint {
-            format!(
-                "the engine's cache (a checkpoint may live in {CHECKPOINT_AREA}/NAME, or outside cache/)"
-            )
-        } else {
-            "the engine's cache (cache/ holds its objects, state database and logs)".into()
-        });
-    }
-    for p in protected {
-        if rel == p {
-            return Some("a file the engine never writes (the pipeline file, its vars files and repro.lock are protected)".into());
-        }
-        if p.len() > rel.len() && p.starts_with(rel) && p.as_bytes()[rel.len()] == b'/' {
-            return Some(format!(
-                "a directory holding {p}, which the engine never writes"
-            ));
-        }
-        if rel.len() > p.len() && rel.starts_with(p.as_str()) && rel.as_bytes()[p.len()] == b'/' {
-            return Some(format!("inside {p}, which the engine never writes"));
-        }
-    }
-    None
-}
-
-/// The lexical part of the rule for a path read from `repro.lock`: normalised, relative,
-/// not reserved. (The lock is shared with others: its paths are untrusted input.)
-pub fn check_lock_path(path: &str) -> Result<(), String> {
-    // What `spec::normalise` produces, checked without allocating (a lock has one path per
-    // output of every stage, read on every run).
-    if path.starts_with('/') {
-        return Err(format!("'{path}' is absolute: outside the workspace"));
-    }
-    if path.split('/').any(|c| c == "..") {
-        return Err(format!("'{path}' points outside the workspace"));
-    }
-    if path.split('/').any(|c| c.is_empty() || c == ".") {
-        return Err(format!("'{path}' is not a normalised workspace path"));
-    }
-    if path == "repro.lock" {
-        return Err(format!("'{path}' is the lock file itself"));
-    }
-    match reserved(path, &[], false) {
-        Some(why) => Err(format!("'{path}' is {why}")),
-        None => Ok(()),
-    }
-}
 
 /// Check what a finished stage left at its output path `rel` (in the workspace `root`): a
 /// stage may itself make the path, or a directory above it, a symlink leading out of the
@@ -496,21 +435,6 @@ pub fn check_pipeline(p: &Pipeline) -> Result<(), SpecErrors> {
     } else {
         Err(SpecErrors(errors))
     }
-}
-
-/// Every workspace path [`check_pipeline`] resolves through symlinks — outputs, checkpoints
-/// and the paths kinds write — as it checks them; its verdict depends on nothing else on
-/// disk (besides the workspace root), which is what `state::up_to_date` relies on.
-pub fn resolved_paths(p: &Pipeline) -> Vec<String> {
-    let mut paths = Vec::new();
-    for s in &p.stages {
-        paths.extend(s.outs.iter().map(|o| o.path.clone()));
-        paths.extend(s.checkpoint.iter().cloned());
-        for (_, w) in &s.action.resolved.writes {
-            paths.extend(normalise(&w.to_string_lossy(), false));
-        }
-    }
-    paths
 }
 
 /// A path a built-in kind writes: a declared output of its stage or inside one.

@@ -368,12 +368,6 @@ fn cycle_path(dag: &Dag, scc: &[NodeIndex]) -> Vec<usize> {
     vec![start.index()]
 }
 
-/// Stages selected by targets (names or globs such as `train@*`) plus everything upstream of
-/// them, in topological order. No targets selects every stage.
-pub fn select(p: &Pipeline, dag: &Dag, targets: &[String]) -> anyhow::Result<Vec<usize>> {
-    crate::targets::select(p, dag, targets, false)
-}
-
 /// Render the DAG as text, Graphviz dot, or Mermaid.
 pub fn render(p: &Pipeline, dag: &Dag, format: &str) -> anyhow::Result<String> {
     let order = dag.topo_order();
@@ -521,7 +515,6 @@ mod tests {
         let dag = build(&p).unwrap();
         assert_eq!(dag.upstream(2), vec![0, 1]);
         assert_eq!(dag.upstream(3), vec![0]);
-        assert_eq!(select(&p, &dag, &["f".into()]).unwrap(), vec![0, 3]);
         assert!(render(&p, &dag, "mermaid").unwrap().contains("s0 --> s2"));
     }
 }

@@ -17,14 +17,17 @@ compile_error!(
 pub mod cache;
 pub mod compare;
 pub mod confine;
+pub mod confine_rule;
 pub mod executor;
 pub mod fsutil;
+pub mod gitignore;
 pub mod graph;
 pub mod kinds;
 pub mod maintenance;
 pub mod plan;
 pub mod progress;
 pub mod remote;
+pub mod remote_url;
 pub mod run;
 pub mod schedule;
 pub mod spec;

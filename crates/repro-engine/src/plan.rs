@@ -76,7 +76,7 @@ pub struct Planned {
 }
 
 /// The verdict on every stage in `selected` (which is in topological order and closed over
-/// upstream, as `graph::select` returns it). A stage that cannot be assessed (e.g. a dep that
+/// upstream, as `targets::select` returns it). A stage that cannot be assessed (e.g. a dep that
 /// cannot be read) gets its error; the stages after it count it as changing.
 pub fn plan(
     ws: &Workspace,

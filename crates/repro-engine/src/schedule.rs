@@ -208,8 +208,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("pipeline.yaml");
         std::fs::write(&f, yaml).unwrap();
-        let (_, dag) = crate::run::load(&f, &Default::default()).unwrap();
-        dag
+        crate::graph::build(&crate::spec::load(&f, &Default::default()).unwrap()).unwrap()
     }
 
     fn all(n: usize) -> Vec<usize> {

@@ -120,6 +120,66 @@ pub fn stage_output(stage: &str, line: &str) {
     }
 }
 
+/// Output format of the table commands (`compare`, `metrics`, `trace`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Markdown,
+    Json,
+}
+
+/// An aligned text table, or a Markdown one.
+pub fn render_table(headers: &[String], rows: &[Vec<String>], fmt: Format) -> String {
+    let mut s = String::new();
+    if fmt == Format::Markdown {
+        let esc = |c: &str| c.replace('|', "\\|");
+        s.push_str(&format!(
+            "| {} |\n",
+            headers
+                .iter()
+                .map(|h| esc(h))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        ));
+        s.push_str(&format!(
+            "|{}\n",
+            headers.iter().map(|_| "---|").collect::<String>()
+        ));
+        for r in rows {
+            s.push_str(&format!(
+                "| {} |\n",
+                r.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | ")
+            ));
+        }
+        return s;
+    }
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([headers[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = widths[i] - c.chars().count();
+            l.push_str(c);
+            if i + 1 < cells.len() {
+                l.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    s.push_str(&line(headers));
+    for r in rows {
+        s.push_str(&line(r));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

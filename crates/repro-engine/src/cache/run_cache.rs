@@ -242,7 +242,7 @@ pub fn commit_outputs(
         created,
         seconds,
         fingerprint: Some(before.fingerprint.clone()),
-        metrics: crate::compare::metric_paths(stage),
+        metrics: stage.metric_paths(),
         modes,
     };
     ws.db()?.put_run(&before.key, &rec)?;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 pub mod local;
+pub mod measure;
 pub mod slurm;
 pub mod supervise;
 

@@ -93,9 +93,9 @@ pub fn main(argv: &[OsString], usage: Option<&Path>) -> i32 {
     }
     // wait4 rather than Child::wait: the same call gives the stage's resource usage.
     let status =
-        crate::trace::wait_measured(child.id() as libc::pid_t, start).map(|(raw, measured)| {
+        super::measure::wait_measured(child.id() as libc::pid_t, start).map(|(raw, measured)| {
             if let Some(out) = usage {
-                crate::trace::write_usage(out, &measured);
+                super::measure::write_usage(out, &measured);
             }
             std::process::ExitStatus::from_raw(raw)
         });

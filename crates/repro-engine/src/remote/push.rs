@@ -1,4 +1,6 @@
-//! `repro push [TARGETS]`: upload the outputs and run-cache entries of fresh stages.
+//! `repro push [TARGETS]`: upload the outputs and run-cache entries of fresh stages;
+//! `repro push --all`: also every other entry of the local run cache (other configurations:
+//! another `--set`, an earlier parameter value) whose objects are all in the local cache.
 //!
 //! Stages whose entry the remote already holds are skipped after one look-up. For the rest,
 //! every object their outputs need is uploaded (or found present) and verified first; only
@@ -24,10 +26,11 @@ pub fn push(
     load: &LoadOptions,
     targets: &[String],
     args: &RemoteArgs,
+    all: bool,
 ) -> Result<i32> {
     let t0 = Instant::now();
     let (p, dag) = crate::run::load(file, load)?;
-    let selected = crate::graph::select(&p, &dag, targets)?;
+    let selected = crate::targets::select(&p, &dag, targets, false)?;
     let store = open_required(args, &p)?;
     let _lock = WorkspaceLock::acquire(&p.root.join("cache"), false)?;
     let mut ws = Workspace::open(&p.root, Duration::from_secs(30))?;
@@ -83,6 +86,24 @@ pub fn push(
             e.sizes.insert(path.clone(), size);
         }
         entries.push((e, objects));
+    }
+
+    // --all: every other local run-cache entry of a selected stage (or of any stage, targets
+    // or not, when none are given) whose objects are all here; one whose objects were
+    // collected by `gc` is left out and counted.
+    let mut incomplete = 0;
+    if all {
+        let names: BTreeSet<&str> = selected.iter().map(|&i| p.stages[i].name.as_str()).collect();
+        let mut have: BTreeSet<String> = entries.iter().map(|(e, _)| e.key.clone()).collect();
+        for (key, rec) in ws.db()?.runs()? {
+            if (!targets.is_empty() && !names.contains(rec.stage.as_str())) || !have.insert(key.clone()) {
+                continue;
+            }
+            match entry_of(&ws, &key, &rec) {
+                Some(x) => entries.push(x),
+                None => incomplete += 1,
+            }
+        }
     }
 
     // One look-up per stage: an entry already there means its objects are too.
@@ -143,6 +164,12 @@ pub fn push(
     for s in &stale {
         println!("not pushed: {s}");
     }
+    if incomplete > 0 {
+        println!(
+            "not pushed: {incomplete} run-cache entr{} whose objects are no longer in the local cache",
+            if incomplete == 1 { "y" } else { "ies" }
+        );
+    }
     println!(
         "pushed {pushed} stage{} ({} objects, {:.1} MB checked or sent), {} already on the remote, {} not fresh, to {} ({:.2}s)",
         if pushed == 1 { "" } else { "s" },
@@ -158,6 +185,40 @@ pub fn push(
     );
     ws.save_stat()?;
     Ok(if failed.is_empty() { 0 } else { 1 })
+}
+
+/// The remote entry for a local run-cache record, with the objects it needs (hash, size), if
+/// every one of them is in the local cache.
+fn entry_of(
+    ws: &Workspace,
+    key: &str,
+    rec: &crate::state::db::RunRecord,
+) -> Option<(Entry, Vec<(String, u64)>)> {
+    let size = |h: &str| std::fs::metadata(ws.objects.object_path(h)).ok().map(|m| m.len());
+    let mut objects = Vec::new();
+    let mut sizes = BTreeMap::new();
+    for (path, hash) in &rec.outs {
+        let s = size(hash)?;
+        if rec.dirs.contains(path) {
+            for f in ws.objects.manifest(hash).ok()? {
+                objects.push((f.hash.clone(), size(&f.hash)?));
+            }
+        }
+        objects.push((hash.clone(), s));
+        sizes.insert(path.clone(), s);
+    }
+    let e = Entry {
+        version: ENTRY_VERSION,
+        key: key.to_string(),
+        stage: rec.stage.clone(),
+        outs: rec.outs.clone(),
+        dirs: rec.dirs.clone(),
+        sizes,
+        created: rec.created,
+        seconds: rec.seconds,
+        modes: rec.modes.clone(),
+    };
+    Some((e, objects))
 }
 
 /// A byte progress bar on a terminal; nothing otherwise.

@@ -35,12 +35,7 @@ pub const ENTRY_CAP: u64 = 4 << 20;
 /// manifest and its parsed form stay within about a gigabyte of memory.
 pub const MANIFEST_CAP: u64 = 256 << 20;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    S3,
-    Http,
-    File,
-}
+pub use crate::remote_url::{Kind, check_url, normalise};
 
 /// A connected remote: the client and the runtime its requests run on.
 pub struct Store {
@@ -243,54 +238,6 @@ pub fn cas_path(hash: &str) -> ObjPath {
 
 pub fn ac_path(key: &str) -> ObjPath {
     ObjPath::from(format!("ac/{key}"))
-}
-
-/// Turn what the user wrote into a URL: URLs pass through; a plain path (a shared
-/// directory) becomes `file://`, relative to `base`.
-pub fn normalise(spec: &str, base: &std::path::Path) -> Result<String> {
-    if spec.contains("://") {
-        return Ok(spec.to_string());
-    }
-    let p = std::path::Path::new(spec);
-    let abs = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    };
-    Ok(format!("file://{}", abs.display()))
-}
-
-/// Check a remote URL without connecting (the pipeline loader reports problems at the key).
-pub fn check_url(url: &str) -> Result<Kind, String> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(format!(
-            "remote '{url}' is not a URL (s3://bucket/prefix, https://host/path or file:///path)"
-        ));
-    };
-    let kind = match scheme {
-        "s3" | "s3a" => Kind::S3,
-        "http" | "https" => Kind::Http,
-        "file" => Kind::File,
-        other => {
-            return Err(format!(
-                "unsupported remote scheme '{other}://' (supported: s3://, http://, https://, file://)"
-            ));
-        }
-    };
-    let authority = rest.split('/').next().unwrap_or_default();
-    if authority.contains('@') {
-        return Err(format!(
-            "remote '{url}' holds credentials: take them out of the URL and set them in the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for S3)"
-        ));
-    }
-    match kind {
-        Kind::S3 if authority.is_empty() => Err(format!("remote '{url}' names no bucket")),
-        Kind::Http if authority.is_empty() => Err(format!("remote '{url}' names no host")),
-        Kind::File if !rest.starts_with('/') => Err(format!(
-            "remote '{url}': a file:// URL needs an absolute path (file:///shared/cache)"
-        )),
-        _ => Ok(kind),
-    }
 }
 
 /// Requests are retried a few times with back-off, then fail: a dead server must end a

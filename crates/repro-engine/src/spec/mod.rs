@@ -136,6 +136,20 @@ pub struct Stage {
     pub mark: Mark,
 }
 
+impl Stage {
+    /// The outputs that hold metrics: its `metrics:` and those its kind declares (read by
+    /// `compare` and recorded by the run cache).
+    pub fn metric_paths(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.metrics.iter().map(|m| m.path.clone()).collect();
+        for m in &self.action.resolved.metrics {
+            if !v.contains(m) {
+                v.push(m.clone());
+            }
+        }
+        v
+    }
+}
+
 const TOP_KEYS: &[&str] = &[
     "vars", "stages", "profiles", "profile", "executor", "slurm", "remote",
 ];
@@ -308,15 +322,16 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
     }
     let slurm = doc.get("slurm").map(Node::to_json).unwrap_or(Json::Null);
     let remote = doc.get("remote").and_then(|n| match n.as_str() {
-        Some(url) => match crate::remote::store::check_url(
-            &crate::remote::store::normalise(url, &root_dir).ok()?,
-        ) {
-            Ok(_) => Some(url.to_string()),
-            Err(msg) => {
-                errors.push(SpecError::at(&n.mark, msg));
-                None
+        Some(url) => {
+            match crate::remote_url::check_url(&crate::remote_url::normalise(url, &root_dir).ok()?)
+            {
+                Ok(_) => Some(url.to_string()),
+                Err(msg) => {
+                    errors.push(SpecError::at(&n.mark, msg));
+                    None
+                }
             }
-        },
+        }
         None => {
             errors.push(SpecError::at(
                 &n.mark,

@@ -72,7 +72,7 @@ impl LockFile {
         }
         for (name, e) in &self.stages {
             for (path, hash) in &e.out_hashes {
-                crate::confine::check_lock_path(path)
+                crate::confine_rule::check_lock_path(path)
                     .map_err(|why| anyhow::anyhow!("stage '{name}': output {why}"))?;
                 if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                     anyhow::bail!("stage '{name}': output '{path}' has a malformed hash '{hash}'");

@@ -261,7 +261,7 @@ fn paths_seen(ws: &Workspace, p: &Pipeline) -> Option<Vec<(Vec<u8>, Look, Seen)>
         let seen = stat_of_used(&ws.root.join(&file), hash.as_ref())?;
         paths.push((file.into_os_string().into_vec(), Look::Follow, seen));
     }
-    let resolved = crate::confine::resolved_paths(p);
+    let resolved = crate::confine_rule::resolved_paths(p);
     let mut nofollow: Vec<&str> = resolved
         .iter()
         .flat_map(|r| std::iter::once(r.as_str()).chain(crate::graph::ancestors(r)))

@@ -599,7 +599,7 @@ fn parse_sbatch_id(stdout: &str) -> Result<u64> {
 fn measured(mut job: Job) -> Result<Job> {
     if let Some(usage) = job.usage.take() {
         let exe = std::env::current_exe().context("cannot find the repro binary")?;
-        job.argv = crate::trace::wrap(&exe, &usage, std::mem::take(&mut job.argv));
+        job.argv = crate::executor::measure::wrap(&exe, &usage, std::mem::take(&mut job.argv));
     }
     Ok(job)
 }
