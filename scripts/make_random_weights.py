@@ -8,7 +8,7 @@ ARCH: resnet50 | resnet101 | densenet161. With torchvision installed the state d
 `torchvision.models.ARCH(num_classes=CLASSES)` (seeded); without it, it is built from the
 variable names and shapes recorded from torchvision 0.26 in
 tests/fixtures/torchvision-shapes.json (same names, shapes and dtypes; He-normal convolutions,
-unit batch norms), so that a GPU machine without torchvision can still make one.
+random batch norms: scale, shift, running mean and variance), so that a GPU machine without torchvision can still make one.
 --legacy-names writes DenseNet's 2017 names (`norm.1` for `norm1`, ...), as in
 densenet161-8d451a50.pth; --legacy-format writes the pre-1.6 stream format instead of zip.
 """
@@ -26,14 +26,21 @@ def from_torchvision(arch, classes):
     import torchvision.models as tvm
     torch.manual_seed(0)
     m = getattr(tvm, arch)(weights=None, num_classes=classes)
-    # Non-trivial batch-norm statistics, so that eval-mode tests see them.
+    # Non-trivial batch norms — scale, shift, running mean and variance all random and
+    # different — so that an import which swaps or drops any of them fails the tests.
     g = torch.Generator().manual_seed(1)
-    for k, v in m.state_dict().items():
-        if k.endswith("running_mean"):
-            v.copy_(torch.randn(v.shape, generator=g) * 0.1)
-        elif k.endswith("running_var"):
-            v.copy_(torch.rand(v.shape, generator=g) * 0.5 + 0.75)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+                randomise_bn(mod.weight, mod.bias, mod.running_mean, mod.running_var, g)
     return m.state_dict()
+
+
+def randomise_bn(weight, bias, mean, var, g):
+    weight.copy_(torch.rand(weight.shape, generator=g) * 0.5 + 0.75)
+    bias.copy_(torch.randn(bias.shape, generator=g) * 0.1)
+    mean.copy_(torch.randn(mean.shape, generator=g) * 0.1)
+    var.copy_(torch.rand(var.shape, generator=g) * 0.5 + 0.75)
 
 
 def from_shapes(arch, classes):
@@ -47,9 +54,9 @@ def from_shapes(arch, classes):
         if dtype == "int64":
             sd[name] = torch.zeros(shape, dtype=torch.int64)
         elif name.endswith("running_var") or (name.endswith(".weight") and len(shape) == 1):
-            sd[name] = torch.ones(shape)
+            sd[name] = torch.rand(shape, generator=g) * 0.5 + 0.75
         elif name.endswith(("running_mean", ".bias")):
-            sd[name] = torch.zeros(shape)
+            sd[name] = torch.randn(shape, generator=g) * 0.1
         else:
             fan = math.prod(shape[1:])
             sd[name] = torch.randn(shape, generator=g) * math.sqrt(2.0 / fan)

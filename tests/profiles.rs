@@ -159,16 +159,50 @@ fn dag_json_shows_resolved_parameters_deps_and_outs() {
     let dag: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(
         dag.len(),
-        6 + 6 + 3 + 3 + 3 + 216 + 50 + 28 + 3 + 216 + 50 + 28 + 1
+        6 + 6 + 3 + 3 + 3 + 216 + 50 + 28 + 3 + 216 + 50 + 28 + 1 + 6 + 6
     );
+    // The numerics study is on in the paper profile: ImageNet, ResNet50, soft-nu and bce-nu at
+    // γ = 208/256/512, as written in fp32 with non-finite steps applied, and otherwise the
+    // stable sweep's settings (so the two differ in numerics only).
+    let d = stage(&dag, "gamma_direct@imagenet-1k,resnet50,bce-nu,256,0");
+    let s = stage(&dag, "gamma_sweep@imagenet-1k,resnet50,bce-nu,256,0");
+    assert_eq!(d["with"]["numerics"], "direct");
+    assert_eq!(d["with"]["on_nonfinite"], "apply");
+    for k in [
+        "init_from",
+        "epochs",
+        "lr",
+        "batch_size",
+        "unified_bias_init",
+        "head_init",
+        "weight_decay",
+        "augment",
+        "image_size",
+    ] {
+        assert_eq!(d["with"][k], s["with"][k], "{k}");
+    }
+    assert!(stage_exists(
+        &dag,
+        "gamma_direct@imagenet-1k,resnet50,soft-nu,208,0"
+    ));
+    assert!(stage_exists(
+        &dag,
+        "evaluate_gamma_direct@imagenet-1k,resnet50,bce-nu,512,0"
+    ));
+    // FGVC fine-tunes keep a new head.
+    let c = stage(&dag, "finetune@cub-200-2011,resnet50,bce-nu,0");
+    assert_eq!(c["with"]["head_init"], "new");
+    assert_eq!(c["with"]["unified_bias_init"], "log10n");
 
-    // Per-dataset settings: ImageNet 30 epochs at 1e-4, FGVC 100 at 1e-3; b = 0; γ = 96.
+    // Per-dataset settings: ImageNet 30 epochs at 1e-4, FGVC 100 at 1e-3; b₀ = ln(10·N) for
+    // bce-nu (docs/training.md); γ = 96; ImageNet's head from the pre-trained classifier.
     let f = stage(&dag, "finetune@imagenet-1k,resnet50,bce-nu,0");
     assert_eq!(f["kind"], "train");
     assert_eq!(f["with"]["epochs"], 30);
     assert_eq!(f["with"]["lr"], 0.0001);
     assert_eq!(f["with"]["gamma"], 96);
-    assert_eq!(f["with"]["unified_bias_init"], 0);
+    assert_eq!(f["with"]["unified_bias_init"], "log10n");
+    assert_eq!(f["with"]["head_init"], "pretrained");
     assert_eq!(f["with"]["augment"], true);
     assert_eq!(
         f["with"]["init_from"],
@@ -272,4 +306,8 @@ fn a_bad_profile_value_is_reported_at_the_profile_line() {
     // Reported once for all the fine-tunings that use it, not 180 times.
     assert_eq!(err.matches("must be at least 2").count(), 1, "{err}");
     assert!(err.contains("more stages"), "{err}");
+}
+
+fn stage_exists(dag: &[serde_json::Value], name: &str) -> bool {
+    dag.iter().any(|s| s["name"] == name)
 }

@@ -9,6 +9,15 @@ use serde::{Deserialize, Serialize};
 use super::loss::{BiasMode, DEFAULT_GAMMA, LossKind};
 use super::model::ModelName;
 
+/// The head at the start of a fine-tune (see `TrainConfig::head_init`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadInit {
+    #[default]
+    New,
+    Pretrained,
+}
+
 /// What to do with a step whose loss or gradients are not finite.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,10 +61,17 @@ pub struct TrainConfig {
     #[serde(default)]
     pub bias_mode: u8,
     /// Initial unified bias of the unified-bias losses (`*-u`, `*-nu`; the other losses ignore
-    /// it, so one value can serve a whole matrix of losses); default log(N−1) with the
-    /// classifier's sign (see docs/training.md).
+    /// it, so one value can serve a whole matrix of losses): a number, `log10n` (ln(10·N) for
+    /// the normalized classifier, 0 for the linear one: the paper's start, docs/training.md) or
+    /// `balanced`; default (null) log(N−1) with the classifier's sign.
     #[serde(default)]
-    pub unified_bias_init: Option<f64>,
+    pub unified_bias_init: Option<super::loss::BiasStart>,
+    /// The head at the start of a fine-tune: `new` (uniform ±1/√M), or `pretrained`: the
+    /// classifier of `init_from` (rows normalised for the normalized classifier; its per-class
+    /// bias kept for the diverse-bias losses at bias_mode 0). Only where the classes are the
+    /// pre-training's (ImageNet); the FGVC sets have new classes and keep a new head.
+    #[serde(default)]
+    pub head_init: HeadInit,
     /// Passes over the training split. 0 = no training: the `init_from` model is evaluated as
     /// it is, with its own classifier (`head.*` of the file) — the pre-training column of the
     /// paper's Table II.
@@ -167,7 +183,10 @@ impl TrainConfig {
                 "parameter `bias_mode` applies to diverse-bias losses only (soft-d, soft-nd, bce-d, bce-nd), not {kind}"
             );
         }
-        if let Some(b) = self.unified_bias_init
+        if self.head_init == HeadInit::Pretrained && self.init_from.is_none() {
+            bail!("parameter `head_init: pretrained` needs `init_from` (the pre-trained model)");
+        }
+        if let Some(super::loss::BiasStart::Value(b)) = self.unified_bias_init
             && !b.is_finite()
         {
             bail!("parameter `unified_bias_init` must be a finite number, got {b}");
@@ -256,7 +275,7 @@ mod tests {
             .validate()
             .unwrap();
         let mut c = cfg(serde_json::json!({"loss": "bce-u"}));
-        c.unified_bias_init = Some(f64::NAN);
+        c.unified_bias_init = Some(super::super::loss::BiasStart::Value(f64::NAN));
         assert!(c.validate().unwrap_err().to_string().contains("finite"));
     }
 }

@@ -153,12 +153,70 @@ pub fn default_unified_bias(kind: LossKind, classes: usize) -> f64 {
     }
 }
 
+/// Where the unified bias starts (`unified_bias_init`): a number, or a rule of the number of
+/// classes N. `log10n` is the start of the UCE loss (the paper's reference [6], whose normalised
+/// BCE loss is bce-nu): the bias that makes every sigmoid start at 1/(10·N) for a metric of 0,
+/// i.e. b₀ = ln(10·N) subtracted by the normalized classifier (γcos − b); the linear classifier
+/// (W·x + b) starts at 0, where Fig. 2's learned −0.08 points (docs/training.md has the
+/// arithmetic from Table III, Fig. 2 and Section V-A).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum BiasStart {
+    Value(f64),
+    Rule(BiasRule),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+pub enum BiasRule {
+    /// ln(10·N) for the normalized classifier, 0 for the linear one.
+    #[serde(rename = "log10n")]
+    Log10N,
+    /// ±log(N−1): [`default_unified_bias`].
+    #[serde(rename = "balanced")]
+    Balanced,
+}
+
+impl BiasStart {
+    /// The start for `kind` with `classes` classes.
+    pub fn value(self, kind: LossKind, classes: usize) -> f64 {
+        match self {
+            BiasStart::Value(v) => v,
+            BiasStart::Rule(BiasRule::Balanced) => default_unified_bias(kind, classes),
+            BiasStart::Rule(BiasRule::Log10N) => match (kind.formula, kind.classifier) {
+                (Formula::Bce, Classifier::Normalized) => (10.0 * classes.max(1) as f64).ln(),
+                _ => 0.0,
+            },
+        }
+    }
+}
+
 /// Default scale of the normalized classifier (Section V: γ = 96).
 pub const DEFAULT_GAMMA: f64 = 96.0;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    /// Table III's γ = 256/512 rows (no update): t* = γτ − b₀ solves to b₀ = 9.21 = ln(10·1000).
+    #[test]
+    fn log10n_is_the_start_table_iii_implies() {
+        let nu: LossKind = "bce-nu".parse().unwrap();
+        let b0 = BiasStart::Rule(BiasRule::Log10N).value(nu, 1000);
+        let tau = (160.95 - 75.87) / (512.0 - 256.0);
+        let from_table = 256.0 * tau - 75.87;
+        assert!(
+            (b0 - 9.2103).abs() < 1e-3 && (from_table - b0).abs() < 0.01,
+            "{b0} {from_table}"
+        );
+        let u: LossKind = "bce-u".parse().unwrap();
+        assert_eq!(BiasStart::Rule(BiasRule::Log10N).value(u, 1000), 0.0);
+        assert_eq!(BiasStart::Value(1.5).value(nu, 1000), 1.5);
+        let parsed: BiasStart = serde_json::from_str("\"log10n\"").unwrap();
+        assert_eq!(parsed, BiasStart::Rule(BiasRule::Log10N));
+        let parsed: BiasStart = serde_json::from_str("0").unwrap();
+        assert_eq!(parsed, BiasStart::Value(0.0));
+        assert!(serde_json::from_str::<BiasStart>("\"ln\"").is_err());
+    }
+
     #[test]
     fn names_round_trip() {
         for name in LOSS_NAMES {

@@ -116,6 +116,9 @@ pub struct Epoch {
     pub epoch: Option<u64>,
     #[serde(deserialize_with = "lenient")]
     pub loss: Option<f64>,
+    /// Steps taken in the epoch (skipped ones included).
+    #[serde(default)]
+    pub steps: Option<u64>,
     #[serde(deserialize_with = "lenient")]
     pub seconds: Option<f64>,
 }

@@ -1,6 +1,6 @@
 //! torchvision checkpoints imported with `repro weights import` give the same network as
-//! torchvision: for ResNet50, ResNet101 and DenseNet161 with random weights (and non-trivial
-//! batch-norm statistics), PyTorch writes the state dict with `torch.save` and its outputs on
+//! torchvision: for ResNet50, ResNet101 and DenseNet161 with random weights (batch norms with
+//! random scale, shift, running mean and variance, so a swap of any two fails), PyTorch writes the state dict with `torch.save` and its outputs on
 //! one batch; our import of that file, loaded into our models, gives the same eval-mode logits
 //! (1e-4 relative), and one training step gives the same loss and gradients. The DenseNet file
 //! uses the legacy names and the legacy (pre-zip) format of torchvision's 2017 weights.

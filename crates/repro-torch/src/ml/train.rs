@@ -26,7 +26,7 @@ use super::models::{self, ModelName};
 use super::sgd::{Param, Sgd, cosine_lr};
 use crate::loader::{Loader, LoaderConfig};
 
-pub use repro::ml_spec::config::{OnNonFinite, TrainConfig};
+pub use repro::ml_spec::config::{HeadInit, OnNonFinite, TrainConfig};
 
 fn parse_device(s: &str) -> Result<Device> {
     Ok(match s {
@@ -147,7 +147,9 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
     let backbone = models::build(&root, model_name, model_channels, h, w)?;
     let init = BiasInit {
         mode: cfg.bias_mode,
-        unified: cfg.unified_bias_init,
+        unified: cfg
+            .unified_bias_init
+            .map(|b| b.value(kind, classes as usize)),
     };
     let mut head = Head::new(
         &(&root / "head"),
@@ -162,6 +164,8 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
         load_feature_extractor(&vs, &abs(src), model_name)?;
         if cfg.epochs == 0 {
             load_head(&head, &abs(src))?;
+        } else if cfg.head_init == HeadInit::Pretrained {
+            start_head_from(&head, &abs(src), cfg.bias_mode)?;
         }
     }
     let bias_init = head.bias_values();
@@ -406,6 +410,8 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
         "model": model_name.to_string(),
         "gamma": cfg.gamma,
         "bias_mode": cfg.bias_mode,
+        "head_init": cfg.head_init,
+        "unified_bias_init": cfg.unified_bias_init,
         "bias_init": bias_init,
         "bias_final": bias_final,
         "classes": classes,
@@ -689,6 +695,49 @@ fn load_feature_extractor(vs: &nn::VarStore, path: &Path, model: ModelName) -> R
 
 /// The classifier of the `init_from` file (`head.weight`, `head.bias`: a torchvision model's
 /// own ImageNet classifier after `repro weights import`), for evaluating a model as it is.
+/// `head_init: pretrained`: the fine-tune's head starts from the pre-trained classifier of
+/// `path` — its weight rows (unit length for the normalized classifier, whose metric is
+/// γ·cos and so ignores the rows' norms; normalising keeps their update scale like a new
+/// head's), and its per-class bias for the diverse-bias losses at bias_mode 0. A unified bias
+/// keeps its start (`unified_bias_init`): the pre-trained classifier has none.
+pub fn start_head_from(head: &Head, path: &Path, bias_mode: u8) -> Result<()> {
+    let file = io::read_safetensors(path)?;
+    let w = file.get("head.weight").with_context(|| {
+        format!(
+            "{}: `head_init: pretrained` needs the model's classifier, but the file has no `head.weight`",
+            path.display()
+        )
+    })?;
+    if w.size() != head.weight.size() {
+        bail!(
+            "{}: `head.weight` has shape {:?} but this head needs {:?}: `head_init: pretrained` only fits the classes of the pre-training (the FGVC sets keep `head_init: new`)",
+            path.display(),
+            w.size(),
+            head.weight.size()
+        );
+    }
+    let w = w.to_kind(Kind::Float);
+    let w = if head.kind.classifier == repro::ml_spec::loss::Classifier::Normalized {
+        let n = w
+            .norm_scalaropt_dim(2, [1].as_slice(), true)
+            .clamp_min(1e-12);
+        &w / n
+    } else {
+        w
+    };
+    let mut v = head.weight.shallow_clone();
+    tch::no_grad(|| v.copy_(&w.to_kind(v.kind()).to_device(v.device())));
+    if let (Some(b), Some(src)) = (head.bias.as_ref(), file.get("head.bias"))
+        && b.size() == src.size()
+        && head.kind.bias == repro::ml_spec::loss::BiasMode::Diverse
+        && bias_mode == 0
+    {
+        let mut b = b.shallow_clone();
+        tch::no_grad(|| b.copy_(&src.to_kind(b.kind()).to_device(b.device())));
+    }
+    Ok(())
+}
+
 fn load_head(head: &Head, path: &Path) -> Result<()> {
     let file = io::read_safetensors(path)?;
     let classes = head.weight.size()[0];
