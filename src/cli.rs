@@ -45,7 +45,7 @@ pub enum Command {
     /// Remove cache objects that no lock entry or kept run-cache entry references.
     Gc(GcArgs),
     /// Upload the outputs and run-cache entries of fresh stages to the remote cache.
-    Push(TransferArgs),
+    Push(PushArgs),
     /// Fetch what the current configuration needs from the remote cache and place it.
     Pull(TransferArgs),
     /// Evaluate a logits file: A_SW, A_CW, A_Uni, t* (and after SoftMax).
@@ -176,6 +176,17 @@ pub struct TransferArgs {
     pub pipeline: PipelineArgs,
     #[command(flatten)]
     pub remote: repro_engine::remote::RemoteArgs,
+}
+
+#[derive(Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    /// Also push every other configuration in the local run cache (other `--set` values,
+    /// earlier parameters) whose objects are all in the local cache, not only what
+    /// repro.lock records.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Args)]
@@ -477,14 +488,17 @@ pub fn main() -> i32 {
             };
             repro_engine::remote::verify::verify(&file, &args)
         }
-        Command::Push(args) => args.pipeline.load_options().and_then(|load| {
-            repro_engine::remote::push::push(
-                &args.pipeline.file,
-                &load,
-                &args.targets,
-                &args.remote,
-            )
-        }),
+        Command::Push(PushArgs { transfer: args, all }) => {
+            args.pipeline.load_options().and_then(|load| {
+                repro_engine::remote::push::push(
+                    &args.pipeline.file,
+                    &load,
+                    &args.targets,
+                    &args.remote,
+                    all,
+                )
+            })
+        }
         Command::Pull(args) => cmd_pull(args),
         Command::Gc(args) => {
             repro_engine::maintenance::gc(&workspace_of(&args.file), args.keep_last)

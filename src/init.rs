@@ -3,8 +3,9 @@
 //! The pipeline shows the pieces a researcher needs on day one (a `cmd` stage with a param,
 //! a `foreach` over a list of values, deps, outs and a metrics file) and nothing else, so it
 //! can be read in a minute and edited into the real thing. The cache directory is added to
-//! `.gitignore` (once; an existing file keeps its content). An existing pipeline is never
-//! overwritten.
+//! `.gitignore` (once; an existing file keeps its content), and so is the block of declared
+//! outputs that `repro run` keeps current (`repro_engine::gitignore`). An existing pipeline is
+//! never overwritten.
 
 use std::path::Path;
 
@@ -55,7 +56,8 @@ pub fn init(dir: &Path) -> Result<Vec<String>> {
     // Everything that can fail is checked before anything is written: a `.gitignore` that
     // cannot be read must not leave a pipeline behind.
     let ignore = dir.join(".gitignore");
-    let addition = ignore_addition(&ignore)?;
+    let old = read_ignore(&ignore)?;
+    let addition = addition_to(&old);
     // create_new: a file that appeared since the check is not replaced either.
     {
         use std::io::Write;
@@ -68,14 +70,43 @@ pub fn init(dir: &Path) -> Result<Vec<String>> {
             .with_context(|| format!("cannot write {}", pipeline.display()))?;
     }
     let mut done = vec![format!("wrote {}", pipeline.display())];
-    if let Some(bytes) = addition {
+    // The template's outputs, in the block `repro run` keeps current (before the cache line).
+    let outs: Vec<String> = repro_engine::spec::load(&pipeline, &Default::default())
+        .map(|p| {
+            p.stages
+                .iter()
+                .flat_map(|s| s.outs.iter().map(|o| o.path.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let outs: Vec<&str> = outs.iter().map(String::as_str).collect();
+    let mut new = repro_engine::gitignore::with_block(&old, &outs).unwrap_or_else(|| old.clone());
+    let listed = new != old;
+    if let Some(bytes) = &addition {
+        new.extend_from_slice(bytes);
+    }
+    if new != old {
         use std::io::Write;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&ignore)
-            .and_then(|mut f| f.write_all(&bytes))
-            .with_context(|| format!("cannot write {}", ignore.display()))?;
+        if new.starts_with(&old) {
+            // Appending keeps every byte that was there, even if the file changed meanwhile.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&ignore)
+                .and_then(|mut f| f.write_all(&new[old.len()..]))
+        } else {
+            repro_engine::fsutil::write_atomic(&ignore, &new).map_err(std::io::Error::other)
+        }
+        .with_context(|| format!("cannot write {}", ignore.display()))?;
+    }
+    if listed {
+        done.push(format!(
+            "listed the pipeline's {} declared outputs in {} (a marked block `repro run` keeps current)",
+            outs.len(),
+            ignore.display()
+        ));
+    }
+    if addition.is_some() {
         done.push(format!("added {IGNORE_LINE} to {}", ignore.display()));
     }
     Ok(done)
@@ -84,18 +115,28 @@ pub fn init(dir: &Path) -> Result<Vec<String>> {
 /// The bytes to append to a `.gitignore` so that it ignores the cache, or `None` when an
 /// equivalent line is already there. Works on bytes: a `.gitignore` need not be UTF-8, and
 /// what it holds is kept as it is.
+#[cfg(test)]
 fn ignore_addition(path: &Path) -> Result<Option<Vec<u8>>> {
-    let old = match std::fs::read(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
+    Ok(addition_to(&read_ignore(path)?))
+}
+
+/// A `.gitignore`'s bytes (none when there is no file).
+fn read_ignore(path: &Path) -> Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// The bytes to append to a `.gitignore` holding `old` so that it ignores the cache.
+fn addition_to(old: &[u8]) -> Option<Vec<u8>> {
     let covered = old
         .split(|&b| b == b'\n')
         .map(<[u8]>::trim_ascii)
         .any(|l| matches!(l, b"cache" | b"cache/" | b"/cache" | b"/cache/"));
     if covered {
-        return Ok(None);
+        return None;
     }
     let mut text = Vec::new();
     if !old.is_empty() && !old.ends_with(b"\n") {
@@ -106,7 +147,7 @@ fn ignore_addition(path: &Path) -> Result<Option<Vec<u8>>> {
     );
     text.extend_from_slice(IGNORE_LINE.as_bytes());
     text.push(b'\n');
-    Ok(Some(text))
+    Some(text)
 }
 
 #[cfg(test)]
@@ -134,7 +175,7 @@ mod tests {
         let old = b"caf\xe9.log\n*.pyc".to_vec();
         std::fs::write(&g, &old).unwrap();
         let done = init(d.path()).unwrap();
-        assert_eq!(done.len(), 2, "{done:?}");
+        assert_eq!(done.len(), 3, "{done:?}");
         assert!(d.path().join("pipeline.yaml").is_file());
         let bytes = std::fs::read(&g).unwrap();
         assert!(bytes.starts_with(&old), "{bytes:?}");

@@ -238,6 +238,63 @@ fn pull_reports_stages_the_remote_lacks_and_run_without_remote_pays_nothing() {
 // ---------------------------------------------------------------------------------------
 // nginx (WebDAV)
 
+/// Two configurations of one pipeline: the parameter `scale` feeds `gen`, whose output `sum`
+/// reads.
+const SWEEP: &str = r#"vars:
+  scale: 2
+stages:
+  gen:
+    cmd: echo gen >> executions.log && mkdir -p out && echo ${scale} > out/v.txt && seq 1 ${scale}000 > out/n.txt
+    params: [scale]
+    outs: [out]
+  sum:
+    cmd: echo sum >> executions.log && wc -l < out/n.txt > total.txt
+    deps: [out]
+    outs: [total.txt]
+"#;
+
+/// `push` sends the configuration repro.lock records; `push --all` also every other one in the
+/// local run cache (here an earlier `--set`), which a fresh workspace then pulls unrun.
+#[test]
+fn push_all_shares_every_configuration_in_the_run_cache() {
+    let shared = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", shared.path().join("cache").display());
+    let a = Ws::new(SWEEP);
+    ok(&a, &[], &["run", "--no-remote", "--set", "scale=3"]);
+    ok(&a, &[], &["run", "--no-remote"]);
+    assert_eq!(a.read("total.txt").trim(), "2000");
+
+    let out = ok(&a, &[], &["push", "--remote", &url]);
+    assert!(out.contains("pushed 2 stages"), "{out}");
+    let b = Ws::new(SWEEP);
+    let out = fail(&b, &[], &["pull", "--remote", &url, "--set", "scale=3"]);
+    assert!(
+        out.contains("not in the local or the remote run cache"),
+        "{out}"
+    );
+
+    let out = ok(&a, &[], &["push", "--all", "--remote", &url]);
+    assert!(
+        out.contains("pushed 2 stages") && out.contains("2 already on the remote"),
+        "{out}"
+    );
+    let out = ok(&a, &[], &["push", "--all", "--remote", &url]);
+    assert!(
+        out.contains("pushed 0 stages") && out.contains("4 already on the remote"),
+        "{out}"
+    );
+    let c = Ws::new(SWEEP);
+    let out = ok(&c, &[], &["pull", "--remote", &url, "--set", "scale=3"]);
+    assert!(out.contains("2 restored (remote)"), "{out}");
+    assert_eq!(c.read("out/v.txt").trim(), "3");
+    assert_eq!(c.read("total.txt").trim(), "3000");
+    assert!(c.executions().is_empty(), "C executed {:?}", c.executions());
+    assert_eq!(
+        shared.path().join("cache/ac").read_dir().unwrap().count(),
+        4
+    );
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

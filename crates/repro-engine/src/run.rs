@@ -417,6 +417,13 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     if !unowned.is_empty() {
         anyhow::bail!("{}", crate::spec::SpecErrors(unowned));
     }
+    // Every remote entry whose key is already known, fetched in one batch (see `prefetch`).
+    let planned: Vec<_> = assessed
+        .iter()
+        .filter_map(|(i, a)| Some((&p.stages[*i], a.as_ref().ok()?)))
+        .collect();
+    remote.prefetch(&ws, &planned);
+    drop(planned);
     let mut pre_fresh: HashMap<usize, Assessment> = assessed
         .into_iter()
         .filter_map(|(i, a)| a.ok().filter(Assessment::fresh).map(|a| (i, a)))
@@ -671,6 +678,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     let lock_changed = lock != lock_before;
     if lock_changed {
         crate::state::workspace::write_lock(&ws, &lock)?;
+        crate::gitignore::after_lock_written(&p);
     }
     ws.save_stat()?;
     phases.mark("write lock + stat cache");

@@ -17,16 +17,17 @@ pub mod transfer;
 pub mod verify;
 
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 
 use crate::progress::Progress;
 use crate::spec::{Pipeline, Stage};
 use crate::state::db::RunRecord;
-use crate::state::workspace::Workspace;
-use store::{BadRemoteEntry, MANIFEST_CAP, Store};
+use crate::state::workspace::{Assessment, Workspace};
+use store::{BadRemoteEntry, Entry, MANIFEST_CAP, Store};
 use transfer::{BadRemoteObject, Counters, Item};
 
 /// Remote options shared by `run`, `pull` and `push`.
@@ -103,6 +104,8 @@ pub struct RunRemote {
     off: Cell<bool>,
     /// Keys whose remote entry proved unusable in this run (warned about once).
     bad: RefCell<BTreeSet<String>>,
+    /// Entries found by [`RunRemote::prefetch`] whose objects are all in the local cache.
+    prefetched: RefCell<HashMap<String, Entry>>,
 }
 
 impl RunRemote {
@@ -118,6 +121,7 @@ impl RunRemote {
             store: OnceCell::new(),
             off: Cell::new(false),
             bad: RefCell::default(),
+            prefetched: RefCell::default(),
         })
     }
 
@@ -151,7 +155,16 @@ impl RunRemote {
         key: &str,
         progress: &mut Progress,
     ) -> Result<Option<RunRecord>> {
-        if self.url.is_none() || self.off.get() || self.bad.borrow().contains(key) {
+        if self.url.is_none() {
+            return Ok(None);
+        }
+        if let Some(entry) = self.prefetched.borrow_mut().remove(key) {
+            // Its objects came down (verified) before the scheduler started.
+            let rec = entry.record();
+            ws.db()?.put_run(key, &rec)?;
+            return Ok(Some(rec));
+        }
+        if self.off.get() || self.bad.borrow().contains(key) {
             return Ok(None);
         }
         let res = self.try_fetch(ws, stage, id, key, progress);
@@ -177,6 +190,120 @@ impl RunRemote {
                     self.off.set(true);
                 }
                 Ok(None)
+            }
+        }
+    }
+
+    /// Before the scheduler starts: look up, many at once, the remote entries of every stage
+    /// in `planned` that is out of date, whose key is already computable (every dep is here)
+    /// and that the local run cache lacks, and bring the objects of all the entries found
+    /// into the local cache in one pool of transfers (manifests first, then the files they
+    /// name), instead of one stage after another as the scheduler reaches them. An entry
+    /// whose objects all arrived is kept for [`RunRemote::fetch`], which records it and
+    /// restores the stage as before. Anything that goes wrong here (an unreachable remote, a
+    /// bad entry, manifest or object) only leaves that stage to its own look-up in `fetch`,
+    /// which applies every trust rule and reports it exactly as without the prefetch.
+    pub fn prefetch(&self, ws: &Workspace, planned: &[(&Stage, &Assessment)]) {
+        if self.url.is_none() || self.off.get() {
+            return;
+        }
+        let Ok(db) = ws.db() else { return };
+        let wanted: Vec<(String, Vec<String>)> = planned
+            .iter()
+            .filter(|(_, a)| !a.fresh())
+            .filter(|(_, a)| !a.fingerprint.deps.values().any(|h| h == "missing"))
+            .filter(|(_, a)| matches!(db.get_run(&a.key), Ok(None)))
+            .map(|(s, a)| {
+                let outs = s.outs.iter().map(|o| o.path.clone()).collect();
+                (a.key.clone(), outs)
+            })
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let Ok(store) = self.store() else { return };
+        let found: Mutex<Vec<Entry>> = Mutex::default();
+        let errors =
+            store
+                .rt
+                .block_on(transfer::each(wanted, self.transfers * 2, |(key, outs)| {
+                    let found = &found;
+                    async move {
+                        let outs: Vec<&str> = outs.iter().map(String::as_str).collect();
+                        if let Some(e) = store.entry(&key, &outs).await? {
+                            found.lock().expect("not poisoned").push(e);
+                        }
+                        Ok(())
+                    }
+                }));
+        drop(errors); // each stage's own look-up reports what went wrong
+        let mut found = found.into_inner().expect("not poisoned");
+        if found.is_empty() {
+            return;
+        }
+        let tmp = transfer::tmp_dir(&ws.cache_dir);
+        if std::fs::create_dir_all(&tmp).is_err() {
+            return;
+        }
+        let counters = Counters::default();
+        let bar = push::Bar::new();
+        let pool = |items: BTreeMap<String, Item>| {
+            let items = items.into_values().collect();
+            transfer::drive(
+                store,
+                transfer::download_all(store, &ws.objects, &tmp, items, self.transfers, &counters),
+                || bar.show(&counters, "fetching"),
+            )
+        };
+        // Manifests (and the file outputs) of every entry, in one pool.
+        let mut first = BTreeMap::new();
+        for e in &found {
+            for (path, hash) in &e.outs {
+                first.entry(hash.clone()).or_insert(Item {
+                    hash: hash.clone(),
+                    size: e.sizes.get(path).copied(),
+                    cap: e.dirs.contains(path).then_some(MANIFEST_CAP),
+                });
+            }
+        }
+        drop(pool(first));
+        // The files every manifest names, in one pool; an entry whose manifest is not here
+        // or does not check is dropped.
+        let mut files = BTreeMap::new();
+        found.retain(|e| {
+            let mut mine = Vec::new();
+            for d in &e.dirs {
+                match ws
+                    .objects
+                    .manifest(&e.outs[d])
+                    .and_then(|m| store::check_manifest(&m).map(|()| m))
+                {
+                    Ok(m) => mine.extend(m),
+                    Err(_) => return false,
+                }
+            }
+            for f in mine {
+                files.entry(f.hash.clone()).or_insert(Item {
+                    hash: f.hash,
+                    size: Some(f.size),
+                    cap: None,
+                });
+            }
+            true
+        });
+        drop(pool(files));
+        bar.clear();
+        // Kept: the entries whose every object is now in the local cache.
+        let mut kept = self.prefetched.borrow_mut();
+        for e in found {
+            let complete = e.outs.values().all(|h| ws.objects.has(h))
+                && e.dirs.iter().all(|d| {
+                    ws.objects
+                        .manifest(&e.outs[d])
+                        .is_ok_and(|m| m.iter().all(|f| ws.objects.has(&f.hash)))
+                });
+            if complete {
+                kept.insert(e.key.clone(), e);
             }
         }
     }

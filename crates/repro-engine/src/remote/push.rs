@@ -93,10 +93,15 @@ pub fn push(
     // collected by `gc` is left out and counted.
     let mut incomplete = 0;
     if all {
-        let names: BTreeSet<&str> = selected.iter().map(|&i| p.stages[i].name.as_str()).collect();
+        let names: BTreeSet<&str> = selected
+            .iter()
+            .map(|&i| p.stages[i].name.as_str())
+            .collect();
         let mut have: BTreeSet<String> = entries.iter().map(|(e, _)| e.key.clone()).collect();
         for (key, rec) in ws.db()?.runs()? {
-            if (!targets.is_empty() && !names.contains(rec.stage.as_str())) || !have.insert(key.clone()) {
+            if (!targets.is_empty() && !names.contains(rec.stage.as_str()))
+                || !have.insert(key.clone())
+            {
                 continue;
             }
             match entry_of(&ws, &key, &rec) {
@@ -194,7 +199,11 @@ fn entry_of(
     key: &str,
     rec: &crate::state::db::RunRecord,
 ) -> Option<(Entry, Vec<(String, u64)>)> {
-    let size = |h: &str| std::fs::metadata(ws.objects.object_path(h)).ok().map(|m| m.len());
+    let size = |h: &str| {
+        std::fs::metadata(ws.objects.object_path(h))
+            .ok()
+            .map(|m| m.len())
+    };
     let mut objects = Vec::new();
     let mut sizes = BTreeMap::new();
     for (path, hash) in &rec.outs {
