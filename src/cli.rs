@@ -488,17 +488,18 @@ pub fn main() -> i32 {
             };
             repro_engine::remote::verify::verify(&file, &args)
         }
-        Command::Push(PushArgs { transfer: args, all }) => {
-            args.pipeline.load_options().and_then(|load| {
-                repro_engine::remote::push::push(
-                    &args.pipeline.file,
-                    &load,
-                    &args.targets,
-                    &args.remote,
-                    all,
-                )
-            })
-        }
+        Command::Push(PushArgs {
+            transfer: args,
+            all,
+        }) => args.pipeline.load_options().and_then(|load| {
+            repro_engine::remote::push::push(
+                &args.pipeline.file,
+                &load,
+                &args.targets,
+                &args.remote,
+                all,
+            )
+        }),
         Command::Pull(args) => cmd_pull(args),
         Command::Gc(args) => {
             repro_engine::maintenance::gc(&workspace_of(&args.file), args.keep_last)
