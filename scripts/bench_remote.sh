@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
-# Remote cache benchmark (issue 19): `repro pull` of a pipeline's outputs from a localhost
-# remote into an empty workspace, against `cp -r` of the same bytes as the yardstick.
-# Not a test: it prints figures and ratios (and, with BENCH_RESULTS, writes a Markdown table).
+# Remote cache benchmark (issues 19, 27): `repro pull` of a pipeline's outputs from a localhost
+# remote into an empty workspace, against `cp -r` of the same bytes as the yardstick and, on
+# the shared-directory remote, `dvc pull` of the same files from a DVC remote built from them.
+# All measured in the same run. Not a test: it prints figures and ratios (and, with
+# BENCH_RESULTS, writes a Markdown table).
 #
 # The outputs: those of a finished quick-profile workspace when QUICK_WS names one (its
-# pipeline.yaml, repro.lock and cache/ are used as workspace A), else a synthetic set of
-# REMOTE_BIG files of REMOTE_BIG_MIB MiB plus REMOTE_SMALL files of 8 KiB in two directory
-# outputs (random bytes, so nothing compresses or deduplicates).
+# pipeline.yaml, repro.lock and cache/ are used as workspace A); else a generated pipeline
+# (REMOTE_FIXTURE=stages, the default) of REMOTE_STAGES stages (300) each writing one file of
+# REMOTE_STAGE_KB kB (1000) plus one stage writing a directory of REMOTE_SMALL files of 4 kB
+# (2000) — many stages and small files, like the quick profile, made in seconds; or
+# (REMOTE_FIXTURE=blobs) REMOTE_BIG files of REMOTE_BIG_MIB MiB plus REMOTE_SMALL files of
+# 8 KiB in two directory outputs. Random bytes, so nothing compresses or deduplicates.
 #
 # Remotes: a shared directory (file://) and nginx WebDAV on 127.0.0.1 (when nginx and its
 # dav-ext module are installed). A pushes once; then, BENCH_REPEATS times, a fresh workspace B
 # (same pipeline, empty cache) runs `repro pull` (timed, then `sync` timed as "+ flush"), and
-# `cp -r` copies A's output directories to a fresh place (timed the same way). Before each
-# timed command the source is read once (page cache warm on both sides) and `sync` is run.
+# `cp -r` copies A's output directories to a fresh place (timed the same way); `dvc pull` into
+# a fresh DVC checkout (its .dvc files and config, empty cache) is timed the same way. Before
+# each timed command the source is read once (page cache warm on both sides) and `sync` is run.
 #
 # Environment: REPRO_BIN (default target/release/repro, else target/debug/repro), BENCH_DIR
-# (default /tmp/repro-bench-remote, deleted at the end), QUICK_WS, REMOTE_BIG (32),
-# REMOTE_BIG_MIB (8), REMOTE_SMALL (2000), BENCH_REPEATS (3), BENCH_RESULTS (file for the table).
+# (default /tmp/repro-bench-remote, deleted at the end), QUICK_WS, REMOTE_FIXTURE,
+# REMOTE_STAGES, REMOTE_STAGE_KB, REMOTE_BIG (32), REMOTE_BIG_MIB (8), REMOTE_SMALL (2000),
+# BENCH_REPEATS (3), BENCH_RESULTS (file for the table), BENCH_DVC (a dvc executable; default
+# .tools/dvc/bin/dvc, made with `python3 -m venv .tools/dvc && .tools/dvc/bin/pip install
+# dvc`; `none` skips DVC).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -31,6 +40,11 @@ big=${REMOTE_BIG:-32}
 big_mib=${REMOTE_BIG_MIB:-8}
 small=${REMOTE_SMALL:-2000}
 repeats=${BENCH_REPEATS:-3}
+fixture=${REMOTE_FIXTURE:-stages}
+stages=${REMOTE_STAGES:-300}
+stage_kb=${REMOTE_STAGE_KB:-1000}
+dvc=${BENCH_DVC:-$root/.tools/dvc/bin/dvc}
+[ "$dvc" = none ] || [ -x "$dvc" ] || { echo "bench_remote: no dvc at $dvc (BENCH_DVC=none skips it)" >&2; dvc=none; }
 
 rm -rf "$dir"
 mkdir -p "$dir"
@@ -47,8 +61,22 @@ if [ -n "${QUICK_WS:-}" ]; then
   what="the quick profile's outputs ($QUICK_WS)"
   mkdir -p "$a"
   cp -r "$QUICK_WS"/. "$a"/
+elif [ "$fixture" = stages ]; then
+  what="generated: $stages stages x $stage_kb kB + one directory of $small x 4 kB"
+  mkdir -p "$a"
+  {
+    echo "stages:"
+    for i in $(seq 1 "$stages"); do
+      printf '  s%d:\n    cmd: mkdir -p out && head -c %d /dev/urandom > out/s%d.bin\n    outs: [out/s%d.bin]\n' \
+        "$i" $((stage_kb * 1000)) "$i" "$i"
+    done
+    echo "  small:"
+    echo "    cmd: mkdir -p small && for i in \$(seq 1 $small); do head -c 4096 /dev/urandom > small/f\$i; done"
+    echo "    outs: [small]"
+  } >"$a/pipeline.yaml"
+  (cd "$a" && "$bin" run --no-remote >/dev/null)
 else
-  what="synthetic: $big x $big_mib MiB + $small x 8 KiB (the quick profile's outputs were not at hand)"
+  what="synthetic: $big x $big_mib MiB + $small x 8 KiB"
   mkdir -p "$a"
   cat >"$a/pipeline.yaml" <<EOF
 stages:
@@ -98,11 +126,29 @@ timed() {
 }
 warm() { find "$@" -type f -exec cat {} + >/dev/null; }
 
+# DVC: a DVC project holding the same files (each output path `dvc add`ed), pushed once to a
+# DVC remote in a shared directory; each timed `dvc pull` runs in a fresh checkout (its .dvc
+# files and .dvc/config, no cache).
+dvc_a=$dir/dvc-a
+if [ "$dvc" != none ]; then
+  mkdir -p "$dvc_a"
+  (cd "$a" && cp -r --parents "${outs[@]}" "$dvc_a/")
+  (cd "$dvc_a" && "$dvc" init --no-scm -q && "$dvc" remote add -d -q r "$dir/dvc-remote" &&
+    "$dvc" add -q "${outs[@]}" && "$dvc" push -q) >"$dir/dvc-setup.log" 2>&1 ||
+    { cat "$dir/dvc-setup.log" >&2; exit 1; }
+fi
+dvc_checkout() {
+  rm -rf "$dir/dvc-b"
+  mkdir -p "$dir/dvc-b/.dvc"
+  cp "$dvc_a/.dvc/config" "$dir/dvc-b/.dvc/"
+  (cd "$dvc_a" && find . -type f -name '*.dvc' -not -path './.dvc/*' -exec cp --parents {} "$dir/dvc-b/" \;)
+}
+
 rows=()
 bench_remote() {
-  local name=$1 url=$2 src=$3
+  local name=$1 url=$2 src=$3 with_dvc=$4
   (cd "$a" && "$bin" push --remote "$url" >/dev/null)
-  local i pull_s=() pull_f=() cp_s=() cp_f=()
+  local i pull_s=() pull_f=() cp_s=() cp_f=() dvc_s=() dvc_f=()
   for i in $(seq 1 "$repeats"); do
     rm -rf "$dir/b" "$dir/cp"
     mkdir -p "$dir/b" "$dir/cp"
@@ -119,19 +165,32 @@ bench_remote() {
     cmp -s <(cd "$a" && find "${outs[@]}" -type f -exec md5sum {} + | sort) \
            <(cd "$dir/b" && find "${outs[@]}" -type f -exec md5sum {} + | sort) ||
       { echo "bench_remote: pulled outputs differ from A's" >&2; exit 1; }
+    if [ "$with_dvc" = yes ]; then
+      dvc_checkout
+      warm "$dir/dvc-remote"
+      read -r s f < <(cd "$dir/dvc-b" && timed "$dvc" pull -q)
+      dvc_s+=("$s"); dvc_f+=("$f")
+      cmp -s <(cd "$a" && find "${outs[@]}" -type f -exec md5sum {} + | sort) \
+             <(cd "$dir/dvc-b" && find "${outs[@]}" -type f -exec md5sum {} + | sort) ||
+        { echo "bench_remote: dvc-pulled outputs differ from A's" >&2; exit 1; }
+    fi
   done
   local med
   med() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
-  local ps pf cs cf
+  local ps pf cs cf ds=- df=-
   ps=$(med "${pull_s[@]}"); pf=$(med "${pull_f[@]}"); cs=$(med "${cp_s[@]}"); cf=$(med "${cp_f[@]}")
+  [ "${#dvc_s[@]}" -gt 0 ] && { ds=$(med "${dvc_s[@]}"); df=$(med "${dvc_f[@]}"); }
   local line
-  line=$(awk -v n="$name" -v ps="$ps" -v pf="$pf" -v cs="$cs" -v cf="$cf" -v mib="$mib" 'BEGIN {
-    printf "| %s | %.2f s (+ %.2f flush) | %.0f MiB/s | %.2f s (+ %.2f flush) | %.1fx |", n, ps, pf, mib / (ps + pf), cs, cf, (ps + pf) / (cs + cf) }')
-  echo "$line   (pull runs: ${pull_s[*]}; cp runs: ${cp_s[*]})"
+  line=$(awk -v n="$name" -v ps="$ps" -v pf="$pf" -v cs="$cs" -v cf="$cf" -v ds="$ds" -v df="$df" -v mib="$mib" 'BEGIN {
+    d = (ds == "-") ? "not measured | —" : sprintf("%.2f s (+ %.2f flush) | %.1fx", ds, df, (ds + df) / (ps + pf))
+    printf "| %s | %.2f s (+ %.2f flush) | %.0f MiB/s | %.2f s (+ %.2f flush) | %.1fx | %s |", n, ps, pf, mib / (ps + pf), cs, cf, (ps + pf) / (cs + cf), d }')
+  echo "$line   (pull runs: ${pull_s[*]}; cp runs: ${cp_s[*]}; dvc runs: ${dvc_s[*]:-})"
   rows+=("$line")
 }
 
-bench_remote "shared directory (file://)" "file://$dir/remote-fs" "$dir/remote-fs"
+with_dvc=yes
+[ "$dvc" = none ] && with_dvc=no
+bench_remote "shared directory (file://)" "file://$dir/remote-fs" "$dir/remote-fs" "$with_dvc"
 
 if [ -x /usr/sbin/nginx ] && [ -e /usr/lib/nginx/modules/ngx_http_dav_ext_module.so ]; then
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -168,7 +227,7 @@ EOF
   /usr/sbin/nginx -p "$n" -e "$n/error.log" -c "$n/nginx.conf" &
   nginx_pid=$!
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.05; done
-  bench_remote "nginx WebDAV on 127.0.0.1 (http://)" "http://127.0.0.1:$port/cache" "$n/www/cache"
+  bench_remote "nginx WebDAV on 127.0.0.1 (http://)" "http://127.0.0.1:$port/cache" "$n/www/cache" no
 else
   echo "bench_remote: nginx with dav-ext not installed; WebDAV row skipped (scripts/setup.sh --tests)" >&2
 fi
@@ -176,10 +235,10 @@ fi
 cpu=$(awk -F: '/model name/ {gsub(/^ +/, "", $2); print $2; exit}' /proc/cpuinfo)
 machine="$(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(df -PT "$dir" | awk 'NR==2 {print $2}') file system, $(date -u +%Y-%m-%d)"
 table=$(
-  echo "Outputs: $files files, $mib MiB — $what. Machine: $machine. Binary: ${bin#"$root"/}. Median of $repeats runs."
+  echo "Outputs: $files files, $mib MiB — $what. Machine: $machine. Load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15-min load average at the end). Binary: ${bin#"$root"/}$([ "$dvc" != none ] && echo "; $("$dvc" --version 2>/dev/null | sed 's/^/DVC /')"). Median of $repeats runs."
   echo
-  echo "| remote | repro pull into an empty workspace | pull throughput | cp -r of the same bytes | pull / cp |"
-  echo "| --- | --- | --- | --- | --- |"
+  echo "| remote | repro pull into an empty workspace | pull throughput | cp -r of the same bytes | pull / cp | dvc pull of the same files | dvc / repro |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
   printf '%s\n' "${rows[@]}"
 )
 echo
