@@ -15,6 +15,8 @@ pub struct Value {
     pub mean: Option<f64>,
     pub sd: Option<f64>,
     pub n: usize,
+    /// Not applicable (a column "at the bias" of a loss without a learned bias).
+    pub na: bool,
 }
 
 fn value(xs: Vec<f64>) -> Value {
@@ -25,6 +27,7 @@ fn value(xs: Vec<f64>) -> Value {
             mean: None,
             sd: None,
             n,
+            na: false,
         };
     }
     let m = xs.iter().sum::<f64>() / n as f64;
@@ -34,6 +37,7 @@ fn value(xs: Vec<f64>) -> Value {
         mean: Some(m),
         sd,
         n,
+        na: false,
     }
 }
 
@@ -115,6 +119,20 @@ pub fn tables(runs: &[Run]) -> Vec<Table> {
                         let col = |f: &dyn Fn(&Run) -> Option<f64>| {
                             value(rs.iter().filter_map(|r| f(r)).collect())
                         };
+                        // "At the bias" needs a learned bias: n/a for the zero-bias losses.
+                        let no_bias = names::loss_info(&l).is_some_and(|i| i.bias == '0');
+                        let at_bias = |v: Value| {
+                            if no_bias {
+                                Value {
+                                    mean: None,
+                                    sd: None,
+                                    n: 0,
+                                    na: true,
+                                }
+                            } else {
+                                v
+                            }
+                        };
                         Row {
                             bce: names::loss_info(&l).is_some_and(|i| i.bce),
                             values: vec![
@@ -122,8 +140,8 @@ pub fn tables(runs: &[Run]) -> Vec<Table> {
                                 col(&|r| r.acc(false)?.get("a_uni")),
                                 col(&|r| at(r, "t_star", |a| a.unknown_rejected)),
                                 col(&|r| at(r, "t_star", |a| a.known_accuracy)),
-                                col(&|r| at(r, "bias", |a| a.unknown_rejected)),
-                                col(&|r| at(r, "bias", |a| a.known_accuracy)),
+                                at_bias(col(&|r| at(r, "bias", |a| a.unknown_rejected))),
+                                at_bias(col(&|r| at(r, "bias", |a| a.known_accuracy))),
                                 col(&|r| r.metrics.as_ref()?.openset.as_ref()?.auroc),
                             ],
                             loss: l,

@@ -474,3 +474,91 @@ fn direct_formula_equals_the_stable_one_until_fp32_overflows() {
         assert!(!d.is_finite(), "{f:?}: direct {d} should overflow");
     }
 }
+
+/// Issue 28 item 1: `unified_bias_init: log10n` starts bce-nu at ln(10·N) and the linear bce-u
+/// at 0; the head takes it as given.
+#[test]
+fn the_log10n_start_is_ln_10n_for_the_normalised_bce() {
+    use repro::ml_spec::loss::{BiasRule, BiasStart};
+    for (name, want) in [("bce-nu", (10.0 * N as f64).ln()), ("bce-u", 0.0)] {
+        let kind: LossKind = name.parse().unwrap();
+        let b0 = BiasStart::Rule(BiasRule::Log10N).value(kind, N);
+        assert!((b0 - want).abs() < 1e-12, "{name}: {b0}");
+        let vs = nn::VarStore::new(Device::Cpu);
+        let h = Head::new(
+            &(vs.root() / "head"),
+            M as i64,
+            N as i64,
+            kind,
+            16.0,
+            &BiasInit {
+                mode: 0,
+                unified: Some(b0),
+            },
+        )
+        .unwrap();
+        assert!((h.bias_values()[0] as f64 - want).abs() < 1e-5, "{name}");
+    }
+}
+
+/// Issue 28 item 2: `head_init: pretrained` copies the pre-trained classifier into the head —
+/// its rows normalised for the normalized classifier, its per-class bias for the diverse-bias
+/// losses at mode 0 — and refuses a classifier of other classes.
+#[test]
+fn a_head_starts_from_the_pretrained_classifier() {
+    use repro_torch::ml::train::start_head_from;
+    let dir = tempfile::tempdir().unwrap();
+    let w: Vec<f32> = vals(N * M, 7).iter().map(|v| (*v * 3.0) as f32).collect();
+    let b: Vec<f32> = vals(N, 8).iter().map(|v| *v as f32).collect();
+    let path = dir.path().join("model.safetensors");
+    repro_torch::ml::io::write_safetensors(
+        &path,
+        &[
+            (
+                "head.weight".into(),
+                Tensor::from_slice(&w).reshape([N as i64, M as i64]),
+            ),
+            ("head.bias".into(), Tensor::from_slice(&b)),
+        ],
+    )
+    .unwrap();
+    let new_head = |name: &str, classes: i64| {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let h = Head::new(
+            &(vs.root() / "head"),
+            M as i64,
+            classes,
+            name.parse().unwrap(),
+            16.0,
+            &BiasInit::default(),
+        )
+        .unwrap();
+        (vs, h)
+    };
+    // Linear, diverse bias: weight and bias as they are.
+    let (_vs, h) = new_head("soft-d", N as i64);
+    start_head_from(&h, &path, 0).unwrap();
+    let got: Vec<f32> = Vec::try_from(h.weight.flatten(0, -1)).unwrap();
+    assert_eq!(got, w);
+    assert_eq!(h.bias_values(), b);
+    // Normalized: unit rows in the direction of the pre-trained ones.
+    let (_vs, h) = new_head("bce-nd", N as i64);
+    start_head_from(&h, &path, 0).unwrap();
+    let got: Vec<f32> = Vec::try_from(h.weight.flatten(0, -1)).unwrap();
+    for i in 0..N {
+        let row = &w[i * M..(i + 1) * M];
+        let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        for k in 0..M {
+            assert!((got[i * M + k] - row[k] / n).abs() < 1e-6);
+        }
+    }
+    // A bias-mode study keeps its own start.
+    let (_vs, h) = new_head("bce-d", N as i64);
+    let before = h.bias_values();
+    start_head_from(&h, &path, 3).unwrap();
+    assert_eq!(h.bias_values(), before);
+    // Other classes (an FGVC set): refused, with the reason.
+    let (_vs, h) = new_head("soft-d", N as i64 + 1);
+    let e = format!("{:#}", start_head_from(&h, &path, 0).unwrap_err());
+    assert!(e.contains("head_init: new"), "{e}");
+}
