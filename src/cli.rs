@@ -49,6 +49,7 @@ pub enum Command {
     /// Fetch what the current configuration needs from the remote cache and place it.
     Pull(TransferArgs),
     /// Evaluate a logits file: A_SW, A_CW, A_Uni, t* (and after SoftMax).
+    #[cfg(feature = "paper")]
     Eval(EvalArgs),
     /// Compare params between two sources: workspace, lock, a git revision, a run-cache id.
     Params {
@@ -68,6 +69,7 @@ pub enum Command {
     /// What each stage run cost: wall and CPU time, peak memory, GPUs, how it ended, where.
     Trace(TraceArgs),
     /// Print libtorch version, CUDA/cuDNN availability and devices.
+    #[cfg(feature = "paper")]
     Doctor,
     /// Print a shell completion script: repro completions bash > ~/.local/share/bash-completion/completions/repro
     Completions {
@@ -75,6 +77,7 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
     /// Pre-trained weights: `repro weights import ARCH IN.pth OUT.safetensors`.
+    #[cfg(feature = "paper")]
     Weights {
         #[command(subcommand)]
         what: WeightsCmd,
@@ -504,13 +507,16 @@ pub fn main() -> i32 {
         Command::Gc(args) => {
             repro_engine::maintenance::gc(&workspace_of(&args.file), args.keep_last)
         }
+        #[cfg(feature = "paper")]
         Command::Eval(args) => crate::metrics::cli_eval(&args.logits, args.json),
+        #[cfg(feature = "paper")]
         Command::Doctor => Err(crate::kinds::exec_torch(&["doctor".as_ref()])),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "repro", &mut std::io::stdout());
             Ok(0)
         }
+        #[cfg(feature = "paper")]
         Command::Weights {
             what:
                 WeightsCmd::Import {

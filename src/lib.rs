@@ -11,8 +11,14 @@ pub mod cli;
 pub mod init;
 pub mod kinds;
 
+// The paper's science (the `paper` feature, on by default).
+#[cfg(feature = "paper")]
 pub mod data;
+#[cfg(feature = "paper")]
 pub mod metrics;
+#[cfg(feature = "paper")]
 pub mod ml_spec;
+#[cfg(feature = "paper")]
 pub mod report;
+#[cfg(feature = "paper")]
 pub mod weights;

@@ -11,17 +11,24 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use repro_engine::kinds::{Host, Registry, StageContext};
 
+#[cfg(feature = "paper")]
 pub mod download;
+#[cfg(feature = "paper")]
 pub mod evaluate;
+#[cfg(feature = "paper")]
 pub mod import_weights;
+#[cfg(feature = "paper")]
 pub mod preprocess;
+#[cfg(feature = "paper")]
 pub mod report;
+#[cfg(feature = "paper")]
 pub mod train;
 
 /// The program that runs libtorch's kinds.
 pub const TORCH_PROGRAM: &str = "repro-torch";
 
 /// The paper's kinds, by name, with where each runs.
+#[cfg(feature = "paper")]
 pub fn registry() -> Registry {
     Registry::default()
         .with(report::Report)
@@ -30,6 +37,12 @@ pub fn registry() -> Registry {
         .with(preprocess::Preprocess)
         .with(import_weights::ImportWeights)
         .with_elsewhere(train::Train, TORCH_PROGRAM)
+}
+
+/// Without the `paper` feature: the engine's own kinds only (`cmd`).
+#[cfg(not(feature = "paper"))]
+pub fn registry() -> Registry {
+    Registry::default()
 }
 
 /// The child side of a `uses:` stage (`repro internal run-kind SPEC`): run the kind's body
