@@ -106,6 +106,8 @@ pub struct RunRemote {
     bad: RefCell<BTreeSet<String>>,
     /// Entries found by [`RunRemote::prefetch`] whose objects are all in the local cache.
     prefetched: RefCell<HashMap<String, Entry>>,
+    /// Keys [`RunRemote::prefetch`] found no entry for (not asked again in this run).
+    absent: RefCell<BTreeSet<String>>,
 }
 
 impl RunRemote {
@@ -122,6 +124,7 @@ impl RunRemote {
             off: Cell::new(false),
             bad: RefCell::default(),
             prefetched: RefCell::default(),
+            absent: RefCell::default(),
         })
     }
 
@@ -164,7 +167,7 @@ impl RunRemote {
             ws.db()?.put_run(key, &rec)?;
             return Ok(Some(rec));
         }
-        if self.off.get() || self.bad.borrow().contains(key) {
+        if self.off.get() || self.bad.borrow().contains(key) || self.absent.borrow().contains(key) {
             return Ok(None);
         }
         let res = self.try_fetch(ws, stage, id, key, progress);
@@ -223,19 +226,20 @@ impl RunRemote {
         }
         let Ok(store) = self.store() else { return };
         let found: Mutex<Vec<Entry>> = Mutex::default();
-        let errors =
-            store
-                .rt
-                .block_on(transfer::each(wanted, self.transfers * 2, |(key, outs)| {
-                    let found = &found;
-                    async move {
-                        let outs: Vec<&str> = outs.iter().map(String::as_str).collect();
-                        if let Some(e) = store.entry(&key, &outs).await? {
-                            found.lock().expect("not poisoned").push(e);
-                        }
-                        Ok(())
-                    }
-                }));
+        let absent: Mutex<BTreeSet<String>> = Mutex::default();
+        let each = transfer::each(wanted, self.transfers * 2, |(key, outs)| {
+            let (found, absent) = (&found, &absent);
+            async move {
+                let outs: Vec<&str> = outs.iter().map(String::as_str).collect();
+                match store.entry(&key, &outs).await? {
+                    Some(e) => found.lock().expect("not poisoned").push(e),
+                    None => drop(absent.lock().expect("not poisoned").insert(key)),
+                }
+                Ok(())
+            }
+        });
+        let errors = store.rt.block_on(each);
+        *self.absent.borrow_mut() = absent.into_inner().expect("not poisoned");
         drop(errors); // each stage's own look-up reports what went wrong
         let mut found = found.into_inner().expect("not poisoned");
         if found.is_empty() {
