@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Ws, both};
+use common::{Ws, both, build_id_offset};
 use rand::{Rng, SeedableRng};
 
 const PIPELINE: &str = "vars: [params.yaml]
@@ -39,20 +39,6 @@ stages:
 ";
 
 const ROUNDS: usize = 40;
-
-/// The offset of the build id in a binary's file (after the `NT_GNU_BUILD_ID` note header:
-/// name size 4, description size 20, type 3, "GNU\0").
-fn build_id_offset(bytes: &[u8]) -> Option<usize> {
-    let mut header = Vec::new();
-    for v in [4u32, 20, 3] {
-        header.extend_from_slice(&v.to_ne_bytes());
-    }
-    header.extend_from_slice(b"GNU\0");
-    bytes
-        .windows(header.len())
-        .position(|w| w == header)
-        .map(|i| i + header.len())
-}
 
 /// The options of the commands: none, `--profile alt` or `--set msg=...`.
 #[derive(Clone, Debug)]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Ws, both};
+use common::{Ws, both, build_id_offset};
 
 const PIPELINE: &str = "vars: [params.yaml]
 profiles:
@@ -167,20 +167,6 @@ fn a_damaged_cached_plan_is_never_used() {
     let (parsed, text) = run(&ws, &[]);
     assert!(parsed, "{text}");
     assert!(text.contains("0 ran, 1 fresh"), "{text}");
-}
-
-/// The offset of the build id inside a binary's file: after the `NT_GNU_BUILD_ID` note's
-/// header (name size 4, description size 20 — the linker's SHA-1 — type 3, "GNU\0").
-fn build_id_offset(bytes: &[u8]) -> Option<usize> {
-    let mut header = Vec::new();
-    for v in [4u32, 20, 3] {
-        header.extend_from_slice(&v.to_ne_bytes());
-    }
-    header.extend_from_slice(b"GNU\0");
-    bytes
-        .windows(header.len())
-        .position(|w| w == header)
-        .map(|i| i + header.len())
 }
 
 #[test]

@@ -161,3 +161,17 @@ pub fn output_within(mut cmd: Command, limit: std::time::Duration) -> Output {
         }
     }
 }
+
+/// The offset of the build id inside a binary's file: after the `NT_GNU_BUILD_ID` note's
+/// header (name size 4, description size 20 — the linker's SHA-1 — type 3, "GNU\0").
+pub fn build_id_offset(bytes: &[u8]) -> Option<usize> {
+    let mut header = Vec::new();
+    for v in [4u32, 20, 3] {
+        header.extend_from_slice(&v.to_ne_bytes());
+    }
+    header.extend_from_slice(b"GNU\0");
+    bytes
+        .windows(header.len())
+        .position(|w| w == header)
+        .map(|i| i + header.len())
+}
