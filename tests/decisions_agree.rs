@@ -74,7 +74,7 @@ struct Sim {
 }
 
 fn with(cmd: &mut std::process::Command, args: &[String]) -> std::process::Output {
-    cmd.args(args).output().unwrap()
+    common::output_of_written_binary(cmd.args(args))
 }
 
 impl Sim {

@@ -180,13 +180,13 @@ fn another_binary_written_in_place_with_the_same_stat_does_not_trust_the_plan() 
     let exe = bins.path().join("repro");
     std::fs::copy(common::bin(), &exe).unwrap();
     let with = |exe: &std::path::Path| {
-        let o = std::process::Command::new(exe)
-            .arg("run")
-            .current_dir(ws.path(""))
-            .env("REPRO_TIMINGS", "1")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
+        let o = common::output_of_written_binary(
+            std::process::Command::new(exe)
+                .arg("run")
+                .current_dir(ws.path(""))
+                .env("REPRO_TIMINGS", "1")
+                .stdin(std::process::Stdio::null()),
+        );
         let text = both(&o);
         assert!(o.status.success(), "{text}");
         (text.contains("timing: parse + check pipeline"), text)

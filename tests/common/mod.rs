@@ -175,3 +175,19 @@ pub fn build_id_offset(bytes: &[u8]) -> Option<usize> {
         .position(|w| w == header)
         .map(|i| i + header.len())
 }
+
+/// Run `cmd` (a copy of the binary this test wrote) to its end. Tests in one binary run on
+/// parallel threads: a process forked by another thread while this copy was open for writing
+/// holds that descriptor until it execs, and exec then fails with ETXTBSY ("Text file busy").
+/// That window is short, so the exec is retried.
+pub fn output_of_written_binary(cmd: &mut Command) -> Output {
+    for _ in 0..500 {
+        match cmd.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            r => return r.unwrap(),
+        }
+    }
+    panic!("{cmd:?}: still 'text file busy' after 5 s")
+}
