@@ -12,25 +12,7 @@ use tch::Tensor;
 use tch::nn::{self, ModuleT};
 
 use super::Backbone;
-
-fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
-    nn::conv2d(
-        p,
-        c_in,
-        c_out,
-        k,
-        nn::ConvConfig {
-            stride,
-            padding,
-            bias: false,
-            ..Default::default()
-        },
-    )
-}
-
-fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(p, c, Default::default())
-}
+use super::layers::{bn, conv};
 
 /// norm1 → relu → conv1 (1×1, bn_size·growth) → norm2 → relu → conv2 (3×3, growth).
 fn dense_layer(p: nn::Path, c_in: i64, growth: i64, bn_size: i64) -> impl ModuleT + use<> {

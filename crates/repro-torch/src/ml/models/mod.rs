@@ -11,6 +11,7 @@ use anyhow::Result;
 use tch::nn;
 
 pub mod densenet;
+mod layers;
 pub mod resnet;
 pub mod small;
 

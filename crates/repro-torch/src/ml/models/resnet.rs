@@ -7,25 +7,7 @@
 use tch::nn::{self, ModuleT};
 
 use super::Backbone;
-
-fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
-    nn::conv2d(
-        p,
-        c_in,
-        c_out,
-        k,
-        nn::ConvConfig {
-            stride,
-            padding,
-            bias: false,
-            ..Default::default()
-        },
-    )
-}
-
-fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(p, c, Default::default())
-}
+use super::layers::{bn, conv};
 
 fn bottleneck(p: nn::Path, c_in: i64, width: i64, stride: i64) -> impl ModuleT + use<> {
     let c_out = width * 4;
