@@ -12,8 +12,9 @@
 //! - a git revision: its committed `repro.lock` (`git show REV:repro.lock`);
 //! - a run-cache entry, by the id `repro exp show` prints (a prefix of the stage key).
 //!
-//! A metric is a number in a metrics JSON file, named by its key (`accuracy`), nested keys
-//! joined by dots one level deep (`softmax.a_uni`); lists and deeper values are not metrics.
+//! A metric is a number in a metrics file (JSON, YAML, TOML, CSV or TSV: see
+//! [`crate::metrics_file`]), named by its key (`accuracy`), nested keys joined by dots
+//! (`softmax.a_uni`); lists are not metrics.
 //! `exp show` also attaches to a configuration the metrics of the run-cache entries that
 //! consumed its outputs (an evaluate stage reading a train stage's logits, matched by content
 //! hash), so one row of `exp show 'gamma_sweep@*'` carries the A_Uni of its own model.
@@ -32,28 +33,8 @@ use crate::state::fingerprint::Fingerprint;
 use crate::state::lockfile::LockFile;
 use crate::state::workspace::Workspace;
 
-/// The numbers of a metrics JSON document, by name (see the module docs).
-pub fn flatten_metrics(doc: &Json) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    if let Json::Object(top) = doc {
-        for (k, v) in top {
-            match v {
-                Json::Number(n) => {
-                    out.insert(k.clone(), n.as_f64().unwrap_or(f64::NAN));
-                }
-                Json::Object(inner) => {
-                    for (k2, v2) in inner {
-                        if let Some(x) = v2.as_f64() {
-                            out.insert(format!("{k}.{k2}"), x);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    out
-}
+/// The numbers of a parsed metrics document, by dotted name (see [`crate::metrics_file`]).
+pub use crate::metrics_file::flatten as flatten_metrics;
 
 /// The params of a stage as compared: its declared params by variable name, and for a
 /// built-in kind its `with:` values as `with.NAME` (nested mappings joined by dots).
@@ -194,11 +175,12 @@ impl Records {
                     let (_, with) = s.action.key();
                     let mut metrics = BTreeMap::new();
                     let mut unreadable = Vec::new();
-                    for m in s.metric_paths() {
-                        match read_metrics_file(&self.p.root.join(&m)) {
-                            Ok(Some(text)) => {
-                                metrics.extend(parse_metrics(&text, &m, &s.metric_paths()))
-                            }
+                    let paths = s.metric_paths();
+                    for m in &paths {
+                        let read = crate::metrics_file::read(&self.p.root.join(m))
+                            .and_then(|text| text.map(|t| parse_metrics(&t, m, &paths)).transpose());
+                        match read {
+                            Ok(Some(found)) => metrics.extend(found),
                             // Not produced yet.
                             Ok(None) => {}
                             Err(why) => unreadable
@@ -223,6 +205,7 @@ impl Records {
                 for (name, e) in &lock.stages {
                     let paths = self.recorded_metric_paths(name, &e.key);
                     let mut metrics = BTreeMap::new();
+                    let mut unreadable = Vec::new();
                     for m in &paths {
                         let Some(hash) = e.out_hashes.get(m) else {
                             continue;
@@ -232,7 +215,13 @@ impl Records {
                             _ => None,
                         });
                         if let Some(text) = text {
-                            metrics.extend(parse_metrics(&text, m, &paths));
+                            match parse_metrics(&text, m, &paths) {
+                                Ok(found) => metrics.extend(found),
+                                Err(why) => unreadable.push(format!(
+                                    "metrics file {m} of stage '{name}' in {}: {why}",
+                                    src.label()
+                                )),
+                            }
                         }
                     }
                     let fp = &e.fingerprint;
@@ -241,7 +230,7 @@ impl Records {
                         Config {
                             params: params_of(&fp.params, &fp.with),
                             metrics,
-                            unreadable: Vec::new(),
+                            unreadable,
                         },
                     );
                 }
@@ -256,6 +245,11 @@ impl Records {
             }
         }
         Ok(out)
+    }
+
+    /// The run-cache entry of a full key.
+    pub(crate) fn run(&self, key: &str) -> Option<&RunRecord> {
+        self.runs.iter().find(|(k, _)| k == key).map(|(_, r)| r)
     }
 
     /// Metric paths of a recorded stage: as recorded in its run-cache entry, else as the
@@ -283,10 +277,18 @@ impl Records {
     fn run_config(&self, key: &str, rec: &RunRecord, linked: bool) -> Config {
         let (params, _) = record_params(rec);
         let mut metrics = BTreeMap::new();
+        let mut unreadable = Vec::new();
         let own = self.recorded_metric_paths(&rec.stage, key);
         for m in &own {
             if let Some(text) = rec.outs.get(m).and_then(|h| self.object_text(h)) {
-                metrics.extend(parse_metrics(&text, m, &own));
+                match parse_metrics(&text, m, &own) {
+                    Ok(found) => metrics.extend(found),
+                    Err(why) => unreadable.push(format!(
+                        "metrics file {m} of stage '{}' in {}: {why}",
+                        rec.stage,
+                        short(key)
+                    )),
+                }
             }
         }
         if linked {
@@ -312,7 +314,7 @@ impl Records {
         Config {
             params,
             metrics,
-            unreadable: Vec::new(),
+            unreadable,
         }
     }
 
@@ -340,31 +342,6 @@ fn record_params(rec: &RunRecord) -> (BTreeMap<String, Json>, bool) {
     }
 }
 
-/// A metrics file of the workspace: `None` when there is none. Only a regular file is read:
-/// it is opened without blocking and checked on the open descriptor, so a FIFO at the path is
-/// refused instead of waited on forever. The error says why, in words.
-fn read_metrics_file(path: &Path) -> std::result::Result<Option<String>, String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-    };
-    let meta = f.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        let kind = crate::state::hashing::special_kind(&meta).unwrap_or("a directory");
-        return Err(format!("it is {kind}, not a regular file"));
-    }
-    let mut text = String::new();
-    f.read_to_string(&mut text).map_err(|e| e.to_string())?;
-    Ok(Some(text))
-}
-
 /// Fail, naming each file and why, when a snapshot has declared metrics files that exist but
 /// cannot be read (rather than reporting "no metrics" for them).
 pub fn check_metrics(snap: &BTreeMap<String, Config>) -> Result<()> {
@@ -378,22 +355,18 @@ pub fn check_metrics(snap: &BTreeMap<String, Config>) -> Result<()> {
     Ok(())
 }
 
-/// Metrics from one file; names are prefixed by the file when a stage has several.
-fn parse_metrics(text: &str, path: &str, all: &[String]) -> BTreeMap<String, f64> {
-    let Ok(doc) = serde_json::from_str::<Json>(text) else {
-        return BTreeMap::new();
-    };
-    let m = flatten_metrics(&doc);
-    if all.len() <= 1 {
-        return m;
-    }
-    m.into_iter()
-        .map(|(k, v)| (format!("{path}:{k}"), v))
-        .collect()
+/// Metrics from one file, in the format its extension names; names are prefixed by the file
+/// when a stage has several. The error says why, without the file (the caller names it).
+fn parse_metrics(
+    text: &str,
+    path: &str,
+    all: &[String],
+) -> std::result::Result<BTreeMap<String, f64>, String> {
+    crate::metrics_file::parse_named(text, path, all)
 }
 
 /// `git show REV:./repro.lock` from the workspace, parsed.
-fn git_lock(root: &Path, rev: &str) -> Result<LockFile> {
+pub(crate) fn git_lock(root: &Path, rev: &str) -> Result<LockFile> {
     let text = git_show(root, rev, "repro.lock")?;
     serde_yaml_ng::from_str(&text)
         .with_context(|| format!("{rev}:repro.lock is not a valid lock file"))
@@ -892,13 +865,13 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn metrics_flatten_one_level_and_skip_lists() {
+    fn metrics_flatten_at_any_depth_and_skip_lists() {
         let m = flatten_metrics(
             &json!({"acc": 0.5, "n": 3, "softmax": {"a_uni": 0.25, "deep": {"x": 1}},
             "hist": [1, 2], "name": "x", "ok": true}),
         );
         let keys: Vec<&str> = m.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["acc", "n", "softmax.a_uni"]);
+        assert_eq!(keys, ["acc", "n", "softmax.a_uni", "softmax.deep.x"]);
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod gitignore;
 pub mod graph;
 pub mod kinds;
 pub mod maintenance;
+pub mod metrics_file;
 pub mod plan;
 pub mod progress;
 pub mod remote;
