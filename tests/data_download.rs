@@ -23,13 +23,8 @@ use sha2::{Digest, Sha256};
 
 fn ctx(ws: &Path, checkpoint: Option<&str>, params: serde_json::Value) -> StageContext {
     StageContext {
-        stage: "download@test".into(),
-        kind: String::new(),
-        params,
-        workspace: ws.to_path_buf(),
         checkpoint: checkpoint.map(Into::into),
-        threads: 1,
-        gpus: vec![],
+        ..StageContext::new("download", params, ws)
     }
 }
 

@@ -16,14 +16,10 @@ fn run_kind(kind: &str, ctx: &StageContext) -> anyhow::Result<()> {
 }
 
 fn ctx(ws: &Path, params: serde_json::Value) -> StageContext {
+    // Two threads: the kinds' parallel paths are exercised.
     StageContext {
-        stage: "t".into(),
-        kind: String::new(),
-        params,
-        workspace: ws.to_path_buf(),
-        checkpoint: None,
         threads: 2,
-        gpus: vec![],
+        ..StageContext::new("", params, ws)
     }
 }
 

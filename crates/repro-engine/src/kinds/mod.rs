@@ -281,6 +281,20 @@ fn one() -> usize {
 }
 
 impl StageContext {
+    /// A context for running `kind` by hand (tests, tools): one thread, no GPU, no checkpoint,
+    /// the stage named after the kind. The engine builds its own from the plan.
+    pub fn new(kind: &str, params: serde_json::Value, workspace: impl Into<PathBuf>) -> Self {
+        StageContext {
+            stage: kind.to_string(),
+            kind: kind.to_string(),
+            params,
+            checkpoint: None,
+            threads: 1,
+            gpus: vec![],
+            workspace: workspace.into(),
+        }
+    }
+
     /// Read the file the engine wrote; the workspace is the current directory.
     pub fn read(path: &Path) -> Result<StageContext> {
         let text = std::fs::read_to_string(path)
@@ -339,15 +353,7 @@ mod tests {
     }
 
     fn ctx(dir: &Path, params: serde_json::Value) -> StageContext {
-        StageContext {
-            stage: "t".into(),
-            kind: "touch".into(),
-            params,
-            checkpoint: None,
-            threads: 1,
-            gpus: vec![],
-            workspace: dir.to_path_buf(),
-        }
+        StageContext::new("touch", params, dir)
     }
 
     #[test]
