@@ -18,6 +18,7 @@ pub mod cache;
 pub mod compare;
 pub mod confine;
 pub mod confine_rule;
+pub mod declared;
 pub mod executor;
 pub mod fsutil;
 pub mod gitignore;

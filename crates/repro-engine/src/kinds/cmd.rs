@@ -3,7 +3,11 @@
 //! Its one parameter is the command as interpolated (values spliced into it are quoted as
 //! shell words, see `spec::interp`), so it is written `cmd: …` rather than `uses:` + `with:`,
 //! whose values are not quoted. It keys on its text (`cmd: …`), as every lock file has.
+//! A stage that sets `env:` values or names a `container:` has the command and those as its
+//! parameters ([`Wrapped`]); it keys on the same text (they enter the key as their own parts,
+//! see `crate::declared`) and its command line is wrapped to set them.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
@@ -16,8 +20,41 @@ pub const NAME: &str = "cmd";
 /// A shell command stage.
 pub struct Cmd;
 
+/// The parameters of a `cmd:` stage: the command, or the command with what wraps it.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+pub enum Params {
+    Plain(String),
+    Wrapped(Wrapped),
+}
+
+/// A command run with variables set for it and/or in a container.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wrapped {
+    pub cmd: String,
+    /// `env:` values set for the command.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// `env:` names passed from repro's environment (into a container: outside one, the
+    /// command inherits them anyway).
+    #[serde(default)]
+    pub pass: Vec<String>,
+    #[serde(default)]
+    pub container: Option<crate::spec::environ::Container>,
+}
+
+impl Params {
+    fn command(&self) -> &str {
+        match self {
+            Params::Plain(c) => c,
+            Params::Wrapped(w) => &w.cmd,
+        }
+    }
+}
+
 impl Kind for Cmd {
-    type Params = String;
+    type Params = Params;
 
     fn name(&self) -> &'static str {
         NAME
@@ -27,25 +64,30 @@ impl Kind for Cmd {
         1
     }
 
-    fn check(&self, command: &String) -> Result<()> {
-        if command.trim().is_empty() {
+    fn check(&self, params: &Params) -> Result<()> {
+        if params.command().trim().is_empty() {
             bail!("`cmd:` is empty");
         }
         Ok(())
     }
 
     /// A command's writes are invisible to the engine: only its declared outputs are its own.
-    fn written_paths(&self, _: &String) -> Vec<(&'static str, PathBuf)> {
+    fn written_paths(&self, _: &Params) -> Vec<(&'static str, PathBuf)> {
         Vec::new()
     }
 
-    fn key_text(&self, command: &String) -> Option<String> {
-        Some(format!("cmd: {command}"))
+    fn key_text(&self, params: &Params) -> Option<String> {
+        Some(format!("cmd: {}", params.command()))
     }
 }
 
 impl Shell for Cmd {
-    fn command_line(&self, command: String) -> String {
-        command
+    fn command_line(&self, params: Params) -> String {
+        match params {
+            Params::Plain(command) => command,
+            Params::Wrapped(w) => {
+                crate::declared::command_line(&w.cmd, &w.set, &w.pass, w.container.as_ref())
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! problem with file:line:col, the stage, and the quoted line. Nothing here touches the
 //! workspace's data; the DAG checks that need all stages at once live in `graph`.
 
+pub mod environ;
 pub mod error;
 mod expand;
 pub mod interp;
@@ -96,10 +97,10 @@ impl Action {
         }
     }
 
-    /// The command line of a `cmd:` stage.
+    /// The command line of a `cmd:` stage (without what `env:` or `container:` wrap it in).
     pub fn command(&self) -> Option<&str> {
         (self.kind == crate::kinds::cmd::NAME)
-            .then(|| self.with.as_str())
+            .then(|| self.with.as_str().or_else(|| self.with.get("cmd")?.as_str()))
             .flatten()
     }
 }
@@ -134,6 +135,9 @@ pub struct Stage {
     pub metrics: Vec<PathRef>,
     /// Where the stage is defined (its name in the file).
     pub mark: Mark,
+    /// `env:`, `tools:` and `container:` (see `spec::environ`); empty for most stages.
+    #[serde(default, skip_serializing_if = "environ::StageEnv::is_empty")]
+    pub env: environ::StageEnv,
 }
 
 impl Stage {
@@ -166,6 +170,9 @@ const STAGE_KEYS: &[&str] = &[
     "checkpoint",
     "desc",
     "metrics",
+    "env",
+    "tools",
+    "container",
 ];
 /// Longest stage name (after expansion): `cache/logs/<name>.log` must fit a file name (255 bytes).
 const MAX_STAGE_NAME: usize = 200;

@@ -35,6 +35,7 @@ pub(super) fn build_stage(
     let uses = string_field(body, "uses", scope, &mut errors);
     let checkpoint = string_field(body, "checkpoint", scope, &mut errors);
     let desc = string_field(body, "desc", scope, &mut errors).map(|(s, _)| s);
+    let env = super::environ::parse(body, scope, cmd.is_some(), &mut errors);
 
     // `cmd: …` is the built-in kind `cmd` with the command as its parameter; `uses:` names any
     // other registered kind, with the `with:` mapping as its parameters.
@@ -53,7 +54,8 @@ pub(super) fn build_stage(
                     "`with:` only applies to `uses:` stages",
                 ));
             }
-            resolve_action(kinds, cmd::NAME, Json::String(c), &m, &mut errors, |e| {
+            let with = super::environ::cmd_params(c, &env);
+            resolve_action(kinds, cmd::NAME, with, &m, &mut errors, |e| {
                 SpecError::at(&m, format!("{e:#}"))
             })
         }
@@ -172,6 +174,7 @@ pub(super) fn build_stage(
             desc,
             metrics,
             mark: key.mark.clone(),
+            env,
         }),
         _ => Err(errors),
     }

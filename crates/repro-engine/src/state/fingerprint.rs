@@ -33,6 +33,22 @@ pub struct Fingerprint {
     /// Declared output paths (their hashes are results, not inputs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outs: Vec<String>,
+    /// `env:` variables → the value the stage sees (`None`: unset). Only declared names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, Option<String>>,
+    /// `tools:` → their identity: `file: PATH` → content hash, `cmd: …` → its output.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tools: BTreeMap<String, String>,
+    /// `container:` → the image and its digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerId>,
+}
+
+/// A container image as it entered the key: as written, and what it was found to be.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerId {
+    pub image: String,
+    pub digest: String,
 }
 
 /// The part of a fingerprint an item (and so a change) belongs to.
@@ -48,6 +64,12 @@ pub enum Part {
     Dep,
     /// The declared outputs.
     Outs,
+    /// A declared environment variable.
+    Env,
+    /// A declared tool's identity.
+    Tool,
+    /// The container image.
+    Container,
 }
 
 /// One reason a fingerprint differs from the recorded one.
@@ -65,6 +87,10 @@ enum Item<'a> {
     Param(&'a str, &'a Json),
     Dep(&'a str, &'a str),
     Out(&'a str),
+    /// `None`: the variable is unset (not the same as set to "").
+    Env(&'a str, Option<&'a str>),
+    Tool(&'a str, &'a str),
+    Container(&'a str, &'a str),
 }
 
 /// Where a walk goes: [`KeySink`] hashes it (deciding), [`Record`] keeps it (explaining).
@@ -99,6 +125,21 @@ impl<'a> Sink<'a> for KeySink {
                 self.field("hash", h.as_bytes());
             }
             Item::Out(o) => self.field("out", o.as_bytes()),
+            Item::Env(k, v) => {
+                self.field("env", k.as_bytes());
+                match v {
+                    Some(v) => self.field("set", v.as_bytes()),
+                    None => self.field("unset", b""),
+                }
+            }
+            Item::Tool(t, id) => {
+                self.field("tool", t.as_bytes());
+                self.field("id", id.as_bytes());
+            }
+            Item::Container(image, digest) => {
+                self.field("container", image.as_bytes());
+                self.field("digest", digest.as_bytes());
+            }
         }
     }
 }
@@ -127,6 +168,15 @@ impl<'a> Sink<'a> for Record<'a> {
             Item::Param(k, v) => (Part::Param, k, canonical_json(v), Some(v)),
             Item::Dep(p, h) => (Part::Dep, p, h.to_string(), None),
             Item::Out(o) => (Part::Outs, o, String::new(), None),
+            // "unset" cannot be confused with a value: values are quoted.
+            Item::Env(k, v) => (
+                Part::Env,
+                k,
+                v.map_or("unset".into(), |v| format!("{v:?}")),
+                None,
+            ),
+            Item::Tool(t, id) => (Part::Tool, t, id.to_string(), None),
+            Item::Container(image, digest) => (Part::Container, image, digest.to_string(), None),
         };
         self.0.push(Entry {
             part,
@@ -160,6 +210,17 @@ impl Fingerprint {
         for o in outs {
             sink.item(Item::Out(o));
         }
+        // Declared environment, after everything else and only when declared: a stage that
+        // declares none hashes exactly the bytes it hashed before these parts existed.
+        for (k, v) in &self.env {
+            sink.item(Item::Env(k, v.as_deref()));
+        }
+        for (t, id) in &self.tools {
+            sink.item(Item::Tool(t, id));
+        }
+        if let Some(c) = &self.container {
+            sink.item(Item::Container(&c.image, &c.digest));
+        }
     }
 
     /// The stage key.
@@ -182,7 +243,16 @@ impl Fingerprint {
         self.walk(&mut new_rec);
         old.walk(&mut old_rec);
         let mut why = Vec::new();
-        for part in [Part::Action, Part::With, Part::Param, Part::Dep, Part::Outs] {
+        for part in [
+            Part::Action,
+            Part::With,
+            Part::Param,
+            Part::Dep,
+            Part::Outs,
+            Part::Env,
+            Part::Tool,
+            Part::Container,
+        ] {
             let (n, o) = (new_rec.part(part), old_rec.part(part));
             let same = n.len() == o.len()
                 && n.iter()
@@ -255,6 +325,35 @@ fn explain(part: Part, n: &[&Entry], o: &[&Entry]) -> Vec<String> {
                 why.push(format!("{what} {k} removed"));
             }
         }
+        Part::Env | Part::Tool => {
+            let by_name = |es: &[&Entry<'_>]| -> BTreeMap<String, String> {
+                es.iter()
+                    .map(|e| (e.name.to_string(), e.value.clone()))
+                    .collect()
+            };
+            let (nm, om) = (by_name(n), by_name(o));
+            let what = if part == Part::Env { "env" } else { "tool" };
+            for (k, v) in &nm {
+                match om.get(k) {
+                    None => why.push(format!("{what} {k} added: {}", short(v))),
+                    Some(ov) if ov != v => {
+                        why.push(format!("{what} {k} changed: {} -> {}", short(ov), short(v)))
+                    }
+                    _ => {}
+                }
+            }
+            for k in om.keys().filter(|k| !nm.contains_key(*k)) {
+                why.push(format!("{what} {k} removed"));
+            }
+        }
+        Part::Container => {
+            let show = |es: &[&Entry]| {
+                es.first().map_or("none".to_string(), |e| {
+                    format!("{} ({})", e.name, short(&e.value))
+                })
+            };
+            why.push(format!("container changed: {} (was {})", show(n), show(o)));
+        }
         Part::Outs => {
             let names = |es: &[&Entry]| es.iter().map(|e| e.name).collect::<Vec<_>>().join(", ");
             why.push(format!(
@@ -265,6 +364,15 @@ fn explain(part: Part, n: &[&Entry], o: &[&Entry]) -> Vec<String> {
         }
     }
     why
+}
+
+/// A value for an explanation: long ones (hashes, command output) cut to a readable length.
+fn short(v: &str) -> String {
+    let v = v.trim();
+    match v.char_indices().nth(40) {
+        Some((i, _)) => format!("{}…", &v[..i]),
+        None => v.to_string(),
+    }
 }
 
 fn show(v: &Json) -> String {
@@ -330,6 +438,7 @@ mod tests {
             params: [("lr".to_string(), json!(0.1))].into(),
             deps: [("data.csv".to_string(), "aa".to_string())].into(),
             outs: vec!["model.bin".into()],
+            ..Default::default()
         }
     }
 
@@ -432,6 +541,8 @@ mod tests {
         base.params.insert("seed".into(), json!("a"));
         base.deps.insert("b.csv".into(), "bb".into());
         base.outs = vec!["m.bin".into(), "log.txt".into()];
+        base.env.insert("SEED".into(), Some(String::new()));
+        base.tools.insert("cmd: torch".into(), "2.5".into());
         type Edit = fn(&mut Fingerprint);
         let edits: Vec<(&str, Option<Part>, Edit)> = vec![
             ("action", Some(Part::Action), |f| {
@@ -482,6 +593,27 @@ mod tests {
                 f.outs.push("m.bin".into())
             }),
             ("outs reordered", None, |f| f.outs.reverse()),
+            ("env declared", Some(Part::Env), |f| {
+                f.env.insert("OMP".into(), Some("1".into()));
+            }),
+            ("env unset vs empty", Some(Part::Env), |f| {
+                f.env.insert("SEED".into(), None);
+            }),
+            ("env value", Some(Part::Env), |f| {
+                f.env.insert("SEED".into(), Some("2".into()));
+            }),
+            ("tool added", Some(Part::Tool), |f| {
+                f.tools.insert("file: req.lock".into(), "ab".into());
+            }),
+            ("tool changed", Some(Part::Tool), |f| {
+                f.tools.insert("cmd: torch".into(), "2.6".into());
+            }),
+            ("container added", Some(Part::Container), |f| {
+                f.container = Some(ContainerId {
+                    image: "bb".into(),
+                    digest: "sha256:1".into(),
+                })
+            }),
         ];
         for (what, part, edit) in edits {
             let mut now = base.clone();
@@ -530,14 +662,22 @@ mod tests {
             proptest::collection::btree_map("[ab]{1,2}", arb_json(), 0..3),
             proptest::collection::btree_map("[ab]{1,2}", "[xy]{0,2}", 0..3),
             proptest::collection::vec("[ab]{1,2}", 0..3),
+            proptest::collection::btree_map("[ab]", proptest::option::of("[ab]{0,1}"), 0..2),
+            proptest::collection::btree_map("[ab]", "[xy]{0,1}", 0..2),
+            proptest::option::of(("[ab]", "[xy]")),
         )
-            .prop_map(|(action, with, params, deps, outs)| Fingerprint {
-                action: action.to_string(),
-                with,
-                params,
-                deps,
-                outs,
-            })
+            .prop_map(
+                |(action, with, params, deps, outs, env, tools, container)| Fingerprint {
+                    action: action.to_string(),
+                    with,
+                    params,
+                    deps,
+                    outs,
+                    env,
+                    tools,
+                    container: container.map(|(image, digest)| ContainerId { image, digest }),
+                },
+            )
     }
 
     use proptest::prelude::*;
@@ -561,6 +701,9 @@ mod tests {
                     Part::Param => a2.params = b.params.clone(),
                     Part::Dep => a2.deps = b.deps.clone(),
                     Part::Outs => a2.outs = b.outs.clone(),
+                    Part::Env => a2.env = b.env.clone(),
+                    Part::Tool => a2.tools = b.tools.clone(),
+                    Part::Container => a2.container = b.container.clone(),
                 }
                 prop_assert_ne!(a2.key(), a.key(), "{:?}", c);
             }

@@ -221,7 +221,10 @@ pub fn record(
     plan_key: &str,
     context: &str,
 ) -> bool {
-    let Some(paths) = paths_seen(ws, p) else {
+    // A key that rests on more than files (a variable of repro's environment, a tool
+    // command's output, an image in a runtime's store) must be computed again by every run.
+    let volatile = p.stages.iter().any(|s| s.env.volatile());
+    let Some(paths) = paths_seen(ws, p).filter(|_| !volatile) else {
         // An old record might still match the files as they are now: remove it.
         let _ = std::fs::remove_file(path(&ws.root));
         return false;

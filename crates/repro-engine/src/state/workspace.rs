@@ -186,13 +186,17 @@ pub fn fingerprint(ws: &Workspace, stage: &Stage) -> Result<Fingerprint> {
     for (p, c) in paths.iter().zip(contents) {
         deps.insert(p.to_string(), c.hash().unwrap_or("missing").to_string());
     }
-    Ok(Fingerprint {
+    let mut fp = Fingerprint {
         action,
         with,
         params: stage.params.clone(),
         deps,
         outs: stage.outs.iter().map(|o| o.path.clone()).collect(),
-    })
+        ..Default::default()
+    };
+    // `env:`, `tools:`, `container:` (nothing to do for a stage without them).
+    crate::declared::fill(ws, stage, &mut fp)?;
+    Ok(fp)
 }
 
 /// Decide whether `stage` is fresh against its lock entry, and why not.
