@@ -105,12 +105,24 @@ pub struct Records {
 
 impl Records {
     pub fn load(file: &Path, opts: &LoadOptions) -> Result<Records> {
-        let (p, _dag) = crate::run::load(file, opts)?;
         // These commands only read: on a read-only workspace, the state is read as it is.
-        let mut ws = match Workspace::open(&p.root, Duration::from_secs(10)) {
-            Ok(ws) => ws,
-            Err(_) => Workspace::open_for_reading(&p.root)?,
+        let open = crate::session::Open {
+            file,
+            load: opts,
+            targets: &[],
+            downstream: false,
+            access: crate::session::Access::Read {
+                wait_db: Duration::from_secs(10),
+            },
+            up_to_date: crate::session::UpToDate::Ignore,
+            interrupts: false,
         };
+        let crate::session::Opened::Ready(s) =
+            crate::session::Session::open(&open, &mut crate::progress::Phases::start())?
+        else {
+            unreachable!("the up-to-date record is not asked");
+        };
+        let crate::session::Session { p, ws, lock, .. } = *s;
         let runs = match ws.db_if_open() {
             Some(db) => db.runs()?,
             // Never run here (a fresh checkout, read-only): nothing is recorded yet.
@@ -120,7 +132,6 @@ impl Records {
                 ws.cache_dir.join("state.redb").display()
             ),
         };
-        let lock = crate::state::workspace::read_lock(&mut ws)?;
         Ok(Records { p, ws, lock, runs })
     }
 

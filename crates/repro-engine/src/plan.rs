@@ -13,6 +13,7 @@ use anyhow::Result;
 
 use crate::graph::Dag;
 use crate::spec::Pipeline;
+use crate::state::db::RunRecord;
 use crate::state::fingerprint::Part;
 use crate::state::lockfile::{LockEntry, LockFile};
 use crate::state::workspace::{Assessment, Workspace, assess_all};
@@ -73,6 +74,9 @@ impl Verdict {
 pub struct Planned {
     pub verdict: Verdict,
     pub assessment: Assessment,
+    /// For a [`Verdict::Restorable`] stage, the run-cache record it is restored from (the one
+    /// look-up of its key: the run acts on it rather than asking again).
+    pub cached: Option<RunRecord>,
 }
 
 /// The verdict on every stage in `selected` (which is in topological order and closed over
@@ -97,10 +101,11 @@ pub fn plan(
             .collect();
         let planned = a.and_then(|a| {
             let entry = lock.stages.get(&p.stages[i].name);
-            let verdict = verdict(ws, &a, entry, upstream)?;
+            let (verdict, cached) = verdict(ws, &a, entry, upstream)?;
             Ok(Planned {
                 verdict,
                 assessment: a,
+                cached,
             })
         });
         changing[i] = !matches!(&planned, Ok(x) if x.verdict.is_fresh());
@@ -109,25 +114,29 @@ pub fn plan(
     out
 }
 
+/// The verdict, with the run-cache record of a restorable stage.
 fn verdict(
     ws: &Workspace,
     a: &Assessment,
     entry: Option<&LockEntry>,
     upstream: Vec<String>,
-) -> Result<Verdict> {
+) -> Result<(Verdict, Option<RunRecord>)> {
     let reasons = a.reasons.clone();
     Ok(if upstream.is_empty() {
         if a.fresh() {
-            Verdict::Fresh
-        } else if ws.in_run_cache(&a.key)? {
-            Verdict::Restorable { reasons }
+            (Verdict::Fresh, None)
+        } else if let Some(rec) = match ws.db_if_open() {
+            Some(db) => db.get_run(&a.key)?,
+            None => None,
+        } {
+            (Verdict::Restorable { reasons }, Some(rec))
         } else {
-            Verdict::Stale { reasons, upstream }
+            (Verdict::Stale { reasons, upstream }, None)
         }
     } else if stale_whatever_upstream_does(a, entry) {
-        Verdict::Stale { reasons, upstream }
+        (Verdict::Stale { reasons, upstream }, None)
     } else {
-        Verdict::Pending { reasons, upstream }
+        (Verdict::Pending { reasons, upstream }, None)
     })
 }
 

@@ -47,31 +47,37 @@ pub fn status(
     targets: &[String],
     downstream: bool,
 ) -> Result<Vec<StageStatus>> {
-    let plan_key = crate::state::plan_cache::key(file, opts);
-    if targets.is_empty()
-        && let Some(stages) =
-            crate::state::up_to_date::check(&crate::spec::workspace_root(file), &plan_key, None)
-    {
-        return Ok(stages
-            .into_iter()
-            .map(|stage| StageStatus {
-                stage,
-                state: State::Fresh,
-                reasons: Vec::new(),
-                restorable: false,
-            })
-            .collect());
-    }
-    let mut state =
-        crate::run::load_state_in_background(file, &plan_key, crate::run::RunLock::None);
-    let (p, mut dag, parsed) = state.pipeline(file, opts)?;
-    let selected = crate::targets::select(&p, &dag, targets, downstream)?;
-    let (_, mut ws, lock) = state.join()?;
-    crate::state::plan_cache::remember(&ws, parsed, &p, &dag);
-    ws.source_stats = std::mem::take(&mut dag.source_stats);
+    let open = crate::session::Open {
+        file,
+        load: opts,
+        targets,
+        downstream,
+        access: crate::session::Access::READ,
+        up_to_date: if targets.is_empty() {
+            crate::session::UpToDate::Check { context: None }
+        } else {
+            crate::session::UpToDate::Ignore
+        },
+        interrupts: false,
+    };
+    let s = match crate::session::Session::open(&open, &mut crate::progress::Phases::start())? {
+        crate::session::Opened::UpToDate(stages) => {
+            return Ok(stages
+                .into_iter()
+                .map(|stage| StageStatus {
+                    stage,
+                    state: State::Fresh,
+                    reasons: Vec::new(),
+                    restorable: false,
+                })
+                .collect());
+        }
+        crate::session::Opened::Ready(s) => *s,
+    };
+    let (p, ws) = (&s.p, &s.ws);
     let mut out = Vec::new();
     let mut states: HashMap<&str, State> = HashMap::new();
-    for (i, planned) in crate::plan::plan(&ws, &p, &dag, &selected, &lock) {
+    for (i, planned) in crate::plan::plan(ws, p, &s.dag, &s.selected, &s.lock) {
         let name = p.stages[i].name.as_str();
         let v = match planned {
             Ok(planned) => planned.verdict,

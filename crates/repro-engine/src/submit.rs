@@ -43,7 +43,21 @@ pub fn submit(
     executor_given: bool,
 ) -> Result<i32> {
     // Spec errors belong on the user's terminal, not in a log read later.
-    let (p, _) = crate::run::load(file, load)?;
+    let open = crate::session::Open {
+        file,
+        load,
+        targets: &[],
+        downstream: false,
+        access: crate::session::Access::READ,
+        up_to_date: crate::session::UpToDate::Ignore,
+        interrupts: false,
+    };
+    let crate::session::Opened::Ready(session) =
+        crate::session::Session::open(&open, &mut crate::progress::Phases::start())?
+    else {
+        unreachable!("the up-to-date record is not asked");
+    };
+    let p = session.p;
     let root = crate::spec::workspace_root(file);
     let root = root.canonicalize().unwrap_or(root);
     let dir = submit_dir(&root);

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+pub mod gpus;
 pub mod local;
 pub mod measure;
 pub mod slurm;
@@ -82,10 +83,25 @@ pub trait Executor: Send {
             })
             .collect()
     }
-    /// Whether [`submit_many`](Executor::submit_many) gains from getting a whole round at
-    /// once; if not, the engine hands each job over as soon as it starts it.
-    fn batches(&self) -> bool {
+    /// How the engine admits a ready `stage` to this executor: within its `-j` and GPU slots,
+    /// handed over at once ([`Admission::Slots`], the default), or into a batch handed over at
+    /// the end of the scheduling round ([`Admission::Batch`]: Slurm job arrays).
+    fn admission(&self, stage: &crate::spec::Stage) -> Admission {
+        let _ = stage;
+        Admission::Slots
+    }
+    /// Whether the executor, not the engine, places a stage on GPUs (Slurm: its gres
+    /// allocation). Then the engine sets no `CUDA_VISIBLE_DEVICES`, and a stage counts the GPUs
+    /// it declared rather than the slots it was leased.
+    fn places_gpus(&self) -> bool {
         false
+    }
+    /// `-j` when the user gives none: the cores of this machine (an executor with a scheduler
+    /// of its own may take more at once).
+    fn default_jobs(&self) -> usize {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     }
     /// Wait up to `timeout` for events of running jobs; returns what happened (possibly
     /// nothing). Must be cheap to call in a loop.
@@ -94,6 +110,20 @@ pub trait Executor: Send {
     fn cancel_all(&mut self);
     /// Number of jobs submitted and not yet reported finished.
     fn running(&self) -> usize;
+}
+
+/// How a ready stage is admitted (see [`Executor::admission`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// When its `-j` and GPU slots are free; its job is handed over at once.
+    Slots,
+    /// Into the batch `group` of this round, handed over when the round ends, which holds at
+    /// most `max` stages. A member that finds no free `-j` slot still starts, without slots
+    /// ("rides along"), unless it wants GPU slots; with each job of the batch the executor
+    /// gets how many of the group took slots, and runs at most that many at once. A member
+    /// with slots that finishes hands them to one still riding along, so `-j` still bounds
+    /// what runs.
+    Batch { group: String, max: usize },
 }
 
 /// Where stages run: `--executor`, else the pipeline's `executor:`, else local.
@@ -114,6 +144,16 @@ impl std::str::FromStr for ExecutorKind {
             "slurm" => Ok(ExecutorKind::Slurm),
             other => anyhow::bail!("unknown executor '{other}' (known: local, slurm)"),
         }
+    }
+}
+
+/// The executor of `kind` for a pipeline.
+pub fn make(kind: ExecutorKind, p: &crate::spec::Pipeline) -> Result<Box<dyn Executor>> {
+    match kind {
+        ExecutorKind::Local => Ok(Box::new(local::LocalExecutor::with_pid_dir(
+            p.root.join("cache").join("running"),
+        )?)),
+        ExecutorKind::Slurm => make_slurm(p),
     }
 }
 

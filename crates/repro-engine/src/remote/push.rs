@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
 
@@ -19,7 +19,7 @@ use super::transfer::{self, Counters, Item};
 use super::{RemoteArgs, open_required};
 use crate::spec::LoadOptions;
 use crate::state::hashing::{Content, FILE_MODE};
-use crate::state::workspace::{Workspace, WorkspaceLock};
+use crate::state::workspace::Workspace;
 
 pub fn push(
     file: &std::path::Path,
@@ -29,12 +29,24 @@ pub fn push(
     all: bool,
 ) -> Result<i32> {
     let t0 = Instant::now();
-    let (p, dag) = crate::run::load(file, load)?;
-    let selected = crate::targets::select(&p, &dag, targets, false)?;
-    let store = open_required(args, &p)?;
-    let _lock = WorkspaceLock::acquire(&p.root.join("cache"), false)?;
-    let mut ws = Workspace::open(&p.root, Duration::from_secs(30))?;
-    let lock = crate::state::workspace::read_lock(&mut ws)?;
+    let open = crate::session::Open {
+        file,
+        load,
+        targets,
+        downstream: false,
+        access: crate::session::Access::Run { wait: false },
+        up_to_date: crate::session::UpToDate::Ignore,
+        interrupts: false,
+    };
+    let crate::session::Opened::Ready(session) =
+        crate::session::Session::open(&open, &mut crate::progress::Phases::start())?
+    else {
+        unreachable!("the up-to-date record is not asked");
+    };
+    // Held (the run lock with it) until the push ends.
+    let session = *session;
+    let store = open_required(args, &session.p)?;
+    let (p, selected, ws, lock) = (&session.p, &session.selected, &session.ws, &session.lock);
 
     // What each fresh stage's entry will say, from its outputs as they are now (what the lock
     // records); objects missing from the local cache are stored first.

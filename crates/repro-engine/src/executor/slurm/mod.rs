@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{Event, Executor, Job, JobId, Outcome};
+use super::{Admission, Event, Executor, Job, JobId, Outcome};
 use crate::fsutil::{stage_file_name, write_atomic};
 use crate::kinds::progress;
 pub use accounting::{
@@ -680,8 +680,26 @@ impl Executor for SlurmExecutor {
         failed
     }
 
-    fn batches(&self) -> bool {
-        self.opts.arrays
+    /// Stages of one `foreach:`/`matrix:` (the same base name) with equal resources share one
+    /// job array per round, of at most [`MAX_ARRAY`] elements; without arrays, one job each.
+    fn admission(&self, stage: &crate::spec::Stage) -> Admission {
+        if !self.opts.arrays {
+            return Admission::Slots;
+        }
+        Admission::Batch {
+            group: format!("{}\u{0}{:?}", base_name(&stage.name), stage.resources),
+            max: MAX_ARRAY,
+        }
+    }
+
+    /// Slurm picks the GPUs: the job's `CUDA_VISIBLE_DEVICES` comes from its gres allocation.
+    fn places_gpus(&self) -> bool {
+        true
+    }
+
+    /// Slurm's own scheduler decides what runs; the engine keeps this many jobs submitted.
+    fn default_jobs(&self) -> usize {
+        256
     }
 
     fn poll(&mut self, timeout: Duration) -> Result<Vec<Event>> {
