@@ -33,7 +33,8 @@ pub struct Params {
     #[serde(default)]
     bins: Option<usize>,
     /// Open-set study: the metrics of test images of classes the model never saw; adds
-    /// `openset` (rejection at t* and at the learned bias, AUROC) to metrics.json.
+    /// `openset` (rejection at t*, at the learned bias and at the matched point where 95 % of
+    /// the known images are accepted; AUROC) to metrics.json.
     #[serde(default)]
     unknown_logits: Option<PathBuf>,
 }
@@ -60,7 +61,8 @@ impl Kind for Evaluate {
 
     fn version(&self) -> u32 {
         // 2: the exp kernel changed, so SoftMax thresholds differ in their last bits.
-        2
+        // 3: open set adds the matched operating point (`known95`).
+        3
     }
 
     fn written_paths(&self, p: &Params) -> Vec<(&'static str, PathBuf)> {
@@ -121,6 +123,11 @@ impl Run for Evaluate {
                 at.push(("t_star", t));
             }
             at.push(("bias", 0.0));
+            if let Some(t) =
+                metrics::openset::matched_threshold(&input.logits, metrics::openset::MATCHED_ACCEPT)
+            {
+                at.push(("known95", t));
+            }
             let o = metrics::openset::openset(&input.logits, &input.labels, &unknown, &at);
             json["openset"] = serde_json::to_value(&o)?;
         }

@@ -3,7 +3,11 @@
 //! exceeds the threshold t (its maximum metric ≤ t).
 //!
 //! Per threshold: the share of unknown images rejected, and the known-class accuracy at that
-//! threshold (accepted *and* its largest metric is its own class). Independent of any
+//! threshold (accepted *and* its largest metric is its own class). Thresholds chosen per loss
+//! (t*, the bias) leave the losses at different known-class acceptance, so they are compared
+//! at a matched operating point as well: [`matched_threshold`] accepts [`MATCHED_ACCEPT`] of
+//! the known images (the open-set literature's "TPR 95 %"), and the unknowns rejected there
+//! are comparable across losses. Independent of any
 //! threshold: the AUROC of the maximum metric as a known-vs-unknown score (Mann–Whitney, ties
 //! counted half). Rows with a non-finite metric have no maximum: they count as rejected and as
 //! wrong, and rank below every finite score.
@@ -14,8 +18,9 @@ use super::input::Matrix;
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct AtThreshold {
-    /// Which threshold: `t_star` (the optimal unified threshold of the known classes) or
-    /// `bias` (0 on the metrics with bias: the learned bias as the threshold).
+    /// Which threshold: `t_star` (the optimal unified threshold of the known classes),
+    /// `bias` (0 on the metrics with bias: the learned bias as the threshold) or `known95`
+    /// (the matched operating point: 95 % of the known images accepted).
     pub name: String,
     pub threshold: f64,
     /// Percent of unknown images rejected.
@@ -47,6 +52,38 @@ fn row_max(row: &[f32]) -> Option<(f32, usize)> {
         }
     }
     best
+}
+
+/// The matched operating point: the share of known images accepted.
+pub const MATCHED_ACCEPT: f64 = 0.95;
+
+/// The largest threshold that accepts at least `share` of the known rows (a row is accepted
+/// when its maximum metric is above the threshold): midway between the maximum that must
+/// still be accepted and the next lower one, so it does not sit on a score. Rows with a
+/// non-finite metric are never accepted; when they are more than `1 − share` of the rows, the
+/// threshold accepts every finite row (−∞). `None` without known rows.
+pub fn matched_threshold(known: &Matrix<'_>, share: f64) -> Option<f64> {
+    let mut s: Vec<f64> = (0..known.rows)
+        .filter_map(|i| row_max(known.row(i)).map(|(v, _)| v as f64))
+        .collect();
+    if known.rows == 0 {
+        return None;
+    }
+    s.sort_by(|a, b| b.total_cmp(a));
+    // The number of rows that must be accepted.
+    let need = ((share * known.rows as f64) - 1e-9).ceil().max(0.0) as usize;
+    if need == 0 {
+        return s.first().map(|&m| m + 1.0).or(Some(f64::INFINITY));
+    }
+    if need > s.len() {
+        return Some(f64::NEG_INFINITY);
+    }
+    let last = s[need - 1];
+    // The next score strictly below the last one accepted (ties with it are accepted too).
+    Some(match s[need..].iter().find(|&&v| v < last) {
+        Some(&next) => last - (last - next) / 2.0,
+        None => f64::NEG_INFINITY,
+    })
 }
 
 /// Open-set figures for `known` (rows with `labels`) against `unknown` rows, at each of
@@ -155,6 +192,67 @@ mod tests {
         // Pairs (known, unknown) with known higher: 3 > all 3; 1 > 0.5, NaN; 2 > 0.5, NaN and
         // ties 2 → 3 + 2 + 2.5 = 7.5 of 9.
         assert!((o.auroc - 100.0 * 7.5 / 9.0).abs() < 1e-9, "{}", o.auroc);
+    }
+
+    #[test]
+    fn matched_threshold_accepts_the_share_of_known_rows() {
+        // Maxima 10, 9, …, 1 (one column: each row's own value); 95 % of 10 rows → 10 rows
+        // (ceil 9.5): every row, so the threshold is below the smallest maximum.
+        let kd: Vec<f32> = (1..=10).rev().map(|v| v as f32).collect();
+        let k = Matrix::new(&kd, 10, 1).unwrap();
+        assert_eq!(matched_threshold(&k, 0.95), Some(f64::NEG_INFINITY));
+        // 80 % → 8 rows: between 3 and 2.
+        assert_eq!(matched_threshold(&k, 0.8), Some(2.5));
+        // 20 rows 1..=20: 95 % → 19 rows accepted, the threshold between 2 and 1.
+        let kd: Vec<f32> = (1..=20).map(|v| v as f32).collect();
+        let k = Matrix::new(&kd, 20, 1).unwrap();
+        let t = matched_threshold(&k, 0.95).unwrap();
+        assert_eq!(t, 1.5);
+        let o = openset(&k, &[0; 20], &k, &[("known95", t)]);
+        assert_eq!(o.at[0].known_accepted, 95.0);
+        assert_eq!(o.at[0].unknown_rejected, 5.0);
+        // Ties at the boundary are accepted together (at least the share, never fewer).
+        let kd = [5.0f32, 4.0, 4.0, 4.0, 1.0];
+        let k = Matrix::new(&kd, 5, 1).unwrap();
+        assert_eq!(matched_threshold(&k, 0.5), Some(2.5));
+        // Non-finite rows are never accepted: with 2 of 5 non-finite, 80 % cannot be reached
+        // and every finite row is accepted.
+        let kd = [5.0f32, f32::NAN, 3.0, f32::INFINITY, 1.0];
+        let k = Matrix::new(&kd, 5, 1).unwrap();
+        assert_eq!(matched_threshold(&k, 0.8), Some(f64::NEG_INFINITY));
+        assert_eq!(matched_threshold(&k, 0.4), Some(2.0));
+        assert_eq!(
+            matched_threshold(&Matrix::new(&[], 0, 1).unwrap(), 0.95),
+            None
+        );
+    }
+
+    #[test]
+    fn matched_point_compares_losses_at_equal_acceptance() {
+        // Two "losses" on the same 20 known rows; loss A's unknowns score low, loss B's high.
+        // At the matched point both accept 95 % of the known rows, and A rejects more.
+        let kd: Vec<f32> = (1..=20).map(|v| v as f32).collect();
+        let k = Matrix::new(&kd, 20, 1).unwrap();
+        let ua: Vec<f32> = vec![0.5; 10];
+        let ub: Vec<f32> = (11..=20).map(|v| v as f32).collect();
+        let t = matched_threshold(&k, MATCHED_ACCEPT).unwrap();
+        let a = openset(
+            &k,
+            &[0; 20],
+            &Matrix::new(&ua, 10, 1).unwrap(),
+            &[("known95", t)],
+        );
+        let b = openset(
+            &k,
+            &[0; 20],
+            &Matrix::new(&ub, 10, 1).unwrap(),
+            &[("known95", t)],
+        );
+        assert_eq!(a.at[0].known_accepted, b.at[0].known_accepted);
+        assert_eq!(
+            (a.at[0].unknown_rejected, b.at[0].unknown_rejected),
+            (100.0, 0.0)
+        );
     }
 
     #[test]

@@ -294,6 +294,7 @@ pub fn render_summary(
     ctx.insert("claims", &claims::evaluate(claim_specs, published, runs));
     ctx.insert("sanity", &claims::ordering_sanity(runs));
     ctx.insert("openset", &openset_out(runs));
+    ctx.insert("machines", &provenance::machines(runs));
     ctx.insert("numerics", &numerics::reading(runs));
     ctx.insert(
         "run_count",

@@ -20,6 +20,8 @@ pub struct RunInfo {
     pub bias_init_mode: Option<u32>,
     pub seed: Option<String>,
     pub device: Option<String>,
+    pub cpu_model: Option<String>,
+    pub threads: Option<u64>,
     pub libtorch: Option<String>,
     pub train_seconds: Option<f64>,
     pub epochs: usize,
@@ -38,6 +40,9 @@ pub struct Provenance {
     pub lock_hash: Option<String>,
     pub libtorch: Vec<String>,
     pub devices: Vec<String>,
+    /// The machines that trained the runs: CPU model, threads per run and device, with the
+    /// number of runs each (see [`machines`]).
+    pub machines: Vec<Machine>,
     pub published_source: String,
     pub total_train_seconds: Option<f64>,
     pub runs: Vec<RunInfo>,
@@ -72,6 +77,63 @@ pub fn lock_hash(path: &Path, explicit: bool) -> Result<Option<String>> {
     }
 }
 
+/// One machine configuration that trained runs: the CPU model ("not recorded" for runs from
+/// before it was), libtorch's threads per run and the device.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Machine {
+    pub cpu_model: String,
+    pub threads: Option<u64>,
+    pub device: Option<String>,
+    pub runs: usize,
+    /// "Intel(R) Xeon(R) Processor, 1 thread per run, cpu (157 runs)".
+    pub text: String,
+}
+
+/// The distinct machine configurations of the runs with a train.json, most runs first. The
+/// same seed gives numbers a little apart on another CPU (other SIMD kernels and summation
+/// orders), so results quoted from a report name the CPU that produced them.
+pub fn machines(runs: &[Run]) -> Vec<Machine> {
+    let mut counts: std::collections::BTreeMap<(String, Option<u64>, Option<String>), usize> =
+        Default::default();
+    for t in runs.iter().filter_map(|r| r.train.as_ref()) {
+        let cpu = t
+            .cpu_model
+            .clone()
+            .unwrap_or_else(|| "CPU model not recorded".into());
+        *counts
+            .entry((cpu, t.threads, t.device.clone()))
+            .or_default() += 1;
+    }
+    let mut out: Vec<Machine> = counts
+        .into_iter()
+        .map(|((cpu_model, threads, device), runs)| {
+            let mut text = cpu_model.clone();
+            if let Some(n) = threads {
+                text.push_str(&format!(
+                    ", {n} thread{} per run",
+                    if n == 1 { "" } else { "s" }
+                ));
+            }
+            if let Some(d) = &device {
+                text.push_str(&format!(", {d}"));
+            }
+            text.push_str(&format!(
+                " ({runs} run{})",
+                if runs == 1 { "" } else { "s" }
+            ));
+            Machine {
+                cpu_model,
+                threads,
+                device,
+                runs,
+                text,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.runs.cmp(&a.runs).then_with(|| a.text.cmp(&b.text)));
+    out
+}
+
 fn distinct(it: impl Iterator<Item = String>) -> Vec<String> {
     let mut v: Vec<String> = it.collect();
     v.sort();
@@ -100,6 +162,8 @@ pub fn collect(
                 bias_init_mode: r.bias_init_mode,
                 seed: r.seed.clone(),
                 device: t.and_then(|t| t.device.clone()),
+                cpu_model: t.and_then(|t| t.cpu_model.clone()),
+                threads: t.and_then(|t| t.threads),
                 libtorch: t.and_then(|t| t.libtorch.clone()),
                 train_seconds: t.and_then(|t| t.train_seconds).filter(|s| s.is_finite()),
                 epochs: t.and_then(|t| t.epochs.as_ref()).map_or(0, |e| e.len()),
@@ -119,6 +183,7 @@ pub fn collect(
         lock_hash,
         libtorch: distinct(infos.iter().filter_map(|i| i.libtorch.clone())),
         devices: distinct(infos.iter().filter_map(|i| i.device.clone())),
+        machines: machines(runs),
         published_source,
         total_train_seconds: if secs.is_empty() {
             None

@@ -167,6 +167,12 @@ pub struct Train {
     pub libtorch: Option<String>,
     #[serde(deserialize_with = "lenient")]
     pub train_seconds: Option<f64>,
+    /// The CPU's model name (train.json from this revision on; older runs: `None`).
+    #[serde(deserialize_with = "lenient")]
+    pub cpu_model: Option<String>,
+    /// libtorch's CPU threads in the run.
+    #[serde(deserialize_with = "lenient")]
+    pub threads: Option<u64>,
 }
 
 /// What a run was for, which decides the tables it appears in.
@@ -360,6 +366,8 @@ const KEEP_TRAIN: &[&str] = &[
     "numerics",
     "device",
     "skipped_steps",
+    "cpu_model",
+    "threads",
 ];
 
 /// A compact, re-loadable copy of the runs' results (the source of the Markdown summary), so

@@ -25,6 +25,30 @@ pub fn libtorch_dir() -> Option<PathBuf> {
         .and_then(|p| PathBuf::from(p).parent().map(|d| d.to_path_buf()))
 }
 
+/// The CPU's model name as the kernel reports it (`model name` in /proc/cpuinfo, e.g.
+/// `Intel(R) Xeon(R) Processor`; on Arm, where there is none, the implementer/part line), or
+/// "unknown". Recorded with each run: the same seed on another CPU gives slightly different
+/// numbers (other SIMD kernels and summation orders), and the report says which CPU ran what.
+pub fn cpu_model() -> String {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    cpu_model_from(&text).unwrap_or_else(|| "unknown".into())
+}
+
+/// The model name in the text of /proc/cpuinfo (first processor).
+pub fn cpu_model_from(cpuinfo: &str) -> Option<String> {
+    let field = |name: &str| {
+        cpuinfo.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name && !v.trim().is_empty()).then(|| v.trim().to_string())
+        })
+    };
+    field("model name").or_else(|| {
+        let imp = field("CPU implementer")?;
+        let part = field("CPU part").unwrap_or_default();
+        Some(format!("CPU implementer {imp}, part {part}"))
+    })
+}
+
 /// The libtorch version, e.g. `2.11.0+cu130`: read from the PyPI wheel's `torch/version.py`
 /// or a libtorch archive's `build-version`, next to the loaded library; "unknown" otherwise.
 pub fn libtorch_version() -> String {
@@ -100,4 +124,24 @@ pub fn doctor() -> anyhow::Result<i32> {
         println!("cuDNN available false");
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::cpu_model_from;
+
+    #[test]
+    fn cpu_model_is_read_from_cpuinfo() {
+        let x86 = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t: fpu\n\nprocessor\t: 1\nmodel name\t: Intel(R) Xeon(R) Processor\n";
+        assert_eq!(
+            cpu_model_from(x86).as_deref(),
+            Some("Intel(R) Xeon(R) Processor")
+        );
+        let arm = "processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\nCPU part\t: 0xd0c\n";
+        assert_eq!(
+            cpu_model_from(arm).as_deref(),
+            Some("CPU implementer 0x41, part 0xd0c")
+        );
+        assert_eq!(cpu_model_from(""), None);
+    }
 }
