@@ -66,6 +66,11 @@ pub enum Command {
         #[command(subcommand)]
         what: ExpCmd,
     },
+    /// Draw stages' `plots:` (series and images) into one offline HTML page.
+    Plots {
+        #[command(subcommand)]
+        what: PlotsCmd,
+    },
     /// What each stage run cost: wall and CPU time, peak memory, GPUs, how it ended, where.
     Trace(TraceArgs),
     /// Print libtorch version, CUDA/cuDNN availability and devices.
@@ -366,6 +371,73 @@ pub enum MetricsCmd {
 }
 
 #[derive(Subcommand)]
+pub enum PlotsCmd {
+    /// The workspace's plots (the configurations of a foreach/matrix on the same axes):
+    /// writes the page and prints its path.
+    Show {
+        /// Stage names, base names, globs (`train@*`) or plot files. Default: every plot.
+        targets: Vec<String>,
+        #[command(flatten)]
+        out: PlotsOut,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// The plots of two or more sources on the same axes (workspace, lock, a git revision, a
+    /// run-cache id as `repro exp show` prints it); one source is compared with the workspace.
+    Diff {
+        #[arg(required = true, value_name = "SOURCE")]
+        sources: Vec<String>,
+        /// Only these stages or plot files (names, base names, globs; repeatable).
+        #[arg(short = 't', long = "target", value_name = "TARGET")]
+        targets: Vec<String>,
+        #[command(flatten)]
+        out: PlotsOut,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+}
+
+/// Where `repro plots` writes its page, and how it reports.
+#[derive(Args)]
+pub struct PlotsOut {
+    /// The HTML file to write (default: cache/plots/show.html or diff.html).
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print the page's path and every chart's data as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn cmd_plots(
+    sources: &[String],
+    targets: &[String],
+    out: &PlotsOut,
+    pipeline: &PipelineArgs,
+) -> anyhow::Result<i32> {
+    let (path, plots) = repro_engine::plots::command(
+        &pipeline.file,
+        &pipeline.load_options()?,
+        sources,
+        targets,
+        out.out.as_deref(),
+    )?;
+    if out.json {
+        let mut v = serde_json::to_value(&plots)?;
+        v["page"] = serde_json::json!(path);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        if plots.charts.is_empty() {
+            eprintln!("no plots to draw: declare `plots:` on a stage, then run it");
+        }
+        for m in &plots.missing {
+            eprintln!("warning: plot file not there: {m}");
+        }
+        println!("{}", path.display());
+    }
+    Ok(0)
+}
+
+#[derive(Subcommand)]
 pub enum ExpCmd {
     /// One table of every configuration the run cache knows for the selected stages.
     Show {
@@ -582,6 +654,40 @@ pub fn main() -> i32 {
         Command::Exp {
             what: ExpCmd::Apply { id, pipeline },
         } => cmd_exp_apply(&id, &pipeline),
+        Command::Exp {
+            what:
+                ExpCmd::Diff {
+                    a,
+                    b,
+                    format,
+                    pipeline,
+                },
+        } => repro_engine::experiments::diff(&workspace_of(&pipeline.file), &a, &b)
+            .and_then(|d| repro_engine::experiments::print_diff(&d, format.format()))
+            .map(|()| 0),
+        Command::Exp {
+            what: ExpCmd::Remove { ids, pipeline },
+        } => repro_engine::experiments::remove(&workspace_of(&pipeline.file), &ids).map(|lines| {
+            lines.iter().for_each(|l| println!("{l}"));
+            0
+        }),
+        Command::Plots {
+            what:
+                PlotsCmd::Show {
+                    targets,
+                    out,
+                    pipeline,
+                },
+        } => cmd_plots(&[], &targets, &out, &pipeline),
+        Command::Plots {
+            what:
+                PlotsCmd::Diff {
+                    sources,
+                    targets,
+                    out,
+                    pipeline,
+                },
+        } => cmd_plots(&sources, &targets, &out, &pipeline),
         Command::Trace(args) => cmd_trace(&args),
     };
     phases.mark("whole command");

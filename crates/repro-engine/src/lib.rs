@@ -27,6 +27,7 @@ pub mod kinds;
 pub mod maintenance;
 pub mod metrics_file;
 pub mod plan;
+pub mod plots;
 pub mod progress;
 pub mod remote;
 pub mod remote_url;

@@ -133,6 +133,9 @@ pub struct Stage {
     /// `metrics:` outputs (JSON files whose numbers `repro metrics`/`exp show` compare); each
     /// is also in `outs`.
     pub metrics: Vec<PathRef>,
+    /// `plots:` outputs (series or images that `repro plots` draws); each is also in `outs`.
+    #[serde(default)]
+    pub plots: Vec<crate::plots::PlotDecl>,
     /// Where the stage is defined (its name in the file).
     pub mark: Mark,
     /// `env:`, `tools:` and `container:` (see `spec::environ`); empty for most stages.
@@ -170,6 +173,7 @@ const STAGE_KEYS: &[&str] = &[
     "checkpoint",
     "desc",
     "metrics",
+    "plots",
     "env",
     "tools",
     "container",

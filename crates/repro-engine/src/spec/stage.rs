@@ -107,6 +107,15 @@ pub(super) fn build_stage(
             outs.push(m.clone());
         }
     }
+    let plots = plot_list(body, scope, &mut errors);
+    for p in &plots {
+        if !outs.iter().any(|o| o.path == p.path) {
+            outs.push(PathRef {
+                path: p.path.clone(),
+                mark: p.mark.clone(),
+            });
+        }
+    }
 
     let mut params = BTreeMap::new();
     if let Some(p) = body.get("params") {
@@ -173,6 +182,7 @@ pub(super) fn build_stage(
                 .unwrap_or_default(),
             desc,
             metrics,
+            plots,
             mark: key.mark.clone(),
             env,
         }),
@@ -208,6 +218,41 @@ fn resolve_action(
             None
         }
     }
+}
+
+/// `plots:` entries: a path, or `{path, x, y, title}` (checked by `crate::plots::PlotDecl`).
+fn plot_list(
+    body: &Node,
+    scope: &Scope,
+    errors: &mut Vec<SpecError>,
+) -> Vec<crate::plots::PlotDecl> {
+    let Some(node) = body.get("plots") else {
+        return Vec::new();
+    };
+    let items: Vec<&Node> = match &node.value {
+        Value::Seq(items) => items.iter().collect(),
+        Value::Null => Vec::new(),
+        _ => vec![node],
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let v = match interpolate_node(item, scope) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let decl = crate::plots::PlotDecl::from_json(&v, &item.mark).and_then(|mut d| {
+            d.path = normalise(&d.path, false)?;
+            Ok(d)
+        });
+        match decl {
+            Ok(d) => out.push(d),
+            Err(msg) => errors.push(SpecError::at(&item.mark, format!("plots: {msg}"))),
+        }
+    }
+    out
 }
 
 /// A field that must interpolate to one scalar, as text with where it was written.
