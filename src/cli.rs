@@ -171,6 +171,9 @@ pub struct RunArgs {
     /// If another run holds this workspace, wait for it instead of failing.
     #[arg(long)]
     pub wait: bool,
+    /// Name the experiment this run records (`repro exp show` lists it, `exp apply NAME`).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     #[command(flatten)]
     pub remote: repro_engine::remote::RemoteArgs,
 }
@@ -242,9 +245,13 @@ pub struct GcArgs {
     /// Pipeline file (its directory is the workspace whose cache is collected).
     #[arg(short = 'f', long = "file", default_value = "pipeline.yaml")]
     pub file: PathBuf,
-    /// Keep only the newest N run-cache entries per stage.
+    /// Keep only the newest N run-cache entries per stage (those an experiment uses stay).
     #[arg(long)]
     pub keep_last: Option<usize>,
+    /// Keep only these experiments (ids or names, comma-separated) and the run-cache entries
+    /// they and the lock use; the other experiments and entries go. Default: keep every one.
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    pub keep_exp: Vec<String>,
 }
 
 #[derive(Args)]
@@ -292,14 +299,28 @@ fn cmd_metrics_show(
     Ok(0)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn cmd_exp_show(
     targets: &[String],
+    stages: bool,
     sort: Option<&str>,
     ascending: bool,
     metrics: &[String],
     format: FormatArgs,
     pipeline: &PipelineArgs,
 ) -> anyhow::Result<i32> {
+    if !stages && targets.is_empty() {
+        use repro_engine::experiments as exp;
+        let mut rows = exp::rows(&workspace_of(&pipeline.file))?;
+        if let Some(m) = sort {
+            exp::sort_rows(&mut rows, m, ascending)?;
+        }
+        if !metrics.is_empty() {
+            exp::keep_metrics(&mut rows, metrics);
+        }
+        exp::print(&rows, format.format())?;
+        return Ok(0);
+    }
     let cx = repro_engine::compare::Records::load(&pipeline.file, &pipeline.load_options()?)?;
     let mut rows = repro_engine::compare::experiments(&cx, targets)?;
     if let Some(m) = sort {
@@ -313,7 +334,14 @@ fn cmd_exp_show(
 }
 
 fn cmd_exp_apply(id: &str, pipeline: &PipelineArgs) -> anyhow::Result<i32> {
-    for line in repro_engine::compare::apply(&pipeline.file, &pipeline.load_options()?, id)? {
+    // An experiment (the whole pipeline), else a run-cache id of one stage (`--stages`).
+    let load = pipeline.load_options()?;
+    let lines = if repro_engine::experiments::exists(&workspace_of(&pipeline.file), id) {
+        repro_engine::experiments::apply(&pipeline.file, &load, id)?
+    } else {
+        repro_engine::compare::apply(&pipeline.file, &load, id)?
+    };
+    for line in lines {
         println!("{line}");
     }
     Ok(0)
@@ -439,10 +467,15 @@ fn cmd_plots(
 
 #[derive(Subcommand)]
 pub enum ExpCmd {
-    /// One table of every configuration the run cache knows for the selected stages.
+    /// One row per experiment (each `repro run` records the whole pipeline's configuration):
+    /// id, name, time, commit, the params that differ and the metrics. With --stages or
+    /// TARGETs: every configuration the run cache knows for the selected stages.
     Show {
-        /// Stage names, base names or globs (`gamma_sweep@*`). Default: all stages.
+        /// Stage names, base names or globs (`gamma_sweep@*`); implies --stages.
         targets: Vec<String>,
+        /// One row per run-cache entry of each stage instead of one per experiment.
+        #[arg(long)]
+        stages: bool,
         /// Order by this metric, largest first (e.g. a_uni).
         #[arg(long, value_name = "METRIC")]
         sort: Option<String>,
@@ -457,10 +490,30 @@ pub enum ExpCmd {
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
-    /// Restore a configuration's outputs from the cache and say which params make it current.
+    /// Restore an experiment's outputs (every stage's) from the cache, or none when any
+    /// cannot be; or, given a run-cache id of `exp show --stages`, one stage's.
     Apply {
-        /// The id `repro exp show` prints (a prefix of the stage key).
+        /// An experiment id or name, or a run-cache id (a prefix of the stage key).
         id: String,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// The params, metrics and stage keys that differ between two experiments.
+    Diff {
+        /// Experiment id or name.
+        a: String,
+        /// Experiment id or name.
+        b: String,
+        #[command(flatten)]
+        format: FormatArgs,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// Forget experiments (their cache entries stay until `repro gc`).
+    Remove {
+        /// Experiment ids or names.
+        #[arg(required = true)]
+        ids: Vec<String>,
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
@@ -576,9 +629,11 @@ pub fn main() -> i32 {
             )
         }),
         Command::Pull(args) => cmd_pull(args),
-        Command::Gc(args) => {
-            repro_engine::maintenance::gc(&workspace_of(&args.file), args.keep_last)
-        }
+        Command::Gc(args) => repro_engine::maintenance::gc(
+            &workspace_of(&args.file),
+            args.keep_last,
+            &args.keep_exp,
+        ),
         #[cfg(feature = "paper")]
         Command::Eval(args) => crate::metrics::cli_eval(&args.logits, args.json),
         #[cfg(feature = "paper")]
@@ -637,6 +692,7 @@ pub fn main() -> i32 {
             what:
                 ExpCmd::Show {
                     targets,
+                    stages,
                     sort,
                     ascending,
                     metrics,
@@ -645,6 +701,7 @@ pub fn main() -> i32 {
                 },
         } => cmd_exp_show(
             &targets,
+            stages,
             sort.as_deref(),
             ascending,
             &metrics,
@@ -654,6 +711,23 @@ pub fn main() -> i32 {
         Command::Exp {
             what: ExpCmd::Apply { id, pipeline },
         } => cmd_exp_apply(&id, &pipeline),
+        Command::Exp {
+            what:
+                ExpCmd::Diff {
+                    a,
+                    b,
+                    format,
+                    pipeline,
+                },
+        } => repro_engine::experiments::diff(&workspace_of(&pipeline.file), &a, &b)
+            .and_then(|d| repro_engine::experiments::print_diff(&d, format.format()))
+            .map(|()| 0),
+        Command::Exp {
+            what: ExpCmd::Remove { ids, pipeline },
+        } => repro_engine::experiments::remove(&workspace_of(&pipeline.file), &ids).map(|lines| {
+            lines.iter().for_each(|l| println!("{l}"));
+            0
+        }),
         Command::Exp {
             what:
                 ExpCmd::Diff {
@@ -740,6 +814,9 @@ fn cmd_diff(args: &DiffArgs, metrics: bool) -> anyhow::Result<i32> {
 }
 
 fn cmd_run(args: RunArgs) -> anyhow::Result<i32> {
+    if let Some(name) = &args.name {
+        repro_engine::experiments::check_name(name)?;
+    }
     let mut gpus = None;
     for r in &args.resources {
         match r.split_once('=') {
@@ -765,6 +842,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<i32> {
         wait: args.wait,
         downstream: args.downstream,
         remote: args.remote,
+        name: args.name,
     };
     repro_engine::run::run(&opts)
 }

@@ -20,6 +20,7 @@ pub mod confine;
 pub mod confine_rule;
 pub mod declared;
 pub mod executor;
+pub mod experiments;
 pub mod fsutil;
 pub mod gitignore;
 pub mod graph;

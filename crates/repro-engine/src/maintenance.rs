@@ -57,7 +57,9 @@ fn record_complete(ws: &Workspace, rec: &crate::state::db::RunRecord) -> bool {
 
 /// Remove objects that neither the lock file nor a kept run-cache entry references.
 /// `keep_last`: keep only the newest N run-cache entries per stage (None = keep all).
-pub fn gc(root: &Path, keep_last: Option<usize>) -> Result<i32> {
+/// `keep_exp`: keep only these experiments (empty = all); the entries a kept experiment or the
+/// lock uses are always kept, and with `keep_exp` no others are.
+pub fn gc(root: &Path, keep_last: Option<usize>, keep_exp: &[String]) -> Result<i32> {
     let _lock = WorkspaceLock::acquire(&root.join("cache"), true)?;
     let ws = Workspace::open(root, Duration::from_secs(30))?;
     let db = ws.db()?;
@@ -72,12 +74,18 @@ pub fn gc(root: &Path, keep_last: Option<usize>) -> Result<i32> {
             .push((rec.created, key.clone()));
     }
     let locked_keys: HashSet<&str> = lock.stages.values().map(|e| e.key.as_str()).collect();
+    // What `exp apply` of a kept experiment needs stays.
+    let (exp_keys, dropped_exps) = crate::experiments::gc_keep(&ws.cache_dir, keep_exp)?;
+    if dropped_exps > 0 {
+        println!("removed {dropped_exps} experiments that --keep-exp does not name");
+    }
     let mut dropped_runs = 0;
-    if let Some(n) = keep_last {
+    if keep_last.is_some() || !keep_exp.is_empty() {
+        let n = keep_last.unwrap_or(0);
         for entries in by_stage.values_mut() {
             entries.sort_by(|a, b| b.cmp(a));
             for (_, key) in entries.iter().skip(n) {
-                if !locked_keys.contains(key.as_str()) {
+                if !locked_keys.contains(key.as_str()) && !exp_keys.contains(key) {
                     db.remove_run(key)?;
                     dropped_runs += 1;
                 }
