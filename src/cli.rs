@@ -629,11 +629,9 @@ pub fn main() -> i32 {
             )
         }),
         Command::Pull(args) => cmd_pull(args),
-        Command::Gc(args) => repro_engine::maintenance::gc(
-            &workspace_of(&args.file),
-            args.keep_last,
-            &args.keep_exp,
-        ),
+        Command::Gc(args) => {
+            repro_engine::maintenance::gc(&workspace_of(&args.file), args.keep_last, &args.keep_exp)
+        }
         #[cfg(feature = "paper")]
         Command::Eval(args) => crate::metrics::cli_eval(&args.logits, args.json),
         #[cfg(feature = "paper")]
@@ -711,23 +709,6 @@ pub fn main() -> i32 {
         Command::Exp {
             what: ExpCmd::Apply { id, pipeline },
         } => cmd_exp_apply(&id, &pipeline),
-        Command::Exp {
-            what:
-                ExpCmd::Diff {
-                    a,
-                    b,
-                    format,
-                    pipeline,
-                },
-        } => repro_engine::experiments::diff(&workspace_of(&pipeline.file), &a, &b)
-            .and_then(|d| repro_engine::experiments::print_diff(&d, format.format()))
-            .map(|()| 0),
-        Command::Exp {
-            what: ExpCmd::Remove { ids, pipeline },
-        } => repro_engine::experiments::remove(&workspace_of(&pipeline.file), &ids).map(|lines| {
-            lines.iter().for_each(|l| println!("{l}"));
-            0
-        }),
         Command::Exp {
             what:
                 ExpCmd::Diff {
