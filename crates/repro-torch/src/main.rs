@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use repro_engine::kinds::Registry;
-use repro_torch::train_kind::Train;
 
 const USAGE: &str = "usage: repro-torch internal run-kind SPEC.json | repro-torch doctor | repro-torch bench-train [OPTIONS] | repro-torch --version";
 
@@ -20,7 +19,8 @@ fn run(args: &[String]) -> anyhow::Result<i32> {
         ["bench-train", ..] => repro_torch::bench::run(&args[1..]),
         ["internal", "run-kind", spec] => {
             // Only libtorch's kinds run here; `repro` hands over nothing else.
-            let registry = Registry::default().with(Train);
+            let registry = Registry::default()
+                .with_body(repro::kinds::train::Train, repro_torch::train_kind::body);
             repro::kinds::run_spec(&registry, Path::new(spec))?;
             Ok(0)
         }

@@ -1,56 +1,28 @@
-//! The `train` stage kind with its libtorch body. `repro::kinds::train::Train` is the same kind
-//! as the engine sees it (parameters, version, written paths); this one delegates those to it
-//! and adds the body, so that `repro-torch`'s registry can run it.
-
-use std::path::PathBuf;
+//! The body of the `train` stage kind, in libtorch. The kind itself (parameters, version,
+//! written paths) is declared once, by `repro::kinds::train::Train`; `repro-torch` registers
+//! that declaration with this body (`Registry::with_body`).
 
 use anyhow::Result;
-use repro_engine::kinds::{Kind, Run, StageContext, progress};
+use repro_engine::kinds::{StageContext, progress};
 
 use crate::ml::train::{Checkpoint, RunEnv, TrainConfig, run};
 
-// What the engine sees of `train`, owned by the `repro` package.
-use repro::kinds::train::Train as Declared;
-
-pub struct Train;
-
-impl Kind for Train {
-    type Params = TrainConfig;
-
-    fn name(&self) -> &'static str {
-        Declared.name()
-    }
-
-    fn version(&self) -> u32 {
-        Declared.version()
-    }
-
-    fn check(&self, cfg: &TrainConfig) -> Result<()> {
-        Declared.check(cfg)
-    }
-
-    fn written_paths(&self, cfg: &TrainConfig) -> Vec<(&'static str, PathBuf)> {
-        Declared.written_paths(cfg)
-    }
-}
-
-impl Run for Train {
-    fn run(&self, cfg: TrainConfig, ctx: &StageContext) -> Result<()> {
-        let env = RunEnv {
-            base: ctx.workspace.clone(),
-            checkpoint: match &ctx.checkpoint {
-                Some(c) => Some(Checkpoint {
-                    dir: ctx.path(c),
-                    key: stage_key()?,
-                }),
-                None => None,
-            },
-            threads: ctx.threads,
-            progress: Box::new(progress::report),
-        };
-        run(&cfg, &env)?;
-        Ok(())
-    }
+/// Train as `cfg` says, in the stage's workspace, resuming from its checkpoint directory.
+pub fn body(cfg: TrainConfig, ctx: &StageContext) -> Result<()> {
+    let env = RunEnv {
+        base: ctx.workspace.clone(),
+        checkpoint: match &ctx.checkpoint {
+            Some(c) => Some(Checkpoint {
+                dir: ctx.path(c),
+                key: stage_key()?,
+            }),
+            None => None,
+        },
+        threads: ctx.threads,
+        progress: Box::new(progress::report),
+    };
+    run(&cfg, &env)?;
+    Ok(())
 }
 
 /// The engine's key for this stage (`REPRO_KEY`, exported to every stage it runs, locally and

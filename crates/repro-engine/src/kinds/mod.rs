@@ -167,6 +167,22 @@ impl Registry {
         self
     }
 
+    /// Add a kind declared elsewhere (its parameters, version and written paths) with a body
+    /// this program supplies: one declaration serves both the program that plans the stage and
+    /// the one that runs it (`train` is planned by `repro` and run by `repro-torch`).
+    pub fn with_body<K: Kind + 'static>(
+        mut self,
+        kind: K,
+        body: fn(K::Params, &StageContext) -> Result<()>,
+    ) -> Registry {
+        let kind = Arc::new(kind);
+        let declared = kind.clone();
+        let run: Body =
+            Box::new(move |ctx: &StageContext| body(parse(declared.as_ref(), &ctx.params)?, ctx));
+        self.push(Box::new(kind), Place::Here(run));
+        self
+    }
+
     /// Add a kind whose body is a shell command line.
     pub fn with_shell<K: Shell>(mut self, kind: K) -> Registry {
         let kind = Arc::new(kind);
