@@ -164,8 +164,12 @@ impl<'a> Runner<'a> {
             lock,
             ..
         } = session;
-        let (p, dag, ws, selected): (&'a Pipeline, &'a crate::graph::Dag, &'a Workspace, &'a [usize]) =
-            (p, dag, ws, selected);
+        let (p, dag, ws, selected): (
+            &'a Pipeline,
+            &'a crate::graph::Dag,
+            &'a Workspace,
+            &'a [usize],
+        ) = (p, dag, ws, selected);
         let owners = crate::confine::Ownership::new(config.force);
         // Every selected stage planned up front (assessed in parallel; `plan` is also what
         // `status` and `--dry-run` report).
@@ -290,7 +294,9 @@ impl<'a> Runner<'a> {
             let jobs = std::mem::take(&mut self.batch)
                 .into_iter()
                 .map(|(j, b)| {
-                    let cap = b.and_then(|(_, g)| groups.get(&g)).map_or(1, |e| e.1.max(1));
+                    let cap = b
+                        .and_then(|(_, g)| groups.get(&g))
+                        .map_or(1, |e| e.1.max(1));
                     (j, cap)
                 })
                 .collect();
@@ -324,7 +330,10 @@ impl<'a> Runner<'a> {
         }
         match outcome {
             // Ctrl-C while hashing its inputs: not a failure, just not started.
-            Err(e) if e.downcast_ref::<crate::state::hashing::Interrupted>().is_some() => {
+            Err(e)
+                if e.downcast_ref::<crate::state::hashing::Interrupted>()
+                    .is_some() =>
+            {
                 self.sched.not_taken(i);
                 self.stop_new = true;
             }
@@ -599,79 +608,110 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// The process (or shell line) that runs a stage, with its environment and log.
+    /// The job of a stage run in this workspace (see [`make_job`]).
     fn make_job(&self, stage: &Stage, id: usize, a: &Assessment, gpus: &[usize]) -> Result<Job> {
-        let (ws, places_gpus) = (self.ws, self.executor.places_gpus());
-        let mut env = vec![
-            ("REPRO_STAGE".to_string(), stage.name.clone()),
-            ("REPRO_KEY".to_string(), a.key.clone()),
-            (
-                "OMP_NUM_THREADS".to_string(),
-                stage.resources.cpus.to_string(),
-            ),
-        ];
-        if let Some(cp) = &stage.checkpoint {
-            let cp = ws.root.join(cp).display().to_string();
-            env.push(("REPRO_CHECKPOINT".into(), cp));
-        }
-        if !gpus.is_empty() && !places_gpus {
-            // Slots are handed out as indices; the stage sees the device ids they stand for.
-            let ids = &self.config.gpu_ids;
-            let visible: Vec<String> = gpus
-                .iter()
-                .map(|&g| ids.get(g).cloned().unwrap_or_else(|| g.to_string()))
-                .collect();
-            env.push(("CUDA_VISIBLE_DEVICES".into(), visible.join(",")));
-        }
-        let action = &stage.action;
-        let argv = match self.kinds.host(&action.kind)? {
-            Host::Shell(line) => vec!["sh".to_string(), "-c".to_string(), line(&action.with)?],
-            Host::Here(_) | Host::Program(_) => {
-                // Inside the child, the visible devices are renumbered from 0.
-                let n_gpus = gpus.len().max(if places_gpus {
-                    stage.resources.gpus
-                } else {
-                    0
-                });
-                let spec = crate::kinds::StageContext {
-                    stage: stage.name.clone(),
-                    kind: action.kind.clone(),
-                    params: action.with.clone(),
-                    checkpoint: stage.checkpoint.as_ref().map(|c| ws.root.join(c)),
-                    threads: stage.resources.cpus,
-                    gpus: (0..n_gpus).collect(),
-                    // The child's working directory; not part of the file.
-                    workspace: PathBuf::new(),
-                };
-                let path = ws
-                    .cache_dir
-                    .join("specs")
-                    .join(format!("{}.json", file_safe(&stage.name)));
-                std::fs::create_dir_all(path.parent().expect("has parent"))?;
-                let text = serde_json::to_string_pretty(&spec)?;
-                crate::fsutil::write_atomic(&path, text.as_bytes())?;
-                // The program that embeds the engine finds the kind's body (here or elsewhere).
-                let program = self.program.display().to_string();
-                let path = path.display().to_string();
-                vec![program, "internal".into(), "run-kind".into(), path]
-            }
+        let maker = JobMaker {
+            kinds: self.kinds,
+            program: &self.program,
+            gpu_ids: &self.config.gpu_ids,
+            places_gpus: self.executor.places_gpus(),
         };
-        Ok(Job {
-            id,
-            stage: stage.name.clone(),
-            argv,
-            env,
-            cwd: ws.root.clone(),
-            log: ws.log_path(&stage.name),
-            resources: stage.resources.clone(),
-            gpus: gpus.to_vec(),
-            // Measured (CPU time, peak memory) for the run trace: see crate::trace.
-            usage: Some(crate::trace::usage_path(
-                &ws.cache_dir,
-                &file_safe(&stage.name),
-            )),
-        })
+        make_job(&maker, &self.ws.root, stage, id, &a.key, gpus)
     }
+}
+
+/// What [`make_job`] needs besides the stage and where it runs.
+pub struct JobMaker<'a> {
+    pub kinds: &'a Registry,
+    /// The program that embeds the engine (it runs kinds that are not shell lines).
+    pub program: &'a Path,
+    /// The device ids the GPU slots stand for (see [`Config::gpu_ids`]).
+    pub gpu_ids: &'a [String],
+    /// Whether the executor places GPUs itself ([`Executor::places_gpus`]).
+    pub places_gpus: bool,
+}
+
+/// The process (or shell line) that runs `stage` (key `key`) with its environment and log.
+/// `root` is the workspace it runs in: its working directory and checkpoint, and the `cache/`
+/// that gets its spec file, log and usage. The runner passes the workspace; `repro verify`
+/// (crate::verify) a scratch copy, so that a rerun writes nothing in the workspace.
+pub fn make_job(
+    m: &JobMaker,
+    root: &Path,
+    stage: &Stage,
+    id: usize,
+    key: &str,
+    gpus: &[usize],
+) -> Result<Job> {
+    let (places_gpus, cache_dir) = (m.places_gpus, root.join("cache"));
+    let mut env = vec![
+        ("REPRO_STAGE".to_string(), stage.name.clone()),
+        ("REPRO_KEY".to_string(), key.to_string()),
+        (
+            "OMP_NUM_THREADS".to_string(),
+            stage.resources.cpus.to_string(),
+        ),
+    ];
+    if let Some(cp) = &stage.checkpoint {
+        let cp = root.join(cp).display().to_string();
+        env.push(("REPRO_CHECKPOINT".into(), cp));
+    }
+    if !gpus.is_empty() && !places_gpus {
+        // Slots are handed out as indices; the stage sees the device ids they stand for.
+        let ids = m.gpu_ids;
+        let visible: Vec<String> = gpus
+            .iter()
+            .map(|&g| ids.get(g).cloned().unwrap_or_else(|| g.to_string()))
+            .collect();
+        env.push(("CUDA_VISIBLE_DEVICES".into(), visible.join(",")));
+    }
+    let action = &stage.action;
+    let argv = match m.kinds.host(&action.kind)? {
+        Host::Shell(line) => vec!["sh".to_string(), "-c".to_string(), line(&action.with)?],
+        Host::Here(_) | Host::Program(_) => {
+            // Inside the child, the visible devices are renumbered from 0.
+            let n_gpus = gpus
+                .len()
+                .max(if places_gpus { stage.resources.gpus } else { 0 });
+            let spec = crate::kinds::StageContext {
+                stage: stage.name.clone(),
+                kind: action.kind.clone(),
+                params: action.with.clone(),
+                checkpoint: stage.checkpoint.as_ref().map(|c| root.join(c)),
+                threads: stage.resources.cpus,
+                gpus: (0..n_gpus).collect(),
+                // The child's working directory; not part of the file.
+                workspace: PathBuf::new(),
+            };
+            let path = cache_dir
+                .join("specs")
+                .join(format!("{}.json", file_safe(&stage.name)));
+            std::fs::create_dir_all(path.parent().expect("has parent"))?;
+            let text = serde_json::to_string_pretty(&spec)?;
+            crate::fsutil::write_atomic(&path, text.as_bytes())?;
+            // The program that embeds the engine finds the kind's body (here or elsewhere).
+            let program = m.program.display().to_string();
+            let path = path.display().to_string();
+            vec![program, "internal".into(), "run-kind".into(), path]
+        }
+    };
+    Ok(Job {
+        id,
+        stage: stage.name.clone(),
+        argv,
+        env,
+        cwd: root.to_path_buf(),
+        log: cache_dir
+            .join("logs")
+            .join(format!("{}.log", file_safe(&stage.name))),
+        resources: stage.resources.clone(),
+        gpus: gpus.to_vec(),
+        // Measured (CPU time, peak memory) for the run trace: see crate::trace.
+        usage: Some(crate::trace::usage_path(
+            &cache_dir,
+            &file_safe(&stage.name),
+        )),
+    })
 }
 
 /// What a stage asks of the scheduler: (cpus, gpus).

@@ -25,6 +25,27 @@ pub fn select(
     if targets.is_empty() {
         return Ok(order);
     }
+    let mut wanted = wanted(p, targets)?;
+    if downstream {
+        close(&mut wanted, |i| dag.downstream(i));
+    }
+    close(&mut wanted, |i| dag.upstream(i));
+    Ok(order.into_iter().filter(|&i| wanted[i]).collect())
+}
+
+/// The stages `targets` name themselves (all when empty), in topological order, without
+/// their upstream: `repro verify` reruns exactly these, from their recorded inputs.
+pub fn matched(p: &Pipeline, dag: &Dag, targets: &[String]) -> anyhow::Result<Vec<usize>> {
+    let order = dag.topo_order();
+    if targets.is_empty() {
+        return Ok(order);
+    }
+    let wanted = wanted(p, targets)?;
+    Ok(order.into_iter().filter(|&i| wanted[i]).collect())
+}
+
+/// Which stages the targets name (by stage index); an error for a target naming none.
+fn wanted(p: &Pipeline, targets: &[String]) -> anyhow::Result<Vec<bool>> {
     let mut wanted = vec![false; p.stages.len()];
     for t in targets {
         let mut hits = by_name(p, t)?;
@@ -44,11 +65,7 @@ pub fn select(
             wanted[i] = true;
         }
     }
-    if downstream {
-        close(&mut wanted, |i| dag.downstream(i));
-    }
-    close(&mut wanted, |i| dag.upstream(i));
-    Ok(order.into_iter().filter(|&i| wanted[i]).collect())
+    Ok(wanted)
 }
 
 /// Add to `wanted` everything reachable through `next`.
