@@ -97,7 +97,7 @@ fn exp_show_lists_every_configuration_with_its_metrics_and_apply_brings_one_back
     assert!(!md.contains("| n |"), "{md}");
     assert!(md.starts_with("| id | stage |"), "{md}");
     assert!(md.lines().nth(2).unwrap().contains("| 50 |"), "{md}");
-    let err = ws.fail(&["exp", "show", "--sort", "nope"]);
+    let err = ws.fail(&["exp", "show", "--stages", "--sort", "nope"]);
     assert!(
         err.contains("no configuration has a metric 'nope'") && err.contains("a_uni"),
         "{err}"
