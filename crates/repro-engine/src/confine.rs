@@ -149,6 +149,9 @@ struct Resolver {
     real_root: PathBuf,
     /// Resolved absolute path of each workspace-relative directory met so far.
     dirs: Mutex<HashMap<String, PathBuf>>,
+    /// The object stores an output may be a symbolic link into (see `cache::links`); found
+    /// when the first output that is a symbolic link is met.
+    object_dirs: std::sync::OnceLock<Vec<PathBuf>>,
 }
 
 impl Resolver {
@@ -157,7 +160,38 @@ impl Resolver {
         Resolver {
             real_root,
             dirs: Mutex::default(),
+            object_dirs: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Whether `path` (an output's own path) is a symbolic link the cache placed there in
+    /// `symlink` mode: an absolute link to an object (`objects/ab/cdef…`) of this workspace's
+    /// object store or of the shared one it uses. The engine never writes through it (it is
+    /// removed before its stage runs, replaced by a restore), and what it reads through it is
+    /// a cache object, so it is the output itself rather than an alias.
+    fn is_cache_link(&self, path: &Path) -> bool {
+        let Ok(target) = std::fs::read_link(path) else {
+            return false;
+        };
+        let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+            return false;
+        };
+        let hex = |s: &std::ffi::OsStr, n: usize| {
+            s.len() == n && s.as_encoded_bytes().iter().all(u8::is_ascii_hexdigit)
+        };
+        if !target.is_absolute() || !hex(name, 62) || !dir.file_name().is_some_and(|d| hex(d, 2)) {
+            return false;
+        }
+        let stores = self.object_dirs.get_or_init(|| {
+            let cache = self.real_root.join("cache");
+            let mut v = vec![cache.join("objects")];
+            v.extend(crate::cache::links::recorded_shared_dir(&cache).map(|d| d.join("objects")));
+            v.iter()
+                .filter_map(|d| std::fs::canonicalize(d).ok())
+                .collect()
+        });
+        dir.parent()
+            .is_some_and(|store| stores.iter().any(|s| s == store))
     }
 
     /// The workspace-relative path `rel` resolves to (`None`: itself, the common case, which
@@ -168,6 +202,9 @@ impl Resolver {
             Some((a, b)) => (self.dir(a), b),
             None => (self.real_root.clone(), rel),
         };
+        if self.is_cache_link(&parent.join(name)) {
+            return Ok(None);
+        }
         let real = step(&parent, name);
         match real.strip_prefix(&self.real_root) {
             Ok(r) if r == Path::new(rel) => Ok(None),

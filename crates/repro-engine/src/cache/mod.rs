@@ -1,13 +1,19 @@
-//! Content-addressed output cache under `cache/objects/`.
+//! Content-addressed output cache under `cache/objects/` (or a shared directory's `objects/`).
 //!
 //! Each file is stored once, under its blake3 hash (`objects/ab/cdef…`); a directory is stored
 //! as its manifest (see `hashing::manifest_text`) under the manifest's hash, plus its files.
 //! Objects are written to a temporary name and renamed, so a crash never leaves a truncated
-//! object under a valid name; every restored copy is hashed before it is used, so a corrupted
-//! object is detected, reported by path, dropped, and its stage recomputed. Workspace copies are
-//! reflinks where the file system supports them, else real copies (never hard links: editing a
-//! hard-linked output would corrupt the cache).
+//! object under a valid name, and two workspaces sharing one object store can store the same
+//! object at once (both renames put the same bytes under the same name); every restored copy
+//! is hashed before it is used, so a corrupted object is detected, reported by path, dropped,
+//! and its stage recomputed.
+//!
+//! How an output is placed in the workspace is the link mode list (see [`links`]): reflinks
+//! or copies by default (each output independent of the cache), or read-only hard or symbolic
+//! links to the object, so an output is not stored twice. A stage never writes through such a
+//! link: its outputs are removed before it runs (`run_cache::prepare_outputs`).
 
+pub mod links;
 pub mod run_cache;
 
 use std::fs::File;
@@ -18,11 +24,18 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::state::hashing::{
-    Content, FileEntry, MODE_BITS, Manifest, manifest_text, parse_manifest_full,
+    Content, FILE_MODE, FileEntry, MODE_BITS, Manifest, manifest_text, parse_manifest_full,
 };
 
 pub struct Cache {
+    /// The object store (`objects/` of the workspace's cache or of a shared cache).
     pub dir: PathBuf,
+    /// How outputs are placed in the workspace, in order of preference.
+    pub links: Vec<links::LinkMode>,
+    /// The shared cache directory when the objects are shared with other workspaces.
+    pub shared: Option<PathBuf>,
+    /// Outputs declared `cache: false`: never stored here.
+    uncached: std::collections::HashSet<String>,
 }
 
 /// A restore that failed because the cache itself is damaged (not the workspace).
@@ -40,10 +53,26 @@ impl std::fmt::Display for CorruptObject {
 impl std::error::Error for CorruptObject {}
 
 impl Cache {
+    /// The cache of the workspace whose `cache/` is `cache_dir`: its own objects, or the
+    /// shared directory that `REPRO_CACHE_DIR` names or that the last `run` recorded (see
+    /// [`links::configure`]); links from `REPRO_CACHE_LINK`, else reflink → copy.
     pub fn new(cache_dir: &Path) -> Cache {
+        let shared = links::recorded_shared_dir(cache_dir);
         Cache {
-            dir: cache_dir.join("objects"),
+            dir: shared
+                .as_ref()
+                .map_or_else(|| cache_dir.join("objects"), |d| d.join("objects")),
+            links: links::env_links()
+                .and_then(|r| r.ok())
+                .unwrap_or_else(links::default_links),
+            shared,
+            uncached: Default::default(),
         }
+    }
+
+    /// Whether the output `path` is declared `cache: false`.
+    pub fn is_uncached(&self, path: &str) -> bool {
+        self.uncached.contains(path)
     }
 
     pub fn object_path(&self, hash: &str) -> PathBuf {
@@ -80,7 +109,17 @@ impl Cache {
             return Ok(());
         }
         let tmp = self.temp_for(&obj)?;
-        let got = copy_hashing(src, &tmp, true).inspect_err(|_| {
+        // With hard links first, the workspace file itself becomes the object (made
+        // read-only below): its bytes are not copied, and the output is not stored twice.
+        let linked = self.links.first() == Some(&links::LinkMode::Hardlink)
+            && links::plain_file(src)
+            && std::fs::hard_link(src, &tmp).is_ok();
+        let got = if linked {
+            links::sync_and_hash(&tmp)
+        } else {
+            copy_hashing(src, &tmp, true)
+        }
+        .inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
         })?;
         if got != hash {
@@ -91,8 +130,51 @@ impl Cache {
             );
         }
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))?;
-        std::fs::rename(&tmp, &obj).with_context(|| format!("cannot store {}", obj.display()))?;
+        let won = self
+            .adopt(&tmp, &obj)
+            .with_context(|| format!("cannot store {}", obj.display()))?;
+        if linked && !won {
+            // Another run stored the object first: the workspace file is not it, so it is
+            // writable again (as it was); `link_output` links it to the stored one.
+            std::fs::set_permissions(src, std::fs::Permissions::from_mode(FILE_MODE))?;
+        }
         Ok(())
+    }
+
+    /// Put a finished temporary file under its object name, never replacing an object that
+    /// is there (it has the same bytes, and a workspace may hold a hard link to it: replacing
+    /// it would leave that output a read-only file of its own). Returns whether `tmp` became
+    /// the object. A temporary on another file system (a download into a workspace's
+    /// `remote-tmp/`, the objects in a shared directory elsewhere) is copied across first.
+    pub(crate) fn adopt(&self, tmp: &Path, obj: &Path) -> Result<bool> {
+        match std::fs::hard_link(tmp, obj) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(tmp);
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_file(tmp);
+                Ok(false)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                let near = self.temp_for(obj)?;
+                let copied = std::fs::copy(tmp, &near).map_err(|e| disk_error(e, &near));
+                let _ = std::fs::remove_file(tmp);
+                if let Err(e) = copied {
+                    let _ = std::fs::remove_file(&near);
+                    return Err(e);
+                }
+                std::fs::set_permissions(&near, std::fs::Permissions::from_mode(0o444))?;
+                self.adopt(&near, obj)
+            }
+            // A file system without hard links: a rename (which replaces).
+            Err(_) => {
+                std::fs::rename(tmp, obj).inspect_err(|_| {
+                    let _ = std::fs::remove_file(tmp);
+                })?;
+                Ok(true)
+            }
+        }
     }
 
     fn store_bytes(&self, hash: &str, bytes: &[u8]) -> Result<()> {
@@ -111,11 +193,11 @@ impl Cache {
             let _ = std::fs::remove_file(&tmp);
             return Err(e).with_context(|| format!("cannot write {}", obj.display()));
         }
-        std::fs::rename(&tmp, &obj)?;
+        self.adopt(&tmp, &obj)?;
         Ok(())
     }
 
-    fn temp_for(&self, obj: &Path) -> Result<PathBuf> {
+    pub(crate) fn temp_for(&self, obj: &Path) -> Result<PathBuf> {
         let dir = obj.parent().expect("object has a parent");
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         Ok(dir.join(format!(".tmp-{}-{}", std::process::id(), unique())))
@@ -259,8 +341,14 @@ impl Cache {
             }
             .into());
         }
-        let got = copy_hashing(&obj, to, false)?;
-        if got != hash {
+        let how = self.place(&obj, to, mode)?;
+        // A link is checked by hashing the object it leads to; a copy by hashing the copy.
+        let got = if how.is_link() {
+            links::hash_of(&obj)
+        } else {
+            links::hash_of(to)
+        };
+        if got.as_deref().ok() != Some(hash) {
             let _ = std::fs::remove_file(to);
             return Err(CorruptObject {
                 path: obj,
@@ -268,7 +356,9 @@ impl Cache {
             }
             .into());
         }
-        std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode & MODE_BITS))?;
+        if !how.is_link() {
+            std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode & MODE_BITS))?;
+        }
         Ok(())
     }
 
@@ -379,7 +469,7 @@ impl Cache {
 /// the caller's check covers exactly the bytes that will be used, and it reads from the page
 /// cache the copy just filled. (Reading, hashing and writing every byte in user space cost a
 /// 1 GiB restore 5× a `cp -r`.)
-fn copy_hashing(src: &Path, dst: &Path, sync: bool) -> Result<String> {
+pub(crate) fn copy_hashing(src: &Path, dst: &Path, sync: bool) -> Result<String> {
     let mut input = File::open(src).with_context(|| format!("cannot read {}", src.display()))?;
     let mut out = File::create(dst).with_context(|| format!("cannot create {}", dst.display()))?;
     if !reflink(&input, &out) {
@@ -395,7 +485,7 @@ fn copy_hashing(src: &Path, dst: &Path, sync: bool) -> Result<String> {
     Ok(h.finalize().to_hex().to_string())
 }
 
-fn disk_error(e: std::io::Error, path: &Path) -> anyhow::Error {
+pub(crate) fn disk_error(e: std::io::Error, path: &Path) -> anyhow::Error {
     if e.raw_os_error() == Some(libc::ENOSPC) {
         anyhow::anyhow!("no space left on device while writing {}", path.display())
     } else if e.raw_os_error() == Some(libc::EFBIG) {
@@ -406,7 +496,7 @@ fn disk_error(e: std::io::Error, path: &Path) -> anyhow::Error {
 }
 
 /// Share the source's blocks (btrfs, XFS, …); false where unsupported.
-fn reflink(src: &File, dst: &File) -> bool {
+pub(crate) fn reflink(src: &File, dst: &File) -> bool {
     use std::os::fd::AsRawFd;
     const FICLONE: libc::c_ulong = 0x4004_9409;
     // SAFETY: both are open file descriptors owned by the caller for the call's duration.
@@ -445,7 +535,7 @@ pub fn remove_any(p: &Path) {
     }
 }
 
-fn unique() -> u64 {
+pub(crate) fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let t = std::time::SystemTime::now()

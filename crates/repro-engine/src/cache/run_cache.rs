@@ -54,28 +54,53 @@ pub fn restored_assessment(ws: &Workspace, a: &Assessment, rec: &RunRecord) -> R
 }
 
 pub fn restore(ws: &Workspace, rec: &RunRecord) -> Result<()> {
-    // Check every object first, so a damaged entry does not half-restore a stage.
+    // Check every object first, so a damaged entry does not half-restore a stage. An output
+    // whose objects are not here but whose workspace copy already holds the recorded content
+    // (an output declared `cache: false`, say) needs nothing restored.
+    let mut skip = Vec::new();
     for (path, hash) in &rec.outs {
         let is_dir = rec.dirs.contains(path);
-        if is_dir {
-            for f in ws.objects.manifest(hash)? {
-                if !ws.objects.has(&f.hash) {
-                    return Err(CorruptObject {
-                        path: ws.objects.object_path(&f.hash),
-                        detail: "missing".into(),
-                    }
-                    .into());
-                }
+        let missing = if is_dir {
+            match ws.objects.manifest(hash) {
+                Ok(files) => files
+                    .iter()
+                    .find(|f| !ws.objects.has(&f.hash))
+                    .map(|f| ws.objects.object_path(&f.hash)),
+                Err(_) if !ws.objects.has(hash) => Some(ws.objects.object_path(hash)),
+                Err(e) => return Err(e),
             }
-        } else if !ws.objects.has(hash) {
-            return Err(CorruptObject {
-                path: ws.objects.object_path(hash),
-                detail: "missing".into(),
-            }
-            .into());
+        } else {
+            (!ws.objects.has(hash)).then(|| ws.objects.object_path(hash))
+        };
+        let Some(missing) = missing else {
+            continue;
+        };
+        if ws
+            .hasher()
+            .content(path)
+            .ok()
+            .as_ref()
+            .and_then(Content::hash)
+            == Some(hash.as_str())
+        {
+            skip.push(path);
+            continue;
         }
+        if ws.objects.is_uncached(path) {
+            anyhow::bail!(
+                "output {path} is declared `cache: false`, so only its stage can make it again"
+            );
+        }
+        return Err(CorruptObject {
+            path: missing,
+            detail: "missing".into(),
+        }
+        .into());
     }
     for (path, hash) in &rec.outs {
+        if skip.contains(&path) {
+            continue;
+        }
         ws.objects.restore(
             hash,
             rec.dirs.contains(path),
@@ -86,14 +111,38 @@ pub fn restore(ws: &Workspace, rec: &RunRecord) -> Result<()> {
     Ok(())
 }
 
-/// Put what a stage's outputs hold now into the cache (objects already there are skipped).
+/// Put what a stage's outputs hold now into the cache (objects already there are skipped;
+/// outputs declared `cache: false` are never stored).
 pub fn preserve_outputs(ws: &Workspace, a: &Assessment) -> Result<()> {
     for (path, content) in &a.outs {
-        if !matches!(content, Content::Missing) {
+        if !matches!(content, Content::Missing) && !ws.objects.is_uncached(path) {
             ws.objects
                 .store(&ws.root.join(path), content)
                 .with_context(|| format!("saving the previous {path} in the cache"))?;
         }
+    }
+    Ok(())
+}
+
+/// Tell the stat cache what an output whose files were just replaced by links to their
+/// objects holds (the bytes are those just hashed; only the inodes changed).
+fn record_stats(ws: &Workspace, path: &str, content: &Content) -> Result<()> {
+    match content {
+        Content::File { hash, .. } => {
+            ws.stat
+                .record(path, &std::fs::metadata(ws.root.join(path))?, hash)
+        }
+        Content::Dir { files, .. } => {
+            for f in files {
+                let on_disk = ws.root.join(path).join(f.rel_path());
+                ws.stat.record(
+                    &format!("{path}/{}", f.path),
+                    &std::fs::metadata(on_disk)?,
+                    &f.hash,
+                );
+            }
+        }
+        Content::Missing => {}
     }
     Ok(())
 }
@@ -216,9 +265,19 @@ pub fn commit_outputs(
     let mut dirs = Vec::new();
     let mut modes = BTreeMap::new();
     for (path, content) in paths.iter().zip(&contents) {
-        ws.objects
-            .store(&ws.root.join(path), content)
-            .with_context(|| format!("storing output {path} in the cache"))?;
+        if !stage.uncached.iter().any(|u| u == path) {
+            let full = ws.root.join(path);
+            ws.objects
+                .store(&full, content)
+                .with_context(|| format!("storing output {path} in the cache"))?;
+            if ws
+                .objects
+                .link_output(&full, content)
+                .with_context(|| format!("linking output {path} to the cache"))?
+            {
+                record_stats(ws, path, content)?;
+            }
+        }
         outs.insert(
             path.to_string(),
             content.hash().expect("exists").to_string(),
@@ -244,6 +303,8 @@ pub fn commit_outputs(
         fingerprint: Some(before.fingerprint.clone()),
         metrics: stage.metric_paths(),
         modes,
+        // Captured on the first stage this process records, then reused.
+        environment: Some(crate::environment::of_stage(stage)),
     };
     ws.db()?.put_run(&before.key, &rec)?;
     if let Some(cp) = &stage.checkpoint {

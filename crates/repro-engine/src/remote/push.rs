@@ -80,6 +80,10 @@ pub fn push(
         }
         let mut objects = Vec::new();
         for (path, content) in &a.outs {
+            // Not in the cache, so not on the remote: a pull leaves its stage to make it.
+            if ws.objects.is_uncached(path) {
+                continue;
+            }
             ws.objects.store(&ws.root.join(path), content)?;
             let hash = content.hash().expect("fresh outputs exist").to_string();
             let size = std::fs::metadata(ws.objects.object_path(&hash))?.len();

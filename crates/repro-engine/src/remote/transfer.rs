@@ -316,7 +316,8 @@ async fn download_one(
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))?;
         let obj = cache.object_path(hash);
         std::fs::create_dir_all(obj.parent().expect("object has a parent"))?;
-        std::fs::rename(&tmp, &obj)?;
+        // Never over an object that is there (a workspace may hold a hard link to it).
+        cache.adopt(&tmp, &obj)?;
         Ok(())
     })();
     if placed.is_err() {

@@ -45,6 +45,9 @@ pub struct Pipeline {
     pub slurm: Json,
     /// `remote:`: the remote cache's URL (or a shared directory), see `crate::remote`.
     pub remote: Option<String>,
+    /// `cache:`: link modes and a shared cache directory, see `crate::cache::links`.
+    #[serde(default)]
+    pub cache: crate::cache::links::CacheConfig,
     pub stages: Vec<Stage>,
     /// Every vars file the pipeline names (top-level and every profile's), workspace-relative
     /// where inside it: the engine must never write or delete them (see `confine`).
@@ -100,7 +103,11 @@ impl Action {
     /// The command line of a `cmd:` stage (without what `env:` or `container:` wrap it in).
     pub fn command(&self) -> Option<&str> {
         (self.kind == crate::kinds::cmd::NAME)
-            .then(|| self.with.as_str().or_else(|| self.with.get("cmd")?.as_str()))
+            .then(|| {
+                self.with
+                    .as_str()
+                    .or_else(|| self.with.get("cmd")?.as_str())
+            })
             .flatten()
     }
 }
@@ -136,6 +143,9 @@ pub struct Stage {
     /// `plots:` outputs (series or images that `repro plots` draws); each is also in `outs`.
     #[serde(default)]
     pub plots: Vec<crate::plots::PlotDecl>,
+    /// Outputs declared `{path: …, cache: false}`: never stored in the cache.
+    #[serde(default)]
+    pub uncached: Vec<String>,
     /// Where the stage is defined (its name in the file).
     pub mark: Mark,
     /// `env:`, `tools:` and `container:` (see `spec::environ`); empty for most stages.
@@ -157,10 +167,10 @@ impl Stage {
     }
 }
 
-const TOP_KEYS: &[&str] = &[
-    "vars", "stages", "profiles", "profile", "executor", "slurm", "remote",
+pub(crate) const TOP_KEYS: &[&str] = &[
+    "vars", "stages", "profiles", "profile", "executor", "slurm", "remote", "cache",
 ];
-const STAGE_KEYS: &[&str] = &[
+pub(crate) const STAGE_KEYS: &[&str] = &[
     "cmd",
     "uses",
     "with",
@@ -180,7 +190,7 @@ const STAGE_KEYS: &[&str] = &[
 ];
 /// Longest stage name (after expansion): `cache/logs/<name>.log` must fit a file name (255 bytes).
 const MAX_STAGE_NAME: usize = 200;
-const RESOURCE_KEYS: &[&str] = &["cpus", "gpu", "gpus", "mem", "time", "partition"];
+pub(crate) const RESOURCE_KEYS: &[&str] = &["cpus", "gpu", "gpus", "mem", "time", "partition"];
 
 /// Options that select what to load.
 #[derive(Debug, Default, Clone)]
@@ -352,6 +362,11 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
         }
     });
 
+    let cache = doc
+        .get("cache")
+        .map(|n| parse_cache(n, &mut errors))
+        .unwrap_or_default();
+
     let mut stages = Vec::new();
     let mut expanded = 0;
     match doc.get("stages") {
@@ -424,6 +439,7 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
             executor,
             slurm,
             remote,
+            cache,
             stages,
             vars_files,
             inputs,
@@ -431,6 +447,53 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
     } else {
         Err(SpecErrors(errors))
     }
+}
+
+/// `cache: {link: [hardlink, copy], dir: /shared/cache}` (see `crate::cache::links`).
+fn parse_cache(n: &Node, errors: &mut Vec<SpecError>) -> crate::cache::links::CacheConfig {
+    use crate::cache::links::{CacheConfig, LinkMode, parse_list};
+    let mut cfg = CacheConfig::default();
+    let Some(entries) = n.as_map() else {
+        errors.push(SpecError::at(
+            &n.mark,
+            format!(
+                "`cache:` must be a mapping (link:, dir:), found {}",
+                n.type_name()
+            ),
+        ));
+        return cfg;
+    };
+    for (k, v) in entries {
+        match k.as_str().unwrap_or_default() {
+            "link" => {
+                let names: Vec<&Node> = match &v.value {
+                    Value::Seq(items) => items.iter().collect(),
+                    _ => vec![v],
+                };
+                let texts: Option<Vec<&str>> = names.iter().map(|n| n.as_str()).collect();
+                match texts.map(|t| parse_list(t.into_iter())) {
+                    Some(Ok(list)) => cfg.link = Some(list),
+                    Some(Err(bad)) => errors.push(SpecError::at(
+                        &v.mark,
+                        format!(
+                            "unknown link mode '{bad}' in `cache: link:` (known: {})",
+                            LinkMode::NAMES.join(", ")
+                        ),
+                    )),
+                    None => errors.push(SpecError::at(
+                        &v.mark,
+                        "`cache: link:` must be a list of link modes",
+                    )),
+                }
+            }
+            "dir" => match v.as_str() {
+                Some(d) if !d.is_empty() => cfg.dir = Some(d.to_string()),
+                _ => errors.push(SpecError::at(&v.mark, "`cache: dir:` must be a path")),
+            },
+            other => errors.push(unknown_key(k, other, &["link", "dir"], "`cache:` key")),
+        }
+    }
+    cfg
 }
 
 fn unknown_key(k: &Node, key: &str, known: &[&str], what: &str) -> SpecError {

@@ -89,6 +89,9 @@ pub(super) fn build_stage(
                 locate_param_error(body.get("with"), &m, msg, scope, origins)
             })
         }
+        // A `cmd:` or `uses:` that is written but did not interpolate was reported already
+        // (one error for an undefined `${var}`, not two).
+        (None, None) if body.get("cmd").is_some() || body.get("uses").is_some() => None,
         (None, None) => {
             errors.push(SpecError::at(
                 &key.mark,
@@ -98,10 +101,11 @@ pub(super) fn build_stage(
         }
     };
 
-    let deps = path_list(body, "deps", scope, true, &mut errors);
-    let mut outs = path_list(body, "outs", scope, false, &mut errors);
+    let mut uncached = Vec::new();
+    let deps = path_list(body, "deps", scope, true, &mut errors, &mut uncached);
+    let mut outs = path_list(body, "outs", scope, false, &mut errors, &mut uncached);
     // A metrics file is an output: listing it under `outs:` as well is allowed, not needed.
-    let metrics = path_list(body, "metrics", scope, false, &mut errors);
+    let metrics = path_list(body, "metrics", scope, false, &mut errors, &mut uncached);
     for m in &metrics {
         if !outs.iter().any(|o| o.path == m.path) {
             outs.push(m.clone());
@@ -183,6 +187,7 @@ pub(super) fn build_stage(
             desc,
             metrics,
             plots,
+            uncached,
             mark: key.mark.clone(),
             env,
         }),
@@ -288,6 +293,7 @@ fn path_list(
     scope: &Scope,
     allow_absolute: bool,
     errors: &mut Vec<SpecError>,
+    uncached: &mut Vec<String>,
 ) -> Vec<PathRef> {
     let Some(node) = body.get(field) else {
         return Vec::new();
@@ -306,6 +312,11 @@ fn path_list(
     };
     let mut out = Vec::new();
     for item in items {
+        // An output with options: `{path: P, cache: false}` (see `cache::links`).
+        let (item, keep) = match out_options(item, field, scope, errors) {
+            Some(x) => x,
+            None => continue,
+        };
         let values = match interpolate_node(item, scope) {
             Ok(Json::Array(a)) => a,
             // A dep that is a variable set to null is no dep (an optional input, such as
@@ -326,15 +337,72 @@ fn path_list(
                 continue;
             };
             match normalise(&text, allow_absolute) {
-                Ok(path) => out.push(PathRef {
-                    path,
-                    mark: item.mark.clone(),
-                }),
+                Ok(path) => {
+                    if !keep {
+                        uncached.push(path.clone());
+                    }
+                    out.push(PathRef {
+                        path,
+                        mark: item.mark.clone(),
+                    })
+                }
                 Err(msg) => errors.push(SpecError::at(&item.mark, format!("{field}: {msg}"))),
             }
         }
     }
     out
+}
+
+/// An `outs:` entry written as a mapping, `{path: P, cache: false}`: its path node and
+/// whether it is kept in the cache. Any other entry is itself, kept. `None`: an error was
+/// reported.
+fn out_options<'a>(
+    item: &'a Node,
+    field: &str,
+    scope: &Scope,
+    errors: &mut Vec<SpecError>,
+) -> Option<(&'a Node, bool)> {
+    let Some(entries) = item.as_map() else {
+        return Some((item, true));
+    };
+    if field != "outs" {
+        errors.push(SpecError::at(
+            &item.mark,
+            format!("`{field}:` entries must be paths"),
+        ));
+        return None;
+    }
+    let mut keep = true;
+    for (k, v) in entries {
+        match k.as_str() {
+            Some("path") => {}
+            Some("cache") => match interpolate_node(v, scope) {
+                Ok(Json::Bool(b)) => keep = b,
+                Ok(_) => {
+                    errors.push(SpecError::at(&v.mark, "`cache:` must be true or false"));
+                    return None;
+                }
+                Err(e) => {
+                    errors.push(e);
+                    return None;
+                }
+            },
+            _ => {
+                errors.push(SpecError::at(
+                    &k.mark,
+                    "an output's options are `path:` and `cache:`",
+                ));
+                return None;
+            }
+        }
+    }
+    match item.get("path") {
+        Some(p) => Some((p, keep)),
+        None => {
+            errors.push(SpecError::at(&item.mark, "an output mapping needs `path:`"));
+            None
+        }
+    }
 }
 
 /// Normalise a workspace path: no `.`, no trailing `/`, no escaping `..`.

@@ -285,6 +285,24 @@ impl SeenLog {
 /// Group/other write follow the umask, which differs between machines (002 on many desktops,
 /// 022 on CI): keeping them would make the same content hash differently on each.
 pub const MODE_BITS: u32 = 0o755;
+/// The mode a manifest records for a file: its [`MODE_BITS`], except that a file the cache
+/// placed as a read-only link to its object (mode 0444, and a hard link or reached through a
+/// symbolic link; see `cache::links`) counts as the ordinary file it stands for, so linking
+/// an output does not change its directory's hash. (Only files of the ordinary mode are ever
+/// linked.)
+pub fn hashed_mode(path: &Path, meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let m = meta.mode() & MODE_BITS;
+    if m == 0o444
+        && (meta.nlink() > 1
+            || std::fs::symlink_metadata(path).is_ok_and(|l| l.file_type().is_symlink()))
+    {
+        FILE_MODE
+    } else {
+        m
+    }
+}
+
 /// The mode of an ordinary file, written `-` in a manifest (as it always was).
 pub const FILE_MODE: u32 = 0o644;
 /// The mode of an ordinary executable, written `x` in a manifest (as it always was).
@@ -728,7 +746,7 @@ impl<'a> Hasher<'a> {
                         path: relpath.clone(),
                         hash: blake3::Hash::from_bytes(hash).to_hex().to_string(),
                         size: meta.len(),
-                        mode: meta.mode() & MODE_BITS,
+                        mode: hashed_mode(file, meta),
                     })
                 })
                 .collect::<Result<_>>()?;
@@ -748,7 +766,7 @@ impl<'a> Hasher<'a> {
             Ok(Content::File {
                 hash: blake3::Hash::from_bytes(hash).to_hex().to_string(),
                 size: meta.len(),
-                mode: meta.mode() & MODE_BITS,
+                mode: hashed_mode(&full, &meta),
             })
         }
     }
