@@ -1,7 +1,10 @@
 //! `repro cache verify` and `repro gc`: keeping the cache honest and bounded.
 //!
 //! gc holds the workspace lock while it works, so it can never remove an object that a
-//! running `repro run` is storing or restoring.
+//! running `repro run` is storing or restoring. A cache directory shared by several
+//! workspaces (`cache: {dir: …}`) is another matter: one workspace's lock and records say
+//! nothing about what the others need, so gc never removes objects from it; it says so and
+//! names the workspaces registered as its users (see `cache::links`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -112,6 +115,20 @@ pub fn gc(root: &Path, keep_last: Option<usize>, keep_exp: &[String]) -> Result<
         for h in rec.outs.values() {
             add(h, &mut live);
         }
+    }
+    if let Some(shared) = &ws.objects.shared {
+        let users = crate::cache::links::registered(shared);
+        println!(
+            "dropped {dropped_runs} run-cache entries; removed no objects: they are in the shared \
+             cache {} that {} workspace{} use{} ({}), and this workspace's records do not say what \
+             the others need",
+            shared.display(),
+            users.len(),
+            if users.len() == 1 { "" } else { "s" },
+            if users.len() == 1 { "s" } else { "" },
+            users.join(", ")
+        );
+        return Ok(0);
     }
     // Half-written objects of killed runs are never referenced: collect them too.
     let temps = ws.objects.remove_stale_temps();
