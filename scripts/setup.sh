@@ -33,7 +33,10 @@ if [ "$apt" = 1 ] && command -v dpkg >/dev/null; then
   if [ "$tests" = 1 ]; then
     pkgs+=(texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures
            chromium slurmctld slurmd slurm-client munge nginx libnginx-mod-http-dav-ext
-           e2fsprogs)  # mkfs.ext4: the 1-second file system of tests/racy_clean.rs
+           e2fsprogs   # mkfs.ext4: the 1-second file system of tests/racy_clean.rs
+           # podman runs tests/container.rs's stages; runc besides crun, which cannot start
+           # containers on hosts with hybrid cgroups; busybox-static is the test image's rootfs
+           podman runc busybox-static)
   else
     # the main job renders the PDF report when pdflatex is present
     pkgs+=(texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures)

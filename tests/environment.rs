@@ -24,6 +24,7 @@ stages:
     tools:
       - file: requirements.lock
       - cmd: cat version.txt
+      - python: venv
     outs: [pinned.txt]
   other:
     cmd: echo other >> executions.log && echo x > other.txt
@@ -34,6 +35,10 @@ fn ws() -> Ws {
     let ws = Ws::new(PIPELINE);
     ws.write("requirements.lock", "torch==2.5.0\n");
     ws.write("version.txt", "2.5.0\n");
+    ws.write(
+        "venv/lib/python3.11/site-packages/numpy-2.0.0.dist-info/METADATA",
+        "",
+    );
     ws
 }
 
@@ -105,6 +110,17 @@ fn a_changed_tool_reruns_exactly_the_stages_that_declare_it() {
     ws.clear_executions();
     run(&ws, "1");
     assert!(ws.executions().is_empty());
+    // A package upgraded in the declared Python environment.
+    let site = ws.path("venv/lib/python3.11/site-packages");
+    std::fs::rename(
+        site.join("numpy-2.0.0.dist-info"),
+        site.join("numpy-2.1.0.dist-info"),
+    )
+    .unwrap();
+    let st = status(&ws, "1");
+    assert!(st.contains("tool python: venv changed"), "{st}");
+    run(&ws, "1");
+    assert_eq!(ws.executions(), ["pinned"]);
     // A tool command that fails is an error naming the stage and the command.
     std::fs::remove_file(ws.path("version.txt")).unwrap();
     let o = ws.cmd(&["run"]).env("SEED", "1").output().unwrap();
@@ -171,4 +187,41 @@ fn env_and_tools_errors_name_file_line_and_stage() {
             assert!(out.contains(w), "{yaml}\nwanted {w:?} in:\n{out}");
         }
     }
+}
+
+#[test]
+fn the_machine_is_recorded_with_each_run_and_not_looked_at_by_a_no_op_run() {
+    let ws = Ws::new(
+        "stages:\n  a:\n    cmd: echo x > a.txt\n    outs: [a.txt]\n    resources: {cpus: 2}\n",
+    );
+    ws.ok(&["run"]);
+    // `exp show --json`: the run-cache record carries the environment.
+    let out = ws.ok(&["exp", "show", "a", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let env = &rows[0]["environment"];
+    assert!(
+        env["kernel"].as_str().is_some_and(|k| !k.is_empty()),
+        "{out}"
+    );
+    assert!(env["cpus"].as_u64().unwrap() > 0, "{out}");
+    assert_eq!(env["stage_threads"], 2, "{out}");
+    assert!(env["cpu_flags"].is_array(), "{out}");
+    assert!(
+        env["repro"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+    // The trace line names the environment, written once beside it.
+    let trace = ws.read("cache/trace.jsonl");
+    let line: serde_json::Value = serde_json::from_str(trace.lines().next().unwrap()).unwrap();
+    let id = line["environment"].as_str().unwrap().to_string();
+    let saved = ws.read(&format!("cache/environments/{id}.json"));
+    let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    assert_eq!(saved["kernel"], env["kernel"]);
+    // A run that runs nothing captures nothing.
+    std::fs::remove_dir_all(ws.path("cache/environments")).unwrap();
+    let out = ws.ok(&["run"]);
+    assert!(out.contains("0 ran, 1 fresh"), "{out}");
+    assert!(!ws.path("cache/environments").exists());
 }

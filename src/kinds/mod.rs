@@ -30,6 +30,7 @@ pub const TORCH_PROGRAM: &str = "repro-torch";
 /// The paper's kinds, by name, with where each runs.
 #[cfg(feature = "paper")]
 pub fn registry() -> Registry {
+    repro_engine::environment::contribute(torch_facts);
     Registry::default()
         .with(report::Report)
         .with(evaluate::Evaluate)
@@ -37,6 +38,35 @@ pub fn registry() -> Registry {
         .with(preprocess::Preprocess)
         .with(import_weights::ImportWeights)
         .with_elsewhere(train::Train, TORCH_PROGRAM)
+}
+
+/// libtorch's version and the CUDA it was built for, for the environment recorded with every
+/// run (`repro_engine::environment`): read from the `version.py` of the torch package whose
+/// `lib/` `repro-torch` loads (`$REPRO_TORCH_LIB`, else the checkout's `.venv/torch/lib`), so
+/// recording them starts no libtorch.
+#[cfg(feature = "paper")]
+fn torch_facts() -> std::collections::BTreeMap<String, String> {
+    let lib = match std::env::var_os("REPRO_TORCH_LIB").filter(|v| !v.is_empty()) {
+        Some(l) => PathBuf::from(l),
+        None => match std::env::current_exe() {
+            // The run path of repro-torch: `$ORIGIN/../../.venv/torch/lib`.
+            Ok(exe) => exe.with_file_name("../../.venv/torch/lib"),
+            Err(_) => return Default::default(),
+        },
+    };
+    let text = std::fs::read_to_string(lib.join("../version.py")).unwrap_or_default();
+    let mut facts = std::collections::BTreeMap::new();
+    for (var, name) in [("__version__", "libtorch"), ("cuda", "libtorch_cuda")] {
+        let value = text.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            let k = k.split(':').next()?.trim();
+            (k == var).then(|| v.trim().trim_matches(|c| c == '\'' || c == '"').to_string())
+        });
+        if let Some(v) = value.filter(|v| v != "None") {
+            facts.insert(name.to_string(), v);
+        }
+    }
+    facts
 }
 
 /// Without the `paper` feature: the engine's own kinds only (`cmd`).

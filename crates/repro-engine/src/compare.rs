@@ -569,6 +569,9 @@ pub struct ExpRow {
     pub restorable: bool,
     /// It is what the workspace holds now (its key is the lock's).
     pub current: bool,
+    /// The machine it ran on (see `crate::environment`), when its record has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Json>,
 }
 
 /// Every run-cache configuration of the stages `targets` select (names, base names, globs;
@@ -607,6 +610,7 @@ pub fn experiments(cx: &Records, targets: &[String]) -> Result<Vec<ExpRow>> {
                 metrics: c.metrics,
                 restorable: cx.restorable(r),
                 current: cx.lock.stages.get(&r.stage).is_some_and(|e| &e.key == k),
+                environment: r.environment.clone(),
             }
         })
         .collect();

@@ -176,7 +176,9 @@ pub fn command_line(
                 } else {
                     format!("\"$PWD\"/{}", quote(&c.image))
                 };
-                line.push_str(&format!(" --rootfs {abs}"));
+                // `:O`: an overlay on it, so that what podman writes there (`/etc/hosts`,
+                // `/run/.containerenv`) leaves the directory, and so its digest, unchanged.
+                line.push_str(&format!(" --rootfs {abs}:O"));
             } else {
                 line.push_str(&format!(" {}", quote(&c.image)));
             }
@@ -278,6 +280,50 @@ fn tool_output(root: &Path, cmd: &str) -> Result<String> {
     .with_context(|| format!("tools: `{cmd}` failed"))
 }
 
+/// The packages installed in a Python environment (a venv, or any prefix with
+/// `lib/pythonX.Y/site-packages`), from the names of their `*.dist-info` / `*.egg-info`
+/// directories (`torch-2.5.1.dist-info`), which is what `pip freeze` reads too, without starting
+/// Python: their count and a hash of the sorted list. Once per process.
+fn python_packages(root: &Path, venv: &str) -> Result<String> {
+    remembered(root, format!("python {venv}"), || {
+        let prefix = root.join(venv);
+        let mut names = Vec::new();
+        let mut found = false;
+        for lib in ["lib", "lib64"] {
+            let Ok(pythons) = std::fs::read_dir(prefix.join(lib)) else {
+                continue;
+            };
+            for py in pythons.flatten() {
+                let site = py.path().join("site-packages");
+                let Ok(entries) = std::fs::read_dir(&site) else {
+                    continue;
+                };
+                found = true;
+                for e in entries.flatten() {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    if n.ends_with(".dist-info") || n.ends_with(".egg-info") {
+                        names.push(n);
+                    }
+                }
+            }
+        }
+        if !found {
+            bail!(
+                "{} has no lib/python*/site-packages (name a virtual environment's directory)",
+                prefix.display()
+            );
+        }
+        names.sort();
+        names.dedup();
+        let list = names.join("\n");
+        Ok(format!(
+            "{} packages, blake3:{}",
+            names.len(),
+            &blake3::hash(list.as_bytes()).to_hex()[..16]
+        ))
+    })
+}
+
 /// The digest of an image in podman's store: its image id, the hash of its configuration
 /// (which names the hash of every layer), so a rebuilt or re-tagged image changes it.
 fn podman_digest(root: &Path, image: &str) -> Result<String> {
@@ -324,7 +370,7 @@ pub fn fill(ws: &Workspace, stage: &Stage, fp: &mut Fingerprint) -> Result<()> {
         .iter()
         .filter_map(|t| match t {
             Tool::File(p) => Some(p.as_str()),
-            Tool::Cmd(_) => None,
+            Tool::Cmd(_) | Tool::Python(_) => None,
         })
         .chain(
             env.container
@@ -349,6 +395,8 @@ pub fn fill(ws: &Workspace, stage: &Stage, fp: &mut Fingerprint) -> Result<()> {
             Tool::Cmd(c) => {
                 tool_output(&ws.root, c).with_context(|| format!("stage '{}'", stage.name))?
             }
+            Tool::Python(venv) => python_packages(&ws.root, venv)
+                .with_context(|| format!("stage '{}': tools: python: {venv}", stage.name))?,
         };
         fp.tools.insert(t.label(), id);
     }
@@ -430,7 +478,7 @@ mod tests {
         let c = container("./rootfs", Runtime::Podman);
         let line = command_line("true", &BTreeMap::new(), &[], Some(&c));
         assert!(
-            line.ends_with(" --rootfs \"$PWD\"/./rootfs sh -c true"),
+            line.ends_with(" --rootfs \"$PWD\"/./rootfs:O sh -c true"),
             "{line}"
         );
         let c = container("/opt/env.sif", Runtime::Apptainer);
@@ -439,6 +487,23 @@ mod tests {
             "exec apptainer exec --bind \"$PWD\" --pwd \"$PWD\" --env 'SEED=1 2' \
              /opt/env.sif sh -c make"
         );
+    }
+
+    #[test]
+    fn a_python_environment_is_its_installed_packages() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("v/lib/python3.11/site-packages");
+        std::fs::create_dir_all(site.join("torch-2.5.1.dist-info")).unwrap();
+        std::fs::create_dir_all(site.join("torch")).unwrap();
+        let a = python_packages(dir.path(), "v").unwrap();
+        assert!(a.starts_with("1 packages, blake3:"), "{a}");
+        // Another directory: the memo is per environment.
+        let site2 = dir.path().join("w/lib/python3.11/site-packages");
+        std::fs::create_dir_all(site2.join("torch-2.6.0.dist-info")).unwrap();
+        let b = python_packages(dir.path(), "w").unwrap();
+        assert!(b.starts_with("1 packages") && a != b, "{a} {b}");
+        let err = python_packages(dir.path(), "nothere").unwrap_err();
+        assert!(format!("{err:#}").contains("site-packages"), "{err:#}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod compare;
 pub mod confine;
 pub mod confine_rule;
 pub mod declared;
+pub mod environment;
 pub mod executor;
 pub mod experiments;
 pub mod fsutil;

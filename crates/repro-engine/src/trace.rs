@@ -84,6 +84,8 @@ pub fn record(
             Some(id) => format!("slurm:{id}"),
             None => "local".into(),
         },
+        // Under Slurm this is the submitting machine's; the stage's node is in its job.
+        environment: Some(crate::environment::save(cache_dir)),
     };
     let path = cache_dir.join("trace.jsonl");
     let res = (|| -> Result<()> {

@@ -31,6 +31,10 @@ pub struct Entry {
     pub status: String,
     /// `local`, or `slurm:<job id>`.
     pub executor: String,
+    /// The environment it ran in: the id of `cache/environments/<id>.json` (see
+    /// `crate::environment`); absent in lines written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
 }
 
 /// Read the trace. A line that does not parse — cut by a full disk or a kill, or holding

@@ -83,6 +83,8 @@ impl Entry {
             fingerprint: None,
             metrics: Vec::new(),
             modes: self.modes.clone(),
+            // Not carried by the remote either: where it ran is this machine's record.
+            environment: None,
         }
     }
 

@@ -34,6 +34,8 @@ pub enum Tool {
     File(String),
     /// A shell command whose standard output identifies the tool (a version, say).
     Cmd(String),
+    /// A Python environment (a venv's directory): the packages installed in it.
+    Python(String),
 }
 
 impl Tool {
@@ -42,6 +44,7 @@ impl Tool {
         match self {
             Tool::File(p) => format!("file: {p}"),
             Tool::Cmd(c) => format!("cmd: {c}"),
+            Tool::Python(p) => format!("python: {p}"),
         }
     }
 }
@@ -84,7 +87,10 @@ impl StageEnv {
     /// next run computes these keys again (`crate::state::up_to_date`).
     pub fn volatile(&self) -> bool {
         !self.pass.is_empty()
-            || self.tools.iter().any(|t| matches!(t, Tool::Cmd(_)))
+            || self
+                .tools
+                .iter()
+                .any(|t| matches!(t, Tool::Cmd(_) | Tool::Python(_)))
             || self.container.as_ref().is_some_and(|c| !c.is_path())
     }
 }
@@ -200,7 +206,7 @@ fn parse_env(node: &Node, scope: &Scope, env: &mut StageEnv, errors: &mut Vec<Sp
     env.pass.sort();
 }
 
-/// `tools:`: a list of `file: PATH` and `cmd: COMMAND`.
+/// `tools:`: a list of `file: PATH`, `cmd: COMMAND` and `python: VENV`.
 fn parse_tools(node: &Node, scope: &Scope, env: &mut StageEnv, errors: &mut Vec<SpecError>) {
     let items: &[Node] = match &node.value {
         Value::Null => &[],
@@ -212,20 +218,22 @@ fn parse_tools(node: &Node, scope: &Scope, env: &mut StageEnv, errors: &mut Vec<
             Some([(k, v)]) => k.as_str().map(|k| (k, v)),
             _ => None,
         };
-        let Some((what, value)) = pair.filter(|(k, _)| matches!(*k, "file" | "cmd")) else {
+        let Some((what, value)) = pair.filter(|(k, _)| matches!(*k, "file" | "cmd" | "python"))
+        else {
             errors.push(SpecError::at(
                 &item.mark,
-                "tools: each entry is `file: PATH` (a lock file, a binary) or `cmd: COMMAND` \
-                 (whose output names a version)",
+                "tools: each entry is `file: PATH` (a lock file, a binary), `cmd: COMMAND` \
+                 (whose output names a version) or `python: VENV` (its installed packages)",
             ));
             continue;
         };
         let Some(text) = env_value(value, scope, errors) else {
             continue;
         };
-        let tool = if what == "file" {
+        let tool = if what == "file" || what == "python" {
             match normalise(&text, true) {
-                Ok(p) => Tool::File(p),
+                Ok(p) if what == "file" => Tool::File(p),
+                Ok(p) => Tool::Python(p),
                 Err(msg) => {
                     errors.push(SpecError::at(&value.mark, format!("tools: {msg}")));
                     continue;

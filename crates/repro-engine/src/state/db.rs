@@ -65,6 +65,11 @@ pub struct RunRecord {
     /// kept restore 0644, as they always did.)
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub modes: std::collections::BTreeMap<String, u32>,
+    /// The machine it ran on (`crate::environment::Environment`, with the stage's thread
+    /// count), kept as JSON so that records of any format stay readable; absent in records
+    /// written before it was kept and in those restored from a remote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<serde_json::Value>,
 }
 
 impl RunRecord {
@@ -495,6 +500,7 @@ mod tests {
                 fingerprint: None,
                 metrics: vec![],
                 modes: Default::default(),
+                environment: None,
             };
             db.put_run("k1", &rec).unwrap();
             let k = StatKey {
@@ -540,6 +546,7 @@ mod tests {
                 fingerprint: None,
                 metrics: vec![],
                 modes: Default::default(),
+                environment: None,
             },
         )
         .unwrap();

@@ -108,7 +108,7 @@ fn identity(build_id: Option<Vec<u8>>, now_ns: i64) -> String {
 }
 
 /// The GNU build id of the running program, if it was linked with one.
-fn build_id() -> Option<Vec<u8>> {
+pub(crate) fn build_id() -> Option<Vec<u8>> {
     /// Called by `dl_iterate_phdr` with each loaded object, the program first.
     unsafe extern "C" fn program(
         info: *mut libc::dl_phdr_info,
