@@ -338,6 +338,34 @@ fn the_engines_lower_layers_name_no_command() {
     );
 }
 
+/// Executors are handed jobs and say how a stage is admitted (`Executor::admission`); they
+/// never reach up into the loop that drives them, its scheduler or its plan.
+#[test]
+fn executors_do_not_reach_up() {
+    const ABOVE: &[&str] = &[
+        "run", "runner", "session", "schedule", "plan", "status", "compare", "submit", "targets",
+    ];
+    let graph = engine_module_graph();
+    assert!(
+        graph.contains_key("executor::gpus"),
+        "GPU detection lives in executor/"
+    );
+    let bad: Vec<String> = graph
+        .iter()
+        .filter(|(m, _)| m.split("::").next() == Some("executor"))
+        .flat_map(|(m, deps)| {
+            deps.iter()
+                .filter(|d| ABOVE.contains(&d.split("::").next().unwrap()))
+                .map(move |d| format!("{m} → {d}"))
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "an executor reaches up:\n{}",
+        bad.join("\n")
+    );
+}
+
 #[test]
 fn the_loop_check_sees_loops() {
     let code = "use crate::a::{b::{c, d}, e};\nlet x = crate::f::g(); // crate::h\n";

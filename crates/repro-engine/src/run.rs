@@ -76,7 +76,15 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
         Opened::UpToDate(stages) => {
             phases.mark("up-to-date record holds");
             let fresh = stages.len();
-            print_summary(&Summary { fresh, ..Default::default() }, false, 0, t0);
+            print_summary(
+                &Summary {
+                    fresh,
+                    ..Default::default()
+                },
+                false,
+                0,
+                t0,
+            );
             return Ok(0);
         }
         Opened::Ready(s) => *s,

@@ -392,22 +392,17 @@ impl<'a> Runner<'a> {
             anyhow::bail!("{}", crate::spec::SpecErrors(unowned));
         }
         let db = ws.db()?;
-        let mut from_remote = false;
-        let found: Option<RunRecord> = if force {
-            None
-        } else {
-            match looked_up {
-                Some(found) => found,
-                None => db.get_run(&a.key)?,
-            }
-            .map_or_else(
-                || {
-                    self.remote
-                        .fetch(ws, stage, id, &a.key, &mut self.progress)
-                        .map(|r| r.inspect(|_| from_remote = true))
-                },
-                |rec| Ok(Some(rec)),
-            )?
+        let local: Option<RunRecord> = match looked_up {
+            _ if force => None,
+            Some(found) => found,
+            None => db.get_run(&a.key)?,
+        };
+        // The remote is asked only when the local run cache misses (never under --force).
+        let from_remote = local.is_none() && !force;
+        let found = match local {
+            Some(rec) => Some(rec),
+            None if force => None,
+            None => (self.remote).fetch(ws, stage, id, &a.key, &mut self.progress)?,
         };
         if let Some(rec) = found {
             // What the outputs hold now goes into the cache first (a no-op when it came from
@@ -676,6 +671,7 @@ pub fn make_job(
             let spec = crate::kinds::StageContext {
                 stage: stage.name.clone(),
                 kind: action.kind.clone(),
+                key: key.to_string(),
                 params: action.with.clone(),
                 checkpoint: stage.checkpoint.as_ref().map(|c| root.join(c)),
                 threads: stage.resources.cpus,

@@ -82,7 +82,9 @@ pub enum UpToDate {
     Ignore,
     /// Check it, with the options besides the plan that it must have been recorded under
     /// (`None`: any, as `status` reads it).
-    Check { context: Option<String> },
+    Check {
+        context: Option<String>,
+    },
 }
 
 /// What [`Session::open`] found.
@@ -186,10 +188,7 @@ pub fn load_pipeline(file: &Path, opts: &LoadOptions) -> Result<(Pipeline, Dag)>
 
 /// The pipeline with its DAG once what the engine may write or delete (docs/safety.md) is
 /// checked too, before anything runs; every error of both checks at once.
-fn checked(
-    p: Pipeline,
-    dag: Result<Dag, crate::spec::SpecErrors>,
-) -> Result<(Pipeline, Dag)> {
+fn checked(p: Pipeline, dag: Result<Dag, crate::spec::SpecErrors>) -> Result<(Pipeline, Dag)> {
     let confined = crate::confine::check_pipeline(&p);
     match (dag, confined) {
         (Ok(dag), Ok(())) => Ok((p, dag)),
@@ -217,10 +216,12 @@ fn record_holds(
     if guard.taken_over || stage_left {
         return Ok(Err(guard));
     }
-    Ok(match crate::state::up_to_date::check(root, plan_key, context) {
-        Some(stages) => Ok(stages),
-        None => Err(guard),
-    })
+    Ok(
+        match crate::state::up_to_date::check(root, plan_key, context) {
+            Some(stages) => Ok(stages),
+            None => Err(guard),
+        },
+    )
 }
 
 /// Whether the workspace cannot be written (a read-only mount, or no write permission): its

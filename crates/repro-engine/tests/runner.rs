@@ -48,12 +48,16 @@ struct Fake {
 
 impl Fake {
     fn for_session(s: &Session) -> Fake {
-        let outs = s
-            .p
-            .stages
-            .iter()
-            .map(|st| (st.name.clone(), st.outs.iter().map(|o| o.path.clone()).collect()))
-            .collect();
+        let outs =
+            s.p.stages
+                .iter()
+                .map(|st| {
+                    (
+                        st.name.clone(),
+                        st.outs.iter().map(|o| o.path.clone()).collect(),
+                    )
+                })
+                .collect();
         Fake {
             outs,
             ..Fake::default()
@@ -71,14 +75,14 @@ impl Fake {
 impl Executor for Fake {
     fn submit(&mut self, job: Job) -> Result<()> {
         if let Some(d) = Fake::device(&job) {
-            self.device_clash |= self
-                .queue
-                .iter()
-                .any(|q| Fake::device(q).is_some_and(|e| e.split(',').any(|x| d.split(',').any(|y| x == y))));
+            self.device_clash |= self.queue.iter().any(|q| {
+                Fake::device(q).is_some_and(|e| e.split(',').any(|x| d.split(',').any(|y| x == y)))
+            });
             self.devices.insert(job.stage.clone(), d);
         }
         self.submitted.push(job.stage.clone());
-        self.finished_before.insert(job.stage.clone(), self.finished);
+        self.finished_before
+            .insert(job.stage.clone(), self.finished);
         self.queue.push_back(job);
         self.max_running = self.max_running.max(self.queue.len());
         Ok(())
@@ -252,7 +256,11 @@ fn ready_stages_start_in_topological_order_once_their_upstream_is_done() {
             ..Summary::default()
         }
     );
-    assert_eq!(s.lock.stages.len(), 4, "every stage that ran has a lock entry");
+    assert_eq!(
+        s.lock.stages.len(),
+        4,
+        "every stage that ran has a lock entry"
+    );
 }
 
 #[test]
@@ -280,7 +288,10 @@ fn gpu_slots_hand_each_running_stage_its_own_devices() {
     let done = run(&mut s, &mut fake, cfg, &AtomicI32::new(0));
     assert_eq!(done.summary.ran, 3);
     assert_eq!(fake.max_running, 2, "two GPU slots: two GPU stages at once");
-    assert!(!fake.device_clash, "a device was handed to two running stages");
+    assert!(
+        !fake.device_clash,
+        "a device was handed to two running stages"
+    );
     let seen: BTreeSet<&str> = fake.devices.values().map(String::as_str).collect();
     assert_eq!(
         seen,

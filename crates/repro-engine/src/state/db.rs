@@ -93,7 +93,7 @@ pub struct StateDb {
 pub type StatEntries = hashing::PathMap<(StatKey, [u8; 32])>;
 
 /// Called with the database as soon as it is open, before the stat cache is read (the state
-/// loader hands the stored plan to the main thread from here; see `run::StateLoader`).
+/// loader hands the stored plan to the main thread from here; see `session::StateLoader`).
 pub type OnOpen<'a> = &'a mut dyn FnMut(&StateDb);
 
 /// Why the database could not be opened.

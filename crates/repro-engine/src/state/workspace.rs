@@ -96,7 +96,7 @@ impl Workspace {
     }
 
     /// Close the state database; the in-memory maps are left to the process exit (see the
-    /// end of `run::run`, which calls this just before the process ends).
+    /// end of `Session::close`, called just before the process ends).
     pub fn close(mut self) {
         drop(self.db.take());
         std::mem::forget(self);
