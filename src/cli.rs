@@ -73,9 +73,19 @@ pub enum Command {
     },
     /// What each stage run cost: wall and CPU time, peak memory, GPUs, how it ended, where.
     Trace(TraceArgs),
+    /// Rerun fresh stages in a scratch copy under cache/verify/ and compare their outputs with
+    /// the recorded ones (identical, within tolerance, differs, could not run); exit 1 on any
+    /// difference. See docs/reproducibility.md.
+    Verify(VerifyArgs),
     /// Print libtorch version, CUDA/cuDNN availability and devices.
     #[cfg(feature = "paper")]
     Doctor,
+    /// Print the JSON Schema of pipeline.yaml (for editors; see docs/pipeline.md#editor-support).
+    Schema {
+        /// Write it to this file instead of standard output.
+        #[arg(short = 'o', long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Print a shell completion script: repro completions bash > ~/.local/share/bash-completion/completions/repro
     Completions {
         /// The shell to complete for.
@@ -347,6 +357,25 @@ fn cmd_exp_apply(id: &str, pipeline: &PipelineArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+fn cmd_verify(args: VerifyArgs) -> anyhow::Result<i32> {
+    if let Some(t) = args.tolerance {
+        anyhow::ensure!(
+            t >= 0.0 && t.is_finite(),
+            "--tolerance must be a finite number >= 0"
+        );
+    }
+    repro_engine::verify::verify(&repro_engine::verify::VerifyOptions {
+        load: args.pipeline.load_options()?,
+        file: args.pipeline.file,
+        targets: args.targets,
+        sample: args.sample,
+        seed: args.seed,
+        tolerance: args.tolerance,
+        json: args.json,
+        write: args.write,
+    })
+}
+
 fn cmd_trace(args: &TraceArgs) -> anyhow::Result<i32> {
     let mut entries = repro_engine::trace::read(&workspace_of(&args.file).join("cache"))?;
     if args.last {
@@ -520,6 +549,31 @@ pub enum ExpCmd {
 }
 
 #[derive(Args)]
+pub struct VerifyArgs {
+    /// Stage names, globs or output paths to verify (only these, not their upstream).
+    /// Default: every stage.
+    pub targets: Vec<String>,
+    /// Verify K of the selected fresh stages, picked at random (see --seed).
+    #[arg(long, value_name = "K")]
+    pub sample: Option<usize>,
+    /// Seed of --sample's pick (default: from the clock, and printed).
+    #[arg(long, value_name = "S", requires = "sample")]
+    pub seed: Option<u64>,
+    /// Numbers in declared metrics files and .safetensors arrays may differ by at most T.
+    #[arg(long, value_name = "T")]
+    pub tolerance: Option<f64>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the latest result of every stage in the lock to FILE (JSON; a report
+    /// stage's `verified:` input).
+    #[arg(long, value_name = "FILE")]
+    pub write: Option<PathBuf>,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+#[derive(Args)]
 pub struct TraceArgs {
     /// Only the stages of the newest `repro run`.
     #[arg(long)]
@@ -565,6 +619,13 @@ pub enum Internal {
         /// The stage's command and its arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         argv: Vec<std::ffi::OsString>,
+    },
+    /// Print the pipeline's stage or profile names, one a line (for shell completion).
+    Complete {
+        /// `stages` or `profiles`.
+        what: String,
+        #[arg(short = 'f', long = "file", default_value = "pipeline.yaml")]
+        file: PathBuf,
     },
     /// Run a command and write its wall/CPU time and peak memory (JSON) for the run trace.
     Measure {
@@ -636,11 +697,20 @@ pub fn main() -> i32 {
         Command::Eval(args) => crate::metrics::cli_eval(&args.logits, args.json),
         #[cfg(feature = "paper")]
         Command::Doctor => Err(crate::kinds::exec_torch(&["doctor".as_ref()])),
+        Command::Schema { out } => cmd_schema(out.as_deref()),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "repro", &mut std::io::stdout());
+            // Stage and profile names come from the pipeline at completion time.
+            print!(
+                "{}",
+                repro_engine::completion::addition(&shell.to_string())
+            );
             Ok(0)
         }
+        Command::Internal {
+            what: Internal::Complete { what, file },
+        } => cmd_complete(&what, &file),
         #[cfg(feature = "paper")]
         Command::Weights {
             what:
@@ -744,6 +814,7 @@ pub fn main() -> i32 {
                 },
         } => cmd_plots(&sources, &targets, &out, &pipeline),
         Command::Trace(args) => cmd_trace(&args),
+        Command::Verify(args) => cmd_verify(args),
     };
     phases.mark("whole command");
     match result {
@@ -764,6 +835,41 @@ pub fn main() -> i32 {
 /// The workspace root: the directory of the pipeline file.
 fn workspace_of(file: &std::path::Path) -> PathBuf {
     repro_engine::spec::workspace_root(file)
+}
+
+/// `repro internal complete stages|profiles`: never an error (a shell is asking).
+fn cmd_complete(what: &str, file: &std::path::Path) -> anyhow::Result<i32> {
+    use repro_engine::completion::{stage_names, top_level_names};
+    let names = match what {
+        "stages" => {
+            let opts = repro_engine::spec::LoadOptions {
+                kinds: std::sync::Arc::new(crate::kinds::registry()),
+                ..Default::default()
+            };
+            match repro_engine::spec::load(file, &opts) {
+                Ok(p) => stage_names(p.stages.into_iter().map(|s| s.name)),
+                Err(_) => top_level_names(file, "stages"),
+            }
+        }
+        "profiles" => top_level_names(file, "profiles"),
+        _ => Vec::new(),
+    };
+    for n in names {
+        println!("{n}");
+    }
+    Ok(0)
+}
+
+fn cmd_schema(out: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    let text = crate::init::schema_text();
+    match out {
+        None => print!("{text}"),
+        Some(path) => {
+            repro_engine::fsutil::write_atomic(path, text.as_bytes())?;
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    Ok(0)
 }
 
 fn cmd_init(args: &InitArgs) -> anyhow::Result<i32> {

@@ -572,6 +572,9 @@ pub struct ExpRow {
     /// The machine it ran on (see `crate::environment`), when its record has it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<Json>,
+    /// What `repro verify` last found for this key (`identical`, `within 1e-06`, `differs`,
+    /// `could not run`); `None`: never verified.
+    pub verified: Option<String>,
 }
 
 /// Every run-cache configuration of the stages `targets` select (names, base names, globs;
@@ -594,6 +597,7 @@ pub fn experiments(cx: &Records, targets: &[String]) -> Result<Vec<ExpRow>> {
                 stage == t || m.is_match(stage) || stage.split('@').next() == Some(t.as_str())
             })
     };
+    let verified = crate::verify::latest_by_key(&cx.ws.cache_dir);
     let mut rows: Vec<ExpRow> = cx
         .runs
         .iter()
@@ -611,6 +615,7 @@ pub fn experiments(cx: &Records, targets: &[String]) -> Result<Vec<ExpRow>> {
                 restorable: cx.restorable(r),
                 current: cx.lock.stages.get(&r.stage).is_some_and(|e| &e.key == k),
                 environment: r.environment.clone(),
+                verified: verified.get(k).map(|v| v.short()),
             }
         })
         .collect();
@@ -705,7 +710,12 @@ pub fn print_experiments(rows: &[ExpRow], fmt: Format) -> Result<()> {
     let mut headers = vec!["id".to_string(), "stage".into()];
     headers.extend(params.iter().cloned());
     headers.extend(metrics.iter().cloned());
-    headers.extend(["ran (UTC)".to_string(), "took".into(), "restorable".into()]);
+    headers.extend([
+        "ran (UTC)".to_string(),
+        "took".into(),
+        "restorable".into(),
+        "verified".into(),
+    ]);
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -722,6 +732,7 @@ pub fn print_experiments(rows: &[ExpRow], fmt: Format) -> Result<()> {
             } else {
                 "no".into()
             });
+            c.push(r.verified.clone().unwrap_or_else(|| "-".into()));
             c
         })
         .collect();

@@ -3,8 +3,9 @@
 //! Data flows one way through the modules (docs/architecture.md draws it):
 //! `spec` (parse + expand pipeline.yaml) → `graph` (DAG) → `state` (hashing, fingerprints,
 //! lock file, state DB, assessment) → `plan` (one verdict per stage, for `run`, `--dry-run` and
-//! `status`) → `schedule` + `run` → `executor` (local or Slurm) → `cache` (content-addressed
-//! outputs and the run cache). Stage kinds come in through [`kinds::Registry`], handed over by
+//! `status`) → `session` (the start-up every command shares) → `run` + `runner` (the loop,
+//! with `schedule`) → `executor` (local or Slurm) → `cache` (content-addressed outputs and the
+//! run cache). Stage kinds come in through [`kinds::Registry`], handed over by
 //! the program that embeds the engine; this crate cannot name the paper's modules (they live in
 //! the `repro` package, which depends on this one).
 
@@ -16,6 +17,7 @@ compile_error!(
 
 pub mod cache;
 pub mod compare;
+pub mod completion;
 pub mod confine;
 pub mod confine_rule;
 pub mod declared;
@@ -36,6 +38,7 @@ pub mod remote_url;
 pub mod run;
 pub mod runner;
 pub mod schedule;
+pub mod schema;
 pub mod session;
 pub mod spec;
 pub mod state;
@@ -45,3 +48,4 @@ pub mod targets;
 pub mod trace;
 pub mod trace_file;
 pub mod ui;
+pub mod verify;
