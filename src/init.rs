@@ -12,7 +12,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 /// The pipeline `repro init` writes. Plain POSIX shell and awk, so it runs anywhere.
-pub const TEMPLATE: &str = r#"# A repro pipeline. `repro run` runs what is stale; `repro status` says what and why;
+pub const TEMPLATE: &str = r#"# yaml-language-server: $schema=pipeline.schema.json
+# A repro pipeline. `repro run` runs what is stale; `repro status` says what and why;
 # `repro exp show` compares the configurations the cache knows. Schema: docs/pipeline.md.
 vars:
   n: 5                    # how many numbers `prepare` writes
@@ -38,6 +39,18 @@ stages:
     deps: [results]
     outs: [summary.txt]
 "#;
+
+/// The schema file `init` writes beside the pipeline, which the template's first line names
+/// for the YAML language server (`repro schema -o pipeline.schema.json` refreshes it).
+pub const SCHEMA_FILE: &str = "pipeline.schema.json";
+
+/// The JSON Schema of pipeline.yaml as `repro schema` prints it.
+pub fn schema_text() -> String {
+    let mut text = serde_json::to_string_pretty(&repro_engine::schema::pipeline_schema())
+        .expect("a JSON value serialises");
+    text.push('\n');
+    text
+}
 
 /// The line `.gitignore` gets: the cache is local state, `repro.lock` is meant to be committed.
 const IGNORE_LINE: &str = "/cache/";
@@ -70,6 +83,16 @@ pub fn init(dir: &Path) -> Result<Vec<String>> {
             .with_context(|| format!("cannot write {}", pipeline.display()))?;
     }
     let mut done = vec![format!("wrote {}", pipeline.display())];
+    // An editor's schema: written when absent (one that is there may be newer or the user's).
+    let schema = dir.join(SCHEMA_FILE);
+    if !schema.exists() && !schema.is_symlink() {
+        repro_engine::fsutil::write_atomic(&schema, schema_text().as_bytes())
+            .with_context(|| format!("cannot write {}", schema.display()))?;
+        done.push(format!(
+            "wrote {} (the schema editors read: see the first line of pipeline.yaml)",
+            schema.display()
+        ));
+    }
     // The template's outputs, in the block `repro run` keeps current (before the cache line).
     let outs: Vec<String> = repro_engine::spec::load(&pipeline, &Default::default())
         .map(|p| {
