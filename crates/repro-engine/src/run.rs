@@ -157,6 +157,7 @@ fn conclude(
             eprintln!("warning: the experiment was not recorded: {e:#}");
         }
     }
+    phases.mark("record the experiment");
     // What that rested on is kept, so that the next such run only stats (`up_to_date`).
     let all_fresh = Summary {
         fresh: s.selected.len(),
