@@ -53,7 +53,7 @@ pub fn push(
     let mut entries = Vec::new();
     let mut stale = Vec::new();
     for (&i, a) in selected.iter().zip(crate::state::workspace::assess_all(
-        &ws, &p, &selected, &lock,
+        ws, p, selected, lock,
     )) {
         let stage = &p.stages[i];
         let a = a?;
@@ -120,7 +120,7 @@ pub fn push(
             {
                 continue;
             }
-            match entry_of(&ws, &key, &rec) {
+            match entry_of(ws, &key, &rec) {
                 Some(x) => entries.push(x),
                 None => incomplete += 1,
             }
