@@ -14,7 +14,7 @@ pub fn body(cfg: TrainConfig, ctx: &StageContext) -> Result<()> {
         checkpoint: match &ctx.checkpoint {
             Some(c) => Some(Checkpoint {
                 dir: ctx.path(c),
-                key: stage_key()?,
+                key: stage_key(ctx)?,
             }),
             None => None,
         },
@@ -25,14 +25,16 @@ pub fn body(cfg: TrainConfig, ctx: &StageContext) -> Result<()> {
     Ok(())
 }
 
-/// The engine's key for this stage (`REPRO_KEY`, exported to every stage it runs, locally and
-/// under Slurm): the checkpoint belongs to it.
-fn stage_key() -> Result<String> {
-    match std::env::var("REPRO_KEY") {
-        Ok(k) if !k.is_empty() => Ok(k),
-        _ => anyhow::bail!(
-            "a `checkpoint:` directory belongs to one stage key, and REPRO_KEY is not set \
-             (it is set by `repro run`; set it yourself to run this stage by hand)"
-        ),
+/// The engine's key for this stage, handed over in the stage's context (locally and under
+/// Slurm): the checkpoint belongs to it.
+fn stage_key(ctx: &StageContext) -> Result<String> {
+    if ctx.key.is_empty() {
+        anyhow::bail!(
+            "stage '{}': a `checkpoint:` directory belongs to one stage key, and the stage's \
+             context names none (`repro run` writes it; add `\"key\"` to the context file to \
+             run this stage by hand)",
+            ctx.stage
+        )
     }
+    Ok(ctx.key.clone())
 }

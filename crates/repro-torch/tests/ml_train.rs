@@ -205,11 +205,11 @@ fn resumes_from_checkpoint_after_a_kill_with_identical_results() {
     assert!(ok, "{so}\n{se}");
 
     // Start, kill once the first epoch's checkpoint is written, restart.
-    let spec = json!({"stage": "t", "kind": "train", "params": params("resumed"), "checkpoint": "ckpt", "threads": 1});
+    let key = ml_common::stage_key(&params("resumed"));
+    let spec = json!({"stage": "t", "kind": "train", "key": key, "params": params("resumed"), "checkpoint": "ckpt", "threads": 1});
     std::fs::write(ws.path().join("spec.json"), spec.to_string()).unwrap();
     let mut child = std::process::Command::new(ml_common::repro())
         .args(["internal", "run-kind", "spec.json"])
-        .env("REPRO_KEY", ml_common::stage_key(&params("resumed")))
         .current_dir(ws.path())
         .stdout(std::process::Stdio::null())
         .spawn()

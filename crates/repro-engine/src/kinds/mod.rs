@@ -273,6 +273,10 @@ pub struct StageContext {
     pub stage: String,
     /// The kind's name (`uses:`).
     pub kind: String,
+    /// The stage key the engine decided this run under: what a checkpoint or any other state a
+    /// kind keeps between attempts belongs to. Empty when the kind is run by hand.
+    #[serde(default)]
+    pub key: String,
     /// The resolved `with:` parameters (all `${…}` interpolated).
     pub params: serde_json::Value,
     /// A directory that survives interruption, excluded from the stage key and outputs, for
@@ -303,6 +307,7 @@ impl StageContext {
         StageContext {
             stage: kind.to_string(),
             kind: kind.to_string(),
+            key: String::new(),
             params,
             checkpoint: None,
             threads: 1,

@@ -183,7 +183,7 @@ pub fn repro() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_repro-torch"))
 }
 
-/// A stand-in for the engine's stage key (`REPRO_KEY`) of a train stage: it changes with the
+/// A stand-in for the engine's stage key (the context's `key`) of a train stage: it changes with the
 /// parameters, as the engine's does.
 pub fn stage_key(params: &serde_json::Value) -> String {
     use sha2::{Digest, Sha256};
@@ -191,7 +191,7 @@ pub fn stage_key(params: &serde_json::Value) -> String {
 }
 
 /// Run `repro internal run-kind` for a train stage in `ws` with the given params, with
-/// `REPRO_KEY` set as the engine sets it; returns (success, stdout, stderr).
+/// the stage key in its context as the engine writes it; returns (success, stdout, stderr).
 pub fn run_train(
     ws: &Path,
     params: serde_json::Value,
@@ -202,6 +202,7 @@ pub fn run_train(
     let spec = serde_json::json!({
         "stage": "train@test",
         "kind": "train",
+        "key": key,
         "params": params,
         "checkpoint": checkpoint,
         "threads": threads,
@@ -212,7 +213,6 @@ pub fn run_train(
     let out = std::process::Command::new(repro())
         .args(["internal", "run-kind"])
         .arg(&spec_path)
-        .env("REPRO_KEY", key)
         .current_dir(ws)
         .output()
         .unwrap();
