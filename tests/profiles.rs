@@ -146,6 +146,36 @@ fn every_profile_loads_and_dry_runs() {
     }
 }
 
+#[test]
+fn quick_profile_runs_the_bias_study_with_three_seeds() {
+    // Issue 28 item 9: a bias-study verdict on one run per cell can only say "single seed";
+    // the quick profile repeats it over the main table's three seeds.
+    let ws = workspace();
+    let by = planned(&ws.ok(&["run", "--profile", "quick", "--dry-run"]));
+    let n = |s: &str| by.get(s).map_or(0, Vec::len);
+    assert_eq!(n("bias_init"), 4 * 7 * 3);
+    assert_eq!(n("evaluate_bias"), 4 * 7 * 3);
+    for seed in 0..3 {
+        assert!(
+            by["bias_init"]
+                .iter()
+                .any(|s| s == &format!("bias_init@fashion-mnist,mlp,bce-nd,7,{seed}")),
+            "{:?}",
+            by["bias_init"]
+        );
+    }
+    let out = ws.ok(&["dag", "--profile", "quick", "--format", "json"]);
+    let dag: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let b = stage(&dag, "bias_init@fashion-mnist,mlp,soft-d,2,1");
+    assert_eq!(b["with"]["seed"], 1);
+    assert_eq!(
+        b["with"]["out"],
+        "runs/fashion-mnist/mlp/bias/soft-d-m2/seed1"
+    );
+    let e = stage(&dag, "evaluate_bias@fashion-mnist,mlp,soft-d,2,1");
+    assert_eq!(e["with"]["meta"]["seed"], 1);
+}
+
 fn stage<'a>(dag: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
     dag.iter()
         .find(|s| s["name"] == name)
@@ -159,7 +189,7 @@ fn dag_json_shows_resolved_parameters_deps_and_outs() {
     let dag: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(
         dag.len(),
-        6 + 6 + 3 + 3 + 3 + 216 + 50 + 28 + 3 + 216 + 50 + 28 + 1 + 6 + 6
+        6 + 6 + 3 + 3 + 3 + 216 + 50 + 28 + 3 + 216 + 50 + 28 + 1 + 6 + 6 + 6 + 6
     );
     // The numerics study is on in the paper profile: ImageNet, ResNet50, soft-nu and bce-nu at
     // γ = 208/256/512, as written in fp32 with non-finite steps applied, and otherwise the
@@ -189,6 +219,41 @@ fn dag_json_shows_resolved_parameters_deps_and_outs() {
         &dag,
         "evaluate_gamma_direct@imagenet-1k,resnet50,bce-nu,512,0"
     ));
+    // Its second arm (issue 28 item 3): fp16 autocast with AMP's gradient scaler, the loss as
+    // written, non-finite steps skipped — the same points and otherwise the same settings.
+    let a = stage(&dag, "gamma_amp@imagenet-1k,resnet50,bce-nu,256,0");
+    assert_eq!(
+        (
+            a["with"]["numerics"].clone(),
+            a["with"]["mixed_precision"].clone(),
+            a["with"]["grad_scaler"].clone(),
+            a["with"]["on_nonfinite"].clone()
+        ),
+        ("direct".into(), true.into(), true.into(), "skip".into())
+    );
+    for k in [
+        "init_from",
+        "epochs",
+        "lr",
+        "batch_size",
+        "unified_bias_init",
+        "head_init",
+        "weight_decay",
+        "augment",
+        "image_size",
+    ] {
+        assert_eq!(a["with"][k], s["with"][k], "{k}");
+    }
+    for g in [208, 256, 512] {
+        assert!(stage_exists(
+            &dag,
+            &format!("evaluate_gamma_amp@imagenet-1k,resnet50,soft-nu,{g},0")
+        ));
+    }
+    assert_eq!(
+        stage(&dag, "evaluate_gamma_amp@imagenet-1k,resnet50,bce-nu,512,0")["with"]["meta"]["numerics"],
+        "fp16-scaler"
+    );
     // FGVC fine-tunes keep a new head.
     let c = stage(&dag, "finetune@cub-200-2011,resnet50,bce-nu,0");
     assert_eq!(c["with"]["head_init"], "new");
@@ -241,7 +306,7 @@ fn dag_json_shows_resolved_parameters_deps_and_outs() {
         ),
         (30.into(), 0.0001.into(), 208.into())
     );
-    let b = stage(&dag, "bias_init@cub-200-2011,resnet50,bce-d,3");
+    let b = stage(&dag, "bias_init@cub-200-2011,resnet50,bce-d,3,0");
     assert_eq!(
         (b["with"]["epochs"].clone(), b["with"]["bias_mode"].clone()),
         (100.into(), 3.into())

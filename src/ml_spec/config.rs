@@ -125,6 +125,13 @@ pub struct TrainConfig {
     /// non-finite loss or gradient is skipped, as a gradient scaler would). Off by default.
     #[serde(default)]
     pub mixed_precision: bool,
+    /// A dynamic loss scaler as AMP's `GradScaler` (scale 2¹⁶ at the start, halved and the
+    /// step skipped on a non-finite gradient, doubled after 2,000 finite steps in a row): what
+    /// a mixed-precision PyTorch training (the UCE code) runs with. Works on the CPU as well,
+    /// where it changes nothing but the skipped steps (power-of-two scales are exact in fp32).
+    /// Needs `on_nonfinite: skip`. Off by default.
+    #[serde(default)]
+    pub grad_scaler: bool,
 }
 
 fn d_model() -> String {
@@ -191,6 +198,11 @@ impl TrainConfig {
         {
             bail!("parameter `unified_bias_init` must be a finite number, got {b}");
         }
+        if self.grad_scaler && self.on_nonfinite != OnNonFinite::Skip {
+            bail!(
+                "parameter `grad_scaler: true` skips every non-finite step (and halves its scale), so it needs `on_nonfinite: skip`"
+            );
+        }
         if self.known_classes.is_some_and(|k| k < 2) {
             bail!("parameter `known_classes` must be at least 2");
         }
@@ -244,6 +256,21 @@ mod tests {
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn grad_scaler_needs_skip() {
+        cfg(serde_json::json!({"grad_scaler": true}))
+            .validate()
+            .unwrap();
+        for mode in ["apply", "stop"] {
+            let e = cfg(serde_json::json!({"grad_scaler": true, "on_nonfinite": mode}))
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("on_nonfinite: skip"), "{e}");
+        }
+        assert!(!cfg(serde_json::json!({})).grad_scaler);
     }
 
     #[test]

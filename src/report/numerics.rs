@@ -1,8 +1,10 @@
 //! Numerics as a variable: the γ sweep's points run both with the stable loss (softplus /
-//! log-sum-exp) and with the formula evaluated as written in fp32 (`numerics: direct`). For
-//! every γ that has both, one plain sentence from our numbers: is a breakdown there a property
-//! of the loss (both forms break down), of its floating-point evaluation (only the direct form
-//! does, with non-finite steps), or absent?
+//! log-sum-exp) and with the formula evaluated as written — in fp32 with non-finite steps
+//! applied (`numerics: direct`), and in fp16 autocast with AMP's gradient scaler, which skips
+//! them (`fp16-scaler`, the paper profile on a GPU). For every γ and arm that has both, one
+//! plain sentence from our numbers: is a breakdown there a property of the loss (both forms
+//! break down), of its floating-point evaluation (only the arm as written does, with non-finite
+//! steps), or absent?
 //!
 //! A breakdown is judged as the paper judges it (Table III, γ = 208): the sample-wise accuracy
 //! A_SW collapsing, not a low A_Uni — a loss whose A_SW trains fine but whose A_Uni is low
@@ -91,24 +93,31 @@ pub fn reading(runs: &[Run]) -> Vec<String> {
         .iter()
         .filter(|r| r.role == Role::GammaSweep && r.gamma.is_some())
         .collect();
-    let direct = |r: &Run| r.numerics.as_deref() == Some("direct");
-    let mut keys: Vec<(String, String, String, u64)> = sweep
+    let stable_run = |r: &Run| r.numerics.as_deref().is_none_or(|v| v == "stable");
+    let mut keys: Vec<(String, String, String, u64, String)> = sweep
         .iter()
-        .filter(|r| direct(r))
+        .filter(|r| !stable_run(r))
         .map(|r| {
             (
                 r.dataset.clone().unwrap_or_default(),
                 r.model.clone().unwrap_or_default(),
                 r.loss.clone().unwrap_or_default(),
                 r.gamma.unwrap_or(0.0).to_bits(),
+                r.numerics.clone().unwrap_or_default(),
             )
         })
         .collect();
     keys.sort();
     keys.dedup();
     let mut out = Vec::new();
-    for (d, m, l, gb) in keys {
+    for (d, m, l, gb, variant) in keys {
         let g = f64::from_bits(gb);
+        let direct = |r: &Run| r.numerics.as_deref() == Some(variant.as_str());
+        let how = match variant.as_str() {
+            "direct" => "evaluated as written (fp32)",
+            "fp16-scaler" => "as written in fp16 autocast with a gradient scaler",
+            _ => "evaluated otherwise",
+        };
         let same = |r: &&&Run| {
             r.dataset.as_deref() == Some(&d)
                 && r.model.as_deref() == Some(&m)
@@ -118,7 +127,7 @@ pub fn reading(runs: &[Run]) -> Vec<String> {
         let mut gammas: Vec<f64> = sweep
             .iter()
             .filter(same)
-            .filter(|r| !direct(r))
+            .filter(|r| stable_run(r))
             .filter_map(|r| r.gamma)
             .collect();
         gammas.sort_by(|a, b| a.total_cmp(b));
@@ -130,7 +139,7 @@ pub fn reading(runs: &[Run]) -> Vec<String> {
                     sweep
                         .iter()
                         .filter(same)
-                        .filter(|r| !direct(r) && r.gamma == Some(x))
+                        .filter(|r| stable_run(r) && r.gamma == Some(x))
                         .copied(),
                 )?;
                 Some((x, c))
@@ -140,7 +149,7 @@ pub fn reading(runs: &[Run]) -> Vec<String> {
             sweep
                 .iter()
                 .filter(same)
-                .filter(|r| !direct(r) && r.gamma == Some(g))
+                .filter(|r| stable_run(r) && r.gamma == Some(g))
                 .copied(),
         );
         let dir = cell(
@@ -164,7 +173,7 @@ pub fn reading(runs: &[Run]) -> Vec<String> {
             }
         };
         let facts = format!(
-            "{l} at γ = {g}: A_SW {} with the stable loss, {} evaluated as written (fp32), against the stable sweep's best {} at γ = {gbest}; non-finite steps per run: {} stable, {} direct",
+            "{l} at γ = {g}: A_SW {} with the stable loss, {} {how}, against the stable sweep's best {} at γ = {gbest}; non-finite steps per run: {} stable, {} {variant}",
             fmt(&stable.uni),
             fmt(&dir.uni),
             fmt(&best.uni),
@@ -181,7 +190,7 @@ pub fn reading(runs: &[Run]) -> Vec<String> {
         }
         let verdict = match (broken(&best.uni, &stable.uni), broken(&best.uni, &dir.uni)) {
             (Some(false), Some(true)) => format!(
-                "only the direct evaluation breaks down{} — here the breakdown is a property of the floating-point evaluation, not of the loss",
+                "only the {variant} evaluation breaks down{} — here the breakdown is a property of the floating-point evaluation, not of the loss",
                 if overflowed { ", after overflowing" } else { "" }
             ),
             (Some(true), Some(true)) => {
@@ -190,7 +199,7 @@ pub fn reading(runs: &[Run]) -> Vec<String> {
             (Some(false), Some(false)) => format!(
                 "neither breaks down{} — no breakdown at this γ in our runs",
                 if overflowed {
-                    " although the direct form overflowed in some steps"
+                    " although the form as written overflowed in some steps"
                 } else {
                     ""
                 }
@@ -214,6 +223,11 @@ mod tests {
     /// bce-nu γ-sweep runs (one seed) at γ = 16 (stable) and at γ = `g` both ways, from
     /// (A_SW, A_Uni, skipped steps of 10) per evaluation.
     fn runs(g: f64, stable: (f64, f64, u64), direct: (f64, f64, u64)) -> Vec<Run> {
+        runs_with(g, stable, &[("direct", direct)])
+    }
+
+    /// As [`runs`], with any arms (numerics variant, values) beside the stable run at `g`.
+    fn runs_with(g: f64, stable: (f64, f64, u64), arms: &[(&str, (f64, f64, u64))]) -> Vec<Run> {
         let ws = tempfile::tempdir().unwrap();
         let one = |name: &str, gamma: f64, numerics: &str, (sw, uni, skipped): (f64, f64, u64)| {
             let d = ws.path().join(name);
@@ -228,7 +242,9 @@ mod tests {
         };
         one("best", 16.0, "stable", (77.0, 70.0, 0));
         one("stable", g, "stable", stable);
-        one("direct", g, "direct", direct);
+        for (v, x) in arms {
+            one(v, g, v, *x);
+        }
         super::super::runs::load(ws.path(), &["*/metrics.json".to_string()]).unwrap()
     }
 
@@ -250,5 +266,38 @@ mod tests {
         // Every step non-finite and skipped: the model was never updated — no collapse.
         let r = reading(&runs(256.0, (73.5, 60.0, 10), (73.5, 60.0, 10)));
         assert!(r[0].contains("never updated"), "{}", r[0]);
+    }
+
+    /// Issue 28 item 3: the fp16 + gradient-scaler arm is read beside the fp32 one: here the
+    /// fp32 form applied its overflowing steps and collapsed, while the scaler skipped every
+    /// step and kept the start (Table III's γ = 256/512 rows), which is said apart.
+    #[test]
+    fn the_fp16_scaler_arm_is_read_beside_the_fp32_arm() {
+        let r = runs_with(
+            256.0,
+            (76.0, 68.0, 0),
+            &[("direct", (0.1, 0.0, 4)), ("fp16-scaler", (73.5, 60.0, 10))],
+        );
+        let r = reading(&r);
+        assert_eq!(r.len(), 2, "{r:?}");
+        let fp32 = r.iter().find(|x| x.contains("(fp32)")).unwrap();
+        assert!(
+            fp32.contains("only the direct evaluation breaks down"),
+            "{fp32}"
+        );
+        let amp = r
+            .iter()
+            .find(|x| x.contains("fp16 autocast with a gradient scaler"))
+            .unwrap();
+        assert!(amp.contains("10 fp16-scaler"), "{amp}");
+        assert!(amp.contains("never updated"), "{amp}");
+        // A scaler arm that trains (a few skipped steps, A_SW fine): no breakdown.
+        let r = reading(&runs_with(
+            256.0,
+            (76.0, 68.0, 0),
+            &[("fp16-scaler", (75.5, 60.0, 3))],
+        ));
+        assert!(r[0].contains("neither breaks down"), "{}", r[0]);
+        assert!(r[0].contains("overflowed in some steps"), "{}", r[0]);
     }
 }

@@ -366,6 +366,7 @@ mod tests {
             gpu_s: if kind == Some("train") { wall } else { 0.0 },
             status: "ok".into(),
             executor: "local".into(),
+            environment: None,
         }
     }
 

@@ -81,7 +81,7 @@ pub fn run(args: &[String]) -> Result<i32> {
     let y = Tensor::randint(classes, [batch], (Kind::Int64, dev));
     let amp = amp && dev.is_cuda();
     for _ in 0..warmup {
-        train_step(&backbone, &head, &mut opt, &x, &y, 1e-3, amp)?;
+        train_step(&backbone, &head, &mut opt, &x, &y, 1e-3, amp, None)?;
     }
     if dev.is_cuda() {
         tch::Cuda::synchronize(0);
@@ -89,7 +89,7 @@ pub fn run(args: &[String]) -> Result<i32> {
     let t0 = Instant::now();
     let mut skipped = 0;
     for _ in 0..steps {
-        let (finite, _) = train_step(&backbone, &head, &mut opt, &x, &y, 1e-3, amp)?;
+        let (finite, _) = train_step(&backbone, &head, &mut opt, &x, &y, 1e-3, amp, None)?;
         skipped += usize::from(!finite);
     }
     if dev.is_cuda() {

@@ -374,3 +374,85 @@ fn trains_on_a_sharded_jpeg_set() {
         "two trivially separable classes"
     );
 }
+
+/// Issue 28 item 3: the gradient scaler (AMP's `GradScaler`). On the CPU in fp32 its
+/// power-of-two scaling is exact, so a run with it ends bit for bit where the run without it
+/// does; where the loss overflows (γ far beyond fp32's e^88.7, the loss as written), every
+/// step is skipped and the scale halved each time: the model keeps its start, as Table III's
+/// γ = 256/512 rows do — while `apply` lets the non-finite step reach the weights.
+#[test]
+fn grad_scaler_is_exact_in_fp32_and_skips_overflowing_steps() {
+    let ws = tempfile::tempdir().unwrap();
+    synthetic(&ws.path().join("d"), 256, 64, 4, 8, 8, 1);
+    let base = json!({"data": "d", "model": "mlp", "loss": "bce-nu", "lr": 0.01, "epochs": 2,
+                      "batch_size": 32, "seed": 3});
+    let with = |out: &str, extra: Value| {
+        let mut p = base.clone();
+        p["out"] = out.into();
+        for (k, v) in extra.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        let (ok, so, se) = run_train(ws.path(), p, 1, None);
+        assert!(ok, "{out}: {so}\n{se}");
+        train_json(ws.path(), out)
+    };
+    let plain = with("plain", json!({}));
+    let scaled = with("scaled", json!({"grad_scaler": true}));
+    assert_eq!(plain["skipped_steps"], 0);
+    assert_eq!(scaled["skipped_steps"], 0);
+    assert_eq!(scaled["grad_scaler"]["backoffs"], 0);
+    assert_eq!(scaled["grad_scaler"]["final_scale"], 65536.0);
+    assert!(plain["grad_scaler"].is_null());
+    let logits = |out: &str| std::fs::read(ws.path().join(out).join("logits.safetensors")).unwrap();
+    assert!(
+        logits("plain") == logits("scaled"),
+        "the scaled fp32 run differs from the unscaled one"
+    );
+
+    // γ = 20000, the loss as written: e^x overflows on the first batch whatever the weights.
+    let big = json!({"gamma": 20000, "numerics": "direct", "grad_scaler": true});
+    let skipped = with("overflow-scaled", big);
+    let steps = 2 * 256 / 32;
+    assert_eq!(skipped["skipped_steps"], steps);
+    assert_eq!(skipped["grad_scaler"]["backoffs"], steps);
+    assert_eq!(
+        skipped["grad_scaler"]["final_scale"].as_f64().unwrap(),
+        65536.0 / 2f64.powi(steps as i32)
+    );
+    // No update: the head's weights are where they started (the same seed's fresh head).
+    let untrained = with(
+        "untrained",
+        json!({"gamma": 20000, "lr": 1e-30, "epochs": 1}),
+    );
+    let w = |out: &str| {
+        let t = read_raw(&ws.path().join(out).join("model.safetensors"));
+        f32s(&t["head.weight"].2)
+    };
+    let (ws_, wu) = (w("overflow-scaled"), w("untrained"));
+    assert!(
+        ws_.iter()
+            .zip(&wu)
+            .all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs().max(1.0)),
+        "a skipped step changed the head"
+    );
+    let applied = with(
+        "overflow-applied",
+        json!({"gamma": 20000, "numerics": "direct", "on_nonfinite": "apply"}),
+    );
+    assert_eq!(applied["skipped_steps"], steps);
+    assert!(
+        w("overflow-applied").iter().any(|v| !v.is_finite()),
+        "applied non-finite steps should reach the weights"
+    );
+    // The scaler always skips: combining it with `apply` is refused.
+    let mut p = base.clone();
+    p["out"] = "bad".into();
+    p["grad_scaler"] = true.into();
+    p["on_nonfinite"] = "apply".into();
+    let (ok, so, se) = run_train(ws.path(), p, 1, None);
+    assert!(!ok, "{so}");
+    assert!(
+        se.contains("grad_scaler") && se.contains("on_nonfinite: skip"),
+        "{se}"
+    );
+}

@@ -54,6 +54,21 @@ impl Sgd {
         Tensor::stack(&flags, 0).all()
     }
 
+    /// Multiply every gradient by `factor` in place (a loss scaler's unscaling).
+    pub fn unscale_grads(&mut self, factor: f64) {
+        if factor == 1.0 {
+            return;
+        }
+        tch::no_grad(|| {
+            for p in &mut self.params {
+                let mut g = p.tensor.grad();
+                if g.defined() {
+                    let _ = g.g_mul_scalar_(factor);
+                }
+            }
+        });
+    }
+
     /// `g ← g + wd·p; m ← μ·m + g (m ← g at the first step); p ← p − lr·m`.
     pub fn step(&mut self, lr: f64) {
         let (mu, wd) = (self.momentum, self.weight_decay);

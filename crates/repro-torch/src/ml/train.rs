@@ -5,7 +5,8 @@
 //! Robustness rules: a step whose loss or gradients are not finite is skipped and counted
 //! (`on_nonfinite: skip`, as a mixed-precision gradient scaler does) or ends training
 //! (`on_nonfinite: stop`); either way the evaluation outputs are still written, with
-//! `diverged` recorded. With a checkpoint directory, the state after each epoch is saved there
+//! `diverged` recorded. With `grad_scaler: true` the loss is scaled as AMP's gradient scaler
+//! does ([`GradScaler`]): a non-finite step is skipped and the scale halved. With a checkpoint directory, the state after each epoch is saved there
 //! and a rerun with the same parameters resumes from it ("resuming from epoch K").
 
 use std::path::{Path, PathBuf};
@@ -60,7 +61,7 @@ pub struct RunEnv {
 pub type Progress = Box<dyn Fn(&str, Option<f64>)>;
 
 /// A checkpoint directory and the key of the one configuration that may resume from it: the
-/// engine's stage key (`REPRO_KEY`), which covers the parameters, the kind's version and the
+/// engine's stage key (the stage context's `key`), which covers the parameters, the kind's version and the
 /// content of every declared dep (data, starting weights). The engine also clears the
 /// directory when the key changes; the key in the checkpoint guards runs outside it.
 pub struct Checkpoint {
@@ -92,6 +93,9 @@ struct CheckpointMeta {
     epochs_done: usize,
     stats: Vec<EpochStats>,
     stopped: bool,
+    /// The loss scaler's state (`grad_scaler: true`).
+    #[serde(default)]
+    scaler: Option<GradScaler>,
 }
 
 /// Summary returned to the caller (also in train.json).
@@ -194,6 +198,7 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
     let mut start_epoch = 0;
     let mut stopped = false;
     let mut resumed_from = None;
+    let mut scaler = cfg.grad_scaler.then(GradScaler::new);
     if let Some(Checkpoint { dir, key }) = &env.checkpoint
         && let Some(meta) = read_checkpoint(dir, key)?
     {
@@ -207,6 +212,9 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
         start_epoch = meta.epochs_done;
         stats = meta.stats;
         stopped = meta.stopped;
+        if scaler.is_some() {
+            scaler = Some(meta.scaler.unwrap_or_default());
+        }
         resumed_from = Some(start_epoch);
         println!("resuming from epoch {start_epoch}");
     }
@@ -253,7 +261,8 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
             }
             let step = epoch * steps_per_epoch + b;
             lr = cosine_lr(cfg.lr, step, total_steps);
-            let (finite, loss_value) = train_step(&backbone, &head, &mut opt, &x, &y, lr, amp)?;
+            let (finite, loss_value) =
+                train_step(&backbone, &head, &mut opt, &x, &y, lr, amp, scaler.as_mut())?;
             images += bsz;
             if finite {
                 loss_sum += loss_value;
@@ -324,6 +333,7 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
                     epochs_done: epoch,
                     stats: stats.clone(),
                     stopped,
+                    scaler: scaler.clone(),
                 },
             )?;
         }
@@ -428,12 +438,17 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
         "test_accuracy": test_accuracy,
         "seed": cfg.seed,
         "mixed_precision": amp,
+        "grad_scaler": scaler.as_ref().map(|s| json!({
+            "final_scale": s.scale,
+            "backoffs": s.backoffs,
+        })),
         "numerics": cfg.numerics,
         "known_classes": cfg.known_classes,
         "unknown_test_samples": unknown_samples,
         "on_nonfinite": cfg.on_nonfinite,
         "device": device_name,
         "threads": env.threads,
+        "cpu_model": super::cpu_model(),
         "libtorch": super::libtorch_version(),
         "train_seconds": train_seconds,
         "resumed_from_epoch": resumed_from,
@@ -463,13 +478,20 @@ pub fn train_step(
     y: &Tensor,
     lr: f64,
     amp: bool,
+    scaler: Option<&mut GradScaler>,
 ) -> Result<(bool, f64)> {
     opt.zero_grad();
     let loss = tch::autocast(amp, || {
         let feats = backbone.net.forward_t(x, true);
         head.loss(&feats, y)
     });
-    loss.backward();
+    let scale = scaler.as_ref().map(|s| s.scale);
+    match scale {
+        // The scaled loss goes backward; the gradients are checked while still scaled (an
+        // overflow of the scaled gradient is what the scaler reacts to), then unscaled.
+        Some(s) => (&loss * s).backward(),
+        None => loss.backward(),
+    }
     let ok = loss.isfinite().logical_and(&opt.grads_finite());
     let vals = Vec::<f64>::try_from(&Tensor::stack(
         &[
@@ -479,10 +501,64 @@ pub fn train_step(
         0,
     ))?;
     let finite = vals[0] != 0.0;
+    if let Some(sc) = scaler {
+        sc.update(finite);
+        if finite {
+            opt.unscale_grads(1.0 / scale.unwrap_or(1.0));
+        }
+    }
     if finite {
         opt.step(lr);
     }
     Ok((finite, vals[1]))
+}
+
+/// A dynamic loss scaler as PyTorch AMP's `GradScaler` (its defaults): the loss is multiplied
+/// by `scale` before the backward pass so that small fp16 gradients do not flush to zero; a
+/// step whose scaled loss or gradient is not finite is skipped and the scale halved; after
+/// [`GradScaler::GROWTH_INTERVAL`] finite steps in a row the scale doubles. Scales are powers
+/// of two, so scaling and unscaling are exact in fp32 (barring overflow and subnormals).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GradScaler {
+    pub scale: f64,
+    /// Finite steps since the last change of the scale.
+    pub good_steps: usize,
+    /// How often the scale was halved (each time a step was skipped).
+    pub backoffs: usize,
+}
+
+impl Default for GradScaler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GradScaler {
+    pub const INIT_SCALE: f64 = 65536.0;
+    pub const GROWTH_INTERVAL: usize = 2000;
+
+    pub fn new() -> Self {
+        GradScaler {
+            scale: Self::INIT_SCALE,
+            good_steps: 0,
+            backoffs: 0,
+        }
+    }
+
+    /// After a step: ×½ on a non-finite one, ×2 after `GROWTH_INTERVAL` finite ones in a row.
+    pub fn update(&mut self, finite: bool) {
+        if finite {
+            self.good_steps += 1;
+            if self.good_steps == Self::GROWTH_INTERVAL {
+                self.scale *= 2.0;
+                self.good_steps = 0;
+            }
+        } else {
+            self.scale *= 0.5;
+            self.good_steps = 0;
+            self.backoffs += 1;
+        }
+    }
 }
 
 /// Forward the test split in eval mode: (logits with bias, logits without, labels), on the CPU.
