@@ -7,6 +7,14 @@
 //! already there (its name is its content, so present means done), re-hashes the local copy
 //! so a damaged one is never spread, and afterwards reads back the stored size (and, on S3,
 //! the ETag, which is the MD5 of a single-part upload).
+//!
+//! Large objects (over [`multipart_threshold`], 256 MiB unless `REPRO_MULTIPART_THRESHOLD`
+//! says otherwise) move in parts of [`part_size`] (64 MiB, `REPRO_PART_SIZE`), a few at once:
+//! to S3 as a multipart upload (a single `PUT` is limited to 5 GB there), hashed while the
+//! parts are read, and completed only if the hash matches (else aborted, so a damaged local
+//! object is never spread); from S3 or HTTP as parallel ranged reads written in place, whose
+//! finished parts are noted beside the partial file so that a killed download resumes where it
+//! stopped, and the whole hashed before it enters the cache.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -151,10 +159,50 @@ pub fn tmp_dir(cache_dir: &Path) -> PathBuf {
 
 /// Remove what a killed transfer left (the caller holds the workspace lock, so nothing in
 /// there belongs to a live process).
+///
+/// The partial files of ranged downloads (`<hash>.part` and its list of finished parts,
+/// `<hash>.done`) are kept for a day, so that the next pull resumes them; whatever is wrong
+/// with one is caught by the hash of the whole before it is used.
 pub fn clear_tmp(cache_dir: &Path) -> Result<()> {
     let dir = tmp_dir(cache_dir);
-    crate::cache::remove_any(&dir);
+    let day = Duration::from_secs(24 * 3600);
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let resumable = name
+            .to_str()
+            .is_some_and(|n| n.ends_with(".part") || n.ends_with(".done"));
+        let recent = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < day);
+        if !(resumable && recent) {
+            crate::cache::remove_any(&e.path());
+        }
+    }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// Objects larger than this many bytes move in parts (`REPRO_MULTIPART_THRESHOLD` overrides
+/// the default of 256 MiB; the tests lower it).
+pub fn multipart_threshold() -> u64 {
+    env_bytes("REPRO_MULTIPART_THRESHOLD").unwrap_or(256 << 20)
+}
+
+/// The size of one part (`REPRO_PART_SIZE`, default 64 MiB; never under 5 MiB, S3's smallest
+/// part but the last).
+pub fn part_size() -> u64 {
+    env_bytes("REPRO_PART_SIZE")
+        .unwrap_or(64 << 20)
+        .max(5 << 20)
+}
+
+/// How many parts of one object move at once (memory: this many parts, plus one being read).
+const PARTS_AT_ONCE: usize = 4;
+
+fn env_bytes(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.trim().parse().ok()
 }
 
 /// Fetch `items` that the local cache lacks into it, every one verified by hash.
@@ -166,6 +214,11 @@ pub async fn download_all(
     jobs: usize,
     c: &Counters,
 ) -> Vec<anyhow::Error> {
+    // One transfer per object (two manifests may name the same file; two ranged downloads of
+    // one object would share its partial file).
+    let mut items = items;
+    items.sort_by(|a, b| a.hash.cmp(&b.hash));
+    items.dedup_by(|a, b| a.hash == b.hash);
     c.expect(&items);
     let placed = AtomicU64::new(0);
     let mut errors = each(items, jobs, |item| {
@@ -232,6 +285,13 @@ async fn download_one(
         (Some(s), _) => Some(s),
         (None, c) => c,
     };
+    if store.kind != Kind::File
+        && let Some(size) = item.size
+        && size > multipart_threshold()
+    {
+        download_ranges(store, cache, tmp_dir, hash, size, c).await?;
+        return Ok(true);
+    }
     let got = match store.inner.get(&cas_path(hash)).await {
         Ok(g) => g,
         Err(object_store::Error::NotFound { .. }) => return Err(bad(Problem::Missing)),
@@ -328,6 +388,131 @@ async fn download_one(
         .map(|()| true)
 }
 
+/// Download a large object in parallel ranges of [`part_size`] into `<hash>.part`, noting
+/// each finished part in `<hash>.done` (a killed download resumes from there), then hash the
+/// whole and place it. `size` comes from the entry or manifest that names the object: every
+/// range must be exactly as long as asked (a server cannot make us write more), and the hash
+/// decides whether the bytes are the object's.
+async fn download_ranges(
+    store: &Store,
+    cache: &Cache,
+    tmp_dir: &Path,
+    hash: &str,
+    size: u64,
+    c: &Counters,
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let part = part_size();
+    let n = size.div_ceil(part);
+    let tmp = tmp_dir.join(format!("{hash}.part"));
+    let done_file = tmp_dir.join(format!("{hash}.done"));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    // Parts finished by an earlier, interrupted download of the same object (only if the
+    // partial file has the size this one will have).
+    let mut done = std::collections::BTreeSet::new();
+    if file.metadata()?.len() == size {
+        for l in std::fs::read_to_string(&done_file)
+            .unwrap_or_default()
+            .lines()
+        {
+            if let Ok(i) = l.parse::<u64>()
+                && i < n
+            {
+                done.insert(i);
+            }
+        }
+    } else {
+        let _ = std::fs::remove_file(&done_file);
+    }
+    file.set_len(size)
+        .map_err(|e| crate::cache::disk_error(e, &tmp))?;
+    let resumed: u64 = done.iter().map(|i| (size - i * part).min(part)).sum();
+    c.bytes.fetch_add(resumed, Ordering::Relaxed);
+    let log = std::sync::Mutex::new(
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&done_file)
+            .with_context(|| format!("cannot create {}", done_file.display()))?,
+    );
+    let location = cas_path(hash);
+    let todo: Vec<u64> = (0..n).filter(|i| !done.contains(i)).collect();
+    let (file, log, location, part_path) = (&file, &log, &location, tmp.as_path());
+    let errors = each(todo, PARTS_AT_ONCE, |i| async move {
+        let start = i * part;
+        let end = (start + part).min(size);
+        let bytes = store
+            .inner
+            .get_range(location, start..end)
+            .await
+            .map_err(|e| request_error(e, format!("downloading cas/{hash} from {}", store.url)))?;
+        if bytes.len() as u64 != end - start {
+            bail!(
+                "remote object cas/{hash} on {}: asked for bytes {start}..{end}, got {}; not used",
+                store.url,
+                bytes.len()
+            );
+        }
+        file.write_all_at(&bytes, start)
+            .map_err(|e| crate::cache::disk_error(e, part_path))?;
+        writeln!(log.lock().unwrap(), "{i}")?;
+        c.bytes.fetch_add(end - start, Ordering::Relaxed);
+        Ok(())
+    })
+    .await;
+    if let Some(e) = errors.into_iter().next() {
+        // The finished parts stay for the next try.
+        return Err(e);
+    }
+    let got = hash_file(&tmp)?;
+    let _ = std::fs::remove_file(&done_file);
+    if got != hash {
+        let _ = std::fs::remove_file(&tmp);
+        if !done.is_empty() {
+            // Parts kept from an earlier try were not what they should be (a partial file
+            // changed since): once more, from nothing.
+            return Box::pin(download_ranges(store, cache, tmp_dir, hash, size, c)).await;
+        }
+        return Err(anyhow::Error::new(BadRemoteObject {
+            hash: hash.to_string(),
+            url: store.url.clone(),
+            problem: Problem::Corrupt,
+        }));
+    }
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))?;
+    let obj = cache.object_path(hash);
+    std::fs::create_dir_all(obj.parent().expect("object has a parent"))?;
+    cache
+        .adopt(&tmp, &obj)
+        .with_context(|| format!("cannot place cas/{hash} in the local cache"))?;
+    Ok(())
+}
+
+/// blake3 of a file read in 8 MiB blocks (not mapped: a mapping of a file of many gigabytes
+/// would count it all as the process's memory).
+fn hash_file(p: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 8 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", p.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update_rayon(&buf[..n]);
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
 enum Copied {
     /// More bytes than the limit: reading stopped there.
     TooLarge,
@@ -399,6 +584,9 @@ async fn upload_one(store: &Store, cache: &Cache, hash: &str, c: &Counters) -> R
         c.bytes.fetch_add(size, Ordering::Relaxed);
         return Ok(());
     }
+    if store.kind == Kind::S3 && size > multipart_threshold() {
+        return upload_parts(store, &local, hash, size, c).await;
+    }
     let data = if size == 0 {
         bytes::Bytes::new()
     } else {
@@ -454,4 +642,75 @@ async fn upload_one(store: &Store, cache: &Cache, hash: &str, c: &Counters) -> R
     }
     c.bytes.fetch_add(size, Ordering::Relaxed);
     Ok(())
+}
+
+/// A multipart upload of a large local object to S3: parts of [`part_size`] read in order and
+/// hashed as they are read, [`PARTS_AT_ONCE`] in flight; completed only if the whole hashes
+/// to its name (else aborted: a damaged local object is never spread), then its size is read
+/// back. (A multipart ETag is not an MD5 of the bytes, so there is no digest to compare.) A
+/// failed upload is aborted; the next push sends the object again from its first part.
+async fn upload_parts(
+    store: &Store,
+    local: &Path,
+    hash: &str,
+    size: u64,
+    c: &Counters,
+) -> Result<()> {
+    use std::io::Read;
+    let remote = cas_path(hash);
+    let what = || format!("uploading cas/{hash} to {}", store.url);
+    let mut f =
+        std::fs::File::open(local).with_context(|| format!("cannot read {}", local.display()))?;
+    let mut up = store
+        .inner
+        .put_multipart(&remote)
+        .await
+        .map_err(|e| request_error(e, what()))?;
+    let part = part_size() as usize;
+    let mut h = blake3::Hasher::new();
+    let mut pending = futures_util::stream::FuturesUnordered::new();
+    let mut sent = 0u64;
+    let result: Result<()> = async {
+        while sent < size || !pending.is_empty() {
+            while sent < size && pending.len() < PARTS_AT_ONCE {
+                let len = (size - sent).min(part as u64) as usize;
+                let mut buf = vec![0u8; len];
+                f.read_exact(&mut buf)
+                    .with_context(|| format!("cannot read {}", local.display()))?;
+                h.update_rayon(&buf);
+                let fut = up.put_part(bytes::Bytes::from(buf).into());
+                pending.push(async move { fut.await.map(|()| len as u64) });
+                sent += len as u64;
+            }
+            match pending.next().await {
+                Some(Ok(n)) => {
+                    c.bytes.fetch_add(n, Ordering::Relaxed);
+                }
+                Some(Err(e)) => return Err(request_error(e, what())),
+                None => {}
+            }
+        }
+        if h.finalize().to_hex().as_str() != hash {
+            bail!(
+                "local cache object {} is corrupted (content does not match its hash); not uploaded — run `repro cache verify`",
+                local.display()
+            );
+        }
+        Ok(())
+    }
+    .await;
+    drop(pending);
+    if let Err(e) = result {
+        let _ = up.abort().await;
+        return Err(e);
+    }
+    up.complete().await.map_err(|e| request_error(e, what()))?;
+    match store.size_of(&remote).await? {
+        Some((stored, _)) if stored == size => Ok(()),
+        Some((stored, _)) => bail!(
+            "upload of cas/{hash} to {} did not verify: {stored} bytes stored, {size} sent",
+            store.url
+        ),
+        None => bail!("uploaded cas/{hash} to {} but it is not there", store.url),
+    }
 }

@@ -1,0 +1,189 @@
+//! Large objects on S3 (moto's server on 127.0.0.1), with the part threshold lowered so that a
+//! 13 MiB file counts as large: it goes up as a multipart upload (the stored ETag says how many
+//! parts) and comes down in parallel ranges, byte-identical; a download resumes from the parts
+//! an interrupted one left, and a partial file that is wrong is thrown away, never used.
+//!
+//! Skips, loudly, when moto is not installed (`scripts/setup.sh --tests`).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Ws, both};
+
+const MIB: usize = 1 << 20;
+
+/// A 13 MiB file and a directory holding a 12 MiB file and a small one.
+const PIPE: &str = r#"stages:
+  big:
+    cmd: echo big >> executions.log && head -c 13631488 /dev/urandom > big.bin && mkdir -p d && head -c 12582912 /dev/urandom > d/large.bin && echo small > d/small.txt
+    outs: [big.bin, d]
+"#;
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn moto() -> Option<(Server, u16)> {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/moto/bin/moto_server");
+    if !bin.exists() {
+        eprintln!(
+            "\n!!!!! SKIPPED: moto_server is not installed (scripts/setup.sh --tests installs it into .tools/moto) !!!!!\n"
+        );
+        return None;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "moto exited");
+        assert!(t.elapsed() < Duration::from_secs(20), "moto did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some((Server(child), port))
+}
+
+/// One unsigned request to moto (which accepts them); returns the response head.
+fn request(port: u16, method: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8_lossy(&resp).to_string();
+    text.split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn repro(ws: &Ws, env: &[(&str, String)], args: &[&str]) -> String {
+    let mut c = ws.cmd(args);
+    c.env_remove("REPRO_REMOTE");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    let text = both(&o);
+    assert!(o.status.success(), "repro {args:?} failed:\n{text}");
+    text
+}
+
+/// The cache object of `size` bytes (its name is its hash).
+fn object_of_size(ws: &Ws, size: usize) -> (String, PathBuf) {
+    for sub in std::fs::read_dir(ws.path("cache/objects"))
+        .unwrap()
+        .flatten()
+    {
+        for o in std::fs::read_dir(sub.path()).unwrap().flatten() {
+            if o.metadata().unwrap().len() == size as u64 {
+                let name = format!(
+                    "{}{}",
+                    sub.file_name().to_string_lossy(),
+                    o.file_name().to_string_lossy()
+                );
+                return (name, o.path());
+            }
+        }
+    }
+    panic!("no object of {size} bytes");
+}
+
+#[test]
+fn large_objects_go_up_in_parts_and_come_down_in_ranges() {
+    let Some((_server, port)) = moto() else {
+        return;
+    };
+    assert!(request(port, "PUT", "/lab").starts_with("HTTP/1.1 200"));
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+        // 6 MiB: both large files are over it; parts of 5 MiB (S3's smallest).
+        ("REPRO_MULTIPART_THRESHOLD", (6 * MIB).to_string()),
+        ("REPRO_PART_SIZE", (5 * MIB).to_string()),
+    ];
+    let url = "s3://lab/mp";
+    let a = Ws::new(PIPE);
+    repro(&a, &env, &["run"]);
+    repro(&a, &env, &["push", "--remote", url]);
+    // 13 MiB in parts of 5 MiB: a three-part upload, whose ETag ends in "-3".
+    let (big, _) = object_of_size(&a, 13 * MIB);
+    let head = request(port, "HEAD", &format!("/lab/mp/cas/{big}"));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let etag = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("etag:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        etag.trim_end().ends_with("-3\""),
+        "not a 3-part upload: {etag}"
+    );
+    let (large, _) = object_of_size(&a, 12 * MIB);
+    let head = request(port, "HEAD", &format!("/lab/mp/cas/{large}"));
+    assert!(head.contains("-3\""), "{head}");
+
+    // Down in ranges into a fresh workspace: byte-identical, nothing left in remote-tmp.
+    let b = Ws::new(PIPE);
+    let out = repro(&b, &env, &["run", "--remote", url]);
+    assert!(out.contains("1 restored"), "{out}");
+    assert!(b.executions().is_empty());
+    for f in ["big.bin", "d/large.bin", "d/small.txt"] {
+        assert!(
+            std::fs::read(a.path(f)).unwrap() == std::fs::read(b.path(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(b.path("cache/remote-tmp"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let v = repro(&b, &env, &["cache", "verify"]);
+    assert!(v.contains(" 0 corrupt"), "{v}");
+
+    // A partial file whose "finished" parts are wrong is never used: the hash of the whole
+    // catches it and the object is fetched again from nothing.
+    let d = Ws::new(PIPE);
+    let tmp = d.path("cache/remote-tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::write(tmp.join(format!("{big}.part")), vec![7u8; 13 * MIB]).unwrap();
+    std::fs::write(tmp.join(format!("{big}.done")), "0\n1\n").unwrap();
+    let out = repro(&d, &env, &["run", "--remote", url]);
+    assert!(out.contains("1 restored"), "{out}");
+    assert!(std::fs::read(d.path("big.bin")).unwrap() == std::fs::read(a.path("big.bin")).unwrap());
+
+    // An interrupted download left every part of big.bin: the next pull uses them and asks
+    // the server for nothing (the object is gone from it, and the pull still succeeds).
+    let c = Ws::new(PIPE);
+    let tmp = c.path("cache/remote-tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::copy(a.path("big.bin"), tmp.join(format!("{big}.part"))).unwrap();
+    std::fs::write(tmp.join(format!("{big}.done")), "0\n1\n2\n").unwrap();
+    assert!(request(port, "DELETE", &format!("/lab/mp/cas/{big}")).starts_with("HTTP/1.1 204"));
+    let out = repro(&c, &env, &["run", "--remote", url]);
+    assert!(out.contains("1 restored"), "{out}");
+    assert!(std::fs::read(c.path("big.bin")).unwrap() == std::fs::read(a.path("big.bin")).unwrap());
+}
