@@ -439,8 +439,9 @@ pub enum PlotsCmd {
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
-    /// The plots of two or more sources on the same axes (workspace, lock, a git revision, a
-    /// run-cache id as `repro exp show` prints it); one source is compared with the workspace.
+    /// The plots of two or more sources on the same axes (an experiment's id or name, a
+    /// run-cache id, workspace, lock, a git revision); one source is compared with the
+    /// workspace.
     Diff {
         #[arg(required = true, value_name = "SOURCE")]
         sources: Vec<String>,

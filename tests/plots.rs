@@ -160,10 +160,10 @@ fn plots_show_overlays_the_configurations_and_chromium_draws_every_point() {
 }
 
 #[test]
-fn plots_diff_puts_a_git_revision_or_a_run_cache_entry_beside_the_workspace() {
+fn plots_diff_compares_experiments_a_git_revision_and_a_run_cache_entry() {
     let ws = sweep();
     ws.sh("git init -q && git config user.email t@t && git config user.name t");
-    ws.ok(&["run", "-q"]);
+    ws.ok(&["run", "-q", "--name", "base"]);
     ws.sh("git add pipeline.yaml repro.lock && git commit -qm base");
     ws.ok(&["run", "-q", "--set", "scale=3"]);
 
@@ -189,7 +189,17 @@ fn plots_diff_puts_a_git_revision_or_a_run_cache_entry_beside_the_workspace() {
     assert_eq!(count(&dom, "class=\"series\""), 2, "{dom}");
     assert!(dom.contains("data-label=\"HEAD train@1\""));
 
-    // A run-cache entry as `exp show` names it, against the workspace.
+    // Experiments, by name or by the id `exp show` prints.
+    let exps = json(&ws, &["exp", "show", "--json"]);
+    let newest = exps[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(exps[1]["name"], "base", "{exps}");
+    let j = json(&ws, &["plots", "diff", "base", &newest, "--json"]);
+    assert_eq!(j["sources"], serde_json::json!(["base", newest]));
+    assert_eq!(points(&j, "train", "base train@2")[0], (1.0, 4.0));
+    assert_eq!(points(&j, "train", &format!("{newest} train@2"))[0], (1.0, 6.0));
+    assert_eq!(j["charts"].as_array().unwrap().len(), 2, "the figure too");
+
+    // A run-cache entry as `exp show --stages` names it, against the workspace.
     let rows = json(&ws, &["exp", "show", "train@2", "--json"]);
     let id = rows
         .as_array()

@@ -170,10 +170,46 @@ pub struct Plots {
     pub missing: Vec<String>,
 }
 
+/// Where a page's plots come from: what [`Records::source`] names (workspace, lock, a git
+/// revision, a run-cache entry), or an experiment (`repro exp show`'s ids and names).
+#[derive(Debug, Clone)]
+pub enum PlotSource {
+    Records(Source),
+    /// An experiment: its label (name, else id) and its stages' keys.
+    Experiment {
+        label: String,
+        stages: BTreeMap<String, String>,
+    },
+}
+
+impl PlotSource {
+    pub fn label(&self) -> String {
+        match self {
+            PlotSource::Records(s) => s.label(),
+            PlotSource::Experiment { label, .. } => label.clone(),
+        }
+    }
+
+    /// The source a command-line word names: an experiment first (its id is what `exp show`
+    /// prints first), else a source of [`Records::source`].
+    pub fn named(cx: &Records, name: &str) -> Result<PlotSource> {
+        if !matches!(name, "workspace" | "ws" | "lock")
+            && let Ok(all) = crate::experiments::list(&cx.p.root.join("cache"))
+            && let Ok(e) = crate::experiments::resolve(&all, name)
+        {
+            return Ok(PlotSource::Experiment {
+                label: e.name.clone().unwrap_or_else(|| e.id.clone()),
+                stages: e.stages.clone(),
+            });
+        }
+        cx.source(name).map(PlotSource::Records)
+    }
+}
+
 /// The plots of `sources`, for the stages `targets` select (names, base names, globs, or
 /// plot file paths; all when empty). An unreadable or malformed plot file is an error naming
 /// it and its stage.
-pub fn collect(cx: &Records, sources: &[Source], targets: &[String]) -> Result<Plots> {
+pub fn collect(cx: &Records, sources: &[PlotSource], targets: &[String]) -> Result<Plots> {
     let select = Selector::new(targets)?;
     let mut charts: BTreeMap<(String, usize), Chart> = BTreeMap::new();
     let mut missing = Vec::new();
@@ -255,7 +291,7 @@ pub fn collect(cx: &Records, sources: &[Source], targets: &[String]) -> Result<P
         bail!("no stage matching {} declares plots", targets.join(", "));
     }
     Ok(Plots {
-        sources: sources.iter().map(Source::label).collect(),
+        sources: sources.iter().map(PlotSource::label).collect(),
         charts: charts
             .into_values()
             .filter(|c| !c.lines.is_empty() || !c.images.is_empty())
@@ -271,7 +307,7 @@ type Reader<'a> = Box<dyn Fn(&str) -> Result<Option<Vec<u8>>, String> + 'a>;
 /// them now) and how to read its files there.
 fn stage_files<'a>(
     cx: &'a Records,
-    src: &Source,
+    src: &PlotSource,
 ) -> Result<Vec<(String, Vec<PlotDecl>, Reader<'a>)>> {
     let decls = |stage: &str| -> Option<Vec<PlotDecl>> {
         cx.p.stages
@@ -291,6 +327,19 @@ fn stage_files<'a>(
         })
     };
     let mut out = Vec::new();
+    let src = match src {
+        PlotSource::Records(s) => s,
+        PlotSource::Experiment { stages, .. } => {
+            for (name, key) in stages {
+                if let Some(d) = decls(name) {
+                    // An entry gc removed: its plots are missing, not an error.
+                    let outs = cx.run(key).map(|r| r.outs.clone()).unwrap_or_default();
+                    out.push((name.clone(), d, object(outs)));
+                }
+            }
+            return Ok(out);
+        }
+    };
     match src {
         Source::Workspace => {
             for s in cx.p.stages.iter().filter(|s| !s.plots.is_empty()) {
@@ -498,7 +547,7 @@ pub fn command(
     }
     let srcs = names
         .iter()
-        .map(|n| cx.source(n))
+        .map(|n| PlotSource::named(&cx, n))
         .collect::<Result<Vec<_>>>()?;
     let plots = collect(&cx, &srcs, targets)?;
     let title = if diff {
