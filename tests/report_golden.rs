@@ -22,6 +22,7 @@ fn options(runs: Vec<String>) -> report::Options {
         lock: None,
         revision: Some("0123456789abcdef".into()),
         claims: None,
+        verified: None,
         figures: Choice {
             dataset: None,
             model: None,

@@ -42,6 +42,9 @@ pub struct Params {
     /// Bias initialisation modes shown in Fig. 3 (default 3 and 7, as in the paper).
     #[serde(default = "default_modes")]
     pub figure_modes: Vec<u32>,
+    /// A `repro verify --write` file for the Reproducibility section (declare it as a dep).
+    #[serde(default)]
+    pub verified: Option<PathBuf>,
 }
 
 fn default_title() -> String {
@@ -95,6 +98,7 @@ impl Run for Report {
             lock: p.lock,
             revision: None,
             claims: p.claims,
+            verified: p.verified,
             figures: Choice {
                 dataset: p.figure_dataset,
                 model: p.figure_model,

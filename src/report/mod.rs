@@ -26,6 +26,7 @@ pub mod output;
 pub mod plot;
 pub mod provenance;
 pub mod published;
+pub mod reproducibility;
 pub mod runs;
 pub mod tables;
 pub mod timeline;
@@ -60,6 +61,9 @@ pub struct Options {
     pub figures: figures::Choice,
     /// Claims file; `None`: `stages/claims.yaml` if present, else the built-in copy.
     pub claims: Option<PathBuf>,
+    /// `repro verify --write` results for the Reproducibility section; `None`: the section
+    /// says nothing was verified.
+    pub verified: Option<PathBuf>,
 }
 
 /// The built-in templates; files of the same name in the template directory replace them.
@@ -235,6 +239,14 @@ pub fn render(opts: &Options) -> Result<Rendered> {
     ctx.insert("numerics", &numerics::reading(&runs));
     ctx.insert("figures", &fig_out);
     ctx.insert("provenance", &prov);
+    let verified = match &opts.verified {
+        Some(p) => Some((p.display().to_string(), reproducibility::load(ws, p)?)),
+        None => None,
+    };
+    ctx.insert(
+        "reproducibility",
+        &reproducibility::section(&runs, verified.as_ref().map(|(p, w)| (p.as_str(), w))),
+    );
     ctx.insert("timeline", &timeline::load(ws)?);
     ctx.insert("run_count", &runs.len());
     let html = render_one(&tera, "report.html", &ctx)?;
