@@ -334,6 +334,8 @@ struct State {
     ws: Workspace,
     lock: LockFile,
     records: HashMap<String, Option<RunRecord>>,
+    /// A stage's own metrics by key: experiments share most keys, so each file is parsed once.
+    metrics: HashMap<String, BTreeMap<String, f64>>,
 }
 
 impl State {
@@ -354,6 +356,7 @@ impl State {
             ws,
             lock,
             records: HashMap::new(),
+            metrics: HashMap::new(),
         })
     }
 
@@ -426,19 +429,23 @@ fn row(st: &mut State, exp: &Experiment, problems: &mut Vec<String>) -> Result<R
         // Only the stage's own metrics files: an upstream stage never shows what a downstream
         // one measured.
         let Some(rec) = rec else { continue };
-        let mut own = BTreeMap::new();
-        for m in &rec.metrics {
-            let Some(text) = rec.outs.get(m).and_then(|h| st.object_text(h)) else {
-                continue;
-            };
-            match crate::metrics_file::parse_named(&text, m, &rec.metrics) {
-                Ok(found) => own.extend(found),
-                Err(why) => problems.push(format!(
-                    "metrics file {m} of stage '{stage}' in experiment {}: {why}",
-                    exp.id
-                )),
+        if !st.metrics.contains_key(key) {
+            let mut own = BTreeMap::new();
+            for m in &rec.metrics {
+                let Some(text) = rec.outs.get(m).and_then(|h| st.object_text(h)) else {
+                    continue;
+                };
+                match crate::metrics_file::parse_named(&text, m, &rec.metrics) {
+                    Ok(found) => own.extend(found),
+                    Err(why) => problems.push(format!(
+                        "metrics file {m} of stage '{stage}' in experiment {}: {why}",
+                        exp.id
+                    )),
+                }
             }
+            st.metrics.insert(key.clone(), own);
         }
+        let own = st.metrics[key].clone();
         if !own.is_empty() {
             metrics.insert(stage.clone(), own);
         }
@@ -594,10 +601,26 @@ fn shown_params(rows: &[Row]) -> Vec<String> {
         .collect()
 }
 
+/// The most values a list cell shows.
+const LIST_CELL: usize = 8;
+/// The most metric columns a table shows (a matrix of hundreds of evaluations would make it
+/// unreadable): the rest are named in a note, and `--metrics` or `--json` give them.
+const METRIC_COLUMNS: usize = 16;
+
 fn cell(v: Option<&Json>) -> String {
     match v {
         None => "-".into(),
         Some(Json::String(s)) => s.clone(),
+        // A long axis (hundreds of expansions) is summarised; --json has every value.
+        Some(Json::Array(a)) if a.len() > LIST_CELL => format!(
+            "{},… ({} values)",
+            a[..3]
+                .iter()
+                .map(|v| cell(Some(v)))
+                .collect::<Vec<_>>()
+                .join(","),
+            a.len()
+        ),
         Some(Json::Array(a)) => a
             .iter()
             .map(|v| cell(Some(v)))
@@ -647,7 +670,9 @@ pub fn print(rows: &[Row], fmt: Format) -> Result<()> {
         return Ok(());
     }
     let params = shown_params(rows);
-    let metrics = metric_columns(rows);
+    let mut metrics = metric_columns(rows);
+    let hidden = metrics.len().saturating_sub(METRIC_COLUMNS);
+    metrics.truncate(METRIC_COLUMNS);
     let mut headers = vec![
         "id".to_string(),
         "name".into(),
@@ -675,6 +700,9 @@ pub fn print(rows: &[Row], fmt: Format) -> Result<()> {
         })
         .collect();
     print!("{}", render_table(&headers, &cells, fmt));
+    if hidden > 0 {
+        println!("({hidden} more metric columns: choose with --metrics NAMES, or see --json)");
+    }
     if fmt == Format::Text {
         println!(
             "* = in the workspace now; repro exp apply ID restores one; --stages lists the run cache per stage"
