@@ -98,15 +98,16 @@ fn shell_example_runs_and_reruns_only_what_a_param_touches() {
 fn python_example_trains_evaluates_and_reruns_as_a_noop() {
     let ws = example("python");
     let out = ws.ok(&["run"]);
-    assert!(out.contains("7 ran"), "{out}");
-    for lr in ["0.01", "0.1", "1.0"] {
+    // make_data, featurize, 4 train (lr × epochs), 4 evaluate, summarize, plot.
+    assert!(out.contains("12 ran"), "{out}");
+    for run in ["0.1-epochs-10", "0.1-epochs-30", "1.0-epochs-10", "1.0-epochs-30"] {
         let m: serde_json::Value =
-            serde_json::from_str(&ws.read(&format!("models/lr-{lr}/metrics.json"))).unwrap();
+            serde_json::from_str(&ws.read(&format!("models/lr-{run}/metrics.json"))).unwrap();
         let acc = m["accuracy"].as_f64().unwrap();
-        assert!((0.5..=1.0).contains(&acc), "lr {lr}: {m}");
+        assert!((0.5..=1.0).contains(&acc), "lr {run}: {m}");
     }
     // The progress lines went to the display, not into the log.
-    let log = ws.read("cache/logs/train@1.0.log");
+    let log = ws.read("cache/logs/train@1.0,30.log");
     assert!(
         log.contains("trained lr=1.0") && !log.contains("##repro-progress"),
         "{log}"
