@@ -113,9 +113,14 @@ fn each_run_records_one_row_with_differing_params_and_own_metrics() {
     assert!(lines[1].starts_with(&format!("{b}*")), "{table}");
     assert!(lines[2].contains(&a) && lines[2].contains("base") && lines[2].contains("87.5"));
 
-    // A run that changes nothing records nothing; the same keys again neither.
+    // A run that changes nothing records nothing; the same keys again neither, but a name
+    // given then names the last experiment.
     ws.ok(&["run", "--set", "scale=3"]);
     assert_eq!(show(&ws).len(), 2);
+    ws.ok(&["run", "--set", "scale=3", "--name", "bigger"]);
+    let rows = show(&ws);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["name"], "bigger");
     // --sort by a metric, and the per-stage view is still there.
     let sorted = json(&ws.ok(&["exp", "show", "--json", "--sort", "evaluate@1:acc.top1"]));
     assert_eq!(sorted[0]["id"], b.as_str());

@@ -186,6 +186,15 @@ fn read_last(dir: &Path) -> Option<(String, String)> {
     valid_id(id).then(|| (id.to_string(), d.to_string()))
 }
 
+/// Give the last experiment the name `name` (a run answered from the up-to-date record: it
+/// changed nothing, so the last experiment is what the workspace holds).
+pub fn name_last(cache_dir: &Path, name: &str) -> Result<()> {
+    match read_last(&exp_dir(cache_dir)) {
+        Some((id, _)) => rename(cache_dir, &id, name),
+        None => Ok(()),
+    }
+}
+
 /// Give the experiment `id` the name `name` (a no-op when it has it, or no longer exists).
 fn rename(cache_dir: &Path, id: &str, name: &str) -> Result<()> {
     let Some(mut exp) = read_one(cache_dir, id) else {

@@ -75,6 +75,11 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     let mut s = match Session::open(&open, &mut phases)? {
         Opened::UpToDate(stages) => {
             phases.mark("up-to-date record holds");
+            // Nothing changed, so the last experiment is this configuration: it takes the name.
+            if let Some(name) = &opts.name {
+                let root = crate::spec::workspace_root(&opts.file);
+                crate::experiments::name_last(&root.join("cache"), name)?;
+            }
             let fresh = stages.len();
             print_summary(
                 &Summary {
