@@ -28,7 +28,38 @@ pub fn write_atomic_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
     replace(path, bytes, false)
 }
 
+/// [`write_atomic`] for a writer that wants a path rather than bytes (a library that saves to a
+/// file name, such as libtorch's safetensors writer): `write` fills the temporary file at the
+/// path it is given; then the same fsync, rename and directory fsync follow.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    replace_with(path, true, |tmp| {
+        write(tmp.path()).with_context(|| {
+            format!(
+                "cannot write {} (via {})",
+                path.display(),
+                tmp.path().display()
+            )
+        })
+    })
+}
+
 fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    replace_with(path, durable, |tmp| {
+        tmp.write_all(bytes).with_context(|| {
+            format!(
+                "cannot write {} (via {})",
+                path.display(),
+                tmp.path().display()
+            )
+        })
+    })
+}
+
+fn replace_with(
+    path: &Path,
+    durable: bool,
+    fill: impl FnOnce(&mut tempfile::NamedTempFile) -> Result<()>,
+) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -40,13 +71,7 @@ fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes).with_context(|| {
-        format!(
-            "cannot write {} (via {})",
-            path.display(),
-            tmp.path().display()
-        )
-    })?;
+    fill(&mut tmp)?;
     if durable {
         tmp.as_file().sync_all().with_context(|| {
             format!(
@@ -136,6 +161,26 @@ mod tests {
             .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
             .unwrap();
         assert_eq!(mode, 0o666 & !umask, "mode {mode:o}");
+    }
+
+    #[test]
+    fn write_atomic_with_places_what_the_writer_wrote_or_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let p = root.path().join("model.bin");
+        std::fs::write(&p, b"old").unwrap();
+        // A writer that fails halfway: the old file stays, no temporary is left.
+        let e = write_atomic_with(&p, |tmp| {
+            std::fs::write(tmp, b"half")?;
+            anyhow::bail!("disk full")
+        })
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("model.bin"), "{e:#}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
+        // One that succeeds by writing to the path it is given (as libtorch's savers do).
+        write_atomic_with(&p, |tmp| Ok(std::fs::write(tmp, b"new")?)).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
     }
 
     #[test]

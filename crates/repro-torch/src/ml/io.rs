@@ -4,30 +4,14 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use tch::Tensor;
 
-/// A temporary sibling of `path` (same directory, so the rename is atomic).
-fn temp_for(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
-fn promote(tmp: &Path, path: &Path) -> Result<()> {
-    if let Ok(f) = fs::File::open(tmp) {
-        let _ = f.sync_all();
-    }
-    fs::rename(tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-}
-
 /// Write bytes atomically (and durably: file and directory fsync'd).
 pub use repro_engine::fsutil::write_atomic;
+use repro_engine::fsutil::write_atomic_with;
 
 /// Write a JSON value (pretty, with a final newline) atomically.
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
@@ -52,10 +36,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()
         })
         .collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    let tmp = temp_for(path);
-    Tensor::write_safetensors(&named, &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    promote(&tmp, path)
+    write_atomic_with(path, |tmp| Ok(Tensor::write_safetensors(&named, tmp)?))
 }
 
 /// Read every tensor of a safetensors file, by name.
