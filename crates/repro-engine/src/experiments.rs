@@ -829,6 +829,9 @@ pub fn print_diff(d: &Diff, fmt: Format) -> Result<()> {
         );
     }
     if !d.metrics.is_empty() {
+        if !d.params.is_empty() {
+            println!();
+        }
         let cells: Vec<Vec<String>> = d
             .metrics
             .iter()
@@ -860,6 +863,9 @@ pub fn print_diff(d: &Diff, fmt: Format) -> Result<()> {
         print!("{}", render_table(&headers, &cells, fmt));
     }
     if !d.stages.is_empty() {
+        if !d.params.is_empty() || !d.metrics.is_empty() {
+            println!();
+        }
         let cells: Vec<Vec<String>> = d
             .stages
             .iter()
