@@ -52,9 +52,10 @@ pub fn push(
     // records); objects missing from the local cache are stored first.
     let mut entries = Vec::new();
     let mut stale = Vec::new();
-    for (&i, a) in selected.iter().zip(crate::state::workspace::assess_all(
-        ws, p, selected, lock,
-    )) {
+    for (&i, a) in selected
+        .iter()
+        .zip(crate::state::workspace::assess_all(ws, p, selected, lock))
+    {
         let stage = &p.stages[i];
         let a = a?;
         if !a.fresh() {
