@@ -371,6 +371,7 @@ fn cmd_verify(args: VerifyArgs) -> anyhow::Result<i32> {
         sample: args.sample,
         seed: args.seed,
         tolerance: args.tolerance,
+        ignore: args.ignore,
         json: args.json,
         write: args.write,
     })
@@ -563,6 +564,11 @@ pub struct VerifyArgs {
     /// Numbers in declared metrics files and .safetensors arrays may differ by at most T.
     #[arg(long, value_name = "T")]
     pub tolerance: Option<f64>,
+    /// A JSON field that measures the run, not its result (`train_seconds`, or a dotted path
+    /// with `*`: `epochs.*.seconds`); a JSON file differing only in such fields counts as
+    /// identical (repeatable).
+    #[arg(long, value_name = "FIELD")]
+    pub ignore: Vec<String>,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,

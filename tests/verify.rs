@@ -209,3 +209,66 @@ fn a_stage_whose_dep_is_gone_from_the_cache_could_not_run() {
     // Only `down` was selected: its upstream is not rerun.
     assert!(text.contains("verified 1 stage"), "{text}");
 }
+
+#[test]
+fn a_json_field_that_measures_the_run_is_named_and_can_be_ignored() {
+    let ws = Ws::new(
+        r#"stages:
+  timed:
+    cmd: 'printf "{\"loss\": 1.5, \"seconds\": %s}\n" "$(od -An -tu4 -N4 /dev/urandom | tr -d " ")" > t.json'
+    outs: [t.json]
+"#,
+    );
+    ws.ok(&["run"]);
+    let o = ws.output(&["verify"]);
+    let text = common::both(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("t.json: first difference at byte")
+            && text.contains("fields that differ: seconds"),
+        "{text}"
+    );
+    let o = ws.output(&["verify", "--ignore", "seconds"]);
+    let text = common::both(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("identical") && text.contains("ignored (--ignore): t.json: seconds"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_dep_directory_holding_other_stages_outputs_is_assembled_from_the_cache() {
+    // `runs` is no stage's output: it holds two stages' outputs and a source file.
+    let ws = Ws::new(
+        r#"stages:
+  a:
+    cmd: mkdir -p runs/a && echo 1 > runs/a/x.txt
+    outs: [runs/a]
+  b:
+    cmd: echo 2 > runs/b.txt
+    outs: [runs/b.txt]
+  sum:
+    cmd: cat runs/a/x.txt runs/b.txt runs/notes.txt > sum.txt
+    deps: [runs]
+    outs: [sum.txt]
+"#,
+    );
+    ws.write("runs/notes.txt", "notes\n");
+    ws.ok(&["run"]);
+    let o = ws.output(&["verify", "sum"]);
+    let text = common::both(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("identical        sum"), "{text}");
+    // An output inside it gone from the cache: named, and the stage not run.
+    let lock: serde_yaml_ng::Value = serde_yaml_ng::from_str(&ws.read("repro.lock")).unwrap();
+    let hash = lock["stages"]["b"]["out_hashes"]["runs/b.txt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(ws.path(&format!("cache/objects/{}/{}", &hash[..2], &hash[2..]))).unwrap();
+    let o = ws.output(&["verify", "sum"]);
+    let text = common::both(&o);
+    assert_eq!(o.status.code(), Some(2), "{text}");
+    assert!(text.contains("dep runs/b.txt (an output of 'b')"), "{text}");
+}

@@ -51,6 +51,9 @@ pub struct VerifyOptions {
     pub seed: Option<u64>,
     /// `--tolerance T`: numbers in metrics and array files may differ by at most T.
     pub tolerance: Option<f64>,
+    /// `--ignore FIELD`: JSON fields that measure the run rather than its result (a duration,
+    /// a throughput); a JSON file whose only differences are in them counts as identical.
+    pub ignore: Vec<String>,
     pub json: bool,
     /// `--write FILE`: the latest result of every stage as the lock has it, as JSON (for the
     /// report).
@@ -127,6 +130,9 @@ pub struct StageResult {
     pub files: Vec<FileDiff>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricDelta>,
+    /// Differences left out by `--ignore`: `file: field, field`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<String>,
     /// Why it could not run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -152,6 +158,7 @@ impl StageResult {
             tolerance: None,
             files: Vec::new(),
             metrics: Vec::new(),
+            ignored: Vec::new(),
             reason: Some(reason),
             outs: stage.outs.iter().map(|o| o.path.clone()).collect(),
             at: now_ms(),
@@ -299,7 +306,11 @@ pub fn verify(opts: &VerifyOptions) -> Result<i32> {
                 if !opts.json {
                     eprintln!("verifying {} ...", stage.name);
                 }
-                site.verify_stage(stage, entry, &a, opts.tolerance)
+                let rules = Rules {
+                    tolerance: opts.tolerance,
+                    ignore: &opts.ignore,
+                };
+                site.verify_stage(stage, entry, &a, &rules)
             }
         };
         record(&s.ws.cache_dir, &result)?;
@@ -390,7 +401,7 @@ impl Site<'_> {
         stage: &Stage,
         entry: &LockEntry,
         a: &Assessment,
-        tolerance: Option<f64>,
+        rules: &Rules,
     ) -> StageResult {
         let t0 = std::time::Instant::now();
         let env = crate::environment::current();
@@ -402,7 +413,7 @@ impl Site<'_> {
             .and_then(|db| db.get_run(&a.key).ok().flatten())
             .and_then(|rec| rec.environment)
             .and_then(|v| serde_json::from_value::<crate::environment::Environment>(v).ok());
-        let mut result = match self.rerun(stage, entry, a, tolerance) {
+        let mut result = match self.rerun(stage, entry, a, rules) {
             Ok(r) => r,
             Err(why) => StageResult::could_not_run(stage, &a.key, why),
         };
@@ -418,7 +429,7 @@ impl Site<'_> {
         stage: &Stage,
         entry: &LockEntry,
         a: &Assessment,
-        tolerance: Option<f64>,
+        rules: &Rules,
     ) -> Result<StageResult, String> {
         let root = self.verify_dir.join(format!(
             "tmp-{}-{}",
@@ -444,7 +455,7 @@ impl Site<'_> {
                 .map_err(|e| format!("cannot create checkpoint {}: {e}", dir.display()))?;
         }
         self.run_job(stage, a, root)?;
-        Ok(compare_outputs(self.ws, stage, a, root, tolerance))
+        Ok(compare_outputs(self.ws, stage, a, root, rules))
     }
 
     /// Put every dep where the stage expects it in `root`, as recorded in the lock.
@@ -494,6 +505,16 @@ impl Site<'_> {
                             "dep {path} (an output of '{producer}') cannot be restored from the cache: {what}"
                         )
                     })?;
+            } else if let Content::Dir {
+                files,
+                empty_dirs,
+                links,
+                ..
+            } = &now
+            {
+                // A directory holding outputs of other stages (or none): file by file, each
+                // from its cache object when an output, else copied (a source file).
+                self.assemble_dir(path, files, empty_dirs, links, &dest)?;
             } else {
                 // A source file: nothing in the cache holds it; the workspace copy is the one
                 // the stage was keyed with (it is fresh), checked below.
@@ -520,13 +541,56 @@ impl Site<'_> {
         self.p.stages.iter().find_map(|s| {
             s.outs
                 .iter()
-                .any(|o| {
-                    o.path == path
-                        || path.starts_with(&format!("{}/", o.path))
-                        || o.path.starts_with(&format!("{path}/"))
-                })
+                .any(|o| o.path == path || path.starts_with(&format!("{}/", o.path)))
                 .then_some(s.name.as_str())
         })
+    }
+
+    /// Build the dep directory `path` at `dest` from its manifest: a file some stage produced
+    /// from its cache object (by its hash, through the cache's restore), any other copied
+    /// from the workspace.
+    fn assemble_dir(
+        &self,
+        path: &str,
+        files: &[crate::state::hashing::FileEntry],
+        empty_dirs: &[String],
+        links: &[crate::state::hashing::LinkEntry],
+        dest: &Path,
+    ) -> Result<(), String> {
+        use std::os::unix::ffi::OsStringExt;
+        std::fs::create_dir_all(dest)
+            .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+        for f in files {
+            let rel = f.rel_path();
+            let inside = format!("{path}/{}", rel.display());
+            let to = dest.join(&rel);
+            if let Some(producer) = self.producer_of(&inside) {
+                self.ws
+                    .objects
+                    .restore(&f.hash, false, f.mode, &to)
+                    .map_err(|e| {
+                        format!(
+                            "dep {inside} (an output of '{producer}') cannot be restored from the cache: {e:#}"
+                        )
+                    })?;
+            } else {
+                copy_tree(&self.ws.root.join(&inside), &to)
+                    .map_err(|e| format!("cannot copy dep {inside}: {e:#}"))?;
+            }
+        }
+        for d in empty_dirs {
+            let d = std::ffi::OsString::from_vec(crate::state::hashing::decode_name(d));
+            let _ = std::fs::create_dir_all(dest.join(d));
+        }
+        for l in links {
+            let at = dest.join(l.rel_path());
+            if let Some(parent) = at.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            std::os::unix::fs::symlink(l.target_path(), &at)
+                .map_err(|e| format!("cannot create link {}: {e}", at.display()))?;
+        }
+        Ok(())
     }
 
     /// Run the stage's job in `root` with the local executor and wait for it.
@@ -663,13 +727,14 @@ fn compare_outputs(
     stage: &Stage,
     a: &Assessment,
     root: &Path,
-    tolerance: Option<f64>,
+    rules: &Rules,
 ) -> StageResult {
     let stat = StatCache::default();
     let hasher = Hasher::new(root, &stat);
     let metric_files: BTreeSet<String> = stage.metric_paths().into_iter().collect();
     let mut files = Vec::new();
     let mut metrics = Vec::new();
+    let mut ignored = Vec::new();
     for (path, recorded) in &a.outs {
         let new = match hasher.content(path) {
             Ok(c) => c,
@@ -705,7 +770,7 @@ fn compare_outputs(
             .into_iter()
             .map(|f| (f.0.clone(), f))
             .collect();
-        let before = files.len();
+        let before = files.len() + ignored.len();
         for name in rec_files
             .keys()
             .chain(new_files.keys())
@@ -735,19 +800,23 @@ fn compare_outputs(
                     let old = recorded_bytes(ws, &r.1, &ws_path);
                     let newb = std::fs::read(&n.2).ok();
                     let is_metrics = metric_files.contains(name);
-                    files.push(diff_file(
+                    let d = diff_file(
                         name,
                         old.as_deref(),
                         newb.as_deref(),
                         is_metrics,
-                        tolerance,
+                        rules,
                         &mut metrics,
-                    ));
+                    );
+                    match d {
+                        Ok(d) => files.push(d),
+                        Err(fields) => ignored.push(format!("{name}: {}", fields.join(", "))),
+                    }
                 }
                 _ => {}
             }
         }
-        if files.len() == before {
+        if files.len() + ignored.len() == before {
             // Same files, same bytes: modes, empty directories or links differ.
             files.push(FileDiff {
                 path: path.clone(),
@@ -772,9 +841,10 @@ fn compare_outputs(
         verdict,
         environment: String::new(),
         environment_changes: None,
-        tolerance,
+        tolerance: rules.tolerance,
         files,
         metrics,
+        ignored,
         reason: None,
         outs: stage.outs.iter().map(|o| o.path.clone()).collect(),
         at: now_ms(),
@@ -782,25 +852,33 @@ fn compare_outputs(
     }
 }
 
-/// How one file differs: its first differing byte (and line), and for a metrics or
-/// `.safetensors` file the largest numeric difference; the declared metrics' deltas go to
-/// `metrics`.
+/// How a rerun's outputs are compared besides byte for byte.
+pub struct Rules<'a> {
+    pub tolerance: Option<f64>,
+    pub ignore: &'a [String],
+}
+
+/// How one file differs: its first differing byte (and line), the JSON fields that differ,
+/// and for a metrics or `.safetensors` file the largest numeric difference; the declared
+/// metrics' deltas go to `metrics`. `Err`: a JSON file whose only differences are the fields
+/// `--ignore` names (which it lists).
 fn diff_file(
     name: &str,
     old: Option<&[u8]>,
     new: Option<&[u8]>,
     is_metrics: bool,
-    tolerance: Option<f64>,
+    rules: &Rules,
     metrics: &mut Vec<MetricDelta>,
-) -> FileDiff {
+) -> Result<FileDiff, Vec<String>> {
+    let tolerance = rules.tolerance;
     let (Some(old), Some(new)) = (old, new) else {
-        return FileDiff {
+        return Ok(FileDiff {
             path: name.to_string(),
             what: "differs (the recorded bytes are not in the cache, so where is unknown)".into(),
             byte: None,
             max_abs_delta: None,
             within_tolerance: false,
-        };
+        });
     };
     let at = first_difference(old, new);
     let line = old[..at.min(old.len())]
@@ -817,6 +895,27 @@ fn diff_file(
     } else {
         format!("first difference at byte {at} (line {line})")
     };
+    if name.ends_with(".json")
+        && let (Ok(a), Ok(b)) = (
+            serde_json::from_slice::<Json>(old),
+            serde_json::from_slice::<Json>(new),
+        )
+    {
+        // The record that differs, by field: `epochs.0.seconds` says more than a byte offset.
+        let mut fields = Vec::new();
+        json_fields("", &a, &b, &mut fields);
+        let (skipped, kept): (Vec<String>, Vec<String>) = fields
+            .into_iter()
+            .partition(|f| rules.ignore.iter().any(|i| field_matches(f, i)));
+        if kept.is_empty() && !skipped.is_empty() {
+            return Err(skipped);
+        }
+        let shown: Vec<&str> = kept.iter().take(5).map(String::as_str).collect();
+        what.push_str(&format!("; fields that differ: {}", shown.join(", ")));
+        if kept.len() > shown.len() {
+            what.push_str(&format!(" and {} more", kept.len() - shown.len()));
+        }
+    }
     let numeric: Option<Result<f64, String>> = if is_metrics {
         Some(metrics_delta(name, old, new, metrics))
     } else if name.ends_with(".safetensors") {
@@ -835,13 +934,57 @@ fn diff_file(
         }
         None => (None, false),
     };
-    FileDiff {
+    Ok(FileDiff {
         path: name.to_string(),
         what,
         byte: Some(at as u64),
         max_abs_delta,
         within_tolerance: within,
+    })
+}
+
+/// The dotted paths of the leaves that differ between two JSON trees (array elements by
+/// index; a field on one side only, or an array of another length, is its own path).
+fn json_fields(path: &str, a: &Json, b: &Json, out: &mut Vec<String>) {
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match (a, b) {
+        (Json::Object(x), Json::Object(y)) => {
+            for k in x.keys().chain(y.keys()).collect::<BTreeSet<_>>() {
+                match (x.get(k), y.get(k)) {
+                    (Some(p), Some(q)) => json_fields(&join(k), p, q, out),
+                    _ => out.push(join(k)),
+                }
+            }
+        }
+        (Json::Array(x), Json::Array(y)) if x.len() == y.len() => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                json_fields(&join(&i.to_string()), p, q, out);
+            }
+        }
+        _ if a != b => out.push(if path.is_empty() {
+            "(the whole file)".into()
+        } else {
+            path.to_string()
+        }),
+        _ => {}
     }
+}
+
+/// Whether the field `path` is what `--ignore` pattern `pat` names: a dotted path whose
+/// segments match one by one (`*` matches any), or a single name matching the last segment.
+fn field_matches(path: &str, pat: &str) -> bool {
+    let segs: Vec<&str> = path.split('.').collect();
+    if !pat.contains('.') {
+        return segs.last() == Some(&pat);
+    }
+    let pats: Vec<&str> = pat.split('.').collect();
+    pats.len() == segs.len() && pats.iter().zip(&segs).all(|(p, s)| *p == "*" || p == s)
 }
 
 fn first_difference(a: &[u8], b: &[u8]) -> usize {
@@ -1067,6 +1210,9 @@ fn print_result(r: &StageResult) {
     if let Some(why) = &r.reason {
         println!("  {why}");
     }
+    for i in &r.ignored {
+        println!("  ignored (--ignore): {i}");
+    }
     for f in &r.files {
         println!("  {}: {}", f.path, f.what);
     }
@@ -1112,6 +1258,46 @@ fn now_ms() -> u64 {
 mod tests {
     use super::*;
 
+    fn rules(tolerance: Option<f64>) -> Rules<'static> {
+        Rules {
+            tolerance,
+            ignore: &[],
+        }
+    }
+
+    #[test]
+    fn json_files_name_their_differing_fields_and_ignored_ones_pass() {
+        let a = br#"{"loss": 1.0, "epochs": [{"seconds": 0.1, "loss": 2.0}], "train_seconds": 3}"#;
+        let b = br#"{"loss": 1.0, "epochs": [{"seconds": 0.2, "loss": 2.0}], "train_seconds": 4}"#;
+        let mut m = Vec::new();
+        let d = diff_file("t.json", Some(a), Some(b), false, &rules(None), &mut m).unwrap();
+        assert!(
+            d.what
+                .contains("fields that differ: epochs.0.seconds, train_seconds"),
+            "{}",
+            d.what
+        );
+        let ignore = ["epochs.*.seconds".to_string(), "train_seconds".to_string()];
+        let r = Rules {
+            tolerance: None,
+            ignore: &ignore,
+        };
+        let skipped = diff_file("t.json", Some(a), Some(b), false, &r, &mut m).unwrap_err();
+        assert_eq!(skipped, ["epochs.0.seconds", "train_seconds"]);
+        // Ignoring one field does not hide another.
+        let only = ["seconds".to_string()];
+        let r = Rules {
+            tolerance: None,
+            ignore: &only,
+        };
+        let d = diff_file("t.json", Some(a), Some(b), false, &r, &mut m).unwrap();
+        assert!(
+            d.what.contains("fields that differ: train_seconds"),
+            "{}",
+            d.what
+        );
+    }
+
     #[test]
     fn sampling_is_seeded_distinct_and_bounded() {
         let a = sample(10, 3, 42);
@@ -1133,12 +1319,21 @@ mod tests {
             Some(b"ab\ncd"),
             Some(b"ab\nce"),
             false,
-            None,
+            &rules(None),
             &mut m,
-        );
+        )
+        .unwrap();
         assert_eq!(d.byte, Some(4));
         assert!(d.what.contains("byte 4 (line 2)"), "{}", d.what);
-        let d = diff_file("x.txt", Some(b"ab"), Some(b"abc"), false, Some(1.0), &mut m);
+        let d = diff_file(
+            "x.txt",
+            Some(b"ab"),
+            Some(b"abc"),
+            false,
+            &rules(Some(1.0)),
+            &mut m,
+        )
+        .unwrap();
         assert_eq!(d.byte, Some(2));
         assert!(!d.within_tolerance);
     }
@@ -1150,14 +1345,14 @@ mod tests {
             br#"{"acc": 0.5, "name": "x"}"#.as_slice(),
             br#"{"acc": 0.500000001, "name": "x"}"#.as_slice(),
         );
-        let d = diff_file("m.json", Some(a), Some(b), true, Some(1e-6), &mut m);
+        let d = diff_file("m.json", Some(a), Some(b), true, &rules(Some(1e-6)), &mut m).unwrap();
         assert!(d.within_tolerance, "{d:?}");
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].name, "acc");
-        let d = diff_file("m.json", Some(a), Some(b), true, None, &mut m);
+        let d = diff_file("m.json", Some(a), Some(b), true, &rules(None), &mut m).unwrap();
         assert!(!d.within_tolerance);
         let c = br#"{"acc": 0.5, "name": "y"}"#.as_slice();
-        let d = diff_file("m.json", Some(a), Some(c), true, Some(1.0), &mut m);
+        let d = diff_file("m.json", Some(a), Some(c), true, &rules(Some(1.0)), &mut m).unwrap();
         assert!(!d.within_tolerance && d.what.contains("more than its numbers"));
     }
 
@@ -1178,9 +1373,10 @@ mod tests {
             Some(&a),
             Some(&b),
             false,
-            Some(1e-5),
+            &rules(Some(1e-5)),
             &mut m,
-        );
+        )
+        .unwrap();
         assert!(f.within_tolerance);
     }
 }
