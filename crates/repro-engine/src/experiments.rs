@@ -210,8 +210,14 @@ fn rename(cache_dir: &Path, id: &str, name: &str) -> Result<()> {
 fn read_one(cache_dir: &Path, id: &str) -> Option<Experiment> {
     let text = std::fs::read(exp_dir(cache_dir).join(format!("{id}.json"))).ok()?;
     let exp: Experiment = serde_json::from_slice(&text).ok()?;
-    (exp.id == id && exp.version <= VERSION && exp.stages.values().all(|k| valid_key(k)))
-        .then_some(exp)
+    // Names are printed: none may carry control characters (terminal escapes).
+    let printable = |s: &str| !s.chars().any(char::is_control);
+    let ok = exp.id == id
+        && exp.version <= VERSION
+        && exp.stages.iter().all(|(n, k)| printable(n) && valid_key(k))
+        && exp.name.as_deref().is_none_or(printable)
+        && exp.profile.as_deref().is_none_or(printable);
+    ok.then_some(exp)
 }
 
 /// Every experiment recorded in the workspace whose cache is `cache_dir`, newest first; a
@@ -1182,6 +1188,9 @@ mod tests {
         // An id that does not match its file name.
         let f = exp("ffff0000", None, 1);
         std::fs::write(d.join("abcd9999.json"), serde_json::to_vec(&f).unwrap()).unwrap();
+        // A name that would write a terminal escape.
+        let g = exp("abcd7777", Some("\u{1b}[2J"), 1);
+        std::fs::write(d.join("abcd7777.json"), serde_json::to_vec(&g).unwrap()).unwrap();
         assert!(list(dir.path()).unwrap().is_empty());
     }
 }
