@@ -51,46 +51,10 @@ pub struct RunOptions {
 pub fn run(opts: &RunOptions) -> Result<i32> {
     let t0 = Instant::now();
     let mut phases = Phases::start();
-    // Only a local run of the whole pipeline, neither forced nor dry, may answer from the
-    // up-to-date record (a `pull` must look at the remote).
-    let whole = opts.targets.is_empty() && !opts.force && !opts.remote.pull_only;
-    let open = Open {
-        file: &opts.file,
-        load: &opts.load,
-        targets: &opts.targets,
-        downstream: opts.downstream,
-        access: if opts.dry_run {
-            Access::READ
-        } else {
-            Access::Run { wait: opts.wait }
-        },
-        up_to_date: match whole && !opts.dry_run {
-            true => UpToDate::Check {
-                context: Some(run_context(opts)),
-            },
-            false => UpToDate::Ignore,
-        },
-        interrupts: true,
-    };
-    let mut s = match Session::open(&open, &mut phases)? {
+    let mut s = match Session::open(&open_options(opts), &mut phases)? {
         Opened::UpToDate(stages) => {
             phases.mark("up-to-date record holds");
-            // Nothing changed, so the last experiment is this configuration: it takes the name.
-            if let Some(name) = &opts.name {
-                let root = crate::spec::workspace_root(&opts.file);
-                crate::experiments::name_last(&root.join("cache"), name)?;
-            }
-            let fresh = stages.len();
-            print_summary(
-                &Summary {
-                    fresh,
-                    ..Default::default()
-                },
-                false,
-                0,
-                t0,
-            );
-            return Ok(0);
+            return up_to_date(opts, stages.len(), t0);
         }
         Opened::Ready(s) => *s,
     };
@@ -126,8 +90,53 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     let finished = runner.run()?;
     phases.mark("schedule (assess + run)");
     drop(executor);
-    let record = whole && kind == ExecutorKind::Local;
+    let record = whole(opts) && kind == ExecutorKind::Local;
     conclude(opts, s, &lock_before, &finished, record, t0, &mut phases)
+}
+
+/// Only a local run of the whole pipeline, neither forced nor dry, may answer from the
+/// up-to-date record or keep one (a `pull` must look at the remote).
+fn whole(opts: &RunOptions) -> bool {
+    opts.targets.is_empty() && !opts.force && !opts.remote.pull_only && !opts.dry_run
+}
+
+/// How `run` opens its session: with the run lock (reading, for `--dry-run`), the interrupt
+/// handler, and the up-to-date record when the run is [`whole`].
+fn open_options(opts: &RunOptions) -> Open<'_> {
+    Open {
+        file: &opts.file,
+        load: &opts.load,
+        targets: &opts.targets,
+        downstream: opts.downstream,
+        access: if opts.dry_run {
+            Access::READ
+        } else {
+            Access::Run { wait: opts.wait }
+        },
+        up_to_date: if whole(opts) {
+            UpToDate::Check {
+                context: Some(run_context(opts)),
+            }
+        } else {
+            UpToDate::Ignore
+        },
+        interrupts: true,
+    }
+}
+
+/// The up-to-date record answered for `fresh` stages: nothing changed, so the last experiment
+/// is this configuration and takes the run's name.
+fn up_to_date(opts: &RunOptions, fresh: usize, t0: Instant) -> Result<i32> {
+    if let Some(name) = &opts.name {
+        let root = crate::spec::workspace_root(&opts.file);
+        crate::experiments::name_last(&root.join("cache"), name)?;
+    }
+    let summary = Summary {
+        fresh,
+        ..Default::default()
+    };
+    print_summary(&summary, false, 0, t0);
+    Ok(0)
 }
 
 /// The end of a run: the lock (when it changed) and the stat cache written, the up-to-date
