@@ -709,10 +709,7 @@ pub fn main() -> i32 {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "repro", &mut std::io::stdout());
             // Stage and profile names come from the pipeline at completion time.
-            print!(
-                "{}",
-                repro_engine::completion::addition(&shell.to_string())
-            );
+            print!("{}", repro_engine::completion::addition(&shell.to_string()));
             Ok(0)
         }
         Command::Internal {

@@ -196,7 +196,10 @@ fn plots_diff_compares_experiments_a_git_revision_and_a_run_cache_entry() {
     let j = json(&ws, &["plots", "diff", "base", &newest, "--json"]);
     assert_eq!(j["sources"], serde_json::json!(["base", newest]));
     assert_eq!(points(&j, "train", "base train@2")[0], (1.0, 4.0));
-    assert_eq!(points(&j, "train", &format!("{newest} train@2"))[0], (1.0, 6.0));
+    assert_eq!(
+        points(&j, "train", &format!("{newest} train@2"))[0],
+        (1.0, 6.0)
+    );
     assert_eq!(j["charts"].as_array().unwrap().len(), 2, "the figure too");
 
     // A run-cache entry as `exp show --stages` names it, against the workspace.

@@ -52,9 +52,9 @@ pub fn page(plots: &Plots, title: &str) -> String {
         s.push_str("</section>\n");
     }
     if !plots.missing.is_empty() {
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "<p class=\"missing\">Not produced (or not in the cache): {}</p>\n",
+            "<p class=\"missing\">Not produced (or not in the cache): {}</p>",
             esc(&plots.missing.join("; "))
         );
     }

@@ -404,12 +404,11 @@ impl Selector {
     }
 }
 
+/// One y column of a series file and its `[x, y]` points.
+pub type Series = (String, Vec<[f64; 2]>);
+
 /// The lines of a series file: `(y column, points)` for each y the declaration asks for.
-pub fn series(
-    text: &str,
-    kind: PlotKind,
-    d: &PlotDecl,
-) -> Result<Vec<(String, Vec<[f64; 2]>)>, String> {
+pub fn series(text: &str, kind: PlotKind, d: &PlotDecl) -> Result<Vec<Series>, String> {
     let (columns, rows) = match kind {
         PlotKind::Csv => cells(crate::metrics_file::table(text, ',')?),
         PlotKind::Tsv => cells(crate::metrics_file::table(text, '\t')?),

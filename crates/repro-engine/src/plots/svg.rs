@@ -135,6 +135,16 @@ pub fn chart(c: &Chart) -> String {
         cx = ML + pw / 2.0,
         y = MT + ph + 34.0,
     );
+    // The y axis names the columns drawn (one name for most charts).
+    let mut ys: Vec<&str> = c.lines.iter().map(|l| l.y.as_str()).collect();
+    ys.sort_unstable();
+    ys.dedup();
+    let _ = write!(
+        s,
+        r##"<text class="y-name" transform="translate(14 {cy}) rotate(-90)" font-size="12" text-anchor="middle" fill="#222">{}</text>"##,
+        esc(&ys.join(", ")),
+        cy = MT + ph / 2.0,
+    );
     for (i, l) in c.lines.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let _ = write!(
