@@ -247,7 +247,7 @@ fn diff_remove_and_gc_by_experiment() {
             .contains("same configuration")
     );
 
-    // gc --keep-last keeps what an experiment uses: base still applies.
+    // gc --keep-last keeps what a named experiment uses: base still applies.
     ws.ok(&["gc", "--keep-last", "1"]);
     ws.ok(&["exp", "apply", "base"]);
     assert_eq!(outputs(&ws), first);

@@ -924,10 +924,20 @@ fn drop_records(cache_dir: &Path, ids: &BTreeSet<String>) -> Result<()> {
 /// For `repro gc` (which holds the workspace lock): the run-cache keys that the experiments
 /// it keeps reference. `keep` empty: every experiment is kept; otherwise only those it names,
 /// and the records of the others are removed. Returns the keys and how many were removed.
-pub fn gc_keep(cache_dir: &Path, keep: &[String]) -> Result<(HashSet<String>, usize)> {
+pub fn gc_keep(
+    cache_dir: &Path,
+    keep: &[String],
+    keep_newest: Option<usize>,
+) -> Result<(HashSet<String>, usize)> {
     let all = list(cache_dir)?;
     let kept: BTreeSet<String> = if keep.is_empty() {
-        all.iter().map(|e| e.id.clone()).collect()
+        // `list` is newest first; without a count every experiment stays. A named experiment
+        // is one the user chose to keep: only `--keep-exp` or `exp remove` drops it.
+        let n = keep_newest.unwrap_or(usize::MAX);
+        (all.iter().enumerate())
+            .filter(|(i, e)| *i < n || e.name.is_some())
+            .map(|(_, e)| e.id.clone())
+            .collect()
     } else {
         keep.iter()
             .map(|k| resolve(&all, k).map(|e| e.id.clone()))

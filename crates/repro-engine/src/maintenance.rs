@@ -59,7 +59,9 @@ fn record_complete(ws: &Workspace, rec: &crate::state::db::RunRecord) -> bool {
 }
 
 /// Remove objects that neither the lock file nor a kept run-cache entry references.
-/// `keep_last`: keep only the newest N run-cache entries per stage (None = keep all).
+/// `keep_last`: keep only the newest N run-cache entries per stage and, unless `keep_exp`
+/// names experiments, the newest N experiments and every named one (None = keep all): a count
+/// that kept every experiment would keep every entry a run ever recorded.
 /// `keep_exp`: keep only these experiments (empty = all); the entries a kept experiment or the
 /// lock uses are always kept, and with `keep_exp` no others are.
 pub fn gc(root: &Path, keep_last: Option<usize>, keep_exp: &[String]) -> Result<i32> {
@@ -78,9 +80,9 @@ pub fn gc(root: &Path, keep_last: Option<usize>, keep_exp: &[String]) -> Result<
     }
     let locked_keys: HashSet<&str> = lock.stages.values().map(|e| e.key.as_str()).collect();
     // What `exp apply` of a kept experiment needs stays.
-    let (exp_keys, dropped_exps) = crate::experiments::gc_keep(&ws.cache_dir, keep_exp)?;
+    let (exp_keys, dropped_exps) = crate::experiments::gc_keep(&ws.cache_dir, keep_exp, keep_last)?;
     if dropped_exps > 0 {
-        println!("removed {dropped_exps} experiments that --keep-exp does not name");
+        println!("removed {dropped_exps} experiment records (--keep-last / --keep-exp)");
     }
     let mut dropped_runs = 0;
     if keep_last.is_some() || !keep_exp.is_empty() {
