@@ -313,6 +313,10 @@ pub fn verify(opts: &VerifyOptions) -> Result<i32> {
                 site.verify_stage(stage, entry, &a, &rules)
             }
         };
+        // A rerun cut short by Ctrl-C says nothing about the stage: not recorded.
+        if crate::session::interrupt_flag().load(std::sync::atomic::Ordering::SeqCst) != 0 {
+            break;
+        }
         record(&s.ws.cache_dir, &result)?;
         if !opts.json {
             print_result(&result);
