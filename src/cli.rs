@@ -222,9 +222,12 @@ pub struct StatusArgs {
     pub check: bool,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
-    /// One JSON array of {stage, state, reasons, restorable}.
+    /// One JSON array of {stage, state, reasons, restorable} (every stage).
     #[arg(long)]
     pub json: bool,
+    /// Every stage, fresh ones too (by default they are only counted).
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Args)]
@@ -985,7 +988,7 @@ fn cmd_status(args: StatusArgs) -> anyhow::Result<i32> {
         for line in repro_engine::submit::status_lines(&args.pipeline.file) {
             println!("{line}");
         }
-        repro_engine::status::print(&st);
+        repro_engine::status::print(&st, args.all);
     }
     Ok(
         if args.check

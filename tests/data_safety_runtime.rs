@@ -490,7 +490,7 @@ fn on_read_only(ws: &Ws, args: &[&str]) -> Option<Output> {
 fn status_works_on_a_read_only_workspace() {
     let ws = Ws::new("stages:\n  a:\n    cmd: echo hi > a.txt\n    outs: [a.txt]\n");
     ws.ok(&["run"]);
-    let Some(out) = on_read_only(&ws, &["status"]) else {
+    let Some(out) = on_read_only(&ws, &["status", "--all"]) else {
         eprintln!("skipped: cannot make a read-only workspace here (root without mount rights)");
         return;
     };
@@ -600,7 +600,7 @@ fn an_output_left_as_a_symlink_out_of_the_workspace_fails_the_stage_and_stores_n
     );
     assert!(!ws.read("repro.lock").contains("out.txt"));
     // The workspace stays usable: status loads and says the stage is stale, the other fresh.
-    let st = ws.ok(&["status"]);
+    let st = ws.ok(&["status", "--all"]);
     assert!(
         st.contains("stale  leak") && st.contains("fresh  other"),
         "{st}"
@@ -660,7 +660,7 @@ fn a_fifo_at_one_output_makes_that_stage_stale_and_status_reports_the_rest() {
     ws.ok(&["run"]);
     std::fs::remove_file(ws.path("a.txt")).unwrap();
     ws.sh("mkfifo a.txt");
-    let out = common::output_within(ws.cmd(&["status"]), Duration::from_secs(20));
+    let out = common::output_within(ws.cmd(&["status", "--all"]), Duration::from_secs(20));
     let text = both(&out);
     assert!(out.status.success(), "{text}");
     assert!(

@@ -75,7 +75,7 @@ fn full(ws: &Ws, expect: &str) {
 fn a_no_op_answers_from_the_record_and_status_agrees() {
     let ws = workspace();
     settle(&ws);
-    let st = ws.ok(&["status"]);
+    let st = ws.ok(&["status", "--all"]);
     assert!(
         st.contains("fresh  a") && st.contains("fresh  b") && st.contains("2 stages: 2 fresh"),
         "{st}"

@@ -43,14 +43,14 @@ impl Progress {
     /// Print a line above the bars (or plainly).
     /// Quiet mode keeps warnings and failures.
     pub fn println(&self, msg: &str) {
-        if crate::ui::quiet()
-            && !["warning", "interrupted", "FAILED"]
-                .iter()
-                .any(|w| msg.starts_with(w))
-        {
+        if crate::ui::quiet() && !is_trouble(msg) {
             return;
         }
-        self.print_line(msg);
+        if is_trouble(msg) {
+            self.eprint_line(msg);
+        } else {
+            self.print_line(msg);
+        }
     }
 
     fn print_line(&self, msg: &str) {
@@ -59,6 +59,15 @@ impl Progress {
                 let _ = multi.println(msg);
             }
             None => println!("{msg}"),
+        }
+    }
+
+    /// Failures and warnings go to stderr, so that `repro run > log` still shows them and a
+    /// script reading stdout gets only the run's own lines; the bars step aside meanwhile.
+    fn eprint_line(&self, msg: &str) {
+        match &self.fancy {
+            Some((multi, _)) => multi.suspend(|| eprintln!("{msg}")),
+            None => eprintln!("{msg}"),
         }
     }
 
@@ -114,7 +123,7 @@ impl Progress {
             bar.finish_and_clear();
         }
         match line.strip_prefix("FAILED") {
-            Some(rest) => self.print_line(&format!(
+            Some(rest) => self.eprint_line(&format!(
                 "{}{rest}",
                 crate::ui::paint("FAILED", crate::ui::Paint::Red)
             )),
@@ -188,4 +197,11 @@ impl Phases {
             self.last = now;
         }
     }
+}
+
+/// A line that reports trouble (a failure, a warning, an interrupt): printed on stderr.
+fn is_trouble(msg: &str) -> bool {
+    ["warning", "interrupted", "FAILED"]
+        .iter()
+        .any(|w| msg.starts_with(w))
 }

@@ -46,6 +46,8 @@ pub struct Summary {
     pub restored_remote: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Running when an interrupt (Ctrl-C, SIGTERM) stopped the run.
+    pub interrupted: usize,
 }
 
 impl std::fmt::Display for Summary {
@@ -58,6 +60,9 @@ impl std::fmt::Display for Summary {
             write!(f, "{} restored (remote), ", self.restored_remote)?;
         }
         write!(f, "{} failed", self.failed)?;
+        if self.interrupted > 0 {
+            write!(f, ", {} interrupted", self.interrupted)?;
+        }
         if self.skipped > 0 {
             write!(f, ", {} skipped", self.skipped)?;
         }
@@ -244,6 +249,7 @@ impl<'a> Runner<'a> {
             if self.interrupt.load(Ordering::SeqCst) != 0 {
                 self.progress
                     .println("interrupted: stopping running stages");
+                self.summary.interrupted = self.running.len();
                 self.executor.cancel_all();
                 break;
             }

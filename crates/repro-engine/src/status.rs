@@ -118,8 +118,10 @@ pub fn status(
 }
 
 /// Human-readable rendering, written in one go (a line per stage: at 10,000 stages, one write
-/// per line would cost more than deciding the verdicts from the up-to-date record).
-pub fn print(statuses: &[StageStatus]) {
+/// per line would cost more than deciding the verdicts from the up-to-date record). Fresh
+/// stages are only counted unless `all` (`--all`): what needs work is what a user looks for,
+/// and a large pipeline's fresh stages would bury it.
+pub fn print(statuses: &[StageStatus], all: bool) {
     use crate::ui::{Paint, paint};
     use std::fmt::Write as _;
     if crate::ui::quiet() {
@@ -127,7 +129,7 @@ pub fn print(statuses: &[StageStatus]) {
     }
     let count = |s: State| statuses.iter().filter(|x| x.state == s).count();
     let mut text = String::with_capacity(statuses.len() * 32);
-    for s in statuses {
+    for s in statuses.iter().filter(|s| all || s.state != State::Fresh) {
         let note = if s.restorable {
             "  (restorable from cache)"
         } else if s.state == State::Pending {
@@ -150,6 +152,10 @@ pub fn print(statuses: &[StageStatus]) {
         }
     }
     let pending = count(State::Pending);
+    let fresh = count(State::Fresh);
+    if !all && fresh > 0 {
+        let _ = writeln!(text, "  {fresh} fresh stage(s) not shown (--all shows them)");
+    }
     let _ = writeln!(
         text,
         "{} stages: {} fresh, {} stale{}",

@@ -355,6 +355,9 @@ fn an_interrupt_cancels_what_runs_and_starts_nothing_more() {
     assert_eq!(done.signal, 2);
     assert_eq!(done.not_started, 3);
     assert_eq!(done.summary.ran, 0);
+    // The one stage running when the interrupt came is counted as such in the summary.
+    assert_eq!(done.summary.interrupted, 1);
+    assert!(done.summary.to_string().contains("1 interrupted"));
 }
 
 /// foreach `t` over 1, 2, 3: stages t@1, t@2, t@3 of one group.

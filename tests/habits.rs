@@ -1,0 +1,97 @@
+//! Issue 30, items 4 and 5: the command-line habits people expect of a run (failures on
+//! stderr, SIGTERM's exit code and the interrupted count, a short `status`) and per-stage
+//! `retry:`.
+
+mod common;
+
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Ws, both};
+
+fn wait_or_kill(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("still running after {limit:?}\n{}", both(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_failure_is_reported_on_stderr_and_the_summary_on_stdout() {
+    let ws = Ws::new(
+        "stages:\n  bad:\n    cmd: echo boom >&2; exit 3\n    outs: [bad.txt]\n  good:\n    cmd: echo ok > good.txt\n    outs: [good.txt]\n",
+    );
+    let o = ws.output(&["run", "-j", "1", "--keep-going"]);
+    assert_eq!(o.status.code(), Some(1), "{}", both(&o));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(
+        err.contains("FAILED bad") && err.contains("| boom"),
+        "stderr: {err}"
+    );
+    assert!(!out.contains("FAILED"), "stdout: {out}");
+    assert!(out.contains("1 ran, 0 fresh, 1 failed"), "stdout: {out}");
+}
+
+#[test]
+fn sigterm_exits_143_and_the_summary_counts_the_interrupted_stage() {
+    let ws = Ws::new(
+        "stages:\n  slow:\n    cmd: touch started; sleep 30; echo > s.txt\n    outs: [s.txt]\n  quick:\n    cmd: echo > q.txt\n    outs: [q.txt]\n",
+    );
+    let child = ws
+        .cmd(&["run", "-j", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ws.path("started").exists() || !ws.path("q.txt").exists() {
+        assert!(Instant::now() < deadline, "the stage never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = wait_or_kill(child, Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(143), "{}", both(&o));
+    let out = stdout(&o);
+    assert!(out.contains("1 ran") && out.contains("1 interrupted"), "{out}");
+    assert!(stderr(&o).contains("interrupted: stopping"), "{}", both(&o));
+}
+
+#[test]
+fn status_lists_what_needs_work_and_counts_the_fresh_stages() {
+    let ws = Ws::new(
+        "stages:\n  a:\n    cmd: echo a > a.txt\n    outs: [a.txt]\n  b:\n    cmd: echo b > b.txt\n    outs: [b.txt]\n  c:\n    cmd: cat in.txt > c.txt\n    deps: [in.txt]\n    outs: [c.txt]\n",
+    );
+    ws.write("in.txt", "1");
+    ws.ok(&["run"]);
+    ws.write("in.txt", "2");
+    let st = ws.ok(&["status"]);
+    assert!(st.contains("stale  c"), "{st}");
+    assert!(!st.contains("fresh  a") && !st.contains("fresh  b"), "{st}");
+    assert!(st.contains("2 fresh stage(s) not shown"), "{st}");
+    assert!(st.contains("3 stages: 2 fresh, 1 stale"), "{st}");
+    let all = ws.ok(&["status", "--all"]);
+    assert!(
+        all.contains("fresh  a") && all.contains("fresh  b") && all.contains("stale  c"),
+        "{all}"
+    );
+    assert!(!all.contains("not shown"), "{all}");
+    // --json keeps every stage.
+    assert_eq!(ws.status_names(&[]), ["a", "b", "c"]);
+}
