@@ -447,6 +447,8 @@ pub enum PlotsCmd {
     /// run-cache id, workspace, lock, a git revision); one source is compared with the
     /// workspace.
     Diff {
+        /// What to compare: an experiment's id or name, a run-cache id, `workspace`, `lock` or
+        /// a git revision (two or more; one is compared with the workspace).
         #[arg(required = true, value_name = "SOURCE")]
         sources: Vec<String>,
         /// Only these stages or plot files (names, base names, globs; repeatable).
@@ -634,6 +636,7 @@ pub enum Internal {
     Complete {
         /// `stages` or `profiles`.
         what: String,
+        /// Pipeline file whose stages or profiles are listed.
         #[arg(short = 'f', long = "file", default_value = "pipeline.yaml")]
         file: PathBuf,
     },
