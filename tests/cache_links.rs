@@ -247,6 +247,22 @@ stages:
     ws.ok(&["run"]);
     assert!(ws.executions().is_empty());
 
+    // Not pushed: an entry must name every output, and this one has no object to send.
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let out = ws.ok(&["push", "--remote", &url]);
+    assert!(
+        out.contains("not pushed: fetch") && out.contains("cache: false"),
+        "{out}"
+    );
+    assert!(
+        !remote.path().join("ac").exists()
+            || std::fs::read_dir(remote.path().join("ac"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+
     let bad = Ws::new("stages:\n  a:\n    cmd: 'true'\n    outs: [{path: x, cache: maybe}]\n");
     assert!(bad.fail(&["status"]).contains("true or false"));
 }

@@ -62,6 +62,16 @@ pub fn push(
             stale.push(format!("{} ({})", stage.name, a.reasons.join("; ")));
             continue;
         }
+        // An entry must name every output, and one declared `cache: false` has no object to
+        // send: such a stage is not pushed, and `run` elsewhere computes it.
+        if !stage.uncached.is_empty() {
+            stale.push(format!(
+                "{} (declares `cache: false` output {}, which is not stored, so an entry could not restore it)",
+                stage.name,
+                stage.uncached.join(", ")
+            ));
+            continue;
+        }
         let mut e = Entry {
             version: ENTRY_VERSION,
             key: a.key.clone(),
@@ -81,10 +91,6 @@ pub fn push(
         }
         let mut objects = Vec::new();
         for (path, content) in &a.outs {
-            // Not in the cache, so not on the remote: a pull leaves its stage to make it.
-            if ws.objects.is_uncached(path) {
-                continue;
-            }
             ws.objects.store(&ws.root.join(path), content)?;
             let hash = content.hash().expect("fresh outputs exist").to_string();
             let size = std::fs::metadata(ws.objects.object_path(&hash))?.len();
