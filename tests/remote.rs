@@ -7,6 +7,8 @@
 //!
 //! The nginx and S3 tests skip, loudly, only when their server binary is missing;
 //! `scripts/setup.sh --tests` installs both.
+// Needs the remote cache in the binary under test.
+#![cfg(feature = "remote")]
 
 mod common;
 

@@ -4,6 +4,8 @@
 //! an interrupted one left, and a partial file that is wrong is thrown away, never used.
 //!
 //! Skips, loudly, when moto is not installed (`scripts/setup.sh --tests`).
+// Needs the remote cache in the binary under test.
+#![cfg(feature = "remote")]
 
 mod common;
 

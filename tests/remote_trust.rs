@@ -1,6 +1,8 @@
 //! A remote is untrusted: a directory manifest on it that names a path outside its output,
 //! in the escaped form the plain check never saw (`\x2e\x2e/…`, `\x2f…`), is refused by
 //! `repro pull` and `repro run --remote` alike, and nothing outside is written.
+// Needs the remote cache in the binary under test.
+#![cfg(feature = "remote")]
 
 mod common;
 

@@ -8,6 +8,8 @@
 //! read-only, answers every write with an HTML error page (as nginx does), and can stream an
 //! endless body for entries or objects. Each connection is bounded in what it sends, and the
 //! server stops when dropped.
+// Needs the remote cache in the binary under test.
+#![cfg(feature = "remote")]
 
 mod common;
 

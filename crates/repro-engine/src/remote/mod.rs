@@ -11,23 +11,43 @@
 //! nothing that looks fresh. Nothing here runs, or even starts its runtime, unless a remote is
 //! configured and a stage actually needs it.
 
+// Without the `remote` feature, `off` stands in for the modules that need the HTTP stack.
+#[cfg(not(feature = "remote"))]
+mod off;
+#[cfg(not(feature = "remote"))]
+pub use off::{NOT_BUILT, RunRemote, push, transfer, verify};
+#[cfg(feature = "remote")]
 pub mod push;
+#[cfg(feature = "remote")]
 pub mod store;
+#[cfg(feature = "remote")]
 pub mod transfer;
+#[cfg(feature = "remote")]
 pub mod verify;
 
+#[cfg(feature = "remote")]
 use std::cell::{Cell, OnceCell, RefCell};
+#[cfg(feature = "remote")]
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+#[cfg(feature = "remote")]
 use std::sync::Mutex;
 
-use anyhow::{Context, Result};
+#[cfg(feature = "remote")]
+use anyhow::Context;
+use anyhow::Result;
 
+#[cfg(feature = "remote")]
 use crate::progress::Progress;
+#[cfg(feature = "remote")]
 use crate::spec::{Pipeline, Stage};
+#[cfg(feature = "remote")]
 use crate::state::db::RunRecord;
+#[cfg(feature = "remote")]
 use crate::state::workspace::{Assessment, Workspace};
+#[cfg(feature = "remote")]
 use store::{BadRemoteEntry, Entry, MANIFEST_CAP, Store};
+#[cfg(feature = "remote")]
 use transfer::{BadRemoteObject, Counters, Item};
 
 /// Remote options shared by `run`, `pull` and `push`.
@@ -77,12 +97,13 @@ pub fn resolve(args: &RemoteArgs, pipeline: Option<&str>, root: &Path) -> Result
     let Some((spec, base)) = chosen else {
         return Ok(None);
     };
-    let url = store::normalise(&spec, &base)?;
-    store::check_url(&url).map_err(|e| anyhow::anyhow!(e))?;
+    let url = crate::remote_url::normalise(&spec, &base)?;
+    crate::remote_url::check_url(&url).map_err(|e| anyhow::anyhow!(e))?;
     Ok(Some(url))
 }
 
 /// Open the remote a command needs, or say how to configure one.
+#[cfg(feature = "remote")]
 pub fn open_required(args: &RemoteArgs, p: &Pipeline) -> Result<Store> {
     match resolve(args, p.remote.as_deref(), &p.root)? {
         Some(url) => Store::open(&url),
@@ -96,6 +117,7 @@ pub fn open_required(args: &RemoteArgs, p: &Pipeline) -> Result<Store> {
 /// The remote as `repro run` (and `repro pull`, which is a run that only restores) sees it:
 /// connected on first use only, and turned off for the rest of a run after a failure that is
 /// not about one object (an unreachable server should cost one warning, not one per stage).
+#[cfg(feature = "remote")]
 pub struct RunRemote {
     url: Option<String>,
     pull_only: bool,
@@ -110,6 +132,7 @@ pub struct RunRemote {
     absent: RefCell<BTreeSet<String>>,
 }
 
+#[cfg(feature = "remote")]
 impl RunRemote {
     pub fn new(args: &RemoteArgs, p: &Pipeline) -> Result<RunRemote> {
         let url = resolve(args, p.remote.as_deref(), &p.root)?;
@@ -375,6 +398,7 @@ impl RunRemote {
 }
 
 /// A bad object is its entry's problem: say which entry, so the warning names it.
+#[cfg(feature = "remote")]
 fn name_entry(e: anyhow::Error, store: &Store, key: &str) -> anyhow::Error {
     if e.downcast_ref::<BadRemoteObject>().is_some() {
         e.context(format!("remote run-cache entry ac/{key} on {}", store.url))
@@ -385,6 +409,7 @@ fn name_entry(e: anyhow::Error, store: &Store, key: &str) -> anyhow::Error {
 
 /// One error for a list of transfer failures: the first, with a count of the others
 /// (a corrupt or missing object stays recognisable by downcasting).
+#[cfg(feature = "remote")]
 pub fn fail_on(mut errors: Vec<anyhow::Error>) -> Result<()> {
     if errors.is_empty() {
         return Ok(());
