@@ -46,8 +46,10 @@ pub struct Summary {
     pub restored_remote: usize,
     pub failed: usize,
     pub skipped: usize,
-    /// Running when an interrupt (Ctrl-C, SIGTERM) stopped the run.
+    /// Running (or waiting to retry) when an interrupt (Ctrl-C, SIGTERM) stopped the run.
     pub interrupted: usize,
+    /// Stages that failed and ran again (`retry:`), however that ended.
+    pub retried: usize,
 }
 
 impl std::fmt::Display for Summary {
@@ -62,6 +64,9 @@ impl std::fmt::Display for Summary {
         write!(f, "{} failed", self.failed)?;
         if self.interrupted > 0 {
             write!(f, ", {} interrupted", self.interrupted)?;
+        }
+        if self.retried > 0 {
+            write!(f, ", {} retried", self.retried)?;
         }
         if self.skipped > 0 {
             write!(f, ", {} skipped", self.skipped)?;
@@ -145,6 +150,12 @@ pub struct Runner<'a> {
     /// Jobs the executor would not take, with why.
     refused: Vec<(usize, anyhow::Error)>,
     warned_no_gpu: bool,
+    /// Failed attempts so far of each stage that failed in this run.
+    attempts: HashMap<usize, u32>,
+    /// Stages waiting out their `retry:` backoff: when each is ready again, and the line
+    /// that reports its failure should the run stop first. A timer, not a sleep: the loop
+    /// goes on polling the executor meanwhile.
+    retry_at: Vec<(Instant, usize, String)>,
     lock_dirty: bool,
     last_lock_write: Instant,
 }
@@ -230,6 +241,8 @@ impl<'a> Runner<'a> {
             groups: HashMap::new(),
             refused: Vec::new(),
             warned_no_gpu: false,
+            attempts: HashMap::new(),
+            retry_at: Vec::new(),
             lock_dirty: false,
             last_lock_write: Instant::now(),
             config,
@@ -249,15 +262,24 @@ impl<'a> Runner<'a> {
             if self.interrupt.load(Ordering::SeqCst) != 0 {
                 self.progress
                     .println("interrupted: stopping running stages");
-                self.summary.interrupted = self.running.len();
+                self.summary.interrupted = self.running.len() + self.retry_at.len();
                 self.executor.cancel_all();
                 break;
             }
+            self.due_retries();
             self.start_ready()?;
-            if self.running.is_empty() && (!self.sched.has_ready() || self.stop_new) {
+            if self.running.is_empty()
+                && self.retry_at.is_empty()
+                && (!self.sched.has_ready() || self.stop_new)
+            {
                 break;
             }
-            for event in self.executor.poll(Duration::from_millis(100))? {
+            // Never past the next retry's time, so that it starts when due.
+            let mut wait = Duration::from_millis(100);
+            if let Some(t) = self.retry_at.iter().map(|r| r.0).min() {
+                wait = wait.min(t.saturating_duration_since(Instant::now()));
+            }
+            for event in self.executor.poll(wait)? {
                 match event {
                     Event::Progress { id, message, .. } => {
                         self.progress.update(id, &self.p.stages[id].name, &message)
@@ -268,6 +290,24 @@ impl<'a> Runner<'a> {
             self.flush_lock()?;
         }
         Ok(self.finish())
+    }
+
+    /// Stages whose backoff is over become ready again; once nothing new may start (a
+    /// failure without `--keep-going`), those still waiting fail with their last failure.
+    fn due_retries(&mut self) {
+        let now = Instant::now();
+        let stop = self.stop_new;
+        let (due, wait) = std::mem::take(&mut self.retry_at)
+            .into_iter()
+            .partition(|(t, ..)| stop || *t <= now);
+        self.retry_at = wait;
+        for (_, i, line) in due {
+            if stop {
+                self.fail(i, line);
+            } else {
+                self.sched.ready_again(i);
+            }
+        }
     }
 
     /// One scheduling round: start every ready stage that may start now, then hand the
@@ -518,7 +558,8 @@ impl<'a> Runner<'a> {
         let cache_dir = &self.ws.cache_dir;
         let usage = crate::trace::usage_path(cache_dir, &file_safe(&stage.name));
         let key = &r.assessment.key;
-        crate::trace::record(cache_dir, &usage, stage, key, gpus, secs, &outcome);
+        let attempt = self.attempts.get(&id).copied().unwrap_or(0) + 1;
+        crate::trace::record(cache_dir, &usage, stage, key, gpus, secs, &outcome, attempt);
         let result = match outcome {
             Outcome::Succeeded => run_cache::commit_outputs(self.ws, stage, &r.assessment, secs),
             Outcome::Failed(why) => Err(anyhow::anyhow!("{why}")),
@@ -544,7 +585,23 @@ impl<'a> Runner<'a> {
                     stage.name,
                     log.display()
                 );
-                self.fail(id, line);
+                // An interrupted run retries nothing: the failure may be the interrupt's.
+                let interrupted = self.interrupt.load(Ordering::SeqCst) != 0;
+                if attempt <= stage.retry.count && !self.stop_new && !interrupted {
+                    self.attempts.insert(id, attempt);
+                    self.summary.retried += usize::from(attempt == 1);
+                    let backoff = stage.retry.backoff_s;
+                    self.progress.end_line(id);
+                    self.progress.println(&format!(
+                        "warning: {} failed (attempt {attempt} of {}): {e:#}; retrying in {backoff}s",
+                        stage.name,
+                        stage.retry.count + 1
+                    ));
+                    let at = Instant::now() + Duration::from_secs_f64(backoff);
+                    self.retry_at.push((at, id, line));
+                } else {
+                    self.fail(id, line);
+                }
             }
         }
         Ok(())
@@ -635,7 +692,7 @@ pub struct JobMaker<'a> {
 /// The process (or shell line) that runs `stage` (key `key`) with its environment and log.
 /// `root` is the workspace it runs in: its working directory and checkpoint, and the `cache/`
 /// that gets its spec file, log and usage. The runner passes the workspace; `repro verify`
-/// (crate::verify) a scratch copy, so that a rerun writes nothing in the workspace.
+/// (the `verify` module) a scratch copy, so that a rerun writes nothing in the workspace.
 pub fn make_job(
     m: &JobMaker,
     root: &Path,

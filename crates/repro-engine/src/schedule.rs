@@ -175,6 +175,13 @@ impl<'d> Scheduler<'d> {
         self.waiting.insert(i, 0);
     }
 
+    /// Stage `i`, taken by [`Scheduler::next`] and failed, is ready to start again (a retry):
+    /// its upstream is still complete.
+    pub fn ready_again(&mut self, i: usize) {
+        self.waiting.remove(&i);
+        self.ready.insert((self.topo_pos[&i], i));
+    }
+
     /// Whether a stage is ready to start (resources permitting).
     pub fn has_ready(&self) -> bool {
         !self.ready.is_empty()

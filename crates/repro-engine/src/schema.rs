@@ -106,7 +106,17 @@ fn stage() -> Json {
                 "items": {"type": "object", "additionalProperties": false,
                           "properties": {"file": {"type": "string"}, "cmd": {"type": "string"}}}
             },
-            "container": {"type": "string", "description": "Run the `cmd:` in this image (podman, apptainer or singularity)."}
+            "container": {"type": "string", "description": "Run the `cmd:` in this image (podman, apptainer or singularity)."},
+            "retry": {
+                "description": "Run a failed stage again: a count, or {count, backoff} (backoff: 10, 10s, 2m; default 1s). Not part of the key.",
+                "anyOf": [
+                    {"type": "integer", "minimum": 0},
+                    {"type": "object", "additionalProperties": false,
+                     "properties": {"count": {"type": "integer", "minimum": 0},
+                                    "backoff": {"type": ["number", "string"]}}}
+                ]
+            },
+            "executor": {"enum": ["local"], "description": "Run this stage on this machine when the pipeline runs on Slurm."}
         },
         "oneOf": [{"required": ["cmd"]}, {"required": ["uses"]}]
     })

@@ -38,6 +38,8 @@ fn run_id() -> u64 {
 
 /// Append the trace line of a finished stage run (engine side); the wrapper's usage file is
 /// consumed. Failing to trace never fails the run: it is reported and the run goes on.
+// One call site (the runner's); a struct for the arguments would only repeat them.
+#[allow(clippy::too_many_arguments)]
 pub fn record(
     cache_dir: &Path,
     usage: &Path,
@@ -46,6 +48,7 @@ pub fn record(
     gpus: usize,
     wall_s: f64,
     outcome: &Outcome,
+    attempt: u32,
 ) {
     let measured: Option<Usage> = std::fs::read(usage)
         .ok()
@@ -86,6 +89,7 @@ pub fn record(
         },
         // Under Slurm this is the submitting machine's; the stage's node is in its job.
         environment: Some(crate::environment::save(cache_dir)),
+        attempt,
     };
     let path = cache_dir.join("trace.jsonl");
     let res = (|| -> Result<()> {

@@ -35,6 +35,14 @@ pub struct Entry {
     /// `crate::environment`); absent in lines written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
+    /// Which run of the stage within its `repro run` this was: 1, or more for a retry (see
+    /// `retry:`); 1 in lines written before it was recorded.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 /// Read the trace. A line that does not parse — cut by a full disk or a kill, or holding

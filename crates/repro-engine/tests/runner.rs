@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use repro_engine::executor::{Admission, Event, Executor, Job, JobId, Outcome};
@@ -24,6 +24,10 @@ struct Fake {
     outs: HashMap<String, Vec<String>>,
     /// Stages whose job fails.
     fail: BTreeSet<String>,
+    /// Stages whose job fails this many times, then succeeds.
+    fail_first: HashMap<String, usize>,
+    /// Stage names with when each was submitted, in order.
+    submitted_at: Vec<(String, Instant)>,
     /// Admit stages as Slurm does with job arrays: one batch per base name (before `@`),
     /// of at most this many.
     batch_max: Option<usize>,
@@ -81,6 +85,7 @@ impl Executor for Fake {
             self.devices.insert(job.stage.clone(), d);
         }
         self.submitted.push(job.stage.clone());
+        self.submitted_at.push((job.stage.clone(), Instant::now()));
         self.finished_before
             .insert(job.stage.clone(), self.finished);
         self.queue.push_back(job);
@@ -116,7 +121,9 @@ impl Executor for Fake {
             return Ok(Vec::new());
         };
         self.finished += 1;
-        let outcome = if self.fail.contains(&job.stage) {
+        let flaky = self.fail_first.get_mut(&job.stage).filter(|n| **n > 0);
+        let flaky = flaky.map(|n| *n -= 1).is_some();
+        let outcome = if flaky || self.fail.contains(&job.stage) {
             Outcome::Failed("exit status 1".into())
         } else {
             for o in &self.outs[&job.stage] {
@@ -421,4 +428,82 @@ fn the_plan_decides_fresh_and_restorable_stages_without_the_executor() {
         std::fs::read_to_string(d.path().join("c.txt")).unwrap(),
         "c made this\n"
     );
+}
+
+/// `flaky` (fails twice, then succeeds; retried twice after 0.4 s) beside a chain a → b → c.
+const FLAKY: &str = "stages:
+  flaky:
+    cmd: make flaky
+    outs: [flaky.txt]
+    retry: {count: 2, backoff: 0.4s}
+  a:
+    cmd: make a
+    outs: [a.txt]
+  b:
+    cmd: make b
+    deps: [a.txt]
+    outs: [b.txt]
+  c:
+    cmd: make c
+    deps: [b.txt]
+    outs: [c.txt]
+";
+
+#[test]
+fn a_failed_stage_runs_again_after_its_backoff_without_holding_up_the_others() {
+    let (dir, _f, mut s) = open(FLAKY);
+    let mut fake = Fake::for_session(&s);
+    fake.fail_first.insert("flaky".into(), 2);
+    let flag = AtomicI32::new(0);
+    let done = run(&mut s, &mut fake, config(2), &flag);
+    assert_eq!(
+        done.summary,
+        Summary {
+            ran: 4,
+            retried: 1,
+            ..Summary::default()
+        }
+    );
+    assert!(done.summary.to_string().contains("1 retried"));
+    let at = |name: &str| -> Vec<Instant> {
+        let v = fake.submitted_at.iter().filter(|(n, _)| n == name);
+        v.map(|(_, t)| *t).collect()
+    };
+    let flaky = at("flaky");
+    assert_eq!(flaky.len(), 3, "{:?}", fake.submitted);
+    for w in flaky.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(gap >= Duration::from_millis(400), "retried after {gap:?}");
+    }
+    // The chain went on while flaky waited out its backoff: the loop did not sleep.
+    let c = at("c")[0];
+    assert!(c < flaky[1], "{:?}", fake.submitted);
+    assert!(c - flaky[0] < Duration::from_millis(300), "{:?}", c - flaky[0]);
+    // The trace numbers the attempts.
+    let trace = std::fs::read_to_string(dir.path().join("cache/trace.jsonl")).unwrap();
+    let attempts: Vec<u64> = trace
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["stage"] == "flaky")
+        .map(|e| e["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts, [1, 2, 3]);
+}
+
+#[test]
+fn a_stage_that_keeps_failing_fails_after_its_retries_and_others_are_not_retried() {
+    let yaml = FLAKY.replace("0.4s", "0.05");
+    let (_d, _f, mut s) = open(&yaml);
+    let mut fake = Fake::for_session(&s);
+    fake.fail.insert("flaky".into());
+    fake.fail.insert("c".into());
+    let flag = AtomicI32::new(0);
+    let mut cfg = config(2);
+    cfg.keep_going = true;
+    let done = run(&mut s, &mut fake, cfg, &flag);
+    assert_eq!(done.summary.failed, 2);
+    assert_eq!(done.summary.retried, 1);
+    let count = |name: &str| fake.submitted.iter().filter(|n| *n == name).count();
+    assert_eq!((count("flaky"), count("c")), (3, 1), "{:?}", fake.submitted);
+    assert!(!s.lock.stages.contains_key("flaky"));
 }

@@ -8,6 +8,7 @@ pub mod error;
 mod expand;
 pub mod interp;
 mod resources;
+mod running;
 mod shell;
 mod stage;
 pub mod yaml;
@@ -22,6 +23,7 @@ pub use expand::DEFAULT_MAX_STAGES;
 use expand::{Limit, expand_stage, max_stages};
 use interp::{Scope, interpolate_node, used_variables};
 pub use resources::Resources;
+pub use running::Retry;
 use resources::parse_resources;
 use stage::build_stage;
 pub use stage::normalise;
@@ -151,6 +153,13 @@ pub struct Stage {
     /// `env:`, `tools:` and `container:` (see `spec::environ`); empty for most stages.
     #[serde(default, skip_serializing_if = "environ::StageEnv::is_empty")]
     pub env: environ::StageEnv,
+    /// `retry:` (none by default); not part of the key.
+    #[serde(default)]
+    pub retry: Retry,
+    /// `executor: local`: run on this machine whatever the pipeline's executor; not part of
+    /// the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
 }
 
 impl Stage {
@@ -187,6 +196,8 @@ pub(crate) const STAGE_KEYS: &[&str] = &[
     "env",
     "tools",
     "container",
+    "retry",
+    "executor",
 ];
 /// Longest stage name (after expansion): `cache/logs/<name>.log` must fit a file name (255 bytes).
 const MAX_STAGE_NAME: usize = 200;

@@ -36,6 +36,8 @@ pub(super) fn build_stage(
     let checkpoint = string_field(body, "checkpoint", scope, &mut errors);
     let desc = string_field(body, "desc", scope, &mut errors).map(|(s, _)| s);
     let env = super::environ::parse(body, scope, cmd.is_some(), &mut errors);
+    let retry = super::running::parse_retry(body, scope, &mut errors);
+    let executor = super::running::parse_executor(body, scope, &mut errors);
 
     // `cmd: …` is the built-in kind `cmd` with the command as its parameter; `uses:` names any
     // other registered kind, with the `with:` mapping as its parameters.
@@ -190,6 +192,8 @@ pub(super) fn build_stage(
             uncached,
             mark: key.mark.clone(),
             env,
+            retry,
+            executor,
         }),
         _ => Err(errors),
     }

@@ -1,0 +1,121 @@
+//! How a stage is run, beside what it computes: `retry:` (runs again after a failure) and a
+//! stage's own `executor:`. Neither is part of the stage key: they change how often or where
+//! a stage runs, not what it produces.
+
+use serde::{Deserialize, Serialize};
+
+use super::interp::{Scope, interpolate_node};
+use super::yaml::Node;
+use super::SpecError;
+
+/// `retry:`: how many times a failed stage runs again, and how long the runner waits first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Retry {
+    /// Runs after the first failure (0: none).
+    pub count: u32,
+    /// Seconds between a failure and the next attempt.
+    pub backoff_s: f64,
+}
+
+/// The backoff when `retry:` gives only a count: long enough for a flaky server or a
+/// pre-empted node to come back, short enough not to be noticed.
+const DEFAULT_BACKOFF_S: f64 = 1.0;
+
+const RETRY_KEYS: &[&str] = &["count", "backoff"];
+
+/// `retry: 3` or `retry: {count: 3, backoff: 10s}` (backoff in seconds: `10`, `10s`, `2m`).
+pub(super) fn parse_retry(body: &Node, scope: &Scope, errors: &mut Vec<SpecError>) -> Retry {
+    let Some(node) = body.get("retry") else {
+        return Retry::default();
+    };
+    let mut retry = Retry {
+        count: 0,
+        backoff_s: DEFAULT_BACKOFF_S,
+    };
+    let count = |v: &serde_json::Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
+    if let Some(entries) = node.as_map() {
+        for (k, v) in entries {
+            let key = k.as_str().unwrap_or_default();
+            if !RETRY_KEYS.contains(&key) {
+                errors.push(super::unknown_key(k, key, RETRY_KEYS, "retry key"));
+                continue;
+            }
+            let value = match interpolate_node(v, scope) {
+                Ok(x) => x,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            match key {
+                "count" => match count(&value) {
+                    Some(n) => retry.count = n,
+                    None => errors.push(SpecError::at(
+                        &v.mark,
+                        "`retry: {count}` must be a whole number",
+                    )),
+                },
+                _ => match parse_duration(&value) {
+                    Some(s) => retry.backoff_s = s,
+                    None => errors.push(SpecError::at(
+                        &v.mark,
+                        "`backoff:` must be seconds such as 10, 10s, 1.5s or 2m",
+                    )),
+                },
+            }
+        }
+        return retry;
+    }
+    match interpolate_node(node, scope) {
+        Ok(v) => match count(&v) {
+            Some(n) => retry.count = n,
+            None => errors.push(SpecError::at(
+                &node.mark,
+                "`retry:` must be a count such as 3, or {count: 3, backoff: 10s}",
+            )),
+        },
+        Err(e) => errors.push(e),
+    }
+    retry
+}
+
+/// Seconds from `10`, `1.5`, `10s`, `2m` or `1h`.
+fn parse_duration(v: &serde_json::Value) -> Option<f64> {
+    if let Some(n) = v.as_f64() {
+        return (n >= 0.0).then_some(n);
+    }
+    let s = v.as_str()?.trim();
+    let (num, mult) = match s.chars().last()? {
+        's' => (&s[..s.len() - 1], 1.0),
+        'm' => (&s[..s.len() - 1], 60.0),
+        'h' => (&s[..s.len() - 1], 3600.0),
+        _ => (s, 1.0),
+    };
+    let n: f64 = num.trim().parse().ok()?;
+    (n.is_finite() && n >= 0.0).then_some(n * mult)
+}
+
+/// A stage's `executor:`: only `local`, which runs it on this machine when the pipeline runs
+/// on Slurm (a report or a plot that needs no compute node). `None` when not written.
+pub(super) fn parse_executor(
+    body: &Node,
+    scope: &Scope,
+    errors: &mut Vec<SpecError>,
+) -> Option<String> {
+    let node = body.get("executor")?;
+    match interpolate_node(node, scope) {
+        Ok(serde_json::Value::String(s)) if s == "local" => Some(s),
+        Ok(_) => {
+            errors.push(SpecError::at(
+                &node.mark,
+                "a stage's `executor:` can only be `local` (it runs the stage on this machine \
+                 when the pipeline runs elsewhere)",
+            ));
+            None
+        }
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
+}
