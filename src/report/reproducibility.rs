@@ -3,7 +3,7 @@
 //! environment.
 //!
 //! The engine knows nothing of the report: `repro verify --write FILE` writes its latest
-//! results (a [`repro_engine::verify::Written`]) and a report stage that wants the section
+//! results as JSON ([`Written`]) and a report stage that wants the section
 //! names that file as `verified:` and as a dep, so a new verification re-renders the report
 //! (docs/reproducibility.md). A run (a directory of `metrics.json` / `train.json`) is matched
 //! to the verified stages whose outputs are that directory, lie in it or contain it; its
@@ -13,11 +13,68 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use repro_engine::verify::{StageResult, Verdict, Written};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::names;
 use super::runs::{Role, Run};
+
+/// A `repro verify --write` file, as far as the section reads it (the format is
+/// docs/reproducibility.md's; other fields are ignored). Kept here rather than borrowed from
+/// the engine: the file is the interface.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct Written {
+    #[serde(default)]
+    pub format: u32,
+    #[serde(default)]
+    pub stages: Vec<StageResult>,
+}
+
+/// One stage's result in a [`Written`] file.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StageResult {
+    pub stage: String,
+    pub verdict: Verdict,
+    /// How the rerun's environment differed from the recorded run's (`None`: unknown).
+    #[serde(default)]
+    pub environment_changes: Option<Vec<String>>,
+    #[serde(default)]
+    pub tolerance: Option<f64>,
+    #[serde(default)]
+    pub files: Vec<FileDiff>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The stage's declared outputs.
+    #[serde(default)]
+    pub outs: Vec<String>,
+}
+
+/// A file that differed.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FileDiff {
+    pub path: String,
+    pub what: String,
+}
+
+/// What the rerun found, worst last.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Identical,
+    WithinTolerance,
+    Differs,
+    CouldNotRun,
+}
+
+impl Verdict {
+    fn words(self) -> &'static str {
+        match self {
+            Verdict::Identical => "identical",
+            Verdict::WithinTolerance => "within tolerance",
+            Verdict::Differs => "differs",
+            Verdict::CouldNotRun => "could not run",
+        }
+    }
+}
 
 /// One run as the section shows it.
 #[derive(Serialize, Debug, Clone, PartialEq)]
