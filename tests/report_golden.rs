@@ -358,8 +358,9 @@ fn html_and_latex_show_missing_diverged_and_escaped_values() {
     assert!(r.html.contains(r#"title="no run">—</td>"#));
     assert!(r.html.contains("<sup>†</sup>"));
     assert!(
-        r.tex
-            .contains(r"runs/\allowbreak{}fashion\_mnist/\allowbreak{}resnet50 \& 50\%"),
+        r.tex.contains(
+            r"runs/\allowbreak{}fashion\_\allowbreak{}mnist/\allowbreak{}resnet50 \& 50\%"
+        ),
         "run id not escaped for LaTeX"
     );
     assert!(r.tex.contains(r"Fixture report: BCE \& SoftMax (50\%)"));

@@ -156,11 +156,36 @@ fn short(v: &Value, args: &HashMap<String, Value>) -> tera::Result<Value> {
     }))
 }
 
-/// `{{ path | texpath }}`: escaped, with a permitted line break after each `/`, for run ids in
-/// narrow table columns.
+/// `{{ path | texpath }}`: escaped, with a permitted line break after each `/`, `,`, `@`, `-`
+/// and `_`, for run ids and stage names in narrow table columns (a `\texttt` word does not break
+/// otherwise and would print over the next column).
 fn texpath(v: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
     let s = v.as_str().unwrap_or_default();
-    Ok(Value::String(tex_escape(s).replace('/', r"/\allowbreak{}")))
+    Ok(Value::String(
+        tex_escape(s)
+            .replace('/', r"/\allowbreak{}")
+            .replace(',', r",\allowbreak{}")
+            .replace('@', r"@\allowbreak{}")
+            .replace('-', r"-\allowbreak{}")
+            .replace(r"\_", r"\_\allowbreak{}"),
+    ))
+}
+
+/// `{{ quote | quote(to="html"|"tex"|"md") }}`: the paper's words with their TeX math and
+/// Markdown emphasis rendered (see `mathtext`); HTML output is markup (use `| safe`).
+fn quote(v: &Value, args: &HashMap<String, Value>) -> tera::Result<Value> {
+    let s = v.as_str().unwrap_or_default();
+    let target = match args.get("to").and_then(|t| t.as_str()) {
+        Some("html") => super::mathtext::Target::Html,
+        Some("tex") => super::mathtext::Target::Tex,
+        Some("md") => super::mathtext::Target::Md,
+        other => {
+            return Err(tera::Error::msg(format!(
+                "quote: `to` must be html, tex or md, got {other:?}"
+            )));
+        }
+    };
+    Ok(Value::String(super::mathtext::quote(s, target)))
 }
 
 /// Register every report filter on `tera`.
@@ -172,6 +197,7 @@ pub fn register(tera: &mut Tera) {
     tera.register_filter("short", short);
     tera.register_filter("texpath", texpath);
     tera.register_filter("md", md);
+    tera.register_filter("quote", quote);
 }
 
 #[cfg(test)]
@@ -203,7 +229,11 @@ mod tests {
         assert_eq!(tex_escape("runs/<x>"), r"runs/\textless{}x\textgreater{}");
         assert_eq!(
             texpath(&json!("a/b_c"), &HashMap::new()).unwrap(),
-            json!(r"a/\allowbreak{}b\_c")
+            json!(r"a/\allowbreak{}b\_\allowbreak{}c")
+        );
+        assert_eq!(
+            texpath(&json!("finetune@fm,mlp"), &HashMap::new()).unwrap(),
+            json!(r"finetune@\allowbreak{}fm,\allowbreak{}mlp")
         );
     }
 }

@@ -19,6 +19,7 @@ pub mod claims;
 pub mod figures;
 pub mod filters;
 pub mod findings;
+pub mod mathtext;
 pub mod names;
 pub mod numerics;
 pub mod openset;

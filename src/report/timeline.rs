@@ -68,6 +68,29 @@ pub struct Bar {
     pub tex_w: f64,
 }
 
+/// The stage runs of one stage family (the name before `@`: `finetune`, `evaluate_gamma`, …)
+/// as one row of the PDF's table: a run of hundreds of stages reads as its dozen families.
+#[derive(Serialize, Clone, Debug)]
+pub struct Family {
+    pub name: String,
+    /// The kinds of its stages, joined (one, nearly always).
+    pub kind: String,
+    pub color: &'static str,
+    pub stages: usize,
+    /// First start and last end, after the run's first stage started.
+    pub start_text: String,
+    pub end_text: String,
+    /// Wall time of its stage runs, summed (more than end − start when they ran side by side).
+    pub wall_text: String,
+    pub cpu_text: String,
+    pub peak_mem: String,
+    pub gpus: usize,
+    pub failed: usize,
+    /// Offset and length of its span in the LaTeX table's bar column, in cm.
+    pub tex_x: f64,
+    pub tex_w: f64,
+}
+
 #[derive(Serialize, Clone, Debug)]
 pub struct Legend {
     pub kind: String,
@@ -103,6 +126,8 @@ pub struct Timeline {
     /// UTC start of the run's first stage.
     pub started: String,
     pub bars: Vec<Bar>,
+    /// The bars grouped by stage family, in order of first start.
+    pub families: Vec<Family>,
     pub legend: Vec<Legend>,
     pub ticks: Vec<Tick>,
     /// Axis unit: `s`, `min` or `h`.
@@ -205,6 +230,63 @@ fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
+/// The bars grouped by the stage name before `@`, in order of first start.
+fn families(bars: &[Bar], entries: &[Entry], axis_end: f64, tex_width: f64) -> Vec<Family> {
+    let mut order: Vec<String> = Vec::new();
+    let mut by: BTreeMap<String, Vec<(&Bar, &Entry)>> = BTreeMap::new();
+    for (b, e) in bars.iter().zip(entries) {
+        let name = b.stage.split('@').next().unwrap_or(&b.stage).to_string();
+        if !by.contains_key(&name) {
+            order.push(name.clone());
+        }
+        by.entry(name).or_default().push((b, e));
+    }
+    order
+        .into_iter()
+        .map(|name| {
+            let xs = &by[&name];
+            let start = xs
+                .iter()
+                .map(|(b, _)| b.start_s)
+                .fold(f64::INFINITY, f64::min);
+            let end = xs
+                .iter()
+                .map(|(b, _)| b.start_s + b.wall_s)
+                .fold(0.0, f64::max);
+            let mut kinds: Vec<&str> = xs.iter().map(|(b, _)| b.kind.as_str()).collect();
+            kinds.sort();
+            kinds.dedup();
+            let cpus: Vec<f64> = xs.iter().filter_map(|(_, e)| e.cpu_s).collect();
+            Family {
+                kind: kinds.join(", "),
+                color: xs[0].0.color,
+                stages: xs.len(),
+                start_text: format!("+{}", duration(start)),
+                end_text: format!("+{}", duration(end)),
+                wall_text: duration(xs.iter().map(|(b, _)| b.wall_s).sum()),
+                cpu_text: if cpus.is_empty() {
+                    "–".into()
+                } else {
+                    duration(cpus.iter().sum())
+                },
+                peak_mem: xs
+                    .iter()
+                    .filter_map(|(_, e)| e.max_rss_kb)
+                    .max()
+                    .map_or("–".into(), memory),
+                gpus: xs.iter().map(|(b, _)| b.gpus).max().unwrap_or(0),
+                failed: xs.iter().filter(|(b, _)| b.status != "ok").count(),
+                tex_x: (start / axis_end * tex_width * 100.0).round() / 100.0,
+                tex_w: ((end - start) / axis_end * tex_width * 100.0)
+                    .round()
+                    .max(2.0)
+                    / 100.0,
+                name,
+            }
+        })
+        .collect()
+}
+
 /// Lay out the timeline of `entries` (already one run's); `None` when empty.
 pub fn build(entries: Vec<Entry>) -> Option<Timeline> {
     let mut entries = last_run(entries);
@@ -230,7 +312,8 @@ pub fn build(entries: Vec<Entry>) -> Option<Timeline> {
     let st = step(span / per);
     let axis_end = ((span / per / st).ceil() * st).max(st) * per;
     let px = |s: f64| LABEL_W + s / axis_end * AREA_W;
-    let tex_width = 4.0;
+    // The PDF table's bar column (p{3.2cm}): the other nine columns take the rest of the text width.
+    let tex_width = 3.1;
     let bars: Vec<Bar> = entries
         .iter()
         .enumerate()
@@ -262,6 +345,7 @@ pub fn build(entries: Vec<Entry>) -> Option<Timeline> {
             }
         })
         .collect();
+    let families = families(&bars, &entries, axis_end, tex_width);
     let mut by_kind: BTreeMap<(usize, String), usize> = BTreeMap::new();
     for b in &bars {
         *by_kind
@@ -330,6 +414,7 @@ pub fn build(entries: Vec<Entry>) -> Option<Timeline> {
     let rows_h = bars.len() as f64 * ROW;
     Some(Timeline {
         started,
+        families,
         legend,
         ticks,
         unit,
@@ -352,22 +437,24 @@ pub fn build(entries: Vec<Entry>) -> Option<Timeline> {
 mod tests {
     use super::*;
 
+    /// A trace line as the engine writes it (parsed, so fields the engine adds later with a
+    /// default need no change here).
     fn entry(run: u64, stage: &str, kind: Option<&str>, started: u64, wall: f64) -> Entry {
-        Entry {
-            run,
-            stage: stage.into(),
-            kind: kind.map(str::to_string),
-            key: "k".into(),
-            started,
-            wall_s: wall,
-            cpu_s: Some(wall * 2.0),
-            max_rss_kb: Some(2048),
-            gpus: usize::from(kind == Some("train")),
-            gpu_s: if kind == Some("train") { wall } else { 0.0 },
-            status: "ok".into(),
-            executor: "local".into(),
-            environment: None,
-        }
+        serde_json::from_value(serde_json::json!({
+            "run": run,
+            "stage": stage,
+            "kind": kind,
+            "key": "k",
+            "started": started,
+            "wall_s": wall,
+            "cpu_s": wall * 2.0,
+            "max_rss_kb": 2048,
+            "gpus": usize::from(kind == Some("train")),
+            "gpu_s": if kind == Some("train") { wall } else { 0.0 },
+            "status": "ok",
+            "executor": "local",
+        }))
+        .expect("a trace line")
     }
 
     #[test]
@@ -424,5 +511,36 @@ mod tests {
         let t = build(vec![e]).unwrap();
         assert_eq!(t.totals.cpu_missing, 1);
         assert_eq!(t.totals.peak_mem, "not recorded");
+    }
+
+    /// Issue 28 item 12: the PDF lists stage families, not hundreds of stage runs.
+    #[test]
+    fn stage_runs_are_grouped_by_family() {
+        let t = build(vec![
+            entry(2, "download", Some("download"), 0, 2.0),
+            entry(2, "finetune@a,0", Some("train"), 2_000, 10.0),
+            entry(2, "finetune@a,1", Some("train"), 3_000, 20.0),
+            entry(2, "evaluate_finetune@a,0", Some("evaluate"), 12_000, 1.0),
+            entry(2, "finetune@b,0", Some("train"), 12_500, 5.0),
+        ])
+        .unwrap();
+        let f: Vec<(&str, usize)> = t
+            .families
+            .iter()
+            .map(|f| (f.name.as_str(), f.stages))
+            .collect();
+        assert_eq!(
+            f,
+            [("download", 1), ("finetune", 3), ("evaluate_finetune", 1)]
+        );
+        let ft = &t.families[1];
+        assert_eq!(
+            (ft.start_text.as_str(), ft.end_text.as_str()),
+            ("+2.0 s", "+23.0 s")
+        );
+        // Summed wall time of its runs, which overlapped.
+        assert_eq!(ft.wall_text, "35.0 s");
+        assert_eq!(ft.kind, "train");
+        assert_eq!(ft.gpus, 1);
     }
 }

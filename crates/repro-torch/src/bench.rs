@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor, nn};
 use crate::ml::loss::{BiasInit, Head, LossKind};
 use crate::ml::models::{self, ModelName};
 use crate::ml::sgd::{Param, Sgd};
-use crate::ml::train::train_step;
+use crate::ml::train::{Precision, train_step};
 
 pub fn run(args: &[String]) -> Result<i32> {
     let mut model = "resnet50".to_string();
@@ -81,7 +81,18 @@ pub fn run(args: &[String]) -> Result<i32> {
     let y = Tensor::randint(classes, [batch], (Kind::Int64, dev));
     let amp = amp && dev.is_cuda();
     for _ in 0..warmup {
-        train_step(&backbone, &head, &mut opt, &x, &y, 1e-3, amp, None)?;
+        train_step(
+            &backbone,
+            &head,
+            &mut opt,
+            &x,
+            &y,
+            1e-3,
+            Precision {
+                autocast: amp,
+                scaler: None,
+            },
+        )?;
     }
     if dev.is_cuda() {
         tch::Cuda::synchronize(0);
@@ -89,7 +100,18 @@ pub fn run(args: &[String]) -> Result<i32> {
     let t0 = Instant::now();
     let mut skipped = 0;
     for _ in 0..steps {
-        let (finite, _) = train_step(&backbone, &head, &mut opt, &x, &y, 1e-3, amp, None)?;
+        let (finite, _) = train_step(
+            &backbone,
+            &head,
+            &mut opt,
+            &x,
+            &y,
+            1e-3,
+            Precision {
+                autocast: amp,
+                scaler: None,
+            },
+        )?;
         skipped += usize::from(!finite);
     }
     if dev.is_cuda() {

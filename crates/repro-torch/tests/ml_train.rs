@@ -417,10 +417,10 @@ fn grad_scaler_is_exact_in_fp32_and_skips_overflowing_steps() {
     assert_eq!(skipped["grad_scaler"]["backoffs"], steps);
     assert_eq!(
         skipped["grad_scaler"]["final_scale"].as_f64().unwrap(),
-        65536.0 / 2f64.powi(steps as i32)
+        65536.0 / 2f64.powi(steps)
     );
     // No update: the head's weights are where they started (the same seed's fresh head).
-    let untrained = with(
+    with(
         "untrained",
         json!({"gamma": 20000, "lr": 1e-30, "epochs": 1}),
     );

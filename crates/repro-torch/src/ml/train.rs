@@ -261,8 +261,18 @@ pub fn run(cfg: &TrainConfig, env: &RunEnv) -> Result<TrainSummary> {
             }
             let step = epoch * steps_per_epoch + b;
             lr = cosine_lr(cfg.lr, step, total_steps);
-            let (finite, loss_value) =
-                train_step(&backbone, &head, &mut opt, &x, &y, lr, amp, scaler.as_mut())?;
+            let (finite, loss_value) = train_step(
+                &backbone,
+                &head,
+                &mut opt,
+                &x,
+                &y,
+                lr,
+                Precision {
+                    autocast: amp,
+                    scaler: scaler.as_mut(),
+                },
+            )?;
             images += bsz;
             if finite {
                 loss_sum += loss_value;
@@ -477,9 +487,12 @@ pub fn train_step(
     x: &Tensor,
     y: &Tensor,
     lr: f64,
-    amp: bool,
-    scaler: Option<&mut GradScaler>,
+    precision: Precision<'_>,
 ) -> Result<(bool, f64)> {
+    let Precision {
+        autocast: amp,
+        scaler,
+    } = precision;
     opt.zero_grad();
     let loss = tch::autocast(amp, || {
         let feats = backbone.net.forward_t(x, true);
@@ -511,6 +524,12 @@ pub fn train_step(
         opt.step(lr);
     }
     Ok((finite, vals[1]))
+}
+
+/// How a training step computes: under CUDA autocast (fp16) or not, with a loss scaler or not.
+pub struct Precision<'a> {
+    pub autocast: bool,
+    pub scaler: Option<&'a mut GradScaler>,
 }
 
 /// A dynamic loss scaler as PyTorch AMP's `GradScaler` (its defaults): the loss is multiplied
