@@ -69,7 +69,10 @@ fn sigterm_exits_143_and_the_summary_counts_the_interrupted_stage() {
     let o = wait_or_kill(child, Duration::from_secs(20));
     assert_eq!(o.status.code(), Some(143), "{}", both(&o));
     let out = stdout(&o);
-    assert!(out.contains("1 ran") && out.contains("1 interrupted"), "{out}");
+    assert!(
+        out.contains("1 ran") && out.contains("1 interrupted"),
+        "{out}"
+    );
     assert!(stderr(&o).contains("interrupted: stopping"), "{}", both(&o));
 }
 
@@ -94,4 +97,73 @@ fn status_lists_what_needs_work_and_counts_the_fresh_stages() {
     assert!(!all.contains("not shown"), "{all}");
     // --json keeps every stage.
     assert_eq!(ws.status_names(&[]), ["a", "b", "c"]);
+}
+
+/// Fails on its first run (no `tries` file yet), succeeds on the second.
+const FLAKY: &str = "stages:\n  flaky:\n    cmd: echo x >> tries; test $(wc -l < tries) -ge 2 && echo ok > f.txt\n    outs: [f.txt]\n    retry: {count: 2, backoff: 0.2s}\n";
+
+#[test]
+fn retry_runs_a_failed_stage_again_and_says_so() {
+    let ws = Ws::new(FLAKY);
+    let o = ws.output(&["run"]);
+    assert!(o.status.success(), "{}", both(&o));
+    assert_eq!(ws.read("tries").lines().count(), 2);
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(
+        err.contains("warning: flaky failed (attempt 1 of 3)") && err.contains("retrying in 0.2s"),
+        "stderr: {err}"
+    );
+    assert!(
+        out.contains("1 ran, 0 fresh, 0 failed, 1 retried"),
+        "stdout: {out}"
+    );
+    let trace = ws.read("cache/trace.jsonl");
+    let attempts: Vec<(String, u64)> = trace
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|e| {
+            (
+                e["status"].as_str().unwrap().to_string(),
+                e["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(attempts, [("exit 1".to_string(), 1), ("ok".to_string(), 2)]);
+    // `retry:` is not part of the key: changing it leaves the stage fresh.
+    ws.write("pipeline.yaml", &FLAKY.replace("count: 2", "count: 5"));
+    let st = ws.ok(&["status"]);
+    assert!(st.contains("1 stages: 1 fresh, 0 stale"), "{st}");
+}
+
+#[test]
+fn a_stage_without_retry_fails_at_once() {
+    let ws = Ws::new(&FLAKY.replace("    retry: {count: 2, backoff: 0.2s}\n", ""));
+    let o = ws.output(&["run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", both(&o));
+    assert_eq!(ws.read("tries").lines().count(), 1);
+    assert!(!stdout(&o).contains("retried"), "{}", both(&o));
+}
+
+#[test]
+fn retry_and_executor_are_checked_where_they_are_written() {
+    for (value, want) in [
+        ("retry: {count: many}", "5:20"),
+        ("retry: {cuont: 3}", "5:13"),
+        ("retry: -1", "5:12"),
+        ("retry: {count: 1, backoff: soon}", "5:32"),
+        ("executor: slurm", "5:15"),
+    ] {
+        let ws = Ws::new(&format!(
+            "stages:\n  s:\n    cmd: echo > s.txt\n    outs: [s.txt]\n    {value}\n"
+        ));
+        let err = ws.fail(&["status"]);
+        assert!(
+            err.contains(&format!("pipeline.yaml:{want}")),
+            "{value}: {err}"
+        );
+    }
+    let ws = Ws::new(
+        "stages:\n  s:\n    cmd: echo > s.txt\n    outs: [s.txt]\n    retry: 2\n    executor: local\n",
+    );
+    ws.ok(&["run"]);
 }

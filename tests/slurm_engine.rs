@@ -384,3 +384,34 @@ fn an_unreachable_slurm_is_reported_before_anything_runs() {
     );
     assert!(!ws.path("a.txt").exists());
 }
+
+/// Issue 30 (item 5): a stage that says `executor: local` runs on this machine while the rest
+/// of the pipeline runs as Slurm jobs (the report on the login node).
+#[test]
+fn a_stage_with_executor_local_runs_here_beside_slurm_jobs() {
+    let ws = Ws::new(
+        "stages:\n  a:\n    cmd: echo \"job=$SLURM_JOB_ID\" > a.txt\n    outs: [a.txt]\n  report:\n    cmd: (echo \"job=$SLURM_JOB_ID\"; cat a.txt) > r.txt\n    deps: [a.txt]\n    outs: [r.txt]\n    executor: local\n",
+    );
+    let out = ok(&ws, &["run", "--executor", "slurm"]);
+    assert!(out.contains("2 ran, 0 fresh, 0 failed"), "{out}");
+    let r = ws.read("r.txt");
+    let mut lines = r.lines();
+    assert_eq!(
+        lines.next(),
+        Some("job="),
+        "the report ran outside Slurm: {r}"
+    );
+    let a = lines.next().unwrap_or_default();
+    assert!(a.len() > "job=".len(), "a ran as a Slurm job: {r}");
+    let executors: Vec<(String, String)> = ws
+        .read("cache/trace.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (s("stage"), s("executor"))
+        })
+        .collect();
+    assert_eq!(executors[1], ("report".to_string(), "local".to_string()));
+    assert!(executors[0].1.starts_with("slurm:"), "{executors:?}");
+}

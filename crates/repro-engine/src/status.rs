@@ -154,7 +154,10 @@ pub fn print(statuses: &[StageStatus], all: bool) {
     let pending = count(State::Pending);
     let fresh = count(State::Fresh);
     if !all && fresh > 0 {
-        let _ = writeln!(text, "  {fresh} fresh stage(s) not shown (--all shows them)");
+        let _ = writeln!(
+            text,
+            "  {fresh} fresh stage(s) not shown (--all shows them)"
+        );
     }
     let _ = writeln!(
         text,

@@ -478,7 +478,11 @@ fn a_failed_stage_runs_again_after_its_backoff_without_holding_up_the_others() {
     // The chain went on while flaky waited out its backoff: the loop did not sleep.
     let c = at("c")[0];
     assert!(c < flaky[1], "{:?}", fake.submitted);
-    assert!(c - flaky[0] < Duration::from_millis(300), "{:?}", c - flaky[0]);
+    assert!(
+        c - flaky[0] < Duration::from_millis(300),
+        "{:?}",
+        c - flaky[0]
+    );
     // The trace numbers the attempts.
     let trace = std::fs::read_to_string(dir.path().join("cache/trace.jsonl")).unwrap();
     let attempts: Vec<u64> = trace

@@ -14,6 +14,7 @@ use anyhow::Result;
 pub mod gpus;
 pub mod local;
 pub mod measure;
+pub mod mixed;
 pub mod slurm;
 pub mod supervise;
 
@@ -147,13 +148,26 @@ impl std::str::FromStr for ExecutorKind {
     }
 }
 
-/// The executor of `kind` for a pipeline.
+/// The executor of `kind` for a pipeline. Under Slurm, stages that say `executor: local`
+/// run here, through a local executor beside it ([`mixed::Mixed`]).
 pub fn make(kind: ExecutorKind, p: &crate::spec::Pipeline) -> Result<Box<dyn Executor>> {
+    let local = || -> Result<Box<dyn Executor>> {
+        let pid_dir = p.root.join("cache").join("running");
+        Ok(Box::new(local::LocalExecutor::with_pid_dir(pid_dir)?))
+    };
     match kind {
-        ExecutorKind::Local => Ok(Box::new(local::LocalExecutor::with_pid_dir(
-            p.root.join("cache").join("running"),
-        )?)),
-        ExecutorKind::Slurm => make_slurm(p),
+        ExecutorKind::Local => local(),
+        ExecutorKind::Slurm => {
+            let here: std::collections::HashSet<String> = (p.stages.iter())
+                .filter(|s| s.executor.as_deref() == Some("local"))
+                .map(|s| s.name.clone())
+                .collect();
+            let slurm = make_slurm(p)?;
+            if here.is_empty() {
+                return Ok(slurm);
+            }
+            Ok(Box::new(mixed::Mixed::new(slurm, local()?, here)))
+        }
     }
 }
 
