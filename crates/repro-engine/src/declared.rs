@@ -17,102 +17,11 @@ use anyhow::{Context, Result, bail};
 use crate::spec::Stage;
 use crate::spec::environ::{Container, Tool};
 use crate::state::fingerprint::{ContainerId, Fingerprint};
-use crate::state::workspace::Workspace;
+use crate::state::hashing::Hasher;
 
-/// The container runtimes repro can start, in the order it looks for them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Runtime {
-    Podman,
-    Apptainer,
-    Singularity,
-}
-
-impl Runtime {
-    const ALL: [Runtime; 3] = [Runtime::Podman, Runtime::Apptainer, Runtime::Singularity];
-
-    pub fn program(self) -> &'static str {
-        match self {
-            Runtime::Podman => "podman",
-            Runtime::Apptainer => "apptainer",
-            Runtime::Singularity => "singularity",
-        }
-    }
-
-    /// The runtime for `image`: `$REPRO_CONTAINER_RUNTIME` if set, else the first of podman,
-    /// apptainer, singularity on `PATH` that can run it. The error says what was looked for.
-    pub fn find(image: &str) -> Result<Runtime, String> {
-        Self::find_in(
-            image,
-            std::env::var("REPRO_CONTAINER_RUNTIME").ok().as_deref(),
-            &|p| on_path(p).is_some(),
-        )
-    }
-
-    fn find_in(
-        image: &str,
-        forced: Option<&str>,
-        installed: &dyn Fn(&str) -> bool,
-    ) -> Result<Runtime, String> {
-        let candidates: Vec<Runtime> = match forced.filter(|f| !f.is_empty()) {
-            Some(f) => match Self::ALL.into_iter().find(|r| r.program() == f) {
-                Some(r) => vec![r],
-                None => {
-                    return Err(format!(
-                        "REPRO_CONTAINER_RUNTIME={f} is not one of podman, apptainer, singularity"
-                    ));
-                }
-            },
-            None => Self::ALL.to_vec(),
-        };
-        let found: Vec<Runtime> = candidates
-            .into_iter()
-            .filter(|r| installed(r.program()))
-            .collect();
-        if found.is_empty() {
-            let names: Vec<&str> = Self::ALL.iter().map(|r| r.program()).collect();
-            return Err(match forced {
-                Some(f) if !f.is_empty() => {
-                    format!("REPRO_CONTAINER_RUNTIME={f}, but {f} is not on PATH")
-                }
-                _ => format!(
-                    "no container runtime found: none of {} is on PATH; install one, or remove \
-                     `container:` to run the stage on the host",
-                    names.join(", ")
-                ),
-            });
-        }
-        // Apptainer and Singularity run images from files (a .sif, a sandbox directory);
-        // podman runs images from its store, or a root file system directory.
-        let path = crate::spec::environ::is_path(image);
-        let fits = |r: &Runtime| match r {
-            Runtime::Podman => !image.ends_with(".sif"),
-            Runtime::Apptainer | Runtime::Singularity => path,
-        };
-        match found.iter().copied().find(fits) {
-            Some(r) => Ok(r),
-            None if path => Err(format!(
-                "{image} is a .sif image, which podman cannot run; install apptainer"
-            )),
-            None => Err(format!(
-                "{} runs images from a file (a .sif or a sandbox directory, written as a path: \
-                 ./image.sif); to run an image by name, install podman",
-                found[0].program()
-            )),
-        }
-    }
-}
-
-/// `program` on `PATH`, if there.
-fn on_path(program: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
+// Declared in spec (a container's `runtime` is found when the pipeline is read), so that the
+// pipeline names nothing of this module; the name here keeps working.
+pub use crate::spec::environ::Runtime;
 
 /// `value` as one POSIX shell word.
 fn quote(value: &str) -> String {
@@ -353,7 +262,8 @@ fn podman_digest(root: &Path, image: &str) -> Result<String> {
 
 /// Fill in the declared parts of `fp` for `stage`: `env:` values, `tools:` identities and the
 /// container image's digest. Does nothing for a stage that declares none.
-pub fn fill(ws: &Workspace, stage: &Stage, fp: &mut Fingerprint) -> Result<()> {
+pub fn fill(hasher: &Hasher, stage: &Stage, fp: &mut Fingerprint) -> Result<()> {
+    let root = hasher.root;
     let env = &stage.env;
     if env.is_empty() {
         return Ok(());
@@ -381,8 +291,7 @@ pub fn fill(ws: &Workspace, stage: &Stage, fp: &mut Fingerprint) -> Result<()> {
         .collect();
     let mut hashes: HashMap<&str, String> = HashMap::new();
     if !files.is_empty() {
-        let contents = ws
-            .hasher()
+        let contents = hasher
             .contents(&files)
             .with_context(|| format!("stage '{}': hashing its tools", stage.name))?;
         for (p, c) in files.iter().zip(contents) {
@@ -393,9 +302,9 @@ pub fn fill(ws: &Workspace, stage: &Stage, fp: &mut Fingerprint) -> Result<()> {
         let id = match t {
             Tool::File(p) => hashes[p.as_str()].clone(),
             Tool::Cmd(c) => {
-                tool_output(&ws.root, c).with_context(|| format!("stage '{}'", stage.name))?
+                tool_output(root, c).with_context(|| format!("stage '{}'", stage.name))?
             }
-            Tool::Python(venv) => python_packages(&ws.root, venv)
+            Tool::Python(venv) => python_packages(root, venv)
                 .with_context(|| format!("stage '{}': tools: python: {venv}", stage.name))?,
         };
         fp.tools.insert(t.label(), id);
@@ -404,7 +313,7 @@ pub fn fill(ws: &Workspace, stage: &Stage, fp: &mut Fingerprint) -> Result<()> {
         let digest = if c.is_path() {
             hashes[c.image.trim_start_matches("./")].clone()
         } else {
-            podman_digest(&ws.root, &c.image)
+            podman_digest(root, &c.image)
                 .with_context(|| format!("stage '{}': container {}", stage.name, c.image))?
         };
         fp.container = Some(ContainerId {

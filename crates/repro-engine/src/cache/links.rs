@@ -24,47 +24,9 @@ use anyhow::{Context, Result, bail};
 use super::Cache;
 use crate::state::hashing::{FILE_MODE, MODE_BITS};
 
-/// One way of placing a cached file in the workspace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LinkMode {
-    Reflink,
-    Hardlink,
-    Symlink,
-    Copy,
-}
-
-impl LinkMode {
-    pub const NAMES: &'static [&'static str] = &["reflink", "hardlink", "symlink", "copy"];
-
-    pub fn parse(s: &str) -> Option<LinkMode> {
-        Some(match s.trim() {
-            "reflink" => LinkMode::Reflink,
-            "hardlink" => LinkMode::Hardlink,
-            "symlink" => LinkMode::Symlink,
-            "copy" => LinkMode::Copy,
-            _ => return None,
-        })
-    }
-
-    /// Whether the placed file is the object itself (read-only, shared with the cache).
-    pub fn is_link(self) -> bool {
-        matches!(self, LinkMode::Hardlink | LinkMode::Symlink)
-    }
-}
-
-/// `cache:` in `pipeline.yaml`.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CacheConfig {
-    /// `link:`, in order of preference.
-    pub link: Option<Vec<LinkMode>>,
-    /// `dir:` as written (relative to the workspace, or absolute).
-    pub dir: Option<String>,
-}
-
-pub fn default_links() -> Vec<LinkMode> {
-    vec![LinkMode::Reflink, LinkMode::Copy]
-}
+// Declared in spec (which parses `cache:`), so that the pipeline names nothing of the cache;
+// the names here keep working.
+pub use crate::spec::cache_decl::{CacheConfig, LinkMode, default_links, parse_list};
 
 /// `REPRO_CACHE_LINK` when set: a comma-separated list of link modes.
 pub fn env_links() -> Option<Result<Vec<LinkMode>>> {
@@ -75,21 +37,6 @@ pub fn env_links() -> Option<Result<Vec<LinkMode>>> {
             LinkMode::NAMES.join(", ")
         )
     }))
-}
-
-/// Parse link mode names; the unknown one is the error. An empty list is an error too.
-pub fn parse_list<'a>(names: impl Iterator<Item = &'a str>) -> Result<Vec<LinkMode>, String> {
-    let mut out = Vec::new();
-    for n in names {
-        let m = LinkMode::parse(n).ok_or_else(|| n.trim().to_string())?;
-        if !out.contains(&m) {
-            out.push(m);
-        }
-    }
-    if out.is_empty() {
-        return Err(String::new());
-    }
-    Ok(out)
 }
 
 /// The file recording the shared directory a workspace's objects are in.

@@ -7,7 +7,6 @@
 //! parameters ([`Wrapped`]); it keys on the same text (they enter the key as their own parts,
 //! see `crate::declared`) and its command line is wrapped to set them.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
@@ -15,7 +14,7 @@ use anyhow::{Result, bail};
 use super::{Kind, Shell};
 
 /// The name `cmd:` stages resolve to.
-pub const NAME: &str = "cmd";
+pub const NAME: &str = crate::spec::CMD_KIND;
 
 /// A shell command stage.
 pub struct Cmd;
@@ -28,21 +27,9 @@ pub enum Params {
     Wrapped(Wrapped),
 }
 
-/// A command run with variables set for it and/or in a container.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Wrapped {
-    pub cmd: String,
-    /// `env:` values set for the command.
-    #[serde(default)]
-    pub set: BTreeMap<String, String>,
-    /// `env:` names passed from repro's environment (into a container: outside one, the
-    /// command inherits them anyway).
-    #[serde(default)]
-    pub pass: Vec<String>,
-    #[serde(default)]
-    pub container: Option<crate::spec::environ::Container>,
-}
+// Declared in spec (which builds it from a stage's `env:` and `container:`), so that the
+// pipeline names nothing of the kinds; the name here keeps working.
+pub use crate::spec::environ::Wrapped;
 
 impl Params {
     fn command(&self) -> &str {

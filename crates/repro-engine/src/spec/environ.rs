@@ -55,7 +55,7 @@ pub struct Container {
     /// As written: an image name (`localhost/tools:1`) or a path (`./env.sif`, `/opt/rootfs`).
     pub image: String,
     /// The runtime found at load time.
-    pub runtime: crate::declared::Runtime,
+    pub runtime: Runtime,
 }
 
 impl Container {
@@ -267,7 +267,7 @@ fn parse_container(node: &Node, scope: &Scope, env: &mut StageEnv, errors: &mut 
         errors.push(SpecError::at(&node.mark, "container: the image is empty"));
         return;
     }
-    match crate::declared::Runtime::find(&image) {
+    match Runtime::find(&image) {
         Ok(runtime) => env.container = Some(Container { image, runtime }),
         Err(msg) => errors.push(SpecError::at(&node.mark, format!("container: {msg}"))),
     }
@@ -315,11 +315,122 @@ pub(super) fn cmd_params(command: String, env: &StageEnv) -> Json {
     if env.set.is_empty() && env.container.is_none() {
         return Json::String(command);
     }
-    serde_json::to_value(crate::kinds::cmd::Wrapped {
+    serde_json::to_value(Wrapped {
         cmd: command,
         set: env.set.clone(),
         pass: env.pass.clone(),
         container: env.container.clone(),
     })
     .expect("plain data")
+}
+
+/// A command run with variables set for it and/or in a container.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wrapped {
+    pub cmd: String,
+    /// `env:` values set for the command.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// `env:` names passed from repro's environment (into a container: outside one, the
+    /// command inherits them anyway).
+    #[serde(default)]
+    pub pass: Vec<String>,
+    #[serde(default)]
+    pub container: Option<Container>,
+}
+
+/// The container runtimes repro can start, in the order it looks for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    Podman,
+    Apptainer,
+    Singularity,
+}
+
+impl Runtime {
+    const ALL: [Runtime; 3] = [Runtime::Podman, Runtime::Apptainer, Runtime::Singularity];
+
+    pub fn program(self) -> &'static str {
+        match self {
+            Runtime::Podman => "podman",
+            Runtime::Apptainer => "apptainer",
+            Runtime::Singularity => "singularity",
+        }
+    }
+
+    /// The runtime for `image`: `$REPRO_CONTAINER_RUNTIME` if set, else the first of podman,
+    /// apptainer, singularity on `PATH` that can run it. The error says what was looked for.
+    pub fn find(image: &str) -> Result<Runtime, String> {
+        Self::find_in(
+            image,
+            std::env::var("REPRO_CONTAINER_RUNTIME").ok().as_deref(),
+            &|p| on_path(p).is_some(),
+        )
+    }
+
+    pub(crate) fn find_in(
+        image: &str,
+        forced: Option<&str>,
+        installed: &dyn Fn(&str) -> bool,
+    ) -> Result<Runtime, String> {
+        let candidates: Vec<Runtime> = match forced.filter(|f| !f.is_empty()) {
+            Some(f) => match Self::ALL.into_iter().find(|r| r.program() == f) {
+                Some(r) => vec![r],
+                None => {
+                    return Err(format!(
+                        "REPRO_CONTAINER_RUNTIME={f} is not one of podman, apptainer, singularity"
+                    ));
+                }
+            },
+            None => Self::ALL.to_vec(),
+        };
+        let found: Vec<Runtime> = candidates
+            .into_iter()
+            .filter(|r| installed(r.program()))
+            .collect();
+        if found.is_empty() {
+            let names: Vec<&str> = Self::ALL.iter().map(|r| r.program()).collect();
+            return Err(match forced {
+                Some(f) if !f.is_empty() => {
+                    format!("REPRO_CONTAINER_RUNTIME={f}, but {f} is not on PATH")
+                }
+                _ => format!(
+                    "no container runtime found: none of {} is on PATH; install one, or remove \
+                     `container:` to run the stage on the host",
+                    names.join(", ")
+                ),
+            });
+        }
+        // Apptainer and Singularity run images from files (a .sif, a sandbox directory);
+        // podman runs images from its store, or a root file system directory.
+        let path = is_path(image);
+        let fits = |r: &Runtime| match r {
+            Runtime::Podman => !image.ends_with(".sif"),
+            Runtime::Apptainer | Runtime::Singularity => path,
+        };
+        match found.iter().copied().find(fits) {
+            Some(r) => Ok(r),
+            None if path => Err(format!(
+                "{image} is a .sif image, which podman cannot run; install apptainer"
+            )),
+            None => Err(format!(
+                "{} runs images from a file (a .sif or a sandbox directory, written as a path: \
+                 ./image.sif); to run an image by name, install podman",
+                found[0].program()
+            )),
+        }
+    }
+}
+
+/// `program` on `PATH`, if there.
+fn on_path(program: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }

@@ -3,10 +3,12 @@
 //! problem with file:line:col, the stage, and the quoted line. Nothing here touches the
 //! workspace's data; the DAG checks that need all stages at once live in `graph`.
 
+pub mod cache_decl;
 pub mod environ;
 pub mod error;
 mod expand;
 pub mod interp;
+pub mod plot_decl;
 mod resources;
 mod running;
 mod shell;
@@ -23,13 +25,16 @@ pub use expand::DEFAULT_MAX_STAGES;
 use expand::{Limit, expand_stage, max_stages};
 use interp::{Scope, interpolate_node, used_variables};
 pub use resources::Resources;
-pub use running::Retry;
 use resources::parse_resources;
+pub use running::Retry;
 use stage::build_stage;
 pub use stage::normalise;
 use yaml::{Mark, Node, Value};
 
 use crate::kinds::{Registry, Resolved};
+
+/// The kind `cmd:` stages resolve to (`kinds::cmd` implements it).
+pub const CMD_KIND: &str = "cmd";
 
 /// A parsed, expanded, validated pipeline. Serialisable so that the checked plan can be kept
 /// in the state database and reused while its inputs are unchanged (`crate::state::plan_cache`).
@@ -49,7 +54,7 @@ pub struct Pipeline {
     pub remote: Option<String>,
     /// `cache:`: link modes and a shared cache directory, see `crate::cache::links`.
     #[serde(default)]
-    pub cache: crate::cache::links::CacheConfig,
+    pub cache: cache_decl::CacheConfig,
     pub stages: Vec<Stage>,
     /// Every vars file the pipeline names (top-level and every profile's), workspace-relative
     /// where inside it: the engine must never write or delete them (see `confine`).
@@ -104,7 +109,7 @@ impl Action {
 
     /// The command line of a `cmd:` stage (without what `env:` or `container:` wrap it in).
     pub fn command(&self) -> Option<&str> {
-        (self.kind == crate::kinds::cmd::NAME)
+        (self.kind == CMD_KIND)
             .then(|| {
                 self.with
                     .as_str()
@@ -144,7 +149,7 @@ pub struct Stage {
     pub metrics: Vec<PathRef>,
     /// `plots:` outputs (series or images that `repro plots` draws); each is also in `outs`.
     #[serde(default)]
-    pub plots: Vec<crate::plots::PlotDecl>,
+    pub plots: Vec<plot_decl::PlotDecl>,
     /// Outputs declared `{path: …, cache: false}`: never stored in the cache.
     #[serde(default)]
     pub uncached: Vec<String>,
@@ -461,8 +466,8 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
 }
 
 /// `cache: {link: [hardlink, copy], dir: /shared/cache}` (see `crate::cache::links`).
-fn parse_cache(n: &Node, errors: &mut Vec<SpecError>) -> crate::cache::links::CacheConfig {
-    use crate::cache::links::{CacheConfig, LinkMode, parse_list};
+fn parse_cache(n: &Node, errors: &mut Vec<SpecError>) -> cache_decl::CacheConfig {
+    use cache_decl::{CacheConfig, LinkMode, parse_list};
     let mut cfg = CacheConfig::default();
     let Some(entries) = n.as_map() else {
         errors.push(SpecError::at(

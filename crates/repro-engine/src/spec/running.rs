@@ -4,9 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::SpecError;
 use super::interp::{Scope, interpolate_node};
 use super::yaml::Node;
-use super::SpecError;
 
 /// `retry:`: how many times a failed stage runs again, and how long the runner waits first.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,6 @@ use serde_json::Value as Json;
 use super::interp::{self, Scope, interpolate_node};
 use super::yaml::{Node, Value};
 use super::*;
-use crate::kinds::cmd;
 
 pub(super) fn build_stage(
     name: &str,
@@ -57,11 +56,11 @@ pub(super) fn build_stage(
                 ));
             }
             let with = super::environ::cmd_params(c, &env);
-            resolve_action(kinds, cmd::NAME, with, &m, &mut errors, |e| {
+            resolve_action(kinds, super::CMD_KIND, with, &m, &mut errors, |e| {
                 SpecError::at(&m, format!("{e:#}"))
             })
         }
-        (None, Some((kind, m))) if kind == cmd::NAME => {
+        (None, Some((kind, m))) if kind == super::CMD_KIND => {
             errors.push(SpecError::at(
                 &m,
                 "write a shell command as `cmd: …` (values spliced into it are quoted as shell words there)",
@@ -229,12 +228,12 @@ fn resolve_action(
     }
 }
 
-/// `plots:` entries: a path, or `{path, x, y, title}` (checked by `crate::plots::PlotDecl`).
+/// `plots:` entries: a path, or `{path, x, y, title}` (checked by `super::plot_decl::PlotDecl`).
 fn plot_list(
     body: &Node,
     scope: &Scope,
     errors: &mut Vec<SpecError>,
-) -> Vec<crate::plots::PlotDecl> {
+) -> Vec<super::plot_decl::PlotDecl> {
     let Some(node) = body.get("plots") else {
         return Vec::new();
     };
@@ -252,7 +251,7 @@ fn plot_list(
                 continue;
             }
         };
-        let decl = crate::plots::PlotDecl::from_json(&v, &item.mark).and_then(|mut d| {
+        let decl = super::plot_decl::PlotDecl::from_json(&v, &item.mark).and_then(|mut d| {
             d.path = normalise(&d.path, false)?;
             Ok(d)
         });

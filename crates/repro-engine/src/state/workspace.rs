@@ -195,7 +195,7 @@ pub fn fingerprint(ws: &Workspace, stage: &Stage) -> Result<Fingerprint> {
         ..Default::default()
     };
     // `env:`, `tools:`, `container:` (nothing to do for a stage without them).
-    crate::declared::fill(ws, stage, &mut fp)?;
+    crate::declared::fill(&ws.hasher(), stage, &mut fp)?;
     Ok(fp)
 }
 
