@@ -97,6 +97,13 @@ fn each_run_records_one_row_with_differing_params_and_own_metrics() {
         rows[0]["metrics"].as_object().unwrap().keys().collect();
     assert_eq!(stages_with_metrics, ["evaluate@1", "evaluate@4"]);
     assert!(rows[0]["metrics"]["evaluate@1"].get("hist").is_none());
+    // The machine its stages ran on, once (both runs ran here).
+    let envs = rows[0]["environments"]
+        .as_array()
+        .expect("environments listed");
+    assert_eq!(envs.len(), 1, "{envs:?}");
+    assert!(envs[0]["cpus"].as_u64().unwrap() >= 1, "{envs:?}");
+    assert!(envs[0].get("stage_threads").is_none(), "{envs:?}");
 
     // The table: one row per experiment, the param that differs as a column, the metrics.
     let table = ws.ok(&["exp", "show"]);

@@ -415,12 +415,18 @@ pub struct Row {
     pub profile: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub set: Vec<(String, String)>,
+    /// The distinct machine environments its stages ran in (`crate::environment`, without a
+    /// stage's own thread count), from their run-cache records; empty for records made before
+    /// environments were kept.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<Json>,
 }
 
 fn row(st: &mut State, exp: &Experiment, problems: &mut Vec<String>) -> Result<Row> {
     let mut values: BTreeMap<String, Vec<Json>> = BTreeMap::new();
     let mut axes: BTreeMap<String, Vec<Json>> = BTreeMap::new();
     let mut metrics = BTreeMap::new();
+    let mut environments: Vec<Json> = Vec::new();
     for (stage, key) in &exp.stages {
         if let Some((base, item)) = stage.split_once('@') {
             axes.entry(format!("{base}@*"))
@@ -444,6 +450,14 @@ fn row(st: &mut State, exp: &Experiment, problems: &mut Vec<String>) -> Result<R
         // Only the stage's own metrics files: an upstream stage never shows what a downstream
         // one measured.
         let Some(rec) = rec else { continue };
+        if let Some(mut env) = rec.environment.clone() {
+            if let Some(o) = env.as_object_mut() {
+                o.remove("stage_threads");
+            }
+            if !environments.contains(&env) {
+                environments.push(env);
+            }
+        }
         if !st.metrics.contains_key(key) {
             let mut own = BTreeMap::new();
             for m in &rec.metrics {
@@ -495,6 +509,7 @@ fn row(st: &mut State, exp: &Experiment, problems: &mut Vec<String>) -> Result<R
         stages: exp.stages.clone(),
         profile: exp.profile.clone(),
         set: exp.set.clone(),
+        environments,
     })
 }
 
@@ -746,6 +761,11 @@ pub struct Diff {
     pub metrics: Vec<Change>,
     /// Stages whose keys differ (`name` is `key`).
     pub stages: Vec<Change>,
+    /// How the machines differ (`cpu: … (was …)`, `cpu_flags: -avx512f`), comparing the
+    /// environment most of each experiment's stages ran in; empty when they match or either
+    /// was not recorded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub environment: Vec<String>,
 }
 
 /// What differs between the experiments `a` and `b`.
@@ -761,6 +781,7 @@ pub fn diff(root: &Path, a: &str, b: &str) -> Result<Diff> {
         params: Vec::new(),
         metrics: Vec::new(),
         stages: Vec::new(),
+        environment: environment_diff(ra, rb),
     };
     let names: BTreeSet<&String> = ra.params.keys().chain(rb.params.keys()).collect();
     for n in names {
@@ -809,12 +830,37 @@ pub fn diff(root: &Path, a: &str, b: &str) -> Result<Diff> {
     Ok(out)
 }
 
+/// The differences between the environments `b` and `a` ran in (the first each lists).
+fn environment_diff(a: &Row, b: &Row) -> Vec<String> {
+    let first = |r: &Row| -> Option<crate::environment::Environment> {
+        serde_json::from_value(r.environments.first()?.clone()).ok()
+    };
+    let (Some(ea), Some(eb)) = (first(a), first(b)) else {
+        return Vec::new();
+    };
+    let mut out = eb.diff(&ea);
+    for r in [a, b] {
+        if r.environments.len() > 1 {
+            out.push(format!(
+                "{}'s stages ran in {} environments; compared: the first",
+                r.id,
+                r.environments.len()
+            ));
+        }
+    }
+    out
+}
+
 pub fn print_diff(d: &Diff, fmt: Format) -> Result<()> {
     if fmt == Format::Json {
         println!("{}", serde_json::to_string_pretty(d)?);
         return Ok(());
     }
-    if d.params.is_empty() && d.metrics.is_empty() && d.stages.is_empty() {
+    if d.params.is_empty()
+        && d.metrics.is_empty()
+        && d.stages.is_empty()
+        && d.environment.is_empty()
+    {
         println!("{} and {} are the same configuration", d.a, d.b);
         return Ok(());
     }
@@ -887,6 +933,13 @@ pub fn print_diff(d: &Diff, fmt: Format) -> Result<()> {
             "{}",
             render_table(&["stage key".into(), d.a.clone(), d.b.clone()], &cells, fmt)
         );
+    }
+    if !d.environment.is_empty() {
+        // Beside any difference: a reason the numbers may differ that no key records.
+        println!("\nenvironment ({} against {}):", d.b, d.a);
+        for line in &d.environment {
+            println!("  {line}");
+        }
     }
     Ok(())
 }
@@ -1149,6 +1202,46 @@ fn shell_word(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row_in(id: &str, envs: Vec<Json>) -> Row {
+        Row {
+            id: id.into(),
+            name: None,
+            created: 0,
+            commit: None,
+            dirty: false,
+            current: false,
+            params: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            stages: BTreeMap::new(),
+            profile: None,
+            set: Vec::new(),
+            environments: envs,
+        }
+    }
+
+    #[test]
+    fn diff_names_how_the_machines_differ_and_nothing_when_they_match() {
+        let machine = |cpu: &str, flags: &[&str]| serde_json::json!({"format": 1, "cpu": cpu, "cpu_flags": flags, "cpus": 2});
+        let a = row_in("aaaaaaaa", vec![machine("EPYC", &["avx2", "fma"])]);
+        let b = row_in(
+            "bbbbbbbb",
+            vec![
+                machine("Xeon", &["avx2", "avx512f", "fma"]),
+                machine("EPYC", &["avx2", "fma"]),
+            ],
+        );
+        let d = environment_diff(&a, &b);
+        assert!(d.contains(&"cpu: Xeon (was EPYC)".to_string()), "{d:?}");
+        assert!(d.contains(&"cpu_flags: +avx512f".to_string()), "{d:?}");
+        assert!(
+            d.iter()
+                .any(|l| l.contains("bbbbbbbb's stages ran in 2 environments"))
+        );
+        assert!(environment_diff(&a, &a).is_empty());
+        // Not recorded on one side: nothing is claimed.
+        assert!(environment_diff(&a, &row_in("cccccccc", vec![])).is_empty());
+    }
 
     fn exp(id: &str, name: Option<&str>, created: u64) -> Experiment {
         Experiment {
