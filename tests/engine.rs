@@ -111,6 +111,11 @@ fn deleting_an_output_brings_it_back_from_the_cache() {
         .unwrap();
     assert_eq!(c["state"], "stale");
     assert_eq!(c["reasons"][0], "output c.txt missing");
+    // The same reason, typed.
+    assert_eq!(
+        c["changes"][0],
+        serde_json::json!({"part": "output", "how": "missing", "path": "c.txt"})
+    );
     let out = ws.ok(&["run"]);
     assert!(
         out.contains("0 ran, 3 fresh, 1 restored, 0 failed"),
@@ -131,6 +136,21 @@ fn status_explains_param_and_dep_changes() {
     let st = ws.ok(&["status"]);
     assert!(st.contains("param greeting changed: hello -> bye"), "{st}");
     assert!(st.contains("upstream stage 'b' is stale"), "{st}");
+    // `status --json` carries the reasons typed beside the prose.
+    let v: serde_json::Value = serde_json::from_str(&ws.ok(&["status", "--json"])).unwrap();
+    let changes: Vec<&serde_json::Value> = (v.as_array().unwrap().iter())
+        .flat_map(|s| s["changes"].as_array().unwrap())
+        .collect();
+    assert!(
+        changes.contains(&&serde_json::json!({
+            "part": "param", "how": "changed", "name": "greeting", "old": "hello", "new": "bye"
+        })),
+        "{v}"
+    );
+    assert!(
+        changes.contains(&&serde_json::json!({"part": "upstream", "how": "stale", "name": "b"})),
+        "{v}"
+    );
     ws.write("input.txt", "changed\n");
     let st = ws.ok(&["status"]);
     assert!(st.contains("dep input.txt changed"), "{st}");

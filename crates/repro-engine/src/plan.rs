@@ -153,9 +153,8 @@ fn stale_whatever_upstream_does(a: &Assessment, entry: Option<&LockEntry>) -> bo
             _ => true,
         }
     });
+    // The assessment's typed reasons, not a second walk of the fingerprints; the outputs were
+    // judged just above, and a key written by another encoding alone is not a change here.
     outputs_differ
-        || a.fingerprint
-            .changes(&e.fingerprint)
-            .iter()
-            .any(|c| c.part != Part::Dep)
+        || (a.changes.iter()).any(|c| !matches!(c.part, Part::Dep | Part::Output | Part::Encoding))
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::plan::Verdict;
 use crate::spec::LoadOptions;
+use crate::state::fingerprint::{Change, How, Part};
 
 /// A stage's state as `status` reports it (`state` in `--json`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -37,6 +38,9 @@ pub struct StageStatus {
     pub stage: String,
     pub state: State,
     pub reasons: Vec<String>,
+    /// The same reasons, typed (a stable machine field): which part changed and how, e.g.
+    /// `{"part": "param", "how": "changed", "name": "lr", "old": "0.005", "new": "0.004"}`.
+    pub changes: Vec<Change>,
     /// Whether the run cache can restore this stage without running it.
     pub restorable: bool,
 }
@@ -68,6 +72,7 @@ pub fn status(
                     stage,
                     state: State::Fresh,
                     reasons: Vec::new(),
+                    changes: Vec::new(),
                     restorable: false,
                 })
                 .collect());
@@ -79,8 +84,12 @@ pub fn status(
     let mut states: HashMap<&str, State> = HashMap::new();
     for (i, planned) in crate::plan::plan(ws, p, &s.dag, &s.selected, &s.lock) {
         let name = p.stages[i].name.as_str();
+        let mut changes = Vec::new();
         let v = match planned {
-            Ok(planned) => planned.verdict,
+            Ok(planned) => {
+                changes = planned.assessment.changes;
+                planned.verdict
+            }
             // A path this stage alone cannot hash (a FIFO at its output, an unreadable dep):
             // the stage is stale, for that reason; the others are reported as usual (`run`
             // fails this stage alone too).
@@ -95,17 +104,28 @@ pub fn status(
             Verdict::Pending { .. } => State::Pending,
         };
         let mut reasons = v.reasons().to_vec();
+        if let Verdict::Stale { reasons, .. } = &v
+            && changes.is_empty()
+        {
+            // A stage that could not be assessed: its error, in words only.
+            changes.extend(reasons.iter().map(|r| Change::new(Part::Error, r.clone())));
+        }
         for u in v.upstream() {
-            reasons.push(match states.get(u.as_str()) {
-                Some(State::Pending) => format!("upstream stage '{u}' may run"),
-                _ => format!("upstream stage '{u}' is stale"),
-            });
+            let (how, text) = match states.get(u.as_str()) {
+                Some(State::Pending) => (How::MayRun, format!("upstream stage '{u}' may run")),
+                _ => (How::Stale, format!("upstream stage '{u}' is stale")),
+            };
+            let mut c = Change::new(Part::Upstream, text.clone());
+            (c.how, c.name) = (Some(how), Some(u.clone()));
+            changes.push(c);
+            reasons.push(text);
         }
         states.insert(name, state);
         out.push(StageStatus {
             stage: name.to_string(),
             state,
             reasons,
+            changes,
             restorable: matches!(v, Verdict::Restorable { .. }),
         });
     }

@@ -49,6 +49,7 @@ pub fn restored_assessment(ws: &Workspace, a: &Assessment, rec: &RunRecord) -> R
         fingerprint: a.fingerprint.clone(),
         key: a.key.clone(),
         reasons: Vec::new(),
+        changes: Vec::new(),
         outs,
     })
 }

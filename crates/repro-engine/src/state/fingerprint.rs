@@ -51,8 +51,10 @@ pub struct ContainerId {
     pub digest: String,
 }
 
-/// The part of a fingerprint an item (and so a change) belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// The part of a fingerprint an item (and so a change) belongs to, and (the last five) the other
+/// reasons a stage is out of date; `status --json` names it in snake case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Part {
     /// The command, or the kind and its version.
     Action,
@@ -70,13 +72,94 @@ pub enum Part {
     Tool,
     /// The container image.
     Container,
+    /// Not a fingerprint part: the stage has no lock entry.
+    NeverRun,
+    /// Not a fingerprint part: the lock entry's key was made by another key encoding.
+    Encoding,
+    /// Not a fingerprint part: a declared output as it is against its recorded content.
+    Output,
+    /// Not a fingerprint part: a stage this one depends on may change its deps.
+    Upstream,
+    /// Not a fingerprint part: the stage could not be assessed (a path it cannot hash).
+    Error,
 }
 
-/// One reason a fingerprint differs from the recorded one.
-#[derive(Clone, Debug, PartialEq)]
+/// How an item differs from the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum How {
+    Added,
+    Changed,
+    Removed,
+    /// An output that is not there.
+    Missing,
+    /// An output whose content is not the recorded one.
+    Modified,
+    /// An output the lock entry does not record.
+    NotRecorded,
+    /// An upstream stage that is out of date.
+    Stale,
+    /// An upstream stage that may run (it waits on its own upstream).
+    MayRun,
+}
+
+/// One reason a fingerprint differs from the recorded one (or, with the parts that are not in
+/// a fingerprint, a stage is out of date): typed for machines (`status --json`'s `changes`),
+/// and in words (`text`, what `status` prints).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Change {
     pub part: Part,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub how: Option<How>,
+    /// The item: a param, env, tool or upstream stage name, or a `with` key path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The item when it is a file: a dep or an output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The recorded value, as `text` shows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old: Option<String>,
+    /// The value now, as `text` shows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new: Option<String>,
+    #[serde(skip)]
     pub text: String,
+}
+
+impl Change {
+    /// A change of `part` described only in words (the typed fields are filled by the caller).
+    pub fn new(part: Part, text: String) -> Change {
+        Change {
+            part,
+            how: None,
+            name: None,
+            path: None,
+            old: None,
+            new: None,
+            text,
+        }
+    }
+
+    fn how(mut self, how: How) -> Change {
+        self.how = Some(how);
+        self
+    }
+
+    fn name(mut self, name: &str) -> Change {
+        self.name = Some(name.to_string());
+        self
+    }
+
+    fn path(mut self, path: &str) -> Change {
+        self.path = Some(path.to_string());
+        self
+    }
+
+    fn values(mut self, old: Option<String>, new: Option<String>) -> Change {
+        (self.old, self.new) = (old, new);
+        self
+    }
 }
 
 /// One item of a fingerprint, as [`Fingerprint::walk`] visits it.
@@ -261,9 +344,7 @@ impl Fingerprint {
             if !same {
                 // Each arm says something whenever its entries differ, so a part whose
                 // entries differ (and only such a part) is explained.
-                for text in explain(part, &n, &o) {
-                    why.push(Change { part, text });
-                }
+                why.extend(explain(part, &n, &o));
             }
         }
         why
@@ -271,22 +352,28 @@ impl Fingerprint {
 }
 
 /// The reasons for one part whose entries differ (`n`: now, `o`: recorded).
-fn explain(part: Part, n: &[&Entry], o: &[&Entry]) -> Vec<String> {
+fn explain(part: Part, n: &[&Entry], o: &[&Entry]) -> Vec<Change> {
     let value = |es: &[&Entry]| es.first().map(|e| e.value.clone()).unwrap_or_default();
     let mut why = Vec::new();
+    let change = |text: String| Change::new(part, text);
     match part {
         Part::Action => {
             let (a, b) = (value(n), value(o));
-            match (a.strip_prefix("uses: "), b.strip_prefix("uses: ")) {
-                (Some(x), Some(y)) => why.push(format!("code version changed: {x} (was {y})")),
-                _ => why.push(format!("command changed: {a} (was {b})")),
-            }
+            let text = match (a.strip_prefix("uses: "), b.strip_prefix("uses: ")) {
+                (Some(x), Some(y)) => format!("code version changed: {x} (was {y})"),
+                _ => format!("command changed: {a} (was {b})"),
+            };
+            why.push(change(text).how(How::Changed).values(Some(b), Some(a)));
         }
         Part::With => {
             let json = |es: &[&Entry]| es.first().and_then(|e| e.json).cloned().unwrap_or_default();
             let mut changed = Vec::new();
             diff_json("", &json(o), &json(n), &mut changed);
-            why.extend(changed.into_iter().map(|c| format!("parameter {c}")));
+            why.extend(changed.into_iter().map(|c| Change {
+                part,
+                text: format!("parameter {}", c.text),
+                ..c
+            }));
         }
         Part::Param | Part::Dep => {
             // From maps: names are unique and sorted on both sides.
@@ -302,27 +389,58 @@ fn explain(part: Part, n: &[&Entry], o: &[&Entry]) -> Vec<String> {
             };
             let (nm, om) = (by_name(n), by_name(o));
             let what = if part == Part::Param { "param" } else { "dep" };
+            // A param is named; a dep is a path, whose old and new values are content hashes.
+            let item = |c: Change, k: &str| {
+                if part == Part::Param {
+                    c.name(k)
+                } else {
+                    c.path(k)
+                }
+            };
             for (k, (v, vj)) in &nm {
                 match om.get(k) {
-                    None if part == Part::Param => {
-                        why.push(format!("param {k} added: {}", show(vj)))
-                    }
-                    None => why.push(format!("dep {k} added")),
+                    None if part == Part::Param => why.push(
+                        change(format!("param {k} added: {}", show(vj)))
+                            .how(How::Added)
+                            .name(k)
+                            .values(None, Some(show(vj))),
+                    ),
+                    None => why.push(
+                        change(format!("dep {k} added"))
+                            .how(How::Added)
+                            .path(k)
+                            .values(None, Some(v.clone())),
+                    ),
                     Some((ov, oj)) if ov != v => why.push(if part == Part::Param {
                         // `"1"` and `1` read alike unquoted; then show them as JSON.
                         let (a, b) = match (show(oj), show(vj)) {
                             (a, b) if a == b => (ov.clone(), v.clone()),
                             shown => shown,
                         };
-                        format!("param {k} changed: {a} -> {b}")
+                        change(format!("param {k} changed: {a} -> {b}"))
+                            .how(How::Changed)
+                            .name(k)
+                            .values(Some(a), Some(b))
                     } else {
-                        format!("dep {k} changed")
+                        change(format!("dep {k} changed"))
+                            .how(How::Changed)
+                            .path(k)
+                            .values(Some(ov.clone()), Some(v.clone()))
                     }),
                     _ => {}
                 }
             }
-            for k in om.keys().filter(|k| !nm.contains_key(*k)) {
-                why.push(format!("{what} {k} removed"));
+            for (k, (ov, oj)) in om.iter().filter(|(k, _)| !nm.contains_key(*k)) {
+                let old = if part == Part::Param {
+                    show(oj)
+                } else {
+                    ov.clone()
+                };
+                why.push(
+                    item(change(format!("{what} {k} removed")), k)
+                        .how(How::Removed)
+                        .values(Some(old), None),
+                );
             }
         }
         Part::Env | Part::Tool => {
@@ -335,33 +453,62 @@ fn explain(part: Part, n: &[&Entry], o: &[&Entry]) -> Vec<String> {
             let what = if part == Part::Env { "env" } else { "tool" };
             for (k, v) in &nm {
                 match om.get(k) {
-                    None => why.push(format!("{what} {k} added: {}", short(v))),
-                    Some(ov) if ov != v => {
-                        why.push(format!("{what} {k} changed: {} -> {}", short(ov), short(v)))
-                    }
+                    None => why.push(
+                        change(format!("{what} {k} added: {}", short(v)))
+                            .how(How::Added)
+                            .name(k)
+                            .values(None, Some(short(v))),
+                    ),
+                    Some(ov) if ov != v => why.push(
+                        change(format!("{what} {k} changed: {} -> {}", short(ov), short(v)))
+                            .how(How::Changed)
+                            .name(k)
+                            .values(Some(short(ov)), Some(short(v))),
+                    ),
                     _ => {}
                 }
             }
-            for k in om.keys().filter(|k| !nm.contains_key(*k)) {
-                why.push(format!("{what} {k} removed"));
+            for (k, ov) in om.iter().filter(|(k, _)| !nm.contains_key(*k)) {
+                why.push(
+                    change(format!("{what} {k} removed"))
+                        .how(How::Removed)
+                        .name(k)
+                        .values(Some(short(ov)), None),
+                );
             }
         }
         Part::Container => {
             let show = |es: &[&Entry]| {
-                es.first().map_or("none".to_string(), |e| {
-                    format!("{} ({})", e.name, short(&e.value))
-                })
+                es.first()
+                    .map(|e| format!("{} ({})", e.name, short(&e.value)))
             };
-            why.push(format!("container changed: {} (was {})", show(n), show(o)));
+            let (a, b) = (show(n), show(o));
+            let how = match (&a, &b) {
+                (Some(_), None) => How::Added,
+                (None, Some(_)) => How::Removed,
+                _ => How::Changed,
+            };
+            let text = format!(
+                "container changed: {} (was {})",
+                a.as_deref().unwrap_or("none"),
+                b.as_deref().unwrap_or("none")
+            );
+            why.push(change(text).how(how).values(b, a));
         }
         Part::Outs => {
             let names = |es: &[&Entry]| es.iter().map(|e| e.name).collect::<Vec<_>>().join(", ");
-            why.push(format!(
-                "declared outputs changed: [{}] (were [{}])",
-                names(n),
-                names(o)
-            ));
+            why.push(
+                change(format!(
+                    "declared outputs changed: [{}] (were [{}])",
+                    names(n),
+                    names(o)
+                ))
+                .how(How::Changed)
+                .values(Some(names(o)), Some(names(n))),
+            );
         }
+        // Not parts of a fingerprint: never walked.
+        Part::NeverRun | Part::Encoding | Part::Output | Part::Upstream | Part::Error => {}
     }
     why
 }
@@ -383,7 +530,7 @@ fn show(v: &Json) -> String {
 }
 
 /// `a.b: 1 -> 2` lines for the leaves that differ.
-fn diff_json(path: &str, old: &Json, new: &Json, out: &mut Vec<String>) {
+fn diff_json(path: &str, old: &Json, new: &Json, out: &mut Vec<Change>) {
     match (old, new) {
         (Json::Object(a), Json::Object(b)) => {
             let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
@@ -395,18 +542,34 @@ fn diff_json(path: &str, old: &Json, new: &Json, out: &mut Vec<String>) {
                 };
                 match (a.get(k), b.get(k)) {
                     (Some(x), Some(y)) => diff_json(&p, x, y, out),
-                    (None, Some(y)) => out.push(format!("{p} added: {}", show(y))),
-                    (Some(_), None) => out.push(format!("{p} removed")),
+                    (None, Some(y)) => out.push(
+                        Change::new(Part::With, format!("{p} added: {}", show(y)))
+                            .how(How::Added)
+                            .name(&p)
+                            .values(None, Some(show(y))),
+                    ),
+                    (Some(x), None) => out.push(
+                        Change::new(Part::With, format!("{p} removed"))
+                            .how(How::Removed)
+                            .name(&p)
+                            .values(Some(show(x)), None),
+                    ),
                     (None, None) => {}
                 }
             }
         }
-        (a, b) if canonical_json(a) != canonical_json(b) => out.push(format!(
-            "{} changed: {} -> {}",
-            if path.is_empty() { "with" } else { path },
-            show(a),
-            show(b)
-        )),
+        (a, b) if canonical_json(a) != canonical_json(b) => {
+            let name = if path.is_empty() { "with" } else { path };
+            out.push(
+                Change::new(
+                    Part::With,
+                    format!("{name} changed: {} -> {}", show(a), show(b)),
+                )
+                .how(How::Changed)
+                .name(name)
+                .values(Some(show(a)), Some(show(b))),
+            );
+        }
         _ => {}
     }
 }
@@ -680,6 +843,28 @@ mod tests {
             )
     }
 
+    #[test]
+    fn a_change_says_which_part_and_how_typed() {
+        let mut old = Fingerprint::default();
+        old.params.insert("lr".into(), serde_json::json!(0.005));
+        old.deps.insert("data.csv".into(), "aaa".into());
+        let mut new = old.clone();
+        new.params.insert("lr".into(), serde_json::json!(0.004));
+        new.deps.insert("data.csv".into(), "bbb".into());
+        let json = serde_json::to_value(new.changes(&old)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([
+                {"part": "param", "how": "changed", "name": "lr", "old": "0.005", "new": "0.004"},
+                {"part": "dep", "how": "changed", "path": "data.csv", "old": "aaa", "new": "bbb"},
+            ])
+        );
+        assert_eq!(
+            new.diff(&old),
+            ["param lr changed: 0.005 -> 0.004", "dep data.csv changed"]
+        );
+    }
+
     use proptest::prelude::*;
 
     proptest! {
@@ -704,6 +889,7 @@ mod tests {
                     Part::Env => a2.env = b.env.clone(),
                     Part::Tool => a2.tools = b.tools.clone(),
                     Part::Container => a2.container = b.container.clone(),
+                    other => prop_assert!(false, "not a fingerprint part: {:?}", other),
                 }
                 prop_assert_ne!(a2.key(), a.key(), "{:?}", c);
             }

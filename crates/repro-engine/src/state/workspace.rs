@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use crate::cache::Cache;
 use crate::spec::Stage;
 use crate::state::db::StateDb;
-use crate::state::fingerprint::Fingerprint;
+use crate::state::fingerprint::{Change, Fingerprint, How, Part};
 use crate::state::hashing::{Content, Hasher, SeenLog, StatCache};
 use crate::state::lockfile::{LockEntry, LockFile};
 
@@ -164,6 +164,8 @@ pub struct Assessment {
     pub key: String,
     /// Empty when fresh; otherwise why not, in words.
     pub reasons: Vec<String>,
+    /// The same reasons, typed: which part changed and how (`status --json`'s `changes`).
+    pub changes: Vec<Change>,
     /// Current content of each declared output.
     pub outs: BTreeMap<String, Content>,
 }
@@ -213,26 +215,34 @@ pub fn assess(ws: &Workspace, stage: &Stage, entry: Option<&LockEntry>) -> Resul
         .map(|p| p.to_string())
         .zip(contents)
         .collect();
-    let mut reasons = Vec::new();
+    let mut changes = Vec::new();
     match entry {
-        None => reasons.push("never run".to_string()),
+        None => changes.push(Change::new(Part::NeverRun, "never run".to_string())),
         Some(e) => {
             if e.key != key {
-                let why = fingerprint.diff(&e.fingerprint);
+                let why = fingerprint.changes(&e.fingerprint);
                 if why.is_empty() {
                     // Equal fingerprints, different keys: the entry's key was not made from
                     // its fingerprint by this version's encoding.
-                    reasons.push("its lock entry was written by another key encoding".into());
+                    changes.push(Change::new(
+                        Part::Encoding,
+                        "its lock entry was written by another key encoding".into(),
+                    ));
                 }
-                reasons.extend(why);
+                changes.extend(why);
             }
             for (p, c) in &outs {
+                let output = |how: How, word: &str| {
+                    let mut c = Change::new(Part::Output, format!("output {p} {word}"));
+                    (c.how, c.path) = (Some(how), Some(p.clone()));
+                    c
+                };
                 match (c.hash(), e.out_hashes.get(p)) {
-                    (None, _) => reasons.push(format!("output {p} missing")),
+                    (None, _) => changes.push(output(How::Missing, "missing")),
                     (Some(h), Some(rec)) if h != rec => {
-                        reasons.push(format!("output {p} modified"))
+                        changes.push(output(How::Modified, "modified"))
                     }
-                    (Some(_), None) => reasons.push(format!("output {p} not recorded")),
+                    (Some(_), None) => changes.push(output(How::NotRecorded, "not recorded")),
                     _ => {}
                 }
             }
@@ -241,7 +251,8 @@ pub fn assess(ws: &Workspace, stage: &Stage, entry: Option<&LockEntry>) -> Resul
     Ok(Assessment {
         fingerprint,
         key,
-        reasons,
+        reasons: changes.iter().map(|c| c.text.clone()).collect(),
+        changes,
         outs,
     })
 }
