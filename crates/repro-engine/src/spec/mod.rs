@@ -9,6 +9,7 @@ pub mod error;
 mod expand;
 pub mod interp;
 pub mod plot_decl;
+pub mod slurm_decl;
 mod resources;
 mod running;
 mod shell;
@@ -357,7 +358,10 @@ pub fn load(file: &Path, opts: &LoadOptions) -> Result<Pipeline, SpecErrors> {
             None => SpecError::plain(msg),
         });
     }
-    let slurm = doc.get("slurm").map(Node::to_json).unwrap_or(Json::Null);
+    let slurm = doc.get("slurm").map_or(Json::Null, |n| {
+        slurm_decl::check(n, &mut errors);
+        n.to_json()
+    });
     let remote = doc.get("remote").and_then(|n| match n.as_str() {
         Some(url) => {
             match crate::remote_url::check_url(&crate::remote_url::normalise(url, &root_dir).ok()?)
