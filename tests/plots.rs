@@ -249,3 +249,88 @@ fn bad_plot_declarations_and_files_are_errors_that_name_them() {
             .contains("no stage matching nosuch")
     );
 }
+
+/// Two configurations of a one-stage pipeline with a metric and a loss curve.
+const SCORED: &str = r#"vars:
+  scale: 2
+stages:
+  train:
+    cmd: >-
+      awk -v s=${scale} 'BEGIN { print "epoch,loss"; for (e = 1; e <= 3; e++) printf "%d,%g\n", e, s / e;
+      printf "{\"score\": %g}\n", s * 10 > "score.json" }' > loss.csv
+    params: [scale]
+    metrics: [score.json]
+    plots:
+      - {path: loss.csv, x: epoch, y: loss}
+"#;
+
+/// The `<td>` texts of the `<tr ...>` rows of the DOM's experiments table.
+fn table_rows(dom: &str) -> Vec<(String, Vec<String>)> {
+    let start = dom
+        .find("<table class=\"experiments\">")
+        .unwrap_or_else(|| panic!("no experiments table: {dom}"));
+    let table = &dom[start..start + dom[start..].find("</table>").unwrap()];
+    let body = &table[table.find("<tbody>").unwrap()..];
+    body.split("<tr ")
+        .skip(1)
+        .map(|tr| {
+            let head = &tr[..tr.find('>').unwrap()];
+            let cells = tr
+                .split("<td")
+                .skip(1)
+                .map(|td| {
+                    let inner = &td[td.find('>').unwrap() + 1..td.find("</td>").unwrap()];
+                    // The text alone: the `(current)` mark is a span of its own.
+                    inner.split("<span").next().unwrap().trim().to_string()
+                })
+                .collect();
+            (head.to_string(), cells)
+        })
+        .collect()
+}
+
+#[test]
+fn the_plots_page_has_the_experiments_table_escaped_and_as_exp_show_json_says() {
+    let ws = Ws::new(SCORED);
+    ws.ok(&["run", "-q", "--name", "<script>alert(1)</script>"]);
+    ws.ok(&["run", "-q", "--set", "scale=3", "--name", "three & more"]);
+    let page = PathBuf::from(stdout(&ws, &["plots", "show"]).trim());
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(!html.contains("<script"), "a name is text, not markup");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+
+    let dom = browser::dom(&page);
+    assert!(!dom.contains("<script"), "{dom}");
+    let exps = json(&ws, &["exp", "show", "--json"]);
+    let exps = exps.as_array().unwrap();
+    assert_eq!(exps.len(), 2);
+    let head = {
+        let s = dom.find("<table class=\"experiments\">").unwrap();
+        &dom[s..s + dom[s..].find("</thead>").unwrap()]
+    };
+    for h in ["id", "name", "ran (UTC)", "commit", "scale", "score"] {
+        assert!(
+            head.contains(&format!(">{h}</th>")),
+            "no {h} column: {head}"
+        );
+    }
+    let rows = table_rows(&dom);
+    assert_eq!(rows.len(), 2, "one row per experiment: {rows:?}");
+    // Newest first, as `exp show --json`; the same ids, params and metric.
+    for ((tr, cells), e) in rows.iter().zip(exps) {
+        let id = e["id"].as_str().unwrap();
+        assert_eq!(cells[0], id, "{cells:?}");
+        assert!(tr.contains(&format!("data-id=\"{id}\"")), "{tr}");
+        assert_eq!(tr.contains("class=\"current\""), e["current"] == true);
+        let scale = e["params"]["scale"].to_string();
+        let score = e["metrics"]["train"]["score"].as_f64().unwrap();
+        assert_eq!(cells[4], scale, "{cells:?}");
+        assert_eq!(cells[5], format!("{score}"), "{cells:?}");
+    }
+    assert_eq!(rows[0].1[1], "three &amp; more");
+    assert_eq!(rows[1].1[1], "&lt;script&gt;alert(1)&lt;/script&gt;");
+    assert_eq!(rows[0].1[5], "30");
+    assert_eq!(rows[1].1[5], "20");
+    assert!(rows[0].0.contains("current") && !rows[1].0.contains("current"));
+    assert!(dom.contains("(current)</span>"));
+}

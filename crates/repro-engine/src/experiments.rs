@@ -686,19 +686,23 @@ fn utc(ms: u64) -> String {
     crate::trace_file::utc_seconds(ms)[..16].to_string()
 }
 
-/// `exp show`: one row per experiment: id (`*`: in the workspace now), name, when, commit,
-/// the params that differ, the metrics.
-pub fn print(rows: &[Row], fmt: Format) -> Result<()> {
-    if fmt == Format::Json {
-        println!("{}", serde_json::to_string_pretty(rows)?);
-        return Ok(());
-    }
-    if rows.is_empty() {
-        println!(
-            "no experiments yet: each `repro run` records one (`--stages` lists the run cache)"
-        );
-        return Ok(());
-    }
+/// What `exp show` shows, whichever way it is drawn (the text or Markdown table here, the
+/// HTML table of the plots page): the headers and the cells of each row. The id cell is the
+/// bare id; `current[i]` says row `i` is in the workspace now.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub headers: Vec<String>,
+    pub cells: Vec<Vec<String>>,
+    pub current: Vec<bool>,
+    /// How many of the leading columns are id, name, time, commit, then the differing params
+    /// (the metric columns follow).
+    pub fixed: usize,
+    /// Metric columns left out (over `METRIC_COLUMNS`).
+    pub hidden: usize,
+}
+
+/// The table of `rows`: id, name, when, commit, the params that differ, the metrics.
+pub fn table(rows: &[Row]) -> Table {
     let params = shown_params(rows);
     let mut metrics = metric_columns(rows);
     let hidden = metrics.len().saturating_sub(METRIC_COLUMNS);
@@ -710,12 +714,13 @@ pub fn print(rows: &[Row], fmt: Format) -> Result<()> {
         "commit".into(),
     ];
     headers.extend(params.iter().cloned());
+    let fixed = headers.len();
     headers.extend(metrics.iter().map(|(l, _, _)| l.clone()));
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             let mut c = vec![
-                format!("{}{}", r.id, if r.current { "*" } else { "" }),
+                r.id.clone(),
                 r.name.clone().unwrap_or_else(|| "-".into()),
                 utc(r.created),
                 commit_cell(r),
@@ -729,9 +734,40 @@ pub fn print(rows: &[Row], fmt: Format) -> Result<()> {
             c
         })
         .collect();
-    print!("{}", render_table(&headers, &cells, fmt));
-    if hidden > 0 {
-        println!("({hidden} more metric columns: choose with --metrics NAMES, or see --json)");
+    Table {
+        headers,
+        cells,
+        current: rows.iter().map(|r| r.current).collect(),
+        fixed,
+        hidden,
+    }
+}
+
+/// `exp show`: one row per experiment: id (`*`: in the workspace now), name, when, commit,
+/// the params that differ, the metrics.
+pub fn print(rows: &[Row], fmt: Format) -> Result<()> {
+    if fmt == Format::Json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!(
+            "no experiments yet: each `repro run` records one (`--stages` lists the run cache)"
+        );
+        return Ok(());
+    }
+    let mut t = table(rows);
+    for (c, &now) in t.cells.iter_mut().zip(&t.current) {
+        if now {
+            c[0].push('*');
+        }
+    }
+    print!("{}", render_table(&t.headers, &t.cells, fmt));
+    if t.hidden > 0 {
+        println!(
+            "({} more metric columns: choose with --metrics NAMES, or see --json)",
+            t.hidden
+        );
     }
     if fmt == Format::Text {
         println!(

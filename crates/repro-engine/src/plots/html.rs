@@ -11,7 +11,11 @@ h1{font-size:1.4em}h2{font-size:1.1em;margin:0 0 .3em}\
 .chart{display:inline-block;vertical-align:top;margin:0 1.5em 2em 0}\
 .files{font-size:.85em;color:#666;margin:0 0 .4em}\
 figure{display:inline-block;margin:0 1em 1em 0}figure img{max-width:480px;border:1px solid #ddd}\
-figcaption{font-size:.85em;color:#444}.missing{color:#a40}";
+figcaption{font-size:.85em;color:#444}.missing{color:#a40}\
+table.experiments{border-collapse:collapse;font-size:.9em;margin-bottom:2em}\
+.experiments th,.experiments td{border-bottom:1px solid #ddd;padding:.25em .7em;text-align:left}\
+.experiments td.num{text-align:right;font-variant-numeric:tabular-nums}\
+.experiments tr.current{background:#eef6ee;font-weight:600}";
 
 /// The page for `plots`, headed by `title`.
 pub fn page(plots: &Plots, title: &str) -> String {
@@ -51,6 +55,7 @@ pub fn page(plots: &Plots, title: &str) -> String {
         }
         s.push_str("</section>\n");
     }
+    experiments(&mut s, &plots.experiments);
     if !plots.missing.is_empty() {
         let _ = writeln!(
             s,
@@ -60,4 +65,54 @@ pub fn page(plots: &Plots, title: &str) -> String {
     }
     s.push_str("</body></html>\n");
     s
+}
+
+/// The experiments table: `exp show`'s columns (one [`crate::experiments::table`] for the text
+/// and this), a row per experiment, the one in the workspace marked `current`.
+fn experiments(s: &mut String, rows: &Result<Vec<crate::experiments::Row>, String>) {
+    s.push_str("<h2>Experiments</h2>\n");
+    let rows = match rows {
+        Err(why) => {
+            let _ = writeln!(s, "<p class=\"missing\">Experiments: {}</p>", esc(why));
+            return;
+        }
+        Ok(r) if r.is_empty() => {
+            s.push_str("<p class=\"empty\">No experiments yet: each <code>repro run</code> records one.</p>\n");
+            return;
+        }
+        Ok(r) => r,
+    };
+    let t = crate::experiments::table(rows);
+    s.push_str("<table class=\"experiments\"><thead><tr>");
+    for (i, h) in t.headers.iter().enumerate() {
+        let kind = if i >= t.fixed { "metric" } else { "col" };
+        let _ = write!(s, "<th class=\"{kind}\">{}</th>", esc(h));
+    }
+    s.push_str("</tr></thead><tbody>\n");
+    for (cells, &now) in t.cells.iter().zip(&t.current) {
+        let _ = write!(
+            s,
+            "<tr data-id=\"{}\"{}>",
+            esc(&cells[0]),
+            if now { " class=\"current\"" } else { "" }
+        );
+        for (i, c) in cells.iter().enumerate() {
+            let num = if i >= t.fixed { " class=\"num\"" } else { "" };
+            let mark = if i == 0 && now {
+                " <span class=\"now\" title=\"in the workspace now\">(current)</span>"
+            } else {
+                ""
+            };
+            let _ = write!(s, "<td{num}>{}{mark}</td>", esc(c));
+        }
+        s.push_str("</tr>\n");
+    }
+    s.push_str("</tbody></table>\n");
+    if t.hidden > 0 {
+        let _ = writeln!(
+            s,
+            "<p class=\"files\">{} more metric columns: <code>repro exp show --json</code> has them.</p>",
+            t.hidden
+        );
+    }
 }

@@ -70,6 +70,10 @@ pub struct Plots {
     pub charts: Vec<Chart>,
     /// `SOURCE STAGE FILE` of each declared plot file that is not produced (or not cached).
     pub missing: Vec<String>,
+    /// The experiments table the page ends with (`exp show`'s rows; `exp show --json` is its
+    /// JSON), or why it could not be read.
+    #[serde(skip)]
+    pub experiments: std::result::Result<Vec<crate::experiments::Row>, String>,
 }
 
 /// Where a page's plots come from: what [`Records::source`] names (workspace, lock, a git
@@ -199,6 +203,7 @@ pub fn collect(cx: &Records, sources: &[PlotSource], targets: &[String]) -> Resu
             .filter(|c| !c.lines.is_empty() || !c.images.is_empty())
             .collect(),
         missing,
+        experiments: Ok(Vec::new()),
     })
 }
 
@@ -450,16 +455,21 @@ pub fn command(
         .iter()
         .map(|n| PlotSource::named(&cx, n))
         .collect::<Result<Vec<_>>>()?;
-    let plots = collect(&cx, &srcs, targets)?;
+    let mut plots = collect(&cx, &srcs, targets)?;
+    let root = cx.p.root.clone();
+    // The page also says which experiments there are (an unreadable metrics file leaves a
+    // note in its place rather than no page); the records let go of the state database first.
+    drop(srcs);
+    drop(cx);
+    plots.experiments = crate::experiments::rows(&root).map_err(|e| format!("{e:#}"));
     let title = if diff {
         format!("repro plots: {}", plots.sources.join(" vs "))
     } else {
         "repro plots".to_string()
     };
-    let default =
-        cx.p.root
-            .join("cache/plots")
-            .join(if diff { "diff.html" } else { "show.html" });
+    let default = root
+        .join("cache/plots")
+        .join(if diff { "diff.html" } else { "show.html" });
     let path = write_page(&plots, &title, out.unwrap_or(&default))?;
     Ok((path, plots))
 }
