@@ -272,3 +272,43 @@ fn a_dep_directory_holding_other_stages_outputs_is_assembled_from_the_cache() {
     assert_eq!(o.status.code(), Some(2), "{text}");
     assert!(text.contains("dep runs/b.txt (an output of 'b')"), "{text}");
 }
+
+/// A stage declares the JSON fields that measure its run (`verify: {ignore: [FILE:FIELD]}`):
+/// a rerun differing only there verifies identical, and says what it ignored; the same stage
+/// without the declaration differs, naming the field.
+#[test]
+fn a_declared_volatile_field_verifies_identical_and_an_undeclared_one_differs() {
+    const STAGE: &str = r#"stages:
+  timed:
+    cmd: mkdir -p out && printf '{"acc":0.5,"seconds":%s}\n' "$(od -An -tu4 -N4 /dev/urandom | tr -d ' ')" > out/train.json
+    outs: [out]
+"#;
+    let declared = STAGE.replace(
+        "    outs: [out]\n",
+        "    outs: [out]\n    verify: {ignore: [\"out/train.json:seconds\"]}\n",
+    );
+    assert_ne!(declared, STAGE);
+    let ws = Ws::new(&declared);
+    ws.ok(&["run"]);
+    let o = ws.output(&["verify"]);
+    let text = common::both(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("1 identical"), "{text}");
+    assert!(text.contains("out/train.json: seconds"), "{text}");
+    let plain = Ws::new(STAGE);
+    plain.ok(&["run"]);
+    let o = plain.output(&["verify"]);
+    let text = common::both(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("out/train.json"), "{text}");
+    assert!(text.contains("fields that differ: seconds"), "{text}");
+    // A malformed declaration is a spec error at its line.
+    let bad = Ws::new(&STAGE.replace(
+        "    outs: [out]\n",
+        "    outs: [out]\n    verify: {ignore: [seconds]}\n",
+    ));
+    let o = bad.output(&["status"]);
+    let text = common::both(&o);
+    assert_ne!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("FILE:FIELD"), "{text}");
+}

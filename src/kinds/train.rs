@@ -42,7 +42,51 @@ impl Kind for Train {
         files.iter().map(|f| ("out", cfg.out.join(f))).collect()
     }
 
+    /// `train.json`'s wall times and rates vary between identical seeded runs; `repro verify`
+    /// ignores them. Everything else in it (the loss per epoch, accuracy, biases, device,
+    /// threads, CPU model, libtorch version) is part of what makes the result, and compared.
+    fn volatile(&self, cfg: &TrainConfig) -> Vec<(String, Vec<String>)> {
+        let file = cfg.out.join("train.json").to_string_lossy().into_owned();
+        let file = file.trim_start_matches("./").to_string();
+        let fields = ["train_seconds", "epochs.*.seconds", "epochs.*.images_per_s"];
+        vec![(file, fields.iter().map(|f| f.to_string()).collect())]
+    }
+
     fn check(&self, cfg: &TrainConfig) -> Result<()> {
         cfg.validate().map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `repro verify` ignores in a training's outputs: its wall times and rates in
+    /// `train.json`, and nothing that makes the result (the CPU model, accuracy, losses).
+    #[test]
+    fn train_declares_its_wall_times_and_rates_volatile() {
+        let cfg: TrainConfig = serde_json::from_value(serde_json::json!({
+            "data": "data/fashion-mnist",
+            "model": "mlp",
+            "loss": "soft-0",
+            "out": "runs/x/seed0",
+        }))
+        .expect("a minimal train config");
+        let v = Train.volatile(&cfg);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].0, "runs/x/seed0/train.json");
+        assert_eq!(
+            v[0].1,
+            ["train_seconds", "epochs.*.seconds", "epochs.*.images_per_s"]
+        );
+        for kept in [
+            "cpu_model",
+            "test_accuracy",
+            "epochs.*.loss",
+            "libtorch",
+            "threads",
+        ] {
+            assert!(!v[0].1.iter().any(|f| f == kept), "{kept} must be compared");
+        }
     }
 }

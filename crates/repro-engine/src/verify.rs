@@ -306,9 +306,11 @@ pub fn verify(opts: &VerifyOptions) -> Result<i32> {
                 if !opts.json {
                     eprintln!("verifying {} ...", stage.name);
                 }
+                let declared = stage.volatile_fields();
                 let rules = Rules {
                     tolerance: opts.tolerance,
                     ignore: &opts.ignore,
+                    declared: &declared,
                 };
                 site.verify_stage(stage, entry, &a, &rules)
             }
@@ -860,6 +862,21 @@ fn compare_outputs(
 pub struct Rules<'a> {
     pub tolerance: Option<f64>,
     pub ignore: &'a [String],
+    /// (output file, field pattern) the stage declares as measuring the run
+    /// ([`Stage::volatile_fields`]): ignored in that file only, like `--ignore`.
+    pub declared: &'a [(String, String)],
+}
+
+impl Rules<'_> {
+    /// Whether field `field` of file `name` measures the run: `--ignore` names it, or the
+    /// stage declares it for that file.
+    fn ignores(&self, name: &str, field: &str) -> bool {
+        self.ignore.iter().any(|i| field_matches(field, i))
+            || self
+                .declared
+                .iter()
+                .any(|(f, p)| f == name && field_matches(field, p))
+    }
 }
 
 /// How one file differs: its first differing byte (and line), the JSON fields that differ,
@@ -908,9 +925,8 @@ fn diff_file(
         // The record that differs, by field: `epochs.0.seconds` says more than a byte offset.
         let mut fields = Vec::new();
         json_fields("", &a, &b, &mut fields);
-        let (skipped, kept): (Vec<String>, Vec<String>) = fields
-            .into_iter()
-            .partition(|f| rules.ignore.iter().any(|i| field_matches(f, i)));
+        let (skipped, kept): (Vec<String>, Vec<String>) =
+            fields.into_iter().partition(|f| rules.ignores(name, f));
         if kept.is_empty() && !skipped.is_empty() {
             return Err(skipped);
         }
@@ -918,6 +934,12 @@ fn diff_file(
         what.push_str(&format!("; fields that differ: {}", shown.join(", ")));
         if kept.len() > shown.len() {
             what.push_str(&format!(" and {} more", kept.len() - shown.len()));
+        }
+        if !skipped.is_empty() {
+            what.push_str(&format!(
+                "; ignored (measures the run): {}",
+                skipped.join(", ")
+            ));
         }
     }
     let numeric: Option<Result<f64, String>> = if is_metrics {
@@ -1215,7 +1237,7 @@ fn print_result(r: &StageResult) {
         println!("  {why}");
     }
     for i in &r.ignored {
-        println!("  ignored (--ignore): {i}");
+        println!("  ignored (measures the run: declared or --ignore): {i}");
     }
     for f in &r.files {
         println!("  {}: {}", f.path, f.what);
@@ -1266,6 +1288,7 @@ mod tests {
         Rules {
             tolerance,
             ignore: &[],
+            declared: &[],
         }
     }
 
@@ -1285,6 +1308,7 @@ mod tests {
         let r = Rules {
             tolerance: None,
             ignore: &ignore,
+            declared: &[],
         };
         let skipped = diff_file("t.json", Some(a), Some(b), false, &r, &mut m).unwrap_err();
         assert_eq!(skipped, ["epochs.0.seconds", "train_seconds"]);
@@ -1293,6 +1317,7 @@ mod tests {
         let r = Rules {
             tolerance: None,
             ignore: &only,
+            declared: &[],
         };
         let d = diff_file("t.json", Some(a), Some(b), false, &r, &mut m).unwrap();
         assert!(
@@ -1300,6 +1325,24 @@ mod tests {
             "{}",
             d.what
         );
+    }
+
+    /// A stage's declared fields are ignored in the file they are declared for only.
+    #[test]
+    fn declared_fields_are_ignored_in_their_own_file_only() {
+        let a = br#"{"acc": 1.0, "train_seconds": 3}"#;
+        let b = br#"{"acc": 1.0, "train_seconds": 4}"#;
+        let declared = [("out/train.json".to_string(), "train_seconds".to_string())];
+        let r = Rules {
+            tolerance: None,
+            ignore: &[],
+            declared: &declared,
+        };
+        let mut m = Vec::new();
+        let skipped = diff_file("out/train.json", Some(a), Some(b), false, &r, &mut m).unwrap_err();
+        assert_eq!(skipped, ["train_seconds"]);
+        let d = diff_file("other/train.json", Some(a), Some(b), false, &r, &mut m).unwrap();
+        assert!(d.what.contains("train_seconds"), "{}", d.what);
     }
 
     #[test]

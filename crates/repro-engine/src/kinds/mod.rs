@@ -43,6 +43,13 @@ pub trait Kind: Send + Sync + 'static {
     fn metrics(&self, _params: &Self::Params) -> Vec<String> {
         Vec::new()
     }
+    /// Fields of JSON outputs that measure the run rather than its result (wall time,
+    /// images/s): `repro verify` ignores them when it compares a rerun with the recorded run,
+    /// and says so. As (output file, workspace-relative; its field patterns: `train_seconds`,
+    /// `epochs.*.seconds`). Never a field that makes the result, such as the CPU model.
+    fn volatile(&self, _params: &Self::Params) -> Vec<(String, Vec<String>)> {
+        Vec::new()
+    }
     /// The action's part of the stage key when the parameters are written into it rather than
     /// hashed beside it. `None` (the default) keys on `uses: NAME@VERSION` and the parameters.
     fn key_text(&self, _params: &Self::Params) -> Option<String> {
@@ -73,6 +80,9 @@ pub struct Resolved {
     pub writes: Vec<(String, PathBuf)>,
     /// Output files holding metrics.
     pub metrics: Vec<String>,
+    /// (output file, JSON field patterns) that `repro verify` ignores ([`Kind::volatile`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volatile: Vec<(String, Vec<String>)>,
 }
 
 /// Where a registered kind's body runs.
@@ -115,6 +125,7 @@ impl<K: Kind> Declared for Arc<K> {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
             metrics: self.metrics(&p),
+            volatile: self.volatile(&p),
         })
     }
 }

@@ -166,9 +166,28 @@ pub struct Stage {
     /// the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor: Option<String>,
+    /// `verify: {ignore: [FILE:FIELD]}`: (output file, JSON field pattern) that `repro verify`
+    /// ignores; not part of the key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify_ignore: Vec<(String, String)>,
 }
 
 impl Stage {
+    /// The JSON fields `repro verify` ignores in each output, as (file, pattern): the stage's
+    /// `verify: {ignore:}` and those its kind declares ([`crate::kinds::Kind::volatile`]).
+    pub fn volatile_fields(&self) -> Vec<(String, String)> {
+        let mut v = self.verify_ignore.clone();
+        for (file, fields) in &self.action.resolved.volatile {
+            for f in fields {
+                let pair = (file.clone(), f.clone());
+                if !v.contains(&pair) {
+                    v.push(pair);
+                }
+            }
+        }
+        v
+    }
+
     /// The outputs that hold metrics: its `metrics:` and those its kind declares (read by
     /// `compare` and recorded by the run cache).
     pub fn metric_paths(&self) -> Vec<String> {
@@ -204,6 +223,7 @@ pub(crate) const STAGE_KEYS: &[&str] = &[
     "container",
     "retry",
     "executor",
+    "verify",
 ];
 /// Longest stage name (after expansion): `cache/logs/<name>.log` must fit a file name (255 bytes).
 const MAX_STAGE_NAME: usize = 200;

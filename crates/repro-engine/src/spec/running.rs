@@ -119,3 +119,62 @@ pub(super) fn parse_executor(
         }
     }
 }
+
+/// A stage's `verify: {ignore: [FILE:FIELD, …]}`: JSON fields of its outputs that measure the
+/// run rather than its result (a wall time, a rate), which `repro verify` ignores when it
+/// compares a rerun with the recorded run. FILE is an output (workspace-relative), FIELD a
+/// dotted path with `*` or a last segment (`train_seconds`, `epochs.*.seconds`). Not part of
+/// the stage key: it changes how a result is checked, not what it is.
+pub(super) fn parse_verify(
+    body: &Node,
+    scope: &Scope,
+    errors: &mut Vec<SpecError>,
+) -> Vec<(String, String)> {
+    let Some(node) = body.get("verify") else {
+        return Vec::new();
+    };
+    let bad = |m: &super::yaml::Mark| {
+        SpecError::at(
+            m,
+            "`verify:` is `{ignore: [FILE:FIELD, …]}`: an output file and a JSON field that \
+             measures the run, not its result (`out/train.json:epochs.*.seconds`)",
+        )
+    };
+    let Some(entries) = node.as_map() else {
+        errors.push(bad(&node.mark));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        let key = k.as_str().unwrap_or_default();
+        if key != "ignore" {
+            errors.push(super::unknown_key(k, key, &["ignore"], "verify key"));
+            continue;
+        }
+        let value = match interpolate_node(v, scope) {
+            Ok(x) => x,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let items = match &value {
+            serde_json::Value::Array(a) => a.clone(),
+            one @ serde_json::Value::String(_) => vec![one.clone()],
+            _ => {
+                errors.push(bad(&v.mark));
+                continue;
+            }
+        };
+        for item in items {
+            match item.as_str().and_then(|t| t.rsplit_once(':')) {
+                Some((file, field)) if !file.trim().is_empty() && !field.trim().is_empty() => {
+                    let file = file.trim().trim_start_matches("./").to_string();
+                    out.push((file, field.trim().to_string()));
+                }
+                _ => errors.push(bad(&v.mark)),
+            }
+        }
+    }
+    out
+}

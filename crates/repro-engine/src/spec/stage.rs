@@ -37,6 +37,7 @@ pub(super) fn build_stage(
     let env = super::environ::parse(body, scope, cmd.is_some(), &mut errors);
     let retry = super::running::parse_retry(body, scope, &mut errors);
     let executor = super::running::parse_executor(body, scope, &mut errors);
+    let verify_ignore = super::running::parse_verify(body, scope, &mut errors);
 
     // `cmd: …` is the built-in kind `cmd` with the command as its parameter; `uses:` names any
     // other registered kind, with the `with:` mapping as its parameters.
@@ -193,6 +194,7 @@ pub(super) fn build_stage(
             env,
             retry,
             executor,
+            verify_ignore,
         }),
         _ => Err(errors),
     }
