@@ -1,7 +1,10 @@
 //! The pipelines in examples/ run as they are: a first run, then a no-op rerun; the Python one
-//! also shows its metrics (JSON and YAML files) and plots (series and an image). And
-//! examples/README.md names only files that exist.
+//! also shows its metrics (JSON and YAML files) and plots (series and an image), then a second
+//! configuration as a second experiment (`exp show`, `exp diff`, `plots diff`, the table of the
+//! plots page in Chromium). And examples/README.md names only files that exist.
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -56,7 +59,7 @@ fn the_shell_example_runs_and_reruns_nothing() {
 }
 
 #[test]
-fn the_python_example_shows_its_metrics_and_plots() {
+fn the_python_example_shows_its_metrics_plots_and_experiments() {
     if Command::new("python3").arg("--version").output().is_err() {
         panic!("python3 is needed by examples/python");
     }
@@ -83,6 +86,117 @@ fn the_python_example_shows_its_metrics_and_plots() {
     assert_eq!(chart("summarize")["lines"].as_array().unwrap().len(), 2);
     assert_eq!(chart("plot")["images"][0]["file"], "results/accuracy.svg");
     assert!(PathBuf::from(p["page"].as_str().unwrap()).is_file());
+
+    // A second configuration, as the README says: another seed, a named experiment.
+    repro(
+        &ws,
+        &["run", "-q", "--set", "data.seed=8", "--name", "seed8"],
+    );
+    let exps: Value = serde_json::from_str(&repro(&ws, &["exp", "show", "--json"])).unwrap();
+    let exps = exps.as_array().unwrap();
+    assert_eq!(exps.len(), 2, "one experiment per configuration: {exps:?}");
+    let (new, old) = (&exps[0], &exps[1]);
+    assert_eq!(new["name"], "seed8");
+    assert_eq!(
+        (new["current"].as_bool(), old["current"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert_eq!(
+        (&new["params"]["data.seed"], &old["params"]["data.seed"]),
+        (&8.into(), &7.into())
+    );
+    assert_eq!(
+        old["metrics"]["evaluate@1.0,30"]["accuracy"].as_f64(),
+        Some(acc)
+    );
+    for e in exps {
+        assert_eq!(
+            e["params"]["train@*"].as_array().map(Vec::len),
+            Some(4),
+            "{e}"
+        );
+        assert_eq!(e["metrics"]["summarize"]["configurations"], 4.0, "{e}");
+    }
+    let old_id = old["id"].as_str().unwrap();
+    let diff = repro(&ws, &["exp", "diff", old_id, "seed8"]);
+    let seed_line = diff
+        .lines()
+        .find(|l| l.starts_with("data.seed"))
+        .unwrap_or_else(|| panic!("{diff}"));
+    assert_eq!(
+        seed_line.split_whitespace().collect::<Vec<_>>(),
+        ["data.seed", "7", "8"]
+    );
+    assert!(diff.contains("best.accuracy"), "{diff}");
+
+    // Both experiments' loss curves on the same axes.
+    let p: Value =
+        serde_json::from_str(&repro(&ws, &["plots", "diff", old_id, "seed8", "--json"])).unwrap();
+    let train = p["charts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["stage"] == "train")
+        .unwrap();
+    let labels: Vec<&str> = train["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels.len(),
+        8,
+        "four configurations of each experiment: {labels:?}"
+    );
+    for (label, of) in [
+        (format!("{old_id} train@1.0,30"), old),
+        ("seed8 train@1.0,30".to_string(), new),
+    ] {
+        assert!(
+            labels.contains(&label.as_str()),
+            "{label} not in {labels:?}"
+        );
+        assert!(of["stages"]["train@1.0,30"].is_string());
+    }
+    let curve = |label: &str| {
+        let l = train["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["label"] == label)
+            .unwrap();
+        l["points"][29][1].as_f64().unwrap()
+    };
+    assert_ne!(
+        curve(&format!("{old_id} train@1.0,30")),
+        curve("seed8 train@1.0,30"),
+        "other data, other curve"
+    );
+
+    // The page lists both experiments, the current one marked, as a browser reads it.
+    let page = PathBuf::from(p["page"].as_str().unwrap());
+    let dom = browser::dom(&page);
+    let table = &dom[dom
+        .find("<table class=\"experiments\">")
+        .unwrap_or_else(|| panic!("{dom}"))..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert_eq!(table.matches("<tr data-id=").count(), 2, "{table}");
+    assert!(
+        table.contains(&format!(
+            "<tr data-id=\"{}\" class=\"current\">",
+            new["id"].as_str().unwrap()
+        )),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("<tr data-id=\"{old_id}\">")),
+        "{table}"
+    );
+    assert!(
+        table.contains(">data.seed</th>") && table.contains("<td>seed8</td>"),
+        "{table}"
+    );
 }
 
 #[test]
