@@ -93,44 +93,30 @@ impl SlurmOptions {
     /// poll_seconds: 2}`. `null` (no block) gives the defaults. Unknown keys are errors, so a
     /// typo does not silently submit to the wrong place.
     pub fn from_settings(settings: &serde_json::Value) -> Result<SlurmOptions> {
-        const KNOWN: &str = "partition, account, qos, sbatch_args, poll_seconds, arrays";
+        use crate::spec::slurm_decl::{KNOWN, check_entry};
         let mut opts = SlurmOptions::default();
         let map = match settings {
             serde_json::Value::Null => return Ok(opts),
             serde_json::Value::Object(m) => m,
             other => bail!("`slurm:` must be a mapping ({KNOWN}), not {other}"),
         };
-        let text = |key: &str, v: &serde_json::Value| -> Result<String> {
-            match v {
-                serde_json::Value::String(s) if !s.trim().is_empty() => Ok(s.clone()),
-                _ => bail!("`slurm: {{{key}: …}}` must be a non-empty string, not {v}"),
-            }
-        };
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
         for (key, v) in map {
+            // One set of rules: the pipeline loader applies them too, at the entry's line.
+            check_entry(key, v).map_err(anyhow::Error::msg)?;
             match key.as_str() {
-                "partition" => opts.default_partition = Some(text(key, v)?),
-                "account" => opts.extra_args.push(format!("--account={}", text(key, v)?)),
-                "qos" => opts.extra_args.push(format!("--qos={}", text(key, v)?)),
+                "partition" => opts.default_partition = Some(text(v)),
+                "account" => opts.extra_args.push(format!("--account={}", text(v))),
+                "qos" => opts.extra_args.push(format!("--qos={}", text(v))),
                 "sbatch_args" => {
-                    let items = v.as_array().with_context(|| {
-                        format!("`slurm: {{sbatch_args: …}}` must be a list of strings, not {v}")
-                    })?;
-                    for item in items {
-                        opts.extra_args.push(text("sbatch_args", item)?);
-                    }
+                    opts.extra_args
+                        .extend(v.as_array().into_iter().flatten().map(text));
                 }
                 "poll_seconds" => {
-                    let secs = v.as_f64().filter(|s| *s >= 0.1 && *s <= 3600.0).with_context(|| {
-                        format!("`slurm: {{poll_seconds: …}}` must be a number from 0.1 to 3600, not {v}")
-                    })?;
-                    opts.poll_interval = Duration::from_secs_f64(secs);
+                    opts.poll_interval = Duration::from_secs_f64(v.as_f64().unwrap_or(1.0));
                 }
-                "arrays" => {
-                    opts.arrays = v.as_bool().with_context(|| {
-                        format!("`slurm: {{arrays: …}}` must be true or false, not {v}")
-                    })?;
-                }
-                other => bail!("unknown key `{other}` under `slurm:` (known: {KNOWN})"),
+                "arrays" => opts.arrays = v.as_bool().unwrap_or(true),
+                _ => {}
             }
         }
         Ok(opts)
