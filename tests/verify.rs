@@ -232,7 +232,8 @@ fn a_json_field_that_measures_the_run_is_named_and_can_be_ignored() {
     let text = common::both(&o);
     assert_eq!(o.status.code(), Some(0), "{text}");
     assert!(
-        text.contains("identical") && text.contains("ignored (--ignore): t.json: seconds"),
+        text.contains("identical")
+            && text.contains("ignored (measures the run: declared or --ignore): t.json: seconds"),
         "{text}"
     );
 }
