@@ -1007,7 +1007,8 @@ fn cmd_status(args: StatusArgs) -> anyhow::Result<i32> {
 }
 
 fn cmd_dag(args: DagArgs) -> anyhow::Result<i32> {
-    let (p, dag) = repro_engine::session::load_pipeline(&args.pipeline.file, &args.pipeline.load_options()?)?;
+    let (p, dag) =
+        repro_engine::session::load_pipeline(&args.pipeline.file, &args.pipeline.load_options()?)?;
     print!("{}", repro_engine::graph::render(&p, &dag, &args.format)?);
     Ok(0)
 }

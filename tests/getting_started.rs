@@ -100,7 +100,12 @@ fn python_example_trains_evaluates_and_reruns_as_a_noop() {
     let out = ws.ok(&["run"]);
     // make_data, featurize, 4 train (lr × epochs), 4 evaluate, summarize, plot.
     assert!(out.contains("12 ran"), "{out}");
-    for run in ["0.1-epochs-10", "0.1-epochs-30", "1.0-epochs-10", "1.0-epochs-30"] {
+    for run in [
+        "0.1-epochs-10",
+        "0.1-epochs-30",
+        "1.0-epochs-10",
+        "1.0-epochs-30",
+    ] {
         let m: serde_json::Value =
             serde_json::from_str(&ws.read(&format!("models/lr-{run}/metrics.json"))).unwrap();
         let acc = m["accuracy"].as_f64().unwrap();

@@ -188,8 +188,10 @@ impl Records {
                     let mut unreadable = Vec::new();
                     let paths = s.metric_paths();
                     for m in &paths {
-                        let read = crate::metrics_file::read(&self.p.root.join(m))
-                            .and_then(|text| text.map(|t| parse_metrics(&t, m, &paths)).transpose());
+                        let read =
+                            crate::metrics_file::read(&self.p.root.join(m)).and_then(|text| {
+                                text.map(|t| parse_metrics(&t, m, &paths)).transpose()
+                            });
                         match read {
                             Ok(Some(found)) => metrics.extend(found),
                             // Not produced yet.

@@ -9,10 +9,10 @@ pub mod error;
 mod expand;
 pub mod interp;
 pub mod plot_decl;
-pub mod slurm_decl;
 mod resources;
 mod running;
 mod shell;
+pub mod slurm_decl;
 mod stage;
 pub mod yaml;
 
