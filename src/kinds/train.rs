@@ -18,8 +18,10 @@ use crate::ml_spec::config::TrainConfig;
 /// `repro_torch::train_kind`, registered where it runs (`crate::kinds::registry`).
 pub struct Train;
 
-/// Part of the stage key: bump when a change to training could change its outputs.
-pub const TRAIN_VERSION: u32 = 1;
+/// Part of the stage key: bump when a change to training could change its outputs — any byte
+/// of them, train.json's fields included (2: train.json records `cpu_model` and the gradient
+/// scaler; `repro verify` found version-1 trainings "fresh" whose rerun wrote those fields).
+pub const TRAIN_VERSION: u32 = 2;
 
 impl Kind for Train {
     type Params = TrainConfig;
