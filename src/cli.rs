@@ -658,10 +658,34 @@ pub fn ignore_file_size_signal() {
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 }
 
+/// Whether the command only reads and prints (a table, JSON, a graph, a script): such a command
+/// may end as soon as its reader goes away.
+fn only_prints(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Status(_)
+            | Command::Dag(_)
+            | Command::Params { .. }
+            | Command::Metrics { .. }
+            | Command::Trace(_)
+            | Command::Completions { .. }
+            | Command::Exp {
+                what: ExpCmd::Show { .. } | ExpCmd::Diff { .. }
+            }
+    )
+}
+
 pub fn main() -> i32 {
     ignore_file_size_signal();
     let mut phases = repro_engine::progress::Phases::start();
     let cli = Cli::parse();
+    if only_prints(&cli.command) {
+        // `repro exp show | head` ends quietly when head exits, as cat and git do, instead of
+        // a panic on the closed pipe. Commands that change the workspace keep SIGPIPE ignored
+        // (Rust's default), so a closed pipe can never stop them halfway.
+        // SAFETY: setting a signal disposition before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => repro_engine::ui::Level::Quiet,
         (_, true) => repro_engine::ui::Level::Verbose,

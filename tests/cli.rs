@@ -143,3 +143,28 @@ fn color_is_on_only_when_asked_or_on_a_terminal() {
     let auto = common::both(&ws.cmd(&["status"]).env("NO_COLOR", "1").output().unwrap());
     assert!(!auto.contains('\x1b'), "{auto}");
 }
+
+#[test]
+fn a_printing_command_ends_quietly_when_its_reader_is_gone() {
+    use std::os::unix::process::ExitStatusExt;
+    let ws = Ws::new(CHAIN);
+    ws.ok(&["run"]);
+    for args in [&["status", "--all"][..], &["exp", "show"], &["dag"]] {
+        // A pipe whose reading end is closed before repro writes: what `| head` leaves behind.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = ws
+            .cmd(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "repro {args:?}: {err}");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "repro {args:?}: {err}"
+        );
+    }
+}
