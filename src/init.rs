@@ -198,7 +198,9 @@ mod tests {
         let old = b"caf\xe9.log\n*.pyc".to_vec();
         std::fs::write(&g, &old).unwrap();
         let done = init(d.path()).unwrap();
-        assert_eq!(done.len(), 3, "{done:?}");
+        // pipeline.yaml, its schema, the outputs' block, /cache/.
+        assert_eq!(done.len(), 4, "{done:?}");
+        assert!(done[3].starts_with("added /cache/"), "{done:?}");
         assert!(d.path().join("pipeline.yaml").is_file());
         let bytes = std::fs::read(&g).unwrap();
         assert!(bytes.starts_with(&old), "{bytes:?}");

@@ -52,11 +52,17 @@ fn ok(ws: &Ws, args: &[&str]) -> String {
 #[allow(clippy::zombie_processes)]
 fn repro_measured(ws: &Ws, args: &[&str]) -> (Option<i32>, String, i64) {
     let out = tempfile::NamedTempFile::new().unwrap();
+    // Both streams append to one file: two plain descriptors would each write from offset 0
+    // over the other's lines (warnings go to stderr, the rest to stdout).
+    let append = || {
+        let f = std::fs::OpenOptions::new().append(true).open(out.path());
+        Stdio::from(f.unwrap())
+    };
     let child = ws
         .cmd(args)
         .env_remove("REPRO_REMOTE")
-        .stdout(Stdio::from(out.reopen().unwrap()))
-        .stderr(Stdio::from(out.reopen().unwrap()))
+        .stdout(append())
+        .stderr(append())
         .spawn()
         .unwrap();
     let mut status = 0;

@@ -522,12 +522,13 @@ fn timeline_of_the_last_full_run_from_the_trace() {
         desc.contains("1 download, 1 preprocess, 2 train, 1 evaluate") && desc.contains("33.5 min"),
         "{desc}"
     );
-    // LaTeX: the same runs as a table with a bar per row.
+    // LaTeX: the same runs grouped by stage family (download, preprocess, train × 2,
+    // evaluate), a bar per family.
     let tex = std::fs::read_to_string(out.join("report.tex")).unwrap();
-    assert_eq!(tex.matches("\\rule{").count(), 5);
+    assert_eq!(tex.matches("\\rule{").count(), 4);
     assert!(
         tex.contains("2.058 CPU-hours")
-            && tex.contains("evaluate@cnn,bce-nu")
+            && tex.contains("by stage family")
             && tex.contains("0 to 40 min")
     );
 }
