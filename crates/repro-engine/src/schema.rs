@@ -116,7 +116,13 @@ fn stage() -> Json {
                                     "backoff": {"type": ["number", "string"]}}}
                 ]
             },
-            "executor": {"enum": ["local"], "description": "Run this stage on this machine when the pipeline runs on Slurm."}
+            "executor": {"enum": ["local"], "description": "Run this stage on this machine when the pipeline runs on Slurm."},
+            "verify": {
+                "type": "object",
+                "description": "What `repro verify` does not compare: {ignore: [FILE:FIELD, …]}, JSON fields that measure the run (wall times) rather than its result. Not part of the key.",
+                "additionalProperties": false,
+                "properties": {"ignore": {"type": "array", "items": {"type": "string"}}}
+            }
         },
         "oneOf": [{"required": ["cmd"]}, {"required": ["uses"]}]
     })
