@@ -295,6 +295,11 @@ impl Store {
                     .with_context(|| format!("cannot open remote {url}"))?,
             ),
             Kind::File => {
+                // Writes here do not go through fsutil::write_atomic: object_store's local
+                // store already stages each put in a temporary file and renames it into place,
+                // so readers never see a torn object, and it is the one code path for every
+                // remote kind. It does not fsync; a shared remote is a cache whose objects are
+                // hashed when read back, so a loss after a crash costs a recomputation only.
                 let dir = std::path::PathBuf::from(&url["file://".len()..]);
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("cannot create remote directory {}", dir.display()))?;
