@@ -6,6 +6,10 @@
 //! The pdflatex and Chromium tests fail with a message when the tool is missing; install
 //! them with `scripts/setup.sh --tests` (CI does).
 
+#[path = "common/browser.rs"]
+mod browser;
+
+use browser::{console_errors, headless};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -252,65 +256,6 @@ fn latex_compiles_with_pdflatex() {
         std::fs::read(out2.join("report.pdf")).unwrap() == pdf,
         "the PDF differs between two identical runs"
     );
-}
-
-fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|c| {
-            Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-}
-
-/// Run headless Chromium on `html` with `extra` arguments; returns (stdout, stderr).
-fn headless(html: &Path, extra: &[&str]) -> (String, String) {
-    let exe = chromium().expect(
-        "Chromium is not installed: run scripts/setup.sh --tests (Debian package chromium)",
-    );
-    let profile = tempfile::tempdir().unwrap();
-    let o = Command::new(exe)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--enable-logging=stderr",
-            "--v=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(extra)
-        .arg(format!("file://{}", html.display()))
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-/// Lines where Chromium reports a page console message or a failed load.
-fn console_errors(stderr: &str) -> Vec<String> {
-    stderr
-        .lines()
-        .filter(|l| {
-            l.contains(":CONSOLE")
-                || l.contains("Uncaught")
-                || l.contains("ERR_FILE_NOT_FOUND")
-                || l.contains("Failed to load resource")
-        })
-        .map(str::to_string)
-        .collect()
 }
 
 #[test]

@@ -33,6 +33,18 @@ fn snapshot(root: &Path) -> BTreeMap<String, (Vec<u8>, std::time::SystemTime)> {
     out
 }
 
+/// `repro verify ARGS` in `ws`, which must exit with `code`; its stdout and stderr.
+fn verify(ws: &Ws, args: &[&str], code: i32) -> String {
+    let o = ws.output(&[&["verify"], args].concat());
+    let text = common::both(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "repro verify {args:?}:\n{text}"
+    );
+    text
+}
+
 fn results(text: &str) -> Vec<Value> {
     let start = text.find('[').expect("a JSON array");
     let end = text.rfind(']').expect("a JSON array");
@@ -61,9 +73,7 @@ fn a_deterministic_stage_verifies_identical_and_the_workspace_is_untouched() {
         "{:?}",
         before.keys()
     );
-    let o = ws.output(&["verify"]);
-    let text = common::both(&o);
-    assert_eq!(o.status.code(), Some(0), "{text}");
+    let text = verify(&ws, &[], 0);
     assert!(text.contains("2 identical"), "{text}");
     assert_eq!(
         snapshot(ws.dir.path()),
@@ -122,9 +132,7 @@ fn a_nondeterministic_stage_is_caught_naming_the_file_and_byte() {
     let byte = files[0]["byte"].as_u64().unwrap();
     assert!((5..5 + 49).contains(&byte), "{byte}");
     // The text form names it too, with where the two runs were made.
-    let o = ws.output(&["verify"]);
-    let text = common::both(&o);
-    assert_eq!(o.status.code(), Some(1), "{text}");
+    let text = verify(&ws, &[], 1);
     assert!(
         text.contains("DIFFERS") && text.contains("noise.txt: first difference at byte"),
         "{text}"
@@ -143,22 +151,17 @@ fn metrics_within_tolerance_pass_only_with_tolerance() {
 "#,
     );
     ws.ok(&["run"]);
-    let o = ws.output(&["verify"]);
-    let text = common::both(&o);
-    assert_eq!(o.status.code(), Some(1), "{text}");
+    let text = verify(&ws, &[], 1);
     assert!(
         text.contains("metric acc in m.json: 0.5 -> 0.500000001"),
         "{text}"
     );
-    let o = ws.output(&["verify", "--tolerance", "1e-6"]);
-    let text = common::both(&o);
-    assert_eq!(o.status.code(), Some(0), "{text}");
+    let text = verify(&ws, &["--tolerance", "1e-6"], 0);
     assert!(
         text.contains("within 1e-6") && text.contains("1 within tolerance"),
         "{text}"
     );
-    let o = ws.output(&["verify", "--tolerance", "1e-12"]);
-    assert_eq!(o.status.code(), Some(1), "{}", common::both(&o));
+    verify(&ws, &["--tolerance", "1e-12"], 1);
 }
 
 #[test]
@@ -198,9 +201,7 @@ fn a_stage_whose_dep_is_gone_from_the_cache_could_not_run() {
         .to_string();
     let obj = ws.path(&format!("cache/objects/{}/{}", &hash[..2], &hash[2..]));
     std::fs::remove_file(&obj).unwrap();
-    let o = ws.output(&["verify", "down"]);
-    let text = common::both(&o);
-    assert_eq!(o.status.code(), Some(2), "{text}");
+    let text = verify(&ws, &["down"], 2);
     assert!(text.contains("COULD NOT RUN"), "{text}");
     assert!(
         text.contains("dep mid.txt (an output of 'up')") && text.contains("missing"),
@@ -220,17 +221,13 @@ fn a_json_field_that_measures_the_run_is_named_and_can_be_ignored() {
 "#,
     );
     ws.ok(&["run"]);
-    let o = ws.output(&["verify"]);
-    let text = common::both(&o);
-    assert_eq!(o.status.code(), Some(1), "{text}");
+    let text = verify(&ws, &[], 1);
     assert!(
         text.contains("t.json: first difference at byte")
             && text.contains("fields that differ: seconds"),
         "{text}"
     );
-    let o = ws.output(&["verify", "--ignore", "seconds"]);
-    let text = common::both(&o);
-    assert_eq!(o.status.code(), Some(0), "{text}");
+    let text = verify(&ws, &["--ignore", "seconds"], 0);
     assert!(
         text.contains("identical")
             && text.contains("ignored (measures the run: declared or --ignore): t.json: seconds"),
@@ -257,9 +254,7 @@ fn a_dep_directory_holding_other_stages_outputs_is_assembled_from_the_cache() {
     );
     ws.write("runs/notes.txt", "notes\n");
     ws.ok(&["run"]);
-    let o = ws.output(&["verify", "sum"]);
-    let text = common::both(&o);
-    assert_eq!(o.status.code(), Some(0), "{text}");
+    let text = verify(&ws, &["sum"], 0);
     assert!(text.contains("identical        sum"), "{text}");
     // An output inside it gone from the cache: named, and the stage not run.
     let lock: serde_yaml_ng::Value = serde_yaml_ng::from_str(&ws.read("repro.lock")).unwrap();
@@ -268,9 +263,7 @@ fn a_dep_directory_holding_other_stages_outputs_is_assembled_from_the_cache() {
         .unwrap()
         .to_string();
     std::fs::remove_file(ws.path(&format!("cache/objects/{}/{}", &hash[..2], &hash[2..]))).unwrap();
-    let o = ws.output(&["verify", "sum"]);
-    let text = common::both(&o);
-    assert_eq!(o.status.code(), Some(2), "{text}");
+    let text = verify(&ws, &["sum"], 2);
     assert!(text.contains("dep runs/b.txt (an output of 'b')"), "{text}");
 }
 
@@ -291,16 +284,12 @@ fn a_declared_volatile_field_verifies_identical_and_an_undeclared_one_differs() 
     assert_ne!(declared, STAGE);
     let ws = Ws::new(&declared);
     ws.ok(&["run"]);
-    let o = ws.output(&["verify"]);
-    let text = common::both(&o);
-    assert_eq!(o.status.code(), Some(0), "{text}");
+    let text = verify(&ws, &[], 0);
     assert!(text.contains("1 identical"), "{text}");
     assert!(text.contains("out/train.json: seconds"), "{text}");
     let plain = Ws::new(STAGE);
     plain.ok(&["run"]);
-    let o = plain.output(&["verify"]);
-    let text = common::both(&o);
-    assert_eq!(o.status.code(), Some(1), "{text}");
+    let text = verify(&plain, &[], 1);
     assert!(text.contains("out/train.json"), "{text}");
     assert!(text.contains("fields that differ: seconds"), "{text}");
     // A malformed declaration is a spec error at its line.

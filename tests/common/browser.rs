@@ -1,5 +1,5 @@
-//! Headless Chromium for the tests that open a generated page in a real browser (the same
-//! flags as the report's test in tests/report_outputs.rs): include it with
+//! Headless Chromium for the tests that open a generated page in a real browser (the report,
+//! the plots page): include it with
 //! `#[path = "common/browser.rs"] mod browser;`.
 #![allow(dead_code)]
 
