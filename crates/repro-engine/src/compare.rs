@@ -875,8 +875,8 @@ fn params_to_set(cx: &Records, stage: &str, fp: Option<&Fingerprint>) -> Vec<Str
     lines
 }
 
-/// A value quoted for a POSIX shell when needed.
-fn shell_word(s: &str) -> String {
+/// A value quoted for a POSIX shell when needed (also for the `--set` lines `exp apply` prints).
+pub(crate) fn shell_word(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-+/:=,@".contains(c))

@@ -1146,12 +1146,12 @@ pub fn apply(file: &Path, load: &LoadOptions, what: &str) -> Result<Vec<String>>
     lines.extend(notes);
     let mut args = Vec::new();
     if let Some(prof) = &exp.profile {
-        args.push(format!("--profile {}", shell_word(prof)));
+        args.push(format!("--profile {}", crate::compare::shell_word(prof)));
     }
     args.extend(
         exp.set
             .iter()
-            .map(|(k, v)| format!("--set {}", shell_word(&format!("{k}={v}")))),
+            .map(|(k, v)| format!("--set {}", crate::compare::shell_word(&format!("{k}={v}")))),
     );
     lines.push(if args.is_empty() {
         "it ran with the pipeline's own params: `repro run` keeps it".into()
@@ -1221,18 +1221,6 @@ fn check_stage(
         rec,
         differ,
     }))
-}
-
-/// A value quoted for a POSIX shell when needed.
-fn shell_word(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-+/:=,@".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
 }
 
 #[cfg(test)]

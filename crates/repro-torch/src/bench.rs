@@ -80,19 +80,16 @@ pub fn run(args: &[String]) -> Result<i32> {
     let x = Tensor::randn([batch, 3, size, size], (Kind::Float, dev));
     let y = Tensor::randint(classes, [batch], (Kind::Int64, dev));
     let amp = amp && dev.is_cuda();
+    // The same step for the warm-up and the timed loop.
+    let mut step = || {
+        let precision = Precision {
+            autocast: amp,
+            scaler: None,
+        };
+        train_step(&backbone, &head, &mut opt, &x, &y, 1e-3, precision)
+    };
     for _ in 0..warmup {
-        train_step(
-            &backbone,
-            &head,
-            &mut opt,
-            &x,
-            &y,
-            1e-3,
-            Precision {
-                autocast: amp,
-                scaler: None,
-            },
-        )?;
+        step()?;
     }
     if dev.is_cuda() {
         tch::Cuda::synchronize(0);
@@ -100,18 +97,7 @@ pub fn run(args: &[String]) -> Result<i32> {
     let t0 = Instant::now();
     let mut skipped = 0;
     for _ in 0..steps {
-        let (finite, _) = train_step(
-            &backbone,
-            &head,
-            &mut opt,
-            &x,
-            &y,
-            1e-3,
-            Precision {
-                autocast: amp,
-                scaler: None,
-            },
-        )?;
+        let (finite, _) = step()?;
         skipped += usize::from(!finite);
     }
     if dev.is_cuda() {
