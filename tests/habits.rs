@@ -53,22 +53,40 @@ fn sigterm_exits_143_and_the_summary_counts_the_interrupted_stage() {
     let ws = Ws::new(
         "stages:\n  slow:\n    cmd: touch started; sleep 30; echo > s.txt\n    outs: [s.txt]\n  quick:\n    cmd: echo > q.txt\n    outs: [q.txt]\n",
     );
-    let child = ws
+    let mut child = ws
         .cmd(&["run", "-j", "2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Stdout is read as it comes: the signal goes only once the engine has said `quick` ran
+    // (its output file existing is not enough: the engine may still be storing it).
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let (seen, mut pipe) = (seen.clone(), child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut pipe, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !ws.path("started").exists() || !ws.path("q.txt").exists() {
-        assert!(Instant::now() < deadline, "the stage never started");
+    while !ws.path("started").exists() || !seen.lock().unwrap().contains("ran quick") {
+        assert!(Instant::now() < deadline, "the stages never started");
         std::thread::sleep(Duration::from_millis(20));
     }
     // SAFETY: our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let o = wait_or_kill(child, Duration::from_secs(20));
-    assert_eq!(o.status.code(), Some(143), "{}", both(&o));
-    let out = stdout(&o);
+    reader.join().unwrap();
+    let out = seen.lock().unwrap().clone();
+    assert_eq!(o.status.code(), Some(143), "{out}{}", stderr(&o));
     assert!(
         out.contains("1 ran") && out.contains("1 interrupted"),
         "{out}"
