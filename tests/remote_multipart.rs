@@ -1,7 +1,8 @@
 //! Large objects on S3 (moto's server on 127.0.0.1), with the part threshold lowered so that a
 //! 13 MiB file counts as large: it goes up as a multipart upload (the stored ETag says how many
 //! parts) and comes down in parallel ranges, byte-identical; a download resumes from the parts
-//! an interrupted one left, and a partial file that is wrong is thrown away, never used.
+//! an interrupted one left, and a partial file that is wrong is thrown away, never used; a push
+//! killed mid-upload names nothing (no object, no `ac/` entry) and the next push completes.
 //!
 //! Skips, loudly, when moto is not installed (`scripts/setup.sh --tests`).
 // Needs the remote cache in the binary under test.
@@ -188,4 +189,102 @@ fn large_objects_go_up_in_parts_and_come_down_in_ranges() {
     let out = repro(&c, &env, &["run", "--remote", url]);
     assert!(out.contains("1 restored"), "{out}");
     assert!(std::fs::read(c.path("big.bin")).unwrap() == std::fs::read(a.path("big.bin")).unwrap());
+}
+
+/// The whole answer (head and body) to one unsigned request to moto.
+fn answer(port: u16, method: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    String::from_utf8_lossy(&resp).to_string()
+}
+
+/// The text between the first `<tag>` and `</tag>` of an XML answer.
+fn xml_field(xml: &str, tag: &str) -> Option<String> {
+    let start = xml.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let len = xml[start..].find(&format!("</{tag}>"))?;
+    Some(xml[start..start + len].to_string())
+}
+
+/// A push killed in the middle of a multipart upload (parts already on the server) leaves no
+/// object under the name and no entry in `ac/`; the next push sends the object again, whole,
+/// and writes the entry; a fresh workspace restores it byte-identical.
+#[test]
+fn a_push_killed_mid_multipart_upload_names_nothing_and_the_next_push_completes() {
+    let Some((_server, port)) = moto() else {
+        return;
+    };
+    assert!(request(port, "PUT", "/lab").starts_with("HTTP/1.1 200"));
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+        ("REPRO_MULTIPART_THRESHOLD", (6 * MIB).to_string()),
+        ("REPRO_PART_SIZE", (5 * MIB).to_string()),
+    ];
+    // 160 MiB: 32 parts of 5 MiB, four in flight, so the push is killed with most to go.
+    let pipe =
+        "stages:\n  big:\n    cmd: head -c 167772160 /dev/urandom > big.bin\n    outs: [big.bin]\n";
+    let url = "s3://lab/mpk";
+    let a = Ws::new(pipe);
+    repro(&a, &env, &["run"]);
+    let (big, _) = object_of_size(&a, 160 * MIB);
+    let key = format!("/lab/mpk/cas/{big}");
+
+    let mut push = a.cmd(&["push", "--remote", url]);
+    push.env_remove("REPRO_REMOTE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in &env {
+        push.env(k, v);
+    }
+    let mut child = push.spawn().unwrap();
+    // Kill it once the server holds an upload in progress with at least one part.
+    let t = Instant::now();
+    loop {
+        if let Some(id) = xml_field(&answer(port, "GET", "/lab?uploads"), "UploadId")
+            && answer(port, "GET", &format!("{key}?uploadId={id}")).contains("<PartNumber>")
+        {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the push ended before a part was seen on the server"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no part was uploaded"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Nothing is named: no object under the hash, no entry.
+    let head = request(port, "HEAD", &key);
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let ac = answer(port, "GET", "/lab?list-type=2&prefix=mpk/ac/");
+    assert!(
+        ac.starts_with("HTTP/1.1 200") && !ac.contains("<Key>"),
+        "{ac}"
+    );
+
+    // The next push completes: the object whole (32 parts), then the entry.
+    repro(&a, &env, &["push", "--remote", url]);
+    let head = request(port, "HEAD", &key);
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("-32\""),
+        "{head}"
+    );
+    let ac = answer(port, "GET", "/lab?list-type=2&prefix=mpk/ac/");
+    assert_eq!(ac.matches("<Key>").count(), 1, "{ac}");
+    let b = Ws::new(pipe);
+    let out = repro(&b, &env, &["run", "--remote", url]);
+    assert!(out.contains("1 restored"), "{out}");
+    assert!(std::fs::read(b.path("big.bin")).unwrap() == std::fs::read(a.path("big.bin")).unwrap());
 }

@@ -4,9 +4,10 @@
 //! and is renamed into the local cache only if its content matches its name: a corrupt or
 //! truncated remote object never enters the cache, and a killed transfer leaves only
 //! temporary files (cleared by the next one). An upload first asks whether the object is
-//! already there (its name is its content, so present means done), re-hashes the local copy
-//! so a damaged one is never spread, and afterwards reads back the stored size (and, on S3,
-//! the ETag, which is the MD5 of a single-part upload).
+//! already there (its name is its content, so present means done; on S3 objects of at most
+//! 1 MiB are sent without asking, a look-up costing as much as the upload), re-hashes the
+//! local copy so a damaged one is never spread, and afterwards checks what was stored: on S3
+//! the ETag of the `PUT`'s answer, the MD5 of a single-part upload, else the size read back.
 //!
 //! Large objects (over [`multipart_threshold`], 256 MiB unless `REPRO_MULTIPART_THRESHOLD`
 //! says otherwise) move in parts of [`part_size`] (64 MiB, `REPRO_PART_SIZE`), a few at once:
@@ -197,6 +198,10 @@ pub fn part_size() -> u64 {
         .unwrap_or(64 << 20)
         .max(5 << 20)
 }
+
+/// Objects up to this size are uploaded to S3 without first asking whether they are there
+/// (1 MiB: below it a `HEAD` costs about what the `PUT` does).
+const BLIND_PUT_MAX: u64 = 1 << 20;
 
 /// How many parts of one object move at once (memory: this many parts, plus one being read).
 const PARTS_AT_ONCE: usize = 4;
@@ -447,22 +452,42 @@ async fn download_ranges(
     let errors = each(todo, PARTS_AT_ONCE, |i| async move {
         let start = i * part;
         let end = (start + part).min(size);
-        let bytes = store
+        let what = || format!("downloading cas/{hash} from {}", store.url);
+        // Each range is written where it belongs as its chunks arrive, not collected first:
+        // with every part held whole (four of 64 MiB, and the buffers they were gathered in),
+        // a 6 GiB pull peaked at 488 MB of private memory; streamed, a part costs only the
+        // chunks in flight.
+        let got = store
             .inner
-            .get_range(location, start..end)
+            .get_opts(
+                location,
+                object_store::GetOptions::new().with_range(Some(start..end)),
+            )
             .await
-            .map_err(|e| request_error(e, format!("downloading cas/{hash} from {}", store.url)))?;
-        if bytes.len() as u64 != end - start {
+            .map_err(|e| request_error(e, what()))?;
+        let mut body = got.into_stream();
+        let mut at = start;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| request_error(e, what()))?;
+            if at + chunk.len() as u64 > end {
+                bail!(
+                    "remote object cas/{hash} on {}: asked for bytes {start}..{end}, got more; not used",
+                    store.url
+                );
+            }
+            file.write_all_at(&chunk, at)
+                .map_err(|e| crate::cache::disk_error(e, part_path))?;
+            at += chunk.len() as u64;
+            c.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+        if at != end {
             bail!(
                 "remote object cas/{hash} on {}: asked for bytes {start}..{end}, got {}; not used",
                 store.url,
-                bytes.len()
+                at - start
             );
         }
-        file.write_all_at(&bytes, start)
-            .map_err(|e| crate::cache::disk_error(e, part_path))?;
         writeln!(log.lock().unwrap(), "{i}")?;
-        c.bytes.fetch_add(end - start, Ordering::Relaxed);
         Ok(())
     })
     .await;
@@ -578,7 +603,13 @@ async fn upload_one(store: &Store, cache: &Cache, hash: &str, c: &Counters) -> R
         .with_context(|| format!("local cache object {} is missing", local.display()))?
         .len();
     let remote = cas_path(hash);
-    if let Some((have, _)) = store.size_of(&remote).await?
+    // A small object on S3 is sent without asking first: the look-up costs a request as dear
+    // as the `PUT` itself, and sending again what is there rewrites the same bytes under the
+    // same name (content-addressed). On moto the look-up and the read-back made three requests
+    // per object where `aws s3 sync` makes one, and push took 2-3x its time (docs/remote.md).
+    let blind = store.kind == Kind::S3 && size <= BLIND_PUT_MAX;
+    if !blind
+        && let Some((have, _)) = store.size_of(&remote).await?
         && have == size
     {
         c.bytes.fetch_add(size, Ordering::Relaxed);
@@ -613,11 +644,19 @@ async fn upload_one(store: &Store, cache: &Cache, hash: &str, c: &Counters) -> R
         use md5::Digest;
         hex::encode(md5::Md5::digest(&data))
     });
-    store
+    let put = store
         .inner
         .put(&remote, data.into())
         .await
         .map_err(|e| request_error(e, format!("uploading cas/{hash} to {}", store.url)))?;
+    // S3 answers a single-part `PUT` with the MD5 of what it stored as the ETag: when that is
+    // the MD5 of the bytes sent, the object is verified (size included) without reading back.
+    if let (Some(md5), Some(etag)) = (&md5, &put.e_tag)
+        && etag.trim_matches('"').eq_ignore_ascii_case(md5)
+    {
+        c.bytes.fetch_add(size, Ordering::Relaxed);
+        return Ok(());
+    }
     let Some((stored, etag)) = store.size_of(&remote).await? else {
         bail!("uploaded cas/{hash} to {} but it is not there", store.url);
     };
