@@ -5,11 +5,11 @@
 # All measured in the same run. Not a test: it prints figures and ratios (and, with
 # BENCH_RESULTS, writes a Markdown table).
 #
-# The outputs: those of a finished quick-profile workspace when QUICK_WS names one (its
-# pipeline.yaml, repro.lock and cache/ are used as workspace A); else a generated pipeline
-# (REMOTE_FIXTURE=stages, the default) of REMOTE_STAGES stages (300) each writing one file of
-# REMOTE_STAGE_KB kB (1000) plus one stage writing a directory of REMOTE_SMALL files of 4 kB
-# (2000) — many stages and small files, like the quick profile, made in seconds; or
+# The outputs: those of a finished quick-profile workspace when QUICK_WS names one (copied
+# with cp -a, its pipeline.yaml, repro.lock and cache/ are workspace A); else a generated
+# pipeline (REMOTE_FIXTURE=stages, the default) of REMOTE_STAGES stages (300) each writing one
+# file of REMOTE_STAGE_KB kB (1000) plus one stage writing a directory of REMOTE_SMALL files of
+# 4 kB (2000) — many stages and small files, like the quick profile, made in seconds; or
 # (REMOTE_FIXTURE=blobs) REMOTE_BIG files of REMOTE_BIG_MIB MiB plus REMOTE_SMALL files of
 # 8 KiB in two directory outputs. Random bytes, so nothing compresses or deduplicates.
 #
@@ -25,7 +25,14 @@
 # REMOTE_STAGES, REMOTE_STAGE_KB, REMOTE_BIG (32), REMOTE_BIG_MIB (8), REMOTE_SMALL (2000),
 # BENCH_REPEATS (3), BENCH_RESULTS (file for the table), BENCH_DVC (a dvc executable; default
 # .tools/dvc/bin/dvc, made with `python3 -m venv .tools/dvc && .tools/dvc/bin/pip install
-# dvc`; `none` skips DVC).
+# dvc`; `none` skips DVC), BENCH_DVC_LINK (DVC's cache.type in the pulling checkout, e.g.
+# `hardlink,copy`; default DVC's own, reflink then copy), BENCH_WEBDAV (`no` skips the nginx
+# row).
+#
+# Link mode: REPRO_CACHE_LINK (e.g. `hardlink,copy`) applies to every repro command here, so to
+# workspace B's pulls; the table names it. After the last pull, `du -sk` of B's outputs and its
+# cache/ in one command (a hard-linked file counted once) is printed with its ratio to the
+# outputs' bytes (the sum of their files' sizes); the same for DVC's checkout and .dvc/cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -44,6 +51,9 @@ fixture=${REMOTE_FIXTURE:-stages}
 stages=${REMOTE_STAGES:-300}
 stage_kb=${REMOTE_STAGE_KB:-1000}
 dvc=${BENCH_DVC:-$root/.tools/dvc/bin/dvc}
+dvc_link=${BENCH_DVC_LINK:-}
+webdav=${BENCH_WEBDAV:-yes}
+links=${REPRO_CACHE_LINK:-reflink,copy (default)}
 [ "$dvc" = none ] || [ -x "$dvc" ] || { echo "bench_remote: no dvc at $dvc (BENCH_DVC=none skips it)" >&2; dvc=none; }
 
 rm -rf "$dir"
@@ -60,7 +70,9 @@ a=$dir/a
 if [ -n "${QUICK_WS:-}" ]; then
   what="the quick profile's outputs ($QUICK_WS)"
   mkdir -p "$a"
-  cp -r "$QUICK_WS"/. "$a"/
+  # -a keeps a hard-link workspace's outputs linked to its cache/objects (and their modes): a
+  # `cp -r` copy of one has read-only copies, which `status` reports as modified outputs.
+  cp -a "$QUICK_WS"/. "$a"/
 elif [ "$fixture" = stages ]; then
   what="generated: $stages stages x $stage_kb kB + one directory of $small x 4 kB"
   mkdir -p "$a"
@@ -107,10 +119,13 @@ print("\n".join(sorted(set(paths))))
 PY
 )
 [ "${#outs[@]}" -gt 0 ] || { echo "bench_remote: no outputs found in $a/repro.lock" >&2; exit 1; }
-bytes=$(cd "$a" && du -sb "${outs[@]}" | awk '{s += $1} END {print s}')
+# The outputs' bytes: every file's size, each counted (du would count once the outputs of a
+# hard-link workspace that share an object).
+bytes=$(cd "$a" && find "${outs[@]}" -type f -printf '%s\n' | awk '{s += $1} END {printf "%.0f", s}')
 files=$(cd "$a" && find "${outs[@]}" -type f | wc -l)
+file_kib=$(awk -v b="$bytes" 'BEGIN {printf "%.0f", b / 1024}')
 mib=$(awk -v b="$bytes" 'BEGIN {printf "%.0f", b / 1048576}')
-echo "outputs: ${#outs[@]} paths, $files files, $mib MiB — $what"
+echo "outputs: ${#outs[@]} paths, $files files, $mib MiB ($file_kib KiB in files) — $what; links: $links"
 
 now() { date +%s.%N; }
 # Run a command; print "seconds flush_seconds".
@@ -141,6 +156,7 @@ dvc_checkout() {
   rm -rf "$dir/dvc-b"
   mkdir -p "$dir/dvc-b/.dvc"
   cp "$dvc_a/.dvc/config" "$dir/dvc-b/.dvc/"
+  [ -z "$dvc_link" ] || (cd "$dir/dvc-b" && "$dvc" config -q cache.type "$dvc_link")
   (cd "$dvc_a" && find . -type f -name '*.dvc' -not -path './.dvc/*' -exec cp --parents {} "$dir/dvc-b/" \;)
 }
 
@@ -175,15 +191,26 @@ bench_remote() {
         { echo "bench_remote: dvc-pulled outputs differ from A's" >&2; exit 1; }
     fi
   done
+  # Disk after the last pull: outputs and cache in one du, so a hard-linked file counts once.
+  local du_b du_d=-
+  du_b=$(cd "$dir/b" && du -sk "${outs[@]}" cache | awk '{s += $1} END {print s}')
+  echo "$name: du -sk of B's outputs + cache/ after pull: $du_b KiB ($(awk -v d="$du_b" -v o="$file_kib" 'BEGIN {printf "%.2f", d / o}')x the outputs' $file_kib KiB)"
+  if [ "${#dvc_s[@]}" -gt 0 ]; then
+    du_d=$(cd "$dir/dvc-b" && du -sk "${outs[@]}" .dvc/cache | awk '{s += $1} END {print s}')
+    echo "$name: du -sk of DVC's outputs + .dvc/cache after pull: $du_d KiB"
+  fi
   local med
   med() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
   local ps pf cs cf ds=- df=-
   ps=$(med "${pull_s[@]}"); pf=$(med "${pull_f[@]}"); cs=$(med "${cp_s[@]}"); cf=$(med "${cp_f[@]}")
   [ "${#dvc_s[@]}" -gt 0 ] && { ds=$(med "${dvc_s[@]}"); df=$(med "${dvc_f[@]}"); }
   local line
-  line=$(awk -v n="$name" -v ps="$ps" -v pf="$pf" -v cs="$cs" -v cf="$cf" -v ds="$ds" -v df="$df" -v mib="$mib" 'BEGIN {
+  line=$(awk -v n="$name" -v l="$links" -v ps="$ps" -v pf="$pf" -v cs="$cs" -v cf="$cf" -v ds="$ds" -v df="$df" -v mib="$mib" \
+      -v db="$du_b" -v dd="$du_d" -v o="$file_kib" 'BEGIN {
     d = (ds == "-") ? "not measured | —" : sprintf("%.2f s (+ %.2f flush) | %.1fx", ds, df, (ds + df) / (ps + pf))
-    printf "| %s | %.2f s (+ %.2f flush) | %.0f MiB/s | %.2f s (+ %.2f flush) | %.1fx | %s |", n, ps, pf, mib / (ps + pf), cs, cf, (ps + pf) / (cs + cf), d }')
+    u = sprintf("%.0f MiB (%.2fx)", db / 1024, db / o)
+    if (dd != "-") u = u sprintf("; DVC %.0f MiB (%.2fx)", dd / 1024, dd / o)
+    printf "| %s | %s | %.2f s (+ %.2f flush) | %.0f MiB/s | %.2f s (+ %.2f flush) | %.1fx | %s | %s |", n, l, ps, pf, mib / (ps + pf), cs, cf, (ps + pf) / (cs + cf), d, u }')
   echo "$line   (pull runs: ${pull_s[*]}; cp runs: ${cp_s[*]}; dvc runs: ${dvc_s[*]:-})"
   rows+=("$line")
 }
@@ -192,7 +219,9 @@ with_dvc=yes
 [ "$dvc" = none ] && with_dvc=no
 bench_remote "shared directory (file://)" "file://$dir/remote-fs" "$dir/remote-fs" "$with_dvc"
 
-if [ -x /usr/sbin/nginx ] && [ -e /usr/lib/nginx/modules/ngx_http_dav_ext_module.so ]; then
+if [ "$webdav" = no ]; then
+  echo "bench_remote: BENCH_WEBDAV=no; WebDAV row skipped" >&2
+elif [ -x /usr/sbin/nginx ] && [ -e /usr/lib/nginx/modules/ngx_http_dav_ext_module.so ]; then
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   n=$dir/nginx
   mkdir -p "$n/www/cache" "$n/tmp"
@@ -235,10 +264,10 @@ fi
 cpu=$(awk -F: '/model name/ {gsub(/^ +/, "", $2); print $2; exit}' /proc/cpuinfo)
 machine="$(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(df -PT "$dir" | awk 'NR==2 {print $2}') file system, $(date -u +%Y-%m-%d)"
 table=$(
-  echo "Outputs: $files files, $mib MiB — $what. Machine: $machine. Load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15-min load average at the end). Binary: ${bin#"$root"/}$([ "$dvc" != none ] && echo "; $("$dvc" --version 2>/dev/null | sed 's/^/DVC /')"). Median of $repeats runs."
+  echo "Outputs: $files files, $mib MiB — $what. Machine: $machine. Load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15-min load average at the end). Binary: ${bin#"$root"/}$([ "$dvc" != none ] && echo "; $("$dvc" --version 2>/dev/null | sed 's/^/DVC /'), cache.type ${dvc_link:-default}"). Median of $repeats runs; du after the last pull."
   echo
-  echo "| remote | repro pull into an empty workspace | pull throughput | cp -r of the same bytes | pull / cp | dvc pull of the same files | dvc / repro |"
-  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  echo "| remote | links | repro pull into an empty workspace | pull throughput | cp -r of the same bytes | pull / cp | dvc pull of the same files | dvc / repro | du of outputs + cache after pull (× outputs) |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   printf '%s\n' "${rows[@]}"
 )
 echo
