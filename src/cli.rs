@@ -21,7 +21,7 @@ pub struct Cli {
     pub verbose: bool,
     /// Colour output: auto (a terminal, and NO_COLOR unset), always or never.
     #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
-    pub color: repro_engine::ui::ColorChoice,
+    pub color: repro_engine::ColorChoice,
 }
 
 #[derive(Subcommand)]
@@ -130,7 +130,7 @@ pub struct PipelineArgs {
 }
 
 impl PipelineArgs {
-    pub fn load_options(&self) -> anyhow::Result<repro_engine::spec::LoadOptions> {
+    pub fn load_options(&self) -> anyhow::Result<repro_engine::LoadOptions> {
         let overrides = self
             .set
             .iter()
@@ -140,7 +140,7 @@ impl PipelineArgs {
                     .ok_or_else(|| anyhow::anyhow!("--set expects KEY=VALUE, got '{s}'"))
             })
             .collect::<anyhow::Result<_>>()?;
-        Ok(repro_engine::spec::LoadOptions {
+        Ok(repro_engine::LoadOptions {
             profile: self.profile.clone(),
             overrides,
             max_stages: self.max_stages,
@@ -367,7 +367,7 @@ fn cmd_verify(args: VerifyArgs) -> anyhow::Result<i32> {
             "--tolerance must be a finite number >= 0"
         );
     }
-    repro_engine::verify::verify(&repro_engine::verify::VerifyOptions {
+    repro_engine::verify(&repro_engine::VerifyOptions {
         load: args.pipeline.load_options()?,
         file: args.pipeline.file,
         targets: args.targets,
@@ -381,14 +381,14 @@ fn cmd_verify(args: VerifyArgs) -> anyhow::Result<i32> {
 }
 
 fn cmd_trace(args: &TraceArgs) -> anyhow::Result<i32> {
-    let mut entries = repro_engine::trace::read(&workspace_of(&args.file).join("cache"))?;
+    let mut entries = repro_engine::trace_file::read(&workspace_of(&args.file).join("cache"))?;
     if args.last {
-        entries = repro_engine::trace::last_run(entries);
+        entries = repro_engine::trace_file::last_run(entries);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
     } else {
-        repro_engine::trace::print(&entries);
+        repro_engine::print_trace(&entries);
     }
     Ok(0)
 }
@@ -478,7 +478,7 @@ fn cmd_plots(
     out: &PlotsOut,
     pipeline: &PipelineArgs,
 ) -> anyhow::Result<i32> {
-    let (path, plots) = repro_engine::plots::command(
+    let (path, plots) = repro_engine::plots_command(
         &pipeline.file,
         &pipeline.load_options()?,
         sources,
@@ -677,7 +677,7 @@ fn only_prints(c: &Command) -> bool {
 
 pub fn main() -> i32 {
     ignore_file_size_signal();
-    let mut phases = repro_engine::progress::Phases::start();
+    let mut phases = repro_engine::Phases::start();
     let cli = Cli::parse();
     if only_prints(&cli.command) {
         // `repro exp show | head` ends quietly when head exits, as cat and git do, instead of
@@ -687,11 +687,11 @@ pub fn main() -> i32 {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     let level = match (cli.quiet, cli.verbose) {
-        (true, _) => repro_engine::ui::Level::Quiet,
-        (_, true) => repro_engine::ui::Level::Verbose,
-        _ => repro_engine::ui::Level::Normal,
+        (true, _) => repro_engine::Verbosity::Quiet,
+        (_, true) => repro_engine::Verbosity::Verbose,
+        _ => repro_engine::Verbosity::Normal,
     };
-    repro_engine::ui::configure(level, cli.color);
+    repro_engine::configure_output(level, cli.color);
     let result = match cli.command {
         Command::Init(args) => cmd_init(&args),
         Command::Run(args) => cmd_run(args),
@@ -700,7 +700,7 @@ pub fn main() -> i32 {
         Command::Dag(args) => cmd_dag(args),
         Command::Cache {
             what: CacheCmd::Verify { file, remote: None },
-        } => repro_engine::maintenance::verify(&workspace_of(&file)),
+        } => repro_engine::verify_cache(&workspace_of(&file)),
         Command::Cache {
             what:
                 CacheCmd::Verify {
@@ -728,7 +728,7 @@ pub fn main() -> i32 {
         }),
         Command::Pull(args) => cmd_pull(args),
         Command::Gc(args) => {
-            repro_engine::maintenance::gc(&workspace_of(&args.file), args.keep_last, &args.keep_exp)
+            repro_engine::gc(&workspace_of(&args.file), args.keep_last, &args.keep_exp)
         }
         #[cfg(feature = "paper")]
         Command::Eval(args) => crate::metrics::cli_eval(&args.logits, args.json),
@@ -739,7 +739,7 @@ pub fn main() -> i32 {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "repro", &mut std::io::stdout());
             // Stage and profile names come from the pipeline at completion time.
-            print!("{}", repro_engine::completion::addition(&shell.to_string()));
+            print!("{}", repro_engine::completion_addition(&shell.to_string()));
             Ok(0)
         }
         Command::Internal {
@@ -769,13 +769,10 @@ pub fn main() -> i32 {
         // Straight out: nothing of the engine's (timings included) may reach the stage's log.
         Command::Internal {
             what: Internal::Supervise { usage, argv },
-        } => std::process::exit(repro_engine::executor::supervise::main(
-            &argv,
-            usage.as_deref(),
-        )),
+        } => std::process::exit(repro_engine::internal_supervise(&argv, usage.as_deref())),
         Command::Internal {
             what: Internal::Measure { out, argv },
-        } => repro_engine::trace::measure(&out, &argv),
+        } => repro_engine::internal_measure(&out, &argv),
         Command::Params {
             what: ParamsCmd::Diff(args),
         } => cmd_diff(&args, false),
@@ -868,19 +865,21 @@ pub fn main() -> i32 {
 
 /// The workspace root: the directory of the pipeline file.
 fn workspace_of(file: &std::path::Path) -> PathBuf {
-    repro_engine::spec::workspace_root(file)
+    repro_engine::workspace_root(file)
 }
 
 /// `repro internal complete stages|profiles`: never an error (a shell is asking).
 fn cmd_complete(what: &str, file: &std::path::Path) -> anyhow::Result<i32> {
-    use repro_engine::completion::{stage_names, top_level_names};
+    use repro_engine::{
+        completion_stage_names as stage_names, completion_top_level_names as top_level_names,
+    };
     let names = match what {
         "stages" => {
-            let opts = repro_engine::spec::LoadOptions {
+            let opts = repro_engine::LoadOptions {
                 kinds: std::sync::Arc::new(crate::kinds::registry()),
                 ..Default::default()
             };
-            match repro_engine::spec::load(file, &opts) {
+            match repro_engine::load(file, &opts) {
                 Ok(p) => stage_names(p.stages.into_iter().map(|s| s.name)),
                 Err(_) => top_level_names(file, "stages"),
             }
@@ -899,7 +898,7 @@ fn cmd_schema(out: Option<&std::path::Path>) -> anyhow::Result<i32> {
     match out {
         None => print!("{text}"),
         Some(path) => {
-            repro_engine::fsutil::write_atomic(path, text.as_bytes())?;
+            repro_engine::write_atomic(path, text.as_bytes())?;
             eprintln!("wrote {}", path.display());
         }
     }
@@ -950,7 +949,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<i32> {
             _ => anyhow::bail!("unknown resource '{r}' (supported: gpu=N)"),
         }
     }
-    let opts = repro_engine::run::RunOptions {
+    let opts = repro_engine::RunOptions {
         file: args.pipeline.file.clone(),
         load: args.pipeline.load_options()?,
         targets: args.targets,
@@ -965,7 +964,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<i32> {
         remote: args.remote,
         name: args.name,
     };
-    repro_engine::run::run(&opts)
+    repro_engine::run(&opts)
 }
 
 /// `repro submit`: the same options, handed verbatim to the `repro run` of the Slurm job.
@@ -978,7 +977,7 @@ fn cmd_submit(args: RunArgs) -> anyhow::Result<i32> {
         .skip_while(|a| a != "submit")
         .skip(1)
         .collect();
-    repro_engine::submit::submit(
+    repro_engine::submit(
         &args.pipeline.file,
         &args.pipeline.load_options()?,
         &raw,
@@ -988,7 +987,7 @@ fn cmd_submit(args: RunArgs) -> anyhow::Result<i32> {
 
 /// `repro pull` is a run that only restores: from the local run cache, else the remote.
 fn cmd_pull(args: TransferArgs) -> anyhow::Result<i32> {
-    let opts = repro_engine::run::RunOptions {
+    let opts = repro_engine::RunOptions {
         file: args.pipeline.file.clone(),
         load: args.pipeline.load_options()?,
         targets: args.targets,
@@ -999,11 +998,11 @@ fn cmd_pull(args: TransferArgs) -> anyhow::Result<i32> {
         },
         ..Default::default()
     };
-    repro_engine::run::run(&opts)
+    repro_engine::run(&opts)
 }
 
 fn cmd_status(args: StatusArgs) -> anyhow::Result<i32> {
-    let st = repro_engine::status::status(
+    let st = repro_engine::status(
         &args.pipeline.file,
         &args.pipeline.load_options()?,
         &args.targets,
@@ -1012,16 +1011,16 @@ fn cmd_status(args: StatusArgs) -> anyhow::Result<i32> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {
-        for line in repro_engine::submit::status_lines(&args.pipeline.file) {
+        for line in repro_engine::submit_status_lines(&args.pipeline.file) {
             println!("{line}");
         }
-        repro_engine::status::print(&st, args.all);
+        repro_engine::print_status(&st, args.all);
     }
     Ok(
         if args.check
             && st
                 .iter()
-                .any(|s| s.state != repro_engine::status::State::Fresh)
+                .any(|s| s.state != repro_engine::StageState::Fresh)
         {
             1
         } else {
@@ -1032,8 +1031,8 @@ fn cmd_status(args: StatusArgs) -> anyhow::Result<i32> {
 
 fn cmd_dag(args: DagArgs) -> anyhow::Result<i32> {
     let (p, dag) =
-        repro_engine::session::load_pipeline(&args.pipeline.file, &args.pipeline.load_options()?)?;
-    print!("{}", repro_engine::graph::render(&p, &dag, &args.format)?);
+        repro_engine::load_pipeline(&args.pipeline.file, &args.pipeline.load_options()?)?;
+    print!("{}", repro_engine::render_dag(&p, &dag, &args.format)?);
     Ok(0)
 }
 

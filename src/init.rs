@@ -4,7 +4,7 @@
 //! a `foreach` over a list of values, deps, outs and a metrics file) and nothing else, so it
 //! can be read in a minute and edited into the real thing. The cache directory is added to
 //! `.gitignore` (once; an existing file keeps its content), and so is the block of declared
-//! outputs that `repro run` keeps current (`repro_engine::gitignore`). An existing pipeline is
+//! outputs that `repro run` keeps current (`repro_engine::gitignore_with_block`). An existing pipeline is
 //! never overwritten.
 
 use std::path::Path;
@@ -46,7 +46,7 @@ pub const SCHEMA_FILE: &str = "pipeline.schema.json";
 
 /// The JSON Schema of pipeline.yaml as `repro schema` prints it.
 pub fn schema_text() -> String {
-    let mut text = serde_json::to_string_pretty(&repro_engine::schema::pipeline_schema())
+    let mut text = serde_json::to_string_pretty(&repro_engine::pipeline_schema())
         .expect("a JSON value serialises");
     text.push('\n');
     text
@@ -86,7 +86,7 @@ pub fn init(dir: &Path) -> Result<Vec<String>> {
     // An editor's schema: written when absent (one that is there may be newer or the user's).
     let schema = dir.join(SCHEMA_FILE);
     if !schema.exists() && !schema.is_symlink() {
-        repro_engine::fsutil::write_atomic(&schema, schema_text().as_bytes())
+        repro_engine::write_atomic(&schema, schema_text().as_bytes())
             .with_context(|| format!("cannot write {}", schema.display()))?;
         done.push(format!(
             "wrote {} (the schema editors read: see the first line of pipeline.yaml)",
@@ -94,7 +94,7 @@ pub fn init(dir: &Path) -> Result<Vec<String>> {
         ));
     }
     // The template's outputs, in the block `repro run` keeps current (before the cache line).
-    let outs: Vec<String> = repro_engine::spec::load(&pipeline, &Default::default())
+    let outs: Vec<String> = repro_engine::load(&pipeline, &Default::default())
         .map(|p| {
             p.stages
                 .iter()
@@ -103,7 +103,7 @@ pub fn init(dir: &Path) -> Result<Vec<String>> {
         })
         .unwrap_or_default();
     let outs: Vec<&str> = outs.iter().map(String::as_str).collect();
-    let mut new = repro_engine::gitignore::with_block(&old, &outs).unwrap_or_else(|| old.clone());
+    let mut new = repro_engine::gitignore_with_block(&old, &outs).unwrap_or_else(|| old.clone());
     let listed = new != old;
     if let Some(bytes) = &addition {
         new.extend_from_slice(bytes);
@@ -118,7 +118,7 @@ pub fn init(dir: &Path) -> Result<Vec<String>> {
                 .open(&ignore)
                 .and_then(|mut f| f.write_all(&new[old.len()..]))
         } else {
-            repro_engine::fsutil::write_atomic(&ignore, &new).map_err(std::io::Error::other)
+            repro_engine::write_atomic(&ignore, &new).map_err(std::io::Error::other)
         }
         .with_context(|| format!("cannot write {}", ignore.display()))?;
     }

@@ -10,14 +10,15 @@ use std::path::Path;
 
 /// What the science code may name with `crate::…` or `repro_engine::…`.
 // `trace_file` is the trace's file format (written by the engine, read by the report's
-// timeline); `fsutil` is atomic, durable file writing. Both name nothing else of the engine.
+// timeline); `write_atomic` is atomic, durable file writing. Both name nothing else of the
+// engine.
 const ALLOWED: &[&str] = &[
     "data",
     "metrics",
     "report",
     "ml_spec",
     "weights",
-    "fsutil",
+    "write_atomic",
     "trace_file",
 ];
 
@@ -383,4 +384,164 @@ fn the_loop_check_sees_loops() {
     .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
     .collect();
     assert_eq!(import_loops(&g), [["a", "b", "c"]]);
+}
+
+/// The engine's public modules, its "rooms" (crates/repro-engine/src/lib.rs says why each is
+/// one): every other module is private, and what users need of it is re-exported from the
+/// crate root. A new room is a decision about the public surface, so it is made here too.
+const ENGINE_ROOMS: &[&str] = &[
+    "compare",
+    "executor",
+    "executor::slurm",
+    "experiments",
+    "kinds",
+    "kinds::progress",
+    "remote",
+    "remote::exp",
+    "remote::push",
+    "remote::verify",
+    "trace_file",
+];
+
+/// What `code` (a module file of the engine, `prefix` its path: "" for lib.rs) makes public
+/// that is a module: each `pub mod x` (`prefix::x`), and from lib.rs each `pub use` of a whole
+/// module declared there (`pub use x;`, `pub use crate::x as y;`, `pub use x::*;`), which
+/// would open a private module as wide as `pub mod` does.
+fn public_modules(code: &str, prefix: &str) -> Vec<String> {
+    let code: String = code
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let words = |s: &str| -> Vec<String> {
+        s.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':' || c == '*'))
+            .filter(|w| !w.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let mut declared = Vec::new();
+    let mut out = Vec::new();
+    for stmt in code.split([';', '{', '}']) {
+        let w = words(stmt);
+        let w: Vec<&str> = w.iter().map(String::as_str).collect();
+        if let Some(i) = w.iter().position(|x| *x == "mod")
+            && let Some(name) = w.get(i + 1)
+        {
+            declared.push(name.to_string());
+            if i > 0 && w[i - 1] == "pub" {
+                out.push(if prefix.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{prefix}::{name}")
+                });
+            }
+        }
+    }
+    if prefix.is_empty() {
+        // `pub use` statements, groups included: split at `;` only.
+        for stmt in code.split(';') {
+            let Some(rest) = stmt.trim_start().strip_prefix("pub use ") else {
+                continue;
+            };
+            // `a::{b, self, c::*}`: the paths `a::b`, `a`, `a::c::*` (one level of group).
+            let (prefix, members) = match rest.split_once('{') {
+                Some((p, m)) => (p, m.trim_end().trim_end_matches('}').split(',').collect()),
+                None => ("", vec![rest]),
+            };
+            for member in members {
+                let member = member.split(" as ").next().unwrap_or("").trim();
+                let path = match member {
+                    "self" => prefix.trim_end_matches("::").to_string(),
+                    m => format!("{prefix}{m}"),
+                };
+                let path = path.strip_prefix("crate::").unwrap_or(&path);
+                if path.ends_with('*') || declared.iter().any(|d| d == path) {
+                    out.push(format!("{path} (pub use)"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The engine's public modules that are not in `allowed`: lib.rs's, and those declared in each
+/// allowed room's own file (`read` gives a file's text by its path under src/, or `None`).
+fn unlisted_rooms(read: &dyn Fn(&str) -> Option<String>, allowed: &[&str]) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mut todo = vec![String::new()];
+    while let Some(module) = todo.pop() {
+        let file = if module.is_empty() {
+            read("lib.rs")
+        } else {
+            let rel = module.replace("::", "/");
+            read(&format!("{rel}.rs")).or_else(|| read(&format!("{rel}/mod.rs")))
+        };
+        let Some(code) = file else { continue };
+        for m in public_modules(&code, &module) {
+            if allowed.contains(&m.as_str()) {
+                todo.push(m);
+            } else {
+                bad.push(m);
+            }
+        }
+    }
+    bad.sort();
+    bad
+}
+
+#[test]
+fn the_engine_opens_only_its_rooms() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/repro-engine/src");
+    let read = |rel: &str| std::fs::read_to_string(src.join(rel)).ok();
+    let lib = read("lib.rs").unwrap();
+    assert!(
+        public_modules(&lib, "").contains(&"kinds".to_string()) && lib.contains("\nmod spec;"),
+        "read no module declarations from lib.rs"
+    );
+    let bad = unlisted_rooms(&read, ENGINE_ROOMS);
+    assert!(
+        bad.is_empty(),
+        "public modules of the engine that are not rooms: {bad:?}. Make them private and \
+         re-export what users need from lib.rs (grouped), or, if the module is meant to be \
+         public as a whole, add it to ENGINE_ROOMS and say why in lib.rs's `//!`"
+    );
+}
+
+#[test]
+fn the_room_check_sees_a_new_pub_mod() {
+    let lib = "//! pub mod in_a_doc;\n\
+               pub mod kinds;\n\
+               mod spec;\n\
+               mod state;\n\
+               mod graph;\n\
+               #[cfg(feature = \"x\")]\n\
+               pub mod cache; // a new public module\n\
+               pub(crate) mod plan;\n\
+               // pub mod commented_out;\n\
+               pub use spec::{Stage, load, spec};\n\
+               pub use graph::{self as g};\n\
+               pub use crate::state as st;\n\
+               pub use graph::*;\n";
+    let kinds = "pub mod progress;\nmod cmd;\npub mod extra {\n    pub fn f() {}\n}\n";
+    let read = |rel: &str| match rel {
+        "lib.rs" => Some(lib.to_string()),
+        "kinds/mod.rs" => Some(kinds.to_string()),
+        _ => None,
+    };
+    assert_eq!(
+        unlisted_rooms(&read, &["kinds", "kinds::progress"]),
+        [
+            "cache",
+            "graph (pub use)",
+            "graph::* (pub use)",
+            "kinds::extra",
+            "state (pub use)"
+        ]
+    );
+    let rooms = ["kinds", "kinds::progress", "kinds::extra", "cache"];
+    assert_eq!(
+        unlisted_rooms(&read, &rooms).len(),
+        3,
+        "only the `pub use`s are left"
+    );
 }

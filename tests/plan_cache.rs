@@ -144,7 +144,7 @@ fn a_damaged_cached_plan_is_never_used() {
     run(&ws, &[]);
     let db_path = ws.path("cache/state.redb");
     let keys = {
-        let db = repro_engine::state::db::StateDb::open(&db_path, std::time::Duration::ZERO)
+        let db = repro_engine::StateDb::open(&db_path, std::time::Duration::ZERO)
             .unwrap()
             .unwrap();
         let keys = db.plan_keys().unwrap();
@@ -157,7 +157,7 @@ fn a_damaged_cached_plan_is_never_used() {
     assert!(run(&ws, &[]).0, "a truncated plan is parsed again");
     assert!(!run(&ws, &[]).0, "and stored whole again");
     {
-        let db = repro_engine::state::db::StateDb::open(&db_path, std::time::Duration::ZERO)
+        let db = repro_engine::StateDb::open(&db_path, std::time::Duration::ZERO)
             .unwrap()
             .unwrap();
         db.put_plan(&keys[0], b"\xff\x00garbage").unwrap();

@@ -19,8 +19,8 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use crate::metrics;
-use repro_engine::fsutil::write_atomic;
 use repro_engine::kinds::{Kind, Run, StageContext, progress};
+use repro_engine::write_atomic;
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -83,7 +83,7 @@ impl Kind for Evaluate {
     fn metrics(&self, p: &Params) -> Vec<String> {
         p.out()
             .to_str()
-            .and_then(|o| repro_engine::spec::normalise(o, false).ok())
+            .and_then(|o| repro_engine::normalise_path(o, false).ok())
             .into_iter()
             .collect()
     }

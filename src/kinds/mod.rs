@@ -30,7 +30,7 @@ pub const TORCH_PROGRAM: &str = "repro-torch";
 /// The paper's kinds, by name, with where each runs.
 #[cfg(feature = "paper")]
 pub fn registry() -> Registry {
-    repro_engine::environment::contribute(torch_facts);
+    repro_engine::contribute_environment(torch_facts);
     Registry::default()
         .with(report::Report)
         .with(evaluate::Evaluate)
@@ -41,7 +41,7 @@ pub fn registry() -> Registry {
 }
 
 /// libtorch's version and the CUDA it was built for, for the environment recorded with every
-/// run (`repro_engine::environment`): read from the `version.py` of the torch package whose
+/// run (`repro_engine::contribute_environment`): read from the `version.py` of the torch package whose
 /// `lib/` `repro-torch` loads (`$REPRO_TORCH_LIB`, else the checkout's `.venv/torch/lib`), so
 /// recording them starts no libtorch.
 #[cfg(feature = "paper")]

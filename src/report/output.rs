@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use super::{PdfMode, Rendered};
 
-pub use repro_engine::fsutil::write_atomic;
+pub use repro_engine::write_atomic;
 
 /// `pdflatex` on the PATH?
 pub fn pdflatex_available() -> bool {

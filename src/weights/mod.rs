@@ -229,7 +229,7 @@ pub fn import(arch: &str, input: &Path, out: &Path, sha256: Option<&str>) -> Res
     let n = views.len();
     let bytes = safetensors::tensor::serialize(views, &None)
         .map_err(|e| anyhow::anyhow!("serialising: {e:?}"))?;
-    repro_engine::fsutil::write_atomic(out, &bytes)?;
+    repro_engine::write_atomic(out, &bytes)?;
     Ok(Imported {
         tensors: n,
         classes,

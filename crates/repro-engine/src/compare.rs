@@ -34,11 +34,10 @@ use crate::state::lockfile::LockFile;
 use crate::state::workspace::Workspace;
 
 /// The numbers of a parsed metrics document, by dotted name (see [`crate::metrics_file`]).
-pub use crate::metrics_file::flatten as flatten_metrics;
 
 /// The params of a stage as compared: its declared params by variable name, and for a
 /// built-in kind its `with:` values as `with.NAME` (nested mappings joined by dots).
-pub fn params_of(fp_params: &BTreeMap<String, Json>, with: &Json) -> BTreeMap<String, Json> {
+pub(crate) fn params_of(fp_params: &BTreeMap<String, Json>, with: &Json) -> BTreeMap<String, Json> {
     let mut out = fp_params.clone();
     fn walk(prefix: &str, v: &Json, out: &mut BTreeMap<String, Json>) {
         match v {
@@ -61,7 +60,9 @@ pub fn params_of(fp_params: &BTreeMap<String, Json>, with: &Json) -> BTreeMap<St
 /// One stage's configuration in a source.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Config {
+    /// The stage's declared params and `with:` values, by name.
     pub params: BTreeMap<String, Json>,
+    /// The numbers of its metrics files, flattened to dotted names.
     pub metrics: BTreeMap<String, f64>,
     /// Declared metrics files that exist but could not be read, each with the reason
     /// (see [`check_metrics`]).
@@ -72,13 +73,18 @@ pub struct Config {
 /// Where a snapshot comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
+    /// The workspace as it is now (the pipeline and its metrics files).
     Workspace,
+    /// `repro.lock` as committed in the workspace.
     Lock,
+    /// `repro.lock` at a git revision.
     Git(String),
+    /// A run-cache entry, by its key.
     Run(String),
 }
 
 impl Source {
+    /// How a diff's column header names this source.
     pub fn label(&self) -> String {
         match self {
             Source::Workspace => "workspace".into(),
@@ -90,20 +96,21 @@ impl Source {
 }
 
 /// The id `exp show` prints for a run-cache entry.
-pub fn short(key: &str) -> &str {
+pub(crate) fn short(key: &str) -> &str {
     &key[..key.len().min(8)]
 }
 
 /// What a command comparing configurations reads: the pipeline as it is now, the workspace
 /// with its cache and run cache, and the lock.
 pub struct Records {
-    pub p: Pipeline,
-    pub ws: Workspace,
-    pub lock: LockFile,
+    pub(crate) p: Pipeline,
+    pub(crate) ws: Workspace,
+    pub(crate) lock: LockFile,
     runs: Vec<(String, RunRecord)>,
 }
 
 impl Records {
+    /// Load the pipeline and read its workspace state, read-only.
     pub fn load(file: &Path, opts: &LoadOptions) -> Result<Records> {
         // These commands only read: on a read-only workspace, the state is read as it is.
         let open = crate::session::Open {
@@ -435,14 +442,21 @@ fn change(a: Option<&Json>, b: Option<&Json>) -> String {
 }
 
 // The table renderer lives in `ui`, which `trace` uses too.
-pub use crate::ui::{Format, render_table};
+#[cfg(test)]
+use crate::metrics_file::flatten as flatten_metrics;
+pub use crate::ui::Format;
+pub(crate) use crate::ui::render_table;
 
 /// One row of a params or metrics diff.
 #[derive(Serialize)]
 pub struct DiffRow {
+    /// The stage it is about.
     pub stage: String,
+    /// The param or metric.
     pub name: String,
+    /// Its value in the first source (`None`: absent there).
     pub a: Option<Json>,
+    /// Its value in the second source.
     pub b: Option<Json>,
 }
 
@@ -559,13 +573,19 @@ pub fn print_metrics(snap: &BTreeMap<String, Config>, fmt: Format) -> Result<()>
 /// One configuration in `exp show`.
 #[derive(Serialize, Clone)]
 pub struct ExpRow {
+    /// The short id `exp apply` takes (the key's first 8 digits).
     pub id: String,
+    /// The stage key of the run-cache entry.
     pub key: String,
+    /// The stage that ran.
     pub stage: String,
     /// Milliseconds since the epoch when it ran.
     pub created: u64,
+    /// How long it ran, in seconds.
     pub seconds: f64,
+    /// Its params and `with:` values.
     pub params: BTreeMap<String, Json>,
+    /// Its metrics, flattened.
     pub metrics: BTreeMap<String, f64>,
     /// Its outputs are all in the cache (`repro exp apply` can bring them back).
     pub restorable: bool,
@@ -679,7 +699,7 @@ pub fn keep_metrics(rows: &mut [ExpRow], wanted: &[String]) {
 }
 
 /// The params whose values are not the same in every row (what tells configurations apart).
-pub fn differing_params(rows: &[ExpRow]) -> Vec<String> {
+pub(crate) fn differing_params(rows: &[ExpRow]) -> Vec<String> {
     let names: BTreeSet<&String> = rows.iter().flat_map(|r| r.params.keys()).collect();
     names
         .into_iter()

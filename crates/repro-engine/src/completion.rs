@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 
 /// The commands whose positional arguments are stage targets (with `exp` and `plots`, their
 /// `show`).
-pub const STAGE_COMMANDS: &[&str] = &["run", "submit", "status", "dag", "exp", "plots"];
+pub(crate) const STAGE_COMMANDS: &[&str] = &["run", "submit", "status", "dag", "exp", "plots"];
 
 /// Options that take a value: after them, the value is completed by clap, not as a stage.
 const VALUE_OPTIONS: &str = "-f|--file|--set|--max-stages|-j|--jobs|--executor|--resources|-o|--out|--name|-t|--target|--sort|--metrics|--color|--remote";

@@ -29,9 +29,7 @@ use crate::state::hashing::Content;
 use crate::state::lockfile::LockFile;
 use crate::state::workspace::{Assessment, Workspace};
 
-pub use crate::confine_rule::{
-    CHECKPOINT_AREA, CHECKPOINT_MARKER, check_lock_path, reserved, resolved_paths,
-};
+pub(crate) use crate::confine_rule::{CHECKPOINT_MARKER, check_lock_path, reserved};
 
 /// The engine's record of output paths it cleared for a stage to write (see [`Ownership`]).
 const CLAIMS_FILE: &str = "claimed";
@@ -41,7 +39,7 @@ const CLAIMS_FILE: &str = "claimed";
 /// workspace (`ln -sf /elsewhere/secret out.txt`) or into the engine's own files. Such an
 /// output must not be hashed or stored — that would copy what it points to into the cache —
 /// so this says, in words, where it leads.
-pub fn check_produced(root: &Path, rel: &str) -> Result<(), String> {
+pub(crate) fn check_produced(root: &Path, rel: &str) -> Result<(), String> {
     let r = Resolver::new(root);
     match r.resolve(rel) {
         Ok(None) => Ok(()),
@@ -68,7 +66,7 @@ pub fn check_produced(root: &Path, rel: &str) -> Result<(), String> {
 /// and a symlink at the output path itself is removed: it is the stage's own output, and left
 /// there it would stop every later command from loading the pipeline (the stage is then
 /// stale, its output missing).
-pub fn check_outputs_produced(root: &Path, stage: &Stage) -> anyhow::Result<()> {
+pub(crate) fn check_outputs_produced(root: &Path, stage: &Stage) -> anyhow::Result<()> {
     let escaped: Vec<String> = stage
         .outs
         .iter()
@@ -95,13 +93,13 @@ pub fn check_outputs_produced(root: &Path, stage: &Stage) -> anyhow::Result<()> 
 }
 
 /// The pipeline's rule set: its protected files and a resolver for its workspace.
-pub struct Rules {
+pub(crate) struct Rules {
     protected: Vec<String>,
     resolver: Resolver,
 }
 
 impl Rules {
-    pub fn new(p: &Pipeline) -> Rules {
+    pub(crate) fn new(p: &Pipeline) -> Rules {
         let mut protected = vec!["repro.lock".to_string()];
         if let Ok(rel) = p.file.strip_prefix(&p.root) {
             protected.push(rel.to_string_lossy().into_owned());
@@ -138,7 +136,7 @@ impl Rules {
     }
 
     /// Whether a lock-file path (of a stage no longer in the pipeline) may be deleted.
-    pub fn deletable(&self, rel: &str) -> Result<(), String> {
+    pub(crate) fn deletable(&self, rel: &str) -> Result<(), String> {
         check_lock_path(rel)?;
         self.check(rel, false).map(|_| ())
     }
@@ -317,7 +315,7 @@ fn overlap<'a, V>(set: &'a BTreeMap<String, V>, path: &str) -> Option<(&'a Strin
 
 /// Check every path a pipeline would make the engine write or delete. Nothing may run if
 /// this fails.
-pub fn check_pipeline(p: &Pipeline) -> Result<(), SpecErrors> {
+pub(crate) fn check_pipeline(p: &Pipeline) -> Result<(), SpecErrors> {
     let rules = Rules::new(p);
     let mut errors = Vec::new();
     // Every output with the path it resolves to; `aliased`: whether any resolves elsewhere.
@@ -507,7 +505,7 @@ fn kind_path(rules: &Rules, s: &Stage, path: &Path) -> Result<(), String> {
 /// produced there — recorded in the lock, claimed by an earlier run of a stage (a run that
 /// failed or was killed leaves its partial outputs behind), or identical to a cache object
 /// (replacing it loses nothing) — unless the user passes `--force`. One per `repro run`.
-pub struct Ownership {
+pub(crate) struct Ownership {
     /// `--force`: the user lets the selected stages take over whatever is at their paths.
     pub force: bool,
     /// Output paths claimed so far (`cache/claimed`), read when first needed.
@@ -515,7 +513,7 @@ pub struct Ownership {
 }
 
 impl Ownership {
-    pub fn new(force: bool) -> Self {
+    pub(crate) fn new(force: bool) -> Self {
         Ownership {
             force,
             claims: Mutex::default(),
@@ -552,7 +550,7 @@ impl Ownership {
 
     /// The outputs (and checkpoint directory) of `stage` that hold something the engine did
     /// not produce, as errors.
-    pub fn unowned(
+    pub(crate) fn unowned(
         &self,
         ws: &Workspace,
         lock: &LockFile,
@@ -598,7 +596,12 @@ impl Ownership {
 
     /// Record that the engine is about to let `stage` write its outputs, so that what a
     /// failed or killed run leaves there counts as the engine's next time.
-    pub fn claim(&self, ws: &Workspace, lock: &LockFile, stage: &Stage) -> anyhow::Result<()> {
+    pub(crate) fn claim(
+        &self,
+        ws: &Workspace,
+        lock: &LockFile,
+        stage: &Stage,
+    ) -> anyhow::Result<()> {
         let entry = lock.stages.get(&stage.name);
         let fresh: Vec<&str> = stage
             .outs
@@ -649,7 +652,7 @@ fn read_claims(path: &Path) -> HashSet<String> {
 
 /// Whether an existing checkpoint directory is the engine's: it holds the marker the engine
 /// writes into every checkpoint directory it creates, or it is empty.
-pub fn checkpoint_owned(dir: &Path, marker: &str) -> Result<(), String> {
+pub(crate) fn checkpoint_owned(dir: &Path, marker: &str) -> Result<(), String> {
     match std::fs::symlink_metadata(dir) {
         Err(_) => Ok(()),
         Ok(m) if !m.is_dir() => Err(format!(

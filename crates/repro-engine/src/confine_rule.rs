@@ -6,15 +6,15 @@
 use crate::spec::{Pipeline, normalise};
 
 /// Where checkpoint directories may live inside `cache/` (the engine's own area for them).
-pub const CHECKPOINT_AREA: &str = "cache/checkpoints";
+pub(crate) const CHECKPOINT_AREA: &str = "cache/checkpoints";
 
 /// The file the engine writes into every checkpoint directory it creates (the stage key).
-pub const CHECKPOINT_MARKER: &str = ".repro-key";
+pub(crate) const CHECKPOINT_MARKER: &str = ".repro-key";
 
 /// Why a normalised workspace-relative path may not be written, if it may not. `protected`:
 /// files the engine never writes (the pipeline file, its vars files, `repro.lock`); an output
 /// may be neither one of them, nor inside one, nor a directory holding one.
-pub fn reserved(rel: &str, protected: &[String], checkpoint: bool) -> Option<String> {
+pub(crate) fn reserved(rel: &str, protected: &[String], checkpoint: bool) -> Option<String> {
     if rel.split('/').any(|c| c == ".git") {
         return Some("inside a .git directory".into());
     }
@@ -49,7 +49,7 @@ pub fn reserved(rel: &str, protected: &[String], checkpoint: bool) -> Option<Str
 
 /// The lexical part of the rule for a path read from `repro.lock`: normalised, relative,
 /// not reserved. (The lock is shared with others: its paths are untrusted input.)
-pub fn check_lock_path(path: &str) -> Result<(), String> {
+pub(crate) fn check_lock_path(path: &str) -> Result<(), String> {
     // What `spec::normalise` produces, checked without allocating (a lock has one path per
     // output of every stage, read on every run).
     if path.starts_with('/') {
@@ -73,7 +73,7 @@ pub fn check_lock_path(path: &str) -> Result<(), String> {
 /// Every workspace path [`check_pipeline`] resolves through symlinks — outputs, checkpoints
 /// and the paths kinds write — as it checks them; its verdict depends on nothing else on
 /// disk (besides the workspace root), which is what `state::up_to_date` relies on.
-pub fn resolved_paths(p: &Pipeline) -> Vec<String> {
+pub(crate) fn resolved_paths(p: &Pipeline) -> Vec<String> {
     let mut paths = Vec::new();
     for s in &p.stages {
         paths.extend(s.outs.iter().map(|o| o.path.clone()));

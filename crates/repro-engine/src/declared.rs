@@ -21,7 +21,7 @@ use crate::state::hashing::Hasher;
 
 // Declared in spec (a container's `runtime` is found when the pipeline is read), so that the
 // pipeline names nothing of this module; the name here keeps working.
-pub use crate::spec::environ::Runtime;
+pub(crate) use crate::spec::environ::Runtime;
 
 /// `value` as one POSIX shell word.
 fn quote(value: &str) -> String {
@@ -49,7 +49,7 @@ const ENGINE_VARS: &[&str] = &[
 /// The shell line that runs `cmd` with the variables `set`, in `container` if any. It runs
 /// under `sh -c` in the workspace root, so `$PWD` is the workspace: the container sees it at
 /// the same path, and works there.
-pub fn command_line(
+pub(crate) fn command_line(
     cmd: &str,
     set: &BTreeMap<String, String>,
     pass: &[String],
@@ -262,7 +262,7 @@ fn podman_digest(root: &Path, image: &str) -> Result<String> {
 
 /// Fill in the declared parts of `fp` for `stage`: `env:` values, `tools:` identities and the
 /// container image's digest. Does nothing for a stage that declares none.
-pub fn fill(hasher: &Hasher, stage: &Stage, fp: &mut Fingerprint) -> Result<()> {
+pub(crate) fn fill(hasher: &Hasher, stage: &Stage, fp: &mut Fingerprint) -> Result<()> {
     let root = hasher.root;
     let env = &stage.env;
     if env.is_empty() {

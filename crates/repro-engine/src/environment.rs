@@ -32,7 +32,7 @@ pub fn contribute(facts: Facts) {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Environment {
+pub(crate) struct Environment {
     #[serde(default)]
     pub format: u32,
     /// `PRETTY_NAME` of `/etc/os-release`.
@@ -73,13 +73,13 @@ pub struct Environment {
 impl Environment {
     /// A short stable id of this environment (for trace lines, which name it rather than
     /// repeat it).
-    pub fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         let json = serde_json::to_vec(self).unwrap_or_default();
         blake3::hash(&json).to_hex()[..16].to_string()
     }
 
     /// The differences from `other`, one line each (`cpu_flags: -avx512f`).
-    pub fn diff(&self, other: &Environment) -> Vec<String> {
+    pub(crate) fn diff(&self, other: &Environment) -> Vec<String> {
         let (a, b) = (
             serde_json::to_value(self).unwrap_or_default(),
             serde_json::to_value(other).unwrap_or_default(),
@@ -128,7 +128,7 @@ impl Environment {
 }
 
 /// This machine's environment, captured on first use.
-pub fn current() -> &'static Environment {
+pub(crate) fn current() -> &'static Environment {
     static ENV: OnceLock<Environment> = OnceLock::new();
     ENV.get_or_init(capture)
 }
@@ -298,7 +298,7 @@ fn nvidia_gpus() -> Vec<String> {
 
 /// The environment a stage ran in, as stored with its run-cache record and named by its
 /// trace line: the machine's, with the stage's own thread count.
-pub fn of_stage(stage: &crate::spec::Stage) -> serde_json::Value {
+pub(crate) fn of_stage(stage: &crate::spec::Stage) -> serde_json::Value {
     let mut v = serde_json::to_value(current()).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
         o.insert(
@@ -311,7 +311,7 @@ pub fn of_stage(stage: &crate::spec::Stage) -> serde_json::Value {
 
 /// Write this process's environment to `cache/environments/<id>.json` once (the trace's
 /// lines name it by id); returns the id. Best effort.
-pub fn save(cache_dir: &std::path::Path) -> String {
+pub(crate) fn save(cache_dir: &std::path::Path) -> String {
     static SAVED: OnceLock<String> = OnceLock::new();
     SAVED
         .get_or_init(|| {
@@ -327,15 +327,6 @@ pub fn save(cache_dir: &std::path::Path) -> String {
             id
         })
         .clone()
-}
-
-/// The environment a trace line names, if its file is there.
-pub fn load(cache_dir: &std::path::Path, id: &str) -> Option<Environment> {
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    let bytes = std::fs::read(cache_dir.join("environments").join(format!("{id}.json"))).ok()?;
-    serde_json::from_slice(&bytes).ok()
 }
 
 #[cfg(test)]

@@ -47,9 +47,11 @@ const LAST: &str = "last";
 /// One recorded configuration of the whole pipeline.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Experiment {
+    /// The stored form's version when it was written.
     pub version: u32,
     /// 8 hex digits, also the file name.
     pub id: String,
+    /// The name given with `--name`, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Milliseconds since the epoch when it was recorded.
@@ -117,7 +119,7 @@ pub fn check_name(name: &str) -> Result<()> {
 /// At the end of a run, after the lock is written: record the configuration the workspace
 /// holds now, unless it is the last experiment's (then only a `name` is given to that one).
 /// Returns the new experiment's id.
-pub fn record(
+pub(crate) fn record(
     ws: &Workspace,
     p: &Pipeline,
     lock: &LockFile,
@@ -188,7 +190,7 @@ fn read_last(dir: &Path) -> Option<(String, String)> {
 
 /// Give the last experiment the name `name` (a run answered from the up-to-date record: it
 /// changed nothing, so the last experiment is what the workspace holds).
-pub fn name_last(cache_dir: &Path, name: &str) -> Result<()> {
+pub(crate) fn name_last(cache_dir: &Path, name: &str) -> Result<()> {
     match read_last(&exp_dir(cache_dir)) {
         Some((id, _)) => rename(cache_dir, &id, name),
         None => Ok(()),
@@ -222,7 +224,7 @@ fn read_one(cache_dir: &Path, id: &str) -> Option<Experiment> {
 
 /// Every experiment recorded in the workspace whose cache is `cache_dir`, newest first; a
 /// file that does not read as one is skipped with a warning.
-pub fn list(cache_dir: &Path) -> Result<Vec<Experiment>> {
+pub(crate) fn list(cache_dir: &Path) -> Result<Vec<Experiment>> {
     let dir = exp_dir(cache_dir);
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
@@ -252,7 +254,7 @@ pub fn list(cache_dir: &Path) -> Result<Vec<Experiment>> {
 
 /// The experiment `what` names: its id, its name (the newest with it), or a unique prefix of
 /// at least 4 digits of its id.
-pub fn resolve<'a>(all: &'a [Experiment], what: &str) -> Result<&'a Experiment> {
+pub(crate) fn resolve<'a>(all: &'a [Experiment], what: &str) -> Result<&'a Experiment> {
     if let Some(e) = all.iter().find(|e| e.id == what) {
         return Ok(e);
     }
@@ -395,11 +397,15 @@ impl State {
 /// One experiment as `exp show` and `exp diff` present it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
+    /// The experiment's id (8 hex digits).
     pub id: String,
+    /// Its name, if it was given one.
     pub name: Option<String>,
     /// Milliseconds since the epoch.
     pub created: u64,
+    /// The git commit the workspace was at, if it is a git checkout.
     pub commit: Option<String>,
+    /// The checkout had uncommitted changes.
     pub dirty: bool,
     /// The workspace holds it now (every stage's key is the lock's).
     pub current: bool,
@@ -411,8 +417,10 @@ pub struct Row {
     pub metrics: BTreeMap<String, BTreeMap<String, f64>>,
     /// Stage → key.
     pub stages: BTreeMap<String, String>,
+    /// The `--profile` it ran with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// The `--set` values it ran with.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub set: Vec<(String, String)>,
     /// The distinct machine environments its stages ran in (`crate::environment`, without a
@@ -690,7 +698,7 @@ fn utc(ms: u64) -> String {
 /// HTML table of the plots page): the headers and the cells of each row. The id cell is the
 /// bare id; `current[i]` says row `i` is in the workspace now.
 #[derive(Debug, Clone)]
-pub struct Table {
+pub(crate) struct Table {
     pub headers: Vec<String>,
     pub cells: Vec<Vec<String>>,
     pub current: Vec<bool>,
@@ -702,7 +710,7 @@ pub struct Table {
 }
 
 /// The table of `rows`: id, name, when, commit, the params that differ, the metrics.
-pub fn table(rows: &[Row]) -> Table {
+pub(crate) fn table(rows: &[Row]) -> Table {
     let params = shown_params(rows);
     let mut metrics = metric_columns(rows);
     let hidden = metrics.len().saturating_sub(METRIC_COLUMNS);
@@ -783,17 +791,24 @@ pub struct Change {
     /// The stage, for a metric or a key; none for a param (params are per experiment).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
+    /// The param, metric or stage.
     pub name: String,
+    /// Its value in A (`None`: absent there).
     pub a: Option<Json>,
+    /// Its value in B.
     pub b: Option<Json>,
 }
 
 /// `exp diff A B`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Diff {
+    /// A's id.
     pub a: String,
+    /// B's id.
     pub b: String,
+    /// Params that differ.
     pub params: Vec<Change>,
+    /// Metrics that differ, by stage.
     pub metrics: Vec<Change>,
     /// Stages whose keys differ (`name` is `key`).
     pub stages: Vec<Change>,
@@ -887,6 +902,7 @@ fn environment_diff(a: &Row, b: &Row) -> Vec<String> {
     out
 }
 
+/// Print an `exp diff` as a table, Markdown or JSON.
 pub fn print_diff(d: &Diff, fmt: Format) -> Result<()> {
     if fmt == Format::Json {
         println!("{}", serde_json::to_string_pretty(d)?);
@@ -1013,7 +1029,7 @@ fn drop_records(cache_dir: &Path, ids: &BTreeSet<String>) -> Result<()> {
 /// For `repro gc` (which holds the workspace lock): the run-cache keys that the experiments
 /// it keeps reference. `keep` empty: every experiment is kept; otherwise only those it names,
 /// and the records of the others are removed. Returns the keys and how many were removed.
-pub fn gc_keep(
+pub(crate) fn gc_keep(
     cache_dir: &Path,
     keep: &[String],
     keep_newest: Option<usize>,

@@ -24,7 +24,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// [`write_atomic`] without its two fsyncs: readers never see a partial file, but after a
 /// power loss the file may be empty or old. Only for a cache whose reader checks what it reads
 /// (a checksum) and treats damage as a miss; the fsyncs would cost more than it saves.
-pub fn write_atomic_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
     replace(path, bytes, false)
 }
 
@@ -111,7 +111,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// else (`/`, spaces, quotes, `%`, which Slurm treats as a pattern) becomes `_`. A name too
 /// long for a file name is cut and suffixed with a hash of the whole name, so that it stays
 /// distinct from its siblings.
-pub fn stage_file_name(name: &str) -> String {
+pub(crate) fn stage_file_name(name: &str) -> String {
     /// Well under the usual 255-byte limit, leaving room for suffixes such as `-12-3456.out`.
     const MAX: usize = 150;
     let safe: String = name

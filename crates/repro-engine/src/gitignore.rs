@@ -11,10 +11,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 /// The block's first line.
-pub const BEGIN: &[u8] =
+pub(crate) const BEGIN: &[u8] =
     b"# >>> repro: declared outputs (kept current by `repro run`; edit outside this block) >>>";
 /// The block's last line.
-pub const END: &[u8] = b"# <<< repro: declared outputs <<<";
+pub(crate) const END: &[u8] = b"# <<< repro: declared outputs <<<";
 
 /// The `.gitignore` pattern for one output path: anchored, with the characters git reads
 /// as wildcards or escapes taken literally. `None` for a path no pattern can name (a line
@@ -41,7 +41,7 @@ fn pattern(path: &str) -> Option<String> {
 }
 
 /// The block for `outs` (sorted, without duplicates), markers included, ending in a newline.
-pub fn block(outs: &[&str]) -> Vec<u8> {
+pub(crate) fn block(outs: &[&str]) -> Vec<u8> {
     let mut pats: Vec<String> = outs.iter().filter_map(|o| pattern(o)).collect();
     pats.sort();
     pats.dedup();
@@ -107,7 +107,7 @@ fn in_git(root: &Path) -> bool {
 
 /// Keep `root/.gitignore`'s block listing `outs`, where the file has a block or `root` is
 /// in a git work tree. Returns whether the file was written.
-pub fn keep_current(root: &Path, outs: &[&str]) -> Result<bool> {
+pub(crate) fn keep_current(root: &Path, outs: &[&str]) -> Result<bool> {
     let path = root.join(".gitignore");
     let old = match std::fs::read(&path) {
         Ok(t) => t,
@@ -127,7 +127,7 @@ pub fn keep_current(root: &Path, outs: &[&str]) -> Result<bool> {
 
 /// After `run` wrote `repro.lock`: keep the block listing every output `p` declares. A
 /// failure is a warning (the run's results are already safe).
-pub fn after_lock_written(p: &crate::spec::Pipeline) {
+pub(crate) fn after_lock_written(p: &crate::spec::Pipeline) {
     let outs: Vec<&str> = p
         .stages
         .iter()

@@ -6,7 +6,6 @@
 //! nested, deps nobody produces and that do not exist, and cycles (reported as the full path).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::Path;
 
 use petgraph::Direction;
 use petgraph::algo::tarjan_scc;
@@ -17,6 +16,7 @@ use crate::spec::{Pipeline, SpecError, SpecErrors};
 
 /// Stage indices (into `Pipeline::stages`) connected producer → consumer.
 pub struct Dag {
+    /// The graph; node weights are stage indices.
     pub graph: DiGraph<usize, ()>,
     /// The stat of every dep that no stage produces, taken (in parallel) while checking that
     /// it exists; the hasher starts from these instead of stat-ing each path a second time.
@@ -104,7 +104,7 @@ impl Dag {
 }
 
 /// Build and check the DAG of a pipeline.
-pub fn build(p: &Pipeline) -> Result<Dag, SpecErrors> {
+pub(crate) fn build(p: &Pipeline) -> Result<Dag, SpecErrors> {
     let mut errors = Vec::new();
     let mut graph = DiGraph::with_capacity(p.stages.len(), p.stages.len());
     for i in 0..p.stages.len() {
@@ -229,7 +229,7 @@ pub fn build(p: &Pipeline) -> Result<Dag, SpecErrors> {
 /// Rebuild the DAG of a pipeline from the [`Shape`] kept with its cached plan: only what
 /// depends on the file system is checked again (the sources exist and are files or
 /// directories); the rest was checked when the shape was made.
-pub fn rebuild(p: &Pipeline, shape: &Shape) -> Result<Dag, SpecErrors> {
+pub(crate) fn rebuild(p: &Pipeline, shape: &Shape) -> Result<Dag, SpecErrors> {
     let n = p.stages.len();
     let bad = |&(a, b): &(u32, u32)| a as usize >= n || b as usize >= n;
     let bad_source = |&(i, k): &(u32, u32)| {
@@ -460,13 +460,10 @@ pub fn render(p: &Pipeline, dag: &Dag, format: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// True if `path` exists relative to the workspace root (absolute paths as they are).
-pub fn exists(root: &Path, path: &str) -> bool {
-    root.join(path).exists()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::spec::{LoadOptions, load};
 

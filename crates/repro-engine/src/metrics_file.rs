@@ -22,7 +22,7 @@ use serde_json::Value as Json;
 
 /// The formats a metrics file may have, by extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricsFormat {
+pub(crate) enum MetricsFormat {
     Json,
     Yaml,
     Toml,
@@ -31,11 +31,11 @@ pub enum MetricsFormat {
 }
 
 /// The extensions a metrics file may have (what an error about another lists).
-pub const EXTENSIONS: &str = ".json, .yaml, .yml, .toml, .csv, .tsv";
+pub(crate) const EXTENSIONS: &str = ".json, .yaml, .yml, .toml, .csv, .tsv";
 
 impl MetricsFormat {
     /// The format of `path`, by its extension (case-insensitive).
-    pub fn of(path: &str) -> Result<MetricsFormat, String> {
+    pub(crate) fn of(path: &str) -> Result<MetricsFormat, String> {
         let ext = Path::new(path)
             .extension()
             .and_then(|e| e.to_str())
@@ -57,7 +57,7 @@ impl MetricsFormat {
 }
 
 /// The numbers of a parsed document, by dotted name (see the module docs).
-pub fn flatten(doc: &Json) -> BTreeMap<String, f64> {
+pub(crate) fn flatten(doc: &Json) -> BTreeMap<String, f64> {
     fn walk(prefix: &str, v: &Json, out: &mut BTreeMap<String, f64>) {
         match v {
             Json::Number(n) => {
@@ -85,7 +85,7 @@ pub fn flatten(doc: &Json) -> BTreeMap<String, f64> {
 }
 
 /// The metrics of a file's text; `path` gives its format.
-pub fn parse(text: &str, path: &str) -> Result<BTreeMap<String, f64>, String> {
+pub(crate) fn parse(text: &str, path: &str) -> Result<BTreeMap<String, f64>, String> {
     let doc = match MetricsFormat::of(path)? {
         MetricsFormat::Json => {
             serde_json::from_str::<Json>(text).map_err(|e| format!("invalid JSON: {e}"))?
@@ -105,7 +105,7 @@ pub fn parse(text: &str, path: &str) -> Result<BTreeMap<String, f64>, String> {
 
 /// A stage's metrics from one of its files: names are prefixed by the file (`path:name`)
 /// when the stage has several, so two files may both have an `accuracy`.
-pub fn parse_named(
+pub(crate) fn parse_named(
     text: &str,
     path: &str,
     all: &[String],
@@ -159,7 +159,7 @@ fn toml_to_json(text: &str) -> Result<Json, String> {
 
 /// A CSV/TSV text as its header and data rows (blank lines skipped); a row longer than the
 /// header is an error naming its line.
-pub fn table(text: &str, sep: char) -> Result<(Vec<String>, Vec<Vec<String>>), String> {
+pub(crate) fn table(text: &str, sep: char) -> Result<(Vec<String>, Vec<Vec<String>>), String> {
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.strip_suffix('\r').unwrap_or(line);
@@ -222,7 +222,7 @@ fn split_row(line: &str, sep: char) -> Result<Vec<String>, String> {
 }
 
 /// A cell as a number: decimal or scientific, `nan`/`inf` too; not empty text.
-pub fn number(cell: &str) -> Option<f64> {
+pub(crate) fn number(cell: &str) -> Option<f64> {
     let t = cell.trim();
     if t.is_empty() {
         return None;
@@ -245,7 +245,7 @@ fn last_row(text: &str, sep: char) -> Result<BTreeMap<String, f64>, String> {
 }
 
 /// A metrics file of the workspace as text: `None` when there is none (see [`read_bytes`]).
-pub fn read(path: &Path) -> Result<Option<String>, String> {
+pub(crate) fn read(path: &Path) -> Result<Option<String>, String> {
     match read_bytes(path)? {
         None => Ok(None),
         Some(b) => String::from_utf8(b)
@@ -257,7 +257,7 @@ pub fn read(path: &Path) -> Result<Option<String>, String> {
 /// A metrics or plot file of the workspace: `None` when there is none. Only a regular file
 /// is read: it is opened without blocking and checked on the open descriptor, so a FIFO at
 /// the path is refused instead of waited on forever. The error says why, in words.
-pub fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>, String> {
+pub(crate) fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>, String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = match std::fs::OpenOptions::new()

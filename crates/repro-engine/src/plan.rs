@@ -20,7 +20,7 @@ use crate::state::workspace::{Assessment, Workspace, assess_all};
 
 /// What a run will do with one stage, judged before anything runs.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Up to date, and nothing upstream of it will change: skipped.
     Fresh,
     /// Out of date for `reasons`, in a way no upstream stage can undo (never run, its command,
@@ -44,13 +44,13 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub fn is_fresh(&self) -> bool {
+    pub(crate) fn is_fresh(&self) -> bool {
         matches!(self, Verdict::Fresh)
     }
 
     /// Why the stage is not fresh now (empty for a fresh one and for a pending stage that is
     /// fresh by its own files).
-    pub fn reasons(&self) -> &[String] {
+    pub(crate) fn reasons(&self) -> &[String] {
         match self {
             Verdict::Fresh => &[],
             Verdict::Stale { reasons, .. }
@@ -60,7 +60,7 @@ impl Verdict {
     }
 
     /// The stages before this one that will change first.
-    pub fn upstream(&self) -> &[String] {
+    pub(crate) fn upstream(&self) -> &[String] {
         match self {
             Verdict::Stale { upstream, .. } | Verdict::Pending { upstream, .. } => upstream,
             Verdict::Fresh | Verdict::Restorable { .. } => &[],
@@ -71,7 +71,7 @@ impl Verdict {
 /// One stage of the plan: its verdict and the assessment it rests on (valid for as long as
 /// no stage upstream of it changes its outputs).
 #[derive(Clone, Debug)]
-pub struct Planned {
+pub(crate) struct Planned {
     pub verdict: Verdict,
     pub assessment: Assessment,
     /// For a [`Verdict::Restorable`] stage, the run-cache record it is restored from (the one
@@ -82,7 +82,7 @@ pub struct Planned {
 /// The verdict on every stage in `selected` (which is in topological order and closed over
 /// upstream, as `targets::select` returns it). A stage that cannot be assessed (e.g. a dep that
 /// cannot be read) gets its error; the stages after it count it as changing.
-pub fn plan(
+pub(crate) fn plan(
     ws: &Workspace,
     p: &Pipeline,
     dag: &Dag,

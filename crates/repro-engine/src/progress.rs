@@ -176,6 +176,7 @@ pub struct Phases {
 }
 
 impl Phases {
+    /// Start timing now; on only when `REPRO_TIMINGS=1`.
     pub fn start() -> Phases {
         let now = Instant::now();
         Phases {

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 /// The kinds of remote the store connects to, by URL scheme.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     S3,
     Http,
     File,
@@ -14,7 +14,7 @@ pub enum Kind {
 
 /// Turn what the user wrote into a URL: URLs pass through; a plain path (a shared
 /// directory) becomes `file://`, relative to `base`.
-pub fn normalise(spec: &str, base: &std::path::Path) -> Result<String> {
+pub(crate) fn normalise(spec: &str, base: &std::path::Path) -> Result<String> {
     if spec.contains("://") {
         return Ok(spec.to_string());
     }
@@ -28,7 +28,7 @@ pub fn normalise(spec: &str, base: &std::path::Path) -> Result<String> {
 }
 
 /// Check a remote URL without connecting (the pipeline loader reports problems at the key).
-pub fn check_url(url: &str) -> Result<Kind, String> {
+pub(crate) fn check_url(url: &str) -> Result<Kind, String> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!(
             "remote '{url}' is not a URL (s3://bucket/prefix, https://host/path or file:///path)"

@@ -20,18 +20,25 @@ use crate::spec::{LoadOptions, Pipeline};
 use crate::state::lockfile::LockFile;
 use crate::state::workspace::Workspace;
 
-pub use crate::runner::Summary;
+pub(crate) use crate::runner::Summary;
 
+/// What `repro run` (and `repro pull`) is to do.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    /// The pipeline file.
     pub file: PathBuf,
+    /// How to load it (profile, `--set`, kinds).
     pub load: LoadOptions,
+    /// Stages to run with what they need; all when empty.
     pub targets: Vec<String>,
     /// Stages at once; `None`: the number of cores locally, 256 under Slurm (whose own
     /// scheduler then decides what runs).
     pub jobs: Option<usize>,
+    /// `--dry-run`: print the plan, run nothing.
     pub dry_run: bool,
+    /// `--force`: run the selected stages even if fresh.
     pub force: bool,
+    /// `--keep-going`: after a failure, go on with what does not depend on it.
     pub keep_going: bool,
     /// GPU slots (`--resources gpu=N`); `None` = detect.
     pub gpus: Option<usize>,

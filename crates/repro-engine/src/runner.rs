@@ -39,12 +39,17 @@ use crate::state::workspace::{Assessment, Workspace, assess, file_safe};
 /// What a run did, stage by stage (the line every run ends with).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
+    /// Stages run.
     pub ran: usize,
+    /// Stages already fresh.
     pub fresh: usize,
+    /// Stages restored from the local run cache.
     pub restored: usize,
     /// Restored from the remote cache.
     pub restored_remote: usize,
+    /// Stages that failed.
     pub failed: usize,
+    /// Stages not run because something upstream failed.
     pub skipped: usize,
     /// Running (or waiting to retry) when an interrupt (Ctrl-C, SIGTERM) stopped the run.
     pub interrupted: usize,
@@ -92,6 +97,7 @@ pub struct Config {
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {
+    /// What ran.
     pub summary: Summary,
     /// The signal that interrupted it, or 0.
     pub signal: i32,
@@ -679,7 +685,7 @@ impl<'a> Runner<'a> {
 }
 
 /// What [`make_job`] needs besides the stage and where it runs.
-pub struct JobMaker<'a> {
+pub(crate) struct JobMaker<'a> {
     pub kinds: &'a Registry,
     /// The program that embeds the engine (it runs kinds that are not shell lines).
     pub program: &'a Path,
@@ -693,7 +699,7 @@ pub struct JobMaker<'a> {
 /// `root` is the workspace it runs in: its working directory and checkpoint, and the `cache/`
 /// that gets its spec file, log and usage. The runner passes the workspace; `repro verify`
 /// (the `verify` module) a scratch copy, so that a rerun writes nothing in the workspace.
-pub fn make_job(
+pub(crate) fn make_job(
     m: &JobMaker,
     root: &Path,
     stage: &Stage,

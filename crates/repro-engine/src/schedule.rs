@@ -11,7 +11,7 @@ use crate::graph::Dag;
 
 /// Resources a started stage holds until it finishes.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Lease {
+pub(crate) struct Lease {
     /// CPU slots out of `-j`; 0 for a stage that rides along in a Slurm job array (Slurm
     /// queues it behind the elements that hold slots, see `run`).
     pub slots: usize,
@@ -19,7 +19,7 @@ pub struct Lease {
     pub gpus: Vec<usize>,
 }
 
-pub struct Scheduler<'d> {
+pub(crate) struct Scheduler<'d> {
     dag: &'d Dag,
     /// Position in topological order of each stage of this run (its keys are the run).
     topo_pos: HashMap<usize, usize>,
@@ -39,7 +39,7 @@ pub struct Scheduler<'d> {
 impl<'d> Scheduler<'d> {
     /// `selected` in topological order (as `targets::select` gives it); `jobs` CPU slots
     /// (`-j`, at least 1); `gpu_total` GPU slots.
-    pub fn new(dag: &'d Dag, selected: &[usize], jobs: usize, gpu_total: usize) -> Self {
+    pub(crate) fn new(dag: &'d Dag, selected: &[usize], jobs: usize, gpu_total: usize) -> Self {
         let topo_pos: HashMap<usize, usize> = selected
             .iter()
             .enumerate()
@@ -76,13 +76,13 @@ impl<'d> Scheduler<'d> {
     }
 
     /// CPU slots a stage asking for `cpus` takes: at least 1, at most `-j`.
-    pub fn slots_for(&self, cpus: usize) -> usize {
+    pub(crate) fn slots_for(&self, cpus: usize) -> usize {
         cpus.clamp(1, self.jobs)
     }
 
     /// GPU slots a stage asking for `gpus` takes: none when there are none (it runs without,
     /// and `run` says so), else at most all of them.
-    pub fn gpus_for(&self, gpus: usize) -> usize {
+    pub(crate) fn gpus_for(&self, gpus: usize) -> usize {
         gpus.min(self.gpu_total)
     }
 
@@ -95,7 +95,7 @@ impl<'d> Scheduler<'d> {
     /// The first ready stage, in topological order, that fits in the free slots (`need` gives
     /// a stage's (cpus, gpus)) or that `rides` lets start without slots; it leaves the ready
     /// set. `None` when nothing can start now.
-    pub fn next(
+    pub(crate) fn next(
         &mut self,
         need: impl Fn(usize) -> (usize, usize),
         rides: impl Fn(usize) -> bool,
@@ -112,7 +112,7 @@ impl<'d> Scheduler<'d> {
 
     /// Take the resources of a stage that starts now: its slots if they fit (else none: it
     /// rides along) and its GPUs, lowest free first.
-    pub fn lease(&mut self, (cpus, gpus): (usize, usize)) -> Lease {
+    pub(crate) fn lease(&mut self, (cpus, gpus): (usize, usize)) -> Lease {
         let slots = self.slots_for(cpus);
         let slots = if slots <= self.free_slots || self.leased == 0 {
             slots
@@ -129,7 +129,7 @@ impl<'d> Scheduler<'d> {
     }
 
     /// A finished (or refused) stage's resources come back.
-    pub fn give_back(&mut self, lease: Lease) {
+    pub(crate) fn give_back(&mut self, lease: Lease) {
         self.leased = self.leased.saturating_sub(1);
         self.free_slots = (self.free_slots + lease.slots).min(self.jobs);
         self.free_gpus.extend(lease.gpus);
@@ -137,7 +137,7 @@ impl<'d> Scheduler<'d> {
     }
 
     /// Stage `i` finished well: dependents whose upstream is now complete become ready.
-    pub fn release(&mut self, i: usize) {
+    pub(crate) fn release(&mut self, i: usize) {
         for d in self.dag.downstream(i) {
             if let Some(w) = self.waiting.get_mut(&d) {
                 *w -= 1;
@@ -150,7 +150,7 @@ impl<'d> Scheduler<'d> {
 
     /// Stage `i` failed: everything of this run downstream of it will not start. Returns those
     /// stages, nearest first.
-    pub fn skip_downstream(&mut self, i: usize) -> Vec<usize> {
+    pub(crate) fn skip_downstream(&mut self, i: usize) -> Vec<usize> {
         let mut skipped = Vec::new();
         let mut stack = vec![i];
         let mut seen = BTreeSet::new();
@@ -171,24 +171,24 @@ impl<'d> Scheduler<'d> {
 
     /// Stage `i` was taken by [`Scheduler::next`] but did not start (interrupted while its
     /// inputs were hashed): it counts as not started.
-    pub fn not_taken(&mut self, i: usize) {
+    pub(crate) fn not_taken(&mut self, i: usize) {
         self.waiting.insert(i, 0);
     }
 
     /// Stage `i`, taken by [`Scheduler::next`] and failed, is ready to start again (a retry):
     /// its upstream is still complete.
-    pub fn ready_again(&mut self, i: usize) {
+    pub(crate) fn ready_again(&mut self, i: usize) {
         self.waiting.remove(&i);
         self.ready.insert((self.topo_pos[&i], i));
     }
 
     /// Whether a stage is ready to start (resources permitting).
-    pub fn has_ready(&self) -> bool {
+    pub(crate) fn has_ready(&self) -> bool {
         !self.ready.is_empty()
     }
 
     /// Stages of this run that never started.
-    pub fn not_started(&self) -> usize {
+    pub(crate) fn not_started(&self) -> usize {
         self.waiting.len()
     }
 }

@@ -25,13 +25,15 @@ use crate::state::workspace::{Workspace, WorkspaceLock};
 static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
 
 /// The flag the interrupt handler sets (see [`Open::interrupts`]); the run loop watches it.
-pub fn interrupt_flag() -> &'static AtomicI32 {
+pub(crate) fn interrupt_flag() -> &'static AtomicI32 {
     &INTERRUPTED
 }
 
 /// A pipeline opened against its workspace: what every command works on.
 pub struct Session {
+    /// The loaded, checked pipeline.
     pub p: Pipeline,
+    /// Its DAG.
     pub dag: Dag,
     /// The selected stages in topological order, closed over upstream.
     pub selected: Vec<usize>,
@@ -45,12 +47,17 @@ pub struct Session {
 
 /// What [`Session::open`] is to do.
 pub struct Open<'a> {
+    /// The pipeline file.
     pub file: &'a Path,
+    /// How to load it.
     pub load: &'a LoadOptions,
+    /// The stages to select; all when empty.
     pub targets: &'a [String],
     /// `--downstream`: the targets and every stage after them.
     pub downstream: bool,
+    /// How to hold the workspace.
     pub access: Access,
+    /// Whether the up-to-date record may answer.
     pub up_to_date: UpToDate,
     /// Install the handler that turns SIGINT, SIGTERM and SIGHUP into [`interrupt_flag`]
     /// (and cancels hashing), before anything hashes.
@@ -62,11 +69,17 @@ pub struct Open<'a> {
 pub enum Access {
     /// Without the run lock, and without the state database when it cannot be had within
     /// `wait_db` (`status`, `--dry-run` and the comparing commands only read).
-    Read { wait_db: Duration },
+    Read {
+        /// How long to wait for the state database before reading without it.
+        wait_db: Duration,
+    },
     /// With the run lock, waiting for another run if `wait`; the state database is required.
     /// On a workspace that cannot be written, nothing can change: it is read instead, and
     /// [`Session::holds_run_lock`] says so.
-    Run { wait: bool },
+    Run {
+        /// Wait for another run holding the workspace instead of failing.
+        wait: bool,
+    },
 }
 
 impl Access {
@@ -79,10 +92,12 @@ impl Access {
 /// Whether the up-to-date record (`crate::state::up_to_date`) may answer instead.
 #[derive(Clone, Debug)]
 pub enum UpToDate {
+    /// Do not look at it.
     Ignore,
     /// Check it, with the options besides the plan that it must have been recorded under
     /// (`None`: any, as `status` reads it).
     Check {
+        /// The options the record must have been kept under; `None`: any.
         context: Option<String>,
     },
 }
@@ -91,6 +106,7 @@ pub enum UpToDate {
 pub enum Opened {
     /// The up-to-date record holds: these stages, all fresh. Nothing else was read.
     UpToDate(Vec<String>),
+    /// The session, with the state loaded.
     Ready(Box<Session>),
 }
 

@@ -33,10 +33,14 @@ impl State {
     }
 }
 
+/// One stage as `repro status` reports it (a row, or an object of `--json`).
 #[derive(Serialize)]
 pub struct StageStatus {
+    /// The stage.
     pub stage: String,
+    /// Fresh, stale or pending.
     pub state: State,
+    /// Why it is not fresh, in words.
     pub reasons: Vec<String>,
     /// The same reasons, typed (a stable machine field): which part changed and how, e.g.
     /// `{"part": "param", "how": "changed", "name": "lr", "old": "0.005", "new": "0.004"}`.
@@ -45,6 +49,7 @@ pub struct StageStatus {
     pub restorable: bool,
 }
 
+/// `repro status`: every selected stage's state, without running anything.
 pub fn status(
     file: &std::path::Path,
     opts: &LoadOptions,

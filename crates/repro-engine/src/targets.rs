@@ -15,7 +15,7 @@ use crate::graph::Dag;
 use crate::spec::Pipeline;
 
 /// Stage indices selected by `targets` (all stages when empty), in topological order.
-pub fn select(
+pub(crate) fn select(
     p: &Pipeline,
     dag: &Dag,
     targets: &[String],
@@ -35,7 +35,7 @@ pub fn select(
 
 /// The stages `targets` name themselves (all when empty), in topological order, without
 /// their upstream: `repro verify` reruns exactly these, from their recorded inputs.
-pub fn matched(p: &Pipeline, dag: &Dag, targets: &[String]) -> anyhow::Result<Vec<usize>> {
+pub(crate) fn matched(p: &Pipeline, dag: &Dag, targets: &[String]) -> anyhow::Result<Vec<usize>> {
     let order = dag.topo_order();
     if targets.is_empty() {
         return Ok(order);

@@ -20,8 +20,8 @@ use anyhow::Result;
 use crate::executor::Outcome;
 // Measuring lives with the executors (they wrap and wait for commands); the command line and
 // the run loop name it here.
-pub use crate::executor::measure::{Usage, measure, usage_path};
-pub use crate::trace_file::{Entry, last_run, read};
+pub(crate) use crate::executor::measure::{Usage, usage_path};
+pub(crate) use crate::trace_file::Entry;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -40,7 +40,7 @@ fn run_id() -> u64 {
 /// consumed. Failing to trace never fails the run: it is reported and the run goes on.
 // One call site (the runner's); a struct for the arguments would only repeat them.
 #[allow(clippy::too_many_arguments)]
-pub fn record(
+pub(crate) fn record(
     cache_dir: &Path,
     usage: &Path,
     stage: &crate::spec::Stage,

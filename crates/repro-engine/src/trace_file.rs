@@ -12,20 +12,26 @@ use serde::{Deserialize, Serialize};
 pub struct Entry {
     /// The `repro run` invocation it belongs to (its start, ms since the epoch).
     pub run: u64,
+    /// The stage.
     pub stage: String,
     /// `cmd`, or the built-in kind (`download`, `train`, `report`, …); absent in lines written
     /// before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// Its stage key.
     pub key: String,
     /// Milliseconds since the epoch when the stage was handed to the executor; it ended
     /// `wall_s` later.
     pub started: u64,
+    /// Wall-clock seconds.
     pub wall_s: f64,
     /// `null` when the measuring wrapper could not report (killed with the stage).
     pub cpu_s: Option<f64>,
+    /// Peak resident memory in KiB, when measured.
     pub max_rss_kb: Option<u64>,
+    /// GPUs it held.
     pub gpus: usize,
+    /// GPU-seconds: `gpus` × `wall_s`.
     pub gpu_s: f64,
     /// `ok`, `exit N`, `signal N`, or the executor's verdict.
     pub status: String,

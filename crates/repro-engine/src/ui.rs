@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 pub enum Level {
     /// Errors and failures only.
     Quiet,
+    /// Also what ran and the summary.
     Normal,
     /// Also every stage's output, prefixed by its name.
     Verbose,
@@ -27,7 +28,9 @@ pub enum ColorChoice {
     /// Colour when stdout is a terminal and `NO_COLOR` is not set.
     #[default]
     Auto,
+    /// Always colour.
     Always,
+    /// Never colour.
     Never,
 }
 
@@ -64,30 +67,29 @@ fn auto_color(
     no_color.is_none_or(|v| v.is_empty()) && term.is_none_or(|t| t != "dumb") && tty
 }
 
-pub fn quiet() -> bool {
+pub(crate) fn quiet() -> bool {
     LEVEL.load(Ordering::Relaxed) == Level::Quiet as u8
 }
 
-pub fn verbose() -> bool {
+pub(crate) fn verbose() -> bool {
     LEVEL.load(Ordering::Relaxed) == Level::Verbose as u8
 }
 
-pub fn color() -> bool {
+pub(crate) fn color() -> bool {
     COLOR.load(Ordering::Relaxed)
 }
 
 /// Colours used in output.
 #[derive(Clone, Copy)]
-pub enum Paint {
+pub(crate) enum Paint {
     Red,
     Green,
     Yellow,
     Dim,
-    Bold,
 }
 
 /// `text` in a colour when colour is on, unchanged otherwise.
-pub fn paint(text: &str, p: Paint) -> String {
+pub(crate) fn paint(text: &str, p: Paint) -> String {
     if !color() {
         return text.to_string();
     }
@@ -96,18 +98,17 @@ pub fn paint(text: &str, p: Paint) -> String {
         Paint::Green => "32",
         Paint::Yellow => "33",
         Paint::Dim => "2",
-        Paint::Bold => "1",
     };
     format!("\x1b[{code}m{text}\x1b[0m")
 }
 
 /// The progress display registers itself while it is drawn (and `None` when done).
-pub fn set_display(d: Option<indicatif::MultiProgress>) {
+pub(crate) fn set_display(d: Option<indicatif::MultiProgress>) {
     *DISPLAY.lock().unwrap_or_else(|e| e.into_inner()) = d;
 }
 
 /// Verbose mode: one line of a stage's output, shown as `stage | line`.
-pub fn stage_output(stage: &str, line: &str) {
+pub(crate) fn stage_output(stage: &str, line: &str) {
     if !verbose() {
         return;
     }
@@ -123,8 +124,11 @@ pub fn stage_output(stage: &str, line: &str) {
 /// Output format of the table commands (`compare`, `metrics`, `trace`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// Aligned plain-text columns.
     Text,
+    /// A Markdown table (`--md`).
     Markdown,
+    /// JSON (`--json`).
     Json,
 }
 
@@ -133,7 +137,7 @@ pub enum Format {
 // included; comfy-table 7 without default features would add 1 crate (its unicode-width and
 // unicode-segmentation are in Cargo.lock already) and draws borders we do not want. Widths
 // count chars, not display columns: a wide (CJK) cell misaligns, the one thing it would fix.
-pub fn render_table(headers: &[String], rows: &[Vec<String>], fmt: Format) -> String {
+pub(crate) fn render_table(headers: &[String], rows: &[Vec<String>], fmt: Format) -> String {
     let mut s = String::new();
     if fmt == Format::Markdown {
         let esc = |c: &str| c.replace('|', "\\|");

@@ -35,12 +35,14 @@ use crate::state::lockfile::LockEntry;
 use crate::state::workspace::{Assessment, Workspace, assess, file_safe};
 
 /// Bumped when a field of [`StageResult`] changes meaning.
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 
 /// What `repro verify` is to do.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
+    /// The pipeline file.
     pub file: PathBuf,
+    /// How to load it.
     pub load: LoadOptions,
     /// Stage names, base names, globs or output paths; only these (not their upstream). All
     /// when empty.
@@ -54,6 +56,7 @@ pub struct VerifyOptions {
     /// `--ignore FIELD`: JSON fields that measure the run rather than its result (a duration,
     /// a throughput); a JSON file whose only differences are in them counts as identical.
     pub ignore: Vec<String>,
+    /// `--json`: print the results as JSON.
     pub json: bool,
     /// `--write FILE`: the latest result of every stage as the lock has it, as JSON (for the
     /// report).
@@ -63,7 +66,7 @@ pub struct VerifyOptions {
 /// How one stage's rerun compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Identical,
     WithinTolerance,
     Differs,
@@ -71,7 +74,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub fn words(self) -> &'static str {
+    pub(crate) fn words(self) -> &'static str {
         match self {
             Verdict::Identical => "identical",
             Verdict::WithinTolerance => "within tolerance",
@@ -83,7 +86,7 @@ impl Verdict {
 
 /// One output file that is not byte-identical in the rerun.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FileDiff {
+pub(crate) struct FileDiff {
     /// Workspace-relative path (inside an output directory: `dir/file`).
     pub path: String,
     /// What differs, in words: `first difference at byte 17 (line 2)`, `missing in the rerun`.
@@ -101,7 +104,7 @@ pub struct FileDiff {
 
 /// A number of a declared metrics file that differs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MetricDelta {
+pub(crate) struct MetricDelta {
     pub file: String,
     pub name: String,
     pub recorded: Option<f64>,
@@ -110,7 +113,7 @@ pub struct MetricDelta {
 
 /// The result of verifying one stage: a line of `cache/verify/results.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StageResult {
+pub(crate) struct StageResult {
     #[serde(default)]
     pub format: u32,
     pub stage: String,
@@ -167,7 +170,7 @@ impl StageResult {
     }
 
     /// The verdict as `exp show` prints it (`identical`, `within 1e-06`, …).
-    pub fn short(&self) -> String {
+    pub(crate) fn short(&self) -> String {
         match (self.verdict, self.tolerance) {
             (Verdict::WithinTolerance, Some(t)) => format!("within {t:e}"),
             (v, _) => v.words().to_string(),
@@ -177,20 +180,20 @@ impl StageResult {
 
 /// The file `repro verify --write` writes (and the report reads): `docs/reproducibility.md`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Written {
+pub(crate) struct Written {
     pub format: u32,
     /// The latest result of each stage whose lock key it verified, by stage name.
     pub stages: Vec<StageResult>,
 }
 
 /// Where results are kept.
-pub fn results_path(cache_dir: &Path) -> PathBuf {
+pub(crate) fn results_path(cache_dir: &Path) -> PathBuf {
     cache_dir.join("verify").join("results.jsonl")
 }
 
 /// Every recorded result, oldest first (lines that do not parse are skipped: a line cut by a
 /// killed process must not hide the others).
-pub fn results(cache_dir: &Path) -> Vec<StageResult> {
+pub(crate) fn results(cache_dir: &Path) -> Vec<StageResult> {
     let Ok(text) = std::fs::read_to_string(results_path(cache_dir)) else {
         return Vec::new();
     };
@@ -200,7 +203,7 @@ pub fn results(cache_dir: &Path) -> Vec<StageResult> {
 }
 
 /// The newest result for each stage key.
-pub fn latest_by_key(cache_dir: &Path) -> BTreeMap<String, StageResult> {
+pub(crate) fn latest_by_key(cache_dir: &Path) -> BTreeMap<String, StageResult> {
     let mut m = BTreeMap::new();
     for r in results(cache_dir) {
         m.insert(r.key.clone(), r);
@@ -362,7 +365,7 @@ pub fn verify(opts: &VerifyOptions) -> Result<i32> {
 /// `k` distinct indices of `0..n` (all of them when `k >= n`), picked by a partial
 /// Fisher–Yates shuffle driven by splitmix64 from `seed`: the same seed picks the same
 /// stages on every machine.
-pub fn sample(n: usize, k: usize, seed: u64) -> Vec<usize> {
+pub(crate) fn sample(n: usize, k: usize, seed: u64) -> Vec<usize> {
     let mut state = seed;
     let mut next = move || {
         // splitmix64 (Steele, Lea, Flood 2014): a full-period, well-mixed 64-bit sequence.
@@ -859,7 +862,7 @@ fn compare_outputs(
 }
 
 /// How a rerun's outputs are compared besides byte for byte.
-pub struct Rules<'a> {
+pub(crate) struct Rules<'a> {
     pub tolerance: Option<f64>,
     pub ignore: &'a [String],
     /// (output file, field pattern) the stage declares as measuring the run
@@ -1082,14 +1085,15 @@ fn same_but_numbers(a: &Json, b: &Json) -> bool {
 }
 
 /// Numeric array files compared within a tolerance: safetensors (F32 and F64 tensors).
-pub mod arrays {
+pub(crate) mod arrays {
+    #[cfg(test)]
     use std::collections::BTreeMap;
 
     use serde_json::Value as Json;
 
     /// The largest |a − b| over every element of every tensor, when both files hold the same
     /// tensors (names, dtypes, shapes) and the same metadata; else why not.
-    pub fn max_abs_delta(old: &[u8], new: &[u8]) -> Result<f64, String> {
+    pub(crate) fn max_abs_delta(old: &[u8], new: &[u8]) -> Result<f64, String> {
         let (ho, bo) = split(old)?;
         let (hn, bn) = split(new)?;
         let (Json::Object(mo), Json::Object(mn)) = (&ho, &hn) else {
@@ -1168,7 +1172,8 @@ pub mod arrays {
     }
 
     /// A safetensors file of F32 tensors (for tests).
-    pub fn write_f32(tensors: &BTreeMap<String, (Vec<u64>, Vec<f32>)>) -> Vec<u8> {
+    #[cfg(test)]
+    pub(crate) fn write_f32(tensors: &BTreeMap<String, (Vec<u64>, Vec<f32>)>) -> Vec<u8> {
         let mut header = serde_json::Map::new();
         let mut data = Vec::new();
         for (name, (shape, v)) in tensors {

@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use repro_engine::Phases;
 use repro_engine::executor::{Admission, Event, Executor, Job, JobId, Outcome};
-use repro_engine::progress::Phases;
 use repro_engine::remote::{RemoteArgs, RunRemote};
-use repro_engine::runner::{Config, Finished, Runner, Summary};
-use repro_engine::session::{Access, Open, Opened, Session, UpToDate};
-use repro_engine::spec::{LoadOptions, Stage};
+use repro_engine::{Access, Open, Opened, Session, UpToDate};
+use repro_engine::{Finished, Runner, RunnerConfig as Config, Summary};
+use repro_engine::{LoadOptions, Stage};
 
 /// An executor that runs nothing: see the module documentation.
 #[derive(Default)]
@@ -408,7 +408,7 @@ fn the_plan_decides_fresh_and_restorable_stages_without_the_executor() {
     let (d, file, mut s) = open(CHAIN_AND_ONE);
     let mut fake = Fake::for_session(&s);
     run(&mut s, &mut fake, config(2), &AtomicI32::new(0));
-    repro_engine::state::workspace::write_lock(&s.ws, &s.lock).unwrap();
+    repro_engine::write_lock(&s.ws, &s.lock).unwrap();
     drop(s);
     // c's output is lost: its key is in the run cache, so it is restored, not run.
     std::fs::remove_file(d.path().join("c.txt")).unwrap();

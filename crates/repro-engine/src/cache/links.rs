@@ -26,10 +26,10 @@ use crate::state::hashing::{FILE_MODE, MODE_BITS};
 
 // Declared in spec (which parses `cache:`), so that the pipeline names nothing of the cache;
 // the names here keep working.
-pub use crate::spec::cache_decl::{CacheConfig, LinkMode, default_links, parse_list};
+pub(crate) use crate::spec::cache_decl::{LinkMode, default_links, parse_list};
 
 /// `REPRO_CACHE_LINK` when set: a comma-separated list of link modes.
-pub fn env_links() -> Option<Result<Vec<LinkMode>>> {
+pub(crate) fn env_links() -> Option<Result<Vec<LinkMode>>> {
     let v = std::env::var("REPRO_CACHE_LINK").ok()?;
     Some(parse_list(v.split(',')).map_err(|bad| {
         anyhow::anyhow!(
@@ -45,7 +45,7 @@ fn record_file(cache_dir: &Path) -> PathBuf {
 }
 
 /// The shared cache directory in use: `REPRO_CACHE_DIR`, else the one the last run recorded.
-pub fn recorded_shared_dir(cache_dir: &Path) -> Option<PathBuf> {
+pub(crate) fn recorded_shared_dir(cache_dir: &Path) -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("REPRO_CACHE_DIR").filter(|d| !d.is_empty()) {
         return std::fs::canonicalize(&d).ok().or(Some(PathBuf::from(d)));
     }
@@ -58,7 +58,11 @@ pub fn recorded_shared_dir(cache_dir: &Path) -> Option<PathBuf> {
 /// its link modes, its shared directory (checked to be one, registered, recorded) and its
 /// `cache: false` outputs. Called by the commands that store or restore (`run`, `pull`,
 /// `push`).
-pub fn configure(cache: &mut Cache, p: &crate::spec::Pipeline, cache_dir: &Path) -> Result<()> {
+pub(crate) fn configure(
+    cache: &mut Cache,
+    p: &crate::spec::Pipeline,
+    cache_dir: &Path,
+) -> Result<()> {
     cache.links = match env_links() {
         Some(r) => r?,
         None => p.cache.link.clone().unwrap_or_else(default_links),
@@ -137,7 +141,7 @@ fn register(shared: &Path, root: &Path) -> Result<()> {
 }
 
 /// The workspaces registered as users of a shared cache (their paths; those gone included).
-pub fn registered(shared: &Path) -> Vec<String> {
+pub(crate) fn registered(shared: &Path) -> Vec<String> {
     let mut out: Vec<String> = std::fs::read_dir(shared.join("workspaces"))
         .into_iter()
         .flatten()
@@ -151,12 +155,12 @@ pub fn registered(shared: &Path) -> Vec<String> {
 
 /// A regular file (not a link) of the ordinary mode: one a hard or symbolic link can stand
 /// for without changing what the hasher reads.
-pub fn plain_file(p: &Path) -> bool {
+pub(crate) fn plain_file(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.mode() & MODE_BITS == FILE_MODE)
 }
 
 /// blake3 of a file's bytes, hex.
-pub fn hash_of(p: &Path) -> Result<String> {
+pub(crate) fn hash_of(p: &Path) -> Result<String> {
     let mut h = blake3::Hasher::new();
     h.update_mmap(p)
         .with_context(|| format!("cannot read {}", p.display()))?;
@@ -165,7 +169,7 @@ pub fn hash_of(p: &Path) -> Result<String> {
 
 /// Flush a file just linked into the cache and hash it (what [`super::copy_hashing`] does
 /// for a copy).
-pub fn sync_and_hash(p: &Path) -> Result<String> {
+pub(crate) fn sync_and_hash(p: &Path) -> Result<String> {
     std::fs::File::open(p)
         .and_then(|f| f.sync_all())
         .map_err(|e| super::disk_error(e, p))?;

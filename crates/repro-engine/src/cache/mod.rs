@@ -13,8 +13,8 @@
 //! links to the object, so an output is not stored twice. A stage never writes through such a
 //! link: its outputs are removed before it runs (`run_cache::prepare_outputs`).
 
-pub mod links;
-pub mod run_cache;
+pub(crate) mod links;
+pub(crate) mod run_cache;
 
 use std::fs::File;
 use std::io::Write;
@@ -40,7 +40,7 @@ pub struct Cache {
 
 /// A restore that failed because the cache itself is damaged (not the workspace).
 #[derive(Debug)]
-pub struct CorruptObject {
+pub(crate) struct CorruptObject {
     pub path: PathBuf,
     pub detail: String,
 }
@@ -523,7 +523,7 @@ fn remove_leftovers(parent: &Path, name: &str) {
     }
 }
 
-pub fn remove_any(p: &Path) {
+pub(crate) fn remove_any(p: &Path) {
     match std::fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => {
             let _ = std::fs::remove_dir_all(p);

@@ -17,7 +17,11 @@ use crate::state::workspace::{Assessment, Workspace};
 /// The assessment of a stage just restored: every restored byte was hashed while it was
 /// copied and matched the record, so the record's hashes are the outputs' hashes; the stat
 /// cache learns them, and nothing is read again.
-pub fn restored_assessment(ws: &Workspace, a: &Assessment, rec: &RunRecord) -> Result<Assessment> {
+pub(crate) fn restored_assessment(
+    ws: &Workspace,
+    a: &Assessment,
+    rec: &RunRecord,
+) -> Result<Assessment> {
     let mut outs = BTreeMap::new();
     for (path, hash) in &rec.outs {
         let content = if rec.dirs.contains(path) {
@@ -54,7 +58,7 @@ pub fn restored_assessment(ws: &Workspace, a: &Assessment, rec: &RunRecord) -> R
     })
 }
 
-pub fn restore(ws: &Workspace, rec: &RunRecord) -> Result<()> {
+pub(crate) fn restore(ws: &Workspace, rec: &RunRecord) -> Result<()> {
     // Check every object first, so a damaged entry does not half-restore a stage. An output
     // whose objects are not here but whose workspace copy already holds the recorded content
     // (an output declared `cache: false`, say) needs nothing restored.
@@ -114,7 +118,7 @@ pub fn restore(ws: &Workspace, rec: &RunRecord) -> Result<()> {
 
 /// Put what a stage's outputs hold now into the cache (objects already there are skipped;
 /// outputs declared `cache: false` are never stored).
-pub fn preserve_outputs(ws: &Workspace, a: &Assessment) -> Result<()> {
+pub(crate) fn preserve_outputs(ws: &Workspace, a: &Assessment) -> Result<()> {
     for (path, content) in &a.outs {
         if !matches!(content, Content::Missing) && !ws.objects.is_uncached(path) {
             ws.objects
@@ -151,7 +155,7 @@ fn record_stats(ws: &Workspace, path: &str, content: &Content) -> Result<()> {
 /// Before a stage runs: keep what its outputs hold now (in the cache, so nothing is lost),
 /// clear them so a stage never builds on its own stale output, create their parents, and
 /// ready the checkpoint directory (wiped if it belongs to another configuration).
-pub fn prepare_outputs(ws: &Workspace, stage: &Stage, a: &Assessment) -> Result<()> {
+pub(crate) fn prepare_outputs(ws: &Workspace, stage: &Stage, a: &Assessment) -> Result<()> {
     preserve_outputs(ws, a)?;
     for (path, content) in &a.outs {
         let full = ws.root.join(path);
@@ -238,7 +242,7 @@ fn check_inner_links(ws: &Workspace, stage: &Stage) -> Result<()> {
 
 /// After a stage succeeded: check it produced every declared output, store them in the
 /// objects, and remember the run under its key. Returns the stage's assessment now.
-pub fn commit_outputs(
+pub(crate) fn commit_outputs(
     ws: &Workspace,
     stage: &Stage,
     before: &Assessment,

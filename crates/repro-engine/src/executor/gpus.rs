@@ -5,7 +5,7 @@
 /// The device ids for the GPU slots of a run: `--resources gpu=N` gives N slots, named after
 /// the user's visible devices where there are enough of them; otherwise the detected GPUs,
 /// looked for (which may spawn `nvidia-smi`) only when a selected stage `wants` one.
-pub fn slots(requested: Option<usize>, wants: bool) -> Vec<String> {
+pub(crate) fn slots(requested: Option<usize>, wants: bool) -> Vec<String> {
     match requested {
         Some(n) => ids_for_slots(n),
         None if wants => detect_gpu_ids(),
@@ -13,15 +13,10 @@ pub fn slots(requested: Option<usize>, wants: bool) -> Vec<String> {
     }
 }
 
-/// GPUs on this machine: `CUDA_VISIBLE_DEVICES` if set, else `nvidia-smi -L`, else none.
-pub fn detect_gpus() -> usize {
-    detect_gpu_ids().len()
-}
-
 /// The device ids stages may be handed, as `CUDA_VISIBLE_DEVICES` spells them: the user's own
 /// list when the variable is set (a user who allowed `2,3` must never get `0`), else
 /// `0..n` for the `n` GPUs `nvidia-smi -L` lists. Tests fake GPUs through the variable alone.
-pub fn detect_gpu_ids() -> Vec<String> {
+pub(crate) fn detect_gpu_ids() -> Vec<String> {
     if let Some(ids) = visible_device_ids() {
         return ids;
     }

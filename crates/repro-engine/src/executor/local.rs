@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 use super::{Event, Executor, Job, JobId, Outcome};
 use crate::kinds::progress;
 
-pub struct LocalExecutor {
+pub(crate) struct LocalExecutor {
     tx: Sender<Event>,
     rx: Receiver<Event>,
     /// Running jobs: id → process group id.
@@ -44,7 +44,7 @@ impl Default for LocalExecutor {
 impl LocalExecutor {
     /// An executor that records its process groups in `pid_dir`, after stopping any that a
     /// previous, killed run left behind there.
-    pub fn with_pid_dir(pid_dir: std::path::PathBuf) -> Result<Self> {
+    pub(crate) fn with_pid_dir(pid_dir: std::path::PathBuf) -> Result<Self> {
         std::fs::create_dir_all(&pid_dir)
             .with_context(|| format!("cannot create {}", pid_dir.display()))?;
         // Stages (and their supervisors) run in the workspace root, `cache/running/../..`.
@@ -102,7 +102,7 @@ fn death_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// "1s", "2m05s", "1h30m00s".
-pub fn format_limit(d: Duration) -> String {
+pub(crate) fn format_limit(d: Duration) -> String {
     let s = d.as_secs();
     match (s / 3600, s / 60 % 60, s % 60) {
         (0, 0, s) => format!("{s}s"),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// What `repro internal measure` writes for the engine.
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
-pub struct Usage {
+pub(crate) struct Usage {
     pub wall_s: f64,
     pub cpu_s: f64,
     /// Peak resident set size, KiB.
@@ -25,7 +25,7 @@ pub struct Usage {
 }
 
 /// Where the wrapper of `stage` leaves its usage record.
-pub fn usage_path(cache_dir: &Path, stage_file_name: &str) -> PathBuf {
+pub(crate) fn usage_path(cache_dir: &Path, stage_file_name: &str) -> PathBuf {
     cache_dir
         .join("trace")
         .join(format!("{stage_file_name}.json"))
@@ -33,7 +33,7 @@ pub fn usage_path(cache_dir: &Path, stage_file_name: &str) -> PathBuf {
 
 /// The argv that runs `argv` measured, writing to `usage`: for executors whose jobs have no
 /// supervisor of ours around them (Slurm); the local executor's supervisor measures itself.
-pub fn wrap(exe: &Path, usage: &Path, argv: Vec<String>) -> Vec<String> {
+pub(crate) fn wrap(exe: &Path, usage: &Path, argv: Vec<String>) -> Vec<String> {
     let mut v = vec![
         exe.display().to_string(),
         "internal".into(),
@@ -100,7 +100,10 @@ pub fn measure(out: &Path, argv: &[String]) -> Result<i32> {
 
 /// Wait for the child `pid` (started at `start`) with `wait4` and account for it: returns its
 /// raw wait status and its [`Usage`].
-pub fn wait_measured(pid: libc::pid_t, start: Instant) -> std::io::Result<(libc::c_int, Usage)> {
+pub(crate) fn wait_measured(
+    pid: libc::pid_t,
+    start: Instant,
+) -> std::io::Result<(libc::c_int, Usage)> {
     let mut status: libc::c_int = 0;
     // SAFETY: a zeroed rusage is a valid value for wait4 to fill.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -129,7 +132,7 @@ pub fn wait_measured(pid: libc::pid_t, start: Instant) -> std::io::Result<(libc:
 
 /// Leave `usage` at `out` for the engine. Not fatal: the stage's own result matters more than
 /// its account.
-pub fn write_usage(out: &Path, usage: &Usage) {
+pub(crate) fn write_usage(out: &Path, usage: &Usage) {
     if let Some(dir) = out.parent() {
         let _ = std::fs::create_dir_all(dir);
     }

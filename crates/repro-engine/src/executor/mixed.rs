@@ -11,7 +11,7 @@ use anyhow::Result;
 
 use super::{Admission, Event, Executor, Job, JobId};
 
-pub struct Mixed {
+pub(crate) struct Mixed {
     /// Where stages run unless they say otherwise.
     main: Box<dyn Executor>,
     local: Box<dyn Executor>,
@@ -20,7 +20,7 @@ pub struct Mixed {
 }
 
 impl Mixed {
-    pub fn new(
+    pub(crate) fn new(
         main: Box<dyn Executor>,
         local: Box<dyn Executor>,
         local_stages: HashSet<String>,

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-pub mod gpus;
-pub mod local;
-pub mod measure;
-pub mod mixed;
+pub(crate) mod gpus;
+pub(crate) mod local;
+pub(crate) mod measure;
+pub(crate) mod mixed;
 pub mod slurm;
-pub mod supervise;
+pub(crate) mod supervise;
 
 /// Engine-assigned identifier of a submitted job (index of the stage in the run).
 pub type JobId = usize;
@@ -27,6 +27,7 @@ pub use crate::spec::Resources;
 /// One process to run for one stage.
 #[derive(Clone, Debug)]
 pub struct Job {
+    /// The runner's id for it, which events name.
     pub id: JobId,
     /// Stage name, for messages and job names.
     pub stage: String,
@@ -38,6 +39,7 @@ pub struct Job {
     pub cwd: PathBuf,
     /// Where the stage's stdout and stderr go.
     pub log: PathBuf,
+    /// What the stage asks of the machine (threads, memory, GPUs, time).
     pub resources: Resources,
     /// Concrete GPU indices assigned by the local scheduler (empty under Slurm, which assigns
     /// its own).
@@ -50,6 +52,7 @@ pub struct Job {
 /// How a job ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
+    /// Exit status 0.
     Succeeded,
     /// Non-zero exit, signal, or a scheduler's verdict (e.g. Slurm `TIMEOUT`), in words.
     Failed(String),
@@ -60,12 +63,20 @@ pub enum Outcome {
 pub enum Event {
     /// A progress line relayed from the job (see `kinds::progress`).
     Progress {
+        /// The job.
         id: JobId,
+        /// The progress message.
         message: String,
+        /// How far along, from 0 to 1, when the job says.
         fraction: Option<f64>,
     },
     /// The job finished.
-    Finished { id: JobId, outcome: Outcome },
+    Finished {
+        /// The job.
+        id: JobId,
+        /// How it ended.
+        outcome: Outcome,
+    },
 }
 
 /// A place to run jobs.
@@ -124,12 +135,17 @@ pub enum Admission {
     /// gets how many of the group took slots, and runs at most that many at once. A member
     /// with slots that finishes hands them to one still riding along, so `-j` still bounds
     /// what runs.
-    Batch { group: String, max: usize },
+    Batch {
+        /// The admission group (stages of one foreach/matrix with equal resources).
+        group: String,
+        /// The most stages one batch holds.
+        max: usize,
+    },
 }
 
 /// Where stages run: `--executor`, else the pipeline's `executor:`, else local.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExecutorKind {
+pub(crate) enum ExecutorKind {
     /// Child processes on this machine, within `-j` and GPU slots.
     Local,
     /// One Slurm batch job per stage, or one job array per `foreach:`/`matrix:` round.
@@ -150,7 +166,7 @@ impl std::str::FromStr for ExecutorKind {
 
 /// The executor of `kind` for a pipeline. Under Slurm, stages that say `executor: local`
 /// run here, through a local executor beside it ([`mixed::Mixed`]).
-pub fn make(kind: ExecutorKind, p: &crate::spec::Pipeline) -> Result<Box<dyn Executor>> {
+pub(crate) fn make(kind: ExecutorKind, p: &crate::spec::Pipeline) -> Result<Box<dyn Executor>> {
     let local = || -> Result<Box<dyn Executor>> {
         let pid_dir = p.root.join("cache").join("running");
         Ok(Box::new(local::LocalExecutor::with_pid_dir(pid_dir)?))
@@ -173,7 +189,7 @@ pub fn make(kind: ExecutorKind, p: &crate::spec::Pipeline) -> Result<Box<dyn Exe
 
 /// The Slurm executor for a pipeline (its `slurm:` defaults); fails early, with a message
 /// saying what to fix, when Slurm is not configured or its controller does not answer.
-pub fn make_slurm(p: &crate::spec::Pipeline) -> Result<Box<dyn Executor>> {
+pub(crate) fn make_slurm(p: &crate::spec::Pipeline) -> Result<Box<dyn Executor>> {
     use anyhow::Context;
     let opts = slurm::SlurmOptions::from_settings(&p.slurm)
         .with_context(|| format!("{}: invalid `slurm:` settings", p.file.display()))?;

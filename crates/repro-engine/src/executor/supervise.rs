@@ -31,10 +31,10 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The descriptor on which the supervisor finds the engine's end-of-life pipe.
-pub const DEATH_FD: i32 = 3;
+pub(crate) const DEATH_FD: i32 = 3;
 
 /// How long a stage may take to stop after SIGTERM before it is killed.
-pub const GRACE: Duration = Duration::from_secs(2);
+pub(crate) const GRACE: Duration = Duration::from_secs(2);
 
 /// Process group of the supervised stage (0 until started).
 static STAGE_PGID: AtomicI32 = AtomicI32::new(0);

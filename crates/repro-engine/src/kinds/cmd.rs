@@ -14,22 +14,22 @@ use anyhow::{Result, bail};
 use super::{Kind, Shell};
 
 /// The name `cmd:` stages resolve to.
-pub const NAME: &str = crate::spec::CMD_KIND;
+pub(crate) const NAME: &str = crate::spec::CMD_KIND;
 
 /// A shell command stage.
-pub struct Cmd;
+pub(crate) struct Cmd;
 
 /// The parameters of a `cmd:` stage: the command, or the command with what wraps it.
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
-pub enum Params {
+pub(crate) enum Params {
     Plain(String),
     Wrapped(Wrapped),
 }
 
 // Declared in spec (which builds it from a stage's `env:` and `container:`), so that the
 // pipeline names nothing of the kinds; the name here keeps working.
-pub use crate::spec::environ::Wrapped;
+pub(crate) use crate::spec::environ::Wrapped;
 
 impl Params {
     fn command(&self) -> &str {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use serde::de::DeserializeOwned;
 
-pub mod cmd;
+pub(crate) mod cmd;
 pub mod progress;
 
 /// One stage kind: its typed parameters and what the engine needs to know about them.

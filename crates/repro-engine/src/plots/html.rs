@@ -18,7 +18,7 @@ table.experiments{border-collapse:collapse;font-size:.9em;margin-bottom:2em}\
 .experiments tr.current{background:#eef6ee;font-weight:600}";
 
 /// The page for `plots`, headed by `title`.
-pub fn page(plots: &Plots, title: &str) -> String {
+pub(super) fn page(plots: &Plots, title: &str) -> String {
     let mut s = String::new();
     let _ = write!(
         s,

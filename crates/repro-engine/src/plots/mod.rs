@@ -26,7 +26,7 @@ use crate::compare::{Records, Source};
 
 // Declared in spec (which parses `plots:`) so that the pipeline names nothing of the plots
 // command; the names here keep working.
-pub use crate::spec::plot_decl::{EXTENSIONS, PlotDecl, PlotKind};
+pub(crate) use crate::spec::plot_decl::{PlotDecl, PlotKind};
 
 /// One line of a chart.
 #[derive(Debug, Clone, Serialize)]
@@ -79,7 +79,7 @@ pub struct Plots {
 /// Where a page's plots come from: what [`Records::source`] names (workspace, lock, a git
 /// revision, a run-cache entry), or an experiment (`repro exp show`'s ids and names).
 #[derive(Debug, Clone)]
-pub enum PlotSource {
+pub(crate) enum PlotSource {
     Records(Source),
     /// An experiment: its label (name, else id) and its stages' keys.
     Experiment {
@@ -89,7 +89,7 @@ pub enum PlotSource {
 }
 
 impl PlotSource {
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self {
             PlotSource::Records(s) => s.label(),
             PlotSource::Experiment { label, .. } => label.clone(),
@@ -98,7 +98,7 @@ impl PlotSource {
 
     /// The source a command-line word names: an experiment first (its id is what `exp show`
     /// prints first), else a source of [`Records::source`].
-    pub fn named(cx: &Records, name: &str) -> Result<PlotSource> {
+    pub(crate) fn named(cx: &Records, name: &str) -> Result<PlotSource> {
         if !matches!(name, "workspace" | "ws" | "lock")
             && let Ok(all) = crate::experiments::list(&cx.p.root.join("cache"))
             && let Ok(e) = crate::experiments::resolve(&all, name)
@@ -115,7 +115,7 @@ impl PlotSource {
 /// The plots of `sources`, for the stages `targets` select (names, base names, globs, or
 /// plot file paths; all when empty). An unreadable or malformed plot file is an error naming
 /// it and its stage.
-pub fn collect(cx: &Records, sources: &[PlotSource], targets: &[String]) -> Result<Plots> {
+pub(crate) fn collect(cx: &Records, sources: &[PlotSource], targets: &[String]) -> Result<Plots> {
     let select = Selector::new(targets)?;
     let mut charts: BTreeMap<(String, usize), Chart> = BTreeMap::new();
     let mut missing = Vec::new();
@@ -312,10 +312,10 @@ impl Selector {
 }
 
 /// One y column of a series file and its `[x, y]` points.
-pub type Series = (String, Vec<[f64; 2]>);
+pub(crate) type Series = (String, Vec<[f64; 2]>);
 
 /// The lines of a series file: `(y column, points)` for each y the declaration asks for.
-pub fn series(text: &str, kind: PlotKind, d: &PlotDecl) -> Result<Vec<Series>, String> {
+pub(crate) fn series(text: &str, kind: PlotKind, d: &PlotDecl) -> Result<Vec<Series>, String> {
     let (columns, rows) = match kind {
         PlotKind::Csv => cells(crate::metrics_file::table(text, ',')?),
         PlotKind::Tsv => cells(crate::metrics_file::table(text, '\t')?),
@@ -475,18 +475,13 @@ pub fn command(
 }
 
 /// Write the page to `out` (its directory created) and return the path written.
-pub fn write_page(plots: &Plots, title: &str, out: &Path) -> Result<PathBuf> {
+pub(crate) fn write_page(plots: &Plots, title: &str, out: &Path) -> Result<PathBuf> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let page = html::page(plots, title);
     crate::fsutil::write_atomic(out, page.as_bytes())?;
     Ok(out.to_path_buf())
-}
-
-/// The page as text (for tests and `--stdout`-like uses).
-pub fn page(plots: &Plots, title: &str) -> String {
-    html::page(plots, title)
 }
 
 #[cfg(test)]

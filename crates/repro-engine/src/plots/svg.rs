@@ -19,7 +19,7 @@ const COLOURS: [&str; 8] = [
 ];
 
 /// Text for XML content and attributes.
-pub fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -85,7 +85,7 @@ fn range(vals: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 /// The chart's SVG element (an empty string when it has no line).
-pub fn chart(c: &Chart) -> String {
+pub(super) fn chart(c: &Chart) -> String {
     if c.lines.is_empty() {
         return String::new();
     }

@@ -15,13 +15,15 @@
 #[cfg(not(feature = "remote"))]
 mod off;
 #[cfg(not(feature = "remote"))]
-pub use off::{NOT_BUILT, RunRemote, push, transfer, verify};
+pub(crate) use off::transfer;
+#[cfg(not(feature = "remote"))]
+pub use off::{RunRemote, push, verify};
 #[cfg(feature = "remote")]
 pub mod push;
 #[cfg(feature = "remote")]
-pub mod store;
+pub(crate) mod store;
 #[cfg(feature = "remote")]
-pub mod transfer;
+pub(crate) mod transfer;
 #[cfg(feature = "remote")]
 pub mod verify;
 
@@ -29,12 +31,14 @@ pub mod verify;
 use std::cell::{Cell, OnceCell, RefCell};
 #[cfg(feature = "remote")]
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+#[cfg(feature = "remote")]
 use std::path::Path;
 #[cfg(feature = "remote")]
 use std::sync::Mutex;
 
 #[cfg(feature = "remote")]
 use anyhow::Context;
+#[cfg(feature = "remote")]
 use anyhow::Result;
 
 #[cfg(feature = "remote")]
@@ -81,7 +85,12 @@ impl Default for RemoteArgs {
 
 /// The remote URL in force, if any: `--remote`, else `REPRO_REMOTE`, else `remote:`. A plain
 /// path is a shared directory (relative to the workspace when it comes from the pipeline).
-pub fn resolve(args: &RemoteArgs, pipeline: Option<&str>, root: &Path) -> Result<Option<String>> {
+#[cfg(feature = "remote")]
+pub(crate) fn resolve(
+    args: &RemoteArgs,
+    pipeline: Option<&str>,
+    root: &Path,
+) -> Result<Option<String>> {
     if args.no_remote {
         return Ok(None);
     }
@@ -104,7 +113,7 @@ pub fn resolve(args: &RemoteArgs, pipeline: Option<&str>, root: &Path) -> Result
 
 /// Open the remote a command needs, or say how to configure one.
 #[cfg(feature = "remote")]
-pub fn open_required(args: &RemoteArgs, p: &Pipeline) -> Result<Store> {
+pub(crate) fn open_required(args: &RemoteArgs, p: &Pipeline) -> Result<Store> {
     match resolve(args, p.remote.as_deref(), &p.root)? {
         Some(url) => Store::open(&url),
         None => anyhow::bail!(
@@ -134,6 +143,7 @@ pub struct RunRemote {
 
 #[cfg(feature = "remote")]
 impl RunRemote {
+    /// The remote the options and the pipeline configure (none is fine, except for `repro pull`); it connects on first use.
     pub fn new(args: &RemoteArgs, p: &Pipeline) -> Result<RunRemote> {
         let url = resolve(args, p.remote.as_deref(), &p.root)?;
         if args.pull_only && url.is_none() {
@@ -151,6 +161,7 @@ impl RunRemote {
         })
     }
 
+    /// Whether a remote is configured for this run.
     pub fn is_configured(&self) -> bool {
         self.url.is_some()
     }
@@ -410,7 +421,7 @@ fn name_entry(e: anyhow::Error, store: &Store, key: &str) -> anyhow::Error {
 /// One error for a list of transfer failures: the first, with a count of the others
 /// (a corrupt or missing object stays recognisable by downcasting).
 #[cfg(feature = "remote")]
-pub fn fail_on(mut errors: Vec<anyhow::Error>) -> Result<()> {
+pub(crate) fn fail_on(mut errors: Vec<anyhow::Error>) -> Result<()> {
     if errors.is_empty() {
         return Ok(());
     }

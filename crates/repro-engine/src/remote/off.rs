@@ -15,7 +15,7 @@ use crate::state::db::RunRecord;
 use crate::state::workspace::{Assessment, Workspace};
 
 /// What every remote operation says in this build.
-pub const NOT_BUILT: &str =
+pub(super) const NOT_BUILT: &str =
     "this repro was built without the remote cache; rebuild with --features remote";
 
 /// The error for `what` (the command or setting that asked for a remote).
@@ -103,11 +103,11 @@ pub mod verify {
 }
 
 /// The partial downloads directory: there are none in this build.
-pub mod transfer {
+pub(crate) mod transfer {
     use super::*;
 
     /// Nothing to clear (never called: no remote is configured in this build).
-    pub fn clear_tmp(_cache_dir: &Path) -> Result<()> {
+    pub(crate) fn clear_tmp(_cache_dir: &Path) -> Result<()> {
         Ok(())
     }
 }

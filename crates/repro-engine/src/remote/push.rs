@@ -21,6 +21,7 @@ use crate::spec::LoadOptions;
 use crate::state::hashing::{Content, FILE_MODE};
 use crate::state::workspace::Workspace;
 
+/// `repro push [TARGETS]`: see the module's documentation. Returns the exit code.
 pub fn push(
     file: &std::path::Path,
     load: &LoadOptions,
@@ -254,10 +255,10 @@ fn entry_of(
 }
 
 /// A byte progress bar on a terminal; nothing otherwise.
-pub struct Bar(Option<indicatif::ProgressBar>);
+pub(crate) struct Bar(Option<indicatif::ProgressBar>);
 
 impl Bar {
-    pub fn new() -> Bar {
+    pub(crate) fn new() -> Bar {
         use std::io::IsTerminal;
         Bar(std::io::stderr().is_terminal().then(|| {
             let b = indicatif::ProgressBar::new(0);
@@ -272,7 +273,7 @@ impl Bar {
         }))
     }
 
-    pub fn show(&self, c: &Counters, verb: &str) {
+    pub(crate) fn show(&self, c: &Counters, verb: &str) {
         use std::sync::atomic::Ordering::Relaxed;
         if let Some(b) = &self.0 {
             b.set_length(c.total_bytes.load(Relaxed));
@@ -285,7 +286,7 @@ impl Bar {
         }
     }
 
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         if let Some(b) = &self.0 {
             b.finish_and_clear();
         }

@@ -20,25 +20,27 @@ use crate::state::db::RunRecord;
 use crate::state::hashing::FileEntry;
 
 /// The entry format this build writes and reads.
-pub const ENTRY_VERSION: u32 = 1;
+pub(crate) const ENTRY_VERSION: u32 = 1;
 
 /// The largest `ac/` entry read. An entry is a small JSON object: per declared output one
 /// path, one 64-digit hash and one size, and a few numbers, about 3 × path + 120 bytes per
 /// output pretty-printed. 4 MiB holds some 10,000 outputs with 100-character paths, far beyond
 /// any real stage (many files go in one directory output, whose listing is its manifest), and
 /// costs nothing to hold in memory.
-pub const ENTRY_CAP: u64 = 4 << 20;
+pub(crate) const ENTRY_CAP: u64 = 4 << 20;
 
 /// The largest directory manifest fetched from a remote. A manifest line is a file's hash,
 /// mode, size and relative path, about 100–130 bytes: 256 MiB holds some two million files,
 /// an ImageNet-sized training directory (1.3 million files) with room to spare, while the
 /// manifest and its parsed form stay within about a gigabyte of memory.
-pub const MANIFEST_CAP: u64 = 256 << 20;
+pub(crate) const MANIFEST_CAP: u64 = 256 << 20;
 
-pub use crate::remote_url::{Kind, check_url, normalise};
+#[cfg(test)]
+use crate::remote_url::normalise;
+pub(crate) use crate::remote_url::{Kind, check_url};
 
 /// A connected remote: the client and the runtime its requests run on.
-pub struct Store {
+pub(crate) struct Store {
     /// The URL as configured (it never holds credentials: those come from the environment).
     pub url: String,
     pub kind: Kind,
@@ -48,7 +50,7 @@ pub struct Store {
 
 /// A run-cache entry as stored under `ac/<key>`.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub version: u32,
     pub key: String,
     pub stage: String,
@@ -71,7 +73,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn record(&self) -> RunRecord {
+    pub(crate) fn record(&self) -> RunRecord {
         RunRecord {
             stage: self.stage.clone(),
             outs: self.outs.clone(),
@@ -91,7 +93,7 @@ impl Entry {
     /// Parse and check an entry read from `ac/<key>` for a stage that declares `outs`: a
     /// remote is not trusted to name paths or hashes, so anything but exactly the declared
     /// outputs with well-formed hashes is refused.
-    pub fn parse(bytes: &[u8], key: &str, outs: &[&str]) -> Result<Entry> {
+    pub(crate) fn parse(bytes: &[u8], key: &str, outs: &[&str]) -> Result<Entry> {
         let e = Entry::parse_any(bytes, key)?;
         let named: Vec<&str> = e.outs.keys().map(String::as_str).collect();
         let mut declared = outs.to_vec();
@@ -103,7 +105,7 @@ impl Entry {
     }
 
     /// Parse an entry and check all but its output names (which need the stage).
-    pub fn parse_any(bytes: &[u8], key: &str) -> Result<Entry> {
+    pub(crate) fn parse_any(bytes: &[u8], key: &str) -> Result<Entry> {
         let e: Entry = serde_json::from_slice(bytes).context("malformed run-cache entry")?;
         if e.version != ENTRY_VERSION {
             bail!(
@@ -128,7 +130,7 @@ impl Entry {
 /// outputs, or whose directory manifest is bad. Only that entry is skipped (the stage is
 /// computed); the remote stays in use for every other stage.
 #[derive(Debug)]
-pub struct BadRemoteEntry {
+pub(crate) struct BadRemoteEntry {
     pub key: String,
     pub url: String,
     pub reason: String,
@@ -147,7 +149,7 @@ impl std::error::Error for BadRemoteEntry {}
 
 /// An object larger than a limit on what is read of it (its declared size, or a cap).
 #[derive(Debug)]
-pub struct TooLarge {
+pub(crate) struct TooLarge {
     pub limit: u64,
     /// What the server declared, when that alone was over the limit.
     pub declared: Option<u64>,
@@ -165,7 +167,7 @@ impl std::error::Error for TooLarge {}
 
 /// Collect a body of at most `cap` bytes, chunk by chunk: reading stops at the first byte past
 /// the cap (a [`TooLarge`] error), so an endless body costs at most `cap` bytes of memory.
-pub async fn read_capped<S, E>(mut body: S, cap: u64) -> Result<bytes::Bytes>
+pub(crate) async fn read_capped<S, E>(mut body: S, cap: u64) -> Result<bytes::Bytes>
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     E: std::error::Error + Send + Sync + 'static,
@@ -189,7 +191,7 @@ where
 /// One line for a failed request: an HTTP error becomes `HTTP <status> on <METHOD> <URL>`
 /// instead of object_store's chain, each level of which repeats the server's whole error page.
 /// Anything else keeps its chain.
-pub fn request_error(e: object_store::Error, what: String) -> anyhow::Error {
+pub(crate) fn request_error(e: object_store::Error, what: String) -> anyhow::Error {
     let mut method_uri = None;
     let mut status = None;
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
@@ -215,7 +217,7 @@ pub fn request_error(e: object_store::Error, what: String) -> anyhow::Error {
 }
 
 /// A blake3 hash as the cache names objects: 64 lowercase hex digits.
-pub fn is_hash(s: &str) -> bool {
+pub(crate) fn is_hash(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -224,7 +226,7 @@ pub fn is_hash(s: &str) -> bool {
 /// Check a directory manifest fetched from a remote: every file hash well formed. Its paths
 /// were checked, decoded, when it was parsed (`hashing::parse_manifest_full`, which every
 /// manifest reader goes through); checked again here for entries built by hand.
-pub fn check_manifest(files: &[FileEntry]) -> Result<()> {
+pub(crate) fn check_manifest(files: &[FileEntry]) -> Result<()> {
     for f in files {
         if !is_hash(&f.hash) {
             bail!("manifest holds a malformed hash '{}'", f.hash);
@@ -234,11 +236,11 @@ pub fn check_manifest(files: &[FileEntry]) -> Result<()> {
     Ok(())
 }
 
-pub fn cas_path(hash: &str) -> ObjPath {
+pub(crate) fn cas_path(hash: &str) -> ObjPath {
     ObjPath::from(format!("cas/{hash}"))
 }
 
-pub fn ac_path(key: &str) -> ObjPath {
+pub(crate) fn ac_path(key: &str) -> ObjPath {
     ObjPath::from(format!("ac/{key}"))
 }
 
@@ -262,7 +264,7 @@ fn client_options(allow_http: bool) -> ClientOptions {
 
 impl Store {
     /// Connect (no request is made yet): builds the runtime and the client.
-    pub fn open(url: &str) -> Result<Store> {
+    pub(crate) fn open(url: &str) -> Result<Store> {
         let kind = check_url(url).map_err(|e| anyhow::anyhow!(e))?;
         // reqwest's rustls is built without a bundled provider; ring is already in the tree.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -320,7 +322,11 @@ impl Store {
     /// Read a whole object of at most `cap` bytes; `None` if absent. A body declared or found
     /// to be larger fails with [`TooLarge`] (downcast to tell it from a failed request) after
     /// at most `cap` bytes were read: the size a server claims is never allocated.
-    pub async fn get_capped(&self, path: &ObjPath, cap: u64) -> Result<Option<bytes::Bytes>> {
+    pub(crate) async fn get_capped(
+        &self,
+        path: &ObjPath,
+        cap: u64,
+    ) -> Result<Option<bytes::Bytes>> {
         use object_store::ObjectStoreExt;
         let what = || format!("reading {path} from {}", self.url);
         match self.inner.get(path).await {
@@ -341,7 +347,7 @@ impl Store {
     }
 
     /// Size of an object; `None` if absent.
-    pub async fn size_of(&self, path: &ObjPath) -> Result<Option<(u64, Option<String>)>> {
+    pub(crate) async fn size_of(&self, path: &ObjPath) -> Result<Option<(u64, Option<String>)>> {
         use object_store::ObjectStoreExt;
         match self.inner.head(path).await {
             Ok(m) => Ok(Some((m.size, m.e_tag))),
@@ -355,7 +361,7 @@ impl Store {
 
     /// The run-cache entry for `key`, checked against the stage's declared outputs. An entry
     /// that is there but unusable (over [`ENTRY_CAP`], malformed) is a [`BadRemoteEntry`].
-    pub async fn entry(&self, key: &str, outs: &[&str]) -> Result<Option<Entry>> {
+    pub(crate) async fn entry(&self, key: &str, outs: &[&str]) -> Result<Option<Entry>> {
         let bytes = match self.get_capped(&ac_path(key), ENTRY_CAP).await {
             Ok(None) => return Ok(None),
             Ok(Some(b)) => b,
@@ -369,7 +375,7 @@ impl Store {
             .map_err(|e| self.bad_entry(key, format!("{e:#}")))
     }
 
-    pub fn bad_entry(&self, key: &str, reason: String) -> anyhow::Error {
+    pub(crate) fn bad_entry(&self, key: &str, reason: String) -> anyhow::Error {
         BadRemoteEntry {
             key: key.to_string(),
             url: self.url.clone(),
@@ -380,7 +386,7 @@ impl Store {
 
     /// Write an entry whole (a put replaces atomically on every backend, so two writers of
     /// one key leave one complete entry).
-    pub async fn put_entry(&self, e: &Entry) -> Result<()> {
+    pub(crate) async fn put_entry(&self, e: &Entry) -> Result<()> {
         use object_store::ObjectStoreExt;
         let body = serde_json::to_vec_pretty(e)?;
         self.inner

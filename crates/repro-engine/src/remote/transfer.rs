@@ -32,14 +32,14 @@ use crate::cache::Cache;
 
 /// A remote object that is absent, does not match its name, or is larger than it may be.
 #[derive(Debug)]
-pub struct BadRemoteObject {
+pub(crate) struct BadRemoteObject {
     pub hash: String,
     pub url: String,
     pub problem: Problem,
 }
 
 #[derive(Debug)]
-pub enum Problem {
+pub(crate) enum Problem {
     Missing,
     Corrupt,
     /// Larger than the entry or manifest that names it says (or than a cap): reading stopped.
@@ -66,7 +66,7 @@ impl std::error::Error for BadRemoteObject {}
 
 /// What a transfer has done so far, for progress display.
 #[derive(Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub bytes: AtomicU64,
     pub objects: AtomicU64,
     pub total_bytes: AtomicU64,
@@ -82,7 +82,7 @@ impl Counters {
             .fetch_add(items.iter().filter_map(|i| i.size).sum(), Ordering::Relaxed);
     }
 
-    pub fn describe(&self, verb: &str) -> String {
+    pub(crate) fn describe(&self, verb: &str) -> String {
         let mb = |v: u64| v as f64 / 1e6;
         format!(
             "{verb} {}/{} objects, {:.1}/{:.1} MB",
@@ -97,7 +97,7 @@ impl Counters {
 /// One object to move, with its size where known. Both come from an entry or a manifest, so
 /// a download reads no more than `size` (or, where that is unknown, than the server declares)
 /// and never more than `cap`.
-pub struct Item {
+pub(crate) struct Item {
     pub hash: String,
     pub size: Option<u64>,
     pub cap: Option<u64>,
@@ -109,7 +109,7 @@ pub struct Item {
 /// a timeout on a channel the transfer thread sends its result down, never a sleep that the
 /// work has to wait out (a fixed sleep cost up to 100 ms per call, twice per stage, and made
 /// a pull of 316 stages take 68 s where a copy takes 0.3 s).
-pub fn drive<T: Send>(
+pub(crate) fn drive<T: Send>(
     store: &Store,
     fut: impl std::future::Future<Output = T> + Send,
     mut tick: impl FnMut(),
@@ -140,7 +140,7 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// Apply `f` to every item, at most `jobs` at once; every failure is returned (an empty
 /// list means all succeeded), so one bad object does not hide the others.
-pub async fn each<T, F, Fut>(items: Vec<T>, jobs: usize, f: F) -> Vec<anyhow::Error>
+pub(crate) async fn each<T, F, Fut>(items: Vec<T>, jobs: usize, f: F) -> Vec<anyhow::Error>
 where
     F: Fn(T) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
@@ -154,7 +154,7 @@ where
 }
 
 /// The directory of a workspace's partial downloads.
-pub fn tmp_dir(cache_dir: &Path) -> PathBuf {
+pub(crate) fn tmp_dir(cache_dir: &Path) -> PathBuf {
     cache_dir.join("remote-tmp")
 }
 
@@ -164,7 +164,7 @@ pub fn tmp_dir(cache_dir: &Path) -> PathBuf {
 /// The partial files of ranged downloads (`<hash>.part` and its list of finished parts,
 /// `<hash>.done`) are kept for a day, so that the next pull resumes them; whatever is wrong
 /// with one is caught by the hash of the whole before it is used.
-pub fn clear_tmp(cache_dir: &Path) -> Result<()> {
+pub(crate) fn clear_tmp(cache_dir: &Path) -> Result<()> {
     let dir = tmp_dir(cache_dir);
     let day = Duration::from_secs(24 * 3600);
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -187,13 +187,13 @@ pub fn clear_tmp(cache_dir: &Path) -> Result<()> {
 
 /// Objects larger than this many bytes move in parts (`REPRO_MULTIPART_THRESHOLD` overrides
 /// the default of 256 MiB; the tests lower it).
-pub fn multipart_threshold() -> u64 {
+pub(crate) fn multipart_threshold() -> u64 {
     env_bytes("REPRO_MULTIPART_THRESHOLD").unwrap_or(256 << 20)
 }
 
 /// The size of one part (`REPRO_PART_SIZE`, default 64 MiB; never under 5 MiB, S3's smallest
 /// part but the last).
-pub fn part_size() -> u64 {
+pub(crate) fn part_size() -> u64 {
     env_bytes("REPRO_PART_SIZE")
         .unwrap_or(64 << 20)
         .max(5 << 20)
@@ -211,7 +211,7 @@ fn env_bytes(name: &str) -> Option<u64> {
 }
 
 /// Fetch `items` that the local cache lacks into it, every one verified by hash.
-pub async fn download_all(
+pub(crate) async fn download_all(
     store: &Store,
     cache: &Cache,
     tmp: &Path,
@@ -581,7 +581,7 @@ fn copy_capped(
 }
 
 /// Upload local cache objects the remote lacks.
-pub async fn upload_all(
+pub(crate) async fn upload_all(
     store: &Store,
     cache: &Cache,
     items: Vec<Item>,

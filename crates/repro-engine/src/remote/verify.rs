@@ -21,6 +21,7 @@ use super::store::{ENTRY_CAP, Entry, MANIFEST_CAP, Store, TooLarge, ac_path, cas
 use super::transfer::{self, Counters};
 use super::{RemoteArgs, open_required};
 
+/// `repro cache verify --remote`: check that every entry and object on the remote is whole; returns the exit code.
 pub fn verify(file: &std::path::Path, args: &RemoteArgs) -> Result<i32> {
     let p = crate::spec::load(file, &Default::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = open_required(args, &p)?;

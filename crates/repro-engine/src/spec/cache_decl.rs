@@ -40,12 +40,14 @@ pub struct CacheConfig {
     pub dir: Option<String>,
 }
 
-pub fn default_links() -> Vec<LinkMode> {
+pub(crate) fn default_links() -> Vec<LinkMode> {
     vec![LinkMode::Reflink, LinkMode::Copy]
 }
 
 /// Parse link mode names; the unknown one is the error. An empty list is an error too.
-pub fn parse_list<'a>(names: impl Iterator<Item = &'a str>) -> Result<Vec<LinkMode>, String> {
+pub(crate) fn parse_list<'a>(
+    names: impl Iterator<Item = &'a str>,
+) -> Result<Vec<LinkMode>, String> {
     let mut out = Vec::new();
     for n in names {
         let m = LinkMode::parse(n).ok_or_else(|| n.trim().to_string())?;

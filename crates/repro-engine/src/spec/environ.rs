@@ -66,7 +66,7 @@ impl Container {
     }
 }
 
-pub fn is_path(image: &str) -> bool {
+pub(crate) fn is_path(image: &str) -> bool {
     image.starts_with('/')
         || image.starts_with("./")
         || image.starts_with("../")
@@ -327,7 +327,7 @@ pub(super) fn cmd_params(command: String, env: &StageEnv) -> Json {
 /// A command run with variables set for it and/or in a container.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Wrapped {
+pub(crate) struct Wrapped {
     pub cmd: String,
     /// `env:` values set for the command.
     #[serde(default)]

@@ -5,17 +5,18 @@ use std::fmt;
 
 use super::yaml::Mark;
 
+/// One problem in a pipeline file, with where it is.
 #[derive(Debug, Clone)]
 pub struct SpecError {
-    pub message: String,
-    pub stage: Option<String>,
-    pub mark: Option<Mark>,
+    pub(crate) message: String,
+    pub(crate) stage: Option<String>,
+    pub(crate) mark: Option<Mark>,
     /// Extra lines shown after the quote (hints, the cycle path, ...).
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 impl SpecError {
-    pub fn plain(message: impl Into<String>) -> Self {
+    pub(crate) fn plain(message: impl Into<String>) -> Self {
         SpecError {
             message: message.into(),
             stage: None,
@@ -24,7 +25,7 @@ impl SpecError {
         }
     }
 
-    pub fn at(mark: &Mark, message: impl Into<String>) -> Self {
+    pub(crate) fn at(mark: &Mark, message: impl Into<String>) -> Self {
         SpecError {
             message: message.into(),
             stage: None,
@@ -33,14 +34,14 @@ impl SpecError {
         }
     }
 
-    pub fn in_stage(mut self, stage: &str) -> Self {
+    pub(crate) fn in_stage(mut self, stage: &str) -> Self {
         if self.stage.is_none() {
             self.stage = Some(stage.to_string());
         }
         self
     }
 
-    pub fn note(mut self, note: impl Into<String>) -> Self {
+    pub(crate) fn note(mut self, note: impl Into<String>) -> Self {
         self.notes.push(note.into());
         self
     }
@@ -101,7 +102,7 @@ impl fmt::Display for SpecErrors {
 impl std::error::Error for SpecErrors {}
 
 /// The closest of `candidates` to `word`, if close enough to suggest ("did you mean …?").
-pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
         .map(|c| (edit_distance(word, c), *c))

@@ -7,7 +7,7 @@ use super::interp::Scope;
 use super::yaml::{Mark, Node};
 use super::*;
 
-pub const DEFAULT_MAX_STAGES: usize = 100_000;
+pub(crate) const DEFAULT_MAX_STAGES: usize = 100_000;
 
 pub(super) fn max_stages(opts: &LoadOptions) -> Result<usize, SpecError> {
     if let Some(n) = opts.max_stages {

@@ -20,7 +20,7 @@ use super::shell::ShellLexer;
 use super::yaml::{Mark, Node, Value};
 
 /// Variables visible while interpolating one stage.
-pub struct Scope<'a> {
+pub(crate) struct Scope<'a> {
     pub vars: &'a Json,
     /// `item` / `key` bindings of an expanded stage.
     pub locals: Vec<(&'static str, Json)>,
@@ -28,7 +28,7 @@ pub struct Scope<'a> {
 
 impl Scope<'_> {
     /// Resolve a dotted name (`a.b.0.c`).
-    pub fn lookup(&self, name: &str) -> Option<&Json> {
+    pub(crate) fn lookup(&self, name: &str) -> Option<&Json> {
         let mut parts = name.split('.');
         let first = parts.next()?;
         let mut cur = match self.locals.iter().find(|(k, _)| *k == first) {
@@ -55,7 +55,7 @@ impl Scope<'_> {
 }
 
 /// Render a JSON scalar as text for splicing into a string.
-pub fn scalar_text(v: &Json) -> Option<String> {
+pub(crate) fn scalar_text(v: &Json) -> Option<String> {
     match v {
         Json::String(s) => Some(s.clone()),
         Json::Number(n) => Some(n.to_string()),
@@ -65,7 +65,7 @@ pub fn scalar_text(v: &Json) -> Option<String> {
 }
 
 /// Interpolate one string found at `mark`.
-pub fn interpolate(
+pub(crate) fn interpolate(
     text: &str,
     mark: &Mark,
     quoted: bool,
@@ -76,7 +76,7 @@ pub fn interpolate(
 
 /// As [`interpolate`], also listing the variables whose values were used (after nested names
 /// and `??` fallbacks are resolved), so an error about a value can point at its definition.
-pub fn interpolate_traced(
+pub(crate) fn interpolate_traced(
     text: &str,
     mark: &Mark,
     quoted: bool,
@@ -104,7 +104,7 @@ pub fn interpolate_traced(
 }
 
 /// Interpolate a `cmd:`: every value becomes one literal shell word unless written `${raw:x}`.
-pub fn interpolate_cmd(
+pub(crate) fn interpolate_cmd(
     text: &str,
     mark: &Mark,
     quoted: bool,
@@ -340,7 +340,7 @@ fn err_at(mark: &Mark, quoted: bool, offset: usize, msg: String) -> SpecError {
 }
 
 /// Interpolate every string inside a node, producing JSON (plain scalars typed as YAML does).
-pub fn interpolate_node(node: &Node, scope: &Scope) -> Result<Json, SpecError> {
+pub(crate) fn interpolate_node(node: &Node, scope: &Scope) -> Result<Json, SpecError> {
     match &node.value {
         Value::Scalar { text, plain } if text.contains("${") => {
             let v = interpolate(text, &node.mark, !plain, scope)?;
@@ -369,7 +369,7 @@ pub fn interpolate_node(node: &Node, scope: &Scope) -> Result<Json, SpecError> {
 
 /// The variables a node's strings take their values from (see [`interpolate_traced`]);
 /// references that do not resolve are left out.
-pub fn used_variables(node: &Node, scope: &Scope) -> Vec<String> {
+pub(crate) fn used_variables(node: &Node, scope: &Scope) -> Vec<String> {
     let mut used = Vec::new();
     let mut walk = vec![node];
     while let Some(n) = walk.pop() {

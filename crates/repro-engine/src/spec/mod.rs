@@ -3,18 +3,18 @@
 //! problem with file:line:col, the stage, and the quoted line. Nothing here touches the
 //! workspace's data; the DAG checks that need all stages at once live in `graph`.
 
-pub mod cache_decl;
-pub mod environ;
-pub mod error;
+pub(crate) mod cache_decl;
+pub(crate) mod environ;
+pub(crate) mod error;
 mod expand;
-pub mod interp;
-pub mod plot_decl;
+pub(crate) mod interp;
+pub(crate) mod plot_decl;
 mod resources;
 mod running;
 mod shell;
-pub mod slurm_decl;
+pub(crate) mod slurm_decl;
 mod stage;
-pub mod yaml;
+pub(crate) mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -22,12 +22,11 @@ use std::path::{Component, Path, PathBuf};
 use serde_json::Value as Json;
 
 pub use error::{SpecError, SpecErrors};
-pub use expand::DEFAULT_MAX_STAGES;
 use expand::{Limit, expand_stage, max_stages};
 use interp::{Scope, interpolate_node, used_variables};
 pub use resources::Resources;
 use resources::parse_resources;
-pub use running::Retry;
+pub(crate) use running::Retry;
 use stage::build_stage;
 pub use stage::normalise;
 use yaml::{Mark, Node, Value};
@@ -35,7 +34,7 @@ use yaml::{Mark, Node, Value};
 use crate::kinds::{Registry, Resolved};
 
 /// The kind `cmd:` stages resolve to (`kinds::cmd` implements it).
-pub const CMD_KIND: &str = "cmd";
+pub(crate) const CMD_KIND: &str = "cmd";
 
 /// A parsed, expanded, validated pipeline. Serialisable so that the checked plan can be kept
 /// in the state database and reused while its inputs are unchanged (`crate::state::plan_cache`).
@@ -43,9 +42,11 @@ pub const CMD_KIND: &str = "cmd";
 pub struct Pipeline {
     /// Workspace root: the directory holding the pipeline file.
     pub root: PathBuf,
+    /// The pipeline file, absolute.
     pub file: PathBuf,
     /// Merged variables (pipeline `vars:`, then the profile's).
     pub vars: Json,
+    /// The profile applied (`--profile`), if any.
     pub profile: Option<String>,
     /// `executor:` (`local` or `slurm`), if set in the file or the profile's vars.
     pub executor: Option<String>,
@@ -56,6 +57,7 @@ pub struct Pipeline {
     /// `cache:`: link modes and a shared cache directory, see `crate::cache::links`.
     #[serde(default)]
     pub cache: cache_decl::CacheConfig,
+    /// Every stage, expanded, in file order.
     pub stages: Vec<Stage>,
     /// Every vars file the pipeline names (top-level and every profile's), workspace-relative
     /// where inside it: the engine must never write or delete them (see `confine`).
@@ -128,15 +130,20 @@ pub struct PathRef {
     pub mark: Mark,
 }
 
+/// One stage of a pipeline, expanded and checked.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Stage {
     /// Full name (`train@cnn,bce-nu` for expanded stages).
     pub name: String,
+    /// What it runs: a `cmd:` command line or a kind with its `with:`.
     pub action: Action,
+    /// Declared inputs.
     pub deps: Vec<PathRef>,
+    /// Declared outputs.
     pub outs: Vec<PathRef>,
     /// Declared params with their values (sorted by key).
     pub params: BTreeMap<String, Json>,
+    /// `resources:` (threads, memory, GPUs, time).
     pub resources: Resources,
     /// Directory that survives interruption (excluded from key and outs).
     pub checkpoint: Option<String>,
@@ -144,6 +151,7 @@ pub struct Stage {
     pub checkpoint_mark: Option<Mark>,
     /// Where each top-level `with:` parameter is written, for errors about its value.
     pub with_marks: BTreeMap<String, Mark>,
+    /// `desc:`, for `repro dag` and `status`.
     pub desc: Option<String>,
     /// `metrics:` outputs (JSON files whose numbers `repro metrics`/`exp show` compare); each
     /// is also in `outs`.
@@ -751,7 +759,7 @@ fn vars_file_names(doc: &Node, root: &Path) -> Vec<String> {
 }
 
 /// Merge `src` into `dst`: mappings recursively, anything else replaces.
-pub fn deep_merge(dst: &mut Json, src: Json) {
+pub(crate) fn deep_merge(dst: &mut Json, src: Json) {
     match (dst, src) {
         (Json::Object(d), Json::Object(s)) => {
             for (k, v) in s {

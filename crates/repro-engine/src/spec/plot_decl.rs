@@ -25,7 +25,7 @@ pub struct PlotDecl {
 
 /// What a plot file holds, by its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlotKind {
+pub(crate) enum PlotKind {
     Csv,
     Tsv,
     Json,
@@ -34,10 +34,11 @@ pub enum PlotKind {
 }
 
 /// The extensions a plot file may have (what an error about another lists).
-pub const EXTENSIONS: &str = ".csv, .tsv, .json (series); .png, .jpg, .jpeg, .gif, .svg (images)";
+pub(crate) const EXTENSIONS: &str =
+    ".csv, .tsv, .json (series); .png, .jpg, .jpeg, .gif, .svg (images)";
 
 impl PlotKind {
-    pub fn of(path: &str) -> Result<PlotKind, String> {
+    pub(crate) fn of(path: &str) -> Result<PlotKind, String> {
         let ext = Path::new(path)
             .extension()
             .and_then(|e| e.to_str())

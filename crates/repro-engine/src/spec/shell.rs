@@ -25,7 +25,7 @@ enum Frame {
 
 /// Follows where a command's text is, quoting-wise, as it is written piece by piece.
 #[derive(Debug)]
-pub struct ShellLexer {
+pub(super) struct ShellLexer {
     stack: Vec<Frame>,
     /// The last character was an unquoted `\`: the next one is literal.
     escaped: bool,
@@ -49,7 +49,7 @@ impl ShellLexer {
     }
 
     /// Advance over literal command text written by the author.
-    pub fn feed(&mut self, text: &str) {
+    pub(super) fn feed(&mut self, text: &str) {
         for c in text.chars() {
             let after_dollar = std::mem::take(&mut self.dollar);
             if std::mem::take(&mut self.escaped) {
@@ -95,7 +95,7 @@ impl ShellLexer {
 
     /// `value` written so that the shell reads it back as exactly that text at this point,
     /// or why it cannot be.
-    pub fn quote(&self, value: &str) -> Result<String, &'static str> {
+    pub(super) fn quote(&self, value: &str) -> Result<String, &'static str> {
         if self.escaped {
             return Err(
                 "a `\\` right before `${…}` would escape the value's first character; \
@@ -116,7 +116,7 @@ impl ShellLexer {
 
 /// `value` as one shell word: bare when it is made only of characters no shell treats
 /// specially (numbers, names, paths, `-`/`.`/`,` lists), otherwise single-quoted.
-pub fn word(value: &str) -> String {
+pub(super) fn word(value: &str) -> String {
     let plain = !value.is_empty()
         && value
             .chars()

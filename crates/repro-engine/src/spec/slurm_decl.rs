@@ -9,11 +9,11 @@ use super::SpecError;
 use super::yaml::{Node, Value};
 
 /// The keys of `slurm:`.
-pub const KNOWN: &str = "partition, account, qos, sbatch_args, poll_seconds, arrays";
+pub(crate) const KNOWN: &str = "partition, account, qos, sbatch_args, poll_seconds, arrays";
 
 /// One `slurm:` entry: `Err` says what its value must be (the rules the Slurm executor's
 /// `SlurmOptions::from_settings` applies, so a block that passes here is one it accepts).
-pub fn check_entry(key: &str, v: &Json) -> Result<(), String> {
+pub(crate) fn check_entry(key: &str, v: &Json) -> Result<(), String> {
     let text = |key: &str, v: &Json| match v {
         Json::String(s) if !s.trim().is_empty() => Ok(()),
         _ => Err(format!(

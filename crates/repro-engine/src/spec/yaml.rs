@@ -42,7 +42,7 @@ impl Mark {
 }
 
 #[derive(Clone, Debug)]
-pub enum Value {
+pub(crate) enum Value {
     Null,
     /// A scalar; `plain` is false for quoted scalars (so `"1"` stays a string).
     Scalar {
@@ -55,39 +55,39 @@ pub enum Value {
 }
 
 #[derive(Clone, Debug)]
-pub struct Node {
+pub(crate) struct Node {
     pub value: Value,
     pub mark: Mark,
 }
 
 impl Node {
-    pub fn as_str(&self) -> Option<&str> {
+    pub(crate) fn as_str(&self) -> Option<&str> {
         match &self.value {
             Value::Scalar { text, .. } => Some(text),
             _ => None,
         }
     }
 
-    pub fn as_map(&self) -> Option<&[(Node, Node)]> {
+    pub(crate) fn as_map(&self) -> Option<&[(Node, Node)]> {
         match &self.value {
             Value::Map(m) => Some(m),
             _ => None,
         }
     }
 
-    pub fn as_seq(&self) -> Option<&[Node]> {
+    pub(crate) fn as_seq(&self) -> Option<&[Node]> {
         match &self.value {
             Value::Seq(s) => Some(s),
             _ => None,
         }
     }
 
-    pub fn is_null(&self) -> bool {
+    pub(crate) fn is_null(&self) -> bool {
         matches!(self.value, Value::Null)
     }
 
     /// Look up a key of a mapping.
-    pub fn get(&self, key: &str) -> Option<&Node> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Node> {
         self.as_map()?
             .iter()
             .find(|(k, _)| k.as_str() == Some(key))
@@ -95,7 +95,7 @@ impl Node {
     }
 
     /// A short word for the node's type, for error messages.
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self.value {
             Value::Null => "null",
             Value::Scalar { .. } => "a scalar",
@@ -105,7 +105,7 @@ impl Node {
     }
 
     /// Convert to JSON, typing plain scalars as YAML 1.2 core does (bool, int, float, null).
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         match &self.value {
             Value::Null => serde_json::Value::Null,
             Value::Scalar { text, plain } => {
@@ -127,7 +127,7 @@ impl Node {
 }
 
 /// Type a plain scalar (YAML 1.2 core schema).
-pub fn scalar_to_json(text: &str) -> serde_json::Value {
+pub(crate) fn scalar_to_json(text: &str) -> serde_json::Value {
     match text {
         "" | "~" | "null" | "Null" | "NULL" => return serde_json::Value::Null,
         "true" | "True" | "TRUE" => return serde_json::Value::Bool(true),
@@ -152,19 +152,12 @@ pub fn scalar_to_json(text: &str) -> serde_json::Value {
 
 /// At most this many nodes may be created by copying anchors (`*name`): real pipelines use a
 /// handful, while a few hundred bytes of nested aliases could otherwise ask for billions.
-pub const MAX_ALIAS_NODES: usize = 100_000;
-
-/// Parse one YAML document from a file.
-pub fn parse_file(path: &Path) -> Result<Node, SpecError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| SpecError::plain(format!("cannot read {}: {e}", path.display())))?;
-    parse_bytes(path, bytes)
-}
+pub(crate) const MAX_ALIAS_NODES: usize = 100_000;
 
 /// Parse a file's bytes (the path is used for messages): they must be UTF-8, an initial BOM
 /// is dropped, and control characters YAML does not allow are refused — yaml-rust2 would
 /// otherwise stop reading at a NUL and silently drop the rest of the file.
-pub fn parse_bytes(path: &Path, bytes: Vec<u8>) -> Result<Node, SpecError> {
+pub(crate) fn parse_bytes(path: &Path, bytes: Vec<u8>) -> Result<Node, SpecError> {
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -208,7 +201,7 @@ fn forbidden_char(text: &str) -> Option<(usize, char)> {
 }
 
 /// Parse one YAML document held in memory (the path is used for messages).
-pub fn parse_str(path: &Path, mut text: String) -> Result<Node, SpecError> {
+pub(crate) fn parse_str(path: &Path, mut text: String) -> Result<Node, SpecError> {
     // A BOM is how some editors mark UTF-8; it is not part of the first key.
     if text.starts_with('\u{FEFF}') {
         text.drain(..'\u{FEFF}'.len_utf8());

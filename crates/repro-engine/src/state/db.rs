@@ -81,6 +81,7 @@ impl RunRecord {
     }
 }
 
+/// The state database (`cache/state.redb`): stat cache, run cache, parsed lock and checked plans.
 pub struct StateDb {
     db: Database,
     path: PathBuf,
@@ -90,11 +91,11 @@ pub struct StateDb {
 }
 
 /// The stat cache as loaded.
-pub type StatEntries = hashing::PathMap<(StatKey, [u8; 32])>;
+pub(crate) type StatEntries = hashing::PathMap<(StatKey, [u8; 32])>;
 
 /// Called with the database as soon as it is open, before the stat cache is read (the state
 /// loader hands the stored plan to the main thread from here; see `session::StateLoader`).
-pub type OnOpen<'a> = &'a mut dyn FnMut(&StateDb);
+pub(crate) type OnOpen<'a> = &'a mut dyn FnMut(&StateDb);
 
 /// Why the database could not be opened.
 enum OpenFailure {
@@ -161,12 +162,15 @@ impl StateDb {
     /// Open (or create) the database and load the stat cache, waiting up to `wait` if another
     /// process holds it (`Ok(None)` if it stays busy). A damaged file is rebuilt, with a
     /// warning.
-    pub fn open_and_load(path: &Path, wait: Duration) -> Result<Option<(StateDb, StatEntries)>> {
+    pub(crate) fn open_and_load(
+        path: &Path,
+        wait: Duration,
+    ) -> Result<Option<(StateDb, StatEntries)>> {
         Self::open_and_load_with(path, wait, &mut |_| {})
     }
 
     /// [`Self::open_and_load`], calling `on_open` as soon as the database is open.
-    pub fn open_and_load_with(
+    pub(crate) fn open_and_load_with(
         path: &Path,
         wait: Duration,
         on_open: OnOpen,
@@ -206,12 +210,16 @@ impl StateDb {
     /// For commands that only read: the database and its stat cache if they can be had now,
     /// else `None` (busy, on a read-only file system, damaged: a warning, and the next
     /// `repro run` rebuilds it). Never fails, never deletes.
-    pub fn open_for_reading(path: &Path) -> Option<(StateDb, StatEntries)> {
+    #[cfg(test)]
+    pub(crate) fn open_for_reading(path: &Path) -> Option<(StateDb, StatEntries)> {
         Self::open_for_reading_with(path, &mut |_| {})
     }
 
     /// [`Self::open_for_reading`], calling `on_open` as soon as the database is open.
-    pub fn open_for_reading_with(path: &Path, on_open: OnOpen) -> Option<(StateDb, StatEntries)> {
+    pub(crate) fn open_for_reading_with(
+        path: &Path,
+        on_open: OnOpen,
+    ) -> Option<(StateDb, StatEntries)> {
         if let Some(dir) = path.parent()
             && std::fs::create_dir_all(dir).is_err()
         {
@@ -323,7 +331,8 @@ impl StateDb {
     }
 
     /// Every stat-cache entry.
-    pub fn load_stat(&self) -> Result<StatEntries> {
+    #[cfg(test)]
+    pub(crate) fn load_stat(&self) -> Result<StatEntries> {
         Self::read_stat(&self.db).map_err(|e| self.failed(e, "read"))
     }
 
@@ -345,7 +354,7 @@ impl StateDb {
         )
     }
 
-    pub fn save_stat(&self, entries: &[(String, StatKey, [u8; 32])]) -> Result<()> {
+    pub(crate) fn save_stat(&self, entries: &[(String, StatKey, [u8; 32])]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -364,7 +373,7 @@ impl StateDb {
     }
 
     /// The JSON form of a lock file whose text hashes to `text_hash`, if remembered.
-    pub fn parsed_lock(&self, text_hash: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn parsed_lock(&self, text_hash: &[u8; 32]) -> Result<Option<Vec<u8>>> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(PARSED_LOCK)?;
         Ok(t.get("lock")?
@@ -373,7 +382,7 @@ impl StateDb {
             .map(|v| v[32..].to_vec()))
     }
 
-    pub fn put_parsed_lock(&self, text_hash: &[u8; 32], json: &[u8]) -> Result<()> {
+    pub(crate) fn put_parsed_lock(&self, text_hash: &[u8; 32], json: &[u8]) -> Result<()> {
         let mut value = text_hash.to_vec();
         value.extend_from_slice(json);
         let write = || -> Result<(), redb::Error> {
@@ -414,6 +423,7 @@ impl StateDb {
         Ok(keys)
     }
 
+    /// Store the checked plan under `key` (bytes as the plan cache encodes them).
     pub fn put_plan(&self, key: &str, bytes: &[u8]) -> Result<()> {
         let write = || -> Result<(), redb::Error> {
             let tx = self.db.begin_write()?;
@@ -430,7 +440,7 @@ impl StateDb {
         write().map_err(|e| self.failed(e, "write"))
     }
 
-    pub fn get_run(&self, key: &str) -> Result<Option<RunRecord>> {
+    pub(crate) fn get_run(&self, key: &str) -> Result<Option<RunRecord>> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(RUNS)?;
         Ok(match t.get(key)? {
@@ -439,7 +449,7 @@ impl StateDb {
         })
     }
 
-    pub fn put_run(&self, key: &str, rec: &RunRecord) -> Result<()> {
+    pub(crate) fn put_run(&self, key: &str, rec: &RunRecord) -> Result<()> {
         let json = serde_json::to_string(rec)?;
         let write = || -> Result<(), redb::Error> {
             let tx = self.db.begin_write()?;
@@ -453,7 +463,7 @@ impl StateDb {
         write().map_err(|e| self.failed(e, "write"))
     }
 
-    pub fn remove_run(&self, key: &str) -> Result<()> {
+    pub(crate) fn remove_run(&self, key: &str) -> Result<()> {
         let write = || -> Result<(), redb::Error> {
             let tx = self.db.begin_write()?;
             {
@@ -467,7 +477,7 @@ impl StateDb {
     }
 
     /// All run-cache entries (key, record).
-    pub fn runs(&self) -> Result<Vec<(String, RunRecord)>> {
+    pub(crate) fn runs(&self) -> Result<Vec<(String, RunRecord)>> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(RUNS)?;
         let mut out = Vec::new();

@@ -575,7 +575,7 @@ fn diff_json(path: &str, old: &Json, new: &Json, out: &mut Vec<Change>) {
 }
 
 /// JSON with object keys sorted at every level, so equal values encode equally.
-pub fn canonical_json(v: &Json) -> String {
+pub(crate) fn canonical_json(v: &Json) -> String {
     fn sort(v: &Json) -> Json {
         match v {
             Json::Object(m) => {

@@ -36,17 +36,17 @@ use rayon::prelude::*;
 static CANCELLED: AtomicBool = AtomicBool::new(false);
 
 /// Make every hashing in progress (and every later one) fail with [`Interrupted`].
-pub fn cancel() {
+pub(crate) fn cancel() {
     CANCELLED.store(true, Ordering::SeqCst);
 }
 
-pub fn reset_cancel() {
+pub(crate) fn reset_cancel() {
     CANCELLED.store(false, Ordering::SeqCst);
 }
 
 /// Hashing stopped because the user interrupted the run.
 #[derive(Debug)]
-pub struct Interrupted;
+pub(crate) struct Interrupted;
 
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,7 +64,7 @@ fn check_cancelled() -> Result<()> {
 
 /// What a path that is neither a regular file nor a directory is, in words (`None` for
 /// those two).
-pub fn special_kind(meta: &std::fs::Metadata) -> Option<&'static str> {
+pub(crate) fn special_kind(meta: &std::fs::Metadata) -> Option<&'static str> {
     use std::os::unix::fs::FileTypeExt;
     let t = meta.file_type();
     if t.is_file() || t.is_dir() {
@@ -83,7 +83,7 @@ pub fn special_kind(meta: &std::fs::Metadata) -> Option<&'static str> {
 }
 
 /// A map keyed by workspace path, with a fast hasher (paths are not adversarial input).
-pub type PathMap<V> = HashMap<String, V, rustc_hash::FxBuildHasher>;
+pub(crate) type PathMap<V> = HashMap<String, V, rustc_hash::FxBuildHasher>;
 
 /// Stat fields that must all match for a cached hash to be trusted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,7 +119,7 @@ const COARSE_GRANULE_NS: i64 = 2_000_000_000;
 /// stamps files with) can vouch for the content read after it: its mtime and ctime are each
 /// older than `now_ns` by more than their granularity (see the module header). A timestamp
 /// in the future never settles.
-pub fn settled(k: &StatKey, now_ns: i64) -> bool {
+pub(crate) fn settled(k: &StatKey, now_ns: i64) -> bool {
     let old = |t: i64| {
         let granule = if t.rem_euclid(1_000_000_000) == 0 {
             COARSE_GRANULE_NS
@@ -133,7 +133,7 @@ pub fn settled(k: &StatKey, now_ns: i64) -> bool {
 
 /// Now, in ns since the epoch, from the clock the kernel stamps files with
 /// (`CLOCK_REALTIME_COARSE`: never ahead of a stamp given later, unlike the fine clock).
-pub fn fs_now_ns() -> i64 {
+pub(crate) fn fs_now_ns() -> i64 {
     // SAFETY: `clock_gettime` writes only into the timespec it is given.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: a valid clock id and a pointer to a timespec.
@@ -148,13 +148,13 @@ pub fn fs_now_ns() -> i64 {
 
 /// Fixed-size encoding of a stat-cache entry: 5 × 8 bytes of stat + 32 bytes of hash + a
 /// version byte ([`ENTRY_VERSION`]).
-pub const ENTRY_LEN: usize = 73;
+pub(crate) const ENTRY_LEN: usize = 73;
 /// 1: kept only under the racy-clean rule. Entries written before it (72 bytes, possibly of a
 /// stat taken in the same second as a later write) are ignored, so each file is hashed once
 /// more.
 const ENTRY_VERSION: u8 = 1;
 
-pub fn encode_entry(k: &StatKey, hash: &[u8; 32]) -> [u8; ENTRY_LEN] {
+pub(crate) fn encode_entry(k: &StatKey, hash: &[u8; 32]) -> [u8; ENTRY_LEN] {
     let mut b = [0u8; ENTRY_LEN];
     b[0..8].copy_from_slice(&k.dev.to_le_bytes());
     b[8..16].copy_from_slice(&k.ino.to_le_bytes());
@@ -166,7 +166,7 @@ pub fn encode_entry(k: &StatKey, hash: &[u8; 32]) -> [u8; ENTRY_LEN] {
     b
 }
 
-pub fn decode_entry(b: &[u8]) -> Option<(StatKey, [u8; 32])> {
+pub(crate) fn decode_entry(b: &[u8]) -> Option<(StatKey, [u8; 32])> {
     if b.len() != ENTRY_LEN || b[72] != ENTRY_VERSION {
         return None;
     }
@@ -284,13 +284,13 @@ impl SeenLog {
 /// The permission bits a manifest keeps: the owner's, and group and other read and execute.
 /// Group/other write follow the umask, which differs between machines (002 on many desktops,
 /// 022 on CI): keeping them would make the same content hash differently on each.
-pub const MODE_BITS: u32 = 0o755;
+pub(crate) const MODE_BITS: u32 = 0o755;
 /// The mode a manifest records for a file: its [`MODE_BITS`], except that a file the cache
 /// placed as a read-only link to its object (mode 0444, and a hard link or reached through a
 /// symbolic link; see `cache::links`) counts as the ordinary file it stands for, so linking
 /// an output does not change its directory's hash. (Only files of the ordinary mode are ever
 /// linked.)
-pub fn hashed_mode(path: &Path, meta: &std::fs::Metadata) -> u32 {
+pub(crate) fn hashed_mode(path: &Path, meta: &std::fs::Metadata) -> u32 {
     use std::os::unix::fs::MetadataExt;
     let m = meta.mode() & MODE_BITS;
     if m == 0o444
@@ -304,9 +304,9 @@ pub fn hashed_mode(path: &Path, meta: &std::fs::Metadata) -> u32 {
 }
 
 /// The mode of an ordinary file, written `-` in a manifest (as it always was).
-pub const FILE_MODE: u32 = 0o644;
+pub(crate) const FILE_MODE: u32 = 0o644;
 /// The mode of an ordinary executable, written `x` in a manifest (as it always was).
-pub const EXEC_MODE: u32 = 0o755;
+pub(crate) const EXEC_MODE: u32 = 0o755;
 
 /// One file of a directory manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -370,7 +370,7 @@ fn bytes_path(b: Vec<u8>) -> std::path::PathBuf {
 /// A file name (or `/`-separated relative path) as text, losslessly: `\` → `\\`, and a byte
 /// that is not part of valid UTF-8, a line feed or a carriage return → `\xHH`. Ordinary names
 /// (valid UTF-8, no backslash, no line break) are unchanged.
-pub fn encode_name(bytes: &[u8]) -> String {
+pub(crate) fn encode_name(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -388,7 +388,7 @@ pub fn encode_name(bytes: &[u8]) -> String {
 }
 
 /// The bytes of a name encoded by [`encode_name`] (malformed escapes are kept literally).
-pub fn decode_name(text: &str) -> Vec<u8> {
+pub(crate) fn decode_name(text: &str) -> Vec<u8> {
     let b = text.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -419,7 +419,7 @@ pub fn decode_name(text: &str) -> Vec<u8> {
 /// `.` or `..` component, no NUL. Every manifest reader goes through it (in
 /// [`parse_manifest_full`]): a manifest may come from a remote, and the escaped form can spell
 /// anything (`\x2e\x2e/x`, `\x2fetc/x`), so the encoded text proves nothing.
-pub fn check_rel_name(decoded: &[u8]) -> Result<()> {
+pub(crate) fn check_rel_name(decoded: &[u8]) -> Result<()> {
     let bad = decoded.is_empty()
         || decoded[0] == b'/'
         || decoded.contains(&0)
@@ -440,7 +440,7 @@ pub fn check_rel_name(decoded: &[u8]) -> Result<()> {
 /// link is deep, then plain names (no `.`, `..` or empty component later, where a `..` after a
 /// name that is itself a link could climb out). Followed from inside, such a link can only
 /// reach paths inside (a name on the way is a real directory or another such link).
-pub fn check_link_target(link: &[u8], target: &[u8]) -> Result<()> {
+pub(crate) fn check_link_target(link: &[u8], target: &[u8]) -> Result<()> {
     let depth = link.iter().filter(|&&b| b == b'/').count();
     let mut ups = 0;
     let mut names = 0;
@@ -511,7 +511,11 @@ impl Content {
 /// (`m600`, `m600e`). After the files (sorted by path), an empty directory is `dir PATH` and
 /// an internal symbolic link `link PATH TARGET`, both escaped with spaces as `\x20`; a
 /// directory without those, of files of ordinary modes, has the text it always had.
-pub fn manifest_text(files: &[FileEntry], empty_dirs: &[String], links: &[LinkEntry]) -> String {
+pub(crate) fn manifest_text(
+    files: &[FileEntry],
+    empty_dirs: &[String],
+    links: &[LinkEntry],
+) -> String {
     let mut s = String::with_capacity(files.len() * 90);
     for f in files {
         let mode = match f.mode {
@@ -550,14 +554,15 @@ pub fn manifest_text(files: &[FileEntry], empty_dirs: &[String], links: &[LinkEn
 }
 
 /// The files of a manifest (see [`parse_manifest_full`], which checks every path).
-pub fn parse_manifest(text: &str) -> Result<Vec<FileEntry>> {
+#[cfg(any(feature = "remote", test))]
+pub(crate) fn parse_manifest(text: &str) -> Result<Vec<FileEntry>> {
     Ok(parse_manifest_full(text)?.files)
 }
 
 /// Read a manifest, refusing any path that could put a restored file outside its directory:
 /// every path is checked decoded ([`check_rel_name`]), every link's target
 /// ([`check_link_target`]), and no path may lie under a link.
-pub fn parse_manifest_full(text: &str) -> Result<Manifest> {
+pub(crate) fn parse_manifest_full(text: &str) -> Result<Manifest> {
     let mut m = Manifest::default();
     for l in text.split_terminator('\n') {
         if let Some(rest) = l.strip_prefix("dir ") {
@@ -638,7 +643,7 @@ pub fn parse_manifest_full(text: &str) -> Result<Manifest> {
 
 /// Hash a file's bytes (large files memory-mapped and hashed in parallel), checking for
 /// cancellation between chunks.
-pub fn hash_file_bytes(path: &Path) -> Result<[u8; 32]> {
+pub(crate) fn hash_file_bytes(path: &Path) -> Result<[u8; 32]> {
     check_cancelled()?;
     let mut h = blake3::Hasher::new();
     // Checked before opening: opening a FIFO would block until someone writes to it.

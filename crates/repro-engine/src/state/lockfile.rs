@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::fingerprint::Fingerprint;
 
-pub const LOCK_VERSION: u32 = 1;
+pub(crate) const LOCK_VERSION: u32 = 1;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LockFile {
@@ -95,7 +95,7 @@ impl LockFile {
     }
 }
 
-pub use crate::fsutil::write_atomic;
+pub(crate) use crate::fsutil::write_atomic;
 
 #[cfg(test)]
 mod tests {

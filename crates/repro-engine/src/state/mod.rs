@@ -4,10 +4,10 @@
 //! that changed nothing rested on (`up_to_date`), and the
 //! [`workspace::Workspace`] that owns them and assesses a stage against its lock entry.
 
-pub mod db;
-pub mod fingerprint;
-pub mod hashing;
-pub mod lockfile;
-pub mod plan_cache;
-pub mod up_to_date;
-pub mod workspace;
+pub(crate) mod db;
+pub(crate) mod fingerprint;
+pub(crate) mod hashing;
+pub(crate) mod lockfile;
+pub(crate) mod plan_cache;
+pub(crate) mod up_to_date;
+pub(crate) mod workspace;

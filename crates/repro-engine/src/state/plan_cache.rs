@@ -37,7 +37,7 @@ use crate::state::workspace::Workspace;
 const FORMAT: u32 = 2; // 2: every action is a kind (`cmd:` is `cmd`)
 
 /// The key of the plan for loading `file` with `opts` (see the module header).
-pub fn key(file: &Path, opts: &LoadOptions) -> String {
+pub(crate) fn key(file: &Path, opts: &LoadOptions) -> String {
     // Every option, by name: a new one must be added here (or deliberately left out).
     let LoadOptions {
         profile,
@@ -203,7 +203,7 @@ fn split(bytes: &[u8]) -> Option<(Header, &[u8])> {
 
 /// A cached plan for `key`, if there is one and every file it was made from is unchanged.
 /// Anything odd about the record is a miss, never an error.
-pub fn lookup(bytes: &[u8], key: &str) -> Option<(Pipeline, Shape)> {
+pub(crate) fn lookup(bytes: &[u8], key: &str) -> Option<(Pipeline, Shape)> {
     let (header, body) = split(bytes)?;
     if header.format != FORMAT || header.key != key || header.inputs.is_empty() {
         return None;
@@ -246,7 +246,7 @@ fn fits(p: &Pipeline, shape: &Shape) -> bool {
 /// Keep the plan of a load that parsed the files (`key` set) in the workspace's state
 /// database, if it has one. Best effort: a plan that cannot be stored is parsed again next
 /// time.
-pub fn remember(ws: &Workspace, key: Option<String>, plan: &Pipeline, dag: &Dag) {
+pub(crate) fn remember(ws: &Workspace, key: Option<String>, plan: &Pipeline, dag: &Dag) {
     if let (Some(key), Some(db)) = (key, ws.db_if_open()) {
         store(db, &key, plan, dag);
     }

@@ -40,7 +40,7 @@ const MAGIC: &[u8] = b"repro up-to-date\n";
 const FORMAT: u32 = 2; // 2: stats kept under the racy-clean rule, not a 50 ms guard
 
 /// The record's file in a workspace.
-pub fn path(root: &Path) -> PathBuf {
+pub(crate) fn path(root: &Path) -> PathBuf {
     root.join("cache").join("up-to-date")
 }
 
@@ -70,7 +70,7 @@ struct Record<'a> {
 /// The stages of the pipeline, all fresh, if the record in `root` still holds: same plan key
 /// and every stat as recorded. `context`: the caller's own (see [`Record::context`]); `None`
 /// does not compare it.
-pub fn check(root: &Path, plan_key: &str, context: Option<&str>) -> Option<Vec<String>> {
+pub(crate) fn check(root: &Path, plan_key: &str, context: Option<&str>) -> Option<Vec<String>> {
     let bytes = std::fs::read(path(root)).ok()?;
     let r = decode(&bytes)?;
     if r.plan_key != plan_key
@@ -214,7 +214,7 @@ fn statx_at(dir: &Dir, name: &[u8], look: Look) -> Seen {
 /// them. Returns whether it was written: not when a path changed while it was looked at, or
 /// one that `crate::confine` resolves is a symlink. Best effort: a record that cannot be
 /// written only costs the next run its full path.
-pub fn record(
+pub(crate) fn record(
     ws: &Workspace,
     p: &Pipeline,
     order: &[usize],

@@ -155,7 +155,7 @@ impl Workspace {
 }
 
 /// A stage name made safe as a file name (expanded names contain `@` and `,`).
-pub use crate::fsutil::stage_file_name as file_safe;
+pub(crate) use crate::fsutil::stage_file_name as file_safe;
 
 /// The verdict on one stage.
 #[derive(Debug, Clone)]
@@ -177,7 +177,7 @@ impl Assessment {
 }
 
 /// The fingerprint of a stage from the workspace as it is now.
-pub fn fingerprint(ws: &Workspace, stage: &Stage) -> Result<Fingerprint> {
+pub(crate) fn fingerprint(ws: &Workspace, stage: &Stage) -> Result<Fingerprint> {
     let (action, with) = stage.action.key();
     let paths: Vec<&str> = stage.deps.iter().map(|d| d.path.as_str()).collect();
     let contents = ws
@@ -202,7 +202,11 @@ pub fn fingerprint(ws: &Workspace, stage: &Stage) -> Result<Fingerprint> {
 }
 
 /// Decide whether `stage` is fresh against its lock entry, and why not.
-pub fn assess(ws: &Workspace, stage: &Stage, entry: Option<&LockEntry>) -> Result<Assessment> {
+pub(crate) fn assess(
+    ws: &Workspace,
+    stage: &Stage,
+    entry: Option<&LockEntry>,
+) -> Result<Assessment> {
     let fingerprint = fingerprint(ws, stage)?;
     let key = fingerprint.key();
     let out_paths: Vec<&str> = stage.outs.iter().map(|o| o.path.as_str()).collect();
@@ -260,7 +264,7 @@ pub fn assess(ws: &Workspace, stage: &Stage, entry: Option<&LockEntry>) -> Resul
 /// Assess many stages at once, in parallel, against the files as they are now. Each result is
 /// exactly what [`assess`] would say for that stage alone, given that no upstream stage
 /// changes its outputs in between (the caller re-assesses the stages for which that fails).
-pub fn assess_all(
+pub(crate) fn assess_all(
     ws: &Workspace,
     p: &crate::spec::Pipeline,
     stages: &[usize],
@@ -280,7 +284,7 @@ pub fn assess_all(
 
 /// An exclusive hold on the workspace for one `repro run`, released when dropped (and by the
 /// kernel if the process dies, so a killed run never leaves a lock that needs clearing).
-pub struct WorkspaceLock {
+pub(crate) struct WorkspaceLock {
     file: File,
     path: PathBuf,
     /// The previous holder ended without releasing it (killed): its leftovers may need
@@ -290,7 +294,7 @@ pub struct WorkspaceLock {
 
 impl WorkspaceLock {
     /// Take the lock, waiting for it if `wait`, else failing with the holder's pid.
-    pub fn acquire(cache_dir: &Path, wait: bool) -> Result<WorkspaceLock> {
+    pub(crate) fn acquire(cache_dir: &Path, wait: bool) -> Result<WorkspaceLock> {
         std::fs::create_dir_all(cache_dir)
             .with_context(|| format!("cannot create {}", cache_dir.display()))?;
         let path = cache_dir.join("run.pid");
@@ -388,7 +392,7 @@ impl Drop for WorkspaceLock {
 
 /// Read the lock file of a workspace, through the state database's parsed copy when the
 /// text is unchanged (the YAML file stays the source of truth: the copy is keyed by its hash).
-pub fn read_lock(ws: &mut Workspace) -> Result<LockFile> {
+pub(crate) fn read_lock(ws: &mut Workspace) -> Result<LockFile> {
     ws.lock_hash = None;
     let text = match std::fs::read(&ws.lock_path) {
         Ok(t) => t,

@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use tch::Tensor;
 
 /// Write bytes atomically (and durably: file and directory fsync'd).
-pub use repro_engine::fsutil::write_atomic;
-use repro_engine::fsutil::write_atomic_with;
+pub use repro_engine::write_atomic;
+use repro_engine::write_atomic_with;
 
 /// Write a JSON value (pretty, with a final newline) atomically.
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {

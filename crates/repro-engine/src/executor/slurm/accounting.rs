@@ -23,19 +23,23 @@ pub struct JobStatus {
     pub state: String,
     /// Slurm's reason, e.g. `Resources`, `TimeLimit`, `NonZeroExitCode` (`None` → empty).
     pub reason: String,
+    /// The nodes it ran on, as Slurm lists them.
     pub nodes: String,
+    /// How its batch script ended, once it has (sacct only).
     pub exit: Option<ExitStatus>,
 }
 
 /// How a finished job's batch script ended.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ExitStatus {
+    /// Exited with this code.
     Code(i32),
+    /// Killed by this signal.
     Signal(i32),
 }
 
 /// States in which a job has not ended yet.
-pub fn is_active(state: &str) -> bool {
+pub(crate) fn is_active(state: &str) -> bool {
     matches!(
         state,
         "PENDING"
@@ -55,7 +59,7 @@ pub fn is_active(state: &str) -> bool {
 }
 
 /// `None` while the job has not ended; else how it ended, in Slurm's words.
-pub fn outcome_of(s: &JobStatus, time_min: Option<u64>) -> Option<Outcome> {
+pub(crate) fn outcome_of(s: &JobStatus, time_min: Option<u64>) -> Option<Outcome> {
     if is_active(&s.state) {
         return None;
     }
@@ -124,7 +128,7 @@ pub(super) fn join_ids(ids: &[u64]) -> String {
 /// Parse a job id as `squeue`'s `JobArrayID` and `sacct`'s `JobID` print it: `1234` (a job),
 /// `1234_7` (an array element), `1234_[8-19%4]` or `1234_[1,3-5]` (pending elements, not yet
 /// split off); `None` for job steps (`1234.batch`, `1234_7.0`) and anything else.
-pub fn parse_job_id(text: &str) -> Option<Vec<(u64, Option<u32>)>> {
+pub(crate) fn parse_job_id(text: &str) -> Option<Vec<(u64, Option<u32>)>> {
     let text = text.trim();
     let Some((id, tasks)) = text.split_once('_') else {
         return Some(vec![(text.parse().ok()?, None)]);
@@ -174,7 +178,7 @@ pub(super) fn squeue(opts: &SlurmOptions, ids: &[u64]) -> Result<Vec<JobStatus>>
 
 /// Parse `squeue --Format=JobArrayID:|,State:|,Reason:|,exit_code:|,NodeList:|` output; a
 /// line for a block of pending array elements gives one status per element.
-pub fn parse_squeue(text: &str) -> Vec<JobStatus> {
+pub(crate) fn parse_squeue(text: &str) -> Vec<JobStatus> {
     text.lines()
         .filter_map(|line| {
             let f: Vec<&str> = line.split('|').map(str::trim).collect();
@@ -239,7 +243,7 @@ pub fn sacct(opts: &SlurmOptions, ids: &[u64]) -> Vec<JobStatus> {
 }
 
 /// Parse `sacct --parsable2` lines `id|STATE[ by uid]|exit:signal[|reason]`.
-pub fn parse_sacct(text: &str) -> Vec<JobStatus> {
+pub(crate) fn parse_sacct(text: &str) -> Vec<JobStatus> {
     let mut seen = HashSet::new();
     text.lines()
         .filter_map(|line| {

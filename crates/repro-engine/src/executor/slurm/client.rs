@@ -19,7 +19,7 @@ pub(super) struct ClientOutput {
 }
 
 impl ClientOutput {
-    pub fn summary(&self) -> String {
+    pub(super) fn summary(&self) -> String {
         let text = if self.stderr.trim().is_empty() {
             &self.stdout
         } else {

@@ -39,12 +39,11 @@ use anyhow::{Context, Result, bail};
 use super::{Admission, Event, Executor, Job, JobId, Outcome};
 use crate::fsutil::{stage_file_name, write_atomic};
 use crate::kinds::progress;
-pub use accounting::{
-    ExitStatus, JobStatus, is_active, outcome_of, parse_job_id, parse_sacct, parse_squeue, sacct,
-};
+pub use accounting::{ExitStatus, JobStatus, sacct};
 use accounting::{describe_active, job_display_id, join_ids, squeue};
+pub(crate) use accounting::{is_active, outcome_of};
 use client::{hint_for, retry_transient, run_client, slurm_conf_shown};
-pub use script::{array_script, batch_script, sbatch_args, sh_quote};
+pub(crate) use script::{array_script, batch_script, sbatch_args, sh_quote};
 
 /// How the executor talks to Slurm; the defaults suit a cluster whose client tools are on
 /// `PATH` and configured (`SLURM_CONF` or `/etc/slurm/slurm.conf`).
@@ -537,7 +536,7 @@ impl SlurmExecutor {
 
 /// Submit a ready-made batch script (`argv`: sbatch options, then the script) for
 /// `repro submit`; returns the job id.
-pub fn sbatch(opts: &SlurmOptions, argv: &[String]) -> Result<u64> {
+pub(crate) fn sbatch(opts: &SlurmOptions, argv: &[String]) -> Result<u64> {
     let out = retry_transient(|| run_client(opts, "sbatch", argv))?;
     if !out.ok {
         bail!(
@@ -552,7 +551,7 @@ pub fn sbatch(opts: &SlurmOptions, argv: &[String]) -> Result<u64> {
 
 /// What Slurm says about one job now (`squeue`, else the accounting records); `None` when
 /// neither knows it any more.
-pub fn job_status(opts: &SlurmOptions, id: u64) -> Result<Option<JobStatus>> {
+pub(crate) fn job_status(opts: &SlurmOptions, id: u64) -> Result<Option<JobStatus>> {
     let found = squeue(opts, &[id])?
         .into_iter()
         .find(|s| s.slurm_id == id && s.task.is_none());

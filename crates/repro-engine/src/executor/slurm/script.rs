@@ -11,7 +11,7 @@ use crate::executor::Job;
 
 /// `sbatch` options for a job (everything but the script path); `log` is the file Slurm
 /// writes the job's stdout and stderr to.
-pub fn sbatch_args(job: &Job, log: &Path, opts: &SlurmOptions) -> Vec<String> {
+pub(crate) fn sbatch_args(job: &Job, log: &Path, opts: &SlurmOptions) -> Vec<String> {
     let r = &job.resources;
     let mut a = vec![
         "--parsable".to_string(),
@@ -50,7 +50,7 @@ pub fn sbatch_args(job: &Job, log: &Path, opts: &SlurmOptions) -> Vec<String> {
 
 /// The batch script: exports the job's environment and `exec`s its argv, all quoted for sh;
 /// `log` as for [`sbatch_args`].
-pub fn batch_script(job: &Job, log: &Path, sbatch_args: &[String]) -> Result<String> {
+pub(crate) fn batch_script(job: &Job, log: &Path, sbatch_args: &[String]) -> Result<String> {
     if job.argv.is_empty() {
         bail!("stage '{}': nothing to run (empty command)", job.stage);
     }
@@ -101,7 +101,7 @@ pub fn batch_script(job: &Job, log: &Path, sbatch_args: &[String]) -> Result<Str
 
 /// The batch script of a job array: element `i` (`$SLURM_ARRAY_TASK_ID`) runs `scripts[i]`,
 /// one stage's own batch script (see [`batch_script`]).
-pub fn array_script(base: &str, scripts: &[&Path], sbatch_args: &[String]) -> String {
+pub(crate) fn array_script(base: &str, scripts: &[&Path], sbatch_args: &[String]) -> String {
     let mut s = String::new();
     s.push_str("#!/bin/sh\n");
     s.push_str(&format!(
@@ -129,7 +129,7 @@ pub fn array_script(base: &str, scripts: &[&Path], sbatch_args: &[String]) -> St
 }
 
 /// Quote a word for a POSIX shell: bare when it is plainly safe, else single-quoted.
-pub fn sh_quote(s: &str) -> String {
+pub(crate) fn sh_quote(s: &str) -> String {
     let safe = !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c));
