@@ -20,7 +20,7 @@ use crate::data::atomic::{self, StagedDir};
 use crate::data::extract::{self, Format};
 use crate::data::fetch::{self, FetchOptions, Fetched};
 use crate::data::recipe::{FileSpec, Recipe};
-use repro_engine::kinds::{Kind, Run, StageContext, progress};
+use repro_engine::kinds::{Kind, Run, StageContext, param_error, progress};
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -73,6 +73,23 @@ fn default_timeout_s() -> u64 {
 }
 
 impl Params {
+    /// The checksum parameter of the single-file form, when exactly one is given.
+    fn checksum_param(&self) -> Option<&'static str> {
+        let given: Vec<&'static str> = [
+            ("sha256", &self.sha256),
+            ("md5", &self.md5),
+            ("content_sha256", &self.content_sha256),
+            ("sha256_prefix", &self.sha256_prefix),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| v.as_ref().map(|_| name))
+        .collect();
+        match given[..] {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+
     /// The files to obtain, and whether `out` is one file (single-file form, not extracted).
     fn files(&self, ws: &Path) -> Result<(Vec<FileSpec>, Option<Recipe>)> {
         match (&self.recipe, &self.sources) {
@@ -135,7 +152,13 @@ impl Kind for Download {
         if p.recipe.is_none() {
             let (files, _) = p.files(Path::new("."))?;
             for f in &files {
-                f.checksum(p.allow_unverified)?;
+                // A malformed checksum is the one checksum parameter given; none or several
+                // given is about `with:` as a whole.
+                f.checksum(p.allow_unverified)
+                    .map_err(|e| match p.checksum_param() {
+                        Some(param) => param_error(param, format!("{e:#}")).into(),
+                        None => e,
+                    })?;
             }
         }
         Ok(())

@@ -15,11 +15,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use crate::metrics;
-use repro_engine::kinds::{Kind, Run, StageContext, progress};
+use repro_engine::kinds::{Kind, Run, StageContext, ensure_param, progress};
 use repro_engine::write_atomic;
 
 #[derive(Deserialize, Debug)]
@@ -71,12 +71,16 @@ impl Kind for Evaluate {
     }
 
     fn check(&self, p: &Params) -> Result<()> {
-        if p.bins == Some(0) {
-            bail!("evaluate: `bins` must be at least 1");
-        }
-        if p.logits.as_os_str().is_empty() {
-            bail!("evaluate: `logits` must name the safetensors file to evaluate");
-        }
+        ensure_param!(
+            p.bins != Some(0),
+            "bins",
+            "evaluate: `bins` must be at least 1"
+        );
+        ensure_param!(
+            !p.logits.as_os_str().is_empty(),
+            "logits",
+            "evaluate: `logits` must name the safetensors file to evaluate"
+        );
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use repro_engine::kinds::{Kind, Run, StageContext, progress};
+use repro_engine::kinds::{Kind, Run, StageContext, bail_param, param_error, progress};
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -41,11 +41,14 @@ impl Kind for ImportWeights {
     }
 
     fn check(&self, p: &Params) -> Result<()> {
-        crate::weights::expected_names(&p.arch).context("parameter `arch`")?;
+        crate::weights::expected_names(&p.arch).context(param_error("arch", "parameter `arch`"))?;
         if let Some(h) = &p.sha256
             && (h.len() < 8 || h.len() > 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
         {
-            anyhow::bail!("parameter `sha256` must be 8 to 64 hex digits, got '{h}'");
+            bail_param!(
+                "sha256",
+                "parameter `sha256` must be 8 to 64 hex digits, got '{h}'"
+            );
         }
         Ok(())
     }

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use repro_engine::kinds::{Kind, Run, StageContext, progress};
+use repro_engine::kinds::{Kind, Run, StageContext, ensure_param, progress};
 use serde::Deserialize;
 
 use crate::data::prepare::{self, Encoding};
@@ -61,18 +61,18 @@ impl Kind for Preprocess {
     }
 
     fn check(&self, p: &Params) -> Result<()> {
-        if p.short_side < 8 {
-            bail!(
-                "`preprocess`: short_side {} is too small (at least 8)",
-                p.short_side
-            );
-        }
-        if !(1..=100).contains(&p.quality) {
-            bail!(
-                "`preprocess`: quality must be in 1..=100, got {}",
-                p.quality
-            );
-        }
+        ensure_param!(
+            p.short_side >= 8,
+            "short_side",
+            "`preprocess`: short_side {} is too small (at least 8)",
+            p.short_side
+        );
+        ensure_param!(
+            (1..=100).contains(&p.quality),
+            "quality",
+            "`preprocess`: quality must be in 1..=100, got {}",
+            p.quality
+        );
         Ok(())
     }
 }

@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, ensure};
+use anyhow::Result;
 use serde::Deserialize;
 
 use crate::report::{self, PdfMode, figures::Choice};
-use repro_engine::kinds::{Kind, Run, StageContext, progress};
+use repro_engine::kinds::{Kind, Run, StageContext, ensure_param, progress};
 
 /// `with:` parameters of a `report` stage.
 #[derive(Deserialize, Debug)]
@@ -74,12 +74,14 @@ impl Kind for Report {
     }
 
     fn check(&self, p: &Params) -> Result<()> {
-        ensure!(
+        ensure_param!(
             !p.runs.is_empty(),
+            "runs",
             "report: `runs` is empty; list run directories or a pattern such as runs/**/metrics.json"
         );
-        ensure!(
+        ensure_param!(
             !p.out.as_os_str().is_empty(),
+            "out",
             "report: `out` is empty; give the output directory"
         );
         Ok(())

@@ -10,9 +10,9 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use repro_engine::kinds::Kind;
+use repro_engine::kinds::{Kind, param_error};
 
-use crate::ml_spec::config::TrainConfig;
+use crate::ml_spec::config::{InvalidParam, TrainConfig};
 
 /// The kind as the engine sees it: its parameters, version and outputs. Its body is
 /// `repro_torch::train_kind`, registered where it runs (`crate::kinds::registry`).
@@ -55,13 +55,46 @@ impl Kind for Train {
     }
 
     fn check(&self, cfg: &TrainConfig) -> Result<()> {
-        cfg.validate().map(|_| ())
+        cfg.validate().map(|_| ()).map_err(|e| {
+            // The science's typed parameter, as the engine's: the error points at its line.
+            match e.downcast_ref::<InvalidParam>() {
+                Some(p) => param_error(p.param, format!("{e:#}")).into(),
+                None => e,
+            }
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `check` hands `validate`'s parameter on to the engine by type, with its message whole.
+    #[test]
+    fn check_names_the_parameter_for_the_engine() {
+        let cfg = |extra: serde_json::Value| -> TrainConfig {
+            let mut v = serde_json::json!({"data": "d", "out": "o", "loss": "soft-d"});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value(v).unwrap()
+        };
+        let e = Train
+            .check(&cfg(serde_json::json!({"lr": 0.0})))
+            .unwrap_err();
+        let p = repro_engine::kinds::ParamError::find(&e).expect("typed");
+        assert_eq!(
+            (p.param.as_str(), format!("{e:#}").as_str()),
+            ("lr", "parameter `lr` must be a positive number, got 0")
+        );
+        let e = Train
+            .check(&cfg(serde_json::json!({"model": "vgg"})))
+            .unwrap_err();
+        let p = repro_engine::kinds::ParamError::find(&e).expect("typed");
+        assert_eq!(p.param, "model");
+        assert!(format!("{e:#}").starts_with("parameter `model`: "), "{e:#}");
+        Train.check(&cfg(serde_json::json!({}))).unwrap();
+    }
 
     /// What `repro verify` ignores in a training's outputs: its wall times and rates in
     /// `train.json`, and nothing that makes the result (the CPU model, accuracy, losses).

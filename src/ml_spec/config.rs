@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::loss::{BiasMode, DEFAULT_GAMMA, LossKind};
@@ -168,75 +168,157 @@ fn d_eval_batch() -> usize {
     512
 }
 
+/// A check of [`TrainConfig::validate`] that failed on one parameter: which (a `with:` key of
+/// a `train` stage), and the message. The `train` kind hands it on to the engine as a typed
+/// parameter error, so that the spec error points at the parameter's line (this module names
+/// nothing of the engine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidParam {
+    /// The parameter, as written under `with:`.
+    pub param: &'static str,
+    /// The message, which may name the parameter in its own words.
+    pub message: String,
+}
+
+impl std::fmt::Display for InvalidParam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for InvalidParam {}
+
+fn invalid(param: &'static str, message: impl Into<String>) -> InvalidParam {
+    InvalidParam {
+        param,
+        message: message.into(),
+    }
+}
+
+/// `bail!` with an [`InvalidParam`]: the parameter, then the message as for `format!`.
+macro_rules! bail_param {
+    ($param:expr, $($fmt:tt)+) => {
+        return Err(invalid($param, format!($($fmt)+)).into())
+    };
+}
+
 impl TrainConfig {
     /// Check everything that can be checked without reading data.
     pub fn validate(&self) -> Result<(LossKind, ModelName)> {
-        let kind: LossKind = self.loss.parse().context("parameter `loss`")?;
-        let model: ModelName = self.model.parse().context("parameter `model`")?;
+        // Each error names its parameter by type: see `InvalidParam`.
+        let kind: LossKind = self
+            .loss
+            .parse()
+            .context(invalid("loss", "parameter `loss`"))?;
+        let model: ModelName = self
+            .model
+            .parse()
+            .context(invalid("model", "parameter `model`"))?;
         if !(self.gamma.is_finite() && self.gamma > 0.0) {
-            bail!(
+            bail_param!(
+                "gamma",
                 "parameter `gamma` must be a positive number, got {}",
                 self.gamma
             );
         }
         if self.bias_mode > 7 {
-            bail!(
+            bail_param!(
+                "bias_mode",
                 "parameter `bias_mode` must be 0–7 (Section V-B), got {}",
                 self.bias_mode
             );
         }
         if self.bias_mode != 0 && kind.bias != BiasMode::Diverse {
-            bail!(
+            bail_param!(
+                "bias_mode",
                 "parameter `bias_mode` applies to diverse-bias losses only (soft-d, soft-nd, bce-d, bce-nd), not {kind}"
             );
         }
         if self.head_init == HeadInit::Pretrained && self.init_from.is_none() {
-            bail!("parameter `head_init: pretrained` needs `init_from` (the pre-trained model)");
+            bail_param!(
+                "head_init",
+                "parameter `head_init: pretrained` needs `init_from` (the pre-trained model)"
+            );
         }
         if let Some(super::loss::BiasStart::Value(b)) = self.unified_bias_init
             && !b.is_finite()
         {
-            bail!("parameter `unified_bias_init` must be a finite number, got {b}");
+            bail_param!(
+                "unified_bias_init",
+                "parameter `unified_bias_init` must be a finite number, got {b}"
+            );
         }
         if self.grad_scaler && self.on_nonfinite != OnNonFinite::Skip {
-            bail!(
+            bail_param!(
+                "grad_scaler",
                 "parameter `grad_scaler: true` skips every non-finite step (and halves its scale), so it needs `on_nonfinite: skip`"
             );
         }
         if self.known_classes.is_some_and(|k| k < 2) {
-            bail!("parameter `known_classes` must be at least 2");
+            bail_param!(
+                "known_classes",
+                "parameter `known_classes` must be at least 2"
+            );
         }
         if self.epochs == 0 {
             // Evaluating a model as it is needs the model, with a classifier of this shape.
             if self.init_from.is_none() {
-                bail!(
+                bail_param!(
+                    "epochs",
                     "parameter `epochs: 0` evaluates the `init_from` model as it is, but `init_from` is not set"
                 );
             }
             if kind.bias != BiasMode::Diverse || kind.classifier != super::loss::Classifier::Linear
             {
-                bail!(
+                bail_param!(
+                    "epochs",
                     "parameter `epochs: 0` evaluates the `init_from` model with its own linear classifier and \
                      per-class bias, which is the head of soft-d or bce-d, not {kind}"
                 );
             }
             if self.bias_mode != 0 {
-                bail!("parameter `bias_mode` has no effect with `epochs: 0` (the bias is loaded)");
+                bail_param!(
+                    "bias_mode",
+                    "parameter `bias_mode` has no effect with `epochs: 0` (the bias is loaded)"
+                );
             }
         }
-        if self.batch_size < 2 || self.eval_batch_size == 0 {
-            bail!("parameter `batch_size` must be at least 2 (batch norm needs two samples)");
+        if self.batch_size < 2 {
+            bail_param!(
+                "batch_size",
+                "parameter `batch_size` must be at least 2 (batch norm needs two samples)"
+            );
+        }
+        if self.eval_batch_size == 0 {
+            bail_param!(
+                "eval_batch_size",
+                "parameter `eval_batch_size` must be at least 1"
+            );
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            bail!("parameter `lr` must be a positive number, got {}", self.lr);
+            bail_param!(
+                "lr",
+                "parameter `lr` must be a positive number, got {}",
+                self.lr
+            );
         }
         if !(0.0..1.0).contains(&self.momentum) || self.weight_decay < 0.0 {
-            bail!("parameters `momentum` must be in [0, 1) and `weight_decay` ≥ 0");
+            // One message for both; the parameter is the one that is out of range.
+            let param = if (0.0..1.0).contains(&self.momentum) {
+                "weight_decay"
+            } else {
+                "momentum"
+            };
+            bail_param!(
+                param,
+                "parameters `momentum` must be in [0, 1) and `weight_decay` ≥ 0"
+            );
         }
         // Only the spelling here: whether CUDA is there is checked where the stage runs (the
         // engine may validate on a machine without the GPU that a Slurm job will have).
         if !matches!(self.device.as_str(), "auto" | "cpu" | "cuda") {
-            bail!(
+            bail_param!(
+                "device",
                 "parameter `device` must be auto, cpu or cuda, got '{}'",
                 self.device
             );
@@ -256,6 +338,35 @@ mod tests {
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
         serde_json::from_value(v).unwrap()
+    }
+
+    /// Each check names its parameter by type, for the spec error's line; the message keeps
+    /// its words.
+    #[test]
+    fn errors_name_their_parameter() {
+        let param = |extra| {
+            let e = cfg(extra).validate().unwrap_err();
+            let p = e.downcast_ref::<InvalidParam>().map(|p| p.param);
+            (p.unwrap_or_default(), format!("{e:#}"))
+        };
+        let (p, msg) = param(serde_json::json!({"gamma": -1.0}));
+        assert_eq!(p, "gamma", "{msg}");
+        assert_eq!(msg, "parameter `gamma` must be a positive number, got -1");
+        let (p, msg) = param(serde_json::json!({"loss": "soft-x"}));
+        assert_eq!(p, "loss", "{msg}");
+        assert!(msg.starts_with("parameter `loss`: "), "{msg}");
+        // One message for momentum and weight decay: the parameter is the one out of range.
+        assert_eq!(param(serde_json::json!({"momentum": 1.0})).0, "momentum");
+        assert_eq!(
+            param(serde_json::json!({"weight_decay": -1.0})).0,
+            "weight_decay"
+        );
+        assert_eq!(param(serde_json::json!({"batch_size": 1})).0, "batch_size");
+        assert_eq!(
+            param(serde_json::json!({"eval_batch_size": 0})).0,
+            "eval_batch_size"
+        );
+        assert_eq!(param(serde_json::json!({"epochs": 0})).0, "epochs");
     }
 
     #[test]

@@ -30,8 +30,9 @@ pub trait Kind: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Implementation version; part of the stage key.
     fn version(&self) -> u32;
-    /// Checks beyond the parameters' types, before anything runs. Name the offending
-    /// parameter in backquotes: the spec error then points at its line.
+    /// Checks beyond the parameters' types, before anything runs. An error about one
+    /// parameter is a [`ParamError`] ([`bail_param!`], [`ensure_param!`]): the spec error then
+    /// points at that parameter's line.
     fn check(&self, _params: &Self::Params) -> Result<()> {
         Ok(())
     }
@@ -102,10 +103,110 @@ trait Declared: Send + Sync {
     fn resolve(&self, params: &serde_json::Value) -> Result<Resolved>;
 }
 
-/// `with:` parsed into `K::Params`; the message names the kind.
+/// An error about one `with:` parameter, which it names by type rather than in its message's
+/// words: the spec error points at that parameter's line (or at the profile or vars line that
+/// set its value). A kind's [`Kind::check`] returns it through `anyhow` ([`bail_param!`],
+/// [`ensure_param!`], or `.context(param_error(..))` over a lower error), and
+/// [`ParamError::find`] finds it again under any context; a deserialization error of `with:`
+/// (unknown, missing or mistyped field) carries one too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamError {
+    /// The parameter: a `with:` key, or a dotted path to a nested one (`optim.lr`, or
+    /// `sources.0` for a list's first item).
+    pub param: String,
+    /// The message, shown as it is (it may name the parameter in its own words).
+    pub message: String,
+}
+
+/// A [`ParamError`] about `param` (a `with:` key or a dotted path to a nested one).
+pub fn param_error(param: impl Into<String>, message: impl Into<String>) -> ParamError {
+    ParamError {
+        param: param.into(),
+        message: message.into(),
+    }
+}
+
+impl ParamError {
+    /// The parameter error that `e` is or carries as a context, however many contexts were
+    /// added around it.
+    pub fn find(e: &anyhow::Error) -> Option<&ParamError> {
+        e.downcast_ref()
+    }
+}
+
+impl std::fmt::Display for ParamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ParamError {}
+
+/// Return early from a function returning `anyhow::Result` with a
+/// [`ParamError`](crate::kinds::ParamError) about a parameter: the parameter (a `with:` key or
+/// dotted path), then the message as for `format!`.
+///
+/// ```
+/// # fn f(gamma: f64) -> anyhow::Result<()> {
+/// if gamma <= 0.0 {
+///     repro_engine::bail_param!("gamma", "parameter `gamma` must be positive, got {gamma}");
+/// }
+/// # Ok(()) }
+/// ```
+#[macro_export]
+macro_rules! bail_param {
+    ($param:expr, $($fmt:tt)+) => {
+        return ::core::result::Result::Err(
+            $crate::kinds::param_error($param, ::std::format!($($fmt)+)).into(),
+        )
+    };
+}
+
+/// [`bail_param!`] unless the condition holds: `ensure_param!(cond, param, format…)`.
+#[macro_export]
+macro_rules! ensure_param {
+    ($cond:expr, $param:expr, $($fmt:tt)+) => {
+        // `match`, not `if !…`: a negated float comparison reads badly (and clippy says so).
+        match $cond {
+            true => {}
+            false => $crate::bail_param!($param, $($fmt)+),
+        }
+    };
+}
+
+pub use crate::{bail_param, ensure_param};
+
+/// `with:` parsed into `K::Params`; the message names the kind. An error at a parameter (not
+/// at `with:` as a whole, such as a missing top-level field) carries its path as a
+/// [`ParamError`].
 fn parse<K: Kind>(kind: &K, params: &serde_json::Value) -> Result<K::Params> {
-    serde_json::from_value(params.clone())
+    serde_path_to_error::deserialize(params)
+        .map_err(|e| {
+            let param = param_path(e.path());
+            let inner = e.into_inner();
+            if param.is_empty() {
+                anyhow::Error::new(inner)
+            } else {
+                param_error(param, inner.to_string()).into()
+            }
+        })
         .with_context(|| format!("`{}`: invalid `with:` parameters", kind.name()))
+}
+
+/// A deserialization error's path as dotted segments: map keys, list indices, enum variants
+/// (written as keys in YAML), up to the first segment serde could not name.
+fn param_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut segments = Vec::new();
+    for s in path {
+        segments.push(match s {
+            Segment::Map { key } => key.clone(),
+            Segment::Seq { index } => index.to_string(),
+            Segment::Enum { variant } => variant.clone(),
+            Segment::Unknown => break,
+        });
+    }
+    segments.join(".")
 }
 
 impl<K: Kind> Declared for Arc<K> {
@@ -367,9 +468,7 @@ mod tests {
             3
         }
         fn check(&self, p: &TouchParams) -> Result<()> {
-            if p.times > 5 {
-                bail!("`times` is at most 5");
-            }
+            ensure_param!(p.times <= 5, "times", "`times` is at most 5");
             Ok(())
         }
         fn written_paths(&self, p: &TouchParams) -> Vec<(&'static str, PathBuf)> {
@@ -453,6 +552,99 @@ mod tests {
         shell.kind = "cmd".into();
         let e = reg.run(&shell).unwrap_err();
         assert!(e.to_string().contains("started by the engine"), "{e:#}");
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Optim {
+        lr: f64,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NestParams {
+        optim: Optim,
+        #[serde(default)]
+        phases: Vec<Optim>,
+    }
+
+    /// A kind with nested parameters, for the paths that errors carry.
+    struct Nest;
+
+    impl Kind for Nest {
+        type Params = NestParams;
+        fn name(&self) -> &'static str {
+            "nest"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn check(&self, p: &NestParams) -> Result<()> {
+            ensure_param!(p.optim.lr > 0.0, "optim.lr", "`lr` must be positive");
+            for (i, phase) in p.phases.iter().enumerate() {
+                ensure_param!(
+                    phase.lr > 0.0,
+                    format!("phases.{i}.lr"),
+                    "`lr` must be positive"
+                );
+            }
+            Ok(())
+        }
+        fn written_paths(&self, _: &NestParams) -> Vec<(&'static str, PathBuf)> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn parameter_errors_carry_the_parameter_path_by_type() {
+        let reg = Registry::default().with_elsewhere(Nest, "elsewhere");
+        let err = |with: serde_json::Value| {
+            let e = reg.resolve("nest", &with).unwrap_err();
+            (
+                ParamError::find(&e).map(|p| p.param.clone()),
+                format!("{e:#}"),
+            )
+        };
+        let (param, msg) = err(serde_json::json!({"optim": {"lr": 1, "lrr": 2}}));
+        assert_eq!(param.as_deref(), Some("optim.lrr"), "unknown field: {msg}");
+        // The message is serde's, as before: the path is beside it, not in it.
+        assert_eq!(
+            msg,
+            "`nest`: invalid `with:` parameters: unknown field `lrr`, expected `lr`"
+        );
+        let (param, msg) =
+            err(serde_json::json!({"optim": {"lr": 1}, "phases": [{"lr": 1}, {"lr": "x"}]}));
+        assert_eq!(param.as_deref(), Some("phases.1.lr"), "wrong type: {msg}");
+        // A missing field is at the mapping that lacks it; at the top, at `with:` itself.
+        let (param, msg) = err(serde_json::json!({"optim": {}}));
+        assert_eq!(param.as_deref(), Some("optim"), "missing field: {msg}");
+        let (param, msg) = err(serde_json::json!({}));
+        assert_eq!(param, None, "{msg}");
+        assert!(msg.ends_with("missing field `optim`"), "{msg}");
+        let (param, _) =
+            err(serde_json::json!({"optim": {"lr": 1}, "phases": [{"lr": 1}, {"lr": 0}]}));
+        assert_eq!(
+            param.as_deref(),
+            Some("phases.1.lr"),
+            "a path made at run time"
+        );
+        let (param, msg) = err(serde_json::json!({"optim": {"lr": -1}}));
+        assert_eq!(
+            (param.as_deref(), msg.as_str()),
+            (Some("optim.lr"), "`lr` must be positive")
+        );
+        // A check's lower error under a parameter context, then more context: found, and the
+        // message reads as any context chain does.
+        let e = Err::<(), _>(anyhow::anyhow!("no such architecture"))
+            .context(param_error("arch", "parameter `arch`"))
+            .context("stage 'w'")
+            .unwrap_err();
+        assert_eq!(ParamError::find(&e).map(|p| p.param.as_str()), Some("arch"));
+        assert_eq!(
+            format!("{e:#}"),
+            "stage 'w': parameter `arch`: no such architecture"
+        );
+        assert!(ParamError::find(&anyhow::anyhow!("`optim` is wrong")).is_none());
     }
 
     struct Elsewhere;

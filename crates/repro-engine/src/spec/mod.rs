@@ -578,12 +578,13 @@ fn record_origins(node: &Node, prefix: &str, origins: &mut Origins) {
     }
 }
 
-/// The origin of `name`, or of the nearest enclosing variable that has one.
-fn origin_of<'o>(origins: &'o Origins, name: &str) -> Option<&'o Origin> {
+/// The origin of `name`, or of the nearest enclosing variable that has one, with that
+/// variable's path.
+fn origin_of<'o>(origins: &'o Origins, name: &str) -> Option<(&'o str, &'o Origin)> {
     let mut n = name;
     loop {
-        if let Some(o) = origins.get(n) {
-            return Some(o);
+        if let Some((k, o)) = origins.get_key_value(n) {
+            return Some((k.as_str(), o));
         }
         n = &n[..n.rfind('.')?];
     }
@@ -591,33 +592,46 @@ fn origin_of<'o>(origins: &'o Origins, name: &str) -> Option<&'o Origin> {
 
 /// Point an error about a `with:` parameter at where its value came from: the profile or vars
 /// line that set the variable (the pipeline line is named in a note), else the parameter's own
-/// line, else `with:`. The parameter is the first `with:` key named in backquotes in `msg`.
+/// line, else `with:`. The parameter is the one the kind's error names by type
+/// ([`crate::kinds::ParamError`], `param`): a `with:` key or a dotted path to a nested one,
+/// followed as deep as the `with:` node goes. An error without one points at `with:`, whatever
+/// words its message quotes.
 fn locate_param_error(
     with: Option<&Node>,
     fallback: &Mark,
     msg: String,
+    param: Option<&str>,
     scope: &Scope,
     origins: &Origins,
 ) -> SpecError {
     let Some(with) = with else {
         return SpecError::at(fallback, msg);
     };
-    let param = msg
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .find_map(|word| with.get(word).map(|n| (word.to_string(), n)));
-    let Some((param, node)) = param else {
+    // The deepest node of the path that `with:` spells out; the segments past it are inside a
+    // value that came whole from a variable (`optim: ${train.optim}`).
+    let (mut node, mut found) = (with, Vec::new());
+    let mut segs = param.unwrap_or_default().split('.').peekable();
+    while let Some(n) = segs.peek().and_then(|s| param_child(node, s)) {
+        node = n;
+        found.extend(segs.next());
+    }
+    let rest: Vec<&str> = segs.collect();
+    if found.is_empty() {
         return SpecError::at(&with.mark, msg);
-    };
+    }
+    let param = found.join(".");
     let used = used_variables(node, scope);
     let source = used.iter().rev().find_map(|name| {
         let local = name
             .split('.')
             .next()
             .is_some_and(|h| scope.locals.iter().any(|(l, _)| *l == h));
+        let full = match rest.is_empty() {
+            true => name.clone(),
+            false => format!("{name}.{}", rest.join(".")),
+        };
         (!local)
-            .then(|| origin_of(origins, name).map(|o| (name, o)))
+            .then(|| origin_of(origins, &full).map(|(key, o)| (name, key, o)))
             .flatten()
     });
     let here = format!(
@@ -627,14 +641,20 @@ fn locate_param_error(
         node.mark.col
     );
     match source {
-        Some((name, Origin::At(m))) => SpecError::at(m, msg).note(format!(
+        Some((name, _, Origin::At(m))) => SpecError::at(m, msg).note(format!(
             "the value of `${{{name}}}` is set here and used by `{param}:` at {here}"
         )),
-        Some((name, Origin::Set(v))) => {
-            SpecError::at(&node.mark, msg).note(format!("the value comes from `--set {name}={v}`"))
+        Some((_, key, Origin::Set(v))) => {
+            SpecError::at(&node.mark, msg).note(format!("the value comes from `--set {key}={v}`"))
         }
         None => SpecError::at(&node.mark, msg),
     }
+}
+
+/// One step of a parameter path: a mapping's key, or a list's index.
+fn param_child<'n>(node: &'n Node, seg: &str) -> Option<&'n Node> {
+    node.get(seg)
+        .or_else(|| node.as_seq()?.get(seg.parse::<usize>().ok()?))
 }
 
 /// The same error reached from many expanded stages (a bad profile value used by every
@@ -1072,8 +1092,9 @@ mod tests {
             1
         }
         fn check(&self, p: &BatchParams) -> anyhow::Result<()> {
-            anyhow::ensure!(
+            crate::ensure_param!(
                 p.batch_size >= 2,
+                "batch_size",
                 "parameter `batch_size` must be at least 2"
             );
             Ok(())
@@ -1119,6 +1140,127 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("--set train.batch_size=0"), "{e}");
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Optim {
+        lr: f64,
+        momentum: f64,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NestParams {
+        out: PathBuf,
+        optim: Optim,
+    }
+
+    /// A kind with a nested parameter: `optim.lr` must be positive (a typed error); `out: bad`
+    /// is refused by a message that quotes `out` but names no parameter by type.
+    struct Nest;
+
+    impl crate::kinds::Kind for Nest {
+        type Params = NestParams;
+        fn name(&self) -> &'static str {
+            "nest"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn check(&self, p: &NestParams) -> anyhow::Result<()> {
+            crate::ensure_param!(p.optim.lr > 0.0, "optim.lr", "`lr` must be positive");
+            crate::ensure_param!(p.optim.momentum < 1.0, "optim.momentum", "`momentum` < 1");
+            anyhow::ensure!(p.out != Path::new("bad"), "`out` may not be 'bad'");
+            Ok(())
+        }
+        fn written_paths(&self, p: &NestParams) -> Vec<(&'static str, PathBuf)> {
+            vec![("out", p.out.clone())]
+        }
+    }
+
+    /// The one error of loading a `nest` stage whose `with:` lines are `with`, after `vars:`
+    /// lines `vars`: (line, column, message, notes).
+    fn nest_error(vars: &str, with: &str) -> (usize, usize, String, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pipeline.yaml");
+        let text = format!("vars:\n{vars}stages:\n  n:\n    uses: nest\n    with:\n{with}");
+        std::fs::write(&f, text).unwrap();
+        let opts = LoadOptions {
+            kinds: std::sync::Arc::new(Registry::default().with_elsewhere(Nest, "elsewhere")),
+            ..Default::default()
+        };
+        let mut errors = load(&f, &opts).unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let e = errors.remove(0);
+        let m = e.mark.expect("a line");
+        assert_eq!(m.path(), Path::new("pipeline.yaml"), "{}", e.message);
+        (m.line, m.col, e.message, e.notes)
+    }
+
+    #[test]
+    fn a_typed_parameter_error_points_at_the_nested_line_and_quoted_words_do_not() {
+        let vars = "  x: 1\n";
+        // The with: lines start at line 7 (after vars:, x:, stages:, n:, uses: and with:).
+        let (line, col, msg, _) = nest_error(
+            vars,
+            "      out: o\n      optim:\n        lr: -1\n        momentum: 0.9\n",
+        );
+        assert_eq!((line, col), (9, 13), "at `lr:`'s value: {msg}");
+        assert!(msg.ends_with("`lr` must be positive"), "{msg}");
+        // `out` is a with: key quoted in the message, but the error names no parameter by
+        // type: it is at `with:` (yaml-rust2 marks a block mapping at its first key's colon,
+        // 7:10), not at `out:`'s value (7:12) as when words were scraped from messages.
+        let (line, col, msg, _) = nest_error(
+            vars,
+            "      out: bad\n      optim: {lr: 1, momentum: 0.9}\n",
+        );
+        assert!(msg.contains("`out` may not be 'bad'"), "{msg}");
+        assert_eq!((line, col), (7, 10), "{msg}");
+    }
+
+    #[test]
+    fn deserialization_errors_point_at_their_parameter() {
+        let vars = "  x: 1\n";
+        let at = |with: &str| {
+            let (line, col, msg, _) = nest_error(vars, with);
+            (line, col, msg)
+        };
+        // Unknown nested field: at its value.
+        let (line, col, msg) =
+            at("      out: o\n      optim:\n        lr: 1\n        momentun: 0.9\n");
+        assert!(msg.contains("unknown field `momentun`"), "{msg}");
+        assert_eq!((line, col), (10, 19), "{msg}");
+        // Wrong type: at the value.
+        let (line, col, msg) =
+            at("      out: o\n      optim:\n        lr: fast\n        momentum: 0.9\n");
+        assert!(msg.contains("invalid type"), "{msg}");
+        assert_eq!((line, col), (9, 13), "{msg}");
+        // A missing nested field: at the mapping that lacks it (marked at its first key's colon).
+        let (line, col, msg) = at("      out: o\n      optim:\n        lr: 1\n");
+        assert!(msg.contains("missing field `momentum`"), "{msg}");
+        assert_eq!((line, col), (9, 11), "{msg}");
+        // A missing top-level field: at `with:`.
+        let (line, col, msg) = at("      optim: {lr: 1, momentum: 0.9}\n");
+        assert!(msg.contains("missing field `out`"), "{msg}");
+        assert_eq!((line, col), (7, 12), "{msg}");
+    }
+
+    #[test]
+    fn a_nested_parameter_inside_a_variable_points_at_the_vars_line() {
+        // `optim:` is one `${…}`: the error at `optim.lr` points at `lr:` under `vars:`.
+        let (line, col, msg, notes) = nest_error(
+            "  train:\n    optim: {momentum: 0.9,\n      lr: -1}\n",
+            "      out: o\n      optim: ${train.optim}\n",
+        );
+        assert!(msg.ends_with("`lr` must be positive"), "{msg}");
+        assert_eq!((line, col), (4, 11), "{msg}");
+        assert!(
+            notes[0]
+                .starts_with("the value of `${train.optim}` is set here and used by `optim:` at")
+                && notes[0].ends_with("pipeline.yaml:10:14"),
+            "{notes:?}"
+        );
     }
 
     #[test]

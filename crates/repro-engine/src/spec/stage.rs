@@ -88,7 +88,8 @@ pub(super) fn build_stage(
             };
             resolve_action(kinds, &kind, with, &m, &mut errors, |e| {
                 let msg = format!("invalid parameters for `{kind}`: {e:#}");
-                locate_param_error(body.get("with"), &m, msg, scope, origins)
+                let param = crate::kinds::ParamError::find(&e).map(|p| p.param.as_str());
+                locate_param_error(body.get("with"), &m, msg, param, scope, origins)
             })
         }
         // A `cmd:` or `uses:` that is written but did not interpolate was reported already
