@@ -33,8 +33,6 @@ use crate::state::fingerprint::Fingerprint;
 use crate::state::lockfile::LockFile;
 use crate::state::workspace::Workspace;
 
-/// The numbers of a parsed metrics document, by dotted name (see [`crate::metrics_file`]).
-
 /// The params of a stage as compared: its declared params by variable name, and for a
 /// built-in kind its `with:` values as `with.NAME` (nested mappings joined by dots).
 pub(crate) fn params_of(fp_params: &BTreeMap<String, Json>, with: &Json) -> BTreeMap<String, Json> {

@@ -8,15 +8,14 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-pub struct Progress {
+pub(crate) struct Progress {
     fancy: Option<(MultiProgress, ProgressBar)>,
     lines: HashMap<usize, (ProgressBar, Instant)>,
     plain_last: HashMap<usize, Instant>,
-    started: HashMap<usize, Instant>,
 }
 
 impl Progress {
-    pub fn new(total: usize) -> Progress {
+    pub(crate) fn new(total: usize) -> Progress {
         // Quiet: no bars, only failures (see `finish`).
         let fancy = (std::io::stdout().is_terminal() && !crate::ui::quiet()).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10));
@@ -36,13 +35,12 @@ impl Progress {
             fancy,
             lines: HashMap::new(),
             plain_last: HashMap::new(),
-            started: HashMap::new(),
         }
     }
 
     /// Print a line above the bars (or plainly).
     /// Quiet mode keeps warnings and failures.
-    pub fn println(&self, msg: &str) {
+    pub(crate) fn println(&self, msg: &str) {
         if crate::ui::quiet() && !is_trouble(msg) {
             return;
         }
@@ -71,8 +69,7 @@ impl Progress {
         }
     }
 
-    pub fn start(&mut self, id: usize, name: &str, verb: &str) {
-        self.started.insert(id, Instant::now());
+    pub(crate) fn start(&mut self, id: usize, name: &str, verb: &str) {
         if crate::ui::quiet() {
             return;
         }
@@ -95,7 +92,7 @@ impl Progress {
     }
 
     /// A stage's own progress message (epoch/batch/…).
-    pub fn update(&mut self, id: usize, name: &str, msg: &str) {
+    pub(crate) fn update(&mut self, id: usize, name: &str, msg: &str) {
         if crate::ui::quiet() {
             return;
         }
@@ -118,7 +115,7 @@ impl Progress {
     }
 
     /// A stage ended (ran, failed, restored, …): one permanent line, and the overall bar moves.
-    pub fn finish(&mut self, id: usize, line: &str) {
+    pub(crate) fn finish(&mut self, id: usize, line: &str) {
         if let Some((bar, _)) = self.lines.remove(&id) {
             bar.finish_and_clear();
         }
@@ -135,28 +132,20 @@ impl Progress {
     }
 
     /// Remove a stage's line without printing anything (a step that started and gave way).
-    pub fn end_line(&mut self, id: usize) {
+    pub(crate) fn end_line(&mut self, id: usize) {
         if let Some((bar, _)) = self.lines.remove(&id) {
             bar.finish_and_clear();
         }
     }
 
-    /// Seconds since `start(id)`.
-    pub fn elapsed(&self, id: usize) -> f64 {
-        self.started
-            .get(&id)
-            .map(|t| t.elapsed().as_secs_f64())
-            .unwrap_or(0.0)
-    }
-
     /// Count a stage that needed no work (fresh) without printing a line for it.
-    pub fn skip_quietly(&mut self) {
+    pub(crate) fn skip_quietly(&mut self) {
         if let Some((_, overall)) = &self.fancy {
             overall.inc(1);
         }
     }
 
-    pub fn done(&mut self) {
+    pub(crate) fn done(&mut self) {
         crate::ui::set_display(None);
         for (_, (bar, _)) in self.lines.drain() {
             bar.finish_and_clear();

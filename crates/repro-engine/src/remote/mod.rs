@@ -167,7 +167,7 @@ impl RunRemote {
     }
 
     /// `repro pull`: stages are restored or reported, never run.
-    pub fn pull_only(&self) -> bool {
+    pub(crate) fn pull_only(&self) -> bool {
         self.pull_only
     }
 
@@ -184,7 +184,7 @@ impl RunRemote {
     /// it, bring every object it needs into the local cache (verified), record the entry in
     /// the local run cache, and return it for the usual restore. In `run`, a remote problem
     /// is a warning and the stage runs; in `pull` it is the stage's error.
-    pub fn fetch(
+    pub(crate) fn fetch(
         &self,
         ws: &Workspace,
         stage: &Stage,
@@ -240,7 +240,7 @@ impl RunRemote {
     /// restores the stage as before. Anything that goes wrong here (an unreachable remote, a
     /// bad entry, manifest or object) only leaves that stage to its own look-up in `fetch`,
     /// which applies every trust rule and reports it exactly as without the prefetch.
-    pub fn prefetch(&self, ws: &Workspace, planned: &[(&Stage, &Assessment)]) {
+    pub(crate) fn prefetch(&self, ws: &Workspace, planned: &[(&Stage, &Assessment)]) {
         if self.url.is_none() || self.off.get() {
             return;
         }

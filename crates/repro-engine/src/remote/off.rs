@@ -55,12 +55,12 @@ impl RunRemote {
     }
 
     /// Always `false`: `repro pull` is refused.
-    pub fn pull_only(&self) -> bool {
+    pub(crate) fn pull_only(&self) -> bool {
         false
     }
 
     /// Nothing to fetch from.
-    pub fn fetch(
+    pub(crate) fn fetch(
         &self,
         _ws: &Workspace,
         _stage: &Stage,
@@ -72,7 +72,7 @@ impl RunRemote {
     }
 
     /// Nothing to prefetch.
-    pub fn prefetch(&self, _ws: &Workspace, _planned: &[(&Stage, &Assessment)]) {}
+    pub(crate) fn prefetch(&self, _ws: &Workspace, _planned: &[(&Stage, &Assessment)]) {}
 }
 
 /// `repro push` in this build.

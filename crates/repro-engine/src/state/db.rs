@@ -40,7 +40,7 @@ const MAX_PLANS: u64 = 16;
 
 /// What the run cache remembers of one successful execution.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct RunRecord {
+pub(crate) struct RunRecord {
     pub stage: String,
     /// Output path → content hash (file hash, or directory manifest hash).
     pub outs: std::collections::BTreeMap<String, String>,
@@ -74,7 +74,7 @@ pub struct RunRecord {
 
 impl RunRecord {
     /// The mode to restore the file output `path` with.
-    pub fn file_mode(&self, path: &str) -> u32 {
+    pub(crate) fn file_mode(&self, path: &str) -> u32 {
         self.modes
             .get(path)
             .map_or(hashing::FILE_MODE, |m| m & hashing::MODE_BITS)

@@ -159,7 +159,7 @@ pub(crate) use crate::fsutil::stage_file_name as file_safe;
 
 /// The verdict on one stage.
 #[derive(Debug, Clone)]
-pub struct Assessment {
+pub(crate) struct Assessment {
     pub fingerprint: Fingerprint,
     pub key: String,
     /// Empty when fresh; otherwise why not, in words.
@@ -171,7 +171,7 @@ pub struct Assessment {
 }
 
 impl Assessment {
-    pub fn fresh(&self) -> bool {
+    pub(crate) fn fresh(&self) -> bool {
         self.reasons.is_empty()
     }
 }

@@ -102,7 +102,7 @@ pub(super) fn describe_active(s: &JobStatus) -> String {
 
 impl JobStatus {
     /// The id as Slurm prints it: `1234`, or `1234_7` for an array element.
-    pub fn display_id(&self) -> String {
+    pub(crate) fn display_id(&self) -> String {
         job_display_id(self.slurm_id, self.task)
     }
 }

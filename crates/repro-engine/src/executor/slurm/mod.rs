@@ -91,7 +91,7 @@ impl SlurmOptions {
     /// `{partition: gpu, account: ml, qos: low, sbatch_args: ["--constraint=a100"],
     /// poll_seconds: 2}`. `null` (no block) gives the defaults. Unknown keys are errors, so a
     /// typo does not silently submit to the wrong place.
-    pub fn from_settings(settings: &serde_json::Value) -> Result<SlurmOptions> {
+    pub(crate) fn from_settings(settings: &serde_json::Value) -> Result<SlurmOptions> {
         use crate::spec::slurm_decl::{KNOWN, check_entry};
         let mut opts = SlurmOptions::default();
         let map = match settings {
