@@ -2,7 +2,8 @@
 //! 13 MiB file counts as large: it goes up as a multipart upload (the stored ETag says how many
 //! parts) and comes down in parallel ranges, byte-identical; a download resumes from the parts
 //! an interrupted one left, and a partial file that is wrong is thrown away, never used; a push
-//! killed mid-upload names nothing (no object, no `ac/` entry) and the next push completes.
+//! killed mid-upload names nothing (no object, no `ac/` entry) and the next push completes; a
+//! pull killed mid-download places nothing and the next pull completes from the parts it left.
 //!
 //! Skips, loudly, when moto is not installed (`scripts/setup.sh --tests`).
 // Needs the remote cache in the binary under test.
@@ -287,4 +288,77 @@ fn a_push_killed_mid_multipart_upload_names_nothing_and_the_next_push_completes(
     let out = repro(&b, &env, &["run", "--remote", url]);
     assert!(out.contains("1 restored"), "{out}");
     assert!(std::fs::read(b.path("big.bin")).unwrap() == std::fs::read(a.path("big.bin")).unwrap());
+}
+
+/// A pull killed while the ranges of a large object come down (some parts finished, noted in
+/// `remote-tmp/<hash>.done`) leaves no output in place and nothing stale looking fresh; the next
+/// pull keeps the finished parts, fetches the rest and places the object byte-identical.
+#[test]
+fn a_pull_killed_mid_ranged_download_resumes_and_places_the_object_whole() {
+    let Some((_server, port)) = moto() else {
+        return;
+    };
+    assert!(request(port, "PUT", "/lab").starts_with("HTTP/1.1 200"));
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+        ("REPRO_MULTIPART_THRESHOLD", (6 * MIB).to_string()),
+        ("REPRO_PART_SIZE", (5 * MIB).to_string()),
+    ];
+    // 160 MiB: 32 ranges of 5 MiB, four at once.
+    let pipe =
+        "stages:\n  big:\n    cmd: head -c 167772160 /dev/urandom > big.bin\n    outs: [big.bin]\n";
+    let url = "s3://lab/mpd";
+    let a = Ws::new(pipe);
+    repro(&a, &env, &["run"]);
+    repro(&a, &env, &["push", "--remote", url]);
+    let (big, _) = object_of_size(&a, 160 * MIB);
+
+    let b = Ws::new(pipe);
+    let mut pull = b.cmd(&["pull", "--remote", url]);
+    pull.env_remove("REPRO_REMOTE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in &env {
+        pull.env(k, v);
+    }
+    let mut child = pull.spawn().unwrap();
+    let done = b.path(&format!("cache/remote-tmp/{big}.done"));
+    let t = Instant::now();
+    while std::fs::read_to_string(&done)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        == 0
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the pull ended before a part was finished"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no part was downloaded"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let finished = std::fs::read_to_string(&done).unwrap().lines().count();
+    assert!(finished < 32, "every part was already down: {finished}");
+    assert!(!b.path("big.bin").exists(), "an output was placed");
+    assert!(
+        !b.path(&format!("cache/objects/{}/{}", &big[..2], &big[2..]))
+            .exists()
+    );
+
+    // The next pull completes; the partial file and its list are gone.
+    let out = repro(&b, &env, &["pull", "--remote", url]);
+    assert!(out.contains("restored (remote)"), "{out}");
+    assert!(std::fs::read(b.path("big.bin")).unwrap() == std::fs::read(a.path("big.bin")).unwrap());
+    let left: Vec<_> = std::fs::read_dir(b.path("cache/remote-tmp"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }
