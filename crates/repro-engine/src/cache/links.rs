@@ -159,6 +159,12 @@ pub(crate) fn plain_file(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.mode() & MODE_BITS == FILE_MODE)
 }
 
+/// A file with one name only: hard-linking it into the cache (and making it read-only) touches
+/// nothing but this output.
+pub(crate) fn single_name(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.nlink() == 1)
+}
+
 /// blake3 of a file's bytes, hex.
 pub(crate) fn hash_of(p: &Path) -> Result<String> {
     let mut h = blake3::Hasher::new();

@@ -111,8 +111,12 @@ impl Cache {
         let tmp = self.temp_for(&obj)?;
         // With hard links first, the workspace file itself becomes the object (made
         // read-only below): its bytes are not copied, and the output is not stored twice.
+        // Only a file with no other name: one that shares its inode with a file elsewhere (a
+        // stage that hard-linked a system or user file into its output) is copied, since
+        // making the object read-only would change that other file's mode too.
         let linked = self.links.first() == Some(&links::LinkMode::Hardlink)
             && links::plain_file(src)
+            && links::single_name(src)
             && std::fs::hard_link(src, &tmp).is_ok();
         let got = if linked {
             links::sync_and_hash(&tmp)
@@ -606,6 +610,44 @@ mod tests {
         assert_eq!(n, 3);
         assert_eq!(bad.len(), 1);
         assert!(!obj.exists());
+    }
+
+    #[test]
+    fn a_hard_linked_output_sharing_its_inode_with_a_file_elsewhere_is_copied_not_adopted() {
+        let ws = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let theirs = elsewhere.path().join("dataset.gz");
+        std::fs::write(&theirs, "someone else's bytes").unwrap();
+        // A stage placed its output as a hard link to a file outside the workspace.
+        std::fs::hard_link(&theirs, ws.path().join("out.gz")).unwrap();
+        let mut cache = Cache::new(&ws.path().join("cache"));
+        cache.links = vec![links::LinkMode::Hardlink, links::LinkMode::Copy];
+        let sc = StatCache::default();
+        let content = Hasher::new(ws.path(), &sc).content("out.gz").unwrap();
+        cache.store(&ws.path().join("out.gz"), &content).unwrap();
+        let mode = std::fs::metadata(&theirs).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o644,
+            "the file outside the workspace was made read-only"
+        );
+        let obj = cache.object_path(content.hash().unwrap());
+        use std::os::unix::fs::MetadataExt;
+        assert_ne!(
+            std::fs::metadata(&obj).unwrap().ino(),
+            std::fs::metadata(&theirs).unwrap().ino(),
+            "the object is the outside file itself"
+        );
+
+        // A file with no other name still becomes the object (nothing copied).
+        std::fs::write(ws.path().join("own.bin"), "own bytes").unwrap();
+        let own = Hasher::new(ws.path(), &sc).content("own.bin").unwrap();
+        cache.store(&ws.path().join("own.bin"), &own).unwrap();
+        assert_eq!(
+            std::fs::metadata(cache.object_path(own.hash().unwrap()))
+                .unwrap()
+                .ino(),
+            std::fs::metadata(ws.path().join("own.bin")).unwrap().ino()
+        );
     }
 
     #[test]
