@@ -440,7 +440,11 @@ fn public_modules(code: &str, prefix: &str) -> Vec<String> {
     if prefix.is_empty() {
         // `pub use` statements, groups included: split at `;` only.
         for stmt in code.split(';') {
-            let Some(rest) = stmt.trim_start().strip_prefix("pub use ") else {
+            let mut stmt = stmt.trim_start();
+            while stmt.starts_with("#[") {
+                stmt = stmt.split_once(']').map_or("", |(_, r)| r).trim_start();
+            }
+            let Some(rest) = stmt.strip_prefix("pub use ") else {
                 continue;
             };
             // `a::{b, self, c::*}`: the paths `a::b`, `a`, `a::c::*` (one level of group).
@@ -520,6 +524,7 @@ fn the_room_check_sees_a_new_pub_mod() {
                // pub mod commented_out;\n\
                pub use spec::{Stage, load, spec};\n\
                pub use graph::{self as g};\n\
+               #[cfg(unix)]\n\
                pub use crate::state as st;\n\
                pub use graph::*;\n";
     let kinds = "pub mod progress;\nmod cmd;\npub mod extra {\n    pub fn f() {}\n}\n";
