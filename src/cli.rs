@@ -47,7 +47,7 @@ pub enum Command {
     /// Upload the outputs and run-cache entries of fresh stages to the remote cache.
     Push(PushArgs),
     /// Fetch what the current configuration needs from the remote cache and place it.
-    Pull(TransferArgs),
+    Pull(PullArgs),
     /// Evaluate a logits file: A_SW, A_CW, A_Uni, t* (and after SoftMax).
     #[cfg(feature = "paper")]
     Eval(EvalArgs),
@@ -208,6 +208,19 @@ pub struct PushArgs {
     /// repro.lock records.
     #[arg(long)]
     pub all: bool,
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    /// Pull one experiment (an id from `repro exp show`, a prefix of 4+ digits, or a name),
+    /// found here or on the remote, and restore the workspace to it as `exp apply` does.
+    #[arg(long, value_name = "ID|NAME", conflicts_with = "targets")]
+    pub exp: Option<String>,
+    /// With --exp: only fetch it into the cache; the workspace stays as it is.
+    #[arg(long, requires = "exp")]
+    pub no_apply: bool,
 }
 
 #[derive(Args)]
@@ -986,7 +999,22 @@ fn cmd_submit(args: RunArgs) -> anyhow::Result<i32> {
 }
 
 /// `repro pull` is a run that only restores: from the local run cache, else the remote.
-fn cmd_pull(args: TransferArgs) -> anyhow::Result<i32> {
+fn cmd_pull(args: PullArgs) -> anyhow::Result<i32> {
+    let PullArgs {
+        transfer: args,
+        exp,
+        no_apply,
+    } = args;
+    if let Some(what) = exp {
+        let load = args.pipeline.load_options()?;
+        return repro_engine::remote::exp::pull(
+            &args.pipeline.file,
+            &load,
+            &args.remote,
+            &what,
+            !no_apply,
+        );
+    }
     let opts = repro_engine::RunOptions {
         file: args.pipeline.file.clone(),
         load: args.pipeline.load_options()?,

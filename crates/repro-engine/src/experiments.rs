@@ -12,8 +12,9 @@
 //! [`crate::fsutil::write_atomic`], plus `cache/experiments/last` (`<id> <digest of its
 //! keys>`). Files rather than a table in the state database because the database is held open
 //! (and so busy) for the whole of a run while `exp show` must still read experiments; a
-//! record is written once and never updated in place (a name aside); removing one is deleting
-//! a file; and the state database's schema stays as it is. The `last` file lets the end of a
+//! record is written once and updated in place only for a name or when its configuration runs
+//! again (its time; see [`record`]); removing one is deleting a file; and the state
+//! database's schema stays as it is. The `last` file lets the end of a
 //! run decide "same keys as the last experiment, record nothing" by reading one short line,
 //! so a run that changed nothing costs one small read and no git call; a run answered from
 //! the up-to-date record (the no-op fast path) never gets here at all.
@@ -77,7 +78,8 @@ fn exp_dir(cache_dir: &Path) -> PathBuf {
     cache_dir.join("experiments")
 }
 
-fn valid_id(id: &str) -> bool {
+/// Whether `id` is an experiment id: 8 lowercase hex digits.
+pub(crate) fn valid_id(id: &str) -> bool {
     id.len() == 8 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
@@ -142,6 +144,22 @@ pub(crate) fn record(
         if let Some(name) = name {
             rename(&ws.cache_dir, &last.0, name)?;
         }
+        return Ok(None);
+    }
+    // An earlier configuration run again (same stages, same keys, so the same params): that
+    // experiment is what the workspace holds now, not a new one. Its row moves to the top
+    // (its time is this run's, which also keeps it among gc's newest) instead of a duplicate.
+    // Reading every record costs a little, but only after a run that changed the keys.
+    if let Some(mut again) = list_quiet(&ws.cache_dir)
+        .into_iter()
+        .find(|e| digest(&e.stages) == d)
+    {
+        again.created = now_ms();
+        if let Some(name) = name {
+            again.name = Some(name.to_string());
+        }
+        write(&ws.cache_dir, &again)?;
+        write_last(&dir, &again.id, &d)?;
         return Ok(None);
     }
     let created = now_ms();
@@ -212,14 +230,112 @@ fn rename(cache_dir: &Path, id: &str, name: &str) -> Result<()> {
 fn read_one(cache_dir: &Path, id: &str) -> Option<Experiment> {
     let text = std::fs::read(exp_dir(cache_dir).join(format!("{id}.json"))).ok()?;
     let exp: Experiment = serde_json::from_slice(&text).ok()?;
-    // Names are printed: none may carry control characters (terminal escapes).
+    check(&exp, id).is_ok().then_some(exp)
+}
+
+/// Check an experiment record read from `<id>.json` (or a remote's `exp/<id>`): it is data
+/// from a file anyone may have edited, so its id must be the one it was found under, its
+/// keys hex, and what `exp show` prints free of control characters (terminal escapes).
+/// `Err` says what is wrong, in words.
+pub(crate) fn check(exp: &Experiment, id: &str) -> std::result::Result<(), String> {
     let printable = |s: &str| !s.chars().any(char::is_control);
-    let ok = exp.id == id
-        && exp.version <= VERSION
-        && exp.stages.iter().all(|(n, k)| printable(n) && valid_key(k))
-        && exp.name.as_deref().is_none_or(printable)
-        && exp.profile.as_deref().is_none_or(printable);
-    ok.then_some(exp)
+    if !valid_id(id) || exp.id != id {
+        return Err(format!(
+            "its id '{}' is not the one it is stored under ({id})",
+            exp.id.escape_debug()
+        ));
+    }
+    if exp.version > VERSION {
+        return Err(format!(
+            "record format version {} (this repro reads up to {VERSION})",
+            exp.version
+        ));
+    }
+    if exp.stages.is_empty() {
+        return Err("it names no stage".into());
+    }
+    for (stage, key) in &exp.stages {
+        if stage.is_empty() || stage.len() > 1000 || !printable(stage) {
+            return Err(format!(
+                "stage name '{}' is malformed",
+                stage.escape_debug()
+            ));
+        }
+        if !valid_key(key) {
+            return Err(format!(
+                "stage '{stage}' has key '{}', which is not a hex key",
+                key.escape_debug()
+            ));
+        }
+    }
+    if let Some(c) = &exp.commit
+        && (c.is_empty() || c.len() > 64 || !c.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(format!(
+            "its commit '{}' is not a git commit id",
+            c.escape_debug()
+        ));
+    }
+    let texts = exp.name.iter().chain(&exp.profile);
+    let set = exp.set.iter().flat_map(|(k, v)| [k, v]);
+    if let Some(bad) = texts.chain(set).find(|t| !printable(t)) {
+        return Err(format!(
+            "its name, profile or --set value '{}' holds control characters",
+            bad.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+/// Every readable experiment record, in no order, without warnings (for `record`, which must
+/// not print about a file that `exp show` will name anyway).
+fn list_quiet(cache_dir: &Path) -> Vec<Experiment> {
+    let Ok(entries) = std::fs::read_dir(exp_dir(cache_dir)) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let id = name.to_str()?.strip_suffix(".json")?.to_string();
+            valid_id(&id).then(|| read_one(cache_dir, &id)).flatten()
+        })
+        .collect()
+}
+
+/// The experiment the workspace holds now: the newest one each of whose stages has the
+/// lock's key (`None` when no experiment is).
+pub(crate) fn current(cache_dir: &Path, lock: &LockFile) -> Result<Option<Experiment>> {
+    Ok(list(cache_dir)?.into_iter().find(|e| {
+        e.stages
+            .iter()
+            .all(|(s, k)| lock.stages.get(s).is_some_and(|l| &l.key == k))
+    }))
+}
+
+/// Record an experiment brought from elsewhere (`repro pull --exp`) under its own id, so
+/// that the same id names it in both workspaces. A record with that id already here is kept
+/// when it names the same stages and keys; one that names others is a different experiment
+/// that happens to have the same id, and is an error (nothing is overwritten).
+pub(crate) fn adopt(cache_dir: &Path, exp: &Experiment) -> Result<()> {
+    check(exp, &exp.id).map_err(|why| anyhow::anyhow!("experiment {}: {why}", exp.id))?;
+    match read_one(cache_dir, &exp.id) {
+        Some(here) if here.stages == exp.stages => Ok(()),
+        Some(_) => bail!(
+            "this workspace already has a different experiment with the id {} ({}); not replaced",
+            exp.id,
+            exp_dir(cache_dir)
+                .join(format!("{}.json", exp.id))
+                .display()
+        ),
+        None if exp_dir(cache_dir).join(format!("{}.json", exp.id)).exists() => bail!(
+            "{} exists but is not a valid experiment record; remove it first",
+            exp_dir(cache_dir)
+                .join(format!("{}.json", exp.id))
+                .display()
+        ),
+        None => write(cache_dir, exp),
+    }
 }
 
 /// Every experiment recorded in the workspace whose cache is `cache_dir`, newest first; a
@@ -255,16 +371,23 @@ pub(crate) fn list(cache_dir: &Path) -> Result<Vec<Experiment>> {
 /// The experiment `what` names: its id, its name (the newest with it), or a unique prefix of
 /// at least 4 digits of its id.
 pub(crate) fn resolve<'a>(all: &'a [Experiment], what: &str) -> Result<&'a Experiment> {
+    find(all, what)?
+        .ok_or_else(|| anyhow::anyhow!("no experiment '{what}' (repro exp show lists them)"))
+}
+
+/// [`resolve`], with `Ok(None)` when nothing matches (`pull --exp` then asks the remote);
+/// an ambiguous prefix is still an error.
+pub(crate) fn find<'a>(all: &'a [Experiment], what: &str) -> Result<Option<&'a Experiment>> {
     if let Some(e) = all.iter().find(|e| e.id == what) {
-        return Ok(e);
+        return Ok(Some(e));
     }
     if let Some(e) = all.iter().find(|e| e.name.as_deref() == Some(what)) {
-        return Ok(e);
+        return Ok(Some(e));
     }
     if what.len() >= 4 {
         let hits: Vec<&Experiment> = all.iter().filter(|e| e.id.starts_with(what)).collect();
         match hits.as_slice() {
-            [one] => return Ok(one),
+            [one] => return Ok(Some(one)),
             [] => {}
             _ => bail!(
                 "'{what}' names {} experiments; give more of the id",
@@ -272,7 +395,7 @@ pub(crate) fn resolve<'a>(all: &'a [Experiment], what: &str) -> Result<&'a Exper
             ),
         }
     }
-    bail!("no experiment '{what}' (repro exp show lists them)")
+    Ok(None)
 }
 
 /// Whether `what` names a recorded experiment (`exp apply` falls back to a run-cache id).
@@ -1081,6 +1204,14 @@ pub fn apply(file: &Path, load: &LoadOptions, what: &str) -> Result<Vec<String>>
     let _guard = crate::state::workspace::WorkspaceLock::acquire(&cache_dir, false)?;
     let all = list(&cache_dir)?;
     let exp = resolve(&all, what)?.clone();
+    apply_held(file, load, &exp)
+}
+
+/// [`apply`] of the experiment `exp`, by a caller that already holds the workspace lock
+/// (`repro pull --exp`, which fetched its entries first).
+pub(crate) fn apply_held(file: &Path, load: &LoadOptions, exp: &Experiment) -> Result<Vec<String>> {
+    let root = crate::spec::workspace_root(file);
+    let cache_dir = root.join("cache");
     // The pipeline as that run loaded it (its profile and --set values), so its stage names
     // and declared outputs are the experiment's.
     let mut opts = load.clone();
@@ -1318,6 +1449,33 @@ mod tests {
         let b: BTreeMap<String, String> = [("s".to_string(), "ac".to_string())].into();
         assert_ne!(digest(&a), digest(&b));
         assert_eq!(digest(&a), digest(&a.clone()));
+    }
+
+    #[test]
+    fn adopt_keeps_a_same_record_and_refuses_another_under_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "ab".repeat(32);
+        let mut e = exp("abcd1234", Some("base"), 1);
+        e.stages.insert("s".into(), key.clone());
+        adopt(dir.path(), &e).unwrap();
+        assert_eq!(list(dir.path()).unwrap(), vec![e.clone()]);
+        // The same stages and keys again (another name): kept as it is.
+        let mut same = e.clone();
+        same.name = Some("other".into());
+        adopt(dir.path(), &same).unwrap();
+        assert_eq!(list(dir.path()).unwrap()[0].name.as_deref(), Some("base"));
+        // Other keys under the same id: someone else's experiment, refused.
+        let mut other = e.clone();
+        other.stages.insert("s".into(), "cd".repeat(32));
+        let err = adopt(dir.path(), &other).unwrap_err().to_string();
+        assert!(err.contains("different experiment"), "{err}");
+        assert_eq!(list(dir.path()).unwrap(), vec![e.clone()]);
+        // A record that does not check is refused before anything is written.
+        let mut bad = exp("abcd5678", None, 1);
+        bad.stages.insert("s".into(), "../x".into());
+        let err = adopt(dir.path(), &bad).unwrap_err().to_string();
+        assert!(err.contains("not a hex key"), "{err}");
+        assert!(!exp_dir(dir.path()).join("abcd5678.json").exists());
     }
 
     #[test]

@@ -92,6 +92,23 @@ pub mod push {
     }
 }
 
+/// `repro pull --exp` in this build.
+pub mod exp {
+    use super::*;
+    use crate::spec::LoadOptions;
+
+    /// Refused: see [`NOT_BUILT`].
+    pub fn pull(
+        _file: &Path,
+        _load: &LoadOptions,
+        _args: &RemoteArgs,
+        _what: &str,
+        _apply: bool,
+    ) -> Result<i32> {
+        bail!(not_built("repro pull --exp"))
+    }
+}
+
 /// `repro cache verify --remote` in this build.
 pub mod verify {
     use super::*;

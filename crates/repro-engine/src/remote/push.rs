@@ -6,7 +6,9 @@
 //! every object their outputs need is uploaded (or found present) and verified first; only
 //! then is each stage's entry written, and only for stages all of whose objects made it.
 //! A push killed half-way leaves objects without entries, which the next push finds present
-//! and does not send again.
+//! and does not send again. Experiment records (`exp/<id>`, see [`super::exp`]) go up last,
+//! each only when every entry it names is on the remote: the current experiment's by default,
+//! every one with `--all`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -21,7 +23,7 @@ use crate::spec::LoadOptions;
 use crate::state::hashing::{Content, FILE_MODE};
 use crate::state::workspace::Workspace;
 
-/// `repro push [TARGETS]`: see the module's documentation. Returns the exit code.
+/// `repro push [--all] [TARGETS]`: see the module's documentation. Returns the exit code.
 pub fn push(
     file: &std::path::Path,
     load: &LoadOptions,
@@ -181,14 +183,38 @@ pub fn push(
     }
     // An entry goes up only if none of the uploads failed: a failed object may be one it needs.
     let mut pushed = 0;
+    let mut records = None;
     if failed.is_empty() {
         let es: Vec<Entry> = todo.into_iter().map(|(e, _)| e).collect();
         pushed = es.len();
+        let mut on_remote = present.clone();
+        on_remote.extend(es.iter().map(|e| e.key.clone()));
         let errors = store.rt.block_on(transfer::each(es, args.transfers, |e| {
             let store = &store;
             async move { store.put_entry(&e).await }
         }));
         super::fail_on(errors)?;
+        // Experiment records last, each once all its entries are up: every one with --all,
+        // else the one the workspace holds (not when only some stages were pushed).
+        let exps = if all {
+            crate::experiments::list(&ws.cache_dir)?
+        } else if targets.is_empty() {
+            crate::experiments::current(&ws.cache_dir, lock)?
+                .into_iter()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !exps.is_empty() {
+            records = Some(super::exp::push_records(
+                &store,
+                ws,
+                lock,
+                exps,
+                &on_remote,
+                args.transfers,
+            )?);
+        }
     }
     for s in &stale {
         println!("not pushed: {s}");
@@ -197,6 +223,17 @@ pub fn push(
         println!(
             "not pushed: {incomplete} run-cache entr{} whose objects are no longer in the local cache",
             if incomplete == 1 { "y" } else { "ies" }
+        );
+    }
+    if let Some(r) = &records {
+        for s in &r.skipped {
+            println!("not pushed: {s}");
+        }
+        println!(
+            "pushed {} experiment record{}, {} already on the remote",
+            r.sent,
+            if r.sent == 1 { "" } else { "s" },
+            r.already
         );
     }
     println!(
