@@ -399,3 +399,42 @@ fn the_engine_binary_does_not_link_libtorch_and_doctor_reaches_repro_torch() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("libtorch        2.11.0"), "{text}");
 }
+
+#[test]
+fn replacing_the_binary_during_a_run_does_not_break_the_stages_still_to_start() {
+    // A copy of repro that the test deletes while the first stage runs, as a `cargo build`
+    // or an install replacing the binary would: the second stage must still start.
+    let bin_dir = tempfile::tempdir().unwrap();
+    let copy = bin_dir.path().join("repro");
+    std::fs::copy(common::bin(), &copy).unwrap();
+    let ws = Ws::new(
+        r#"stages:
+  first:
+    cmd: touch started && while [ ! -f go ]; do sleep 0.05; done && echo 1 > first.txt
+    outs: [first.txt]
+  second:
+    cmd: cat first.txt > second.txt
+    deps: [first.txt]
+    outs: [second.txt]
+"#,
+    );
+    let child = std::process::Command::new(&copy)
+        .arg("run")
+        .current_dir(ws.dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !ws.path("started").exists() {
+        assert!(t0.elapsed().as_secs() < 60, "the first stage never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::fs::remove_file(&copy).unwrap();
+    ws.write("go", "");
+    let out = child.wait_with_output().unwrap();
+    let text = common::both(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(ws.read("second.txt"), "1\n", "{text}");
+}

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -153,6 +154,9 @@ fn relay(
     }
 }
 
+/// The path under which Linux names the running process's own executable.
+const SELF_EXE: &str = "/proc/self/exe";
+
 impl Executor for LocalExecutor {
     fn submit(&mut self, job: Job) -> Result<()> {
         if let Some(dir) = job.log.parent() {
@@ -163,15 +167,27 @@ impl Executor for LocalExecutor {
             .with_context(|| format!("cannot create log {}", job.log.display()))?;
         let log = Arc::new(Mutex::new(log));
         let exe = std::env::current_exe().context("cannot find the repro binary")?;
+        // The running binary itself, through /proc/self/exe: a `cargo build` or install that
+        // replaces the file at `exe` during a run must not break (or change) the stages
+        // still to start. The supervisor does the same for a stage that runs repro again.
+        let this = Path::new(SELF_EXE);
+        let own = if this.exists() { this } else { exe.as_path() };
+        let argv = job.argv.iter().enumerate().map(|(i, a)| {
+            if i == 0 && own == this && Path::new(a) == exe {
+                this.as_os_str()
+            } else {
+                std::ffi::OsStr::new(a)
+            }
+        });
         let (death_r, death_w) = death_pipe().context("cannot create a pipe")?;
-        let mut cmd = Command::new(&exe);
+        let mut cmd = Command::new(own);
         cmd.args(["internal", "supervise"]);
         // The supervisor also measures the stage for the run trace: one wrapper, not two.
         if let Some(usage) = &job.usage {
             cmd.arg("--usage").arg(usage);
         }
         cmd.arg("--")
-            .args(&job.argv)
+            .args(argv)
             .current_dir(&job.cwd)
             .envs(job.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
