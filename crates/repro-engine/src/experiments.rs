@@ -304,7 +304,8 @@ fn list_quiet(cache_dir: &Path) -> Vec<Experiment> {
 }
 
 /// The experiment the workspace holds now: the newest one each of whose stages has the
-/// lock's key (`None` when no experiment is).
+/// lock's key (`None` when no experiment is). Only `repro push` asks.
+#[cfg(feature = "remote")]
 pub(crate) fn current(cache_dir: &Path, lock: &LockFile) -> Result<Option<Experiment>> {
     Ok(list(cache_dir)?.into_iter().find(|e| {
         e.stages
@@ -317,6 +318,7 @@ pub(crate) fn current(cache_dir: &Path, lock: &LockFile) -> Result<Option<Experi
 /// that the same id names it in both workspaces. A record with that id already here is kept
 /// when it names the same stages and keys; one that names others is a different experiment
 /// that happens to have the same id, and is an error (nothing is overwritten).
+#[cfg(any(feature = "remote", test))]
 pub(crate) fn adopt(cache_dir: &Path, exp: &Experiment) -> Result<()> {
     check(exp, &exp.id).map_err(|why| anyhow::anyhow!("experiment {}: {why}", exp.id))?;
     match read_one(cache_dir, &exp.id) {
