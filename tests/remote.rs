@@ -112,6 +112,12 @@ fn two_workspaces(url: &str, env: &[(&str, String)]) -> (Ws, Ws) {
         out.contains("0 ran") && out.contains("3 restored (remote)"),
         "{out}"
     );
+    // The look-ahead: sum's and report's keys follow from gen's entry (their deps are not
+    // in B yet), so all three are found before the scheduler starts, one round per level.
+    assert!(
+        out.contains("remote: 3 stages found ahead of the run, in 3 rounds of look-ups"),
+        "{out}"
+    );
     for s in ["gen", "sum", "report"] {
         assert!(
             out.contains(&format!("restored {s} from the remote cache")),

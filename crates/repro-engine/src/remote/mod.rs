@@ -17,7 +17,9 @@ mod off;
 #[cfg(not(feature = "remote"))]
 pub(crate) use off::transfer;
 #[cfg(not(feature = "remote"))]
-pub use off::{RunRemote, push, verify};
+pub use off::{RunRemote, exp, push, verify};
+#[cfg(feature = "remote")]
+pub mod exp;
 #[cfg(feature = "remote")]
 pub mod push;
 #[cfg(feature = "remote")]
@@ -232,8 +234,9 @@ impl RunRemote {
     }
 
     /// Before the scheduler starts: look up, many at once, the remote entries of every stage
-    /// in `planned` that is out of date, whose key is already computable (every dep is here)
-    /// and that the local run cache lacks, and bring the objects of all the entries found
+    /// in `planned` that is out of date, whose key is computable (every dep is here, or is
+    /// written by a stage found earlier in the look-ahead, see [`OutsKnown`]) and that the
+    /// local run cache lacks, and bring the objects of all the entries found
     /// into the local cache in one pool of transfers (manifests first, then the files they
     /// name), instead of one stage after another as the scheduler reaches them. An entry
     /// whose objects all arrived is kept for [`RunRemote::fetch`], which records it and
@@ -245,40 +248,7 @@ impl RunRemote {
             return;
         }
         let Ok(db) = ws.db() else { return };
-        let wanted: Vec<(String, Vec<String>)> = planned
-            .iter()
-            .filter(|(_, a)| !a.fresh())
-            .filter(|(_, a)| !a.fingerprint.deps.values().any(|h| h == "missing"))
-            .filter(|(_, a)| matches!(db.get_run(&a.key), Ok(None)))
-            .map(|(s, a)| {
-                let outs = s.outs.iter().map(|o| o.path.clone()).collect();
-                (a.key.clone(), outs)
-            })
-            .collect();
-        if wanted.is_empty() {
-            return;
-        }
         let Ok(store) = self.store() else { return };
-        let found: Mutex<Vec<Entry>> = Mutex::default();
-        let absent: Mutex<BTreeSet<String>> = Mutex::default();
-        let each = transfer::each(wanted, self.transfers * 2, |(key, outs)| {
-            let (found, absent) = (&found, &absent);
-            async move {
-                let outs: Vec<&str> = outs.iter().map(String::as_str).collect();
-                match store.entry(&key, &outs).await? {
-                    Some(e) => found.lock().expect("not poisoned").push(e),
-                    None => drop(absent.lock().expect("not poisoned").insert(key)),
-                }
-                Ok(())
-            }
-        });
-        let errors = store.rt.block_on(each);
-        *self.absent.borrow_mut() = absent.into_inner().expect("not poisoned");
-        drop(errors); // each stage's own look-up reports what went wrong
-        let mut found = found.into_inner().expect("not poisoned");
-        if found.is_empty() {
-            return;
-        }
         let tmp = transfer::tmp_dir(&ws.cache_dir);
         if std::fs::create_dir_all(&tmp).is_err() {
             return;
@@ -293,18 +263,77 @@ impl RunRemote {
                 || bar.show(&counters, "fetching"),
             )
         };
-        // Manifests (and the file outputs) of every entry, in one pool.
-        let mut first = BTreeMap::new();
-        for e in &found {
-            for (path, hash) in &e.outs {
-                first.entry(hash.clone()).or_insert(Item {
-                    hash: hash.clone(),
-                    size: e.sizes.get(path).copied(),
-                    cap: e.dirs.contains(path).then_some(MANIFEST_CAP),
-                });
+        // Look-ahead, in rounds: a stage whose deps are missing (a fresh clone) or stale
+        // gets its key once the stages that write those deps have an entry (remote or local
+        // run cache): their outputs' hashes are the deps' hashes after the restore. Each round
+        // is one batch of look-ups, so the depth of the graph costs round trips, not every
+        // stage; the objects all come down in one pool at the end.
+        let mut outs_known = OutsKnown::default();
+        let mut looked: BTreeSet<String> = BTreeSet::new();
+        let mut found: Vec<Entry> = Vec::new();
+        let mut absent_all: BTreeSet<String> = BTreeSet::new();
+        let mut rounds = 0;
+        loop {
+            let mut wanted: Vec<(String, Vec<String>)> = Vec::new();
+            for (s, a) in planned.iter().filter(|(_, a)| !a.fresh()) {
+                let Some(key) = outs_known.key_after_restores(ws, a) else {
+                    continue;
+                };
+                if !looked.insert(key.clone()) {
+                    continue;
+                }
+                match db.get_run(&key) {
+                    // Restored from the local run cache: its outputs are known too.
+                    Ok(Some(rec)) => outs_known.add(&rec.outs, &rec.dirs),
+                    Ok(None) => wanted.push((key, s.outs.iter().map(|o| o.path.clone()).collect())),
+                    Err(_) => {}
+                }
             }
+            if wanted.is_empty() {
+                if outs_known.grew() {
+                    continue;
+                }
+                break;
+            }
+            rounds += 1;
+            let round: Mutex<Vec<Entry>> = Mutex::default();
+            let absent: Mutex<BTreeSet<String>> = Mutex::default();
+            let each = transfer::each(wanted, self.transfers * 2, |(key, outs)| {
+                let (round, absent) = (&round, &absent);
+                async move {
+                    let outs: Vec<&str> = outs.iter().map(String::as_str).collect();
+                    match store.entry(&key, &outs).await? {
+                        Some(e) => round.lock().expect("not poisoned").push(e),
+                        None => drop(absent.lock().expect("not poisoned").insert(key)),
+                    }
+                    Ok(())
+                }
+            });
+            let errors = store.rt.block_on(each);
+            drop(errors); // each stage's own look-up reports what went wrong
+            absent_all.extend(absent.into_inner().expect("not poisoned"));
+            let round = round.into_inner().expect("not poisoned");
+            // Manifests (and the file outputs) of this round's entries, in one pool: the next
+            // round reads deps inside a directory output from its manifest.
+            let mut first = BTreeMap::new();
+            for e in &round {
+                for (path, hash) in &e.outs {
+                    first.entry(hash.clone()).or_insert(Item {
+                        hash: hash.clone(),
+                        size: e.sizes.get(path).copied(),
+                        cap: e.dirs.contains(path).then_some(MANIFEST_CAP),
+                    });
+                }
+                outs_known.add(&e.outs, &e.dirs);
+            }
+            drop(pool(first));
+            found.extend(round);
+            outs_known.grew();
         }
-        drop(pool(first));
+        *self.absent.borrow_mut() = absent_all;
+        if found.is_empty() {
+            return;
+        }
         // The files every manifest names, in one pool; an entry whose manifest is not here
         // or does not check is dropped.
         let mut files = BTreeMap::new();
@@ -344,6 +373,12 @@ impl RunRemote {
                 kept.insert(e.key.clone(), e);
             }
         }
+        let n = kept.len();
+        println!(
+            "remote: {n} stage{} found ahead of the run, in {rounds} round{} of look-ups",
+            if n == 1 { "" } else { "s" },
+            if rounds == 1 { "" } else { "s" }
+        );
     }
 
     fn try_fetch(
@@ -439,4 +474,67 @@ pub(crate) fn fail_on(mut errors: Vec<anyhow::Error>) -> Result<()> {
     } else {
         first
     })
+}
+
+/// The outputs a run will restore (entries found in the remote or local run cache): output
+/// path → content hash, for [`RunRemote::prefetch`]'s look-ahead.
+#[derive(Default)]
+struct OutsKnown {
+    files: BTreeMap<String, String>,
+    /// Directory outputs → their manifest's hash.
+    dirs: BTreeMap<String, String>,
+    grown: bool,
+}
+
+impl OutsKnown {
+    fn add(&mut self, outs: &BTreeMap<String, String>, dirs: &[String]) {
+        for (path, hash) in outs {
+            let map = if dirs.contains(path) {
+                &mut self.dirs
+            } else {
+                &mut self.files
+            };
+            if map.insert(path.clone(), hash.clone()).as_ref() != Some(hash) {
+                self.grown = true;
+            }
+        }
+    }
+
+    /// Whether anything was added since the last call.
+    fn grew(&mut self) -> bool {
+        std::mem::take(&mut self.grown)
+    }
+
+    /// The stage's key once the known outputs are in place; `None` while a dep is missing
+    /// and nothing known will write it.
+    fn key_after_restores(&self, ws: &Workspace, a: &Assessment) -> Option<String> {
+        let mut after: Option<crate::state::fingerprint::Fingerprint> = None;
+        for (dep, now) in &a.fingerprint.deps {
+            match self.hash_of(ws, dep) {
+                Some(h) if h != *now => {
+                    after
+                        .get_or_insert_with(|| a.fingerprint.clone())
+                        .deps
+                        .insert(dep.clone(), h);
+                }
+                None if now == "missing" => return None,
+                _ => {}
+            }
+        }
+        Some(after.map_or_else(|| a.key.clone(), |f| f.key()))
+    }
+
+    /// A dep's hash after the restores: an output itself, or a file inside a directory
+    /// output whose manifest is in the local cache.
+    fn hash_of(&self, ws: &Workspace, dep: &str) -> Option<String> {
+        if let Some(h) = self.files.get(dep).or_else(|| self.dirs.get(dep)) {
+            return Some(h.clone());
+        }
+        let (rest, manifest) = self.dirs.iter().find_map(|(d, m)| {
+            let rest = dep.strip_prefix(d.as_str())?.strip_prefix('/')?;
+            Some((rest, m))
+        })?;
+        let files = ws.objects.manifest(manifest).ok()?;
+        files.into_iter().find(|f| f.path == rest).map(|f| f.hash)
+    }
 }
