@@ -6,7 +6,8 @@
 //! every object their outputs need is uploaded (or found present) and verified first; only
 //! then is each stage's entry written, and only for stages all of whose objects made it.
 //! A push killed half-way leaves objects without entries, which the next push finds present
-//! and does not send again. Experiment records (`exp/<id>`, see [`super::exp`]) go up last,
+//! and does not send again (on S3, objects of at most 1 MiB are sent again without a look-up:
+//! asking costs as much as sending). Experiment records (`exp/<id>`, see [`super::exp`]) go up last,
 //! each only when every entry it names is on the remote: the current experiment's by default,
 //! every one with `--all`.
 
