@@ -478,6 +478,7 @@ pub(crate) fn fail_on(mut errors: Vec<anyhow::Error>) -> Result<()> {
 
 /// The outputs a run will restore (entries found in the remote or local run cache): output
 /// path → content hash, for [`RunRemote::prefetch`]'s look-ahead.
+#[cfg(feature = "remote")]
 #[derive(Default)]
 struct OutsKnown {
     files: BTreeMap<String, String>,
@@ -486,6 +487,7 @@ struct OutsKnown {
     grown: bool,
 }
 
+#[cfg(feature = "remote")]
 impl OutsKnown {
     fn add(&mut self, outs: &BTreeMap<String, String>, dirs: &[String]) {
         for (path, hash) in outs {
