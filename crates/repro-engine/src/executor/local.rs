@@ -155,7 +155,7 @@ fn relay(
 }
 
 /// The path under which Linux names the running process's own executable.
-const SELF_EXE: &str = "/proc/self/exe";
+pub(crate) const SELF_EXE: &str = "/proc/self/exe";
 
 impl Executor for LocalExecutor {
     fn submit(&mut self, job: Job) -> Result<()> {
@@ -167,27 +167,21 @@ impl Executor for LocalExecutor {
             .with_context(|| format!("cannot create log {}", job.log.display()))?;
         let log = Arc::new(Mutex::new(log));
         let exe = std::env::current_exe().context("cannot find the repro binary")?;
-        // The running binary itself, through /proc/self/exe: a `cargo build` or install that
-        // replaces the file at `exe` during a run must not break (or change) the stages
-        // still to start. The supervisor does the same for a stage that runs repro again.
+        // The supervisor starts from the running binary itself, through /proc/self/exe: a
+        // `cargo build` or install that replaces the file at `exe` during a run must not fail
+        // the stages still to start. Its argv[0] stays `exe` (what `ps` shows), and it takes
+        // back its name (the kernel names it `exe`) first thing, see `supervise::main`.
         let this = Path::new(SELF_EXE);
         let own = if this.exists() { this } else { exe.as_path() };
-        let argv = job.argv.iter().enumerate().map(|(i, a)| {
-            if i == 0 && own == this && Path::new(a) == exe {
-                this.as_os_str()
-            } else {
-                std::ffi::OsStr::new(a)
-            }
-        });
         let (death_r, death_w) = death_pipe().context("cannot create a pipe")?;
         let mut cmd = Command::new(own);
-        cmd.args(["internal", "supervise"]);
+        cmd.arg0(&exe).args(["internal", "supervise"]);
         // The supervisor also measures the stage for the run trace: one wrapper, not two.
         if let Some(usage) = &job.usage {
             cmd.arg("--usage").arg(usage);
         }
         cmd.arg("--")
-            .args(argv)
+            .args(&job.argv)
             .current_dir(&job.cwd)
             .envs(job.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -40,6 +40,28 @@ pub(crate) const GRACE: Duration = Duration::from_secs(2);
 static STAGE_PGID: AtomicI32 = AtomicI32::new(0);
 static TEARING_DOWN: AtomicBool = AtomicBool::new(false);
 
+/// Started through /proc/self/exe (see the local executor), this process is named `exe` by the
+/// kernel; it takes the name of its argv[0] (`repro`) back, so `ps`, `top` and `pgrep repro`
+/// show what it is.
+fn take_back_name() {
+    let Some(arg0) = std::env::args_os().next() else {
+        return;
+    };
+    let Some(name) = Path::new(&arg0).file_name() else {
+        return;
+    };
+    use std::os::unix::ffi::OsStrExt;
+    // The kernel keeps 15 bytes and a NUL.
+    let mut buf = [0u8; 16];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(15);
+    buf[..n].copy_from_slice(&bytes[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from `buf`.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0);
+    }
+}
+
 /// `repro internal supervise [--usage FILE] -- ARGV…`: run ARGV, write its usage to FILE, and
 /// return the exit code to use (or end the process with the stage's signal).
 pub fn main(argv: &[OsString], usage: Option<&Path>) -> i32 {
@@ -47,6 +69,7 @@ pub fn main(argv: &[OsString], usage: Option<&Path>) -> i32 {
         eprintln!("error: supervise needs a command");
         return 2;
     };
+    take_back_name();
     // SAFETY: plain prctl/fcntl calls on this process and a descriptor it owns.
     let watch_engine = unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
