@@ -165,12 +165,11 @@ pub(crate) fn single_name(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok_and(|m| m.nlink() == 1)
 }
 
-/// blake3 of a file's bytes, hex.
+/// blake3 of a file's bytes, hex (the workspace's hasher: a large file mapped one window at a
+/// time, so its pages do not stay in the resident set).
 pub(crate) fn hash_of(p: &Path) -> Result<String> {
-    let mut h = blake3::Hasher::new();
-    h.update_mmap(p)
-        .with_context(|| format!("cannot read {}", p.display()))?;
-    Ok(h.finalize().to_hex().to_string())
+    let h = crate::state::hashing::hash_file_bytes(p)?;
+    Ok(blake3::Hash::from_bytes(h).to_hex().to_string())
 }
 
 /// Flush a file just linked into the cache and hash it (what [`super::copy_hashing`] does

@@ -469,7 +469,7 @@ impl Cache {
 ///
 /// The bytes move inside the kernel — a reflink where the file system shares blocks, else
 /// `copy_file_range` (through `std::io::copy`) — never through a user-space buffer; then the
-/// destination is hashed through a memory map. Hashing the copy rather than the source means
+/// destination is hashed through a memory map, one window at a time. Hashing the copy rather than the source means
 /// the caller's check covers exactly the bytes that will be used, and it reads from the page
 /// cache the copy just filled. (Reading, hashing and writing every byte in user space cost a
 /// 1 GiB restore 5× a `cp -r`.)
@@ -483,10 +483,7 @@ pub(crate) fn copy_hashing(src: &Path, dst: &Path, sync: bool) -> Result<String>
         out.sync_all().map_err(|e| disk_error(e, dst))?;
     }
     drop(out);
-    let mut h = blake3::Hasher::new();
-    h.update_mmap(dst)
-        .with_context(|| format!("cannot read back {}", dst.display()))?;
-    Ok(h.finalize().to_hex().to_string())
+    links::hash_of(dst).with_context(|| format!("cannot read back {}", dst.display()))
 }
 
 pub(crate) fn disk_error(e: std::io::Error, path: &Path) -> anyhow::Error {
