@@ -11,14 +11,15 @@
 #![cfg(feature = "remote")]
 
 mod common;
+#[path = "common/remote.rs"]
+mod servers;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Ws, both};
+use servers::{Server, create_bucket, fail, free_port, moto_binary, ok, start_moto, wait_for_port};
 
 /// Three stages: a directory of several files, a file, and a directory with a nested one.
 const PIPE: &str = r#"stages:
@@ -36,29 +37,6 @@ const PIPE: &str = r#"stages:
 "#;
 
 const OUTPUTS: &[&str] = &["data", "sums.txt", "rep"];
-
-/// Run repro in `ws` with extra environment; returns (success, stdout + stderr).
-fn repro(ws: &Ws, env: &[(&str, String)], args: &[&str]) -> (bool, String) {
-    let mut c = ws.cmd(args);
-    c.env_remove("REPRO_REMOTE");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let o = c.output().unwrap();
-    (o.status.success(), both(&o))
-}
-
-fn ok(ws: &Ws, env: &[(&str, String)], args: &[&str]) -> String {
-    let (s, text) = repro(ws, env, args);
-    assert!(s, "repro {args:?} failed:\n{text}");
-    text
-}
-
-fn fail(ws: &Ws, env: &[(&str, String)], args: &[&str]) -> String {
-    let (s, text) = repro(ws, env, args);
-    assert!(!s, "repro {args:?} should have failed:\n{text}");
-    text
-}
 
 /// Every file under the outputs, with its bytes.
 fn snapshot(ws: &Ws) -> Vec<(String, Vec<u8>)> {
@@ -303,37 +281,6 @@ fn push_all_shares_every_configuration_in_the_run_cache() {
     );
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for_port(port: u16, child: &mut Child) {
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("server exited before listening: {st}");
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "server did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A server process killed when dropped.
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 const DAV_MODULE: &str = "/usr/lib/nginx/modules/ngx_http_dav_ext_module.so";
 
 fn nginx_binary() -> Option<PathBuf> {
@@ -505,50 +452,6 @@ fn wait_for_partial_download(ws: &Ws) {
 
 // ---------------------------------------------------------------------------------------
 // S3 (moto)
-
-fn moto_binary() -> Option<PathBuf> {
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/moto/bin/moto_server");
-    if local.exists() {
-        return Some(local);
-    }
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("moto_server"))
-            .find(|p| p.exists())
-    });
-    if found.is_none() {
-        eprintln!(
-            "\n!!!!! SKIPPED: no S3-compatible server: moto_server is not installed \
-             (scripts/setup.sh --tests installs it into .tools/moto) !!!!!\n"
-        );
-    }
-    found
-}
-
-fn start_moto(bin: &Path, port: u16) -> Server {
-    let mut child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port, &mut child);
-    Server(child)
-}
-
-/// Create a bucket (moto accepts the unsigned request).
-fn create_bucket(port: u16, bucket: &str) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-}
 
 #[test]
 fn s3_remote_two_workspaces_and_a_dead_server() {

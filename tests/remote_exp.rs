@@ -8,15 +8,14 @@
 #![cfg(feature = "remote")]
 
 mod common;
+#[path = "common/remote.rs"]
+mod servers;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use common::{Ws, both};
+use common::Ws;
 use serde_json::Value;
+use servers::{create_bucket, fail, moto, ok};
 
 /// Two configurations of one pipeline: `scale` feeds `gen` (a directory), which `sum` reads.
 const SWEEP: &str = r#"vars:
@@ -31,29 +30,6 @@ stages:
     deps: [out]
     outs: [total.txt]
 "#;
-
-/// Run repro in `ws` with extra environment; returns (success, stdout + stderr).
-fn repro(ws: &Ws, env: &[(&str, String)], args: &[&str]) -> (bool, String) {
-    let mut c = ws.cmd(args);
-    c.env_remove("REPRO_REMOTE");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let o = c.output().unwrap();
-    (o.status.success(), both(&o))
-}
-
-fn ok(ws: &Ws, env: &[(&str, String)], args: &[&str]) -> String {
-    let (s, text) = repro(ws, env, args);
-    assert!(s, "repro {args:?} failed:\n{text}");
-    text
-}
-
-fn fail(ws: &Ws, env: &[(&str, String)], args: &[&str]) -> String {
-    let (s, text) = repro(ws, env, args);
-    assert!(!s, "repro {args:?} should have failed:\n{text}");
-    text
-}
 
 /// Every file of the outputs and the lock, with its bytes (random bytes in each output make
 /// a recomputation differ from a restore).
@@ -409,76 +385,11 @@ fn running_an_old_configuration_again_records_no_duplicate_row() {
 // ---------------------------------------------------------------------------------------
 // S3 (moto): the same sharing, with a name looked up through a listing of exp/.
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn moto_binary() -> Option<PathBuf> {
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/moto/bin/moto_server");
-    if local.exists() {
-        return Some(local);
-    }
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("moto_server"))
-            .find(|p| p.exists())
-    });
-    if found.is_none() {
-        eprintln!(
-            "\n!!!!! SKIPPED: no S3-compatible server: moto_server is not installed \
-             (scripts/setup.sh --tests installs it into .tools/moto) !!!!!\n"
-        );
-    }
-    found
-}
-
-fn start_moto(bin: &Path) -> (Server, u16) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(child.try_wait().unwrap().is_none(), "moto_server exited");
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "moto_server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (Server(child), port)
-}
-
-/// Create a bucket (moto accepts the unsigned request).
-fn create_bucket(port: u16, bucket: &str) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-}
-
 #[test]
 fn s3_push_all_then_pull_exp_by_name() {
-    let Some(bin) = moto_binary() else { return };
-    let (_server, port) = start_moto(&bin);
+    let Some((_server, port)) = moto() else {
+        return;
+    };
     create_bucket(port, "lab");
     let env = [
         ("AWS_ACCESS_KEY_ID", "test".to_string()),

@@ -10,14 +10,17 @@
 #![cfg(feature = "remote")]
 
 mod common;
+#[path = "common/remote.rs"]
+mod servers;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Ws, both};
+use common::Ws;
+use servers::{moto, ok as repro};
 
 const MIB: usize = 1 << 20;
 
@@ -27,43 +30,6 @@ const PIPE: &str = r#"stages:
     cmd: echo big >> executions.log && head -c 13631488 /dev/urandom > big.bin && mkdir -p d && head -c 12582912 /dev/urandom > d/large.bin && echo small > d/small.txt
     outs: [big.bin, d]
 "#;
-
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn moto() -> Option<(Server, u16)> {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/moto/bin/moto_server");
-    if !bin.exists() {
-        eprintln!(
-            "\n!!!!! SKIPPED: moto_server is not installed (scripts/setup.sh --tests installs it into .tools/moto) !!!!!\n"
-        );
-        return None;
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(child.try_wait().unwrap().is_none(), "moto exited");
-        assert!(t.elapsed() < Duration::from_secs(20), "moto did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some((Server(child), port))
-}
 
 /// One unsigned request to moto (which accepts them); returns the response head.
 fn request(port: u16, method: &str, path: &str) -> String {
@@ -80,18 +46,6 @@ fn request(port: u16, method: &str, path: &str) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
-}
-
-fn repro(ws: &Ws, env: &[(&str, String)], args: &[&str]) -> String {
-    let mut c = ws.cmd(args);
-    c.env_remove("REPRO_REMOTE");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let o = c.output().unwrap();
-    let text = both(&o);
-    assert!(o.status.success(), "repro {args:?} failed:\n{text}");
-    text
 }
 
 /// The cache object of `size` bytes (its name is its hash).
