@@ -112,6 +112,31 @@ fn hardlinked_outputs_are_the_objects_read_only_and_fresh() {
     assert!(stale(&ws).is_empty());
 }
 
+/// A pull links objects it hashed on the way in without reading them again; an object that
+/// was already in the cache (written by an earlier process) is still hashed when linked, so
+/// damage done to it since is caught, not handed out as the output.
+#[test]
+fn a_corrupt_object_is_caught_when_restored_as_a_hard_link() {
+    let ws = Ws::new(&pipeline("hardlink"));
+    ws.ok(&["run"]);
+    let objs = ws.path("cache/objects");
+    let obj = object_of(&objs, &ws.path("model/a.txt")).expect("model/a.txt is its object");
+    flip(&ws, "hardlink", true);
+    ws.ok(&["run"]);
+    // Damage the first configuration's object (same length, other bytes).
+    std::fs::set_permissions(&obj, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&obj, "eno\n").unwrap();
+    flip(&ws, "hardlink", false);
+    ws.clear_executions();
+    let out = ws.ok(&["run"]);
+    assert!(
+        out.contains("corrupted") && out.contains("recomputing model"),
+        "{out}"
+    );
+    assert_eq!(ws.read("model/a.txt"), "one\n");
+    assert!(ws.executions().iter().any(|e| e == "model"), "{out}");
+}
+
 #[test]
 fn a_stage_appending_to_its_linked_output_never_writes_into_the_cache() {
     for link in ["hardlink", "symlink"] {

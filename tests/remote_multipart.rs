@@ -200,14 +200,21 @@ fn a_push_killed_mid_multipart_upload_names_nothing_and_the_next_push_completes(
         push.env(k, v);
     }
     let mut child = push.spawn().unwrap();
-    // Kill it once the server holds an upload in progress with at least one part.
+    // Kill it once the server holds an upload in progress with at least one part. The push is
+    // stopped (SIGSTOP) while the server is asked, so that it cannot finish the upload between
+    // the look and the kill (on a busy machine the look can take longer than the whole upload).
+    let pid = child.id() as libc::pid_t;
     let t = Instant::now();
     loop {
+        // SAFETY: signals to our own child, which has not been waited for.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
         if let Some(id) = xml_field(&answer(port, "GET", "/lab?uploads"), "UploadId")
             && answer(port, "GET", &format!("{key}?uploadId={id}")).contains("<PartNumber>")
         {
             break;
         }
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
         assert!(
             child.try_wait().unwrap().is_none(),
             "the push ended before a part was seen on the server"

@@ -449,8 +449,9 @@ impl<'a> Runner<'a> {
             Some(found) => found,
             None => db.get_run(&a.key)?,
         };
-        // The remote is asked only when the local run cache misses (never under --force).
-        let from_remote = local.is_none() && !force;
+        // The remote is asked only when the local run cache misses (never under --force); an
+        // entry the prefetch recorded is found locally but came from the remote.
+        let from_remote = !force && (local.is_none() || self.remote.take_prefetched(&a.key));
         let found = match local {
             Some(rec) => Some(rec),
             None if force => None,

@@ -36,6 +36,9 @@ pub struct Cache {
     pub shared: Option<PathBuf>,
     /// Outputs declared `cache: false`: never stored here.
     uncached: std::collections::HashSet<String>,
+    /// Objects this process placed after hashing every byte on the way in (a verified
+    /// download): linking one to an output needs no second read of its bytes.
+    hashed_here: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// A restore that failed because the cache itself is damaged (not the workspace).
@@ -67,7 +70,20 @@ impl Cache {
                 .unwrap_or_else(links::default_links),
             shared,
             uncached: Default::default(),
+            hashed_here: Default::default(),
         }
+    }
+
+    /// Note that `hash`'s object was just placed by this process from bytes it hashed while
+    /// writing them (see [`Cache::restore`]: a link to it is not hashed again).
+    pub(crate) fn note_hashed(&self, hash: &str) {
+        let mut set = self.hashed_here.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(hash.to_string());
+    }
+
+    fn was_hashed_here(&self, hash: &str) -> bool {
+        let set = self.hashed_here.lock().unwrap_or_else(|e| e.into_inner());
+        set.contains(hash)
     }
 
     /// Whether the output `path` is declared `cache: false`.
@@ -346,8 +362,12 @@ impl Cache {
             .into());
         }
         let how = self.place(&obj, to, mode)?;
-        // A link is checked by hashing the object it leads to; a copy by hashing the copy.
-        let got = if how.is_link() {
+        // A link is checked by hashing the object it leads to, unless this process wrote that
+        // object from bytes it hashed (a pull: every byte was hashed once on the way in, and
+        // the link shares its inode); a copy by hashing the copy.
+        let got = if how.is_link() && self.was_hashed_here(hash) {
+            Ok(hash.to_string())
+        } else if how.is_link() {
             links::hash_of(&obj)
         } else {
             links::hash_of(to)

@@ -158,6 +158,7 @@ fn record_stats(ws: &Workspace, path: &str, content: &Content) -> Result<()> {
 pub(crate) fn prepare_outputs(ws: &Workspace, stage: &Stage, a: &Assessment) -> Result<()> {
     preserve_outputs(ws, a)?;
     for (path, content) in &a.outs {
+        ws.stat.forget_recent(path);
         let full = ws.root.join(path);
         // A dangling symlink reads as missing, but a stage writing through it would create
         // its target, a path nobody declared: the link goes too.

@@ -169,6 +169,12 @@ impl RunRemote {
     }
 
     /// `repro pull`: stages are restored or reported, never run.
+    /// Whether `key`'s entry was found on the remote by [`RunRemote::prefetch`] and is not
+    /// yet restored (it is in the local run cache, but it came from the remote); forgets it.
+    pub(crate) fn take_prefetched(&self, key: &str) -> bool {
+        self.prefetched.borrow_mut().remove(key).is_some()
+    }
+
     pub(crate) fn pull_only(&self) -> bool {
         self.pull_only
     }
@@ -198,10 +204,9 @@ impl RunRemote {
             return Ok(None);
         }
         if let Some(entry) = self.prefetched.borrow_mut().remove(key) {
-            // Its objects came down (verified) before the scheduler started.
-            let rec = entry.record();
-            ws.db()?.put_run(key, &rec)?;
-            return Ok(Some(rec));
+            // Its objects came down (verified) and it was recorded before the scheduler
+            // started.
+            return Ok(Some(entry.record()));
         }
         if self.off.get() || self.bad.borrow().contains(key) || self.absent.borrow().contains(key) {
             return Ok(None);
@@ -362,6 +367,7 @@ impl RunRemote {
         bar.clear();
         // Kept: the entries whose every object is now in the local cache.
         let mut kept = self.prefetched.borrow_mut();
+        let mut records = Vec::new();
         for e in found {
             let complete = e.outs.values().all(|h| ws.objects.has(h))
                 && e.dirs.iter().all(|d| {
@@ -370,8 +376,15 @@ impl RunRemote {
                         .is_ok_and(|m| m.iter().all(|f| ws.objects.has(&f.hash)))
                 });
             if complete {
+                records.push((e.key.clone(), e.record()));
                 kept.insert(e.key.clone(), e);
             }
+        }
+        // Recorded in the local run cache in one transaction (not one commit per stage), after
+        // `download_all`'s flush; if that fails, each stage falls back to its own look-up.
+        let recs: Vec<(&str, &RunRecord)> = records.iter().map(|(k, r)| (k.as_str(), r)).collect();
+        if db.put_runs(&recs).is_err() {
+            kept.clear();
         }
         let n = kept.len();
         println!(
@@ -485,6 +498,9 @@ struct OutsKnown {
     /// Directory outputs → their manifest's hash.
     dirs: BTreeMap<String, String>,
     grown: bool,
+    /// Manifests read so far (hash → file path → file hash; `None`: not readable), so that a
+    /// manifest is read once, not once per dep inside it and per round.
+    manifests: RefCell<HashMap<String, Option<HashMap<String, String>>>>,
 }
 
 #[cfg(feature = "remote")]
@@ -532,11 +548,16 @@ impl OutsKnown {
         if let Some(h) = self.files.get(dep).or_else(|| self.dirs.get(dep)) {
             return Some(h.clone());
         }
-        let (rest, manifest) = self.dirs.iter().find_map(|(d, m)| {
-            let rest = dep.strip_prefix(d.as_str())?.strip_prefix('/')?;
-            Some((rest, m))
+        // The directory output holding it, if any: the dep's ancestors, nearest first.
+        let (rest, manifest) = dep.match_indices('/').rev().find_map(|(i, _)| {
+            let m = self.dirs.get(&dep[..i])?;
+            Some((&dep[i + 1..], m))
         })?;
-        let files = ws.objects.manifest(manifest).ok()?;
-        files.into_iter().find(|f| f.path == rest).map(|f| f.hash)
+        let mut memo = self.manifests.borrow_mut();
+        let files = memo.entry(manifest.clone()).or_insert_with(|| {
+            let files = ws.objects.manifest(manifest).ok()?;
+            Some(files.into_iter().map(|f| (f.path, f.hash)).collect())
+        });
+        files.as_ref()?.get(rest).cloned()
     }
 }

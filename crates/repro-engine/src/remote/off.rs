@@ -54,6 +54,11 @@ impl RunRemote {
         false
     }
 
+    /// Always `false`: nothing is prefetched.
+    pub(crate) fn take_prefetched(&self, _key: &str) -> bool {
+        false
+    }
+
     /// Always `false`: `repro pull` is refused.
     pub(crate) fn pull_only(&self) -> bool {
         false

@@ -450,12 +450,23 @@ impl StateDb {
     }
 
     pub(crate) fn put_run(&self, key: &str, rec: &RunRecord) -> Result<()> {
-        let json = serde_json::to_string(rec)?;
+        self.put_runs(&[(key, rec)])
+    }
+
+    /// Several run-cache entries in one transaction (one commit, one flush: a pull records
+    /// hundreds of entries at once).
+    pub(crate) fn put_runs(&self, recs: &[(&str, &RunRecord)]) -> Result<()> {
+        let mut json = Vec::with_capacity(recs.len());
+        for (key, rec) in recs {
+            json.push((*key, serde_json::to_string(rec)?));
+        }
         let write = || -> Result<(), redb::Error> {
             let tx = self.db.begin_write()?;
             {
                 let mut t = tx.open_table(RUNS)?;
-                t.insert(key, json.as_str())?;
+                for (key, json) in &json {
+                    t.insert(*key, json.as_str())?;
+                }
             }
             tx.commit()?;
             Ok(())
@@ -513,6 +524,12 @@ mod tests {
                 environment: None,
             };
             db.put_run("k1", &rec).unwrap();
+            // Several in one transaction (a pull's prefetch).
+            let other = RunRecord {
+                stage: "b".into(),
+                ..rec.clone()
+            };
+            db.put_runs(&[("k2", &other), ("k3", &rec)]).unwrap();
             let k = StatKey {
                 dev: 1,
                 ino: 2,
@@ -529,6 +546,8 @@ mod tests {
         }
         let db = StateDb::open(&p, Duration::ZERO).unwrap().unwrap();
         assert_eq!(db.get_run("k1").unwrap().unwrap().stage, "a");
+        assert_eq!(db.get_run("k2").unwrap().unwrap().stage, "b");
+        assert_eq!(db.runs().unwrap().len(), 3);
         assert_eq!(db.load_stat().unwrap().len(), 1);
     }
 

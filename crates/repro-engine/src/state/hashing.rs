@@ -186,30 +186,57 @@ pub(crate) fn decode_entry(b: &[u8]) -> Option<(StatKey, [u8; 32])> {
 pub struct StatCache {
     entries: Mutex<PathMap<(StatKey, [u8; 32])>>,
     dirty: Mutex<Vec<String>>,
+    /// Files this process placed or stored from bytes it hashed, whose stats are too recent
+    /// to keep (see [`StatCache::record`]): trusted by this process only, never saved, and
+    /// forgotten when the engine clears the output (see [`StatCache::forget_recent`]).
+    recent: Mutex<PathMap<(StatKey, [u8; 32])>>,
 }
 
 impl StatCache {
     pub fn from_entries(entries: PathMap<(StatKey, [u8; 32])>) -> Self {
         StatCache {
             entries: Mutex::new(entries),
-            dirty: Mutex::default(),
+            ..Default::default()
         }
     }
 
     fn get(&self, path: &str, k: &StatKey) -> Option<[u8; 32]> {
-        let e = self.entries.lock().unwrap();
-        e.get(path).filter(|(sk, _)| sk == k).map(|(_, h)| *h)
+        let hit = |m: &PathMap<(StatKey, [u8; 32])>| {
+            m.get(path).filter(|(sk, _)| sk == k).map(|(_, h)| *h)
+        };
+        hit(&self.entries.lock().unwrap()).or_else(|| hit(&self.recent.lock().unwrap()))
     }
 
     /// Remember the hash of a file whose content is known (e.g. just verified while copied),
-    /// so it is not read again — under the racy-clean rule, so a file just written (whose
-    /// ctime is now) is not remembered and is hashed by the next run.
+    /// so it is not read again. Saved only under the racy-clean rule: a file just written
+    /// (whose ctime is now) is hashed again by the next run. Until then this process trusts
+    /// its unchanged stat: the bytes are the ones it placed, and a write by someone else
+    /// during the run could as well come after any re-hash (in a pull, each stage downstream
+    /// of a restored output used to hash it again, up to 48 times).
     pub fn record(&self, path: &str, meta: &std::fs::Metadata, hash_hex: &str) {
         let mut h = [0u8; 32];
         let k = StatKey::of(meta);
-        if hex::decode_to_slice(hash_hex, &mut h).is_ok() && settled(&k, fs_now_ns()) {
-            self.put(path, k, h);
+        if hex::decode_to_slice(hash_hex, &mut h).is_err() {
+            return;
         }
+        if settled(&k, fs_now_ns()) {
+            self.put(path, k, h);
+        } else {
+            self.recent.lock().unwrap().insert(path.to_string(), (k, h));
+        }
+    }
+
+    /// Forget what [`StatCache::record`] trusted for `path` and everything under it: the
+    /// engine is about to clear that output for its stage to write it again (a new file may
+    /// reuse the inode, size and, on a coarse file system, timestamps of the old one).
+    pub(crate) fn forget_recent(&self, path: &str) {
+        let mut recent = self.recent.lock().unwrap();
+        if recent.is_empty() {
+            return;
+        }
+        recent.retain(|p, _| {
+            p != path && !(p.starts_with(path) && p.as_bytes().get(path.len()) == Some(&b'/'))
+        });
     }
 
     fn put(&self, path: &str, k: StatKey, h: [u8; 32]) {
@@ -1026,6 +1053,44 @@ mod tests {
         let meta = std::fs::metadata(d.path().join("f")).unwrap();
         c.record("f2", &meta, &blake3::hash(b"ONE").to_hex());
         assert!(c.take_dirty().is_empty());
+    }
+
+    /// A restored file's hash, recorded under a stat too recent to save, is trusted by the
+    /// same process while its stat is unchanged (no second read); a changed stat, or the
+    /// output cleared for its stage to run, makes the hasher read it again.
+    #[test]
+    fn a_recorded_recent_stat_is_trusted_in_this_process_only_until_it_changes() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("out")).unwrap();
+        std::fs::write(d.path().join("out/f"), "one").unwrap();
+        let c = StatCache::default();
+        let h = Hasher::new(d.path(), &c);
+        // Recorded as the restore's verified hash: a hash that is not the bytes' shows that
+        // the record, not the bytes, answered.
+        let claimed = blake3::hash(b"restored").to_hex();
+        let meta = std::fs::metadata(d.path().join("out/f")).unwrap();
+        c.record("out/f", &meta, &claimed);
+        assert!(c.take_dirty().is_empty(), "not saved: too recent");
+        assert_eq!(h.content("out/f").unwrap().hash(), Some(claimed.as_str()));
+        // Another process (a fresh stat cache) reads the bytes.
+        let other = StatCache::default();
+        let real = blake3::hash(b"one").to_hex();
+        let fresh = Hasher::new(d.path(), &other).content("out/f").unwrap();
+        assert_eq!(fresh.hash(), Some(real.as_str()));
+        // A changed stat is not trusted.
+        std::fs::write(d.path().join("out/f"), "one, longer").unwrap();
+        let changed = blake3::hash(b"one, longer").to_hex();
+        assert_eq!(h.content("out/f").unwrap().hash(), Some(changed.as_str()));
+        // Cleared for its stage: forgotten, for the output and the files under it.
+        let meta = std::fs::metadata(d.path().join("out/f")).unwrap();
+        c.record("out/f", &meta, &claimed);
+        c.record("outer", &meta, &claimed);
+        c.forget_recent("out");
+        assert_eq!(h.content("out/f").unwrap().hash(), Some(changed.as_str()));
+        assert!(
+            c.get("outer", &StatKey::of(&meta)).is_some(),
+            "outer is not under out/"
+        );
     }
 
     #[test]
