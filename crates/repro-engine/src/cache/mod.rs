@@ -76,6 +76,7 @@ impl Cache {
 
     /// Note that `hash`'s object was just placed by this process from bytes it hashed while
     /// writing them (see [`Cache::restore`]: a link to it is not hashed again).
+    #[cfg(feature = "remote")]
     pub(crate) fn note_hashed(&self, hash: &str) {
         let mut set = self.hashed_here.lock().unwrap_or_else(|e| e.into_inner());
         set.insert(hash.to_string());
