@@ -46,6 +46,10 @@
 # --version 0.17.0 --features binary --ignore-rust-version --locked --root .tools/s3s` (0.17.0
 # declares rustc 1.96 but builds with 1.95; 0.14.1, the newest that declares ≤ 1.95, answers a
 # HEAD on a key that is a prefix of other keys with 500, not 404, which fails `dvc pull`).
+# s3s-fs runs with scripts/tcp_nodelay.c preloaded (built here with gcc): it leaves Nagle on,
+# and each small GET on a kept-alive connection then waits ~40 ms for the client's delayed ACK
+# (see that file); S3S_NODELAY=no runs it as it is. S3_LAYOUTS: the small part's layouts
+# ("dir stages", the default, or one of them).
 # Disk: the small part needs about 6 × the files' size; the big part about 2 × S3_BIG_GIB
 # (moto's parts and object in its temporary files, then the pulled copy) and moto about
 # 2 × S3_BIG_GIB of memory while it completes the upload (it joins the parts in memory); with
@@ -91,6 +95,11 @@ unset REPRO_REMOTE AWS_PROFILE AWS_SESSION_TOKEN
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 rm -rf "$dir"
 mkdir -p "$dir"
+nodelay=
+if [ "$server" = s3s ] && [ "${S3S_NODELAY:-yes}" != no ]; then
+  gcc -shared -fPIC -O2 -o "$dir/tcp_nodelay.so" "$root/scripts/tcp_nodelay.c" -ldl
+  nodelay=$dir/tcp_nodelay.so
+fi
 server_pid=
 nginx_pid=
 no_server=
@@ -119,7 +128,7 @@ start_server() {
   mkdir -p "$dir/server-tmp"
   case $server in
     moto) TMPDIR=$dir/server-tmp "$moto" -H 127.0.0.1 -p "$port" >"$dir/server.log" 2>&1 & ;;
-    s3s) "$s3s_fs" --host 127.0.0.1 --port "$port" --access-key test --secret-key test "$dir/server-tmp" >"$dir/server.log" 2>&1 & ;;
+    s3s) LD_PRELOAD=$nodelay "$s3s_fs" --host 127.0.0.1 --port "$port" --access-key test --secret-key test "$dir/server-tmp" >"$dir/server.log" 2>&1 & ;;
   esac
   server_pid=$!
   for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.05; done
@@ -216,7 +225,7 @@ PY
   small_mb=$(du -sm --apparent-size "$src" | cut -f1)
   mapfile -t subdirs < <(ls "$src")
 
-  for layout in dir stages; do
+  for layout in ${S3_LAYOUTS:-dir stages}; do
     ws=$dir/ws-$layout
     mkdir -p "$ws"
     if [ "$layout" = dir ]; then
@@ -416,7 +425,7 @@ cpu=$(awk -F: '/model name/ {gsub(/^ +/, "", $2); print $2; exit}' /proc/cpuinfo
 machine="$(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(df -PT "$dir" | awk 'NR==2 {print $2}'), $(date -u '+%Y-%m-%d %H:%M UTC')"
 case $server in
   moto) versions="repro: ${bin#"$root"/}; moto $("$(dirname "$moto")/python" -c 'import moto; print(moto.__version__)' 2>/dev/null)" ;;
-  s3s) versions="repro: ${bin#"$root"/}; $("$s3s_fs" --version)" ;;
+  s3s) versions="repro: ${bin#"$root"/}; $("$s3s_fs" --version)${nodelay:+ (TCP_NODELAY preloaded)}" ;;
 esac
 [ "$aws" != none ] && versions+="; $("$aws" --version 2>&1 | cut -d' ' -f1)"
 [ "$dvc" != none ] && versions+="; DVC $("$dvc" --version 2>/dev/null) with dvc-s3 $("$(dirname "$dvc")/python" -c 'import importlib.metadata as m; print(m.version("dvc-s3"))')"
