@@ -168,13 +168,13 @@ impl RunRemote {
         self.url.is_some()
     }
 
-    /// `repro pull`: stages are restored or reported, never run.
     /// Whether `key`'s entry was found on the remote by [`RunRemote::prefetch`] and is not
     /// yet restored (it is in the local run cache, but it came from the remote); forgets it.
     pub(crate) fn take_prefetched(&self, key: &str) -> bool {
         self.prefetched.borrow_mut().remove(key).is_some()
     }
 
+    /// `repro pull`: stages are restored or reported, never run.
     pub(crate) fn pull_only(&self) -> bool {
         self.pull_only
     }
