@@ -47,8 +47,14 @@ pub fn free_port() -> u16 {
 
 /// Wait until `child` listens on `port` (20 s at most; it must not exit first).
 pub fn wait_for_port(port: u16, child: &mut Child) {
+    // A connect to a port nobody listens on can meet itself (TCP self-connect, when the
+    // kernel picks that very port as the local one): such a connection is not the server.
+    let listening = || {
+        TcpStream::connect(("127.0.0.1", port))
+            .is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
+    };
     let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !listening() {
         if let Ok(Some(st)) = child.try_wait() {
             panic!("server exited before listening: {st}");
         }
