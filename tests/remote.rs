@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Ws, both};
-use servers::{Server, create_bucket, fail, free_port, moto_binary, ok, start_moto, wait_for_port};
+use servers::{Server, create_bucket, fail, free_port, moto_binary, ok, serve, start_moto};
 
 /// Three stages: a directory of several files, a file, and a directory with a nested one.
 const PIPE: &str = r#"stages:
@@ -336,22 +336,16 @@ http {{
 "#
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let mut child = Command::new(bin)
-        .args([
-            "-p",
-            &d.to_string(),
-            "-e",
-            &format!("{d}/error.log"),
-            "-c",
-            &format!("{d}/nginx.conf"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port, &mut child);
-    Server(child)
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "-p",
+        &d.to_string(),
+        "-e",
+        &format!("{d}/error.log"),
+        "-c",
+        &format!("{d}/nginx.conf"),
+    ]);
+    serve(cmd, port)
 }
 
 #[test]

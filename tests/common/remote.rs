@@ -99,8 +99,14 @@ pub fn moto_binary() -> Option<PathBuf> {
 
 /// moto listening on `port`.
 pub fn start_moto(bin: &Path, port: u16) -> Server {
-    let mut child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    let mut cmd = Command::new(bin);
+    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+    serve(cmd, port)
+}
+
+/// Start a server quietly and wait until it listens on `port`.
+pub fn serve(mut cmd: Command, port: u16) -> Server {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
